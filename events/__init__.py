@@ -1,0 +1,1 @@
+"""sessiond events package."""

@@ -1,0 +1,56 @@
+"""The envelopes that wrap every command and event on a Redis stream.
+
+An envelope carries routing and tracing (who, which version, which partition, what caused it);
+the body (`data`) stays as raw msgpack until someone needs it, so the worker and the projector
+can route millions of messages without decoding bodies they only pass along.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["CommandEnvelope", "EventEnvelope", "Outcome"]
+
+
+class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """One fact in an actor's history. `version` is 1, 2, 3... per actor and equals the stream id."""
+
+    event_id: str
+    actor_id: str
+    version: int
+    partition: int
+    ts: int  # ms since the epoch, taken from the command that caused it
+    command_id: str
+    correlation_id: str
+    causation_id: str
+    type: str
+    data: msgspec.Raw
+
+
+class CommandEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """A request to one actor. `command_id` is the idempotency key: a retry reuses it."""
+
+    command_id: str
+    actor_id: str
+    partition: int
+    ts: int
+    type: str
+    data: msgspec.Raw
+    correlation_id: str = ""
+    causation_id: str = ""
+    reply_to: str = ""  # a pub/sub channel the outcome is published on, if anyone waits
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What became of a command: stored under its id (for retries) and published to `reply_to`.
+
+    `version` is the actor's version after the command (unchanged when it emitted nothing).
+    """
+
+    command_id: str
+    actor_id: str
+    ok: bool
+    version: int = 0
+    events: int = 0
+    error_code: str = ""
+    error_message: str = ""

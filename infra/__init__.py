@@ -1,0 +1,1 @@
+"""sessiond infra package."""

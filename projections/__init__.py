@@ -1,0 +1,1 @@
+"""sessiond projections package."""
