@@ -9,6 +9,7 @@ from enum import Enum
 from typing import Any
 
 from events.base import Command, Event
+from events.simulator import DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS
 
 __all__ = [
     "DEFAULT_HANDOFF_TTL_MS",
@@ -88,6 +89,7 @@ class Transport(str, Enum):
 class CreateSession(Command, frozen=True, tag="CreateSession"):
     """Start the session (seed 000 / 003). `restart` ends a live one and starts it afresh."""
 
+    session_id: str
     device_id: str = ""
     router_id: str = ""
     pod_name: str = ""
@@ -169,6 +171,7 @@ class ReplaceState(Command, frozen=True, tag="ReplaceState"):
     On a session that does not exist yet this creates it, as seed 004's snapshot API does.
     """
 
+    session_id: str
     state: dict[str, Any]
     version: int | None = None
     device_id: str = ""
@@ -219,6 +222,8 @@ class ReserveSimulator(Command, frozen=True, tag="ReserveSimulator"):
     simulator_id: str
     initial_symbols: list[str]
     initial_cash: float = 100000.0
+    heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
 
 
 class RecordSimulatorStatus(Command, frozen=True, tag="RecordSimulatorStatus"):
@@ -379,6 +384,8 @@ class SimulatorReserved(Event, frozen=True, tag="SimulatorReserved"):
     user_id: str
     initial_symbols: list[str]
     initial_cash: float = 100000.0
+    heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
 
 
 class SimulatorStatusRecorded(Event, frozen=True, tag="SimulatorStatusRecorded"):
