@@ -17,11 +17,11 @@ from events.session import SessionCommand, SessionEvent
 from events.simulator import SimulatorCommand, SimulatorEvent
 
 __all__ = [
-    "AnyCommand",
-    "AnyEvent",
     "COMMAND_TYPES",
     "EVENT_TYPES",
     "UPCASTERS",
+    "AnyCommand",
+    "AnyEvent",
     "decode_command",
     "decode_command_envelope",
     "decode_event",

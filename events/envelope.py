@@ -13,7 +13,7 @@ __all__ = ["CommandEnvelope", "EventEnvelope", "Outcome"]
 
 
 class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
-    """One fact in an actor's history. `version` is 1, 2, 3... per actor and equals the stream id."""
+    """One fact in an actor's history; `version` (1, 2, 3... per actor) is its stream id."""
 
     event_id: str
     actor_id: str

@@ -5,7 +5,7 @@ Schemas only grow: add fields last with defaults, never change a type, never reu
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from events.base import Command, Event
@@ -66,19 +66,19 @@ DEFAULT_PRESENCE_TIMEOUT_MS = 2 * 60 * 1000  # seed 004: presence times out afte
 DEFAULT_HANDOFF_TTL_MS = 5 * 60 * 1000  # seed 004: handoff token valid 5 minutes
 
 
-class ConnectionQuality(str, Enum):
+class ConnectionQuality(StrEnum):
     GOOD = "GOOD"
     DEGRADED = "DEGRADED"
     POOR = "POOR"
 
 
-class ConflictStrategy(str, Enum):
+class ConflictStrategy(StrEnum):
     SERVER_WINS = "server_wins"
     CLIENT_WINS = "client_wins"
     MERGE = "merge"
 
 
-class Transport(str, Enum):
+class Transport(StrEnum):
     WS = "ws"
     SSE = "sse"
 
@@ -280,11 +280,14 @@ class SessionRefreshed(Event, frozen=True, tag="SessionRefreshed"):
 
 
 class SessionEnded(Event, frozen=True, tag="SessionEnded"):
+    """`simulator_id` names the still-active simulator that must stop with the session."""
+
     reason: str = "ended"
+    simulator_id: str = ""
 
 
 class SessionExpired(Event, frozen=True, tag="SessionExpired"):
-    pass
+    simulator_id: str = ""
 
 
 class ConnectionQualityChanged(Event, frozen=True, tag="ConnectionQualityChanged"):

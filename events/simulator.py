@@ -6,7 +6,7 @@ The simulator lives in its session's partition (the partition key is the session
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from events.base import Command, Event
 
@@ -40,7 +40,7 @@ DEFAULT_HEARTBEAT_TIMEOUT_MS = 30_000
 DEFAULT_IDLE_TIMEOUT_MS = 3600 * 1000  # seed 002: inactive for one hour -> stopped
 
 
-class SimulatorStatus(str, Enum):
+class SimulatorStatus(StrEnum):
     CREATING = "CREATING"
     STARTING = "STARTING"
     RUNNING = "RUNNING"
@@ -51,8 +51,12 @@ class SimulatorStatus(str, Enum):
 
 #: A simulator in one of these holds its session's single slot.
 ACTIVE_STATUSES = frozenset(
-    {SimulatorStatus.CREATING, SimulatorStatus.STARTING, SimulatorStatus.RUNNING,
-     SimulatorStatus.STOPPING}
+    {
+        SimulatorStatus.CREATING,
+        SimulatorStatus.STARTING,
+        SimulatorStatus.RUNNING,
+        SimulatorStatus.STOPPING,
+    }
 )
 
 
