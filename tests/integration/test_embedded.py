@@ -1,0 +1,153 @@
+"""The embedded servers are real, keep their data across restarts and leave no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis
+
+from infra.embedded import EmbeddedServerError, start_postgres, start_redis
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # a zombie still answers kill(0): look at its state
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_redis_answers_and_keeps_data_across_restart(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "r")
+    try:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping() is True
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert client.config_get("appendfsync")["appendfsync"] == "everysec"
+        client.xadd("s", {"f": "1"}, id="1-0")
+        client.set("k", "v")
+        client.close()
+    finally:
+        server.stop()
+    pid = server.pid
+    assert _gone(pid)
+
+    again = start_redis(tmp_path / "r", appendfsync="always")
+    try:
+        client = redis.Redis.from_url(again.url)
+        assert client.get("k") == b"v"
+        assert client.xrange("s") == [(b"1-0", {b"f": b"1"})]
+        assert client.config_get("appendfsync")["appendfsync"] == "always"
+        client.close()
+    finally:
+        again.stop()
+    assert _gone(again.pid)
+
+
+def test_redis_data_dir_cannot_be_shared_by_two_servers(tmp_path: Path) -> None:
+    server = start_redis(tmp_path / "r")
+    try:
+        with pytest.raises(EmbeddedServerError, match="in use"):
+            start_redis(tmp_path / "r")
+    finally:
+        server.stop()
+
+
+def test_redis_rejects_unknown_fsync_policy(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddedServerError, match="appendfsync"):
+        start_redis(tmp_path / "r", appendfsync="sometimes")
+
+
+def test_embedded_servers_die_with_their_parent(tmp_path: Path) -> None:
+    """A SIGKILLed parent (crashed `sessiond dev`, killed pytest) leaves no orphan server."""
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from infra.embedded import start_postgres, start_redis
+        r = start_redis(Path({str(tmp_path / "r")!r}))
+        p = start_postgres(Path({str(tmp_path / "p")!r}), fsync=False)
+        print(r.pid, p.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        line = parent.stdout.readline()
+        redis_pid, pg_pid = (int(x) for x in line.split())
+        os.kill(redis_pid, 0)
+        os.kill(pg_pid, 0)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert _gone(redis_pid), "redis-server outlived its parent"
+    assert _gone(pg_pid), "postgres outlived its parent"
+    # and the directory lock died with them: a new server can use the same data
+    server = start_redis(tmp_path / "r")
+    server.stop()
+
+
+@pytest.mark.anyio
+async def test_postgres_query_works_and_data_survives_restart(tmp_path: Path) -> None:
+    server = start_postgres(tmp_path / "pg", fsync=False)
+    try:
+        conn = await asyncpg.connect(server.url)
+        assert await conn.fetchval("SELECT 40 + 2") == 42
+        await conn.execute("CREATE TABLE kept (x int)")
+        await conn.execute("INSERT INTO kept VALUES (7)")
+        await conn.close()
+    finally:
+        server.stop()
+    assert _gone(server.pid)
+
+    again = start_postgres(tmp_path / "pg")
+    try:
+        conn = await asyncpg.connect(again.url)
+        assert await conn.fetchval("SELECT x FROM kept") == 7
+        await conn.close()
+    finally:
+        again.stop()
+    assert _gone(again.pid)
+
+
+@pytest.mark.anyio
+async def test_database_url_fixture_gives_an_empty_private_database(
+    database_url: str, postgres_server_url: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        name = await conn.fetchval("SELECT current_database()")
+        assert name.startswith("t_")
+        tables = await conn.fetchval(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        assert tables == 0
+    finally:
+        await conn.close()
+
+
+def test_redis_url_fixture_starts_from_an_empty_server(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.dbsize() == 0
+        client.set("left-over", "1")
+    finally:
+        client.close()
