@@ -197,7 +197,9 @@ def start_redis(
     one second of writes at risk on a machine crash) or ``no`` (the OS decides).
     """
     if appendfsync not in ("always", "everysec", "no"):
-        raise EmbeddedServerError(f"appendfsync must be always, everysec or no, not {appendfsync!r}")
+        raise EmbeddedServerError(
+            f"appendfsync must be always, everysec or no, not {appendfsync!r}"
+        )
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock_dir(data_dir)
@@ -381,7 +383,7 @@ def start_postgres(
                 raise EmbeddedServerError(f"initdb failed for {pgdata}: {e}") from e
         socket_dir = _socket_dir_for(sock, owner)
         log = data_dir / "postgres.log"
-        logf = open(log, "ab")  # noqa: SIM115 - handed to the child
+        logf = open(log, "ab")  # handed to the child, closed below
         if owner is not None:
             os.chown(log, *owner)
         settings = {
