@@ -430,7 +430,8 @@ def _reserve_simulator(command: ReserveSimulator, state: Active) -> list[Any]:
 
 
 def _record_simulator(command: RecordSimulatorStatus, state: SessionState) -> list[Any]:
-    if not isinstance(state, Active) or state.simulator is None:
+    """Ended sessions keep listening: their simulator still holds the slot until it stops."""
+    if isinstance(state, NotStarted) or state.simulator is None:
         return []
     slot = state.simulator
     if slot.simulator_id != command.simulator_id:
@@ -553,7 +554,10 @@ def evolve(state: SessionState, event: Any) -> SessionState:
     """The state after `event`. Never mutates `state`."""
     match event:
         case SessionCreated():
+            # a simulator of the previous incarnation that is still stopping keeps the slot
+            previous = None if isinstance(state, NotStarted) else state.simulator
             return Active(
+                simulator=previous if previous is not None and previous.active else None,
                 session_id=event.session_id,
                 user_id=event.user_id,
                 created_at=event.at,
@@ -576,6 +580,14 @@ def evolve(state: SessionState, event: Any) -> SessionState:
                 reason=reason,
                 simulator=state.simulator,
             )
+    if isinstance(event, SimulatorStatusRecorded) and not isinstance(state, NotStarted):
+        slot = SimulatorSlot(
+            simulator_id=event.simulator_id,
+            status=event.status,
+            endpoint=event.endpoint,
+            reason=event.reason,
+        )
+        return replace(state, simulator=slot)
     if not isinstance(state, Active):
         return state
     match event:
@@ -645,14 +657,6 @@ def evolve(state: SessionState, event: Any) -> SessionState:
             )
         case SimulatorReserved():
             return replace(state, simulator=SimulatorSlot(simulator_id=event.simulator_id))
-        case SimulatorStatusRecorded():
-            slot = SimulatorSlot(
-                simulator_id=event.simulator_id,
-                status=event.status,
-                endpoint=event.endpoint,
-                reason=event.reason,
-            )
-            return replace(state, simulator=slot)
     return state
 
 

@@ -1,0 +1,626 @@
+"""Given events / when command / then events, for every command of the session actor."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors import session as s
+from actors.decider import Routed, Timer
+from actors.keys import simulator_actor
+from events.session import (
+    AcceptHandoff,
+    ApplyStateChanges,
+    ChangeConnectionQuality,
+    ConflictResolved,
+    ConflictStrategy,
+    ConnectionClosed,
+    ConnectionOpened,
+    ConnectionQuality,
+    ConnectionQualityChanged,
+    CreateSession,
+    DeviceJoined,
+    DeviceLeft,
+    DevicesSeen,
+    DisconnectDevice,
+    EndSession,
+    ExpireHandoff,
+    ExpireSession,
+    HandoffAccepted,
+    HandoffExpired,
+    HandoffStarted,
+    JoinDevice,
+    LeaveDevice,
+    MetadataUpdated,
+    RecordSimulatorStatus,
+    RefreshSession,
+    ReplaceState,
+    ReserveSimulator,
+    ResolveConflict,
+    SessionCreated,
+    SessionEnded,
+    SessionExpired,
+    SessionRefreshed,
+    SimulatorReserved,
+    SimulatorStatusRecorded,
+    StartHandoff,
+    StateChanged,
+    StateReplaced,
+    TimeOutDevice,
+    TouchDevices,
+    Transport,
+    UpdateMetadata,
+    ValidateSession,
+)
+from events.simulator import CreateSimulator, StopSimulator
+from tests.unit.decider_spec import Spec
+
+SID = "550e8400-e29b-41d4-a716-446655440000"
+USER = "user-123"
+TTL = 1_000_000
+CREATED = SessionCreated(
+    at=1000, session_id=SID, user_id=USER, expires_at=1000 + TTL, ttl_ms=TTL, device_id="d1"
+)
+JOINED = DeviceJoined(at=1100, device_id="d1", connection_id="c1", device_type="mobile")
+STATE_V1 = StateReplaced(at=1200, state={"a": 1, "b": 2}, state_version=1)
+RESERVED = SimulatorReserved(at=1300, simulator_id="sim-1", user_id=USER, initial_symbols=["X"])
+
+
+@pytest.fixture
+def spec() -> Spec:
+    return Spec(s.decider)
+
+
+# ----------------------------------------------------------------------------- create
+
+
+def test_create_starts_a_session_that_expires_after_its_ttl(spec: Spec) -> None:
+    spec.when(CreateSession(at=1000, session_id=SID, user_id=USER, device_id="d1", ttl_ms=TTL))
+    state = spec.then(CREATED)
+    assert isinstance(state, s.Active) and state.expires_at == 1000 + TTL
+
+
+def test_create_again_by_the_owner_is_an_idempotent_no_op(spec: Spec) -> None:
+    spec.given(CREATED).when(CreateSession(at=2000, session_id=SID, user_id=USER)).then()
+
+
+def test_create_with_restart_ends_the_old_session_and_starts_a_fresh_one(spec: Spec) -> None:
+    command = CreateSession(at=2000, session_id=SID, user_id=USER, restart=True, ttl_ms=TTL)
+    state = (
+        spec.given(CREATED, JOINED, STATE_V1)
+        .when(command)
+        .then(
+            SessionEnded(at=2000, reason="restarted"),
+            SessionCreated(
+                at=2000, session_id=SID, user_id=USER, expires_at=2000 + TTL, ttl_ms=TTL
+            ),
+        )
+    )
+    assert state.devices == {} and state.state == {} and state.state_version == 0
+
+
+def test_restart_stops_the_active_simulator_by_policy(spec: Spec) -> None:
+    command = CreateSession(at=2000, session_id=SID, user_id=USER, restart=True, ttl_ms=TTL)
+    events = s.decide(command, s.decider.fold([CREATED, RESERVED]))
+    assert events[0] == SessionEnded(at=2000, reason="restarted", simulator_id="sim-1")
+    assert s.react(s.decider.fold([CREATED, RESERVED, events[0]]), events[0]) == [
+        Routed(simulator_actor("sim-1"), StopSimulator(at=2000, reason="session ended"))
+    ]
+
+
+def test_create_of_an_ended_session_starts_it_again(spec: Spec) -> None:
+    ended = SessionEnded(at=1500)
+    spec.given(CREATED, ended).when(
+        CreateSession(at=2000, session_id=SID, user_id=USER, ttl_ms=TTL)
+    ).then(SessionCreated(at=2000, session_id=SID, user_id=USER, expires_at=2000 + TTL, ttl_ms=TTL))
+
+
+def test_create_past_expiry_expires_the_old_session_first(spec: Spec) -> None:
+    at = 1000 + TTL + 1
+    spec.given(CREATED).when(CreateSession(at=at, session_id=SID, user_id=USER, ttl_ms=TTL)).then(
+        SessionExpired(at=at),
+        SessionCreated(at=at, session_id=SID, user_id=USER, expires_at=at + TTL, ttl_ms=TTL),
+    )
+
+
+def test_create_of_another_users_session_is_forbidden(spec: Spec) -> None:
+    spec.given(CREATED).when(CreateSession(at=2000, session_id=SID, user_id="mallory")).fails(
+        "SESSION_FORBIDDEN"
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        CreateSession(at=1, session_id="", user_id=USER),
+        CreateSession(at=1, session_id=SID, user_id=""),
+        CreateSession(at=1, session_id=SID, user_id=USER, ttl_ms=0),
+        CreateSession(at=1, session_id=SID, user_id=USER, presence_timeout_ms=-1),
+    ],
+)
+def test_create_with_bad_arguments_is_refused(spec: Spec, command: CreateSession) -> None:
+    spec.when(command).fails("INVALID_ARGUMENT")
+
+
+# ----------------------------------------------------------------------------- validate, refresh
+
+
+def test_validate_a_live_session_emits_nothing(spec: Spec) -> None:
+    spec.given(CREATED).when(ValidateSession(at=2000, user_id=USER)).then()
+
+
+def test_validate_an_unknown_session_says_not_found(spec: Spec) -> None:
+    spec.when(ValidateSession(at=2000, user_id=USER)).fails("SESSION_NOT_FOUND")
+
+
+def test_validate_an_expired_session_says_expired(spec: Spec) -> None:
+    spec.given(CREATED, SessionExpired(at=5)).when(ValidateSession(at=6)).fails("SESSION_EXPIRED")
+
+
+def test_validate_past_expires_at_says_expired_before_the_timer_fires(spec: Spec) -> None:
+    spec.given(CREATED).when(ValidateSession(at=1000 + TTL)).fails("SESSION_EXPIRED")
+
+
+def test_validate_an_ended_session_says_ended(spec: Spec) -> None:
+    spec.given(CREATED, SessionEnded(at=5)).when(ValidateSession(at=6)).fails("SESSION_ENDED")
+
+
+def test_validate_by_another_user_is_forbidden(spec: Spec) -> None:
+    spec.given(CREATED).when(ValidateSession(at=2000, user_id="x")).fails("SESSION_FORBIDDEN")
+
+
+def test_refresh_extends_expiry_by_the_ttl(spec: Spec) -> None:
+    state = (
+        spec.given(CREATED)
+        .when(RefreshSession(at=5000, user_id=USER))
+        .then(SessionRefreshed(at=5000, expires_at=5000 + TTL))
+    )
+    assert state.last_active == 5000 and state.expires_at == 5000 + TTL
+
+
+def test_refresh_of_an_expired_session_is_refused(spec: Spec) -> None:
+    spec.given(CREATED, SessionExpired(at=5)).when(RefreshSession(at=6)).fails("SESSION_EXPIRED")
+
+
+# ----------------------------------------------------------------------------- end, expire
+
+
+def test_end_ends_the_session(spec: Spec) -> None:
+    state = (
+        spec.given(CREATED)
+        .when(EndSession(at=2000, user_id=USER))
+        .then(SessionEnded(at=2000, reason="ended"))
+    )
+    assert isinstance(state, s.Ended) and s.is_terminal(state)
+
+
+def test_end_twice_is_a_no_op(spec: Spec) -> None:
+    spec.given(CREATED, SessionEnded(at=5)).when(EndSession(at=6)).then()
+
+
+def test_end_an_unknown_session_says_not_found(spec: Spec) -> None:
+    spec.when(EndSession(at=6)).fails("SESSION_NOT_FOUND")
+
+
+def test_end_another_users_session_is_forbidden(spec: Spec) -> None:
+    spec.given(CREATED).when(EndSession(at=6, user_id="x")).fails("SESSION_FORBIDDEN")
+
+
+def test_end_with_an_active_simulator_stops_it_by_policy(spec: Spec) -> None:
+    state = (
+        spec.given(CREATED, RESERVED)
+        .when(EndSession(at=2000))
+        .then(SessionEnded(at=2000, simulator_id="sim-1"))
+    )
+    assert s.react(state, SessionEnded(at=2000, simulator_id="sim-1")) == [
+        Routed(simulator_actor("sim-1"), StopSimulator(at=2000, reason="session ended"))
+    ]
+
+
+def test_expiry_timer_at_expires_at_expires_the_session(spec: Spec) -> None:
+    spec.given(CREATED, RESERVED).when(ExpireSession(at=1000 + TTL)).then(
+        SessionExpired(at=1000 + TTL, simulator_id="sim-1")
+    )
+
+
+def test_expiry_timer_after_a_refresh_is_a_no_op(spec: Spec) -> None:
+    refreshed = SessionRefreshed(at=5000, expires_at=5000 + TTL)
+    spec.given(CREATED, refreshed).when(ExpireSession(at=1000 + TTL)).then()
+
+
+def test_expiry_timer_of_an_ended_session_is_a_no_op(spec: Spec) -> None:
+    spec.given(CREATED, SessionEnded(at=5)).when(ExpireSession(at=1000 + TTL)).then()
+
+
+# ----------------------------------------------------------------------------- quality, metadata
+
+
+def test_quality_change_is_recorded_only_when_it_changes(spec: Spec) -> None:
+    poor = ChangeConnectionQuality(at=2000, quality=ConnectionQuality.POOR, rtt_ms=900.0)
+    spec.given(CREATED).when(poor).then(
+        ConnectionQualityChanged(at=2000, quality=ConnectionQuality.POOR, rtt_ms=900.0)
+    )
+    good = ChangeConnectionQuality(at=2000, quality=ConnectionQuality.GOOD)
+    spec.given(CREATED).when(good).then()
+
+
+def test_metadata_update_merges_and_none_deletes(spec: Spec) -> None:
+    state = (
+        spec.given(CREATED, MetadataUpdated(at=1, values={"a": 1, "b": 2}))
+        .when(UpdateMetadata(at=2000, values={"b": None, "c": 3}))
+        .then(MetadataUpdated(at=2000, values={"b": None, "c": 3}))
+    )
+    assert state.metadata == {"a": 1, "c": 3}
+
+
+def test_empty_metadata_update_is_a_no_op(spec: Spec) -> None:
+    spec.given(CREATED).when(UpdateMetadata(at=2000, values={})).then()
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def test_first_connection_of_a_device_joins_it(spec: Spec) -> None:
+    join = JoinDevice(at=1100, device_id="d1", connection_id="c1", device_type="mobile")
+    state = spec.given(CREATED).when(join).then(JOINED)
+    assert state.devices["d1"].online
+
+
+def test_second_connection_of_an_online_device_opens_a_connection(spec: Spec) -> None:
+    join = JoinDevice(at=1150, device_id="d1", connection_id="c2", transport=Transport.SSE)
+    state = (
+        spec.given(CREATED, JOINED)
+        .when(join)
+        .then(
+            ConnectionOpened(at=1150, device_id="d1", connection_id="c2", transport=Transport.SSE)
+        )
+    )
+    assert set(state.devices["d1"].connections) == {"c1", "c2"}
+
+
+def test_joining_with_a_known_connection_is_a_no_op(spec: Spec) -> None:
+    spec.given(CREATED, JOINED).when(JoinDevice(at=2, device_id="d1", connection_id="c1")).then()
+
+
+def test_join_without_ids_is_refused(spec: Spec) -> None:
+    spec.given(CREATED).when(JoinDevice(at=2, device_id="", connection_id="c")).fails(
+        "INVALID_ARGUMENT"
+    )
+
+
+def test_join_an_unknown_session_says_not_found(spec: Spec) -> None:
+    spec.when(JoinDevice(at=2, device_id="d", connection_id="c")).fails("SESSION_NOT_FOUND")
+
+
+def test_last_connection_closing_makes_the_device_leave(spec: Spec) -> None:
+    state = (
+        spec.given(CREATED, JOINED)
+        .when(LeaveDevice(at=1500, device_id="d1", connection_id="c1"))
+        .then(DeviceLeft(at=1500, device_id="d1", reason="left"))
+    )
+    assert not state.devices["d1"].online
+
+
+def test_closing_one_of_two_connections_keeps_the_device_online(spec: Spec) -> None:
+    opened = ConnectionOpened(at=1150, device_id="d1", connection_id="c2")
+    spec.given(CREATED, JOINED, opened).when(
+        LeaveDevice(at=1500, device_id="d1", connection_id="c1")
+    ).then(ConnectionClosed(at=1500, device_id="d1", connection_id="c1"))
+
+
+def test_leaving_never_fails_even_for_unknown_or_ended_sessions(spec: Spec) -> None:
+    leave = LeaveDevice(at=1500, device_id="d1", connection_id="c1")
+    spec.when(leave).then()
+    spec.given(CREATED, JOINED, SessionEnded(at=5)).when(leave).then()
+    spec.given(CREATED).when(leave).then()
+
+
+def test_touch_refreshes_presence_of_online_devices_only(spec: Spec) -> None:
+    state = (
+        spec.given(CREATED, JOINED)
+        .when(TouchDevices(at=60_000, device_ids=["d1", "ghost"]))
+        .then(DevicesSeen(at=60_000, device_ids=["d1"]))
+    )
+    assert state.devices["d1"].last_seen == 60_000
+    spec.given(CREATED).when(TouchDevices(at=60_000, device_ids=["ghost"])).then()
+
+
+def test_presence_timer_makes_an_unseen_device_leave(spec: Spec) -> None:
+    due = JOINED.at + CREATED.presence_timeout_ms
+    spec.given(CREATED, JOINED).when(TimeOutDevice(at=due, device_id="d1")).then(
+        DeviceLeft(at=due, device_id="d1", reason="timeout")
+    )
+
+
+def test_presence_timer_after_a_touch_is_a_no_op(spec: Spec) -> None:
+    due = JOINED.at + CREATED.presence_timeout_ms
+    seen = DevicesSeen(at=due - 1, device_ids=["d1"])
+    spec.given(CREATED, JOINED, seen).when(TimeOutDevice(at=due, device_id="d1")).then()
+
+
+def test_forced_disconnect_makes_the_device_leave(spec: Spec) -> None:
+    spec.given(CREATED, JOINED).when(DisconnectDevice(at=2000, device_id="d1")).then(
+        DeviceLeft(at=2000, device_id="d1", reason="disconnected")
+    )
+
+
+def test_disconnecting_an_unknown_device_says_device_not_found(spec: Spec) -> None:
+    spec.given(CREATED).when(DisconnectDevice(at=2000, device_id="d9")).fails("DEVICE_NOT_FOUND")
+
+
+def test_disconnecting_an_offline_device_is_a_no_op(spec: Spec) -> None:
+    left = DeviceLeft(at=1500, device_id="d1")
+    spec.given(CREATED, JOINED, left).when(DisconnectDevice(at=2000, device_id="d1")).then()
+
+
+# ----------------------------------------------------------------------------- shared state
+
+
+def test_snapshot_of_an_unknown_session_creates_it(spec: Spec) -> None:
+    command = ReplaceState(
+        at=1000,
+        session_id=SID,
+        user_id=USER,
+        state={"m": 75},
+        version=1,
+        device_id="device-456",
+        app_version="2.1.0",
+        ttl_ms=TTL,
+    )
+    state = spec.when(command).then(
+        SessionCreated(
+            at=1000,
+            session_id=SID,
+            user_id=USER,
+            expires_at=1000 + TTL,
+            ttl_ms=TTL,
+            device_id="device-456",
+        ),
+        StateReplaced(
+            at=1000, state={"m": 75}, state_version=1, device_id="device-456", app_version="2.1.0"
+        ),
+    )
+    assert state.state == {"m": 75} and state.state_version == 1
+
+
+def test_snapshot_without_version_takes_the_next_version(spec: Spec) -> None:
+    command = ReplaceState(at=2000, session_id=SID, user_id=USER, state={"z": 0})
+    spec.given(CREATED, STATE_V1).when(command).then(
+        StateReplaced(at=2000, state={"z": 0}, state_version=2)
+    )
+
+
+def test_snapshot_with_a_stale_version_is_a_version_conflict(spec: Spec) -> None:
+    command = ReplaceState(at=2000, session_id=SID, user_id=USER, state={}, version=1)
+    error = spec.given(CREATED, STATE_V1).when(command).fails("VERSION_CONFLICT")
+    assert error.details["current_version"] == 1
+
+
+def test_snapshot_of_another_users_session_is_forbidden(spec: Spec) -> None:
+    command = ReplaceState(at=2000, session_id=SID, user_id="x", state={})
+    spec.given(CREATED).when(command).fails("SESSION_FORBIDDEN")
+
+
+def test_incremental_update_on_the_current_version_applies(spec: Spec) -> None:
+    command = ApplyStateChanges(at=2000, changes={"a": 9}, deleted_keys=["b"], base_version=1)
+    state = (
+        spec.given(CREATED, STATE_V1)
+        .when(command)
+        .then(StateChanged(at=2000, changes={"a": 9}, deleted_keys=["b"], state_version=2))
+    )
+    assert state.state == {"a": 9} and state.state_version == 2
+
+
+def test_incremental_update_on_an_old_version_is_a_version_conflict(spec: Spec) -> None:
+    command = ApplyStateChanges(at=2000, changes={"a": 9}, base_version=0)
+    spec.given(CREATED, STATE_V1).when(command).fails("VERSION_CONFLICT")
+
+
+def test_incremental_update_without_base_version_is_last_writer_wins(spec: Spec) -> None:
+    command = ApplyStateChanges(at=2000, changes={"a": 9})
+    spec.given(CREATED, STATE_V1).when(command).then(
+        StateChanged(at=2000, changes={"a": 9}, deleted_keys=[], state_version=2)
+    )
+
+
+def test_empty_incremental_update_is_a_no_op(spec: Spec) -> None:
+    spec.given(CREATED, STATE_V1).when(ApplyStateChanges(at=2000, changes={})).then()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "state", "version"),
+    [
+        (ConflictStrategy.SERVER_WINS, {"a": 1, "b": 2}, 1),
+        (ConflictStrategy.CLIENT_WINS, {"a": 5, "c": 6}, 2),
+        (ConflictStrategy.MERGE, {"a": 5, "b": 2, "c": 6}, 2),
+    ],
+)
+def test_conflict_resolution_strategies(
+    spec: Spec, strategy: ConflictStrategy, state: dict, version: int
+) -> None:
+    command = ResolveConflict(
+        at=2000, client_state={"a": 5, "c": 6}, strategy=strategy, client_version=2
+    )
+    after = (
+        spec.given(CREATED, STATE_V1)
+        .when(command)
+        .then(
+            ConflictResolved(
+                at=2000, strategy=strategy, state=state, state_version=version, client_version=2
+            )
+        )
+    )
+    assert after.state == state and after.state_version == version
+
+
+# ----------------------------------------------------------------------------- handoff
+
+HANDOFF = HandoffStarted(
+    at=2000,
+    token="tok",
+    source_device="phone",
+    target_device="tablet",
+    state={"a": 1, "b": 2},
+    state_version=1,
+    expires_at=2000 + 300_000,
+)
+
+
+def test_handoff_carries_the_current_state_for_five_minutes(spec: Spec) -> None:
+    command = StartHandoff(at=2000, token="tok", source_device="phone", target_device="tablet")
+    spec.given(CREATED, STATE_V1).when(command).then(HANDOFF)
+
+
+def test_handoff_to_the_same_device_is_refused(spec: Spec) -> None:
+    command = StartHandoff(at=2000, token="t", source_device="a", target_device="a")
+    spec.given(CREATED).when(command).fails("INVALID_ARGUMENT")
+
+
+def test_the_target_device_accepts_a_handoff_once(spec: Spec) -> None:
+    accept = AcceptHandoff(at=3000, token="tok", device_id="tablet")
+    state = (
+        spec.given(CREATED, STATE_V1, HANDOFF)
+        .when(accept)
+        .then(HandoffAccepted(at=3000, token="tok", source_device="phone", target_device="tablet"))
+    )
+    assert state.handoffs["tok"].accepted
+    accepted = HandoffAccepted(at=3000, token="tok", source_device="phone", target_device="tablet")
+    spec.given(CREATED, HANDOFF, accepted).when(accept).fails("HANDOFF_ALREADY_USED")
+
+
+def test_an_unknown_handoff_token_is_not_found(spec: Spec) -> None:
+    spec.given(CREATED).when(AcceptHandoff(at=3000, token="nope")).fails("HANDOFF_NOT_FOUND")
+
+
+def test_an_expired_handoff_token_is_refused(spec: Spec) -> None:
+    late = AcceptHandoff(at=HANDOFF.expires_at, token="tok")
+    spec.given(CREATED, HANDOFF).when(late).fails("HANDOFF_EXPIRED")
+
+
+def test_a_handoff_for_another_device_is_refused(spec: Spec) -> None:
+    wrong = AcceptHandoff(at=3000, token="tok", device_id="laptop")
+    spec.given(CREATED, HANDOFF).when(wrong).fails("HANDOFF_WRONG_DEVICE")
+
+
+def test_handoff_timer_expires_the_token(spec: Spec) -> None:
+    state = (
+        spec.given(CREATED, HANDOFF)
+        .when(ExpireHandoff(at=HANDOFF.expires_at, token="tok"))
+        .then(HandoffExpired(at=HANDOFF.expires_at, token="tok"))
+    )
+    assert "tok" not in state.handoffs
+    spec.given(CREATED).when(ExpireHandoff(at=1, token="tok")).then()
+
+
+# ----------------------------------------------------------------------------- simulator slot
+
+
+def test_reserving_a_simulator_creates_it_by_policy(spec: Spec) -> None:
+    command = ReserveSimulator(at=1300, simulator_id="sim-1", initial_symbols=["X"], user_id=USER)
+    state = spec.given(CREATED).when(command).then(RESERVED)
+    assert s.react(state, RESERVED) == [
+        Routed(
+            simulator_actor("sim-1"),
+            CreateSimulator(
+                at=1300, simulator_id="sim-1", session_id=SID, owner_id=USER, initial_symbols=["X"]
+            ),
+        )
+    ]
+
+
+def test_a_second_simulator_while_one_is_active_is_refused(spec: Spec) -> None:
+    command = ReserveSimulator(at=1400, simulator_id="sim-2", initial_symbols=["X"])
+    spec.given(CREATED, RESERVED).when(command).fails("SIMULATOR_ALREADY_ACTIVE")
+
+
+def test_a_new_simulator_after_the_old_one_stopped_is_allowed(spec: Spec) -> None:
+    stopped = SimulatorStatusRecorded(at=1350, simulator_id="sim-1", status="STOPPED")
+    command = ReserveSimulator(at=1400, simulator_id="sim-2", initial_symbols=["X"])
+    spec.given(CREATED, RESERVED, stopped).when(command).then(
+        SimulatorReserved(at=1400, simulator_id="sim-2", user_id=USER, initial_symbols=["X"])
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ReserveSimulator(at=1, simulator_id="", initial_symbols=["X"]),
+        ReserveSimulator(at=1, simulator_id="s", initial_symbols=[]),
+        ReserveSimulator(at=1, simulator_id="s", initial_symbols=[" "]),
+        ReserveSimulator(at=1, simulator_id="s", initial_symbols=["X"], initial_cash=0),
+    ],
+)
+def test_bad_simulator_reservations_are_refused(spec: Spec, command: ReserveSimulator) -> None:
+    spec.given(CREATED).when(command).fails("INVALID_ARGUMENT")
+
+
+def test_simulator_status_is_mirrored_and_repeats_are_no_ops(spec: Spec) -> None:
+    running = RecordSimulatorStatus(
+        at=1400, simulator_id="sim-1", status="RUNNING", endpoint="local://sim-1"
+    )
+    state = (
+        spec.given(CREATED, RESERVED)
+        .when(running)
+        .then(
+            SimulatorStatusRecorded(
+                at=1400, simulator_id="sim-1", status="RUNNING", endpoint="local://sim-1"
+            )
+        )
+    )
+    assert state.simulator.active
+    recorded = SimulatorStatusRecorded(
+        at=1400, simulator_id="sim-1", status="RUNNING", endpoint="local://sim-1"
+    )
+    spec.given(CREATED, RESERVED, recorded).when(running).then()
+
+
+def test_status_of_an_older_simulator_is_ignored(spec: Spec) -> None:
+    old = RecordSimulatorStatus(at=1400, simulator_id="sim-0", status="STOPPED")
+    spec.given(CREATED, RESERVED).when(old).then()
+
+
+# ----------------------------------------------------------------------------- timers, misc
+
+
+def test_deadlines_cover_expiry_presence_and_handoffs() -> None:
+    state = s.decider.fold([CREATED, JOINED, HANDOFF])
+    due_presence = JOINED.at + CREATED.presence_timeout_ms
+    assert s.deadlines(state) == [
+        Timer("expiry", CREATED.expires_at, ExpireSession(at=CREATED.expires_at)),
+        Timer("presence:d1", due_presence, TimeOutDevice(at=due_presence, device_id="d1")),
+        Timer("handoff:tok", HANDOFF.expires_at, ExpireHandoff(at=HANDOFF.expires_at, token="tok")),
+    ]
+    assert s.deadlines(s.decider.fold([CREATED, SessionEnded(at=5)])) == []
+
+
+def test_a_simulator_command_sent_to_a_session_is_invalid(spec: Spec) -> None:
+    spec.given(CREATED).when(StopSimulator(at=5)).fails("INVALID_COMMAND")
+
+
+def test_a_restarted_session_waits_for_its_old_simulator_to_stop(spec: Spec) -> None:
+    """Found by the stateful test: end, start again, reserve, while the old one is stopping."""
+    history = (
+        CREATED,
+        RESERVED,
+        SessionEnded(at=1400, simulator_id="sim-1"),
+        SessionCreated(at=1500, session_id=SID, user_id=USER, expires_at=TTL, ttl_ms=TTL),
+    )
+    reserve = ReserveSimulator(at=1600, simulator_id="sim-2", initial_symbols=["X"])
+    spec.given(*history).when(reserve).fails("SIMULATOR_ALREADY_ACTIVE")
+    stopped = RecordSimulatorStatus(at=1550, simulator_id="sim-1", status="STOPPED")
+    after = (
+        spec.given(*history)
+        .when(stopped)
+        .then(SimulatorStatusRecorded(at=1550, simulator_id="sim-1", status="STOPPED"))
+    )
+    assert not after.simulator.active
+
+
+def test_an_ended_session_still_records_its_simulator_stopping(spec: Spec) -> None:
+    ended = SessionEnded(at=1400, simulator_id="sim-1")
+    stopped = RecordSimulatorStatus(at=1550, simulator_id="sim-1", status="STOPPED")
+    state = (
+        spec.given(CREATED, RESERVED, ended)
+        .when(stopped)
+        .then(SimulatorStatusRecorded(at=1550, simulator_id="sim-1", status="STOPPED"))
+    )
+    assert isinstance(state, s.Ended) and not state.simulator.active
