@@ -1,0 +1,132 @@
+"""The I/O shell around `prices.Market`: one asyncio task per simulator.
+
+An engine first heartbeats its simulator actor until the actor has recorded one (the actor is
+then RUNNING), and only then starts ticking, so a client sees RUNNING before the first tick.
+Ticks are handed to a shared `TickPublisher`, which XADDs everything pending in one pipeline to
+the capped streams `sd:md:<simulator_id>`; heartbeats follow every `heartbeat_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from actors.keys import market_data_stream
+from infra.exchange.control import EngineSpec
+from infra.exchange.prices import Market, PathParams
+
+__all__ = ["Engine", "HeartbeatFn", "TickPublisher"]
+
+log = logging.getLogger(__name__)
+
+#: Sends one heartbeat for a simulator; True when the actor recorded it (it is RUNNING).
+HeartbeatFn = Callable[[EngineSpec], Awaitable[bool]]
+
+_json = msgspec.json.Encoder()
+
+
+class TickPublisher:
+    """Batches the ticks of every engine of a process into pipelined, capped XADDs.
+
+    The buffer is bounded: when Redis cannot keep up, the oldest pending ticks are dropped
+    (a newer tick supersedes them anyway) and counted in `dropped`.
+    """
+
+    def __init__(self, redis, *, maxlen: int = 1000, max_pending: int = 20_000) -> None:
+        self.redis = redis
+        self.maxlen = maxlen
+        self.max_pending = max_pending
+        self._pending: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.dropped = 0
+
+    def publish(self, simulator_id: str, payload: bytes) -> None:
+        if len(self._pending) >= self.max_pending:
+            self._pending.pop(0)
+            self.dropped += 1
+        self._pending.append((simulator_id, payload))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for simulator_id, payload in batch:
+                pipe.xadd(market_data_stream(simulator_id), {"d": payload},
+                          maxlen=self.maxlen, approximate=True)
+            try:
+                await pipe.execute()
+                self.published += len(batch)
+            except Exception as exc:  # Redis hiccup: these ticks are lost, later ones follow
+                log.warning("tick publish failed (%d ticks): %s", len(batch), exc)
+                await asyncio.sleep(0.2)
+
+
+class Engine:
+    """One simulator: heartbeat until RUNNING, then tick at `tick_hz` and heartbeat periodically."""
+
+    def __init__(self, spec: EngineSpec, *, publisher: TickPublisher, heartbeat: HeartbeatFn,
+                 tick_hz: float = 10.0, heartbeat_interval_s: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.spec = spec
+        self.publisher = publisher
+        self.heartbeat = heartbeat
+        self.tick_hz = tick_hz
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.clock = clock
+        self.market = Market(spec.simulator_id, spec.initial_symbols,
+                             initial_cash=spec.initial_cash,
+                             params=PathParams(tick_interval_s=1.0 / tick_hz))
+        self.running = False
+
+    async def run(self) -> None:
+        await self._until_running()
+        self.running = True
+        beats = asyncio.create_task(self._heartbeats(), name=f"hb:{self.spec.simulator_id}")
+        try:
+            await self._ticks()
+        finally:
+            beats.cancel()
+
+    async def _beat(self) -> bool:
+        try:
+            return await self.heartbeat(self.spec)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("heartbeat of %s failed: %s", self.spec.simulator_id, exc)
+            return False
+
+    async def _until_running(self) -> None:
+        delay = 0.05
+        while not await self._beat():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.heartbeat_interval_s)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            await self._beat()
+
+    async def _ticks(self) -> None:
+        interval = 1.0 / self.tick_hz
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        sim_id = self.spec.simulator_id
+        while True:
+            tick = self.market.step(int(self.clock() * 1000))
+            self.publisher.publish(sim_id, _json.encode(tick))
+            next_at += interval
+            now = loop.time()
+            if next_at < now:  # fell behind (CPU starved): skip, never burst
+                next_at = now + interval
+            await asyncio.sleep(next_at - now)

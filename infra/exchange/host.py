@@ -1,0 +1,179 @@
+"""The `simulators` process: runs one `Engine` task per simulator the reactor placed here.
+
+It registers itself in `sd:sim:hosts` with a short TTL (renewed every `ttl / 3`), consumes its
+own control stream `sd:sim:control:<host_id>` and acknowledges every request on
+`sd:sim:ack:<request_id>`. Start and stop are idempotent, so a retried request is harmless.
+Killing the process stops the heartbeats; the simulator actors then time out to ERROR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+
+import msgspec
+
+from actors.keys import simulator_actor
+from events.simulator import RecordHeartbeat
+from infra.exchange.control import (
+    ACK_TTL_S,
+    HOSTS_KEY,
+    LOAD_KEY,
+    ControlReply,
+    ControlRequest,
+    EngineSpec,
+    ack_key,
+    control_stream,
+)
+from infra.exchange.engine import Engine, HeartbeatFn, TickPublisher
+
+__all__ = ["SimulatorHost", "bus_heartbeat", "default_host_id", "local_endpoint"]
+
+log = logging.getLogger(__name__)
+
+_req_decoder = msgspec.msgpack.Decoder(ControlRequest)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def default_host_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def local_endpoint(host_id: str, simulator_id: str) -> str:
+    return f"local://{host_id}/{simulator_id}"
+
+
+def bus_heartbeat(bus, *, timeout: float = 5.0) -> HeartbeatFn:
+    """A heartbeat function sending `RecordHeartbeat` through a `CommandBus`."""
+
+    async def heartbeat(spec: EngineSpec) -> bool:
+        outcome = await bus.send(simulator_actor(spec.simulator_id), spec.session_id,
+                                 RecordHeartbeat(at=int(time.time() * 1000)),
+                                 wait=True, timeout=timeout)
+        return outcome is not None and outcome.ok and outcome.events > 0
+
+    return heartbeat
+
+
+class SimulatorHost:
+    def __init__(self, redis, heartbeat: HeartbeatFn, *, host_id: str | None = None,
+                 tick_hz: float = 10.0, heartbeat_interval_s: float = 5.0,
+                 register_ttl_s: float = 6.0, md_maxlen: int = 1000) -> None:
+        self.redis = redis
+        self.heartbeat = heartbeat
+        self.host_id = host_id or default_host_id()
+        self.tick_hz = tick_hz
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.register_ttl_s = register_ttl_s
+        self.publisher = TickPublisher(redis, maxlen=md_maxlen)
+        self.engines: dict[str, tuple[Engine, asyncio.Task]] = {}
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ engines
+
+    def start_engine(self, spec: EngineSpec) -> str:
+        current = self.engines.get(spec.simulator_id)
+        if current is None or current[1].done():
+            engine = Engine(spec, publisher=self.publisher, heartbeat=self.heartbeat,
+                            tick_hz=self.tick_hz, heartbeat_interval_s=self.heartbeat_interval_s)
+            task = asyncio.create_task(engine.run(), name=f"engine:{spec.simulator_id}")
+            task.add_done_callback(lambda t, sid=spec.simulator_id: self._engine_done(sid, t))
+            self.engines[spec.simulator_id] = (engine, task)
+        return local_endpoint(self.host_id, spec.simulator_id)
+
+    def _engine_done(self, simulator_id: str, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("engine %s crashed: %r", simulator_id, task.exception())
+        current = self.engines.get(simulator_id)
+        if current is not None and current[1] is task:
+            del self.engines[simulator_id]
+
+    async def stop_engine(self, simulator_id: str) -> None:
+        current = self.engines.pop(simulator_id, None)
+        if current is not None:
+            current[1].cancel()
+            await asyncio.gather(current[1], return_exceptions=True)
+
+    # ------------------------------------------------------------------ loops
+
+    async def run(self) -> None:
+        """Serve until `stop()`; deregisters and cancels every engine on the way out."""
+        tasks = [asyncio.create_task(self.publisher.run(), name="tick-publisher"),
+                 asyncio.create_task(self._register_loop(), name="host-register"),
+                 asyncio.create_task(self._control_loop(), name="host-control")]
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stop and t.exception() is not None:
+                    raise t.exception()
+        finally:
+            for t in [*tasks, stop]:
+                t.cancel()
+            for sid in list(self.engines):
+                await self.stop_engine(sid)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.zrem(HOSTS_KEY, self.host_id)
+                pipe.hdel(LOAD_KEY, self.host_id)
+                pipe.delete(control_stream(self.host_id))
+                await pipe.execute()
+            except Exception as exc:
+                log.warning("could not deregister host %s: %s", self.host_id, exc)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def register(self) -> None:
+        now_ms = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(HOSTS_KEY, {self.host_id: now_ms + int(self.register_ttl_s * 1000)})
+        pipe.hset(LOAD_KEY, self.host_id, len(self.engines))
+        # forget hosts that died long ago
+        pipe.zremrangebyscore(HOSTS_KEY, 0, now_ms - 3_600_000)
+        await pipe.execute()
+
+    async def _register_loop(self) -> None:
+        while True:
+            try:
+                await self.register()
+            except Exception as exc:
+                log.warning("host registration failed: %s", exc)
+            await asyncio.sleep(self.register_ttl_s / 3)
+
+    async def _control_loop(self) -> None:
+        stream = control_stream(self.host_id)
+        last = "0-0"
+        while True:
+            entries = await self.redis.xread({stream: last}, count=100, block=1000)
+            for _, items in entries or []:
+                for entry_id, fields in items:
+                    last = entry_id
+                    await self._handle(fields.get(b"r") or fields.get("r"))
+                    await self.redis.xdel(stream, entry_id)
+
+    async def _handle(self, raw: bytes | None) -> None:
+        if raw is None:
+            return
+        try:
+            req = _req_decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            log.error("bad control request: %s", exc)
+            return
+        if req.op == "start" and req.spec is not None:
+            reply = ControlReply(ok=True, endpoint=self.start_engine(req.spec))
+        elif req.op == "stop":
+            await self.stop_engine(req.simulator_id)
+            reply = ControlReply(ok=True)
+        else:
+            reply = ControlReply(ok=False, reason=f"unknown control op {req.op!r}")
+        key = ack_key(req.request_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(key, _encoder.encode(reply))
+        pipe.expire(key, ACK_TTL_S)
+        pipe.hset(LOAD_KEY, self.host_id, len(self.engines))
+        await pipe.execute()
