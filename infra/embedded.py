@@ -37,6 +37,7 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServerError",
+    "child_preexec",
     "ensure_runtime_dir",
     "free_port",
     "redis_executable",
@@ -67,15 +68,27 @@ def _die_with_parent(parent_pid: int, sig: int) -> None:
         os._exit(1)
 
 
-def _preexec(sig: int):
+def child_preexec(sig: int = signal.SIGTERM, *, new_session: bool = False):
+    """A ``preexec_fn`` for `subprocess.Popen`: own process group (or session), and `sig` when
+    the parent dies (Linux), so the child never outlives the process that started it.
+
+    Create the child from a long-lived thread: the kernel signals when that *thread* exits.
+    """
     parent = os.getpid()
 
     def preexec() -> None:
-        os.setpgrp()  # our own process group: a Ctrl-C on the terminal goes to the parent only
+        # our own group: a Ctrl-C on the terminal goes to the parent only, which stops us in order
+        if new_session:
+            os.setsid()
+        else:
+            os.setpgrp()
         if sys.platform.startswith("linux"):
             _die_with_parent(parent, sig)
 
     return preexec
+
+
+_preexec = child_preexec
 
 
 def free_port(host: str = "127.0.0.1") -> int:

