@@ -1,0 +1,84 @@
+"""The change a session's clients see for each event of the session actor.
+
+A pure function of one event envelope, so the projector (which publishes changes on
+`sd:chg:<session_id>` after each commit) and the gateway (which rebuilds the changes a client
+missed from the session's Redis stream) always agree. `version` is the session actor's event
+version: consecutive for one session, with no holes, so a client resuming with `since=V` knows it
+got everything after V.
+
+Published message on `sd:chg:<session_id>`: a JSON array of `Change` objects (one commit may carry
+several events of a session), in version order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from actors.keys import actor_kind, actor_uuid, change_channel
+from events.codec import decode_event
+from events.envelope import EventEnvelope
+
+__all__ = [
+    "HIDDEN_FIELDS",
+    "Change",
+    "change_channel",
+    "change_for",
+    "change_from_event",
+    "decode_changes",
+    "encode_changes",
+]
+
+#: Event fields never sent to clients (secrets), by event type.
+HIDDEN_FIELDS: dict[str, frozenset[str]] = {
+    "SessionCreated": frozenset({"token"}),
+}
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """One fact of a session, as its clients receive it.
+
+    `type` is the event's stable tag (e.g. "DeviceJoined", "StateChanged"); `data` its fields
+    as JSON (without `type` and `at`; `ts` is the event time in ms).
+    """
+
+    session_id: str
+    version: int
+    type: str
+    data: dict[str, Any]
+    ts: int
+
+
+_decoder = msgspec.json.Decoder(list[Change])
+_encoder = msgspec.json.Encoder()
+
+
+def change_from_event(env: EventEnvelope, event: Any) -> Change | None:
+    """Like `change_for`, with the body already decoded (the projector decodes it once)."""
+    if actor_kind(env.actor_id) != "session":
+        return None
+    data = msgspec.to_builtins(event)
+    data.pop("type", None)
+    data.pop("at", None)
+    for field in HIDDEN_FIELDS.get(env.type, ()):
+        data.pop(field, None)
+    return Change(session_id=actor_uuid(env.actor_id), version=env.version, type=env.type,
+                  data=data, ts=env.ts)
+
+
+def change_for(env: EventEnvelope) -> Change | None:
+    """The change clients see for `env`; None for events of other actors (e.g. simulators,
+    whose status reaches the session's clients through `SimulatorStatusRecorded`)."""
+    if actor_kind(env.actor_id) != "session":
+        return None
+    return change_from_event(env, decode_event(env.data, env.type))
+
+
+def encode_changes(changes: list[Change]) -> bytes:
+    """The message published on a session's change channel."""
+    return _encoder.encode(changes)
+
+
+def decode_changes(data: bytes | str) -> list[Change]:
+    return _decoder.decode(data)

@@ -1,0 +1,483 @@
+"""The read model as pure data, and the pure function that moves it by one event.
+
+Every projected table is a view of one *session aggregate*: the session row (with its metadata),
+its devices, its shared state snapshot, its handoffs and its simulators. `project` takes the
+aggregate before an event and returns the aggregate after it; the row changes an event causes are
+`diff(before, after)`. The live projector, `projections rebuild` and the tests' in-memory fold all
+run this same code, so a rebuilt table and a live one can only differ if the storage lost a write.
+
+Times are kept as ms since the epoch (the events' own clock); the writer turns them into
+`timestamptz` exactly (no float rounding). Nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from actors.keys import actor_kind, actor_uuid
+from events import session as se
+from events import simulator as si
+from events.envelope import EventEnvelope
+
+__all__ = [
+    "ACTIVE",
+    "EXPIRED",
+    "INACTIVE",
+    "RECONNECTING",
+    "ActorRow",
+    "DeviceRow",
+    "HandoffRow",
+    "Model",
+    "SessionAggregate",
+    "SessionRow",
+    "SimulatorRow",
+    "StateRow",
+    "diff",
+    "iso",
+    "project",
+    "session_of",
+    "to_datetime",
+]
+
+# Session statuses (seed 002).
+ACTIVE = "ACTIVE"
+RECONNECTING = "RECONNECTING"  # every device dropped its connection; the session waits for one
+INACTIVE = "INACTIVE"  # every device timed out or was forced off
+EXPIRED = "EXPIRED"  # the TTL passed; session.cleanup_expired_sessions() deletes it later
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_datetime(ms: int) -> datetime:
+    """ms since the epoch -> aware datetime, exactly (no float rounding on the way)."""
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def iso(ms: int) -> str:
+    return to_datetime(ms).isoformat()
+
+
+class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
+    """`session.active_sessions` plus its `session.session_metadata` document."""
+
+    session_id: str
+    user_id: str
+    status: str
+    created_at: int
+    last_active: int
+    expires_at: int
+    token: str | None
+    metadata: dict[str, Any]
+
+
+class DeviceRow(msgspec.Struct, frozen=True, kw_only=True):
+    """`session.devices`: one device of a session and its open connections."""
+
+    session_id: str
+    device_id: str
+    device_type: str
+    device_name: str
+    os: str
+    status: str
+    connection_ids: dict[str, str]  # connection id -> transport ("ws" | "sse")
+    pod_name: str
+    ip_address: str
+    left_reason: str | None
+    joined_at: int
+    last_seen: int
+
+    @property
+    def ws_connections(self) -> int:
+        return sum(1 for t in self.connection_ids.values() if t == se.Transport.WS.value)
+
+    @property
+    def sse_connections(self) -> int:
+        return sum(1 for t in self.connection_ids.values() if t == se.Transport.SSE.value)
+
+
+class StateRow(msgspec.Struct, frozen=True, kw_only=True):
+    """`session.state_snapshots`: the shared state of seed 004 with its version."""
+
+    session_id: str
+    state: dict[str, Any]
+    state_version: int
+    device_id: str
+    app_version: str
+    updated_at: int
+
+
+class HandoffRow(msgspec.Struct, frozen=True, kw_only=True):
+    token: str
+    session_id: str
+    source_device: str
+    target_device: str
+    status: str  # PENDING | ACCEPTED (an expired token's row is deleted)
+    state_version: int
+    created_at: int
+    expires_at: int
+    accepted_at: int | None
+
+
+class SimulatorRow(msgspec.Struct, frozen=True, kw_only=True):
+    """`simulator.instances` (seed 002)."""
+
+    simulator_id: str
+    session_id: str
+    user_id: str
+    status: str
+    endpoint: str | None
+    created_at: int
+    last_active: int
+    initial_symbols: list[str]
+    initial_cash: float
+
+
+class ActorRow(msgspec.Struct, frozen=True, kw_only=True):
+    """`projection.actor_versions`: how far the archive reaches for one actor."""
+
+    actor_id: str
+    session_id: str
+    partition: int
+    version: int
+    updated_at: int
+
+
+class SessionAggregate(msgspec.Struct, frozen=True, kw_only=True):
+    """Every row that belongs to one session (what ending the session removes)."""
+
+    session: SessionRow
+    devices: dict[str, DeviceRow] = {}
+    state: StateRow | None = None
+    handoffs: dict[str, HandoffRow] = {}
+    simulators: dict[str, SimulatorRow] = {}
+
+
+_replace = msgspec.structs.replace
+
+
+def _metadata(agg: SessionAggregate, **values: Any) -> SessionAggregate:
+    return _replace(agg, session=_replace(agg.session, metadata={**agg.session.metadata, **values}))
+
+
+def _with_devices(agg: SessionAggregate, devices: dict[str, DeviceRow], at: int,
+                  reason: str | None = None) -> SessionAggregate:
+    """Store `devices` and recompute what the metadata and the status derive from them."""
+    online = [d for d in devices.values() if d.status == ONLINE]
+    meta = {
+        **agg.session.metadata,
+        "frontend_connections": sum(d.ws_connections for d in online),
+        "sse_connections": sum(d.sse_connections for d in online),
+        "device_ids": sorted(d.device_id for d in online),
+    }
+    status = agg.session.status
+    if status != EXPIRED:
+        if online:
+            status = ACTIVE
+        elif reason is not None:
+            status = RECONNECTING if reason == "left" else INACTIVE
+    session = _replace(agg.session, metadata=meta, status=status)
+    return _replace(agg, devices=devices, session=session)
+
+
+def _new_session(sid: str, e: se.SessionCreated) -> SessionAggregate:
+    return SessionAggregate(
+        session=SessionRow(
+            session_id=sid,
+            user_id=e.user_id,
+            status=ACTIVE,
+            created_at=e.at,
+            last_active=e.at,
+            expires_at=e.expires_at,
+            token=e.token or None,
+            metadata={
+                "pod_name": e.pod_name,
+                "ip_address": e.ip_address,
+                "router_id": e.router_id,
+                "device_id": e.device_id,
+                "frontend_connections": 0,
+                "sse_connections": 0,
+                "connection_quality": se.ConnectionQuality.GOOD.value,
+                "last_ws_connection": None,
+                "simulator_id": None,
+                "simulator_endpoint": None,
+                "simulator_status": None,
+                "device_ids": [],
+            },
+        )
+    )
+
+
+def _project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionAggregate | None:
+    if isinstance(e, se.SessionCreated):
+        return _new_session(sid, e)  # a restart replaces every row of the old incarnation
+    if agg is None:
+        return None  # the session's rows are gone (ended): later facts have nothing to update
+    match e:
+        case se.SessionEnded():
+            return None  # seed 002: "End Session ... Removes session records"
+        case se.SessionExpired():
+            return _replace(agg, session=_replace(agg.session, status=EXPIRED))
+        case se.SessionRefreshed(expires_at=expires_at, at=at):
+            status = agg.session.status
+            if status == EXPIRED:
+                status = ACTIVE
+            return _replace(agg, session=_replace(
+                agg.session, last_active=at, expires_at=expires_at, status=status))
+        case se.ConnectionQualityChanged(quality=quality, rtt_ms=rtt_ms):
+            return _metadata(agg, connection_quality=quality.value, rtt_ms=rtt_ms)
+        case se.MetadataUpdated(values=values):
+            # as the actor does: a None value removes the key
+            meta = {**agg.session.metadata, **values}
+            for key, value in values.items():
+                if value is None:
+                    meta.pop(key, None)
+            return _replace(agg, session=_replace(agg.session, metadata=meta))
+        case se.DeviceJoined():
+            device = DeviceRow(
+                session_id=sid, device_id=e.device_id, device_type=e.device_type,
+                device_name=e.device_name, os=e.os, status=ONLINE,
+                connection_ids={e.connection_id: e.transport.value}, pod_name=e.pod_name,
+                ip_address=e.ip_address, left_reason=None, joined_at=e.at, last_seen=e.at,
+            )
+            old = agg.devices.get(e.device_id)
+            if old is not None:  # a known device coming back keeps what it said before
+                device = _replace(device, device_type=e.device_type or old.device_type,
+                                  device_name=e.device_name or old.device_name,
+                                  os=e.os or old.os)
+            agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
+            extra: dict[str, Any] = {}
+            if e.transport == se.Transport.WS:
+                extra["last_ws_connection"] = iso(e.at)
+            if e.pod_name:
+                extra["pod_name"] = e.pod_name
+            if e.ip_address:
+                extra["ip_address"] = e.ip_address
+            return _metadata(agg, **extra) if extra else agg
+        case se.ConnectionOpened():
+            old = agg.devices.get(e.device_id)
+            if old is None:
+                return agg
+            device = _replace(old, status=ONLINE, left_reason=None, last_seen=e.at,
+                              connection_ids={**old.connection_ids,
+                                              e.connection_id: e.transport.value},
+                              pod_name=e.pod_name or old.pod_name)
+            agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
+            if e.transport == se.Transport.WS:
+                return _metadata(agg, last_ws_connection=iso(e.at))
+            return agg
+        case se.ConnectionClosed():
+            old = agg.devices.get(e.device_id)
+            if old is None:
+                return agg
+            conns = {k: v for k, v in old.connection_ids.items() if k != e.connection_id}
+            device = _replace(old, connection_ids=conns)
+            return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
+        case se.DeviceLeft():
+            old = agg.devices.get(e.device_id)
+            if old is None:
+                return agg
+            device = _replace(old, status=OFFLINE, connection_ids={}, last_seen=e.at,
+                              left_reason=e.reason)
+            return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at, e.reason)
+        case se.DevicesSeen(device_ids=ids):
+            seen = {d: _replace(agg.devices[d], last_seen=e.at)
+                    for d in ids if d in agg.devices and agg.devices[d].status == ONLINE}
+            return _replace(agg, devices={**agg.devices, **seen}) if seen else agg
+        case se.StateReplaced():
+            return _replace(agg, state=StateRow(
+                session_id=sid, state=e.state, state_version=e.state_version,
+                device_id=e.device_id, app_version=e.app_version, updated_at=e.at))
+        case se.StateChanged():
+            old_state = agg.state.state if agg.state else {}
+            state = {k: v for k, v in {**old_state, **e.changes}.items()
+                     if k not in set(e.deleted_keys)}
+            return _replace(agg, state=StateRow(
+                session_id=sid, state=state, state_version=e.state_version,
+                device_id=e.device_id or (agg.state.device_id if agg.state else ""),
+                app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
+        case se.ConflictResolved():
+            return _replace(agg, state=StateRow(
+                session_id=sid, state=e.state, state_version=e.state_version,
+                device_id=agg.state.device_id if agg.state else "",
+                app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
+        case se.HandoffStarted():
+            row = HandoffRow(token=e.token, session_id=sid, source_device=e.source_device,
+                             target_device=e.target_device, status="PENDING",
+                             state_version=e.state_version, created_at=e.at,
+                             expires_at=e.expires_at, accepted_at=None)
+            return _replace(agg, handoffs={**agg.handoffs, e.token: row})
+        case se.HandoffAccepted() | se.HandoffExpired():
+            old_h = agg.handoffs.get(e.token)
+            if old_h is None:
+                return agg
+            if isinstance(e, se.HandoffExpired):  # a used or lapsed token is gone
+                return _replace(agg, handoffs={k: v for k, v in agg.handoffs.items()
+                                               if k != e.token})
+            new_h = _replace(old_h, status="ACCEPTED", accepted_at=e.at)
+            return _replace(agg, handoffs={**agg.handoffs, e.token: new_h})
+        case se.SimulatorReserved(simulator_id=sim_id):
+            return _metadata(agg, simulator_id=sim_id, simulator_status="CREATING",
+                             simulator_endpoint=None)
+        case se.SimulatorStatusRecorded():
+            values: dict[str, Any] = {"simulator_id": e.simulator_id,
+                                      "simulator_status": e.status}
+            if e.endpoint:
+                values["simulator_endpoint"] = e.endpoint
+            return _metadata(agg, **values)
+    return agg
+
+
+def _project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any
+                       ) -> SessionAggregate | None:
+    if agg is None:
+        return None  # the session is gone, and its simulators with it (cascade)
+    if isinstance(e, si.SimulatorRequested):
+        row = SimulatorRow(
+            simulator_id=sim_id, session_id=e.session_id, user_id=e.owner_id,
+            status=si.SimulatorStatus.CREATING.value, endpoint=None, created_at=e.at,
+            last_active=e.at, initial_symbols=list(e.initial_symbols),
+            initial_cash=float(e.initial_cash))
+        return _replace(agg, simulators={**agg.simulators, sim_id: row})
+    old = agg.simulators.get(sim_id)
+    if old is None:
+        return agg
+    match e:
+        case si.SimulatorProvisioned(endpoint=endpoint):
+            new = _replace(old, status=si.SimulatorStatus.STARTING.value, endpoint=endpoint)
+        case si.SimulatorRunning():
+            new = _replace(old, status=si.SimulatorStatus.RUNNING.value, last_active=e.at)
+        case si.SimulatorHeartbeatRecorded() | si.SimulatorActivityRecorded():
+            new = _replace(old, last_active=e.at)
+        case si.SimulatorStopping():
+            new = _replace(old, status=si.SimulatorStatus.STOPPING.value)
+        case si.SimulatorStopped():
+            new = _replace(old, status=si.SimulatorStatus.STOPPED.value)
+        case si.SimulatorFailed():
+            new = _replace(old, status=si.SimulatorStatus.ERROR.value)
+        case _:
+            return agg
+    return _replace(agg, simulators={**agg.simulators, sim_id: new})
+
+
+def session_of(env: EventEnvelope, event: Any, simulator_sessions: dict[str, str]) -> str | None:
+    """The session an event belongs to (its partition key), or None if it cannot be known.
+
+    A simulator's session comes from its `SimulatorRequested` event, or from what the caller
+    already knows (`simulator_sessions`: simulator uuid -> session id).
+    """
+    kind = actor_kind(env.actor_id)
+    if kind == "session":
+        return actor_uuid(env.actor_id)
+    if kind == "simulator":
+        if isinstance(event, si.SimulatorRequested):
+            return event.session_id
+        return simulator_sessions.get(actor_uuid(env.actor_id))
+    return None
+
+
+def project(agg: SessionAggregate | None, env: EventEnvelope, event: Any
+            ) -> SessionAggregate | None:
+    """The session aggregate after `event` (None: the session has no rows)."""
+    kind = actor_kind(env.actor_id)
+    if kind == "session":
+        return _project_session(agg, actor_uuid(env.actor_id), event)
+    if kind == "simulator":
+        return _project_simulator(agg, actor_uuid(env.actor_id), event)
+    return agg
+
+
+class RowChanges(msgspec.Struct, kw_only=True):
+    """Upserts (full rows) and deletes (keys) per table, coalesced: one per key."""
+
+    sessions: list[SessionRow] = []
+    session_deletes: list[str] = []
+    devices: list[DeviceRow] = []
+    device_deletes: list[tuple[str, str]] = []
+    states: list[StateRow] = []
+    state_deletes: list[str] = []
+    handoffs: list[HandoffRow] = []
+    handoff_deletes: list[str] = []
+    simulators: list[SimulatorRow] = []
+    simulator_deletes: list[str] = []
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f) for f in self.__struct_fields__)
+
+
+def _diff_children(before: dict[str, Any], after: dict[str, Any], upserts: list[Any],
+                   deletes: list[Any], key: Any) -> None:
+    for k, row in after.items():
+        if before.get(k) != row:
+            upserts.append(row)
+    for k, row in before.items():
+        if k not in after:
+            deletes.append(key(row))
+
+
+def diff(pairs: Iterable[tuple[SessionAggregate | None, SessionAggregate | None]]) -> RowChanges:
+    """Row changes that turn the `before` aggregates into the `after` ones.
+
+    A deleted session's children are listed as deletes too (the cascade removes them anyway).
+    A session recreated (restart) upserts its new rows and deletes the old incarnation's.
+    """
+    out = RowChanges()
+    empty: dict[str, Any] = {}
+    for before, after in pairs:
+        if before == after:
+            continue
+        if after is None:
+            assert before is not None
+            out.session_deletes.append(before.session.session_id)
+            continue
+        if before is None or before.session != after.session:
+            out.sessions.append(after.session)
+        _diff_children(before.devices if before else empty, after.devices, out.devices,
+                       out.device_deletes, lambda d: (d.session_id, d.device_id))
+        _diff_children(before.handoffs if before else empty, after.handoffs, out.handoffs,
+                       out.handoff_deletes, lambda h: h.token)
+        _diff_children(before.simulators if before else empty, after.simulators,
+                       out.simulators, out.simulator_deletes, lambda s: s.simulator_id)
+        b_state = before.state if before else None
+        if after.state != b_state:
+            if after.state is None:
+                out.state_deletes.append(after.session.session_id)
+            else:
+                out.states.append(after.state)
+    return out
+
+
+class Model:
+    """The whole read model in memory: a fold of events, for tests, replay and rebuild."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, SessionAggregate] = {}
+        self.simulator_sessions: dict[str, str] = {}
+        self.actors: dict[str, ActorRow] = {}
+
+    def apply(self, env: EventEnvelope, event: Any) -> str | None:
+        """Fold one event in; returns the session it touched (None if none)."""
+        sid = session_of(env, event, self.simulator_sessions)
+        self.actors[env.actor_id] = ActorRow(
+            actor_id=env.actor_id, session_id=sid or "", partition=env.partition,
+            version=env.version, updated_at=env.ts)
+        if sid is None:
+            return None
+        if isinstance(event, si.SimulatorRequested):
+            self.simulator_sessions[actor_uuid(env.actor_id)] = sid
+        after = project(self.sessions.get(sid), env, event)
+        if after is None:
+            self.sessions.pop(sid, None)
+        else:
+            self.sessions[sid] = after
+        return sid
+
+    def changes(self) -> RowChanges:
+        """Every row of the model, as upserts into empty tables."""
+        return diff((None, agg) for agg in self.sessions.values())

@@ -1,0 +1,338 @@
+"""The projector: partition logs -> PostgreSQL read models + archive, exactly once.
+
+For every partition it holds a lease on (role "projector"), it reads `sd:{pN}:log` after its
+checkpoint and applies each batch in ONE transaction that (1) advances the checkpoint, fenced by
+the lease epoch and by the position it read from, (2) appends every event to `events.archive`,
+(3) writes the coalesced row changes of `projections.model` set-based, (4) records each actor's
+last archived version. Only after COMMIT does it publish, per affected session, the batch's
+`Change`s on `sd:chg:<session_id>`. A crash anywhere before COMMIT leaves nothing behind; a crash
+after it leaves the checkpoint past the batch; the next owner resumes from the checkpoint. A
+stale owner (paused past its lease) finds the checkpoint's epoch raised by the new owner and its
+transaction aborted.
+
+It keeps the aggregates of the sessions it projects in memory (bounded per partition), loading
+missing ones from the tables in one query per batch, so projecting is pure computation plus a
+handful of set-based statements per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+
+from actors.keys import actor_kind, actor_uuid, change_channel, partition_log
+from events import simulator as si
+from events.codec import decode_event, decode_event_envelope
+from events.errors import Fenced
+from projections.changes import Change, change_from_event, encode_changes
+from projections.lease import LeaseKeeper
+from projections.model import ActorRow, SessionAggregate, diff, project, session_of
+from projections.store import (
+    archive_rows,
+    load_sessions,
+    simulator_sessions,
+    write_actor_versions,
+    write_archive,
+    write_changes,
+)
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "Batch",
+    "Projector",
+    "ProjectorConfig",
+    "claim_partition",
+    "commit_batch",
+    "prepare_batch",
+]
+
+log = logging.getLogger("sessiond.projector")
+
+CHECKPOINT_NAME = "live"
+
+
+class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Projector knobs (env: SESSIOND_PROJECTOR_*)."""
+
+    redis_url: str
+    database_url: str
+    partitions: int = 16
+    lease_ttl_ms: int = 10_000
+    batch_size: int = 2000
+    block_ms: int = 100
+    cache_sessions: int = 200_000  # aggregates kept in memory, over all partitions
+    pool_size: int = 4
+    commit_delay_ms: int = 0  # testing aid: sleep inside the transaction (crash windows)
+
+    @classmethod
+    def from_env(cls, redis_url: str, database_url: str, partitions: int,
+                 lease_ttl_ms: int = 10_000, env: dict[str, str] | None = None
+                 ) -> ProjectorConfig:
+        env = dict(os.environ if env is None else env)
+
+        def num(name: str, default: int) -> int:
+            raw = env.get(f"SESSIOND_PROJECTOR_{name}")
+            return int(raw) if raw else default
+
+        return cls(redis_url=redis_url, database_url=database_url, partitions=partitions,
+                   lease_ttl_ms=num("LEASE_TTL_MS", lease_ttl_ms),
+                   batch_size=num("BATCH", 2000), block_ms=num("BLOCK_MS", 100),
+                   cache_sessions=num("CACHE_SESSIONS", 200_000),
+                   pool_size=num("POOL", 4), commit_delay_ms=num("COMMIT_DELAY_MS", 0))
+
+
+@dataclass
+class PartitionState:
+    """What the projector knows about one owned partition."""
+
+    epoch: int
+    last_id: str
+    cache: OrderedDict[str, SessionAggregate | None] = field(default_factory=OrderedDict)
+    simulators: dict[str, str] = field(default_factory=dict)  # simulator uuid -> session id
+
+
+@dataclass
+class Batch:
+    """One batch of a partition, projected in memory, ready to commit."""
+
+    partition: int
+    from_id: str
+    to_id: str
+    archive: list[Any]
+    changes: Any  # RowChanges
+    actors: list[ActorRow]
+    after: dict[str, SessionAggregate | None]
+    simulators: dict[str, str]
+    feed: dict[str, list[Change]]
+
+    @property
+    def size(self) -> int:
+        return len(self.archive)
+
+
+async def claim_partition(conn: asyncpg.Connection, partition: int, epoch: int,
+                          name: str = CHECKPOINT_NAME) -> str:
+    """Raise the checkpoint's epoch to ours (fencing every older owner out) and return the
+    position to resume from. Raises `Fenced` if a newer owner already claimed it."""
+    await conn.execute(
+        "INSERT INTO projection.checkpoints (name, partition) VALUES ($1, $2)"
+        " ON CONFLICT DO NOTHING", name, partition)
+    last = await conn.fetchval(
+        "UPDATE projection.checkpoints SET epoch = $3, updated_at = now()"
+        " WHERE name = $1 AND partition = $2 AND epoch <= $3 RETURNING last_id",
+        name, partition, epoch)
+    if last is None:
+        raise Fenced(f"partition {partition}: a newer projector owns the checkpoint")
+    return last
+
+
+def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, Any, Any]]:
+    out = []
+    for entry_id, fields in entries:
+        env = decode_event_envelope(fields[b"e"])
+        out.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id, env,
+                    decode_event(env.data, env.type)))
+    return out
+
+
+async def prepare_batch(conn: asyncpg.Connection, partition: int, state: PartitionState,
+                        items: list[tuple[str, Any, Any]]) -> Batch:
+    """Project `items` (log id, envelope, event) on top of what the tables hold; no writes."""
+    # which session each event belongs to: simulators are looked up once per batch
+    unknown = {actor_uuid(env.actor_id) for _, env, ev in items
+               if actor_kind(env.actor_id) == "simulator"
+               and not isinstance(ev, si.SimulatorRequested)
+               and actor_uuid(env.actor_id) not in state.simulators}
+    if unknown:
+        state.simulators.update(await simulator_sessions(conn, list(unknown)))
+    sims = dict(state.simulators)
+    new_sims: dict[str, str] = {}
+    routed: list[tuple[str | None, Any, Any]] = []
+    for _, env, ev in items:
+        sid = session_of(env, ev, sims)
+        if isinstance(ev, si.SimulatorRequested):
+            sims[actor_uuid(env.actor_id)] = sid  # type: ignore[assignment]
+            new_sims[actor_uuid(env.actor_id)] = ev.session_id
+        routed.append((sid, env, ev))
+    wanted = {sid for sid, _, _ in routed if sid is not None}
+    missing = [sid for sid in wanted if sid not in state.cache]
+    loaded = await load_sessions(conn, missing) if missing else {}
+    before: dict[str, SessionAggregate | None] = {
+        sid: (state.cache[sid] if sid in state.cache else loaded.get(sid)) for sid in wanted}
+    after = dict(before)
+    actors: dict[str, ActorRow] = {}
+    feed: dict[str, list[Change]] = defaultdict(list)
+    for sid, env, ev in routed:
+        actors[env.actor_id] = ActorRow(actor_id=env.actor_id, session_id=sid or "",
+                                        partition=env.partition, version=env.version,
+                                        updated_at=env.ts)
+        if sid is not None:
+            after[sid] = project(after[sid], env, ev)
+        change = change_from_event(env, ev)
+        if change is not None:
+            feed[change.session_id].append(change)
+    return Batch(
+        partition=partition, from_id=state.last_id, to_id=items[-1][0],
+        archive=archive_rows(items), changes=diff((before[s], after[s]) for s in wanted),
+        actors=list(actors.values()), after=after, simulators=new_sims, feed=dict(feed))
+
+
+async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
+                       name: str = CHECKPOINT_NAME,
+                       before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Write the batch and advance the checkpoint in one transaction, or raise `Fenced`."""
+    async with conn.transaction():
+        status = await conn.execute(
+            "UPDATE projection.checkpoints SET last_id = $3, epoch = $4,"
+            " events = events + $5, updated_at = now()"
+            " WHERE name = $1 AND partition = $2 AND epoch <= $4 AND last_id = $6",
+            name, batch.partition, batch.to_id, epoch, batch.size, batch.from_id)
+        if status != "UPDATE 1":
+            raise Fenced(f"partition {batch.partition}: checkpoint moved or a newer projector"
+                         f" (epoch > {epoch}) took over; batch dropped")
+        await write_archive(conn, batch.archive)
+        await write_changes(conn, batch.changes)
+        await write_actor_versions(conn, batch.actors)
+        if before_commit is not None:
+            await before_commit()
+
+
+class Projector:
+    """`sessiond projector`: lease partitions, project their logs, publish changes."""
+
+    def __init__(self, config: ProjectorConfig, redis: Redis, pool: asyncpg.Pool,
+                 owner: str | None = None) -> None:
+        self.config = config
+        self.redis = redis
+        self.pool = pool
+        self.owner = owner or (
+            f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+        self.leases = LeaseKeeper(redis, self.owner, config.partitions, config.lease_ttl_ms)
+        self.parts: dict[int, PartitionState] = {}
+        self.events_projected = 0
+        self._stop = asyncio.Event()
+        self._cache_per_partition = max(1000, config.cache_sessions // max(1, config.partitions))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _rebalance(self) -> None:
+        gained, lost = await self.leases.tick(int(time.time() * 1000))
+        for p in lost:
+            self.parts.pop(p, None)
+            log.info("partition lease lost", extra={"partition": p})
+        for p, epoch in gained.items():
+            try:
+                async with self.pool.acquire() as conn:
+                    last = await claim_partition(conn, p, epoch)
+            except Fenced:
+                await self.leases.release(p)
+                continue
+            self.parts[p] = PartitionState(epoch=epoch, last_id=last)
+            log.info("partition acquired", extra={"partition": p, "epoch": epoch,
+                                                  "checkpoint": last})
+
+    async def _lease_loop(self) -> None:
+        period = self.config.lease_ttl_ms / 3000
+        while not self._stop.is_set():
+            try:
+                await self._rebalance()
+            except Exception:  # Redis or Postgres hiccup: keep what we have, try again
+                log.exception("lease round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), period)
+
+    async def _project_partition(self, p: int, entries: list[Any]) -> None:
+        state = self.parts.get(p)
+        if state is None:
+            return
+        items = decode_entries(entries)
+        delay = self.config.commit_delay_ms
+        hook = (lambda: asyncio.sleep(delay / 1000)) if delay else None
+        async with self.pool.acquire() as conn:
+            batch = await prepare_batch(conn, p, state, items)
+            try:
+                await commit_batch(conn, batch, state.epoch, before_commit=hook)
+            except Fenced:
+                log.warning("fenced", extra={"partition": p})
+                self.parts.pop(p, None)
+                await self.leases.release(p)
+                return
+            except BaseException:
+                # uncertain outcome: forget the partition's cache and re-read the checkpoint
+                self.parts.pop(p, None)
+                await self.leases.release(p)
+                raise
+        # committed: remember what the tables now hold, then tell the clients
+        state.last_id = batch.to_id
+        for sid, agg in batch.after.items():
+            state.cache[sid] = agg
+            state.cache.move_to_end(sid)
+        while len(state.cache) > self._cache_per_partition:
+            state.cache.popitem(last=False)
+        state.simulators.update(batch.simulators)
+        if len(state.simulators) > self._cache_per_partition:
+            state.simulators.clear()
+        self.events_projected += batch.size
+        if batch.feed:
+            pipe = self.redis.pipeline(transaction=False)
+            for sid, changes in batch.feed.items():
+                pipe.publish(change_channel(sid), encode_changes(changes))
+            await pipe.execute()
+
+    async def step(self) -> int:
+        """Read and project one round of every owned partition; returns events projected."""
+        if not self.parts:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.config.block_ms / 1000)
+            return 0
+        streams = {partition_log(p): s.last_id for p, s in self.parts.items()}
+        reply = await self.redis.xread(streams, count=self.config.batch_size,
+                                       block=self.config.block_ms)
+        if not reply:
+            return 0
+        by_partition = {}
+        for key, entries in reply:
+            name = key.decode() if isinstance(key, bytes) else key
+            p = int(name.split("{p", 1)[1].split("}", 1)[0])
+            by_partition[p] = entries
+        before = self.events_projected
+        results = await asyncio.gather(
+            *(self._project_partition(p, e) for p, e in by_partition.items()),
+            return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.error("batch failed", exc_info=r)
+        return self.events_projected - before
+
+    async def run(self) -> None:
+        """Until `stop()`: keep leases, project, publish. Releases the leases on the way out."""
+        lease_task = asyncio.create_task(self._lease_loop())
+        try:
+            await self._rebalance()
+            while not self._stop.is_set():
+                try:
+                    await self.step()
+                except (OSError, ConnectionError, asyncpg.PostgresError) as e:
+                    log.warning("projector round failed: %s", e)
+                    await asyncio.sleep(0.5)
+        finally:
+            self._stop.set()
+            lease_task.cancel()
+            with contextlib.suppress(BaseException):
+                await lease_task
+            with contextlib.suppress(Exception):
+                await self.leases.release_all()

@@ -1,0 +1,334 @@
+"""PostgreSQL side of the projections: set-based writes of row changes, loads, the archive.
+
+Every write takes whole batches (one statement per table, arrays unnested server-side, or COPY),
+never a row at a time. Table names are parameters (`Tables`) so `projections rebuild` can fill a
+fresh copy of the tables with the very same statements before swapping it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from projections.model import (
+    _EPOCH,
+    ActorRow,
+    DeviceRow,
+    HandoffRow,
+    Model,
+    RowChanges,
+    SessionAggregate,
+    SessionRow,
+    SimulatorRow,
+    StateRow,
+    to_datetime,
+)
+
+__all__ = [
+    "LIVE",
+    "ArchiveRow",
+    "Tables",
+    "archive_rows",
+    "load_model",
+    "load_sessions",
+    "simulator_sessions",
+    "to_ms",
+    "write_actor_versions",
+    "write_archive",
+    "write_changes",
+]
+
+_json = msgspec.json.Encoder()
+
+
+def _j(value: Any) -> str:
+    return _json.encode(value).decode()
+
+
+def to_ms(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Qualified names of the projected tables (live ones, or a rebuild's fresh copies)."""
+
+    sessions: str = "session.active_sessions"
+    metadata: str = "session.session_metadata"
+    devices: str = "session.devices"
+    states: str = "session.state_snapshots"
+    handoffs: str = "session.handoffs"
+    simulators: str = "simulator.instances"
+    actors: str = "projection.actor_versions"
+
+
+LIVE = Tables()
+
+
+async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LIVE) -> None:
+    """Apply coalesced row changes: children deletes, session deletes, then upserts parent first."""
+    if ch.device_deletes:
+        await conn.execute(
+            f"DELETE FROM {t.devices} d USING unnest($1::text[], $2::text[]) AS k(s, dv)"
+            " WHERE d.session_id = k.s AND d.device_id = k.dv",
+            [k[0] for k in ch.device_deletes], [k[1] for k in ch.device_deletes])
+    if ch.handoff_deletes:
+        await conn.execute(f"DELETE FROM {t.handoffs} WHERE token = ANY($1::text[])",
+                           ch.handoff_deletes)
+    if ch.simulator_deletes:
+        await conn.execute(f"DELETE FROM {t.simulators} WHERE simulator_id = ANY($1::text[])",
+                           ch.simulator_deletes)
+    if ch.state_deletes:
+        await conn.execute(f"DELETE FROM {t.states} WHERE session_id = ANY($1::text[])",
+                           ch.state_deletes)
+    if ch.session_deletes:
+        await conn.execute(f"DELETE FROM {t.sessions} WHERE session_id = ANY($1::text[])",
+                           ch.session_deletes)
+    if ch.sessions:
+        s = ch.sessions
+        await conn.execute(
+            f"INSERT INTO {t.sessions} (session_id, user_id, status, created_at, last_active,"
+            " expires_at, token) SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+            " $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[])"
+            " ON CONFLICT (session_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
+            " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
+            " last_active = EXCLUDED.last_active, expires_at = EXCLUDED.expires_at,"
+            " token = EXCLUDED.token",
+            [r.session_id for r in s], [r.user_id for r in s], [r.status for r in s],
+            [to_datetime(r.created_at) for r in s], [to_datetime(r.last_active) for r in s],
+            [to_datetime(r.expires_at) for r in s], [r.token for r in s])
+        await conn.execute(
+            f"INSERT INTO {t.metadata} (session_id, metadata)"
+            " SELECT k, m::jsonb FROM unnest($1::text[], $2::text[]) AS u(k, m)"
+            " ON CONFLICT (session_id) DO UPDATE SET metadata = EXCLUDED.metadata",
+            [r.session_id for r in s], [_j(r.metadata) for r in s])
+    if ch.devices:
+        d = ch.devices
+        await conn.execute(
+            f"INSERT INTO {t.devices} (session_id, device_id, device_type, device_name, os,"
+            " status, connections, ws_connections, sse_connections, connection_ids, pod_name,"
+            " ip_address, left_reason, joined_at, last_seen)"
+            " SELECT a, b, c, dd, e, f, g, h, i, j::jsonb, k, l, m, n, o FROM unnest("
+            "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+            " $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[],"
+            " $13::text[], $14::timestamptz[], $15::timestamptz[])"
+            " AS u(a, b, c, dd, e, f, g, h, i, j, k, l, m, n, o)"
+            " ON CONFLICT (session_id, device_id) DO UPDATE SET"
+            " device_type = EXCLUDED.device_type, device_name = EXCLUDED.device_name,"
+            " os = EXCLUDED.os, status = EXCLUDED.status, connections = EXCLUDED.connections,"
+            " ws_connections = EXCLUDED.ws_connections,"
+            " sse_connections = EXCLUDED.sse_connections,"
+            " connection_ids = EXCLUDED.connection_ids, pod_name = EXCLUDED.pod_name,"
+            " ip_address = EXCLUDED.ip_address, left_reason = EXCLUDED.left_reason,"
+            " joined_at = EXCLUDED.joined_at, last_seen = EXCLUDED.last_seen",
+            [r.session_id for r in d], [r.device_id for r in d], [r.device_type for r in d],
+            [r.device_name for r in d], [r.os for r in d], [r.status for r in d],
+            [len(r.connection_ids) for r in d], [r.ws_connections for r in d],
+            [r.sse_connections for r in d], [_j(r.connection_ids) for r in d],
+            [r.pod_name for r in d], [r.ip_address for r in d], [r.left_reason for r in d],
+            [to_datetime(r.joined_at) for r in d], [to_datetime(r.last_seen) for r in d])
+    if ch.states:
+        st = ch.states
+        await conn.execute(
+            f"INSERT INTO {t.states} (session_id, state, state_version, device_id, app_version,"
+            " updated_at) SELECT a, b::jsonb, c, dd, e, f FROM unnest($1::text[], $2::text[],"
+            " $3::bigint[], $4::text[], $5::text[], $6::timestamptz[]) AS u(a, b, c, dd, e, f)"
+            " ON CONFLICT (session_id) DO UPDATE SET state = EXCLUDED.state,"
+            " state_version = EXCLUDED.state_version, device_id = EXCLUDED.device_id,"
+            " app_version = EXCLUDED.app_version, updated_at = EXCLUDED.updated_at",
+            [r.session_id for r in st], [_j(r.state) for r in st],
+            [r.state_version for r in st], [r.device_id for r in st],
+            [r.app_version for r in st], [to_datetime(r.updated_at) for r in st])
+    if ch.handoffs:
+        h = ch.handoffs
+        await conn.execute(
+            f"INSERT INTO {t.handoffs} (token, session_id, source_device, target_device, status,"
+            " state_version, created_at, expires_at, accepted_at) SELECT * FROM unnest("
+            "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
+            " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])"
+            " ON CONFLICT (token) DO UPDATE SET status = EXCLUDED.status,"
+            " accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at",
+            [r.token for r in h], [r.session_id for r in h], [r.source_device for r in h],
+            [r.target_device for r in h], [r.status for r in h], [r.state_version for r in h],
+            [to_datetime(r.created_at) for r in h], [to_datetime(r.expires_at) for r in h],
+            [to_datetime(r.accepted_at) if r.accepted_at is not None else None for r in h])
+    if ch.simulators:
+        m = ch.simulators
+        await conn.execute(
+            f"INSERT INTO {t.simulators} (simulator_id, session_id, user_id, status, endpoint,"
+            " created_at, last_active, initial_symbols, initial_cash)"
+            " SELECT a, b, c, dd, e, f, g, h::jsonb, i FROM unnest($1::text[], $2::text[],"
+            " $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],"
+            " $8::text[], $9::float8[]) AS u(a, b, c, dd, e, f, g, h, i)"
+            " ON CONFLICT (simulator_id) DO UPDATE SET status = EXCLUDED.status,"
+            " endpoint = EXCLUDED.endpoint, last_active = EXCLUDED.last_active,"
+            " session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,"
+            " created_at = EXCLUDED.created_at, initial_symbols = EXCLUDED.initial_symbols,"
+            " initial_cash = EXCLUDED.initial_cash",
+            [r.simulator_id for r in m], [r.session_id for r in m], [r.user_id for r in m],
+            [r.status for r in m], [r.endpoint for r in m],
+            [to_datetime(r.created_at) for r in m], [to_datetime(r.last_active) for r in m],
+            [_j(r.initial_symbols) for r in m], [r.initial_cash for r in m])
+
+
+async def write_actor_versions(conn: asyncpg.Connection, rows: Iterable[ActorRow],
+                               t: Tables = LIVE) -> None:
+    a = list(rows)
+    if not a:
+        return
+    await conn.execute(
+        f"INSERT INTO {t.actors} (actor_id, session_id, partition, version, updated_at)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[],"
+        " $5::timestamptz[]) ON CONFLICT (actor_id) DO UPDATE SET"
+        " session_id = EXCLUDED.session_id, partition = EXCLUDED.partition,"
+        " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
+        [r.actor_id for r in a], [r.session_id for r in a], [r.partition for r in a],
+        [r.version for r in a], [to_datetime(r.updated_at) for r in a])
+
+
+# ------------------------------------------------------------------------------ archive
+
+#: One `events.archive` row without `seq` (the database numbers rows in insertion order).
+ArchiveRow = tuple[str, str, int, int, int, str, str, str, str, str, str]
+ARCHIVE_COLUMNS = ("event_id", "actor_id", "version", "partition", "ts", "type", "data",
+                   "command_id", "correlation_id", "causation_id", "log_id")
+
+
+def archive_rows(items: Iterable[tuple[str, Any, Any]]) -> list[ArchiveRow]:
+    """(log id, envelope, decoded event) -> archive rows; `data` is the event's JSON (with its
+    `type` tag, so it decodes straight back into the event)."""
+    return [
+        (env.event_id, env.actor_id, env.version, env.partition, env.ts, env.type,
+         _json.encode(event).decode(), env.command_id, env.correlation_id, env.causation_id,
+         log_id)
+        for log_id, env, event in items
+    ]
+
+
+async def write_archive(conn: asyncpg.Connection, rows: Sequence[ArchiveRow]) -> None:
+    """Append to the archive. COPY (fast) inside a savepoint; should an event already be there
+    (it cannot, with the checkpoint in the same transaction, but never wedge on it), insert
+    skipping duplicates instead."""
+    if not rows:
+        return
+    try:
+        async with conn.transaction():  # a savepoint inside the caller's transaction
+            await conn.copy_records_to_table("archive", schema_name="events", records=rows,
+                                             columns=ARCHIVE_COLUMNS)
+    except asyncpg.UniqueViolationError:
+        cols = list(zip(*rows, strict=True))
+        await conn.execute(
+            "INSERT INTO events.archive (event_id, actor_id, version, partition, ts, type, data,"
+            " command_id, correlation_id, causation_id, log_id)"
+            " SELECT a, b, c, d, e, f, g::jsonb, h, i, j, k FROM unnest($1::text[], $2::text[],"
+            " $3::bigint[], $4::int[], $5::bigint[], $6::text[], $7::text[], $8::text[],"
+            " $9::text[], $10::text[], $11::text[]) WITH ORDINALITY"
+            " AS u(a, b, c, d, e, f, g, h, i, j, k, o) ORDER BY o ON CONFLICT DO NOTHING",
+            *[list(c) for c in cols])
+
+
+# ------------------------------------------------------------------------------ loads
+
+def _session_row(r: asyncpg.Record) -> SessionRow:
+    return SessionRow(
+        session_id=r["session_id"], user_id=r["user_id"], status=r["status"],
+        created_at=to_ms(r["created_at"]), last_active=to_ms(r["last_active"]),
+        expires_at=to_ms(r["expires_at"]), token=r["token"],
+        metadata=msgspec.json.decode(r["metadata"]) if r["metadata"] is not None else {})
+
+
+def _device_row(r: asyncpg.Record) -> DeviceRow:
+    return DeviceRow(
+        session_id=r["session_id"], device_id=r["device_id"], device_type=r["device_type"],
+        device_name=r["device_name"], os=r["os"], status=r["status"],
+        connection_ids=msgspec.json.decode(r["connection_ids"]), pod_name=r["pod_name"],
+        ip_address=r["ip_address"], left_reason=r["left_reason"],
+        joined_at=to_ms(r["joined_at"]), last_seen=to_ms(r["last_seen"]))
+
+
+def _state_row(r: asyncpg.Record) -> StateRow:
+    return StateRow(session_id=r["session_id"], state=msgspec.json.decode(r["state"]),
+                    state_version=r["state_version"], device_id=r["device_id"],
+                    app_version=r["app_version"], updated_at=to_ms(r["updated_at"]))
+
+
+def _handoff_row(r: asyncpg.Record) -> HandoffRow:
+    return HandoffRow(
+        token=r["token"], session_id=r["session_id"], source_device=r["source_device"],
+        target_device=r["target_device"], status=r["status"], state_version=r["state_version"],
+        created_at=to_ms(r["created_at"]), expires_at=to_ms(r["expires_at"]),
+        accepted_at=to_ms(r["accepted_at"]) if r["accepted_at"] is not None else None)
+
+
+def _simulator_row(r: asyncpg.Record) -> SimulatorRow:
+    return SimulatorRow(
+        simulator_id=r["simulator_id"], session_id=r["session_id"], user_id=r["user_id"],
+        status=r["status"], endpoint=r["endpoint"], created_at=to_ms(r["created_at"]),
+        last_active=to_ms(r["last_active"]),
+        initial_symbols=msgspec.json.decode(r["initial_symbols"])
+        if r["initial_symbols"] is not None else [],
+        initial_cash=r["initial_cash"])
+
+
+async def _load(conn: asyncpg.Connection, where: str, args: Sequence[Any],
+                t: Tables = LIVE) -> dict[str, SessionAggregate]:
+    sessions = await conn.fetch(
+        f"SELECT s.*, m.metadata FROM {t.sessions} s"
+        f" LEFT JOIN {t.metadata} m USING (session_id) {where.format(a='s')}", *args)
+    out: dict[str, dict[str, Any]] = {
+        r["session_id"]: {"session": _session_row(r), "devices": {}, "state": None,
+                          "handoffs": {}, "simulators": {}}
+        for r in sessions}
+    if not out:
+        return {}
+    for r in await conn.fetch(f"SELECT * FROM {t.devices} d"
+                              f" {where.format(a='d')}", *args):
+        if r["session_id"] in out:
+            out[r["session_id"]]["devices"][r["device_id"]] = _device_row(r)
+    for r in await conn.fetch(f"SELECT * FROM {t.states} x"
+                              f" {where.format(a='x')}", *args):
+        if r["session_id"] in out:
+            out[r["session_id"]]["state"] = _state_row(r)
+    for r in await conn.fetch(f"SELECT * FROM {t.handoffs} h {where.format(a='h')}", *args):
+        if r["session_id"] in out:
+            out[r["session_id"]]["handoffs"][r["token"]] = _handoff_row(r)
+    for r in await conn.fetch(f"SELECT * FROM {t.simulators} i"
+                              f" {where.format(a='i')}", *args):
+        if r["session_id"] in out:
+            out[r["session_id"]]["simulators"][r["simulator_id"]] = _simulator_row(r)
+    return {sid: SessionAggregate(**parts) for sid, parts in out.items()}
+
+
+async def load_sessions(conn: asyncpg.Connection, session_ids: Sequence[str],
+                        t: Tables = LIVE) -> dict[str, SessionAggregate]:
+    """The stored aggregates of these sessions (absent sessions are simply missing)."""
+    if not session_ids:
+        return {}
+    return await _load(conn, "WHERE {a}.session_id = ANY($1::text[])", [list(session_ids)], t)
+
+
+async def simulator_sessions(conn: asyncpg.Connection, simulator_ids: Sequence[str],
+                             t: Tables = LIVE) -> dict[str, str]:
+    """simulator uuid -> session id, as archived (it outlives the simulator's row)."""
+    if not simulator_ids:
+        return {}
+    rows = await conn.fetch(f"SELECT actor_id, session_id FROM {t.actors}"
+                            " WHERE actor_id = ANY($1::text[]) AND session_id <> ''",
+                            [f"simulator:{s}" for s in simulator_ids])
+    return {r["actor_id"].partition(":")[2]: r["session_id"] for r in rows}
+
+
+async def load_model(conn: asyncpg.Connection, t: Tables = LIVE) -> Model:
+    """Every projected row, as a `Model` (to compare live tables with a fold of the log)."""
+    model = Model()
+    model.sessions = await _load(conn, "", [], t)
+    for r in await conn.fetch(f"SELECT * FROM {t.actors}"):
+        model.actors[r["actor_id"]] = ActorRow(
+            actor_id=r["actor_id"], session_id=r["session_id"], partition=r["partition"],
+            version=r["version"], updated_at=to_ms(r["updated_at"]))
+    return model
