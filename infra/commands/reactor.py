@@ -1,0 +1,77 @@
+"""`sessiond reactor`: provision and remove exchange simulators as their actors ask (Procfile).
+
+Consumes the simulator events of every partition log with the consumer group `reactor`,
+provisions through the configured provisioner (SIMULATOR_PROVISIONER: local | kubernetes,
+behind a circuit breaker with retries and backoff) and reports back with commands. Several
+reactors may run: they share the entries of the group. SIGTERM/SIGINT: finish what is in
+flight, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "reactor",
+        help="provision / remove exchange simulators for the simulator actors",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--partitions", type=int, default=None,
+                   help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)")
+    p.add_argument("--name", default=None,
+                   help="consumer name in the `reactor` group (default: reactor-<host>-<pid>)")
+    p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
+    p.add_argument("--provisioner", choices=["local", "kubernetes"], default=None,
+                   help="where simulators run (default: $SIMULATOR_PROVISIONER or local)")
+    p.add_argument("--concurrency", type=int, default=64,
+                   help="simulators provisioned or removed at once (default 64)")
+    p.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from actors.client import CommandBus
+    from actors.reactor import Reactor
+    from events.errors import SessiondError
+    from infra.config import load_settings
+    from infra.provisioners import create_provisioner, load_simulator_settings
+    from infra.redis import connect
+
+    settings = load_settings()
+    url = args.redis_url or settings.require_redis_url()
+    partitions = args.partitions or settings.partitions
+    try:
+        sim = load_simulator_settings()
+    except ValueError as exc:
+        raise SessiondError(str(exc)) from None
+    if args.provisioner:
+        sim = msgspec.structs.replace(sim, provisioner=args.provisioner)
+    redis = connect(url)
+    try:
+        provisioner = create_provisioner(sim, redis)
+    except Exception as exc:  # e.g. no kubeconfig
+        raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
+    bus = CommandBus(redis, partitions=partitions, name=args.name)
+    await bus.start()
+    reactor = Reactor(redis, bus, provisioner, partitions=partitions, name=args.name,
+                      concurrency=args.concurrency)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, reactor.stop)
+    try:
+        await reactor.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await reactor.close()
+        await bus.close()
+        await redis.aclose()
+    return 0

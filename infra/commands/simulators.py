@@ -1,0 +1,130 @@
+"""`sessiond simulators`: run reference exchange engines, one asyncio task per simulator.
+
+Default (SIMULATOR_PROVISIONER=local): a shared host. It registers itself in Redis and runs the
+simulators the reactor places on it; ticks go to the capped streams `sd:md:<simulator_id>`,
+heartbeats to the simulator actors. `--single` (used by the Kubernetes Deployment of one
+simulator): run the one simulator described by $SIMULATOR_SPEC (JSON) and serve `/health` and
+`/ready` on --health-port for the probes. SIGTERM/SIGINT: stop the engines, deregister, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "simulators",
+        help="run the reference exchange engines (the `simulators` process)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host-id", default=None,
+                   help="this process's name in Redis (default: <hostname>-<pid>)")
+    p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)")
+    p.add_argument("--tick-hz", type=float, default=None,
+                   help="ticks per second per simulator (default: $SIMULATOR_TICK_HZ or 10)")
+    p.add_argument("--heartbeat-ms", type=int, default=None,
+                   help="heartbeat interval (default: $SIMULATOR_HEARTBEAT_INTERVAL_MS or 5000)")
+    p.add_argument("--single", action="store_true",
+                   help="run only the simulator in $SIMULATOR_SPEC (Kubernetes pod mode)")
+    p.add_argument("--health-port", type=int, default=8081,
+                   help="with --single: port of /health and /ready (default 8081)")
+    p.set_defaults(handler=run)
+
+
+async def _serve_health(port: int, ready: asyncio.Event) -> asyncio.Server:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readline()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            path = line.split(b" ")[1] if line.count(b" ") >= 2 else b"/"
+            ok = path == b"/health" or (path == b"/ready" and ready.is_set())
+            body = b"ok\n" if ok else b"not ready\n"
+            status = b"200 OK" if ok else b"503 Service Unavailable"
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode()
+                         + b"\r\nConnection: close\r\n\r\n" + body)
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(answer, "0.0.0.0", port)
+
+
+async def run(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from actors.client import CommandBus
+    from events.errors import SessiondError
+    from infra.config import load_settings
+    from infra.exchange.control import EngineSpec
+    from infra.exchange.engine import Engine
+    from infra.exchange.host import SimulatorHost, bus_heartbeat
+    from infra.provisioners import load_simulator_settings
+    from infra.redis import connect
+
+    settings = load_settings()
+    url = args.redis_url or settings.require_redis_url()
+    partitions = args.partitions or settings.partitions
+    try:
+        sim = load_simulator_settings()
+    except ValueError as exc:
+        raise SessiondError(str(exc)) from None
+    tick_hz = args.tick_hz or sim.tick_hz
+    heartbeat_s = (args.heartbeat_ms or sim.heartbeat_interval_ms) / 1000
+    if tick_hz <= 0:
+        raise SessiondError("--tick-hz must be positive")
+    redis = connect(url)
+    bus = CommandBus(redis, partitions=partitions)
+    await bus.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        if args.single:
+            raw = os.environ.get("SIMULATOR_SPEC", "")
+            try:
+                spec = msgspec.json.decode(raw, type=EngineSpec)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise SessiondError(f"--single needs a valid $SIMULATOR_SPEC: {exc}") from None
+            host = SimulatorHost(redis, bus_heartbeat(bus), host_id=args.host_id,
+                                 tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s,
+                                 md_maxlen=sim.md_maxlen)
+            ready = asyncio.Event()
+            server = await _serve_health(args.health_port, ready)
+            publisher = asyncio.create_task(host.publisher.run())
+            engine = Engine(spec, publisher=host.publisher, heartbeat=bus_heartbeat(bus),
+                            tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s)
+            await redis.ping()
+            ready.set()
+            task = asyncio.create_task(engine.run())
+            await asyncio.wait([task, asyncio.create_task(stopping.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            for t in (task, publisher):
+                t.cancel()
+            await asyncio.gather(task, publisher, return_exceptions=True)
+            server.close()
+        else:
+            host = SimulatorHost(redis, bus_heartbeat(bus), host_id=args.host_id,
+                                 tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s,
+                                 register_ttl_s=sim.host_ttl_ms / 1000, md_maxlen=sim.md_maxlen)
+            runner = asyncio.create_task(host.run())
+            await asyncio.wait([runner, asyncio.create_task(stopping.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            host.stop()
+            await runner
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await bus.close()
+        await redis.aclose()
+    return 0
