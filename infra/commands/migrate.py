@@ -1,0 +1,44 @@
+"""`sessiond migrate`: apply the read models' pending SQL migrations (idempotent)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "migrate",
+        help="apply pending PostgreSQL migrations (projections/migrations/NNN_*.sql)",
+        description=(
+            "Apply every pending migration in order, each in its own transaction with its row in "
+            "projection.schema_migrations. Safe to run again (nothing to do) and from several "
+            "processes at once (an advisory lock makes them take turns)."),
+    )
+    from projections.cli import add_store_options
+
+    add_store_options(p, redis=False)
+    p.add_argument("--json", action="store_true", help="one JSON object per applied migration")
+    p.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from projections.cli import emit_json, resolve
+    from projections.migrate import MigrationError, migrate
+
+    cfg = resolve(args, redis=False)
+    try:
+        applied = await migrate(cfg.database_url)
+    except MigrationError as e:
+        print(f"sessiond migrate: {e}", file=sys.stderr)
+        return 2
+    for m in applied:
+        if args.json:
+            emit_json({"applied": m.version, "name": m.name})
+        else:
+            print(f"applied {m.version:03d}_{m.name}")
+    if not applied and not args.json:
+        print("schema is up to date")
+    return 0

@@ -1,0 +1,62 @@
+"""`sessiond projector`: project partition logs into PostgreSQL, exactly once (Procfile process)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+__all__ = ["register", "run"]
+
+log = logging.getLogger("sessiond.projector")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "projector",
+        help="project events into the PostgreSQL read models and publish session changes",
+        description=(
+            "Hold projector leases on partitions (sd:{pN}:lease:projector), read each owned "
+            "partition log from its checkpoint, write rows + archive + checkpoint in one fenced "
+            "transaction per batch, then publish the changes on sd:chg:<session_id>. Start more "
+            "projectors to share the partitions. Env: SESSIOND_PROJECTOR_BATCH (2000), "
+            "SESSIOND_PROJECTOR_POOL (4), SESSIOND_PROJECTOR_CACHE_SESSIONS (200000), "
+            "SESSIOND_PROJECTOR_LEASE_TTL_MS (LEASE_TTL_MS)."),
+    )
+    from projections.cli import add_store_options
+
+    add_store_options(p)
+    p.add_argument("--no-migrate", action="store_true",
+                   help="do not apply pending migrations at start-up (always off when "
+                        "SESSIOND_ENV=prod)")
+    p.set_defaults(handler=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from infra.cli import wait_for_shutdown_signal
+    from infra.postgres import create_pool
+    from infra.redis import connect
+    from projections.cli import resolve
+    from projections.migrate import migrate
+    from projections.projector import Projector, ProjectorConfig
+
+    cfg = resolve(args)
+    if cfg.env != "prod" and not args.no_migrate:
+        await migrate(cfg.database_url)
+    config = ProjectorConfig.from_env(cfg.redis_url, cfg.database_url, cfg.partitions,
+                                      cfg.lease_ttl_ms)
+    redis = connect(cfg.redis_url)
+    pool = await create_pool(cfg.database_url, min_size=1, max_size=config.pool_size + 1)
+    projector = Projector(config, redis, pool)
+    task = asyncio.create_task(projector.run())
+    signal_task = asyncio.create_task(wait_for_shutdown_signal())
+    log.info("projector started", extra={"owner": projector.owner})
+    try:
+        await asyncio.wait({task, signal_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        projector.stop()
+        signal_task.cancel()
+        await task
+        await pool.close()
+        await redis.aclose()
+    return 0
