@@ -1,0 +1,413 @@
+"""Deciding a batch of commands in memory and laying it out for the append script.
+
+This module does no I/O: `plan` takes the parsed commands of one partition and the actors'
+current `(version, state)`, runs the deciders sequentially (commands of one actor see each
+other's effects), and returns the KEYS/ARGV of one `scripts.APPEND` call plus what to commit to
+the cache once Redis has confirmed. `settle` reads the script's answer back.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from actors import keys
+from actors.decider import Decider, Timer
+from actors.runtime.cache import ActorCache, CachedActor
+from events.codec import encode, type_name
+from events.envelope import CommandEnvelope, EventEnvelope, Outcome
+from events.errors import DomainError
+
+__all__ = [
+    "Item",
+    "Round",
+    "new_event_id",
+    "parse_entry",
+    "plan",
+    "settle",
+    "timer_bodies_key",
+    "timer_member",
+]
+
+log = logging.getLogger("sessiond.runtime")
+
+_encode = encode
+_Raw = msgspec.Raw
+_rand = random.getrandbits
+_last_ms = 0
+_seq = 0
+
+
+def new_event_id(now_ms: int | None = None) -> str:
+    """A time-ordered UUID (version 7 layout): ms timestamp, a per-ms sequence, random bits."""
+    global _last_ms, _seq
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    if ms <= _last_ms:
+        ms = _last_ms
+        _seq += 1
+        if _seq > 0xFFF:
+            ms += 1
+            _seq = 0
+    else:
+        _seq = 0
+    _last_ms = ms
+    n = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | _rand(62)
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def timer_bodies_key(partition: int) -> str:
+    """Hash of the command envelope each pending timer sends when due (beside `timers_key`)."""
+    return f"{keys.timers_key(partition)}:cmd"
+
+
+def timer_member(actor_id: str, key: str) -> str:
+    return f"{actor_id}|{key}"
+
+
+def timer_command_id(actor_id: str, key: str, due: int) -> str:
+    """Deterministic: a timer that fires twice (or is re-armed unchanged) deduplicates."""
+    return f"timer:{actor_id}:{key}:{due}"
+
+
+class Item:
+    """One command read from the partition's stream."""
+
+    __slots__ = ("command", "decider", "entry_id", "env", "error", "repeat")
+
+    def __init__(self, entry_id: bytes, env: CommandEnvelope | None) -> None:
+        self.entry_id = entry_id
+        self.env = env
+        self.command: Any = None
+        self.decider: Decider[Any] | None = None
+        self.error: tuple[str, str] | None = None  # (code, message): refused before deciding
+        self.repeat = False  # same command id as an earlier item of this batch
+
+
+def parse_entry(
+    entry_id: bytes,
+    fields: dict[bytes, bytes],
+    partition: int,
+    decode_envelope: Callable[[bytes], CommandEnvelope],
+    decode_command: Callable[[Any], Any],
+    decider_for: Callable[[str], Decider[Any]],
+) -> Item:
+    """Decode one stream entry. Never raises: a bad entry becomes an item with an error."""
+    raw = fields.get(b"c")
+    try:
+        env = decode_envelope(raw)  # type: ignore[arg-type]
+    except Exception as exc:  # poison: nobody to answer, nothing to dedupe on
+        log.warning("undecodable command entry %s on p%d: %s", entry_id, partition, exc)
+        item = Item(entry_id, None)
+        item.error = ("INVALID_COMMAND", "undecodable command envelope")
+        return item
+    item = Item(entry_id, env)
+    if not env.command_id or not env.actor_id:
+        item.error = ("INVALID_COMMAND", "command_id and actor_id are required")
+        return item
+    if env.partition != partition:
+        item.error = (
+            "INVALID_COMMAND",
+            f"command for partition {env.partition} sent to partition {partition}",
+        )
+        return item
+    try:
+        item.decider = decider_for(env.actor_id)
+    except DomainError as exc:
+        item.error = (exc.code, exc.message)
+        return item
+    except Exception as exc:
+        item.error = ("INVALID_COMMAND", f"no actor kind for {env.actor_id!r}: {exc}")
+        return item
+    try:
+        item.command = decode_command(env.data)
+    except Exception as exc:
+        item.error = ("INVALID_COMMAND", f"invalid {env.type or 'command'}: {exc}")
+    return item
+
+
+class _Tentative:
+    """An actor's state as this round assumes it, until the script confirms."""
+
+    __slots__ = ("actor", "index", "snap_version", "state", "timers", "version")
+
+    def __init__(self, actor: CachedActor, index: int) -> None:
+        self.actor = actor
+        self.index = index
+        self.version = actor.version
+        self.state = actor.state
+        self.snap_version = actor.snap_version
+        self.timers = actor.deadlines()
+
+
+class Round:
+    """One append-script call: its arguments and what each item would mean once confirmed."""
+
+    __slots__ = ("actor_keys", "argv", "items", "out_keys", "outcomes", "tentative")
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.outcomes: list[bytes] = []  # per item: the outcome we would store ('' = none)
+        self.tentative: dict[str, _Tentative] = {}
+        self.actor_keys: list[str] = []
+        self.out_keys: list[str] = []
+        self.argv: list[Any] = []
+
+    def keys(self, partition: int) -> list[str]:
+        return [
+            keys.epoch_key(partition),
+            keys.partition_log(partition),
+            keys.command_stream(partition),
+            keys.timers_key(partition),
+            timer_bodies_key(partition),
+            *self.actor_keys,
+            *self.out_keys,
+        ]
+
+
+_NOOP_TAIL = (0, 0, 0, 0, b"")
+
+
+def plan(
+    items: list[Item],
+    actors: dict[str, CachedActor],
+    partition: int,
+    snapshot_every: int,
+) -> Round:
+    """Decide `items` in order against `actors` (every item's actor must be present).
+
+    Returns the round; nothing in `actors` is modified (the cache is updated by `settle`).
+    """
+    rnd = Round()
+    argv = rnd.argv
+    out_keys = rnd.out_keys
+    tentative = rnd.tentative
+    seen: set[str] = set()
+    dummy_out = keys.outcome_key(partition, "")
+    for item in items:
+        env = item.env
+        rnd.items.append(item)
+        if env is None:
+            out_keys.append(dummy_out)
+            rnd.outcomes.append(b"")
+            argv.extend((item.entry_id, 0, -1, b"", b"", *_NOOP_TAIL))
+            continue
+        out_keys.append(keys.outcome_key(partition, env.command_id))
+        if env.command_id in seen:
+            item.repeat = True
+            rnd.outcomes.append(b"")
+            argv.extend((item.entry_id, 0, -2, env.reply_to, b"", *_NOOP_TAIL))
+            continue
+        seen.add(env.command_id)
+        if item.error is not None:
+            code, message = item.error
+            outcome = _encode(
+                Outcome(
+                    command_id=env.command_id,
+                    actor_id=env.actor_id,
+                    ok=False,
+                    error_code=code,
+                    error_message=message,
+                )
+            )
+            rnd.outcomes.append(outcome)
+            argv.extend((item.entry_id, 0, -1, env.reply_to, outcome, *_NOOP_TAIL))
+            continue
+        tent = tentative.get(env.actor_id)
+        if tent is None:
+            tent = _Tentative(actors[env.actor_id], len(tentative) + 1)
+            tentative[env.actor_id] = tent
+            rnd.actor_keys.append(keys.event_stream(partition, env.actor_id))
+            rnd.actor_keys.append(keys.snapshot_key(partition, env.actor_id))
+        _decide_one(item, env, tent, partition, snapshot_every, rnd)
+    return rnd
+
+
+def _decide_one(
+    item: Item,
+    env: CommandEnvelope,
+    tent: _Tentative,
+    partition: int,
+    snapshot_every: int,
+    rnd: Round,
+) -> None:
+    decider = item.decider
+    assert decider is not None
+    argv = rnd.argv
+    expected = tent.version
+    state = tent.state
+    try:
+        events = decider.decide(item.command, state)
+    except DomainError as exc:
+        events = None
+        error = (exc.code, exc.message)
+    except Exception as exc:  # a decider bug must not wedge the partition: refuse, log, go on
+        log.exception("decider %s failed on %s", decider.kind, env.command_id)
+        events = None
+        error = ("INTERNAL", f"{type(exc).__name__} while deciding")
+    if events is None:
+        outcome = _encode(
+            Outcome(
+                command_id=env.command_id,
+                actor_id=env.actor_id,
+                ok=False,
+                version=expected,
+                error_code=error[0],
+                error_message=error[1],
+            )
+        )
+        rnd.outcomes.append(outcome)
+        argv.extend((item.entry_id, tent.index, expected, env.reply_to, outcome, *_NOOP_TAIL))
+        return
+    n = len(events)
+    if n == 0:
+        outcome = _encode(
+            Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True, version=expected)
+        )
+        rnd.outcomes.append(outcome)
+        argv.extend((item.entry_id, tent.index, expected, env.reply_to, outcome, *_NOOP_TAIL))
+        return
+    actor_id = env.actor_id
+    command_id = env.command_id
+    correlation = env.correlation_id or command_id
+    evolve = decider.evolve
+    react = decider.react
+    routed_out: list[bytes] = []
+    argv.extend((item.entry_id, tent.index, expected, env.reply_to))
+    outcome_at = len(argv)
+    argv.append(b"")  # the outcome, filled in below
+    argv.append(n)
+    version = expected
+    for event in events:
+        version += 1
+        event_id = new_event_id()
+        argv.append(
+            _encode(
+                EventEnvelope(
+                    event_id=event_id,
+                    actor_id=actor_id,
+                    version=version,
+                    partition=partition,
+                    ts=event.at,
+                    command_id=command_id,
+                    correlation_id=correlation,
+                    causation_id=command_id,
+                    type=type_name(event),
+                    data=_Raw(_encode(event)),
+                )
+            )
+        )
+        state = evolve(state, event)
+        for i, routed in enumerate(react(state, event)):
+            cmd = routed.command
+            routed_out.append(
+                _encode(
+                    CommandEnvelope(
+                        command_id=f"{event_id}/{i}",
+                        actor_id=routed.actor_id,
+                        partition=partition,
+                        ts=cmd.at,
+                        type=type_name(cmd),
+                        data=_Raw(_encode(cmd)),
+                        correlation_id=correlation,
+                        causation_id=event_id,
+                    )
+                )
+            )
+    argv.append(len(routed_out))
+    argv.extend(routed_out)
+    # timers: upsert what changed, remove what is no longer a deadline
+    old = tent.timers
+    new: dict[str, Timer] = {t.key: t for t in decider.deadlines(state)}
+    upserts = [t for k, t in new.items() if old.get(k) != t]
+    removals = [k for k in old if k not in new]
+    argv.append(len(upserts))
+    for t in upserts:
+        cid = timer_command_id(actor_id, t.key, t.due)
+        argv.append(timer_member(actor_id, t.key))
+        argv.append(t.due)
+        argv.append(
+            _encode(
+                CommandEnvelope(
+                    command_id=cid,
+                    actor_id=actor_id,
+                    partition=partition,
+                    ts=t.due,
+                    type=type_name(t.command),
+                    data=_Raw(_encode(t.command)),
+                    correlation_id=cid,
+                )
+            )
+        )
+    argv.append(len(removals))
+    argv.extend(timer_member(actor_id, k) for k in removals)
+    if version - tent.snap_version >= snapshot_every:
+        argv.append(_encode((version, state)))
+        tent.snap_version = version
+    else:
+        argv.append(b"")
+    outcome = _encode(
+        Outcome(command_id=command_id, actor_id=actor_id, ok=True, version=version, events=n)
+    )
+    argv[outcome_at] = outcome
+    rnd.outcomes.append(outcome)
+    tent.version = version
+    tent.state = state
+    tent.timers = new
+
+
+class Settled:
+    """What a round's script call meant."""
+
+    __slots__ = ("appended", "duplicates", "events", "outcomes", "retry", "stale_actors")
+
+    def __init__(self) -> None:
+        self.appended = 0  # items whose outcome was stored by this call
+        self.duplicates = 0  # items answered with an earlier stored outcome
+        self.events = 0
+        self.retry: list[Item] = []  # conflicts and unsettled repeats: decide again
+        self.stale_actors: set[str] = set()  # reload before deciding again
+        self.outcomes: list[tuple[Item, bytes]] = []  # (item, outcome bytes) settled
+
+
+def settle(rnd: Round, results: list[Any], cache: ActorCache) -> Settled:
+    """Apply the script's answer: commit confirmed actors to `cache`, collect what to retry."""
+    done = Settled()
+    stale = done.stale_actors
+    for item, result, outcome in zip(rnd.items, results, rnd.outcomes, strict=True):
+        env = item.env
+        if result == 1:
+            done.appended += 1
+            done.outcomes.append((item, outcome))
+        elif isinstance(result, bytes):
+            done.duplicates += 1
+            done.outcomes.append((item, result))
+            # our tentative decision was not applied; if it had events the cache would lie
+            if env is not None and env.actor_id in rnd.tentative and not item.repeat:
+                stale.add(env.actor_id)
+        elif result == 0:
+            done.retry.append(item)
+        else:  # conflict: -(actual version + 1)
+            done.retry.append(item)
+            if env is not None:
+                stale.add(env.actor_id)
+    for actor_id, tent in rnd.tentative.items():
+        if actor_id in stale:
+            cache.discard(actor_id)
+            continue
+        actor = tent.actor
+        done.events += tent.version - actor.version
+        actor.version = tent.version
+        actor.state = tent.state
+        actor.snap_version = tent.snap_version
+        actor.timers = tent.timers
+        if actor.decider.is_terminal(actor.state):
+            cache.discard(actor_id)  # nothing more will happen to it; reload if it does
+        else:
+            cache.put(actor)
+    return done

@@ -1,0 +1,479 @@
+"""The worker runtime on real Redis: append, dedup, conflicts, poison, policies, timers,
+snapshots and fencing, first with a toy counter actor, then with the real deciders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from actors import keys
+from actors.client import CommandBus, build_envelope
+from actors.decider import Decider, Routed, Timer
+from actors.runtime.batch import timer_bodies_key, timer_member
+from actors.runtime.worker import Worker
+from events.base import Command, Event
+from events.codec import decode_event_envelope, decode_outcome, encode
+from events.envelope import EventEnvelope
+from events.errors import DomainError
+from infra.redis import connect
+
+pytestmark = pytest.mark.anyio
+
+P = 4
+
+# --------------------------------------------------------------------------- a toy actor
+
+
+class Add(Command, frozen=True, tag="Add"):
+    n: int
+
+
+class Ping(Command, frozen=True, tag="Ping"):
+    target: str
+
+
+class Arm(Command, frozen=True, tag="Arm"):
+    due: int
+
+
+class Ring(Command, frozen=True, tag="Ring"):
+    pass
+
+
+class Added(Event, frozen=True, tag="Added"):
+    n: int
+
+
+class Pinged(Event, frozen=True, tag="Pinged"):
+    target: str
+
+
+class Armed(Event, frozen=True, tag="Armed"):
+    due: int
+
+
+class Rang(Event, frozen=True, tag="Rang"):
+    pass
+
+
+class Counter(msgspec.Struct, frozen=True):
+    total: int = 0
+    alarm: int = 0  # due of the armed alarm, 0 = none
+    rings: int = 0
+
+
+ToyCommand = Add | Ping | Arm | Ring
+ToyEvent = Added | Pinged | Armed | Rang
+_commands = msgspec.msgpack.Decoder(ToyCommand)
+_events = msgspec.msgpack.Decoder(ToyEvent)
+
+
+def _decide(command: Any, state: Counter) -> list[Any]:
+    match command:
+        case Add(n=n) if n < 0:
+            raise DomainError("INVALID_ARGUMENT", "n must not be negative")
+        case Add():
+            return [Added(at=command.at, n=command.n)]
+        case Ping():
+            return [Pinged(at=command.at, target=command.target)]
+        case Arm():
+            return [Armed(at=command.at, due=command.due)]
+        case Ring():
+            return [Rang(at=command.at)] if state.alarm and command.at >= state.alarm else []
+    raise DomainError("INVALID_COMMAND", "unknown")
+
+
+def _evolve(state: Counter, event: Any) -> Counter:
+    match event:
+        case Added():
+            return msgspec.structs.replace(state, total=state.total + event.n)
+        case Armed():
+            return msgspec.structs.replace(state, alarm=event.due)
+        case Rang():
+            return msgspec.structs.replace(state, alarm=0, rings=state.rings + 1)
+    return state
+
+
+def _deadlines(state: Counter) -> list[Timer]:
+    return [Timer("alarm", state.alarm, Ring(at=state.alarm))] if state.alarm else []
+
+
+def _react(state: Counter, event: Any) -> list[Routed]:
+    if isinstance(event, Pinged):
+        return [Routed(event.target, Add(at=event.at, n=1))]
+    return []
+
+
+TOY = Decider(
+    kind="toy",
+    initial_state=Counter(),
+    decide=_decide,
+    evolve=_evolve,
+    is_terminal=lambda s: False,
+    deadlines=_deadlines,
+    react=_react,
+)
+
+
+def toy_worker(url: str, **kw: Any) -> Worker:
+    kw.setdefault("lease_ttl_ms", 2000)
+    kw.setdefault("timer_poll_ms", 50)
+    return Worker(
+        redis_url=url,
+        partitions=P,
+        worker_id=kw.pop("worker_id", "toy"),
+        decider_for=lambda actor_id: TOY,
+        decode_command=_commands.decode,
+        decode_event=lambda data, type_: _events.decode(data),
+        **kw,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(worker.ready.wait(), 10)
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def bus_for(url: str) -> AsyncIterator[tuple[Any, CommandBus]]:
+    redis = connect(url)
+    bus = CommandBus(redis, partitions=P)
+    await bus.start()
+    try:
+        yield redis, bus
+    finally:
+        await bus.close()
+        await redis.aclose()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_actor() -> tuple[str, str]:
+    sid = str(uuid.uuid4())
+    return f"toy:{sid}", sid
+
+
+async def stream(redis: Any, sid: str, actor_id: str) -> list[EventEnvelope]:
+    p = keys.partition_of(sid, P)
+    entries = await redis.xrange(keys.event_stream(p, actor_id))
+    envs = [decode_event_envelope(f[b"e"]) for _, f in entries]
+    assert [e for e, _ in entries] == [f"{env.version}-0".encode() for env in envs]
+    return envs
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- toy tests
+
+
+async def test_command_appends_events_with_version_ids_and_replies(redis_url: str) -> None:
+    actor, sid = new_actor()
+    async with running(toy_worker(redis_url)), bus_for(redis_url) as (redis, bus):
+        first = await bus.send(actor, sid, Add(at=now_ms(), n=5), command_id="c1")
+        second = await bus.send(actor, sid, Add(at=now_ms(), n=2), command_id="c2")
+        assert first is not None and first.ok and first.version == 1 and first.events == 1
+        assert second is not None and second.ok and second.version == 2
+        envs = await stream(redis, sid, actor)
+        assert [(e.version, e.type, e.command_id) for e in envs] == [
+            (1, "Added", "c1"),
+            (2, "Added", "c2"),
+        ]
+        p = keys.partition_of(sid, P)
+        log = await redis.xrange(keys.partition_log(p))
+        assert [decode_event_envelope(f[b"e"]).event_id for _, f in log] == [
+            e.event_id for e in envs
+        ]
+        stored = decode_outcome(await redis.get(keys.outcome_key(p, "c1")))
+        assert stored == first
+        assert 0 < await redis.pttl(keys.outcome_key(p, "c1")) <= 24 * 3600 * 1000
+
+
+async def test_retried_command_returns_first_outcome_and_appends_nothing(redis_url: str) -> None:
+    actor, sid = new_actor()
+    async with running(toy_worker(redis_url)), bus_for(redis_url) as (redis, bus):
+        first = await bus.send(actor, sid, Add(at=now_ms(), n=5), command_id="same")
+        again = await bus.send(actor, sid, Add(at=now_ms(), n=7), command_id="same")
+        assert again == first
+        # a retry queued twice in the same batch, and once more after
+        for _ in range(3):
+            await bus.send(actor, sid, Add(at=now_ms(), n=9), command_id="twice", wait=False)
+        last = await bus.send(actor, sid, Add(at=now_ms(), n=9), command_id="twice")
+        assert last is not None and last.ok and last.version == 2
+        envs = await stream(redis, sid, actor)
+        assert [e.command_id for e in envs] == ["same", "twice"]
+        assert await redis.xlen(keys.partition_log(keys.partition_of(sid, P))) == 2
+
+
+async def test_domain_error_is_stored_and_replayed_without_events(redis_url: str) -> None:
+    actor, sid = new_actor()
+    async with running(toy_worker(redis_url)), bus_for(redis_url) as (redis, bus):
+        refused = await bus.send(actor, sid, Add(at=now_ms(), n=-1), command_id="bad")
+        assert refused is not None and not refused.ok
+        assert refused.error_code == "INVALID_ARGUMENT"
+        assert await bus.send(actor, sid, Add(at=now_ms(), n=1), command_id="bad") == refused
+        assert await stream(redis, sid, actor) == []
+
+
+async def test_poison_entries_are_acked_and_never_block_the_partition(redis_url: str) -> None:
+    actor, sid = new_actor()
+    p = keys.partition_of(sid, P)
+    cmd_stream = keys.command_stream(p)
+    async with bus_for(redis_url) as (redis, bus):
+        await redis.xadd(cmd_stream, {"c": b"\xc1not msgpack"})
+        await redis.xadd(cmd_stream, {"x": b"no c field"})
+        env = build_envelope(actor, sid, Add(at=now_ms(), n=1), partitions=P, command_id="junk")
+        bad = msgspec.structs.replace(env, data=msgspec.Raw(encode({"type": "Nope"})))
+        await redis.xadd(cmd_stream, {"c": encode(bad)})
+        async with running(toy_worker(redis_url)):
+            ok = await bus.send(actor, sid, Add(at=now_ms(), n=3))
+            assert ok is not None and ok.ok and ok.version == 1
+            junk = decode_outcome(await redis.get(keys.outcome_key(p, "junk")))
+            assert not junk.ok and junk.error_code == "INVALID_COMMAND"
+            pending = await redis.xpending(cmd_stream, keys.COMMAND_GROUP)
+            assert pending["pending"] == 0
+
+
+async def test_commands_of_one_actor_in_one_batch_see_each_other(redis_url: str) -> None:
+    actor, sid = new_actor()
+    other = f"{actor}-other"  # same session id: same partition, interleaved in the batch
+    async with bus_for(redis_url) as (redis, bus):
+        for i in range(60):  # queued before any worker runs: one batch
+            await bus.send(actor, sid, Add(at=now_ms(), n=1), command_id=f"a{i}", wait=False)
+            await bus.send(other, sid, Add(at=now_ms(), n=2), wait=False)
+        async with running(toy_worker(redis_url)):
+            last = await bus.send(actor, sid, Add(at=now_ms(), n=0), command_id="last")
+            assert last is not None and last.version == 61
+            envs = await stream(redis, sid, actor)
+            assert [e.version for e in envs] == list(range(1, 62))
+            assert [e.command_id for e in envs[:60]] == [f"a{i}" for i in range(60)]
+            assert len(await stream(redis, sid, other)) == 60
+
+
+async def test_version_conflict_reloads_and_decides_again(redis_url: str) -> None:
+    actor, sid = new_actor()
+    p = keys.partition_of(sid, P)
+    worker = toy_worker(redis_url)
+    async with running(worker), bus_for(redis_url) as (redis, bus):
+        await bus.send(actor, sid, Add(at=now_ms(), n=1))
+        assert worker.cache.get(actor) is not None  # cached at version 1
+        # another writer appends version 2 behind the worker's back
+        foreign = EventEnvelope(
+            event_id=str(uuid.uuid4()), actor_id=actor, version=2, partition=p, ts=now_ms(),
+            command_id="foreign", correlation_id="foreign", causation_id="foreign",
+            type="Added", data=msgspec.Raw(encode(Added(at=now_ms(), n=100))),
+        )  # fmt: skip
+        await redis.xadd(keys.event_stream(p, actor), {"e": encode(foreign)}, id="2-0")
+        out = await bus.send(actor, sid, Add(at=now_ms(), n=1), command_id="after")
+        assert out is not None and out.ok and out.version == 3
+        envs = await stream(redis, sid, actor)
+        assert [e.command_id for e in envs] == [envs[0].command_id, "foreign", "after"]
+        assert worker.cache.get(actor).state.total == 102  # type: ignore[union-attr]
+
+
+async def test_policy_routes_commands_to_another_actor_atomically(redis_url: str) -> None:
+    sid = str(uuid.uuid4())
+    a, b = f"toy:{sid}", f"toy:{sid}-b"  # same partition: the session id decides
+    async with running(toy_worker(redis_url)), bus_for(redis_url) as (redis, bus):
+        out = await bus.send(a, sid, Ping(at=now_ms(), target=b))
+        assert out is not None and out.ok
+
+        async def b_events() -> list[EventEnvelope]:
+            return await stream(redis, sid, b)
+
+        envs = await eventually(b_events)
+        pinged = (await stream(redis, sid, a))[0]
+        assert [(e.type, e.command_id, e.causation_id) for e in envs] == [
+            ("Added", f"{pinged.event_id}/0", f"{pinged.event_id}/0")
+        ]
+        assert envs[0].correlation_id == pinged.correlation_id
+
+
+async def test_timer_fires_once_and_a_refire_is_deduplicated(redis_url: str) -> None:
+    actor, sid = new_actor()
+    p = keys.partition_of(sid, P)
+    due = now_ms() + 300
+    async with running(toy_worker(redis_url)), bus_for(redis_url) as (redis, bus):
+        await bus.send(actor, sid, Arm(at=now_ms(), due=due))
+        member = timer_member(actor, "alarm")
+        assert await redis.zscore(keys.timers_key(p), member) == due
+        body = await redis.hget(timer_bodies_key(p), member)
+
+        async def rang() -> list[EventEnvelope]:
+            return [e for e in await stream(redis, sid, actor) if e.type == "Rang"]
+
+        fired = await eventually(rang)
+        assert len(fired) == 1
+        assert fired[0].command_id == f"timer:{actor}:alarm:{due}"
+        assert await redis.zcard(keys.timers_key(p)) == 0
+        # the same timer fires a second time (e.g. re-armed by a stale copy): deduplicated
+        await redis.zadd(keys.timers_key(p), {member: due})
+        await redis.hset(timer_bodies_key(p), member, body)
+        await eventually(lambda: _zero(redis.zcard(keys.timers_key(p))))
+        await asyncio.sleep(0.3)
+        assert len(await rang()) == 1
+
+
+async def _zero(awaitable: Any) -> bool:
+    return await awaitable == 0
+
+
+async def test_timers_missed_during_downtime_fire_once(redis_url: str) -> None:
+    actors = [new_actor() for _ in range(5)]
+    async with bus_for(redis_url) as (redis, bus):
+        async with running(toy_worker(redis_url, timer_poll_ms=60_000)):
+            for actor, sid in actors:
+                await bus.send(actor, sid, Arm(at=now_ms(), due=now_ms() + 200))
+                await bus.send(actor, sid, Add(at=now_ms(), n=1))  # re-upserts nothing new
+        await asyncio.sleep(0.8)  # every timer falls due while no worker runs
+        async with running(toy_worker(redis_url, worker_id="second")):
+
+            async def all_rang() -> bool:
+                for actor, sid in actors:
+                    if not any(e.type == "Rang" for e in await stream(redis, sid, actor)):
+                        return False
+                return True
+
+            assert await eventually(all_rang)
+            await asyncio.sleep(0.3)
+            for actor, sid in actors:
+                types = [e.type for e in await stream(redis, sid, actor)]
+                assert types == ["Armed", "Added", "Rang"]
+
+
+async def test_snapshots_every_n_events_and_load_from_them(redis_url: str) -> None:
+    actor, sid = new_actor()
+    p = keys.partition_of(sid, P)
+    async with bus_for(redis_url) as (redis, bus):
+        async with running(toy_worker(redis_url, snapshot_every=5)):
+            for _ in range(12):
+                await bus.send(actor, sid, Add(at=now_ms(), n=1))
+        version, state = msgspec.msgpack.decode(
+            await redis.get(keys.snapshot_key(p, actor)), type=tuple[int, Counter]
+        )
+        assert (version, state.total) == (10, 10)
+        # history below the snapshot is gone: a cold worker must start from the snapshot
+        await redis.xtrim(keys.event_stream(p, actor), minid="11-0")
+        worker = toy_worker(redis_url, worker_id="cold", snapshot_every=5)
+        async with running(worker):
+            out = await bus.send(actor, sid, Add(at=now_ms(), n=1))
+            assert out is not None and out.version == 13
+            cached = worker.cache.get(actor)
+            assert cached is not None and cached.state.total == 13
+
+
+async def test_stale_worker_append_is_fenced_then_recovers_once(redis_url: str) -> None:
+    actor, sid = new_actor()
+    p = keys.partition_of(sid, P)
+    worker = toy_worker(redis_url, lease_ttl_ms=1000)
+    async with running(worker), bus_for(redis_url) as (redis, bus):
+        await bus.send(actor, sid, Add(at=now_ms(), n=1))
+        old_epoch = worker.runners[p].epoch
+        await redis.incr(keys.epoch_key(p))  # a newer owner exists now
+        out = await bus.send(actor, sid, Add(at=now_ms(), n=1), command_id="x", timeout=10)
+        # refused at the sink, then re-driven once the worker re-acquired with a newer epoch
+        assert out is not None and out.ok and out.version == 2
+        assert worker.runners[p].epoch > old_epoch + 1
+        envs = await stream(redis, sid, actor)
+        assert [e.version for e in envs] == [1, 2] and envs[1].command_id == "x"
+
+
+async def test_rejects_a_write_with_an_old_epoch_without_writing(redis_url: str) -> None:
+    """The fencing check itself, driven directly: nothing of a fenced batch lands."""
+    from events.errors import Fenced
+
+    actor, sid = new_actor()
+    p = keys.partition_of(sid, P)
+    worker = toy_worker(redis_url, lease_ttl_ms=60_000)
+    async with running(worker), bus_for(redis_url) as (redis, bus):
+        await bus.send(actor, sid, Add(at=now_ms(), n=1))
+        runner = worker.runners[p]
+        await redis.incr(keys.epoch_key(p))
+        env = build_envelope(actor, sid, Add(at=now_ms(), n=5), partitions=P, command_id="late")
+        with pytest.raises(Fenced):
+            await runner.process([(b"0-1", {b"c": encode(env)})])
+        assert len(await stream(redis, sid, actor)) == 1
+        assert await redis.get(keys.outcome_key(p, "late")) is None
+
+
+# --------------------------------------------------------------------------- real deciders
+
+
+async def test_real_session_lifecycle_with_expiry_timer(redis_url: str) -> None:
+    from events.session import CreateSession, JoinDevice, RefreshSession
+
+    sid = str(uuid.uuid4())
+    actor = keys.session_actor(sid)
+    worker = Worker(redis_url=redis_url, partitions=P, lease_ttl_ms=2000, timer_poll_ms=50)
+    async with running(worker), bus_for(redis_url) as (redis, bus):
+        t = now_ms()
+        created = await bus.send(
+            actor, sid, CreateSession(at=t, user_id="u", session_id=sid, ttl_ms=600)
+        )
+        assert created is not None and created.ok
+        joined = await bus.send(
+            actor, sid, JoinDevice(at=t + 1, user_id="u", device_id="d1", connection_id="c1")
+        )
+        assert joined is not None and joined.ok
+        refused = await bus.send(actor, sid, RefreshSession(at=t + 2, user_id="mallory"))
+        assert refused is not None and refused.error_code == "SESSION_FORBIDDEN"
+
+        async def expired() -> bool:
+            return any(e.type == "SessionExpired" for e in await stream(redis, sid, actor))
+
+        assert await eventually(expired)
+        types = [e.type for e in await stream(redis, sid, actor)]
+        assert types == ["SessionCreated", "DeviceJoined", "SessionExpired"]
+        late = await bus.send(actor, sid, RefreshSession(at=now_ms(), user_id="u"))
+        assert late is not None and late.error_code == "SESSION_EXPIRED"
+
+
+async def test_real_simulator_reservation_routes_create_to_the_simulator(redis_url: str) -> None:
+    from events.session import CreateSession, ReserveSimulator
+
+    sid, sim = str(uuid.uuid4()), str(uuid.uuid4())
+    actor = keys.session_actor(sid)
+    worker = Worker(redis_url=redis_url, partitions=P, lease_ttl_ms=2000)
+    async with running(worker), bus_for(redis_url) as (redis, bus):
+        t = now_ms()
+        await bus.send(actor, sid, CreateSession(at=t, user_id="u", session_id=sid))
+        out = await bus.send(
+            actor,
+            sid,
+            ReserveSimulator(at=t + 1, user_id="u", simulator_id=sim, initial_symbols=["AAPL"]),
+        )
+        assert out is not None and out.ok, out
+
+        async def sim_events() -> list[EventEnvelope]:
+            return await stream(redis, sid, keys.simulator_actor(sim))
+
+        envs = await eventually(sim_events)
+        assert envs[0].type == "SimulatorRequested"
+        again = await bus.send(
+            actor,
+            sid,
+            ReserveSimulator(at=t + 2, user_id="u", simulator_id=str(uuid.uuid4()),
+                             initial_symbols=["MSFT"]),
+        )  # fmt: skip
+        assert again is not None and again.error_code == "SIMULATOR_ALREADY_ACTIVE"
