@@ -1,0 +1,219 @@
+"""The gateway ASGI app: a list of routes, shared resources in the lifespan (Starlette style).
+
+`create_app(config)` builds it; `gateway.server.serve(config)` runs it on uvicorn
+(websockets-sansio, httptools, uvloop) with a graceful drain on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from gateway.config import GatewayConfig
+from gateway.errors import error_response
+from gateway.hub import ConnState
+from gateway.openapi import build_openapi
+from gateway.protocol import MessageType
+from gateway.push import Push
+from gateway.rest import API_ROUTES, VERSION, endpoint
+from gateway.service import Gateway
+from gateway.sse import SseEndpoint
+from gateway.ws import WebSocketEndpoint
+
+__all__ = ["create_app", "drain"]
+
+log = logging.getLogger("sessiond.gateway")
+
+
+async def drain(gw: Gateway, timeout: float | None = None) -> None:
+    """Graceful drain: refuse new connections, tell clients to reconnect elsewhere, give them
+    `timeout` seconds to leave, close the rest (1012), and send LeaveDevice for every one."""
+    timeout = gw.config.drain_timeout_s if timeout is None else timeout
+    gw.draining = True
+    deadline = time.monotonic() + timeout
+    advice = Push(MessageType.RECONNECT, {"reason": "server_draining",
+                                          "retry_after_ms": 100})
+    for conn in tuple(gw.hub.conns.values()):
+        conn.deliver(advice)
+    while gw.hub.conns and time.monotonic() < deadline - timeout / 2:
+        await asyncio.sleep(0.05)
+    for conn in tuple(gw.hub.conns.values()):
+        if conn.state < ConnState.CLOSING:
+            conn.close_soon(1012, "SERVER_DRAINING")
+    pending = {t for t in gw.handlers if not t.done()}
+    left = max(0.1, deadline - time.monotonic())
+    if pending:
+        await asyncio.wait(pending, timeout=left)
+
+
+def _admin_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(_ADMIN_HTML)
+
+
+_ADMIN_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>sessiond admin</title>
+<style>body{font:14px system-ui;margin:2em}pre{background:#f4f4f4;padding:1em}
+input{width:40em}</style></head>
+<body><h1>sessiond admin</h1>
+<p>Admin token: <input id="t" placeholder="paste a token with the admin role">
+<button onclick="load()">load</button></p>
+<h2>metrics</h2><pre id="m">-</pre>
+<h2>connections</h2><pre id="c">-</pre>
+<script>
+async function get(p){const r=await fetch(p,{headers:{Authorization:'Bearer '+
+document.getElementById('t').value}});return JSON.stringify(await r.json(),null,2)}
+async function load(){document.getElementById('m').textContent=await get('/admin/metrics/all');
+document.getElementById('c').textContent=await get('/admin/connections')}
+setInterval(()=>{if(document.getElementById('t').value)load()},5000)
+</script></body></html>"""
+
+
+def _metrics(request: Request) -> Response:
+    from infra.metrics import CONTENT_TYPE, render
+
+    return Response(render(), media_type=CONTENT_TYPE)
+
+
+def _simulator_routes() -> list[Any]:
+    """Routes the simulators engineer provides in gateway/simulator_routes.py, if any."""
+    if importlib.util.find_spec("gateway.simulator_routes") is None:
+        return []
+    module = importlib.import_module("gateway.simulator_routes")
+    return list(getattr(module, "routes", []))
+
+
+async def _start_market_data(gw: Gateway) -> Any:
+    """Start the market-data relay (gateway/market_data.py) if it exists."""
+    if importlib.util.find_spec("gateway.market_data") is None:
+        return None
+    module = importlib.import_module("gateway.market_data")
+    for name in ("attach", "start"):
+        fn = getattr(module, name, None)
+        if fn is not None:
+            relay = fn(gw)
+            if asyncio.iscoroutine(relay):
+                relay = await relay
+            return relay
+    cls = getattr(module, "MarketDataRelay", None)
+    if cls is not None:
+        relay = cls(gw)
+        start = getattr(relay, "start", None)
+        if start is not None:
+            await start()
+        return relay
+    return None
+
+
+def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
+               bus: Any = None) -> Starlette:
+    """The gateway app. Redis, the Postgres pool and the CommandBus are made in the lifespan
+    from `config` unless given (tests may inject them)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        from actors.client import CommandBus
+        from infra.redis import connect
+
+        own_redis = redis is None
+        r = redis if redis is not None else connect(config.redis_url)
+        p = pool
+        if p is None and config.database_url:
+            from infra.postgres import create_pool
+
+            p = await create_pool(config.database_url, min_size=1, max_size=10)
+        b = bus if bus is not None else CommandBus(r, partitions=config.partitions,
+                                                   name=f"gw-{config.gateway_id}")
+        await b.start()
+        gw = Gateway(config, r, p, b)
+        await gw.start()
+        gw.hub.on_change.append(lambda push: _on_change(gw, push))
+        relay = await _start_market_data(gw)
+        app.state.gateway = gw
+        try:
+            yield {"gateway": gw}
+        finally:
+            if not gw.draining:
+                await drain(gw, min(1.0, config.drain_timeout_s))
+            if relay is not None:
+                stop = getattr(relay, "stop", None) or getattr(relay, "close", None)
+                if stop is not None:
+                    with contextlib.suppress(Exception):
+                        res = stop()
+                        if asyncio.iscoroutine(res):
+                            await res
+            await gw.close()
+            if bus is None:
+                await b.close()
+            if pool is None and p is not None:
+                await p.close()
+            if own_redis:
+                await r.aclose()
+
+    routes: list[Any] = [WebSocketRoute("/ws", WebSocketEndpoint())]
+    sim_routes = _simulator_routes()
+    sim_paths = {getattr(r, "path", "") for r in sim_routes}
+    routes.extend(sim_routes)
+    for method, path, handler, *_ in API_ROUTES:
+        if path in sim_paths:
+            continue
+        routes.append(Route(path, endpoint(handler), methods=[method]))
+    routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
+    openapi = msgspec.json.encode(build_openapi(API_ROUTES, VERSION))
+    routes += [
+        Route("/openapi.json", lambda r: Response(openapi, media_type="application/json")),
+        Route("/metrics", _metrics),
+        Route("/admin", _admin_page),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error_response(404, "NOT_FOUND", f"no route {request.url.path}")
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        return error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed here")
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "INTERNAL", "internal error")
+
+    origins = list(config.allowed_origins)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["*"],
+            allow_headers=["*"], allow_credentials="*" not in origins, max_age=600,
+        )],
+        exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
+    )
+    app.state.config = config
+    return app
+
+
+def _on_change(gw: Gateway, push: Push) -> None:
+    """Changes that act on local connections: a device disconnected (forced or timed out)
+    loses its connections here; an ended session closes its connections."""
+    payload = push.payload if isinstance(push.payload, dict) else {}
+    event = payload.get("event")
+    if event == "DeviceLeft" and payload.get("reason") in ("disconnected", "timeout"):
+        for conn in gw.hub.connections_of(push.session_id):
+            if conn.device_id == payload.get("device_id"):
+                conn.close_soon(4000, "DEVICE_DISCONNECTED")
+    elif event == "SessionExpired" or (event == "SessionEnded"
+                                       and payload.get("reason") != "restarted"):
+        for conn in gw.hub.connections_of(push.session_id):
+            conn.close_soon(4410, "SESSION_" + ("ENDED" if event == "SessionEnded"
+                                                else "EXPIRED"))

@@ -1,0 +1,499 @@
+"""The connection hub: every client connection of this gateway process, grouped by session, and
+the change feed that keeps them up to date, gap-free.
+
+- One Redis pub/sub connection per process; one subscription to `sd:chg:<session_id>` per session
+  with at least one local connection, shared by all of them.
+- Every change carries the session's event version. A session feed delivers versions in order:
+  when a published change skips versions (missed message, no-change events) it reads the missing
+  events from the session's stream `sd:{pN}:ev:session:<id>` and pushes them first.
+- A connection tracks the last version it was sent; a connection resuming with `since` is caught
+  up from the stream (or the archive), then live changes buffered meanwhile are drained, each
+  version sent at most once. When history no longer reaches back it gets a `reset` with the
+  current state from the projections, then what followed.
+- No task or queue per connection: writes go straight to the connection while it keeps up; a
+  short-lived flush task exists only while a connection has a backlog, and a backlog above
+  `max_outgoing_bytes` disconnects the slow client.
+
+`Hub.push_to_session(session_id, push)` is the hook other modules (market data) use to reach every
+local client of a session; `Hub.on_attach` callbacks learn when a session gains its first local
+connection and `Hub.on_detach` when it loses its last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from enum import IntEnum
+from typing import Any
+
+import msgspec
+
+from actors.keys import event_stream, partition_of, session_actor
+from events.codec import decode_event, decode_event_envelope
+from gateway.protocol import Form, MessageType
+from gateway.push import Push, push_for_event
+
+__all__ = ["ADMIN_CHANNEL", "ConnState", "Connection", "EventHistory", "Hub"]
+
+log = logging.getLogger("sessiond.gateway.hub")
+
+ADMIN_CHANNEL = "sd:admin:broadcast"
+CHANGE_PREFIX = b"sd:chg:"
+
+
+class ConnState(IntEnum):
+    CATCHING_UP = 1
+    LIVE = 2
+    CLOSING = 3
+    CLOSED = 4
+
+
+class Connection:
+    """One client connection (WS or SSE) as the hub sees it. Subclasses write bytes."""
+
+    transport = "ws"
+    __slots__ = (
+        "_flusher",
+        "backlog",
+        "backlog_bytes",
+        "buffer",
+        "conn_id",
+        "connected_at",
+        "device_id",
+        "form",
+        "hub",
+        "is_admin",
+        "last_rx",
+        "last_version",
+        "max_outgoing",
+        "quality",
+        "rtt_ms",
+        "session_id",
+        "state",
+        "user_id",
+    )
+
+    def __init__(
+        self, session_id: str, user_id: str, device_id: str, *, form: Form = Form.NAMES,
+        max_outgoing: int = 1 << 20, is_admin: bool = False,
+    ) -> None:
+        self.conn_id = uuid.uuid4().hex
+        self.session_id = session_id
+        self.user_id = user_id
+        self.device_id = device_id
+        self.form = form
+        self.is_admin = is_admin
+        self.state = ConnState.CATCHING_UP
+        self.last_version = 0
+        self.buffer: list[Push] | None = []
+        self.backlog: deque[Any] = deque()
+        self.backlog_bytes = 0
+        self.max_outgoing = max_outgoing
+        self._flusher: asyncio.Task | None = None
+        self.hub: Hub | None = None
+        self.quality = "GOOD"
+        self.rtt_ms = 0.0
+        self.connected_at = time.time()
+        self.last_rx = time.monotonic()
+
+    # ------------------------------------------------------------------ to implement
+    def encode(self, push: Push) -> Any:
+        return push.frame(self.form)
+
+    async def write(self, data: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    async def abort(self, code: int, reason: str) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ delivery
+    def deliver(self, push: Push) -> None:
+        """Send a change in version order, at most once; buffer it while catching up."""
+        if self.state >= ConnState.CLOSING:
+            return
+        v = push.version
+        if v is not None:
+            if self.state is ConnState.CATCHING_UP:
+                assert self.buffer is not None
+                self.buffer.append(push)
+                return
+            if v <= self.last_version:
+                return
+            self.last_version = v
+        self.send(self.encode(push))
+
+    def deliver_history(self, pushes: list[Push], upto: int) -> None:
+        """Catch-up: pushes read from history, then the version reached (`upto`)."""
+        for push in pushes:
+            if push.version is not None and push.version <= self.last_version:
+                continue
+            if push.version is not None:
+                self.last_version = push.version
+            self.send(self.encode(push))
+        self.last_version = max(self.last_version, upto)
+
+    def go_live(self) -> None:
+        """End of catch-up: drain what arrived meanwhile, in order, skipping what was sent."""
+        buffered, self.buffer = self.buffer or [], None
+        self.state = ConnState.LIVE
+        for push in sorted(buffered, key=lambda p: p.version or 0):
+            self.deliver(push)
+
+    def send(self, data: Any) -> None:
+        """Queue one frame; never blocks. A client whose backlog passes the limit is dropped."""
+        if self.state >= ConnState.CLOSING:
+            return
+        size = len(data)
+        if self.backlog_bytes + size > self.max_outgoing:
+            log.warning("slow client %s: backlog over %d bytes, closing", self.conn_id,
+                        self.max_outgoing)
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            self.close_soon(1008, "SLOW_CLIENT")
+            return
+        self.backlog.append(data)
+        self.backlog_bytes += size
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self.backlog and self.state < ConnState.CLOSED:
+                data = self.backlog[0]
+                await self.write(data)
+                if self.backlog and self.backlog[0] is data:
+                    self.backlog.popleft()
+                    self.backlog_bytes -= len(data)
+        except Exception:
+            self.backlog.clear()
+            self.backlog_bytes = 0
+            self.state = ConnState.CLOSED
+        finally:
+            self._flusher = None
+
+    async def drain(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) until everything queued has been written."""
+        flusher = self._flusher
+        if flusher is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(flusher), timeout)
+
+    def close_soon(self, code: int, reason: str) -> None:
+        if self.state >= ConnState.CLOSING:
+            return
+        self.state = ConnState.CLOSING
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.abort(code, reason)
+
+
+class EventHistory:
+    """Reads a session's events (Redis stream, else the Postgres archive) as pushes."""
+
+    PAGE = 500
+
+    def __init__(self, redis: Any, partitions: int, pool: Any = None) -> None:
+        self.redis = redis
+        self.partitions = partitions
+        self.pool = pool
+
+    def stream(self, session_id: str) -> str:
+        return event_stream(partition_of(session_id, self.partitions), session_actor(session_id))
+
+    async def current_version(self, session_id: str) -> int:
+        last = await self.redis.xrevrange(self.stream(session_id), count=1)
+        if last:
+            return int(last[0][0].split(b"-", 1)[0])
+        if self.pool is not None:
+            row = await self.pool.fetchval(
+                "SELECT max(version) FROM events.archive WHERE actor_id = $1",
+                session_actor(session_id),
+            )
+            return int(row or 0)
+        return 0
+
+    async def after(self, session_id: str, since: int, upto: int | None = None
+                    ) -> tuple[list[Push], int, bool]:
+        """Pushes for the events after `since` (up to `upto`), the last version read, and
+        whether history reached back to `since` (False: a reset is needed)."""
+        key = self.stream(session_id)
+        pushes: list[Push] = []
+        last = since
+        start = since + 1
+        end = "+" if upto is None else f"{upto}-0"
+        checked = False
+        while True:
+            entries = await self.redis.xrange(key, min=f"{start}-0", max=end, count=self.PAGE)
+            if not checked and entries:
+                checked = True
+                first_v = int(entries[0][0].split(b"-", 1)[0])
+                if first_v > since + 1:
+                    # The stream no longer reaches back (trimmed): the archive may.
+                    archived, last, complete = await self._from_archive(
+                        session_id, since, first_v
+                    )
+                    if not complete:
+                        return [], since, False
+                    pushes.extend(archived)
+            for _entry_id, fields in entries:
+                env = decode_event_envelope(fields[b"e"])
+                push = _push(session_id, env)
+                if push is not None:
+                    pushes.append(push)
+                last = env.version
+            if len(entries) < self.PAGE:
+                break
+            start = last + 1
+        return pushes, last, True
+
+    async def _from_archive(self, session_id: str, since: int, first_v: int
+                            ) -> tuple[list[Push], int, bool]:
+        if self.pool is None:
+            return [], since, False
+        rows = await self.pool.fetch(
+            "SELECT version, type, data, ts FROM events.archive"
+            " WHERE actor_id = $1 AND version > $2 AND version < $3 ORDER BY version",
+            session_actor(session_id), since, first_v,
+        )
+        expected = since + 1
+        pushes = []
+        for row in rows:
+            if row["version"] != expected:
+                return [], since, False
+            data = row["data"]
+            body = msgspec.json.decode(data) if isinstance(data, (str, bytes)) else dict(data)
+            push = push_for_event(session_id, row["version"], row["type"], body, row["ts"])
+            if push is not None:
+                pushes.append(push)
+            expected += 1
+        if expected != first_v:
+            return [], since, False
+        return pushes, expected - 1, True
+
+
+def _push(session_id: str, env: Any) -> Push | None:
+    event = decode_event(env.data, env.type)
+    body = msgspec.structs.asdict(event)
+    return push_for_event(session_id, env.version, env.type, body, env.ts)
+
+
+class _Feed:
+    __slots__ = ("conns", "last_version", "ready", "session_id")
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.conns: set[Connection] = set()
+        self.last_version: int | None = None
+        self.ready = asyncio.Event()
+
+
+class Hub:
+    """All local connections, and the change feed shared by the connections of a session."""
+
+    def __init__(self, redis: Any, history: EventHistory, *, metrics: Any = None) -> None:
+        self.redis = redis
+        self.history = history
+        self.conns: dict[str, Connection] = {}
+        self.feeds: dict[str, _Feed] = {}
+        self.pubsub: Any = None
+        self._reader: asyncio.Task | None = None
+        self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100_000)
+        self._worker: asyncio.Task | None = None
+        self.on_attach: list[Callable[[str], Awaitable[None]]] = []
+        self.on_detach: list[Callable[[str], Awaitable[None]]] = []
+        self.on_change: list[Callable[[Push], None]] = []
+        self.metrics = metrics
+        self.accepting = True
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await self.pubsub.subscribe(ADMIN_CHANNEL)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self._worker = asyncio.get_running_loop().create_task(self._process())
+
+    async def close(self) -> None:
+        for task in (self._reader, self._worker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                msg = await self.pubsub.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("change feed connection lost; resubscribing", exc_info=True)
+                await asyncio.sleep(0.5)
+                await self._resubscribe()
+                continue
+            if msg is None or msg.get("type") not in ("message", "pmessage"):
+                continue
+            self._inbox.put_nowait((msg["channel"], msg["data"]))
+
+    async def _resubscribe(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pubsub.aclose()
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        with contextlib.suppress(Exception):
+            await self.pubsub.subscribe(ADMIN_CHANNEL, *(f"sd:chg:{s}" for s in self.feeds))
+            for sid in list(self.feeds):  # anything published while we were away
+                await self._inbox.put((CHANGE_PREFIX + sid.encode(), None))
+
+    async def _process(self) -> None:
+        while True:
+            channel, data = await self._inbox.get()
+            try:
+                if channel.startswith(CHANGE_PREFIX):
+                    await self._on_change(channel[len(CHANGE_PREFIX):].decode(), data)
+                else:
+                    self._on_admin(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("change feed: failed to process a message on %r", channel)
+
+    # ------------------------------------------------------------------ changes
+    async def _on_change(self, session_id: str, data: bytes | None) -> None:
+        feed = self.feeds.get(session_id)
+        if feed is None:
+            return
+        await feed.ready.wait()
+        version = _version_of(data)
+        if version is not None and feed.last_version is not None and version <= feed.last_version:
+            return  # already delivered (read from the stream ahead of its publication)
+        since = feed.last_version or 0
+        pushes, last, complete = await self.history.after(session_id, since, version)
+        if not complete:
+            log.warning("session %s: history does not reach back to %d", session_id, since)
+            return
+        feed.last_version = max(since, last)
+        for push in pushes:
+            self._fan_out(feed, push)
+
+    def _fan_out(self, feed: _Feed, push: Push) -> None:
+        for conn in tuple(feed.conns):
+            conn.deliver(push)
+        for hook in self.on_change:
+            hook(push)
+        if self.metrics is not None:
+            self.metrics.pushes.inc(len(feed.conns))
+
+    def _on_admin(self, data: bytes) -> None:
+        body = msgspec.json.decode(data)
+        kind = MessageType.ADMIN_UPDATE if body.get("admin_only") else MessageType.BROADCAST
+        push = Push(kind, body.get("payload", body))
+        for conn in tuple(self.conns.values()):
+            if kind is MessageType.BROADCAST or conn.is_admin:
+                conn.deliver(push)
+
+    # ------------------------------------------------------------------ connections
+    async def attach(self, conn: Connection, since: int | None = None) -> None:
+        """Register `conn` and bring it up to date: after `since` when given (resume), else
+        from the current version on. Live changes arriving meanwhile are buffered."""
+        conn.hub = self
+        conn.state = ConnState.CATCHING_UP
+        conn.buffer = []
+        self.conns[conn.conn_id] = conn
+        feed = self.feeds.get(conn.session_id)
+        first = feed is None
+        if first:
+            feed = self.feeds[conn.session_id] = _Feed(conn.session_id)
+            try:
+                await self.pubsub.subscribe(f"sd:chg:{conn.session_id}")
+                feed.last_version = await self.history.current_version(conn.session_id)
+            finally:
+                feed.ready.set()
+        else:
+            await feed.ready.wait()
+        feed.conns.add(conn)
+        try:
+            if since is None:
+                conn.last_version = await self.history.current_version(conn.session_id)
+            else:
+                conn.last_version = since
+                pushes, last, complete = await self.history.after(conn.session_id, since)
+                if complete:
+                    conn.deliver_history(pushes, last)
+                else:
+                    await self._reset(conn)
+        finally:
+            conn.go_live()
+        if first:
+            for hook in self.on_attach:
+                await hook(conn.session_id)
+
+    async def _reset(self, conn: Connection) -> None:
+        """History no longer reaches back to what the client has: send the full current state
+        (version V, from the projections), then everything after V."""
+        reset_state = getattr(self, "reset_state", None)
+        state, version = ({}, 0) if reset_state is None else await reset_state(conn.session_id)
+        conn.last_version = version
+        conn.send(conn.encode(Push(MessageType.RESET, {**state, "version": version},
+                                   session_id=conn.session_id, version=version)))
+        pushes, last, complete = await self.history.after(conn.session_id, version)
+        if complete:
+            conn.deliver_history(pushes, last)
+
+    async def detach(self, conn: Connection) -> None:
+        conn.state = ConnState.CLOSED
+        self.conns.pop(conn.conn_id, None)
+        feed = self.feeds.get(conn.session_id)
+        if feed is None:
+            return
+        feed.conns.discard(conn)
+        if not feed.conns:
+            del self.feeds[conn.session_id]
+            with contextlib.suppress(Exception):
+                await self.pubsub.unsubscribe(f"sd:chg:{conn.session_id}")
+            for hook in self.on_detach:
+                with contextlib.suppress(Exception):
+                    await hook(conn.session_id)
+
+    # ------------------------------------------------------------------ hooks for others
+    def connections_of(self, session_id: str) -> tuple[Connection, ...]:
+        feed = self.feeds.get(session_id)
+        return tuple(feed.conns) if feed is not None else ()
+
+    def push_to_session(self, session_id: str, push: Push) -> int:
+        """Send `push` to every local client of the session (e.g. an exchange tick);
+        returns how many connections it was queued on. Never blocks."""
+        conns = self.connections_of(session_id)
+        for conn in conns:
+            conn.deliver(push)
+        return len(conns)
+
+    def sessions(self) -> list[str]:
+        return list(self.feeds)
+
+
+def _version_of(data: bytes | None) -> int | None:
+    """The session version a change message carries (msgpack or JSON, dict or list)."""
+    if not data:
+        return None
+    try:
+        obj = msgspec.msgpack.decode(data)
+    except Exception:
+        try:
+            obj = msgspec.json.decode(data)
+        except Exception:
+            return None
+    if isinstance(obj, list) and obj:
+        obj = obj[-1]
+    if isinstance(obj, dict):
+        v = obj.get("version")
+        return v if isinstance(v, int) else None
+    return None

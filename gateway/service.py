@@ -1,0 +1,459 @@
+"""The gateway's shared resources and the few operations every edge (REST, WS, SSE) uses.
+
+One `Gateway` per process, built in the Starlette lifespan: Redis client, PostgreSQL pool,
+CommandBus, token service, connection hub, metrics. It keeps no authoritative state: writes are
+commands to actors (answered with their outcome), reads come from the projections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import Any
+
+import msgspec
+
+from actors.keys import (
+    event_stream,
+    lease_key,
+    partition_of,
+    session_actor,
+    simulator_actor,
+)
+from events.codec import decode_event, decode_event_envelope
+from events.envelope import Outcome
+from events.errors import StoreUnavailable
+from events.session import CreateSession, JoinDevice, LeaveDevice, TouchDevices, Transport
+from gateway.auth import Claims, TokenService
+from gateway.config import GatewayConfig
+from gateway.errors import ApiError, from_outcome
+from gateway.hub import Connection, EventHistory, Hub
+from gateway.metrics import GatewayMetrics
+
+__all__ = ["Gateway", "now_ms", "parse_uuid"]
+
+log = logging.getLogger("sessiond.gateway")
+
+_NS = uuid.UUID("6f1d8a52-3c1b-4d7e-9a55-0c5d2b7e9f10")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_uuid(value: Any, field: str) -> str:
+    """`value` as a canonical UUID string, or a 400 INVALID_ARGUMENT naming `field`."""
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "INVALID_ARGUMENT", f"{field} is required and must be a UUID")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", f"{field} must be a UUID, got {value!r}") from None
+
+
+class Gateway:
+    """Everything a request handler needs, shared by the whole process."""
+
+    def __init__(self, config: GatewayConfig, redis: Any, pool: Any, bus: Any) -> None:
+        self.config = config
+        self.redis = redis
+        self.pool = pool
+        self.bus = bus
+        self.tokens = TokenService(config)
+        self.metrics = GatewayMetrics()
+        self.history = EventHistory(redis, config.partitions, pool)
+        self.hub = Hub(redis, self.history, metrics=self.metrics)
+        self.hub.reset_state = self.reset_state  # type: ignore[attr-defined]
+        self.started_at = time.time()
+        self.draining = False
+        self._tasks: list[asyncio.Task] = []
+        self.handlers: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.hub.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._maintenance()))
+        await self._register_gateway()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        await self.hub.close()
+        with contextlib.suppress(Exception):
+            await self.redis.delete(self.registry_key)
+            await self.redis.zrem("sd:gateways", self.config.gateway_id)
+
+    @property
+    def registry_key(self) -> str:
+        return f"sd:gw:{self.config.gateway_id}:conns"
+
+    async def _register_gateway(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.redis.zadd("sd:gateways", {self.config.gateway_id: now_ms()})
+
+    async def _maintenance(self) -> None:
+        """One loop for all connections: server heartbeats, idle checks, presence touches and
+        the connection registry's TTL. No per-connection timers."""
+        cfg = self.config
+        last_touch = last_beat = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, cfg.heartbeat_interval_s, cfg.touch_interval_s))
+            now = time.monotonic()
+            try:
+                if now - last_beat >= cfg.heartbeat_interval_s:
+                    last_beat = now
+                    self._heartbeat_all(now)
+                if now - last_touch >= cfg.touch_interval_s:
+                    last_touch = now
+                    await self._touch_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("gateway maintenance round failed", exc_info=True)
+
+    def _heartbeat_all(self, now: float) -> None:
+        from gateway.protocol import MessageType
+        from gateway.push import Push
+
+        beat = Push(MessageType.HEARTBEAT, {"server_time": now_ms()})
+        for conn in tuple(self.hub.conns.values()):
+            if now - conn.last_rx > self.config.idle_timeout_s:
+                conn.close_soon(4408, "IDLE_TIMEOUT")
+            elif conn.transport == "ws":
+                conn.deliver(beat)
+            else:
+                conn.send(b": keep-alive\n\n")
+
+    async def _touch_all(self) -> None:
+        by_session: dict[str, set[str]] = {}
+        for conn in tuple(self.hub.conns.values()):
+            by_session.setdefault(conn.session_id, set()).add(conn.device_id)
+        for session_id, devices in by_session.items():
+            await self.command(session_id, TouchDevices(at=now_ms(), device_ids=sorted(devices)),
+                               wait=False)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.expire(self.registry_key, self.config.registry_ttl_s)
+        pipe.zadd("sd:gateways", {self.config.gateway_id: now_ms()})
+        await pipe.execute()
+
+    # ------------------------------------------------------------------ commands
+    async def command(
+        self,
+        session_id: str,
+        command: Any,
+        *,
+        actor_id: str | None = None,
+        command_id: str | None = None,
+        correlation_id: str = "",
+        wait: bool = True,
+    ) -> Outcome | None:
+        """Send `command` to the session (or `actor_id` of its partition); a refusal raises the
+        ApiError its code maps to, a store problem a 503."""
+        try:
+            outcome = await self.bus.send(
+                actor_id or session_actor(session_id),
+                session_id,
+                command,
+                command_id=command_id,
+                correlation_id=correlation_id,
+                wait=wait,
+                timeout=self.config.command_timeout_s,
+            )
+        except (StoreUnavailable, TimeoutError, ConnectionError):
+            self.metrics.command_errors.labels("UNAVAILABLE").inc()
+            raise ApiError(503, "STORE_UNAVAILABLE",
+                           "the session store did not answer in time, retry later") from None
+        except Exception as exc:
+            import redis.exceptions
+
+            if isinstance(exc, redis.exceptions.RedisError):
+                raise ApiError(503, "STORE_UNAVAILABLE", "the session store is unavailable") \
+                    from None
+            raise
+        self.metrics.commands.labels(type(command).__name__).inc()
+        if outcome is not None and not outcome.ok:
+            self.metrics.command_errors.labels(outcome.error_code).inc()
+            raise from_outcome(outcome.error_code, outcome.error_message)
+        return outcome
+
+    async def event_at(self, session_id: str, version: int, actor_id: str | None = None) -> Any:
+        """The event an actor recorded at `version` (read back to answer with its fields)."""
+        actor = actor_id or session_actor(session_id)
+        key = event_stream(partition_of(session_id, self.config.partitions), actor)
+        entries = await self.redis.xrange(key, min=f"{version}-0", max=f"{version}-0", count=1)
+        if not entries:
+            return None
+        env = decode_event_envelope(entries[0][1][b"e"])
+        return decode_event(env.data, env.type)
+
+    async def events_of(self, session_id: str, outcome: Outcome) -> list[Any]:
+        """The events a successful command appended (outcome.events of them, ending at
+        outcome.version)."""
+        if outcome.events <= 0:
+            return []
+        first = outcome.version - outcome.events + 1
+        key = event_stream(partition_of(session_id, self.config.partitions),
+                           outcome.actor_id)
+        entries = await self.redis.xrange(key, min=f"{first}-0", max=f"{outcome.version}-0")
+        out = []
+        for _id, fields in entries:
+            env = decode_event_envelope(fields[b"e"])
+            out.append(decode_event(env.data, env.type))
+        return out
+
+    # ------------------------------------------------------------------ sessions
+    def authorize(self, claims: Claims, owner: str | None) -> None:
+        """A user reaches only their own sessions (admins reach all)."""
+        if owner is not None and owner != claims.user_id and not claims.is_admin:
+            raise ApiError(403, "SESSION_FORBIDDEN", "this session belongs to another user")
+
+    async def session_owner(self, session_id: str) -> str | None:
+        """The session's user id from the projection, or from its first event when the
+        projection has not caught up; None when the session does not exist."""
+        if self.pool is not None:
+            owner = await self.pool.fetchval(
+                "SELECT user_id FROM session.active_sessions WHERE session_id = $1", session_id
+            )
+            if owner is not None:
+                return owner
+        key = event_stream(partition_of(session_id, self.config.partitions),
+                           session_actor(session_id))
+        entries = await self.redis.xrange(key, count=1)
+        if not entries:
+            return None
+        env = decode_event_envelope(entries[0][1][b"e"])
+        return getattr(decode_event(env.data, env.type), "user_id", None)
+
+    async def check_owner(self, claims: Claims, session_id: str, *, must_exist: bool = True
+                          ) -> str | None:
+        owner = await self.session_owner(session_id)
+        if owner is None and must_exist:
+            raise ApiError(404, "SESSION_NOT_FOUND", f"session {session_id} does not exist")
+        self.authorize(claims, owner)
+        return owner
+
+    async def session_for_device(self, claims: Claims, device_id: str, *,
+                                 ip_address: str = "", idempotency_key: str | None = None
+                                 ) -> tuple[str, bool]:
+        """The user's active session on `device_id` (reused), else a new one.
+        Returns (session_id, created)."""
+        if not device_id or len(device_id) > 200:
+            raise ApiError(400, "INVALID_ARGUMENT", "device_id is required (at most 200 chars)")
+        index = f"sd:ud:{claims.user_id}:{device_id}"
+        existing = await self.redis.get(index)
+        if existing is None and self.pool is not None:
+            existing = await self.pool.fetchval(
+                "SELECT s.session_id FROM session.active_sessions s"
+                " JOIN session.session_metadata m ON m.session_id = s.session_id"
+                " WHERE s.user_id = $1 AND s.status = 'ACTIVE' AND s.expires_at > now()"
+                " AND (m.metadata->>'device_id' = $2 OR EXISTS (SELECT 1 FROM session.devices d"
+                "      WHERE d.session_id = s.session_id AND d.device_id = $2))"
+                " ORDER BY s.last_active DESC LIMIT 1",
+                claims.user_id, device_id,
+            )
+        if existing is not None:
+            sid = existing.decode() if isinstance(existing, bytes) else str(existing)
+            with contextlib.suppress(ApiError):
+                from events.session import ValidateSession
+
+                await self.command(sid, ValidateSession(at=now_ms(), user_id=claims.user_id))
+                return sid, False
+        if idempotency_key:
+            sid = str(uuid.uuid5(_NS, f"{claims.user_id}/{idempotency_key}"))
+        else:
+            sid = str(uuid.uuid4())
+        await self.create_session(claims, sid, device_id=device_id, ip_address=ip_address,
+                                  command_id=f"create:{sid}")
+        await self.redis.set(index, sid, ex=7 * 24 * 3600)
+        return sid, True
+
+    async def create_session(self, claims: Claims, session_id: str, *, device_id: str = "",
+                             router_id: str = "", restart: bool = False, ip_address: str = "",
+                             command_id: str | None = None) -> Outcome | None:
+        return await self.command(
+            session_id,
+            CreateSession(
+                at=now_ms(), user_id=claims.user_id, session_id=session_id, device_id=device_id,
+                router_id=router_id, restart=restart, pod_name=self.config.pod_name,
+                ip_address=ip_address,
+            ),
+            command_id=command_id,
+        )
+
+    # ------------------------------------------------------------------ presence
+    async def join(self, conn: Connection, *, device_type: str = "", device_name: str = "",
+                   os_name: str = "", ip_address: str = "") -> Outcome | None:
+        transport = Transport.SSE if conn.transport == "sse" else Transport.WS
+        outcome = await self.command(
+            conn.session_id,
+            JoinDevice(
+                at=now_ms(), user_id=conn.user_id, device_id=conn.device_id,
+                connection_id=conn.conn_id, transport=transport, device_type=device_type,
+                device_name=device_name, os=os_name, pod_name=self.config.pod_name,
+                ip_address=ip_address,
+            ),
+            command_id=f"join:{conn.conn_id}",
+        )
+        with contextlib.suppress(Exception):
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(self.registry_key, conn.conn_id, msgspec.json.encode({
+                "session_id": conn.session_id, "user_id": conn.user_id,
+                "device_id": conn.device_id, "transport": conn.transport,
+                "connected_at": int(conn.connected_at), "gateway": self.config.gateway_id,
+            }))
+            pipe.expire(self.registry_key, self.config.registry_ttl_s)
+            await pipe.execute()
+        self.metrics.connections.labels(conn.transport).inc()
+        return outcome
+
+    async def leave(self, conn: Connection) -> None:
+        self.metrics.connections.labels(conn.transport).dec()
+        with contextlib.suppress(Exception):
+            await self.redis.hdel(self.registry_key, conn.conn_id)
+        try:
+            await self.command(
+                conn.session_id,
+                LeaveDevice(at=now_ms(), user_id=conn.user_id, device_id=conn.device_id,
+                            connection_id=conn.conn_id),
+                command_id=f"leave:{conn.conn_id}",
+                wait=self.draining,
+            )
+        except ApiError as exc:
+            log.warning("leave of %s failed: %s", conn.conn_id, exc.message)
+
+    # ------------------------------------------------------------------ reads
+    async def reset_state(self, session_id: str) -> tuple[dict, int]:
+        """The session's current state as the projections hold it, and its version."""
+        snap = await self.snapshot(session_id)
+        devices = await self.devices(session_id)
+        sim = await self.simulator(session_id)
+        return ({"session": snap, "devices": devices, "simulator": sim},
+                int(snap.get("session_version") or 0))
+
+    async def snapshot(self, session_id: str) -> dict[str, Any]:
+        if self.pool is None:
+            raise ApiError(503, "STORE_UNAVAILABLE", "no projection database configured")
+        row = await self.pool.fetchrow(
+            "SELECT s.session_id, s.user_id, s.status, s.created_at, s.last_active, s.expires_at,"
+            " st.state, coalesce(st.state_version, 0) AS state_version, st.device_id,"
+            " st.app_version, st.updated_at, coalesce(v.version, 0) AS session_version"
+            " FROM session.active_sessions s"
+            " LEFT JOIN session.state_snapshots st ON st.session_id = s.session_id"
+            " LEFT JOIN projection.actor_versions v ON v.actor_id = 'session:' || s.session_id"
+            " WHERE s.session_id = $1",
+            session_id,
+        )
+        if row is None:
+            raise ApiError(404, "SESSION_NOT_FOUND", f"session {session_id} does not exist")
+        state = row["state"]
+        return {
+            "session_id": row["session_id"],
+            "user_id": row["user_id"],
+            "status": row["status"],
+            "state_data": _json(state) if state is not None else {},
+            "version": row["state_version"],
+            "session_version": row["session_version"],
+            "device_id": row["device_id"] or "",
+            "app_version": row["app_version"] or "",
+            "created_at": _iso(row["created_at"]),
+            "updated_at": _iso(row["updated_at"] or row["last_active"]),
+            "expires_at": _iso(row["expires_at"]),
+        }
+
+    async def devices(self, session_id: str) -> list[dict[str, Any]]:
+        if self.pool is None:
+            return []
+        rows = await self.pool.fetch(
+            "SELECT device_id, device_type, device_name, os, status, connections,"
+            " ws_connections, sse_connections, pod_name, joined_at, last_seen, left_reason"
+            " FROM session.devices WHERE session_id = $1 ORDER BY joined_at",
+            session_id,
+        )
+        return [
+            {
+                "device_id": r["device_id"], "device_type": r["device_type"],
+                "device_name": r["device_name"], "os": r["os"], "status": r["status"],
+                "online": r["status"] == "online", "connections": r["connections"],
+                "ws_connections": r["ws_connections"], "sse_connections": r["sse_connections"],
+                "pod_name": r["pod_name"], "joined_at": _iso(r["joined_at"]),
+                "last_seen": _iso(r["last_seen"]), "left_reason": r["left_reason"],
+            }
+            for r in rows
+        ]
+
+    async def simulator(self, session_id: str) -> dict[str, Any] | None:
+        if self.pool is None:
+            return None
+        r = await self.pool.fetchrow(
+            "SELECT simulator_id, session_id, user_id, status, endpoint, created_at, last_active,"
+            " initial_symbols, initial_cash FROM simulator.instances WHERE session_id = $1"
+            " ORDER BY created_at DESC LIMIT 1",
+            session_id,
+        )
+        if r is None:
+            return None
+        return {
+            "simulator_id": r["simulator_id"], "session_id": r["session_id"],
+            "user_id": r["user_id"], "status": r["status"], "endpoint": r["endpoint"],
+            "created_at": _iso(r["created_at"]), "last_active": _iso(r["last_active"]),
+            "initial_symbols": _json(r["initial_symbols"]) if r["initial_symbols"] else [],
+            "initial_cash": r["initial_cash"],
+        }
+
+    async def wait_projected(self, session_id: str, version: int, timeout: float = 2.0) -> None:
+        """Read-your-writes: wait (bounded) until the projections reflect `version`."""
+        if self.pool is None or version <= 0:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = await self.pool.fetchval(
+                "SELECT version FROM projection.actor_versions WHERE actor_id = $1",
+                session_actor(session_id),
+            )
+            if v is not None and v >= version:
+                return
+            await asyncio.sleep(0.01)
+
+    async def ready(self) -> dict[str, Any]:
+        """Readiness: Redis and PostgreSQL answer, and workers hold partition leases."""
+        checks: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.redis.ping(), 1.0)
+            checks["redis"] = "ok"
+            pipe = self.redis.pipeline(transaction=False)
+            for p in range(self.config.partitions):
+                pipe.exists(lease_key(p))
+            held = sum(int(x) for x in await asyncio.wait_for(pipe.execute(), 1.0))
+            checks["worker_leases"] = f"{held}/{self.config.partitions}"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+            held = 0
+        try:
+            if self.pool is None:
+                raise RuntimeError("no DATABASE_URL")
+            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 1.0)
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            checks["postgres"] = f"error: {type(exc).__name__}"
+        ok = (checks.get("redis") == "ok" and checks.get("postgres") == "ok"
+              and held == self.config.partitions and not self.draining)
+        return {"ready": ok, "draining": self.draining, "checks": checks}
+
+    def simulator_actor_id(self, simulator_id: str) -> str:
+        return simulator_actor(simulator_id)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, (str, bytes)):
+        return msgspec.json.decode(value)
+    return value
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None

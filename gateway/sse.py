@@ -1,0 +1,114 @@
+"""`GET /api/sessions/{id}/events`: the session's change stream as Server-Sent Events.
+
+The same pushes as the WebSocket, in the same order: each record's `id` is the session version,
+so a browser's automatic reconnect (`Last-Event-ID`) resumes gap-free. Browsers cannot set an
+Authorization header on EventSource, so `?token=` is accepted too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import parse_qs
+
+from gateway.auth import bearer
+from gateway.errors import error_body, from_exception
+from gateway.hub import Connection, ConnState
+from gateway.protocol import MessageType
+from gateway.push import Push
+from gateway.service import Gateway, parse_uuid
+
+__all__ = ["SseConnection", "SseEndpoint"]
+
+
+class SseConnection(Connection):
+    transport = "sse"
+    __slots__ = ("_closed", "_send")
+
+    def __init__(self, send: Any, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._send = send
+        self._closed = asyncio.Event()
+
+    def encode(self, push: Push) -> bytes:
+        return push.sse()
+
+    async def write(self, data: bytes) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def abort(self, code: int, reason: str) -> None:
+        await self.drain(0.5)
+        self.state = ConnState.CLOSED
+        self._closed.set()
+
+
+class SseEndpoint:
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        gw: Gateway = scope["app"].state.gateway
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
+        try:
+            if gw.draining:
+                from gateway.errors import ApiError
+
+                raise ApiError(503, "DRAINING", "this gateway is shutting down, reconnect")
+            claims = gw.tokens.verify(bearer(headers.get("authorization")) or query.get("token"))
+            sid = parse_uuid(scope["path_params"]["session_id"], "session_id")
+            await gw.check_owner(claims, sid)
+            since_raw = headers.get("last-event-id") or query.get("since") or \
+                query.get("last_event_id")
+            since = None
+            if since_raw not in (None, "", "None"):
+                if not str(since_raw).isdigit():
+                    from gateway.errors import ApiError
+
+                    raise ApiError(400, "INVALID_ARGUMENT", "Last-Event-ID must be a version")
+                since = int(since_raw)
+            conn = SseConnection(send, sid, claims.user_id, query.get("device_id") or "",
+                                 max_outgoing=gw.config.max_outgoing_bytes,
+                                 is_admin=claims.is_admin)
+            if not conn.device_id:
+                conn.device_id = f"sse-{conn.conn_id[:12]}"
+            client = scope.get("client") or ("", 0)
+            outcome = await gw.join(conn, ip_address=client[0])
+        except Exception as exc:
+            err = from_exception(exc)
+            await send({"type": "http.response.start", "status": err.status,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": error_body(err.code, err.message)})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"), (b"connection", b"keep-alive")]})
+        joined = outcome.version if outcome is not None else 0
+        conn.send(Push(MessageType.CONNECTED, {
+            "session_id": sid, "user_id": claims.user_id, "device_id": conn.device_id,
+            "connection_id": conn.conn_id, "version": joined, "resumed_from": since},
+            session_id=sid).sse().replace(b"id: None\n", b""))
+        task = asyncio.current_task()
+        if task is not None:
+            gw.handlers.add(task)
+        try:
+            await gw.hub.attach(conn, since if since is not None else joined)
+            waiter = asyncio.ensure_future(receive())
+            closed = asyncio.ensure_future(conn._closed.wait())
+            try:
+                while True:
+                    done, _ = await asyncio.wait({waiter, closed},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if closed in done:
+                        break
+                    if waiter.result()["type"] == "http.disconnect":
+                        break
+                    waiter = asyncio.ensure_future(receive())
+            finally:
+                for f in (waiter, closed):
+                    f.cancel()
+        finally:
+            await gw.hub.detach(conn)
+            await gw.leave(conn)
+            if task is not None:
+                gw.handlers.discard(task)
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
