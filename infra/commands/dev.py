@@ -111,6 +111,70 @@ class _Output:
 # --------------------------------------------------------------------------- processes
 
 
+# A tiny stdlib-only helper in its own session: it learns the process groups of the children from
+# its stdin ("+pgid" / "-pgid" lines) and, when stdin reaches EOF without a final "exit" line
+# (`sessiond dev` was killed, even with SIGKILL), terminates those groups, grandchildren included.
+_WATCHDOG = """
+import os, signal, sys, time
+groups = set()
+for line in sys.stdin:
+    line = line.strip()
+    if line == "exit":
+        sys.exit(0)
+    if line[:1] == "+":
+        groups.add(int(line[1:]))
+    elif line[:1] == "-":
+        groups.discard(int(line[1:]))
+def signal_all(sig):
+    for g in list(groups):
+        try:
+            os.killpg(g, sig)
+        except (ProcessLookupError, PermissionError):
+            groups.discard(g)
+signal_all(signal.SIGTERM)
+deadline = time.monotonic() + float(sys.argv[1])
+while groups and time.monotonic() < deadline:
+    time.sleep(0.1)
+    signal_all(0)
+signal_all(signal.SIGKILL)
+"""
+
+
+class _Watchdog:
+    """Kills the children's process groups if `sessiond dev` dies without stopping them."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(_GRACE_S)],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+            text=True,
+        )
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"-{pgid}")
+
+    def close(self) -> None:
+        self._send("exit")
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @dataclass
 class _Child:
     name: str
@@ -120,7 +184,9 @@ class _Child:
     reported: bool = field(default=False)
 
 
-def _start_child(name: str, command: str, env: dict[str, str], out: _Output) -> _Child:
+def _start_child(
+    name: str, command: str, env: dict[str, str], out: _Output, watchdog: _Watchdog
+) -> _Child:
     from infra.embedded import child_preexec
 
     proc = subprocess.Popen(
@@ -131,6 +197,7 @@ def _start_child(name: str, command: str, env: dict[str, str], out: _Output) -> 
         stderr=subprocess.STDOUT,
         preexec_fn=child_preexec(signal.SIGTERM, new_session=True),
     )
+    watchdog.watch(proc.pid)  # the child leads its own session: pgid == pid
     out.say(f"{name} started (pid {proc.pid}): {command}")
     return _Child(name, command, proc, out.pump(name, proc.stdout))
 
@@ -245,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     servers: list = []
     children: list[_Child] = []
+    watchdog = _Watchdog()
     code = 0
     try:
         redis_url = settings.redis_url
@@ -271,8 +339,9 @@ def run(args: argparse.Namespace) -> int:
 
         if "migrate" in available and not args.no_migrate:
             out.say("applying migrations: sessiond migrate")
-            migrate = _start_child("migrate", f"{shlex.quote(sys.executable)} -m infra.cli migrate",
-                                   env, out)  # fmt: skip
+            migrate = _start_child(
+                "migrate", f"{shlex.quote(sys.executable)} -m infra.cli migrate", env, out, watchdog
+            )
             children.append(migrate)
             while migrate.proc.poll() is None and not stop.wait(0.1):
                 pass
@@ -280,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             migrate.pump.join(2.0)
             children.remove(migrate)
+            watchdog.forget(migrate.proc.pid)
             if migrate.proc.returncode != 0:
                 raise DevError(f"sessiond migrate failed (exit code {migrate.proc.returncode})")
         elif "migrate" not in available:
@@ -290,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
             if missing is not None:
                 out.say(f"warning: skipping {name}: `sessiond {missing}` does not exist yet")
                 continue
-            children.append(_start_child(name, command, env, out))
+            children.append(_start_child(name, command, env, out, watchdog))
         if not children:
             out.say("warning: no Procfile process could be started")
 
@@ -325,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
         for s in previous:
             signal.signal(s, signal.SIG_IGN)
         _stop_children(children, out)
+        watchdog.close()
         for server in reversed(servers):
             out.say(f"stopping {type(server).__name__} (pid {server.pid})")
             server.stop()
