@@ -91,11 +91,33 @@ class Engine:
     async def run(self) -> None:
         await self._until_running()
         self.running = True
+        await self._mark_active()
         beats = asyncio.create_task(self._heartbeats(), name=f"hb:{self.spec.simulator_id}")
         try:
             await self._ticks()
         finally:
             beats.cancel()
+            await asyncio.shield(self._unmark_active())
+
+    @property
+    def _active_key(self) -> str:
+        return f"sd:md:session:{self.spec.session_id}"
+
+    async def _mark_active(self) -> None:
+        """Tell gateways which simulator ticks for the session (expires if we die)."""
+        ttl_ms = max(10_000, int(self.heartbeat_interval_s * 3000))
+        try:
+            await self.publisher.redis.set(self._active_key, self.spec.simulator_id, px=ttl_ms)
+        except Exception as exc:
+            log.warning("could not mark %s active: %s", self.spec.simulator_id, exc)
+
+    async def _unmark_active(self) -> None:
+        try:
+            current = await self.publisher.redis.get(self._active_key)
+            if current in (self.spec.simulator_id, self.spec.simulator_id.encode()):
+                await self.publisher.redis.delete(self._active_key)
+        except Exception as exc:
+            log.warning("could not unmark %s: %s", self.spec.simulator_id, exc)
 
     async def _beat(self) -> bool:
         try:
@@ -116,6 +138,7 @@ class Engine:
         while True:
             await asyncio.sleep(self.heartbeat_interval_s)
             await self._beat()
+            await self._mark_active()
 
     async def _ticks(self) -> None:
         interval = 1.0 / self.tick_hz
