@@ -11,11 +11,12 @@ Durations (``SESSION_TTL``, ``LEASE_TTL_MS``, ``SIMULATOR_*_TIMEOUT``) accept pl
 Redis durability (``REDIS_APPENDFSYNC``) configures the *embedded* Redis that `sessiond dev`
 starts; for an external Redis it is that server's own ``appendfsync`` setting. The default is
 ``everysec``: Redis fsyncs its append-only file once a second, so an OS crash or power loss can
-drop up to about one second of acknowledged commands (a crash of the Redis *process* alone loses
-nothing: the data is already in the kernel's page cache). ``always`` fsyncs before every reply and
-loses no acknowledged command, at a large cost in write throughput on ordinary disks. We default
-to ``everysec`` because it is what Redis recommends for this trade-off and what most deployments
-run; set ``REDIS_APPENDFSYNC=always`` where losing an acknowledged command is unacceptable.
+drop up to about one second (two in the worst case) of acknowledged commands; a crash of the Redis
+*process* alone normally loses nothing, since each write reaches the kernel before the reply.
+``always`` fsyncs before every reply and loses no acknowledged command, at a large cost in write
+throughput on ordinary disks. We default to ``everysec`` because it is what Redis recommends for
+this trade-off and what most deployments run; set ``REDIS_APPENDFSYNC=always`` where losing an
+acknowledged command is unacceptable.
 """
 
 from __future__ import annotations
