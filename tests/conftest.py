@@ -7,6 +7,8 @@
 - `redis_url` (function): the same server, ``FLUSHALL`` first.
 - `database_url` (function): a fresh empty database created for the test, dropped after (leftover
   connections are terminated first).
+- `server_data_dir` (function): a fresh directory outside pytest's temp root for a test that
+  starts its own embedded server.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ def _server_root() -> Iterator[Path]:
     # the postgres unix socket under the 107-byte limit.
     root = Path(tempfile.mkdtemp(prefix=f"sessiond-test-{os.getpid()}-"))
     root.chmod(0o755)  # the embedded postgres runs as its own system user when we are root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def server_data_dir() -> Iterator[Path]:
+    """A fresh directory for a test's own embedded server (`start_redis` / `start_postgres`).
+
+    Use it rather than `tmp_path` for PostgreSQL data: as root the server runs as another user,
+    and pytest makes its own temp root private (0700) whenever a pytest session starts.
+    """
+    root = Path(tempfile.mkdtemp(prefix="sessiond-srv-"))
+    root.chmod(0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

@@ -28,13 +28,13 @@ UP = "sessiond dev is up"
 
 
 class DevProcess:
-    def __init__(self, tmp: Path, procfile: Path, *extra: str) -> None:
+    def __init__(self, tmp: Path, data: Path, procfile: Path, *extra: str) -> None:
         env = {
             k: v
             for k, v in os.environ.items()
             if k not in ("REDIS_URL", "DATABASE_URL", "REDIS_ADDR", "GATEWAY_PORT")
         }
-        env["SESSIOND_DATA_DIR"] = str(tmp / "data")
+        env["SESSIOND_DATA_DIR"] = str(data)
         env["SERVER_ADDR"] = f"127.0.0.1:{free_port()}"
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -154,9 +154,9 @@ async def _pg(url: str, sql: str):
 
 @pytest.mark.anyio
 async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
-    tmp_path: Path, procfile: Path
+    tmp_path: Path, server_data_dir: Path, procfile: Path
 ) -> None:
-    dev = DevProcess(tmp_path, procfile)
+    dev = DevProcess(tmp_path, server_data_dir, procfile)
     try:
         dev.wait_for(UP)
         assert dev.wait_for(r"skipping ghost: `sessiond no-such-command-yet` does not exist")
@@ -183,7 +183,7 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
     assert _all_gone(pids) == [], f"orphans left: {pids}"
 
     (tmp_path / "pids.txt").unlink()
-    again = DevProcess(tmp_path, procfile)
+    again = DevProcess(tmp_path, server_data_dir, procfile)
     try:
         again.wait_for(UP)
         redis_url = again.wait_for(r"redis +(redis://\S+)").group(1)
@@ -201,9 +201,9 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
 
 
 def test_dev_with_only_an_unknown_process_fails_with_one_line(
-    tmp_path: Path, procfile: Path
+    tmp_path: Path, server_data_dir: Path, procfile: Path
 ) -> None:
-    dev = DevProcess(tmp_path, procfile, "--only", "nope")
+    dev = DevProcess(tmp_path, server_data_dir, procfile, "--only", "nope")
     code = dev.proc.wait(30)
     output = dev.output()
     assert code == 2

@@ -35,8 +35,8 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
-def test_redis_answers_and_keeps_data_across_restart(tmp_path: Path) -> None:
-    server = start_redis(tmp_path / "r")
+def test_redis_answers_and_keeps_data_across_restart(server_data_dir: Path) -> None:
+    server = start_redis(server_data_dir / "r")
     try:
         client = redis.Redis.from_url(server.url)
         assert client.ping() is True
@@ -50,7 +50,7 @@ def test_redis_answers_and_keeps_data_across_restart(tmp_path: Path) -> None:
     pid = server.pid
     assert _gone(pid)
 
-    again = start_redis(tmp_path / "r", appendfsync="always")
+    again = start_redis(server_data_dir / "r", appendfsync="always")
     try:
         client = redis.Redis.from_url(again.url)
         assert client.get("k") == b"v"
@@ -62,29 +62,29 @@ def test_redis_answers_and_keeps_data_across_restart(tmp_path: Path) -> None:
     assert _gone(again.pid)
 
 
-def test_redis_data_dir_cannot_be_shared_by_two_servers(tmp_path: Path) -> None:
-    server = start_redis(tmp_path / "r")
+def test_redis_data_dir_cannot_be_shared_by_two_servers(server_data_dir: Path) -> None:
+    server = start_redis(server_data_dir / "r")
     try:
         with pytest.raises(EmbeddedServerError, match="in use"):
-            start_redis(tmp_path / "r")
+            start_redis(server_data_dir / "r")
     finally:
         server.stop()
 
 
-def test_redis_rejects_unknown_fsync_policy(tmp_path: Path) -> None:
+def test_redis_rejects_unknown_fsync_policy(server_data_dir: Path) -> None:
     with pytest.raises(EmbeddedServerError, match="appendfsync"):
-        start_redis(tmp_path / "r", appendfsync="sometimes")
+        start_redis(server_data_dir / "r", appendfsync="sometimes")
 
 
-def test_embedded_servers_die_with_their_parent(tmp_path: Path) -> None:
+def test_embedded_servers_die_with_their_parent(server_data_dir: Path) -> None:
     """A SIGKILLed parent (crashed `sessiond dev`, killed pytest) leaves no orphan server."""
     script = textwrap.dedent(
         f"""
         import sys, time
         from pathlib import Path
         from infra.embedded import start_postgres, start_redis
-        r = start_redis(Path({str(tmp_path / "r")!r}))
-        p = start_postgres(Path({str(tmp_path / "p")!r}), fsync=False)
+        r = start_redis(Path({str(server_data_dir / "r")!r}))
+        p = start_postgres(Path({str(server_data_dir / "p")!r}), fsync=False)
         print(r.pid, p.pid, flush=True)
         time.sleep(60)
         """
@@ -101,13 +101,13 @@ def test_embedded_servers_die_with_their_parent(tmp_path: Path) -> None:
     assert _gone(redis_pid), "redis-server outlived its parent"
     assert _gone(pg_pid), "postgres outlived its parent"
     # and the directory lock died with them: a new server can use the same data
-    server = start_redis(tmp_path / "r")
+    server = start_redis(server_data_dir / "r")
     server.stop()
 
 
 @pytest.mark.anyio
-async def test_postgres_query_works_and_data_survives_restart(tmp_path: Path) -> None:
-    server = start_postgres(tmp_path / "pg", fsync=False)
+async def test_postgres_query_works_and_data_survives_restart(server_data_dir: Path) -> None:
+    server = start_postgres(server_data_dir / "pg", fsync=False)
     try:
         conn = await asyncpg.connect(server.url)
         assert await conn.fetchval("SELECT 40 + 2") == 42
@@ -118,7 +118,7 @@ async def test_postgres_query_works_and_data_survives_restart(tmp_path: Path) ->
         server.stop()
     assert _gone(server.pid)
 
-    again = start_postgres(tmp_path / "pg")
+    again = start_postgres(server_data_dir / "pg")
     try:
         conn = await asyncpg.connect(again.url)
         assert await conn.fetchval("SELECT x FROM kept") == 7
