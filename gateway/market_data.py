@@ -34,7 +34,7 @@ from events.simulator import RecordActivity
 from gateway.protocol import MessageType
 from gateway.push import Push
 
-__all__ = ["MarketDataRelay", "install", "session_simulator_key"]
+__all__ = ["MarketDataRelay", "install", "session_simulator_key", "start"]
 
 log = logging.getLogger("sessiond.gateway.market_data")
 
@@ -269,3 +269,7 @@ async def install(gateway: Any, **kw: Any) -> MarketDataRelay:
     relay = MarketDataRelay(gateway.redis, gateway.hub, bus=getattr(gateway, "bus", None), **kw)
     await relay.start()
     return relay
+
+
+#: `gateway.app` starts the relay through a module-level `start(gateway)`.
+start = install

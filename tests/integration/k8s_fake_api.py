@@ -57,7 +57,7 @@ class FakeKubernetesAPI:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+            protocol_version = "HTTP/1.0"  # one request per connection: stop() is final
 
             def log_message(self, *args: Any) -> None:
                 pass

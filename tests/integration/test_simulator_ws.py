@@ -1,0 +1,246 @@
+"""Simulators end to end through the gateway: real processes, real WebSocket clients.
+
+worker, projector, reactor, simulators and gateway run as `sessiond` subprocesses against the
+test Redis and a fresh PostgreSQL database; clients speak the named WS protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+
+import httpx
+import pytest
+
+from actors import keys
+from actors.client import CommandBus
+from actors.reactor import Reactor
+from events.session import ReserveSimulator
+from infra.exchange.control import placement_key
+from infra.provisioners import SimulatorSettings, create_provisioner
+from infra.provisioners.kubernetes import api_client_from_env
+from infra.redis import connect
+from tests.conftest import _create_database, _drop_database, _run_sync, _with_database
+from tests.integration.k8s_fake_api import FakeKubernetesAPI, write_kubeconfig
+from tests.integration.simkit import now_ms, wait_for
+from tests.integration.simstack import Client, ProcessStack
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+SYMBOLS = ["AAPL", "MSFT", "GOOG"]
+
+
+@pytest.fixture(scope="module")
+def stack(redis_server_url, postgres_server_url, tmp_path_factory):
+    import redis
+
+    redis.Redis.from_url(redis_server_url).flushall()
+    name = f"sim_e2e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _run_sync(_create_database, postgres_server_url, name)
+    stack = ProcessStack(redis_server_url, _with_database(postgres_server_url, name),
+                         tmp_path_factory.mktemp("simstack"))
+    try:
+        stack.migrate()
+        for role in ProcessStack.ROLES:
+            stack.start(role)
+        stack.wait_healthy(redis_server_url)
+        yield stack
+    finally:
+        stack.stop_all()
+        _run_sync(_drop_database, postgres_server_url, name)
+
+
+@pytest.fixture(scope="module")
+def token(stack):
+    from gateway.auth import TokenService
+    from gateway.config import load_gateway_config
+
+    return TokenService(load_gateway_config(stack.env)).issue("alice", (), "access")
+
+
+async def _new_session(stack, token) -> str:
+    """Seed 000: POST /api/sessions with a device id and the bearer token."""
+    async with httpx.AsyncClient(base_url=stack.base_url,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        r = await http.post("/api/sessions", json={"device_id": f"d-{uuid.uuid4().hex[:8]}"})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["session_id"]
+
+
+@pytest.fixture
+async def session(stack, token):
+    async def make() -> str:
+        return await _new_session(stack, token)
+    return make
+
+
+@pytest.fixture
+async def clients(stack, token):
+    opened: list[Client] = []
+    counter = itertools.count()
+
+    async def open_(session_id: str, device: str | None = None) -> Client:
+        client = await Client.connect(stack.ws_url, session_id, device or f"dev{next(counter)}",
+                                      token)
+        opened.append(client)
+        await client.until(lambda c: c.of("connected"), what="connected")
+        return client
+
+    yield open_
+    for c in opened:
+        await c.close()
+
+
+def _in_order(statuses: list[str]) -> list[str]:
+    return [s for i, s in enumerate(statuses) if i == 0 or statuses[i - 1] != s]
+
+
+def _error_reason(client: Client) -> str:
+    frames = [f for f in client.of("simulator_status")
+              if isinstance(f.get("payload"), dict) and f["payload"].get("status") == "ERROR"]
+    return frames[-1]["payload"].get("reason", "") if frames else ""
+
+
+async def test_ws_start_shows_creating_starting_running_then_ticks_on_every_device(
+        stack, clients, token, session):
+    sid = await session()
+    phone = await clients(sid, "phone")
+    laptop = await clients(sid, "laptop")
+    await phone.send("start_simulator", {"initial_symbols": SYMBOLS, "initial_cash": 5000.0})
+    await phone.until(lambda c: len(c.ticks()) >= 3, 20, what="ticks")
+    assert _in_order(phone.statuses())[:3] == ["CREATING", "STARTING", "RUNNING"]
+    first_tick = next(i for i, f in enumerate(phone.frames) if f["type"] == "exchange_data")
+    running = next(i for i, f in enumerate(phone.frames) if f["type"] == "simulator_status"
+                   and "version" in f and f["payload"]["status"] == "RUNNING")
+    assert running < first_tick
+    for tick in phone.ticks():
+        assert {q["symbol"] for q in tick["quotes"]} == set(SYMBOLS)
+        assert tick["cash"] == 5000.0
+    # the second device sees the same ticks
+    await laptop.until(lambda c: len(c.ticks()) >= 3, 10, what="ticks on the second device")
+    assert _in_order(laptop.statuses())[:3] == ["CREATING", "STARTING", "RUNNING"]
+    by_seq = {t["seq"]: t for t in phone.ticks()}
+    common = [t for t in laptop.ticks() if t["seq"] in by_seq]
+    assert len(common) >= 2 and all(by_seq[t["seq"]] == t for t in common)
+    # a device that connects late gets the latest tick first, then the live ones
+    late = await clients(sid, "tablet")
+    await late.until(lambda c: len(c.ticks()) >= 2, 5, what="ticks on the late device")
+    seqs = [t["seq"] for t in late.ticks()]
+    assert seqs == sorted(seqs) and seqs[0] >= phone.ticks()[0]["seq"]
+
+    # a second start while one is active is refused
+    await laptop.send("start_simulator", {"initial_symbols": ["TSLA"]}, correlation_id="again")
+    err = await laptop.until(
+        lambda c: [f for f in c.of("error") if f.get("correlation_id") == "again"], 10,
+        what="the refusal")
+    assert err[0]["payload"]["code"] == "SIMULATOR_ALREADY_ACTIVE"
+
+    # REST: status from simulator.instances, and the latest quotes
+    async with httpx.AsyncClient(base_url=stack.base_url,
+                                 headers={"Authorization": f"Bearer {token}"}) as http:
+        async def running_row():
+            r = await http.get(f"/api/sessions/{sid}/simulator")
+            return r.json() if r.status_code == 200 and r.json()["status"] == "RUNNING" else None
+        row = await wait_for(running_row, 5, what="projected RUNNING")
+        assert row["endpoint"].startswith("local://")
+        quotes = (await http.get(f"/api/sessions/{sid}/simulator/quotes")).json()
+        assert quotes["simulator_id"] == row["simulator_id"]
+        assert {q["symbol"] for q in quotes["tick"]["quotes"]} == set(SYMBOLS)
+
+        # ending the session stops the simulator and removes its resources
+        r = await http.post("/api/session/end", json={"sessionId": sid, "routerId": sid})
+        assert r.status_code == 200, r.text
+        async def stopped_row():
+            r = await http.get(f"/api/sessions/{sid}/simulator")
+            return r.status_code != 200 or r.json()["status"] == "STOPPED"
+        await wait_for(stopped_row, 10, what="simulator STOPPED")
+    redis = connect(stack.env["REDIS_URL"])
+    try:
+        sim_id = row["simulator_id"]
+        await wait_for(lambda: _absent(redis, sim_id), 10, what="resources removed")
+        n = await redis.xlen(keys.market_data_stream(sim_id))
+        await asyncio.sleep(0.4)
+        assert await redis.xlen(keys.market_data_stream(sim_id)) == n  # no more ticks
+    finally:
+        await redis.aclose()
+
+
+async def _absent(redis, simulator_id: str) -> bool:
+    return (await redis.exists(placement_key(simulator_id))) == 0
+
+
+async def test_killing_the_simulators_process_marks_error_and_tells_the_clients(
+        stack, clients, session):
+    sid = await session()
+    a = await clients(sid)
+    b = await clients(sid)
+    redis = connect(stack.env["REDIS_URL"])
+    bus = CommandBus(redis, partitions=4)
+    try:
+        sim_id = str(uuid.uuid4())
+        out = await bus.send(keys.session_actor(sid), sid, ReserveSimulator(
+            at=now_ms(), user_id="alice", simulator_id=sim_id, initial_symbols=["AAPL"],
+            heartbeat_timeout_ms=1500))
+        assert out.ok, out
+        await a.until(lambda c: c.ticks(), 20, what="ticks")
+        stack.kill("simulators")  # SIGKILL: no goodbye, heartbeats just stop
+        started = asyncio.get_running_loop().time()
+        for client in (a, b):
+            await client.until(lambda c: "ERROR" in c.statuses(), 10, what="ERROR pushed")
+        assert asyncio.get_running_loop().time() - started < 5
+        assert "no heartbeat" in _error_reason(a) and _error_reason(a) == _error_reason(b)
+        # the slot is free again once a simulators process is back
+        stack.start("simulators")
+        stack.wait_healthy(stack.env["REDIS_URL"])
+        await a.send("start_simulator", {"initial_symbols": ["MSFT"]})
+        await a.until(lambda c: c.statuses()[-1:] == ["RUNNING"], 20, what="a new simulator")
+    finally:
+        await bus.close()
+        await redis.aclose()
+
+
+async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
+        stack, clients, session, tmp_path):
+    """The reactor runs the kubernetes provisioner against the test API server."""
+    stack.kill("reactor", sig=15)
+    api = FakeKubernetesAPI(ready_after_s=0.1).start()
+    api.fail_deployments["*"] = 'Back-off pulling image "sessiond:latest": ImagePullBackOff'
+    redis = connect(stack.env["REDIS_URL"])
+    bus = CommandBus(redis, partitions=4)
+    await bus.start()
+    settings = SimulatorSettings(provisioner="kubernetes", retries=1, backoff_base_ms=10,
+                                 breaker_failures=1, breaker_reset_ms=60_000,
+                                 k8s_poll_ms=50, k8s_ready_timeout_ms=5000)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
+    prov = create_provisioner(settings, api_client=api_client_from_env(str(kubeconfig)))
+    reactor = Reactor(redis, bus, prov, partitions=4, name="reactor-k8s-test", block_ms=100)
+    task = asyncio.create_task(reactor.run())
+    try:
+        # a deployment that fails: ERROR with the API's reason, pushed to the client
+        a = await clients(await session())
+        await a.send("start_simulator", {"initial_symbols": ["AAPL"]})
+        await a.until(lambda c: "ERROR" in c.statuses(), 15, what="ERROR")
+        assert _in_order(a.statuses()) == ["CREATING", "ERROR"]
+        assert "ProgressDeadlineExceeded" in _error_reason(a)
+        assert "ImagePullBackOff" in _error_reason(a)
+        # the API goes away: retried, then the breaker opens; both say so plainly
+        api.stop()
+        b = await clients(await session())
+        await b.send("start_simulator", {"initial_symbols": ["AAPL"]})
+        await b.until(lambda c: "ERROR" in c.statuses(), 15, what="ERROR")
+        assert "kubernetes provisioner unavailable after 2 attempt(s)" in _error_reason(b)
+        assert "unreachable" in _error_reason(b)
+        c = await clients(await session())
+        await c.send("start_simulator", {"initial_symbols": ["AAPL"]})
+        await c.until(lambda c: "ERROR" in c.statuses(), 15, what="ERROR")
+        assert "circuit breaker open" in _error_reason(c)
+    finally:
+        reactor.stop()
+        await asyncio.wait_for(task, 10)
+        await reactor.close()
+        await bus.close()
+        await redis.aclose()
+        api.stop()
+        stack.start("reactor")
