@@ -268,6 +268,27 @@ def _missing_subcommand(command: str, available: set[str]) -> str | None:
 # --------------------------------------------------------------------------- main
 
 
+def _announce_when_ready(url: str, stop: threading.Event, out: _Output) -> None:
+    """Say when the gateway answers HTTP (the processes are up before they are listening)."""
+    import urllib.error
+    import urllib.request
+
+    def poll() -> None:
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    out.say(f"gateway is answering: {url} -> HTTP {response.status}")
+                    return
+            except urllib.error.HTTPError as e:  # it answers, even if not healthy yet
+                out.say(f"gateway is answering: {url} -> HTTP {e.code}")
+                return
+            except (OSError, ValueError):
+                stop.wait(0.3)
+
+    threading.Thread(target=poll, name="gateway-ready", daemon=True).start()
+
+
 def _child_env(settings, redis_url: str, database_url: str, data_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
@@ -376,6 +397,9 @@ def run(args: argparse.Namespace) -> int:
             f"sessiond dev is up ({len(children)} processes); Ctrl-C to stop",
         ):
             out.say(text)
+
+        if any(c.name == "gateway" for c in children):
+            _announce_when_ready(f"{base}/health", stop, out)
 
         while not stop.wait(0.2):
             for child in children:
