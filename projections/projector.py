@@ -248,12 +248,14 @@ class Projector:
     async def _lease_loop(self) -> None:
         period = self.config.lease_ttl_ms / 3000
         while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), period)
+            if self._stop.is_set():
+                break
             try:
                 await self._rebalance()
             except Exception:  # Redis or Postgres hiccup: keep what we have, try again
                 log.exception("lease round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), period)
 
     async def _project_partition(self, p: int, entries: list[Any]) -> None:
         state = self.parts.get(p)
@@ -320,9 +322,12 @@ class Projector:
 
     async def run(self) -> None:
         """Until `stop()`: keep leases, project, publish. Releases the leases on the way out."""
-        lease_task = asyncio.create_task(self._lease_loop())
         try:
             await self._rebalance()
+        except Exception:
+            log.exception("first lease round failed")
+        lease_task = asyncio.create_task(self._lease_loop())
+        try:
             while not self._stop.is_set():
                 try:
                     await self.step()

@@ -1,0 +1,164 @@
+"""`sessiond projections`: operate the PostgreSQL read models.
+
+  sessiond projections status [--json]        lag per partition (events and seconds behind)
+  sessiond projections rebuild [--name N]     read models again from events.archive, swapped in
+  sessiond projections trim [--keep N] [--dry-run]
+                                              trim Redis below what is archived and snapshotted
+  sessiond projections verify                 compare the tables with a fold of the Redis logs
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from projections.cli import add_store_options
+
+    p = subparsers.add_parser(
+        "projections",
+        help="read models: status (lag), rebuild from the archive, trim Redis, verify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION", title="actions")
+    p.set_defaults(handler=_missing_action(p))
+
+    status = sub.add_parser("status", help="lag per partition: events and seconds behind",
+                            description="Projection lag of every partition: the checkpoint, "
+                            "log entries after it, age of the oldest unprojected event, owner.")
+    add_store_options(status)
+    status.add_argument("--json", action="store_true", help="one JSON object per partition")
+    status.set_defaults(handler=_status)
+
+    rebuild = sub.add_parser(
+        "rebuild", help="rebuild read models from events.archive into fresh tables, swap in",
+        description="Fold events.archive through the projection into fresh tables (COPY), with "
+        "a progress bar and events/s on stderr, then swap them in atomically. Live projectors "
+        "keep running; events archived meanwhile are folded in at the swap.")
+    add_store_options(rebuild, redis=False)
+    rebuild.add_argument("--name", default="all",
+                         help="projection to rebuild: all (default), sessions, actor_versions")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    rebuild.set_defaults(handler=_rebuild)
+
+    trim = sub.add_parser(
+        "trim", help="trim Redis logs and actor streams below what is archived and snapshotted",
+        description="Trim sd:{pN}:log below the projector checkpoint (and below what every "
+        "consumer group still needs), and each actor stream below min(archived version, "
+        "snapshot version), keeping the newest --keep versions. History stays in the archive.")
+    add_store_options(trim)
+    trim.add_argument("--keep", type=int, default=100,
+                      help="versions kept per actor stream regardless (default 100)")
+    trim.add_argument("--dry-run", action="store_true", help="only report what would go")
+    trim.set_defaults(handler=_trim)
+
+    verify = sub.add_parser(
+        "verify", help="compare the projected tables with a fold of the Redis partition logs",
+        description="Fold every partition log in memory and compare with the tables (only "
+        "meaningful while Redis still holds the full logs, i.e. before any trim).")
+    add_store_options(verify)
+    verify.set_defaults(handler=_verify)
+
+
+def _missing_action(p: argparse.ArgumentParser):
+    def handler(args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return 2
+    return handler
+
+
+async def _status(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from infra.redis import connect
+    from projections.cli import emit_json, resolve
+    from projections.status import partition_status
+
+    cfg = resolve(args)
+    redis = connect(cfg.redis_url)
+    conn = await asyncpg.connect(cfg.database_url)
+    try:
+        rows = await partition_status(redis, conn, cfg.partitions)
+    finally:
+        await conn.close()
+        await redis.aclose()
+    if args.json:
+        for row in rows:
+            emit_json(row)
+        return 0
+    print(f"{'PART':>4}  {'CHECKPOINT':<22}  {'EPOCH':>5}  {'PROJECTED':>10}  {'BEHIND':>8}"
+          f"  {'SECONDS':>8}  OWNER")
+    for r in rows:
+        print(f"{r['partition']:>4}  {r['checkpoint']:<22}  {r['epoch']:>5}  {r['projected']:>10}"
+              f"  {r['events_behind']:>8}  {r['seconds_behind']:>8.1f}  {r['owner'] or '-'}")
+    total = sum(r["events_behind"] for r in rows)
+    worst = max((r["seconds_behind"] for r in rows), default=0.0)
+    print(f"total: {total} events behind, oldest unprojected event {worst:.1f} s old")
+    return 0
+
+
+async def _rebuild(args: argparse.Namespace) -> int:
+    from events.errors import SessiondError
+    from projections.cli import emit_json, resolve
+    from projections.rebuild import rebuild
+
+    cfg = resolve(args, redis=False)
+    try:
+        stats = await rebuild(cfg.database_url, args.name,
+                              progress=None if args.quiet else sys.stderr)
+    except ValueError as e:
+        raise SessiondError(str(e)) from e
+    emit_json({"rebuilt": args.name, "events": stats.events, "seconds": round(stats.seconds, 3),
+               "events_per_second": round(stats.rate), "caught_up": stats.caught_up})
+    return 0
+
+
+async def _trim(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from infra.redis import connect
+    from projections.cli import emit_json, resolve
+    from projections.retention import trim_partition
+
+    cfg = resolve(args)
+    redis = connect(cfg.redis_url)
+    conn = await asyncpg.connect(cfg.database_url)
+    try:
+        for p in range(cfg.partitions):
+            emit_json(await trim_partition(redis, conn, p, keep=args.keep,
+                                           dry_run=args.dry_run))
+    finally:
+        await conn.close()
+        await redis.aclose()
+    return 0
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from infra.redis import connect
+    from projections.cli import emit_json, resolve
+    from projections.fixtures import fold_logs
+    from projections.store import load_model
+
+    cfg = resolve(args)
+    redis = connect(cfg.redis_url)
+    conn = await asyncpg.connect(cfg.database_url)
+    try:
+        expected = await fold_logs(redis, cfg.partitions)
+        actual = await load_model(conn)
+    finally:
+        await conn.close()
+        await redis.aclose()
+    keys = expected.sessions.keys() | actual.sessions.keys()
+    bad = sorted(k for k in keys if expected.sessions.get(k) != actual.sessions.get(k))
+    bad_actors = sorted(k for k in expected.actors.keys() | actual.actors.keys()
+                        if expected.actors.get(k) != actual.actors.get(k))
+    emit_json({"sessions": len(expected.sessions), "actors": len(expected.actors),
+               "sessions_differing": bad[:20], "actors_differing": bad_actors[:20],
+               "ok": not bad and not bad_actors})
+    return 0 if not bad and not bad_actors else 1

@@ -1,0 +1,279 @@
+"""`sessiond projections rebuild`: the read models again from `events.archive`, then swapped in.
+
+1. Under a brief lock on `projection.checkpoints` (which every projector transaction updates
+   first, so no projector transaction is in flight), note the archive's last `seq`: every row at
+   or below it is committed.
+2. Without any lock: fold the archive up to there through `projections.model` (the very code the
+   live projector runs) and COPY the resulting rows into fresh tables in the schema `rebuild`
+   (same columns, defaults, constraints, indexes and cascading keys as the live ones).
+3. In one transaction, holding the checkpoints lock again (projectors wait, nothing is lost):
+   fold the events archived since step 1 into the fresh tables, drop the live tables and move the
+   fresh ones into their schemas under the live names (indexes renamed to the live names).
+   Projectors then continue on the new tables as if nothing happened.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from events.codec import AnyEvent
+from events.envelope import EventEnvelope
+from projections.model import Model, RowChanges, SessionAggregate, diff, to_datetime
+from projections.store import Tables, write_actor_versions, write_changes
+
+__all__ = ["PROJECTIONS", "RebuildStats", "rebuild"]
+
+REBUILD_SCHEMA = "rebuild"
+
+#: projection name -> the live tables it owns (children after their parent).
+PROJECTIONS: dict[str, list[str]] = {
+    "sessions": ["session.active_sessions", "session.session_metadata", "session.devices",
+                 "session.state_snapshots", "session.handoffs", "simulator.instances"],
+    "actor_versions": ["projection.actor_versions"],
+}
+
+_event_json = msgspec.json.Decoder(AnyEvent)
+_EMPTY = msgspec.Raw(b"")
+
+
+@dataclass
+class RebuildStats:
+    events: int
+    seconds: float
+    caught_up: int  # events archived while the rebuild ran, folded in at the swap
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def _fresh(name: str) -> str:
+    return f"{REBUILD_SCHEMA}.{name.split('.', 1)[1]}"
+
+
+def _tables(selected: list[str]) -> Tables:
+    live = Tables()
+    kw = {f: (_fresh(getattr(live, f)) if getattr(live, f) in selected else getattr(live, f))
+          for f in ("sessions", "metadata", "devices", "states", "handoffs", "simulators",
+                    "actors")}
+    return Tables(**kw)
+
+
+async def _create_fresh(conn: asyncpg.Connection, selected: list[str]) -> None:
+    await conn.execute(f"DROP SCHEMA IF EXISTS {REBUILD_SCHEMA} CASCADE")
+    await conn.execute(f"CREATE SCHEMA {REBUILD_SCHEMA}")
+    for table in selected:
+        await conn.execute(f"CREATE TABLE {_fresh(table)} (LIKE {table} INCLUDING ALL)")
+
+
+async def _add_foreign_keys(conn: asyncpg.Connection, selected: list[str]) -> None:
+    """The live tables' foreign keys, onto the fresh tables (pointing at fresh parents)."""
+    for table in selected:
+        rows = await conn.fetch(
+            "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
+            " WHERE conrelid = $1::regclass AND contype = 'f'", table)
+        for r in rows:
+            definition = r["def"]
+            for parent in selected:
+                definition = definition.replace(f"REFERENCES {parent}(",
+                                                f"REFERENCES {_fresh(parent)}(")
+            await conn.execute(
+                f'ALTER TABLE {_fresh(table)} ADD CONSTRAINT "{r["conname"]}" {definition}')
+
+
+def _copy_rows(changes: RowChanges) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """Rows for COPY, per live table name, with the writer's exact conversions."""
+    enc = msgspec.json.Encoder()
+    j = lambda v: enc.encode(v).decode()  # noqa: E731
+    d = to_datetime
+    return {
+        "session.active_sessions": (
+            ["session_id", "user_id", "status", "created_at", "last_active", "expires_at",
+             "token"],
+            [(r.session_id, r.user_id, r.status, d(r.created_at), d(r.last_active),
+              d(r.expires_at), r.token) for r in changes.sessions]),
+        "session.session_metadata": (
+            ["session_id", "metadata"],
+            [(r.session_id, j(r.metadata)) for r in changes.sessions]),
+        "session.devices": (
+            ["session_id", "device_id", "device_type", "device_name", "os", "status",
+             "connections", "ws_connections", "sse_connections", "connection_ids", "pod_name",
+             "ip_address", "left_reason", "joined_at", "last_seen"],
+            [(r.session_id, r.device_id, r.device_type, r.device_name, r.os, r.status,
+              len(r.connection_ids), r.ws_connections, r.sse_connections, j(r.connection_ids),
+              r.pod_name, r.ip_address, r.left_reason, d(r.joined_at), d(r.last_seen))
+             for r in changes.devices]),
+        "session.state_snapshots": (
+            ["session_id", "state", "state_version", "device_id", "app_version", "updated_at"],
+            [(r.session_id, j(r.state), r.state_version, r.device_id, r.app_version,
+              d(r.updated_at)) for r in changes.states]),
+        "session.handoffs": (
+            ["token", "session_id", "source_device", "target_device", "status",
+             "state_version", "created_at", "expires_at", "accepted_at"],
+            [(r.token, r.session_id, r.source_device, r.target_device, r.status,
+              r.state_version, d(r.created_at), d(r.expires_at),
+              d(r.accepted_at) if r.accepted_at is not None else None)
+             for r in changes.handoffs]),
+        "simulator.instances": (
+            ["simulator_id", "session_id", "user_id", "status", "endpoint", "created_at",
+             "last_active", "initial_symbols", "initial_cash"],
+            [(r.simulator_id, r.session_id, r.user_id, r.status, r.endpoint, d(r.created_at),
+              d(r.last_active), j(r.initial_symbols), r.initial_cash)
+             for r in changes.simulators]),
+    }
+
+
+def _envelope(r: asyncpg.Record) -> EventEnvelope:
+    return EventEnvelope(event_id=r[0], actor_id=r[1], version=r[2], partition=r[3], ts=r[4],
+                         command_id="", correlation_id="", causation_id="", type=r[5],
+                         data=_EMPTY)
+
+
+_FOLD_QUERY = ("SELECT event_id, actor_id, version, partition, ts, type, data FROM events.archive"
+               " WHERE seq > $1 AND seq <= $2 ORDER BY seq")
+
+
+async def _fold_range(conn: asyncpg.Connection, model: Model, low: int, high: int,
+                      on_progress: Callable[[int], None] | None = None,
+                      touched: set[str] | None = None,
+                      before: dict[str, SessionAggregate | None] | None = None) -> int:
+    n = 0
+    async with conn.transaction():
+        cursor = conn.cursor(_FOLD_QUERY, low, high, prefetch=20_000)
+        async for r in cursor:
+            event = _event_json.decode(r[6])
+            env = _envelope(r)
+            if before is not None:
+                from projections.model import session_of
+
+                sid = session_of(env, event, model.simulator_sessions)
+                if sid is not None and sid not in before:
+                    before[sid] = model.sessions.get(sid)
+            sid = model.apply(env, event)
+            if touched is not None:
+                touched.add(env.actor_id)
+            n += 1
+            if on_progress is not None and n % 5000 == 0:
+                on_progress(n)
+    return n
+
+
+class _Progress:
+    def __init__(self, total: int, out: Any) -> None:
+        self.total = max(total, 1)
+        self.out = out
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, done: int, final: bool = False) -> None:
+        if self.out is None:
+            return
+        now = time.monotonic()
+        if not final and now - self.last < 0.2:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        width = 30
+        filled = int(width * min(done, self.total) / self.total)
+        self.out.write(f"\rrebuild [{'#' * filled}{'.' * (width - filled)}]"
+                       f" {done:,}/{self.total:,} events  {rate:,.0f} events/s")
+        if final:
+            self.out.write("\n")
+        self.out.flush()
+
+
+async def _lock_projectors(conn: asyncpg.Connection) -> None:
+    await conn.execute("LOCK TABLE projection.checkpoints IN SHARE ROW EXCLUSIVE MODE")
+
+
+async def _swap(conn: asyncpg.Connection, selected: list[str]) -> None:
+    for table in reversed(selected):  # children first
+        await conn.execute(f"DROP TABLE {table}")
+    for table in selected:
+        schema = table.split(".", 1)[0]
+        await conn.execute(f"ALTER TABLE {_fresh(table)} SET SCHEMA {schema}")
+
+
+async def _canonical_index_names(conn: asyncpg.Connection, selected: list[str]
+                                 ) -> list[tuple[str, str]]:
+    """(fresh index name, live index name) pairs, matched by definition."""
+    pairs = []
+    for table in selected:
+        schema, name = table.split(".", 1)
+        live = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes"
+                                " WHERE schemaname = $1 AND tablename = $2", schema, name)
+        fresh = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes"
+                                 " WHERE schemaname = $1 AND tablename = $2",
+                                 REBUILD_SCHEMA, name)
+        by_def = {r["indexdef"].split(" USING ", 1)[1]: r["indexname"] for r in fresh}
+        for r in live:
+            shape = r["indexdef"].split(" USING ", 1)[1]
+            if shape in by_def and by_def[shape] != r["indexname"]:
+                pairs.append((by_def[shape], r["indexname"]))
+    return pairs
+
+
+async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> RebuildStats:
+    """Rebuild projection `name` ("all", or a key of `PROJECTIONS`) from the archive."""
+    if name == "all":
+        selected = [t for tables in PROJECTIONS.values() for t in tables]
+    elif name in PROJECTIONS:
+        selected = PROJECTIONS[name]
+    else:
+        raise ValueError(f"unknown projection {name!r} (one of: all, {', '.join(PROJECTIONS)})")
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.monotonic()
+        async with conn.transaction():
+            await _lock_projectors(conn)
+            high = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events.archive")
+            total = await conn.fetchval("SELECT count(*) FROM events.archive WHERE seq <= $1",
+                                        high)
+        bar = _Progress(total, progress)
+        model = Model()
+        folded = await _fold_range(conn, model, 0, high, bar)
+        await _create_fresh(conn, selected)
+        fresh_tables = _tables(selected)
+        copies = _copy_rows(model.changes()) if "session.active_sessions" in selected else {}
+        for table, (columns, rows) in copies.items():
+            if rows:
+                await conn.copy_records_to_table(table.split(".", 1)[1], records=rows,
+                                                 columns=columns, schema_name=REBUILD_SCHEMA)
+        if "projection.actor_versions" in selected:
+            rows = [(a.actor_id, a.session_id, a.partition, a.version, to_datetime(a.updated_at))
+                    for a in model.actors.values()]
+            await conn.copy_records_to_table(
+                "actor_versions", schema_name=REBUILD_SCHEMA, records=rows,
+                columns=["actor_id", "session_id", "partition", "version", "updated_at"])
+        await _add_foreign_keys(conn, selected)
+        renames = await _canonical_index_names(conn, selected)
+        async with conn.transaction():
+            await _lock_projectors(conn)
+            before: dict[str, SessionAggregate | None] = {}
+            touched: set[str] = set()
+            caught_up = await _fold_range(conn, model, high, 2**62, touched=touched,
+                                          before=before)
+            if caught_up:
+                if "session.active_sessions" in selected:
+                    await write_changes(conn, diff((before[s], model.sessions.get(s))
+                                                   for s in before), fresh_tables)
+                if "projection.actor_versions" in selected:
+                    await write_actor_versions(conn, (model.actors[a] for a in touched),
+                                               fresh_tables)
+            for fresh, live in renames:
+                await conn.execute(f'ALTER INDEX {REBUILD_SCHEMA}."{fresh}" RENAME TO "{live}"')
+            await _swap(conn, selected)
+            await conn.execute(f"DROP SCHEMA {REBUILD_SCHEMA}")
+        done = folded + caught_up
+        bar(done, final=True)
+        return RebuildStats(events=done, seconds=time.monotonic() - started,
+                            caught_up=caught_up)
+    finally:
+        await conn.close()
