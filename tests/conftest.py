@@ -34,8 +34,23 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+def _remove_stale_dirs() -> None:
+    """Delete server dirs left by pytest processes that were killed (their servers died too)."""
+    for path in Path(tempfile.gettempdir()).glob("sessiond-[ts][er][sv]*-*-*"):
+        try:
+            pid = int(path.name.split("-")[2])
+            os.kill(pid, 0)
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
 @pytest.fixture(scope="session")
 def _server_root() -> Iterator[Path]:
+    _remove_stale_dirs()
     # Not pytest's basetemp: it is pruned by other concurrent pytest runs, and a short path keeps
     # the postgres unix socket under the 107-byte limit.
     root = Path(tempfile.mkdtemp(prefix=f"sessiond-test-{os.getpid()}-"))
@@ -51,7 +66,7 @@ def server_data_dir() -> Iterator[Path]:
     Use it rather than `tmp_path` for PostgreSQL data: as root the server runs as another user,
     and pytest makes its own temp root private (0700) whenever a pytest session starts.
     """
-    root = Path(tempfile.mkdtemp(prefix="sessiond-srv-"))
+    root = Path(tempfile.mkdtemp(prefix=f"sessiond-srv-{os.getpid()}-"))
     root.chmod(0o755)
     yield root
     shutil.rmtree(root, ignore_errors=True)
