@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
@@ -36,10 +37,12 @@ from events.simulator import DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_
 __all__ = [
     "DEV_JWT_REFRESH_SECRET",
     "DEV_JWT_SECRET",
+    "DEV_SERVERS_FILE",
     "ConfigError",
     "Settings",
     "load_settings",
     "parse_duration_ms",
+    "read_dev_servers",
 ]
 
 Env = Literal["dev", "test", "prod"]
@@ -167,11 +170,36 @@ def _redis_url_from_parts(addr: str, password: str, db: str) -> str:
     return f"redis://{auth}{host}:{port}/{int(db or 0)}"
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+DEV_SERVERS_FILE = "dev.json"
+
+
+def read_dev_servers(data_dir: str | os.PathLike[str]) -> dict[str, str] | None:
+    """The store URLs a running `sessiond dev` published in `data_dir`, if it is still alive.
+
+    `sessiond dev` writes ``<data dir>/dev.json`` once its embedded servers are up and removes it
+    on exit, so `sessiond send`, `sessiond events` and friends run from another terminal find the
+    embedded Redis and PostgreSQL without anyone copying URLs around.
+    """
+    path = Path(data_dir) / DEV_SERVERS_FILE
+    try:
+        info = msgspec.json.decode(path.read_bytes())
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError, msgspec.DecodeError):
+        return None
+    return {k: v for k, v in info.items() if k in ("redis_url", "database_url") and v}
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, discover: bool | None = None
+) -> Settings:
     """Validate the environment (``os.environ`` by default) into `Settings`.
 
+    With `discover` (the default when reading ``os.environ``), a store URL that is not set comes
+    from a running `sessiond dev` on the same data dir (see `read_dev_servers`), except in prod.
     Raises `ConfigError` listing every invalid or missing variable.
     """
+    if discover is None:
+        discover = env is None
     env = os.environ if env is None else env
     errors: list[str] = []
     values: dict[str, object] = {}
@@ -258,6 +286,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         values["database_url"] = database_url
 
     mode = values.get("env", "dev")
+    if discover and mode != "prod" and not ("redis_url" in values and "database_url" in values):
+        found = read_dev_servers(str(values.get("data_dir", ".sessiond")))
+        for key, url in (found or {}).items():
+            values.setdefault(key, url)
     if mode == "prod":
         for name, field, dev in (
             ("JWT_SECRET", "jwt_secret", DEV_JWT_SECRET),

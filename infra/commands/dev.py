@@ -268,6 +268,21 @@ def _missing_subcommand(command: str, available: set[str]) -> str | None:
 # --------------------------------------------------------------------------- main
 
 
+def _publish_servers(data_dir: Path, redis_url: str, database_url: str) -> Path:
+    """Write where the stores are, for `sessiond` commands run from other terminals."""
+    import msgspec
+
+    from infra.config import DEV_SERVERS_FILE
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / DEV_SERVERS_FILE
+    tmp = path.with_suffix(".tmp")
+    info = {"pid": os.getpid(), "redis_url": redis_url, "database_url": database_url}
+    tmp.write_bytes(msgspec.json.encode(info))
+    tmp.replace(path)
+    return path
+
+
 def _announce_when_ready(url: str, stop: threading.Event, out: _Output) -> None:
     """Say when the gateway answers HTTP (the processes are up before they are listening)."""
     import urllib.error
@@ -308,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     from infra.config import load_settings
     from infra.embedded import start_postgres, start_redis
 
-    settings = load_settings()
+    settings = load_settings(discover=False)
     data_dir = Path(settings.data_dir).resolve()
     procfile = _procfile_path(args.procfile)
     processes = _read_procfile(procfile)
@@ -333,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     servers: list = []
     children: list[_Child] = []
+    published: Path | None = None
     watchdog = _Watchdog()
     code = 0
     try:
@@ -356,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
         if stop.is_set():
             return 0
         env = _child_env(settings, redis_url or "", database_url or "", data_dir)
+        published = _publish_servers(data_dir, redis_url or "", database_url or "")
         available = set(available_commands())
 
         if "migrate" in available and not args.no_migrate:
@@ -393,7 +410,8 @@ def run(args: argparse.Namespace) -> int:
             f"admin    {base}/admin",
             f"redis    {redis_url}",
             f"postgres {database_url}",
-            f"data     {data_dir}",
+            f"data     {data_dir} (other terminals: sessiond send / events find the servers"
+            f" through {published})",
             f"sessiond dev is up ({len(children)} processes); Ctrl-C to stop",
         ):
             out.say(text)
@@ -420,6 +438,8 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(s, signal.SIG_IGN)
         _stop_children(children, out)
         watchdog.close()
+        if published is not None:
+            published.unlink(missing_ok=True)
         for server in reversed(servers):
             out.say(f"stopping {type(server).__name__} (pid {server.pid})")
             server.stop()

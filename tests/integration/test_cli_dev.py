@@ -170,6 +170,10 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
         sleeper_pid, grandchild_pid = _read_pids(tmp_path / "pids.txt")
         dev.wait_for(r"sleeper +\| sleeper ready")  # child output is relayed with its name
 
+        # other terminals find the servers through the data dir
+        published = (server_data_dir / "dev.json").read_text()
+        assert redis_url in published and pg_url in published
+
         client = redis.Redis.from_url(redis_url)
         assert client.ping()
         assert client.config_get("appendonly")["appendonly"] == "yes"
@@ -179,6 +183,7 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
     finally:
         code = dev.stop(signal.SIGTERM)
     assert code == 0, "\n".join(dev.lines)
+    assert not (server_data_dir / "dev.json").exists()
     pids = [redis_pid, pg_pid, sleeper_pid, grandchild_pid]
     assert _all_gone(pids) == [], f"orphans left: {pids}"
 

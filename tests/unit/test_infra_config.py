@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 
+import msgspec
 import pytest
 
-from infra.config import ConfigError, load_settings, parse_duration_ms
+from infra.config import ConfigError, load_settings, parse_duration_ms, read_dev_servers
 from infra.logging import correlation, setup_logging
 
 
@@ -122,3 +126,28 @@ def test_logs_are_json_lines_with_the_correlation_id() -> None:
     assert first["session_id"] == "s1"
     assert first["service"] == "test" and first["level"] == "info"
     assert "correlation_id" not in second
+
+
+def test_store_urls_of_a_running_dev_are_discovered_from_its_data_dir(tmp_path) -> None:
+    info = {"pid": os.getpid(), "redis_url": "redis://127.0.0.1:1/0", "database_url": "pg://x"}
+    (tmp_path / "dev.json").write_bytes(msgspec.json.encode(info))
+    env = {"SESSIOND_DATA_DIR": str(tmp_path)}
+    found = load_settings(env, discover=True)
+    assert (found.redis_url, found.database_url) == ("redis://127.0.0.1:1/0", "pg://x")
+    # an explicit URL wins, explicit env mappings do not discover unless asked, prod never does
+    assert load_settings({**env, "REDIS_URL": "redis://h:2/0"}, discover=True).redis_url == (
+        "redis://h:2/0"
+    )
+    assert load_settings(env).redis_url is None
+    prod = {**env, "SESSIOND_ENV": "prod", "JWT_SECRET": "s" * 40, "JWT_REFRESH_SECRET": "r" * 40}
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        load_settings({**prod, "DATABASE_URL": "postgresql://db/x"}, discover=True)
+
+
+def test_a_dead_dev_is_not_discovered(tmp_path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = {"pid": dead.pid, "redis_url": "redis://127.0.0.1:1/0"}
+    (tmp_path / "dev.json").write_bytes(msgspec.json.encode(info))
+    assert read_dev_servers(tmp_path) is None
+    assert load_settings({"SESSIOND_DATA_DIR": str(tmp_path)}, discover=True).redis_url is None
