@@ -74,7 +74,7 @@ class Reactor:
                  partitions: int = keys.DEFAULT_PARTITIONS, name: str | None = None,
                  concurrency: int = 64, batch: int = 100, block_ms: int = 1000,
                  claim_idle_ms: int = 60_000, cleanup_attempts: int = 5,
-                 cleanup_backoff_s: float = 0.5,
+                 cleanup_backoff_s: float = 0.5, stop_grace_s: float = 5.0,
                  clock: Callable[[], int] = _now_ms) -> None:
         self.redis = redis
         self.bus = bus
@@ -86,6 +86,7 @@ class Reactor:
         self.claim_idle_ms = claim_idle_ms
         self.cleanup_attempts = cleanup_attempts
         self.cleanup_backoff_s = cleanup_backoff_s
+        self.stop_grace_s = stop_grace_s
         self.clock = clock
         self._slots = asyncio.Semaphore(concurrency)
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # per simulator, with users
@@ -115,7 +116,11 @@ class Reactor:
                 t.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
             if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                # let side effects in flight finish; what does not stays pending (re-driven)
+                _, late = await asyncio.wait(self._tasks, timeout=self.stop_grace_s)
+                for t in late:
+                    t.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
 
     async def _ensure_group(self, stream: str) -> None:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -61,6 +62,18 @@ def _api_reason(exc: ApiException) -> str:
     except (ValueError, AttributeError):
         message, reason = (exc.body or "").strip()[:300], exc.reason or ""
     return f"Kubernetes API {exc.status} {reason}: {message}".strip().rstrip(":")
+
+
+def _network_reason(exc: BaseException) -> str:
+    """The short cause of a network failure ("[Errno 111] Connection refused", "timed out")."""
+    inner = getattr(exc, "reason", None) or exc
+    text = str(inner)
+    match = re.search(r"(\[Errno -?\d+\][^)\"']*)", text)
+    if match:
+        return match.group(1).strip()
+    if isinstance(inner, TimeoutError | urllib3.exceptions.TimeoutError):
+        return "timed out"
+    return f"{type(inner).__name__}: {text}"[:200]
 
 
 def deployment_state(deployment: Any) -> ProvisionerStatus:
@@ -115,7 +128,7 @@ class KubernetesProvisioner:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             host = self.api_client.configuration.host
             raise ProvisionerUnavailable(
-                f"Kubernetes API at {host} unreachable: {type(exc).__name__}: {exc}") from exc
+                f"Kubernetes API at {host} unreachable: {_network_reason(exc)}") from exc
 
     async def provision(self, spec: SimulatorSpec) -> str:
         deployment, service = render(spec, self.params)

@@ -167,6 +167,10 @@ async def test_ws_start_shows_creating_starting_running_then_ticks_on_every_devi
         await redis.aclose()
 
 
+async def _async(value):
+    return value
+
+
 async def _absent(redis, simulator_id: str) -> bool:
     return (await redis.exists(placement_key(simulator_id))) == 0
 
@@ -215,7 +219,8 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
                                  k8s_poll_ms=50, k8s_ready_timeout_ms=5000)
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
     prov = create_provisioner(settings, api_client=api_client_from_env(str(kubeconfig)))
-    reactor = Reactor(redis, bus, prov, partitions=4, name="reactor-k8s-test", block_ms=100)
+    reactor = Reactor(redis, bus, prov, partitions=4, name="reactor-k8s-test", block_ms=100,
+                      stop_grace_s=0.5)
     task = asyncio.create_task(reactor.run())
     try:
         # a deployment that fails: ERROR with the API's reason, pushed to the client
@@ -225,6 +230,9 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
         assert _in_order(a.statuses()) == ["CREATING", "ERROR"]
         assert "ProgressDeadlineExceeded" in _error_reason(a)
         assert "ImagePullBackOff" in _error_reason(a)
+        # the failed simulator's resources are removed
+        await wait_for(lambda: _async(not api.deployments and not api.services), 5,
+                       what="failed deployment deleted")
         # the API goes away: retried, then the breaker opens; both say so plainly
         api.stop()
         b = await clients(await session())
