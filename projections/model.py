@@ -54,6 +54,12 @@ OFFLINE = "offline"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# plain strings (enum member attribute access is slow on the hot path)
+_WS = se.Transport.WS.value
+_SSE = se.Transport.SSE.value
+_GOOD = se.ConnectionQuality.GOOD.value
+_S = {status.name: status.value for status in si.SimulatorStatus}
+
 
 def to_datetime(ms: int) -> datetime:
     """ms since the epoch -> aware datetime, exactly (no float rounding on the way)."""
@@ -95,11 +101,11 @@ class DeviceRow(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def ws_connections(self) -> int:
-        return sum(1 for t in self.connection_ids.values() if t == se.Transport.WS.value)
+        return sum(1 for t in self.connection_ids.values() if t == _WS)
 
     @property
     def sse_connections(self) -> int:
-        return sum(1 for t in self.connection_ids.values() if t == se.Transport.SSE.value)
+        return sum(1 for t in self.connection_ids.values() if t == _SSE)
 
 
 class StateRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -203,7 +209,7 @@ def _new_session(sid: str, e: se.SessionCreated) -> SessionAggregate:
                 "device_id": e.device_id,
                 "frontend_connections": 0,
                 "sse_connections": 0,
-                "connection_quality": se.ConnectionQuality.GOOD.value,
+                "connection_quality": _GOOD,
                 "last_ws_connection": None,
                 "simulator_id": None,
                 "simulator_endpoint": None,
@@ -231,7 +237,7 @@ def _project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionA
             return _replace(agg, session=_replace(
                 agg.session, last_active=at, expires_at=expires_at, status=status))
         case se.ConnectionQualityChanged(quality=quality, rtt_ms=rtt_ms):
-            return _metadata(agg, connection_quality=quality.value, rtt_ms=rtt_ms)
+            return _metadata(agg, connection_quality=str(quality), rtt_ms=rtt_ms)
         case se.MetadataUpdated(values=values):
             # as the actor does: a None value removes the key
             meta = {**agg.session.metadata, **values}
@@ -243,7 +249,7 @@ def _project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionA
             device = DeviceRow(
                 session_id=sid, device_id=e.device_id, device_type=e.device_type,
                 device_name=e.device_name, os=e.os, status=ONLINE,
-                connection_ids={e.connection_id: e.transport.value}, pod_name=e.pod_name,
+                connection_ids={e.connection_id: str(e.transport)}, pod_name=e.pod_name,
                 ip_address=e.ip_address, left_reason=None, joined_at=e.at, last_seen=e.at,
             )
             old = agg.devices.get(e.device_id)
@@ -253,7 +259,7 @@ def _project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionA
                                   os=e.os or old.os)
             agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
             extra: dict[str, Any] = {}
-            if e.transport == se.Transport.WS:
+            if e.transport == _WS:
                 extra["last_ws_connection"] = iso(e.at)
             if e.pod_name:
                 extra["pod_name"] = e.pod_name
@@ -266,10 +272,10 @@ def _project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionA
                 return agg
             device = _replace(old, status=ONLINE, left_reason=None, last_seen=e.at,
                               connection_ids={**old.connection_ids,
-                                              e.connection_id: e.transport.value},
+                                              e.connection_id: str(e.transport)},
                               pod_name=e.pod_name or old.pod_name)
             agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
-            if e.transport == se.Transport.WS:
+            if e.transport == _WS:
                 return _metadata(agg, last_ws_connection=iso(e.at))
             return agg
         case se.ConnectionClosed():
@@ -341,7 +347,7 @@ def _project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any
     if isinstance(e, si.SimulatorRequested):
         row = SimulatorRow(
             simulator_id=sim_id, session_id=e.session_id, user_id=e.owner_id,
-            status=si.SimulatorStatus.CREATING.value, endpoint=None, created_at=e.at,
+            status=_S["CREATING"], endpoint=None, created_at=e.at,
             last_active=e.at, initial_symbols=list(e.initial_symbols),
             initial_cash=float(e.initial_cash))
         return _replace(agg, simulators={**agg.simulators, sim_id: row})
@@ -350,17 +356,17 @@ def _project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any
         return agg
     match e:
         case si.SimulatorProvisioned(endpoint=endpoint):
-            new = _replace(old, status=si.SimulatorStatus.STARTING.value, endpoint=endpoint)
+            new = _replace(old, status=_S["STARTING"], endpoint=endpoint)
         case si.SimulatorRunning():
-            new = _replace(old, status=si.SimulatorStatus.RUNNING.value, last_active=e.at)
+            new = _replace(old, status=_S["RUNNING"], last_active=e.at)
         case si.SimulatorHeartbeatRecorded() | si.SimulatorActivityRecorded():
             new = _replace(old, last_active=e.at)
         case si.SimulatorStopping():
-            new = _replace(old, status=si.SimulatorStatus.STOPPING.value)
+            new = _replace(old, status=_S["STOPPING"])
         case si.SimulatorStopped():
-            new = _replace(old, status=si.SimulatorStatus.STOPPED.value)
+            new = _replace(old, status=_S["STOPPED"])
         case si.SimulatorFailed():
-            new = _replace(old, status=si.SimulatorStatus.ERROR.value)
+            new = _replace(old, status=_S["ERROR"])
         case _:
             return agg
     return _replace(agg, simulators={**agg.simulators, sim_id: new})
@@ -459,22 +465,56 @@ class Model:
     def __init__(self) -> None:
         self.sessions: dict[str, SessionAggregate] = {}
         self.simulator_sessions: dict[str, str] = {}
-        self.actors: dict[str, ActorRow] = {}
+        # actor id -> (session id, partition, version, ts): `actors` builds the rows on demand
+        self._actors: dict[str, tuple[str, int, int, int]] = {}
+        self._actor_rows: dict[str, ActorRow] | None = None
+
+    @property
+    def actors(self) -> dict[str, ActorRow]:
+        if self._actor_rows is None:
+            self._actor_rows = {
+                a: ActorRow(actor_id=a, session_id=t[0], partition=t[1], version=t[2],
+                            updated_at=t[3]) for a, t in self._actors.items()}
+        return self._actor_rows
+
+    @actors.setter
+    def actors(self, rows: dict[str, ActorRow]) -> None:
+        self._actors = {a: (r.session_id, r.partition, r.version, r.updated_at)
+                        for a, r in rows.items()}
+        self._actor_rows = None
 
     def apply(self, env: EventEnvelope, event: Any) -> str | None:
         """Fold one event in; returns the session it touched (None if none)."""
-        sid = session_of(env, event, self.simulator_sessions)
-        self.actors[env.actor_id] = ActorRow(
-            actor_id=env.actor_id, session_id=sid or "", partition=env.partition,
-            version=env.version, updated_at=env.ts)
+        return self.apply_fields(env.actor_id, env.partition, env.version, env.ts, event)
+
+    def apply_fields(self, actor_id: str, partition: int, version: int, ts: int, event: Any
+                     ) -> str | None:
+        """`apply` without an envelope (the rebuild's hot path)."""
+        kind, _, uid = actor_id.partition(":")
+        sid: str | None
+        if kind == "session":
+            sid = uid
+        elif kind == "simulator":
+            if type(event) is si.SimulatorRequested:
+                sid = event.session_id
+                self.simulator_sessions[uid] = sid
+            else:
+                sid = self.simulator_sessions.get(uid)
+        else:
+            sid = None
+        self._actors[actor_id] = (sid or "", partition, version, ts)
+        self._actor_rows = None
         if sid is None:
             return None
-        if isinstance(event, si.SimulatorRequested):
-            self.simulator_sessions[actor_uuid(env.actor_id)] = sid
-        after = project(self.sessions.get(sid), env, event)
-        if after is None:
-            self.sessions.pop(sid, None)
+        before = self.sessions.get(sid)
+        if kind == "session":
+            after = _project_session(before, uid, event)
         else:
+            after = _project_simulator(before, uid, event)
+        if after is None:
+            if before is not None:
+                del self.sessions[sid]
+        elif after is not before:
             self.sessions[sid] = after
         return sid
 

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ import asyncpg
 import msgspec
 
 from events.codec import AnyEvent
-from events.envelope import EventEnvelope
+from events.simulator import SimulatorRequested
 from projections.model import Model, RowChanges, SessionAggregate, diff, to_datetime
 from projections.store import Tables, write_actor_versions, write_changes
 
@@ -40,7 +41,6 @@ PROJECTIONS: dict[str, list[str]] = {
 }
 
 _event_json = msgspec.json.Decoder(AnyEvent)
-_EMPTY = msgspec.Raw(b"")
 
 
 @dataclass
@@ -130,38 +130,52 @@ def _copy_rows(changes: RowChanges) -> dict[str, tuple[list[str], list[tuple[Any
     }
 
 
-def _envelope(r: asyncpg.Record) -> EventEnvelope:
-    return EventEnvelope(event_id=r[0], actor_id=r[1], version=r[2], partition=r[3], ts=r[4],
-                         command_id="", correlation_id="", causation_id="", type=r[5],
-                         data=_EMPTY)
-
-
-_FOLD_QUERY = ("SELECT event_id, actor_id, version, partition, ts, type, data FROM events.archive"
-               " WHERE seq > $1 AND seq <= $2 ORDER BY seq")
+_FOLD_QUERY = ("SELECT seq, actor_id, version, partition, ts, data FROM events.archive"
+               " WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+_CHUNK = 20_000
 
 
 async def _fold_range(conn: asyncpg.Connection, model: Model, low: int, high: int,
                       on_progress: Callable[[int], None] | None = None,
                       touched: set[str] | None = None,
-                      before: dict[str, SessionAggregate | None] | None = None) -> int:
-    n = 0
-    async with conn.transaction():
-        cursor = conn.cursor(_FOLD_QUERY, low, high, prefetch=20_000)
-        async for r in cursor:
-            event = _event_json.decode(r[6])
-            env = _envelope(r)
-            if before is not None:
-                from projections.model import session_of
+                      before: dict[str, SessionAggregate | None] | None = None,
+                      spare: asyncpg.Connection | None = None) -> int:
+    """Fold archive rows low < seq <= high into `model`, in chunks (keyset pagination);
+    with a `spare` connection, the next chunk is fetched while the current one is folded.
 
-                sid = session_of(env, event, model.simulator_sessions)
+    With `before`, remember each touched session's aggregate as it was before this range.
+    """
+    n = 0
+    decode = _event_json.decode
+    apply = model.apply_fields
+    rows = await conn.fetch(_FOLD_QUERY, low, high, _CHUNK)
+    while rows:
+        # fetch the next chunk on a second connection while this one is folded
+        ahead = None
+        if spare is not None and len(rows) == _CHUNK:
+            ahead = asyncio.ensure_future(spare.fetch(_FOLD_QUERY, rows[-1][0], high, _CHUNK))
+            conn, spare = spare, conn
+        for _seq, actor_id, version, partition, ts, data in rows:
+            event = decode(data)
+            if before is not None:
+                kind, _, uid = actor_id.partition(":")
+                sid = uid if kind == "session" else (
+                    event.session_id if type(event) is SimulatorRequested
+                    else model.simulator_sessions.get(uid))
                 if sid is not None and sid not in before:
                     before[sid] = model.sessions.get(sid)
-            sid = model.apply(env, event)
+            apply(actor_id, partition, version, ts, event)
             if touched is not None:
-                touched.add(env.actor_id)
-            n += 1
-            if on_progress is not None and n % 5000 == 0:
-                on_progress(n)
+                touched.add(actor_id)
+        n += len(rows)
+        if on_progress is not None:
+            on_progress(n)
+        if ahead is not None:
+            rows = await ahead
+        elif len(rows) == _CHUNK:
+            rows = await conn.fetch(_FOLD_QUERY, rows[-1][0], high, _CHUNK)
+        else:
+            rows = []
     return n
 
 
@@ -238,7 +252,11 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> Re
                                         high)
         bar = _Progress(total, progress)
         model = Model()
-        folded = await _fold_range(conn, model, 0, high, bar)
+        spare = await asyncpg.connect(dsn)
+        try:
+            folded = await _fold_range(conn, model, 0, high, bar, spare=spare)
+        finally:
+            await spare.close()
         await _create_fresh(conn, selected)
         fresh_tables = _tables(selected)
         copies = _copy_rows(model.changes()) if "session.active_sessions" in selected else {}

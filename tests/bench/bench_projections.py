@@ -1,0 +1,317 @@
+"""Projection benchmark, not collected by pytest: .venv/bin/python tests/bench/bench_projections.py
+
+Prints, in one run on one Redis and one PostgreSQL (embedded, or REDIS_URL / DATABASE_URL):
+  1. projector events/s on a backlog of EVENTS events over SESSIONS sessions (in-process
+     projector, all partitions, batches of SESSIOND_PROJECTOR_BATCH);
+  2. the raw baseline: the same rows, precomputed, written by plain asyncpg with the same
+     transaction shape (checkpoint UPDATE + archive COPY + set-based upserts per batch), and the
+     ratio projector / baseline (goal >= 0.5);
+  3. `projections rebuild` events/s from the archive (goal >= 50,000);
+  4. projection lag p50/p99 while RATE commands/s flow through a real `sessiond worker` and a
+     real `sessiond projector` (command sent -> its change published after the projector's
+     commit, so it includes the worker's latency).
+Env knobs: EVENTS (200000), SESSIONS (10000), RATE (5000), LAG_SECONDS (10), PARTITIONS (16).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from actors.client import build_envelope  # noqa: E402
+from actors.keys import command_stream, partition_log, session_actor  # noqa: E402
+from events import session as se  # noqa: E402
+from events.codec import decode_event, decode_event_envelope, encode  # noqa: E402
+from events.errors import DomainError  # noqa: E402
+from infra.redis import connect  # noqa: E402
+from projections.changes import decode_changes  # noqa: E402
+from projections.fixtures import LocalActors, random_command  # noqa: E402
+from projections.migrate import migrate  # noqa: E402
+from projections.model import Model, diff, session_of  # noqa: E402
+from projections.projector import Projector, ProjectorConfig  # noqa: E402
+from projections.rebuild import rebuild  # noqa: E402
+from projections.store import (  # noqa: E402
+    archive_rows,
+    write_actor_versions,
+    write_archive,
+    write_changes,
+)
+
+EVENTS = int(os.environ.get("EVENTS", 200_000))
+SESSIONS = int(os.environ.get("SESSIONS", 10_000))
+RATE = int(os.environ.get("RATE", 5000))
+LAG_SECONDS = float(os.environ.get("LAG_SECONDS", 10))
+P = int(os.environ.get("PARTITIONS", 16))
+BATCH = int(os.environ.get("SESSIOND_PROJECTOR_BATCH", 2000))
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def fresh_db(admin_dsn: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, query = admin_dsn.partition("?")
+    base = base.rsplit("/", 1)[0] + f"/{name}"
+    dsn = base + (f"?{query}" if query else "")
+    await migrate(dsn)
+    return dsn
+
+
+async def make_backlog(redis_url: str) -> int:
+    redis = connect(redis_url)
+    await redis.flushall()
+    actors = LocalActors(redis, P)
+    rng = random.Random(7)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(SESSIONS)]
+    now = 1_800_000_000_000
+    # every session starts, then random traffic until EVENTS events exist
+    for sid in ids:
+        now += 1
+        actors.send_nowait(session_actor(sid), se.CreateSession(
+            at=now, user_id=f"user-{sid[:4]}", session_id=sid, device_id="dev-0"))
+    while actors.appended < EVENTS:
+        now += 1
+        aid, command = random_command(rng, actors, ids, now)
+        try:
+            actors.send_nowait(aid, command)
+        except DomainError:
+            pass
+        if actors._pipe is not None and len(actors._pipe) >= 4000:
+            await actors.flush()
+    await actors.flush()
+    await redis.aclose()
+    return actors.appended
+
+
+async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
+    redis = connect(redis_url)
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=5)
+    config = ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
+                             batch_size=BATCH, lease_ttl_ms=30_000, pool_size=4)
+    projector = Projector(config, redis, pool)
+    start = time.perf_counter()
+    task = asyncio.create_task(projector.run())
+    while projector.events_projected < total:
+        await asyncio.sleep(0.01)
+        if task.done():
+            task.result()
+    elapsed = time.perf_counter() - start
+    projector.stop()
+    await task
+    assert await pool.fetchval("SELECT count(*) FROM events.archive") == total
+    await pool.close()
+    await redis.aclose()
+    return total / elapsed
+
+
+async def precompute_batches(redis_url: str) -> list[tuple[int, str, str, object]]:
+    """The projector's batches (per partition, BATCH events), projected in memory."""
+    redis = connect(redis_url)
+    batches = []
+    for p in range(P):
+        model = Model()
+        last = "0-0"
+        while True:
+            reply = await redis.xread({partition_log(p): last}, count=BATCH)
+            if not reply:
+                break
+            entries = reply[0][1]
+            items = []
+            for entry_id, fields in entries:
+                env = decode_event_envelope(fields[b"e"])
+                items.append((entry_id.decode(), env, decode_event(env.data, env.type)))
+            touched: dict[str, object] = {}
+            actors = {}
+            for _, env, ev in items:
+                sid = session_of(env, ev, model.simulator_sessions)
+                if sid is not None and sid not in touched:
+                    touched[sid] = model.sessions.get(sid)
+                model.apply(env, ev)
+                actors[env.actor_id] = model.actors[env.actor_id]
+            changes = diff((b, model.sessions.get(s)) for s, b in touched.items())
+            batches.append((p, last, items[-1][0], (archive_rows(items), changes,
+                                                    list(actors.values()))))
+            last = items[-1][0]
+    await redis.aclose()
+    return batches
+
+
+async def bench_baseline(dsn: str, batches: list, total: int) -> float:
+    pool = await asyncpg.create_pool(dsn, min_size=4, max_size=4)
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO projection.checkpoints (name, partition) VALUES ('live', $1)",
+            [(p,) for p in range(P)])
+    by_p: dict[int, list] = {}
+    for b in batches:
+        by_p.setdefault(b[0], []).append(b)
+
+    async def write(batch) -> None:
+        p, from_id, to_id, (archive, changes, actors) = batch
+        async with pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE projection.checkpoints SET last_id = $3, epoch = 1,"
+                " events = events + $4, updated_at = now()"
+                " WHERE name = $1 AND partition = $2 AND epoch <= 1 AND last_id = $5",
+                "live", p, to_id, len(archive), from_id)
+            assert status == "UPDATE 1"
+            await write_archive(conn, archive)
+            await write_changes(conn, changes)
+            await write_actor_versions(conn, actors)
+
+    start = time.perf_counter()
+    # like the projector: one batch per partition at a time, partitions concurrently (4 conns)
+    rounds = max(len(v) for v in by_p.values())
+    for i in range(rounds):
+        await asyncio.gather(*(write(v[i]) for v in by_p.values() if i < len(v)))
+    elapsed = time.perf_counter() - start
+    assert await pool.fetchval("SELECT count(*) FROM events.archive") == total
+    await pool.close()
+    return total / elapsed
+
+
+async def bench_lag(redis_url: str, dsn: str) -> tuple[float, float, int, float]:
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": dsn,
+           "SESSIOND_PARTITIONS": str(P)}
+    redis = connect(redis_url)
+    await redis.flushall()
+    logs = Path(tempfile.mkdtemp(prefix="bench-proj-"))
+    procs = [subprocess.Popen([sys.executable, "-m", "infra.cli", role], cwd=ROOT, env=env,
+                              stdout=(logs / f"{role}.log").open("wb"), stderr=subprocess.STDOUT)
+             for role in ("worker", "projector")]
+    sids = [str(uuid.uuid4()) for _ in range(1000)]
+    lat: list[float] = []
+    received = 0
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe("sd:chg:*")
+
+    async def listen() -> None:
+        nonlocal received
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if msg is None:
+                continue
+            now = time.time() * 1000
+            for change in decode_changes(msg["data"]):
+                received += 1
+                if change.type == "StateChanged":
+                    lat.append(now - change.ts)
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.sleep(2.0)  # leases
+        pipe = redis.pipeline(transaction=False)
+        for sid in sids:
+            e = build_envelope(session_actor(sid), sid, se.CreateSession(
+                at=int(time.time() * 1000), user_id="u", session_id=sid), partitions=P)
+            pipe.xadd(command_stream(e.partition), {"c": encode(e)})
+        await pipe.execute()
+        await asyncio.sleep(3.0)
+        lat.clear()
+        sent = 0
+        start = time.perf_counter()
+        tick = 0.01
+        per_tick = max(1, int(RATE * tick))
+        rng = random.Random(1)
+        while time.perf_counter() - start < LAG_SECONDS:
+            pipe = redis.pipeline(transaction=False)
+            now = int(time.time() * 1000)
+            for _ in range(per_tick):
+                sid = rng.choice(sids)
+                e = build_envelope(session_actor(sid), sid, se.ApplyStateChanges(
+                    at=now, user_id="u", changes={"k": rng.randrange(1000)}), partitions=P)
+                pipe.xadd(command_stream(e.partition), {"c": encode(e)})
+            await pipe.execute()
+            sent += per_tick
+            target = start + sent / RATE
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        offered = sent / (time.perf_counter() - start)
+        await asyncio.sleep(5.0)  # drain
+    finally:
+        listener.cancel()
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        await pubsub.aclose()
+        await redis.aclose()
+    if len(lat) < 100:
+        raise RuntimeError(f"too few changes received ({len(lat)}); logs in {logs}")
+    lat.sort()
+    return (statistics.median(lat), lat[int(len(lat) * 0.99)], len(lat), offered)
+
+
+async def main() -> None:
+    from infra.embedded import start_postgres, start_redis
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-projections-"))
+    tmp.chmod(0o755)
+    redis_server = pg_server = None
+    redis_url = os.environ.get("REDIS_URL")
+    admin = os.environ.get("DATABASE_URL")
+    try:
+        if not redis_url:
+            redis_server = start_redis(tmp / "redis", appendfsync="everysec")
+            redis_url = redis_server.url
+        if not admin:
+            pg_server = start_postgres(tmp / "pg", fsync=True)
+            admin = pg_server.url
+        say(f"backlog: {EVENTS:,} events over {SESSIONS:,} sessions, {P} partitions,"
+            f" batches of {BATCH}")
+        t = time.perf_counter()
+        total = await make_backlog(redis_url)
+        say(f"  generated {total:,} events in {time.perf_counter() - t:.1f} s")
+
+        dsn = await fresh_db(admin, "bench_projector")
+        rate = await bench_projector(redis_url, dsn, total)
+        say(f"projector: {rate:,.0f} events/s")
+
+        batches = await precompute_batches(redis_url)
+        dsn_raw = await fresh_db(admin, "bench_baseline")
+        base = await bench_baseline(dsn_raw, batches, total)
+        say(f"raw asyncpg baseline (same rows, same transactions): {base:,.0f} events/s")
+        say(f"ratio projector / baseline: {rate / base:.2f} (goal >= 0.5)")
+
+        stats = await rebuild(dsn, progress=None)
+        say(f"projections rebuild: {stats.events:,} events in {stats.seconds:.2f} s ="
+            f" {stats.rate:,.0f} events/s (goal >= 50,000)")
+
+        dsn_lag = await fresh_db(admin, "bench_lag")
+        p50, p99, n, offered = await bench_lag(redis_url, dsn_lag)
+        say(f"lag at {RATE:,} commands/s offered ({offered:,.0f} achieved by the sender),"
+            f" command sent -> change published: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+            f" ({n:,} changes)")
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+        if pg_server is not None:
+            pg_server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
