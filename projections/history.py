@@ -23,6 +23,7 @@ __all__ = [
     "diff_states",
     "envelope_from_json",
     "fold_steps",
+    "prepend_archived",
     "read_history",
     "session_simulators",
     "state_json",
@@ -138,3 +139,22 @@ def diff_states(before: Any, after: Any, path: str = "") -> dict[str, list[Any]]
 
 def envelope_json(env: EventEnvelope) -> dict[str, Any]:
     return envelope_to_json(env)
+
+
+async def prepend_archived(envs: list[EventEnvelope], actor_id: str, since: int,
+                           database_url: str | None) -> list[EventEnvelope]:
+    """`envs` (what Redis still holds after `since`) preceded by the archived versions Redis no
+    longer has. Without a database, or when it is unreachable, `envs` unchanged."""
+    first = envs[0].version if envs else None
+    if not database_url or (first is not None and first <= since + 1):
+        return envs
+    try:
+        conn = await asyncpg.connect(database_url)
+    except (OSError, asyncpg.PostgresError):
+        return envs
+    try:
+        return await archived_events(conn, actor_id, since, first) + envs
+    except asyncpg.UndefinedTableError:  # not migrated: no archive yet
+        return envs
+    finally:
+        await conn.close()

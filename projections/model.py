@@ -39,6 +39,8 @@ __all__ = [
     "diff",
     "iso",
     "project",
+    "project_session",
+    "project_simulator",
     "session_of",
     "to_datetime",
 ]
@@ -220,7 +222,8 @@ def _new_session(sid: str, e: se.SessionCreated) -> SessionAggregate:
     )
 
 
-def _project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionAggregate | None:
+def project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionAggregate | None:
+    """The aggregate of session `sid` after its own event `e`."""
     if isinstance(e, se.SessionCreated):
         return _new_session(sid, e)  # a restart replaces every row of the old incarnation
     if agg is None:
@@ -340,8 +343,9 @@ def _project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionA
     return agg
 
 
-def _project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any
-                       ) -> SessionAggregate | None:
+def project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any
+                      ) -> SessionAggregate | None:
+    """The aggregate of the simulator's session after the simulator's event `e`."""
     if agg is None:
         return None  # the session is gone, and its simulators with it (cascade)
     if isinstance(e, si.SimulatorRequested):
@@ -393,9 +397,9 @@ def project(agg: SessionAggregate | None, env: EventEnvelope, event: Any
     """The session aggregate after `event` (None: the session has no rows)."""
     kind = actor_kind(env.actor_id)
     if kind == "session":
-        return _project_session(agg, actor_uuid(env.actor_id), event)
+        return project_session(agg, actor_uuid(env.actor_id), event)
     if kind == "simulator":
-        return _project_simulator(agg, actor_uuid(env.actor_id), event)
+        return project_simulator(agg, actor_uuid(env.actor_id), event)
     return agg
 
 
@@ -508,9 +512,9 @@ class Model:
             return None
         before = self.sessions.get(sid)
         if kind == "session":
-            after = _project_session(before, uid, event)
+            after = project_session(before, uid, event)
         else:
-            after = _project_simulator(before, uid, event)
+            after = project_simulator(before, uid, event)
         if after is None:
             if before is not None:
                 del self.sessions[sid]

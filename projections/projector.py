@@ -33,15 +33,20 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from actors.keys import actor_kind, actor_uuid, change_channel, partition_log
+from actors.keys import change_channel, partition_log
 from events import simulator as si
 from events.codec import decode_event, decode_event_envelope
 from events.errors import Fenced
-from projections.changes import Change, change_from_event, encode_changes
+from projections.changes import encode_changes, raw_change
 from projections.lease import LeaseKeeper
-from projections.model import ActorRow, SessionAggregate, diff, project, session_of
+from projections.model import (
+    ActorRow,
+    SessionAggregate,
+    diff,
+    project_session,
+    project_simulator,
+)
 from projections.store import (
-    archive_rows,
     load_sessions,
     simulator_sessions,
     write_actor_versions,
@@ -60,6 +65,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("sessiond.projector")
+_json = msgspec.json.Encoder()
 
 CHECKPOINT_NAME = "live"
 
@@ -116,7 +122,7 @@ class Batch:
     actors: list[ActorRow]
     after: dict[str, SessionAggregate | None]
     simulators: dict[str, str]
-    feed: dict[str, list[Change]]
+    feed: dict[str, list[Any]]  # session id -> its changes in this batch
 
     @property
     def size(self) -> int:
@@ -151,43 +157,63 @@ def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tupl
 async def prepare_batch(conn: asyncpg.Connection, partition: int, state: PartitionState,
                         items: list[tuple[str, Any, Any]]) -> Batch:
     """Project `items` (log id, envelope, event) on top of what the tables hold; no writes."""
-    # which session each event belongs to: simulators are looked up once per batch
-    unknown = {actor_uuid(env.actor_id) for _, env, ev in items
-               if actor_kind(env.actor_id) == "simulator"
-               and not isinstance(ev, si.SimulatorRequested)
-               and actor_uuid(env.actor_id) not in state.simulators}
-    if unknown:
-        state.simulators.update(await simulator_sessions(conn, list(unknown)))
-    sims = dict(state.simulators)
+    # which session each event belongs to: unknown simulators are looked up once per batch
+    routed: list[tuple[str, str, str | None]] = []  # (kind, actor uuid, session id)
+    unknown: set[str] = set()
+    sims = state.simulators
     new_sims: dict[str, str] = {}
-    routed: list[tuple[str | None, Any, Any]] = []
     for _, env, ev in items:
-        sid = session_of(env, ev, sims)
-        if isinstance(ev, si.SimulatorRequested):
-            sims[actor_uuid(env.actor_id)] = sid  # type: ignore[assignment]
-            new_sims[actor_uuid(env.actor_id)] = ev.session_id
-        routed.append((sid, env, ev))
-    wanted = {sid for sid, _, _ in routed if sid is not None}
-    missing = [sid for sid in wanted if sid not in state.cache]
+        kind, _, uid = env.actor_id.partition(":")
+        if kind == "simulator" and type(ev) is not si.SimulatorRequested \
+                and uid not in sims and uid not in new_sims:
+            unknown.add(uid)
+        elif type(ev) is si.SimulatorRequested:
+            new_sims[uid] = ev.session_id
+    if unknown:
+        sims.update(await simulator_sessions(conn, list(unknown)))
+    seen: dict[str, str] = {}
+    for _, env, ev in items:
+        kind, _, uid = env.actor_id.partition(":")
+        if kind == "session":
+            sid: str | None = uid
+        elif kind == "simulator":
+            if type(ev) is si.SimulatorRequested:
+                sid = seen[uid] = ev.session_id
+            else:
+                sid = seen.get(uid) or sims.get(uid)
+        else:
+            sid = None
+        routed.append((kind, uid, sid))
+    cache = state.cache
+    wanted = {sid for _, _, sid in routed if sid is not None}
+    missing = [sid for sid in wanted if sid not in cache]
     loaded = await load_sessions(conn, missing) if missing else {}
     before: dict[str, SessionAggregate | None] = {
-        sid: (state.cache[sid] if sid in state.cache else loaded.get(sid)) for sid in wanted}
+        sid: (cache[sid] if sid in cache else loaded.get(sid)) for sid in wanted}
     after = dict(before)
-    actors: dict[str, ActorRow] = {}
-    feed: dict[str, list[Change]] = defaultdict(list)
-    for sid, env, ev in routed:
-        actors[env.actor_id] = ActorRow(actor_id=env.actor_id, session_id=sid or "",
-                                        partition=env.partition, version=env.version,
-                                        updated_at=env.ts)
+    actors: dict[str, tuple[str, int, int, int]] = {}
+    feed: dict[str, list[Any]] = defaultdict(list)
+    archive = []
+    encode_json = _json.encode
+    for (log_id, env, ev), (kind, uid, sid) in zip(items, routed, strict=True):
+        actors[env.actor_id] = (sid or "", env.partition, env.version, env.ts)
         if sid is not None:
-            after[sid] = project(after[sid], env, ev)
-        change = change_from_event(env, ev)
-        if change is not None:
-            feed[change.session_id].append(change)
+            if kind == "session":
+                after[sid] = project_session(after[sid], uid, ev)
+            else:
+                after[sid] = project_simulator(after[sid], uid, ev)
+        event_json = encode_json(ev)
+        archive.append((env.event_id, env.actor_id, env.version, env.partition, env.ts,
+                        env.type, event_json.decode(), env.command_id, env.correlation_id,
+                        env.causation_id, log_id))
+        if kind == "session":
+            feed[uid].append(raw_change(env, ev, event_json))
     return Batch(
         partition=partition, from_id=state.last_id, to_id=items[-1][0],
-        archive=archive_rows(items), changes=diff((before[s], after[s]) for s in wanted),
-        actors=list(actors.values()), after=after, simulators=new_sims, feed=dict(feed))
+        archive=archive, changes=diff((before[s], after[s]) for s in wanted),
+        actors=[ActorRow(actor_id=a, session_id=t[0], partition=t[1], version=t[2],
+                         updated_at=t[3]) for a, t in actors.items()],
+        after=after, simulators=new_sims, feed=dict(feed))
 
 
 async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,

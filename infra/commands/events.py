@@ -100,7 +100,12 @@ async def run(args: argparse.Namespace) -> int:
                 f"{'CORRELATION_ID':<36}  DATA\n"
             )
         last = args.since
-        for env in await read_actor_events(redis, partition, args.actor_id, args.since):
+        envs = await read_actor_events(redis, partition, args.actor_id, args.since)
+        # history trimmed from Redis comes from the PostgreSQL archive (projections)
+        from projections.history import prepend_archived
+
+        envs = await prepend_archived(envs, args.actor_id, args.since, settings.database_url)
+        for env in envs:
             _print(event_row(env), args.json, out)
             last = env.version
         if args.follow:

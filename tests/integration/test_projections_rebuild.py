@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -27,6 +32,7 @@ from projections.store import load_model
 
 pytestmark = pytest.mark.anyio
 P = 4
+ROOT = Path(__file__).resolve().parents[2]
 
 DUMP = {
     "session.active_sessions": "session_id",
@@ -235,3 +241,12 @@ async def test_session_events_after_a_trim_come_from_the_archive(redis_url, data
     finally:
         await conn.close()
         await redis.aclose()
+    # `sessiond events` falls back to the archive for the trimmed versions
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+           "SESSIOND_PARTITIONS": str(P)}
+    out = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "infra.cli", "events", aid, "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["version"] for line in out.stdout.splitlines()] == list(
+        range(1, 11))
