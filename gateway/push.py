@@ -107,7 +107,7 @@ def push_for_event(
     `version`; None for events clients do not see."""
     if event_type in _SILENT:
         return None
-    body = {k: v for k, v in body.items() if k not in _PRIVATE and k != "type"}
+    body = {k: v for k, v in body.items() if k not in _PRIVATE and k not in ("type", "at")}
     if event_type in ("StateReplaced", "StateChanged", "ConflictResolved"):
         mtype, payload = _state(event_type, body)
     elif event_type in _SIMPLE:

@@ -314,7 +314,7 @@ async def get_handoff(request: Request, gw: Gateway) -> Any:
     device = request.query_params.get("device_id", "")
     await gw.command(sid, AcceptHandoff(at=now_ms(), user_id=claims.user_id, token=token,
                                         device_id=device),
-                     command_id=f"handoff:{sid}:{token}")
+                     command_id=idem(request, claims))
     started = await _handoff_started(gw, sid, token)
     if started is None:
         raise ApiError(404, "HANDOFF_NOT_FOUND", "unknown handoff token")
@@ -378,7 +378,7 @@ async def _metrics_sessions(gw: Gateway) -> dict[str, Any]:
         return {}
     row = await gw.pool.fetchrow(
         "SELECT count(*) AS total,"
-        " count(*) FILTER (WHERE status = 'ACTIVE' AND expires_at > now()) AS active,"
+        " count(*) FILTER (WHERE status <> 'EXPIRED' AND expires_at > now()) AS active,"
         " count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS created_last_hour,"
         " count(DISTINCT user_id) AS users FROM session.active_sessions")
     by_status = {r["status"]: r["n"] for r in await gw.pool.fetch(
@@ -448,7 +448,7 @@ async def admin_sessions(request: Request, gw: Gateway) -> Any:
     rows = await gw.pool.fetch(
         "SELECT s.session_id, s.user_id, s.status, s.created_at, s.last_active, s.expires_at,"
         " m.metadata FROM session.active_sessions s LEFT JOIN session.session_metadata m"
-        " ON m.session_id = s.session_id WHERE s.status = 'ACTIVE' AND s.expires_at > now()"
+        " ON m.session_id = s.session_id WHERE s.status <> 'EXPIRED' AND s.expires_at > now()"
         " ORDER BY s.last_active DESC LIMIT $1", limit) if gw.pool is not None else []
     sessions = [{"session_id": r["session_id"], "user_id": r["user_id"], "status": r["status"],
                  "created_at": r["created_at"].isoformat(),

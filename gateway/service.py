@@ -251,7 +251,7 @@ class Gateway:
             existing = await self.pool.fetchval(
                 "SELECT s.session_id FROM session.active_sessions s"
                 " JOIN session.session_metadata m ON m.session_id = s.session_id"
-                " WHERE s.user_id = $1 AND s.status = 'ACTIVE' AND s.expires_at > now()"
+                " WHERE s.user_id = $1 AND s.status <> 'EXPIRED' AND s.expires_at > now()"
                 " AND (m.metadata->>'device_id' = $2 OR EXISTS (SELECT 1 FROM session.devices d"
                 "      WHERE d.session_id = s.session_id AND d.device_id = $2))"
                 " ORDER BY s.last_active DESC LIMIT 1",
@@ -288,7 +288,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ presence
     async def join(self, conn: Connection, *, device_type: str = "", device_name: str = "",
-                   os_name: str = "", ip_address: str = "") -> Outcome | None:
+                   os_name: str = "", ip_address: str = "", attempt: int = 0) -> Outcome | None:
         transport = Transport.SSE if conn.transport == "sse" else Transport.WS
         outcome = await self.command(
             conn.session_id,
@@ -298,7 +298,7 @@ class Gateway:
                 device_name=device_name, os=os_name, pod_name=self.config.pod_name,
                 ip_address=ip_address,
             ),
-            command_id=f"join:{conn.conn_id}",
+            command_id=f"join:{conn.conn_id}:{attempt}",
         )
         with contextlib.suppress(Exception):
             pipe = self.redis.pipeline(transaction=False)

@@ -159,6 +159,7 @@ class WebSocketEndpoint:
             await refuse(exc.code, exc.message, 4400, MessageType.ERROR, exc.correlation_id)
             return
         except ApiError as exc:
+            form = getattr(exc, "form", form)
             mtype = MessageType.AUTH_FAILURE if exc.status == 401 else MessageType.ERROR
             close = {401: 4401, 403: 4403, 408: 4408}.get(exc.status, 4400)
             await refuse(exc.code, exc.message, close, mtype)
@@ -180,7 +181,7 @@ class WebSocketEndpoint:
             return
         joined_version = outcome.version if outcome is not None else 0
         welcome = {
-            "session_id": hs.session_id, "user_id": conn.user_id, "device_id": conn.device_id,
+            "session_id": conn.session_id, "user_id": conn.user_id, "device_id": conn.device_id,
             "connection_id": conn.conn_id, "version": joined_version,
             "resumed_from": hs.since, "heartbeat_interval": gw.config.heartbeat_interval_s,
             "gateway": gw.config.gateway_id,
@@ -190,7 +191,7 @@ class WebSocketEndpoint:
         try:
             await gw.hub.attach(conn, hs.since if hs.since is not None else joined_version)
             if hs.since is None:
-                sim = await _quiet(gw.simulator(hs.session_id))
+                sim = await _quiet(gw.simulator(conn.session_id))
                 if sim is not None:
                     conn.reply(MessageType.SIMULATOR_STATUS, sim)
             await self._loop(gw, conn, receive)
@@ -224,6 +225,13 @@ class WebSocketEndpoint:
         if len(data) > gw.config.max_ws_message:
             raise ApiError(400, "MESSAGE_TOO_LARGE", "the AUTH message is too large")
         msg = decode_inbound(data)
+        try:
+            return self._auth_message(gw, query, msg)
+        except ApiError as exc:
+            exc.form = msg.form  # type: ignore[attr-defined] - answer in the client's form
+            raise
+
+    def _auth_message(self, gw: Gateway, query: dict[str, str], msg: Inbound) -> _Handshake:
         if msg.type is not MessageType.AUTH:
             raise ApiError(401, "AUTH_REQUIRED", "the first message must be AUTH with a token")
         p = msg.payload
@@ -267,7 +275,7 @@ class WebSocketEndpoint:
         await gw.create_session(hs.claims, conn.session_id, device_id=hs.device_id,
                                 ip_address=ip)
         return await gw.join(conn, device_type=hs.device_type, device_name=hs.device_name,
-                             os_name=hs.os, ip_address=ip)
+                             os_name=hs.os, ip_address=ip, attempt=1)
 
     async def _loop(self, gw: Gateway, conn: WsConnection, receive: Any) -> None:
         cfg = gw.config
