@@ -61,6 +61,7 @@ __all__ = [
     "ProjectorConfig",
     "claim_partition",
     "commit_batch",
+    "pool_settings",
     "prepare_batch",
 ]
 
@@ -130,16 +131,24 @@ class Batch:
 
 
 async def claim_partition(conn: asyncpg.Connection, partition: int, epoch: int,
-                          name: str = CHECKPOINT_NAME) -> str:
+                          name: str = CHECKPOINT_NAME, lock_timeout_ms: int = 2000) -> str:
     """Raise the checkpoint's epoch to ours (fencing every older owner out) and return the
     position to resume from. Raises `Fenced` if a newer owner already claimed it."""
     await conn.execute(
         "INSERT INTO projection.checkpoints (name, partition) VALUES ($1, $2)"
         " ON CONFLICT DO NOTHING", name, partition)
-    last = await conn.fetchval(
-        "UPDATE projection.checkpoints SET epoch = $3, updated_at = now()"
-        " WHERE name = $1 AND partition = $2 AND epoch <= $3 RETURNING last_id",
-        name, partition, epoch)
+    try:
+        async with conn.transaction():
+            # an old owner frozen inside its transaction holds the row: do not wait forever
+            # (its server session ends by idle_in_transaction_session_timeout; retry then)
+            await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            last = await conn.fetchval(
+                "UPDATE projection.checkpoints SET epoch = $3, updated_at = now()"
+                " WHERE name = $1 AND partition = $2 AND epoch <= $3 RETURNING last_id",
+                name, partition, epoch)
+    except asyncpg.LockNotAvailableError:
+        raise Fenced(f"partition {partition}: the previous owner still holds the checkpoint"
+                     " row; retrying later") from None
     if last is None:
         raise Fenced(f"partition {partition}: a newer projector owns the checkpoint")
     return last
@@ -236,6 +245,12 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
             await before_commit()
 
 
+def pool_settings(config: ProjectorConfig) -> dict[str, str]:
+    """Server settings for the projector's connections: a projector frozen (SIGSTOP) inside a
+    transaction loses it after two lease periods, so its row locks cannot block the new owner."""
+    return {"idle_in_transaction_session_timeout": str(2 * config.lease_ttl_ms)}
+
+
 class Projector:
     """`sessiond projector`: lease partitions, project their logs, publish changes."""
 
@@ -263,7 +278,8 @@ class Projector:
         for p, epoch in gained.items():
             try:
                 async with self.pool.acquire() as conn:
-                    last = await claim_partition(conn, p, epoch)
+                    last = await claim_partition(conn, p, epoch,
+                                                 lock_timeout_ms=self.config.lease_ttl_ms / 2)
             except Fenced:
                 await self.leases.release(p)
                 continue

@@ -1,0 +1,204 @@
+"""Real processes: `sessiond worker` + `sessiond projector` subprocesses, commands through the
+CommandBus; and a projector frozen with SIGSTOP whose successor takes over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import pytest
+
+from actors.client import CommandBus
+from actors.keys import change_channel
+from events import session as se
+from events import simulator as si
+from events.errors import DomainError
+from infra.redis import connect
+from projections.changes import decode_changes
+from projections.fixtures import LocalActors, fold_logs, log_length, random_command
+from projections.migrate import migrate
+from projections.store import load_model
+
+pytestmark = pytest.mark.anyio
+P = 4
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _spawn(role: str, redis_url: str, dsn: str, log: Path, **extra: str) -> subprocess.Popen:
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": dsn,
+           "SESSIOND_PARTITIONS": str(P), "LEASE_TTL_MS": "1000", **extra}
+    return subprocess.Popen([sys.executable, "-m", "infra.cli", role], cwd=ROOT, env=env,
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def _stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def _caught_up(redis, conn: asyncpg.Connection, timeout: float, log: Path) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        total = await log_length(redis, P)
+        archived = await conn.fetchval("SELECT count(*) FROM events.archive")
+        if total and archived == total:
+            return total
+        assert time.monotonic() < deadline, (archived, total, log.read_text()[-3000:])
+        await asyncio.sleep(0.1)
+
+
+async def _assert_equal_fold(redis, conn: asyncpg.Connection) -> None:
+    expected = await fold_logs(redis, P)
+    actual = await load_model(conn)
+    assert actual.sessions == expected.sessions
+    assert actual.actors == expected.actors
+    assert await conn.fetchval("SELECT count(*) FROM events.archive") == await log_length(redis, P)
+
+
+async def test_worker_and_projector_processes_project_every_command(redis_url, database_url,
+                                                                    tmp_path):
+    await migrate(database_url)
+    log = tmp_path / "procs.log"
+    procs = [_spawn("worker", redis_url, database_url, log),
+             _spawn("projector", redis_url, database_url, log)]
+    redis = connect(redis_url)
+    conn = await asyncpg.connect(database_url)
+    bus = CommandBus(redis, partitions=P)
+    try:
+        sids = [str(uuid.uuid4()) for _ in range(12)]
+        watched = sids[0]
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(change_channel(watched))
+        now = int(time.time() * 1000)
+        sims = {}
+
+        async def send(actor: str, sid: str, command) -> None:
+            outcome = await bus.send(actor, sid, command, timeout=15)
+            assert outcome is not None, actor
+
+        for i, sid in enumerate(sids):
+            user = f"user-{i % 3}"
+            aid = f"session:{sid}"
+            await send(aid, sid, se.CreateSession(at=now, user_id=user, session_id=sid,
+                                                  device_id="d1", pod_name="gw-a"))
+            await send(aid, sid, se.JoinDevice(at=now + 1, user_id=user, device_id="d1",
+                                               connection_id="c1", device_type="web"))
+            await send(aid, sid, se.ReplaceState(at=now + 2, user_id=user, session_id=sid,
+                                                 state={"step": i}, device_id="d1"))
+            await send(aid, sid, se.ApplyStateChanges(at=now + 3, user_id=user,
+                                                      changes={"mood": "calm"}))
+            if i % 2 == 0:
+                sims[sid] = str(uuid.uuid4())
+                await send(aid, sid, se.ReserveSimulator(
+                    at=now + 4, user_id=user, simulator_id=sims[sid],
+                    initial_symbols=["AAPL", "GOOG"]))
+            if i % 4 == 3:
+                await send(aid, sid, se.EndSession(at=now + 5, user_id=user))
+        await asyncio.sleep(0.5)  # the policies' CreateSimulator commands
+        for sid, sim in sims.items():
+            await send(f"simulator:{sim}", sid, si.RecordProvisioned(at=now + 6,
+                                                                     endpoint=f"http://{sim}"))
+            await send(f"simulator:{sim}", sid, si.RecordHeartbeat(at=now + 7))
+        await asyncio.sleep(0.5)  # status mirrored back to the sessions
+        await _caught_up(redis, conn, 30, log)
+        await _assert_equal_fold(redis, conn)
+
+        rows = await conn.fetch(
+            "SELECT s.session_id, m.metadata->>'simulator_id' AS sim,"
+            " m.metadata->>'simulator_status' AS st FROM session.active_sessions s"
+            " JOIN session.session_metadata m ON s.session_id = m.session_id"
+            " WHERE s.user_id = 'user-0' AND s.expires_at > NOW()")
+        expected = {(sid, sims.get(sid), "RUNNING" if sid in sims else None)
+                    for i, sid in enumerate(sids) if i % 3 == 0 and i % 4 != 3}
+        assert {(r["session_id"], r["sim"], r["st"]) for r in rows} == expected
+        running = await conn.fetchval(
+            "SELECT count(*) FROM simulator.instances WHERE status = 'RUNNING'")
+        assert running == sum(1 for i, sid in enumerate(sids) if sid in sims and i % 4 != 3)
+
+        got = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if msg:
+                got.extend(decode_changes(msg["data"]))
+            elif got:
+                break
+        versions = [c.version for c in got]
+        assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 6
+        state = msgspec.json.decode(await conn.fetchval(
+            "SELECT state FROM session.state_snapshots WHERE session_id = $1", watched))
+        assert state == {"step": 0, "mood": "calm"}
+        await pubsub.aclose()
+    finally:
+        await bus.close()
+        _stop(*procs)
+        await conn.close()
+        await redis.aclose()
+
+
+async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis_url,
+                                                                           database_url,
+                                                                           tmp_path):
+    await migrate(database_url)
+    redis = connect(redis_url)
+    actors = LocalActors(redis, P)
+    rng = random.Random(9)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(60)]
+    now = 1_800_000_000_000
+
+    async def produce(n: int) -> None:
+        nonlocal now
+        for _ in range(n):
+            now += 3
+            aid, command = random_command(rng, actors, ids, now)
+            try:
+                actors.send_nowait(aid, command)
+            except DomainError:
+                pass
+        await actors.flush()
+
+    await produce(2500)
+    conn = await asyncpg.connect(database_url)
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    slow = {"SESSIOND_PROJECTOR_BATCH": "40", "SESSIOND_PROJECTOR_COMMIT_DELAY_MS": "150"}
+    a = _spawn("projector", redis_url, database_url, log_a, **slow)
+    b = None
+    try:
+        deadline = time.monotonic() + 30
+        while await conn.fetchval("SELECT count(*) FROM events.archive") < 200:
+            assert time.monotonic() < deadline and a.poll() is None, log_a.read_text()
+            await asyncio.sleep(0.05)
+        a.send_signal(signal.SIGSTOP)  # frozen, most likely inside a transaction
+        frozen_at = await conn.fetchval("SELECT count(*) FROM events.archive")
+        b = _spawn("projector", redis_url, database_url, log_b)
+        await _caught_up(redis, conn, 60, log_b)
+        assert frozen_at < await log_length(redis, P)
+        a.send_signal(signal.SIGCONT)  # A wakes up: every write it attempts must be refused
+        await asyncio.sleep(2.0)
+        await produce(500)
+        await _caught_up(redis, conn, 60, log_b)
+        await asyncio.sleep(1.0)
+        await _assert_equal_fold(redis, conn)
+        epochs = await conn.fetch("SELECT partition, epoch FROM projection.checkpoints")
+        assert all(r["epoch"] >= 2 for r in epochs)  # every partition changed hands
+    finally:
+        _stop(*(p for p in (a, b) if p is not None))
+        await conn.close()
+        await redis.aclose()
