@@ -91,7 +91,7 @@ class Connection:
         self.state = ConnState.CATCHING_UP
         self.last_version = 0
         self.buffer: list[Push] | None = []
-        self.backlog: deque[Any] = deque()
+        self.backlog: deque[Any] | None = None  # made only while a write is pending
         self.backlog_bytes = 0
         self.max_outgoing = max_outgoing
         self._flusher: asyncio.Task | None = None
@@ -152,10 +152,14 @@ class Connection:
         if self.backlog_bytes + size > self.max_outgoing:
             log.warning("slow client %s: backlog over %d bytes, closing", self.conn_id,
                         self.max_outgoing)
-            self.backlog.clear()
+            if self.hub is not None and self.hub.metrics is not None:
+                self.hub.metrics.slow_clients.inc()
+            self.backlog = None
             self.backlog_bytes = 0
             self.close_soon(1008, "SLOW_CLIENT")
             return
+        if self.backlog is None:
+            self.backlog = deque()
         self.backlog.append(data)
         self.backlog_bytes += size
         if self._flusher is None:

@@ -1,0 +1,440 @@
+"""Gateway benchmark (run: `.venv/bin/python tests/bench/bench_gateway.py`).
+
+Prints, in one run, on this machine with every process on it (embedded Redis and PostgreSQL,
+one worker, one projector, one gateway, client processes):
+
+(a) end-to-end latency p50/p99 of a state update sent by one device (WS STATE_UPDATE) until its
+    arrival at the other device of the same session, at RATE updates/s over SESSIONS sessions
+    (2 devices each), for DURATION seconds. Goal: p99 <= 25 ms.
+(b) CONNS concurrent authenticated WebSocket connections held by one (fresh) gateway process, each
+    sending a heartbeat every HEARTBEAT_S seconds: the gateway's RSS per connection, beside a
+    bare `websockets` echo server holding the same CONNS connections in the same run.
+    Goal: <= 2x the bare server's memory per connection.
+
+Environment knobs: BENCH_SESSIONS (1000), BENCH_RATE (1000), BENCH_DURATION (20),
+BENCH_CONNS (10000), BENCH_CLIENT_PROCS (2), BENCH_SKIP_A / BENCH_SKIP_B.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", "1000"))
+RATE = float(os.environ.get("BENCH_RATE", "1000"))
+DURATION = float(os.environ.get("BENCH_DURATION", "20"))
+CONNS = int(os.environ.get("BENCH_CONNS", "10000"))
+CLIENT_PROCS = int(os.environ.get("BENCH_CLIENT_PROCS", "2"))
+HEARTBEAT_S = 10.0
+SESSIOND = [sys.executable, "-m", "infra.cli"]
+
+
+def raise_fd_limit(n: int = 20000) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(max(n, soft), hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+# ------------------------------------------------------------------ client processes
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: float,
+                   duration: float, out: mp.Queue) -> None:
+    """Connect devices A and B of each session; A sends `rate`/s updates round-robin; B records
+    the latency of each update from send to arrival."""
+    raise_fd_limit()
+    _use_uvloop()
+    import websockets
+
+    async def main() -> None:
+        lat: list[float] = []
+        errors = 0
+
+        async def connect(sid: str, device: str, user: str):
+            for attempt in range(20):
+                try:
+                    ws = await websockets.connect(
+                        f"{url}?token={tokens[user]}&device_id={device}&session_id={sid}",
+                        compression=None, max_queue=None, open_timeout=60)
+                    hello = json.loads(await ws.recv())
+                    if hello["type"] == "connected":
+                        return ws
+                    await ws.close()
+                except Exception:  # noqa: BLE001 - retry under load
+                    pass
+                await asyncio.sleep(0.2 * (attempt + 1))
+            raise RuntimeError(f"could not connect {sid}/{device}")
+
+        async def drain_a(ws) -> None:
+            nonlocal errors
+            async for raw in ws:
+                if '"error"' in raw[:20]:
+                    errors += 1
+
+        async def read_b(ws) -> None:
+            async for raw in ws:
+                if raw.startswith('{"type":"state_update"'):
+                    msg = json.loads(raw)
+                    sent = msg["payload"]["changes"].get("t")
+                    if sent is not None:
+                        lat.append(time.time() - sent)
+
+        pairs = []
+        sem = asyncio.Semaphore(50)
+
+        async def open_pair(i: int, sid: str):
+            user = f"bench-{i % 50}"
+            async with sem:
+                a = await connect(sid, "device-a", user)
+                b = await connect(sid, "device-b", user)
+            return a, b
+
+        pairs = await asyncio.gather(*(open_pair(i, s) for i, s in enumerate(sessions)))
+        readers = [asyncio.ensure_future(drain_a(a)) for a, _ in pairs]
+        readers += [asyncio.ensure_future(read_b(b)) for _, b in pairs]
+        out.put(("ready", len(pairs)))
+        await asyncio.sleep(1.0)
+        interval = 1.0 / rate
+        start = time.perf_counter()
+        n = 0
+        while (now := time.perf_counter()) - start < duration:
+            due = start + n * interval
+            if due > now:
+                await asyncio.sleep(due - now)
+            a, _ = pairs[n % len(pairs)]
+            await a.send(json.dumps({"type": "state_update", "payload": {
+                "changes": {"t": time.time(), "n": n}}}))
+            n += 1
+        await asyncio.sleep(3.0)
+        for r in readers:
+            r.cancel()
+        await asyncio.gather(*(ws.close() for p in pairs for ws in p), return_exceptions=True)
+        out.put(("done", {"sent": n, "received": len(lat), "latencies": lat, "errors": errors}))
+
+    asyncio.run(main())
+
+
+def conn_client(url: str, tokens: dict[str, str], sessions: list[str], per_session: int,
+                hold_s: float, heartbeat_s: float, out: mp.Queue, bare: bool) -> None:
+    """Open len(sessions) * per_session connections and hold them, heartbeating."""
+    raise_fd_limit()
+    _use_uvloop()
+    import websockets
+
+    async def main() -> None:
+        conns = []
+        sem = asyncio.Semaphore(100)
+        failures = 0
+
+        async def one(i: int, sid: str, d: int):
+            nonlocal failures
+            user = f"bench-{i % 50}"
+            q = "" if bare else \
+                f"?token={tokens[user]}&device_id=dev-{d}&session_id={sid}"
+            for attempt in range(30):
+                try:
+                    async with sem:
+                        ws = await websockets.connect(url + q, compression=None,
+                                                      open_timeout=120, ping_interval=None)
+                        if not bare:
+                            hello = json.loads(await ws.recv())
+                            if hello["type"] != "connected":
+                                await ws.close()
+                                raise RuntimeError(hello)
+                    return ws
+                except Exception:  # noqa: BLE001
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            failures += 1
+            return None
+
+        async def beat(ws, offset: float) -> None:
+            await asyncio.sleep(offset)
+            try:
+                while True:
+                    await ws.send('{"type":"heartbeat","payload":{}}')
+                    await asyncio.sleep(heartbeat_s)
+            except Exception:  # noqa: BLE001
+                pass
+
+        async def sink(ws) -> None:
+            try:
+                async for _ in ws:
+                    pass
+            except Exception:  # noqa: BLE001
+                pass
+
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(one(i, s, d) for i, s in enumerate(sessions)
+                                         for d in range(per_session)))
+        conns = [c for c in results if c is not None]
+        tasks = [asyncio.ensure_future(beat(ws, (k % 1000) / 1000 * heartbeat_s))
+                 for k, ws in enumerate(conns)]
+        tasks += [asyncio.ensure_future(sink(ws)) for ws in conns]
+        out.put(("open", {"open": len(conns), "failed": failures,
+                          "seconds": time.perf_counter() - t0}))
+        await asyncio.sleep(hold_s)
+        open_now = sum(1 for ws in conns if ws.state.name == "OPEN")
+        out.put(("held", open_now))
+        # wait for the parent's go to close
+        await asyncio.get_running_loop().run_in_executor(None, _wait_file, os.environ.get(
+            "BENCH_CLOSE_FILE", ""))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
+        out.put(("closed", len(conns)))
+
+    asyncio.run(main())
+
+
+def _wait_file(path: str) -> None:
+    while path and not os.path.exists(path):
+        time.sleep(0.1)
+
+
+BARE_SERVER = r"""
+import asyncio, os, sys, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(20000, hard), hard))
+try:
+    import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+except ImportError:
+    pass
+from websockets.asyncio.server import serve
+async def echo(ws):
+    async for m in ws:
+        await ws.send(m)
+async def main():
+    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None,
+                     ping_interval=None, backlog=4096):
+        print("ready", flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
+
+# ------------------------------------------------------------------ the stack
+class Stack:
+    def __init__(self) -> None:
+        from infra.embedded import start_postgres, start_redis
+
+        self.dir = Path(tempfile.mkdtemp(prefix="sessiond-bench-gw-"))
+        self.dir.chmod(0o755)
+        self.redis = start_redis(self.dir / "redis")
+        self.pg = start_postgres(self.dir / "pg", fsync=False)
+        self.port = free_port()
+        self.env = {**os.environ, "REDIS_URL": self.redis.url, "DATABASE_URL": self.pg.url,
+                    "SESSIOND_ENV": "test", "GATEWAY_RATE_PER_S": "1000",
+                    "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "120",
+                    "SESSIOND_LOG_LEVEL": "warning"}
+        self.env.pop("SESSIOND_ORIGINS", None)
+        subprocess.run([*SESSIOND, "migrate"], env=self.env, cwd=ROOT, check=True,
+                       capture_output=True)
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.start("worker", "worker")
+        self.start("projector", "projector", "--no-migrate")
+        self.start_gateway()
+        from gateway.auth import TokenService
+        from gateway.config import load_gateway_config
+
+        ts = TokenService(load_gateway_config(self.env))
+        self.tokens = {f"bench-{i}": ts.issue(f"bench-{i}", (), ttl_s=3600) for i in range(50)}
+
+    def start(self, name: str, *args: str) -> None:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115
+        self.procs[name] = subprocess.Popen(
+            [*SESSIOND, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=raise_fd_limit)
+
+    def start_gateway(self) -> None:
+        self.start("gateway", "gateway", "--port", str(self.port))
+        self.wait_ready()
+
+    def wait_ready(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("gateway not ready")
+
+    def stop(self, name: str) -> None:
+        p = self.procs.pop(name)
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+        self.redis.stop()
+        self.pg.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _split(items: list, n: int) -> list[list]:
+    return [items[i::n] for i in range(n)]
+
+
+def bench_latency(stack: Stack) -> None:
+    url = f"ws://127.0.0.1:{stack.port}/ws"
+    sessions = [str(uuid.uuid4()) for _ in range(SESSIONS)]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=latency_client, args=(url, stack.tokens, part,
+                                                      RATE / CLIENT_PROCS, DURATION, out))
+             for part in _split(sessions, CLIENT_PROCS)]
+    for p in procs:
+        p.start()
+    t0 = time.perf_counter()
+    ready = 0
+    results = []
+    while len(results) < len(procs):
+        kind, value = out.get(timeout=600)
+        if kind == "ready":
+            ready += value
+            if ready == SESSIONS:
+                print(f"  {ready} sessions x 2 devices connected in "
+                      f"{time.perf_counter() - t0:.1f}s; sending {RATE:.0f} updates/s for "
+                      f"{DURATION:.0f}s", flush=True)
+        else:
+            results.append(value)
+    for p in procs:
+        p.join()
+    lat = [x for r in results for x in r["latencies"]]
+    sent = sum(r["sent"] for r in results)
+    errors = sum(r["errors"] for r in results)
+    ms = [x * 1000 for x in lat]
+    print(f"(a) e2e latency device A -> device B, {SESSIONS} sessions, {RATE:.0f} updates/s:")
+    print(f"    sent {sent}, received {len(lat)} ({len(lat) / max(sent, 1):.1%}), errors "
+          f"{errors}, achieved {sent / DURATION:.0f} updates/s")
+    print(f"    p50 {pct(ms, 50):.1f} ms   p90 {pct(ms, 90):.1f} ms   p99 {pct(ms, 99):.1f} ms"
+          f"   max {max(ms) if ms else float('nan'):.1f} ms   (goal p99 <= 25 ms)", flush=True)
+
+
+def hold_connections(url: str, tokens: dict, bare: bool, pid_of_server: int) -> dict:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    close_file = tempfile.mktemp(prefix="bench-close-")
+    os.environ["BENCH_CLOSE_FILE"] = close_file
+    per_session = 10
+    sessions = [str(uuid.uuid4()) for _ in range(CONNS // per_session)]
+    before = rss_kib(pid_of_server)
+    procs = [ctx.Process(target=conn_client, args=(url, tokens, part, per_session,
+                                                   HEARTBEAT_S * 2, HEARTBEAT_S, out, bare))
+             for part in _split(sessions, CLIENT_PROCS)]
+    for p in procs:
+        p.start()
+    opened = failed = 0
+    secs = 0.0
+    for _ in procs:
+        kind, v = out.get(timeout=900)
+        opened += v["open"]
+        failed += v["failed"]
+        secs = max(secs, v["seconds"])
+    held = sum(out.get(timeout=600)[1] for _ in procs)
+    after = rss_kib(pid_of_server)
+    Path(close_file).touch()
+    for _ in procs:
+        out.get(timeout=300)
+    for p in procs:
+        p.join()
+    os.unlink(close_file)
+    return {"before": before, "after": after, "opened": opened, "failed": failed,
+            "held": held, "open_seconds": secs}
+
+
+def bench_connections(stack: Stack) -> None:
+    # a fresh gateway process, so its RSS is not inflated by part (a)
+    stack.stop("gateway")
+    stack.start_gateway()
+    gw_pid = stack.procs["gateway"].pid
+    time.sleep(1.0)
+    gw = hold_connections(f"ws://127.0.0.1:{stack.port}/ws", stack.tokens, False, gw_pid)
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)],
+                            stdout=subprocess.PIPE, preexec_fn=raise_fd_limit)
+    assert bare.stdout is not None and bare.stdout.readline().strip() == b"ready"
+    time.sleep(1.0)
+    try:
+        b = hold_connections(f"ws://127.0.0.1:{port}/", stack.tokens, True, bare.pid)
+    finally:
+        bare.send_signal(signal.SIGTERM)
+        bare.wait(10)
+    gw_per = (gw["after"] - gw["before"]) / max(gw["held"], 1)
+    b_per = (b["after"] - b["before"]) / max(b["held"], 1)
+    print(f"(b) {CONNS} authenticated WS connections, heartbeat every {HEARTBEAT_S:.0f}s, "
+          "one gateway process:")
+    print(f"    gateway: opened {gw['opened']} (failed {gw['failed']}) in "
+          f"{gw['open_seconds']:.1f}s, held {gw['held']}; RSS {gw['before'] / 1024:.1f} -> "
+          f"{gw['after'] / 1024:.1f} MiB = {gw_per:.1f} KiB/connection")
+    print(f"    bare websockets echo: held {b['held']}; RSS {b['before'] / 1024:.1f} -> "
+          f"{b['after'] / 1024:.1f} MiB = {b_per:.1f} KiB/connection")
+    print(f"    ratio gateway/bare = {gw_per / b_per if b_per else float('nan'):.2f}x "
+          "(goal <= 2x)", flush=True)
+
+
+def main() -> None:
+    raise_fd_limit()
+    print("starting embedded Redis + PostgreSQL, worker, projector, gateway ...", flush=True)
+    stack = Stack()
+    try:
+        if not os.environ.get("BENCH_SKIP_A"):
+            bench_latency(stack)
+        if not os.environ.get("BENCH_SKIP_B"):
+            bench_connections(stack)
+    finally:
+        stack.close()
+
+
+if __name__ == "__main__":
+    main()
