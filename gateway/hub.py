@@ -34,9 +34,10 @@ from typing import Any
 import msgspec
 
 from actors.keys import event_stream, partition_of, session_actor
-from events.codec import decode_event, decode_event_envelope
+from events.codec import decode_event_envelope
 from gateway.protocol import Form, MessageType
 from gateway.push import Push, push_for_event
+from projections.changes import Change, change_for, decode_changes
 
 __all__ = ["ADMIN_CHANNEL", "ConnState", "Connection", "EventHistory", "Hub"]
 
@@ -283,9 +284,14 @@ class EventHistory:
 
 
 def _push(session_id: str, env: Any) -> Push | None:
-    event = decode_event(env.data, env.type)
-    body = msgspec.structs.asdict(event)
-    return push_for_event(session_id, env.version, env.type, body, env.ts)
+    change = change_for(env)
+    return push_for_change(change) if change is not None else None
+
+
+def push_for_change(change: Change) -> Push | None:
+    """The client message for one `projections.changes.Change` (live or rebuilt)."""
+    return push_for_event(change.session_id, change.version, change.type, change.data,
+                          change.ts)
 
 
 class _Feed:
@@ -372,17 +378,38 @@ class Hub:
 
     # ------------------------------------------------------------------ changes
     async def _on_change(self, session_id: str, data: bytes | None) -> None:
+        """A commit of the projector for this session: push its changes in version order.
+        A change that skips versions first pulls the missing ones from the event stream."""
         feed = self.feeds.get(session_id)
         if feed is None:
             return
         await feed.ready.wait()
-        version = _version_of(data)
-        if version is not None and feed.last_version is not None and version <= feed.last_version:
-            return  # already delivered (read from the stream ahead of its publication)
+        try:
+            changes = decode_changes(data) if data else []
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("session %s: undecodable change message", session_id)
+            changes = []
+        if not changes:  # unknown content (or a resubscribe): read what the stream has
+            await self._fill(feed, None)
+            return
+        for change in changes:
+            last = feed.last_version or 0
+            if change.version <= last:
+                continue  # already delivered (read from the stream ahead of its publication)
+            if change.version > last + 1:
+                await self._fill(feed, change.version - 1)
+                if change.version <= (feed.last_version or 0):
+                    continue
+            feed.last_version = change.version
+            push = push_for_change(change)
+            if push is not None:
+                self._fan_out(feed, push)
+
+    async def _fill(self, feed: _Feed, upto: int | None) -> None:
         since = feed.last_version or 0
-        pushes, last, complete = await self.history.after(session_id, since, version)
+        pushes, last, complete = await self.history.after(feed.session_id, since, upto)
         if not complete:
-            log.warning("session %s: history does not reach back to %d", session_id, since)
+            log.warning("session %s: history does not reach back to %d", feed.session_id, since)
             return
         feed.last_version = max(since, last)
         for push in pushes:
@@ -482,22 +509,3 @@ class Hub:
 
     def sessions(self) -> list[str]:
         return list(self.feeds)
-
-
-def _version_of(data: bytes | None) -> int | None:
-    """The session version a change message carries (msgpack or JSON, dict or list)."""
-    if not data:
-        return None
-    try:
-        obj = msgspec.msgpack.decode(data)
-    except Exception:
-        try:
-            obj = msgspec.json.decode(data)
-        except Exception:
-            return None
-    if isinstance(obj, list) and obj:
-        obj = obj[-1]
-    if isinstance(obj, dict):
-        v = obj.get("version")
-        return v if isinstance(v, int) else None
-    return None
