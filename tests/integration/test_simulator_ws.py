@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import uuid
 
@@ -252,3 +253,39 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
         await redis.aclose()
         api.stop()
         stack.start("reactor")
+
+
+async def test_an_sse_client_of_the_session_gets_the_statuses_and_the_ticks(
+        stack, clients, session, token):
+    sid = await session()
+    ws = await clients(sid)
+    events: list[tuple[str, str]] = []
+
+    async def read_sse() -> None:
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=None) as http, \
+                http.stream("GET", f"/api/sessions/{sid}/events",
+                            headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status_code == 200
+            name = ""
+            async for line in r.aiter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    events.append((name, line[6:]))
+
+    reader = asyncio.create_task(read_sse())
+    try:
+        await asyncio.sleep(0.5)
+        await ws.send("start_simulator", {"initial_symbols": ["AAPL", "MSFT"]})
+
+        async def ticks_seen():
+            return sum(1 for n, _ in events if n == "exchange_data") >= 2
+        await wait_for(ticks_seen, 20, what="ticks over SSE")
+        names = [n for n, _ in events]
+        assert "simulator_status" in names
+        assert names.index("simulator_status") < names.index("exchange_data")
+        tick = json.loads(next(d for n, d in events if n == "exchange_data"))
+        assert {q["symbol"] for q in tick["payload"]["quotes"]} == {"AAPL", "MSFT"}
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
