@@ -1,0 +1,370 @@
+"""The gateway's pure pieces: JWT auth, config, the WS codec (both forms), pushes, error
+mapping, and the hub's ordering rules (in order, once, buffered while catching up, reset when
+history is gone, slow clients dropped) with an in-memory history."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from events.errors import DomainError, StoreUnavailable
+from gateway.auth import TokenService, bearer
+from gateway.config import ConfigError, GatewayConfig, load_gateway_config
+from gateway.errors import ApiError, from_exception, from_outcome
+from gateway.hub import Connection, ConnState, Hub
+from gateway.protocol import Form, MessageType, ProtocolError, decode_inbound, encode_outbound
+from gateway.push import Push, push_for_event
+from gateway.ws import quality_for
+from projections.changes import Change, encode_changes
+
+# ------------------------------------------------------------------ auth
+
+
+def test_access_token_round_trip_carries_user_and_roles() -> None:
+    ts = TokenService(GatewayConfig())
+    claims = ts.verify(ts.issue("alice", ("admin",)))
+    assert claims.user_id == "alice" and claims.is_admin
+
+
+@pytest.mark.parametrize(
+    ("token_of", "code"),
+    [
+        (lambda ts: None, "TOKEN_MISSING"),
+        (lambda ts: ts.issue("a", ttl_s=-60), "TOKEN_EXPIRED"),
+        (lambda ts: ts.issue("a")[:-4] + "abcd", "TOKEN_INVALID"),
+        (lambda ts: "not.a.jwt", "TOKEN_INVALID"),
+        (lambda ts: ts.issue("a", kind="refresh"), "TOKEN_INVALID"),
+        (lambda ts: TokenService(GatewayConfig(jwt_secret="x" * 40)).issue("a"), "TOKEN_INVALID"),
+    ],
+)
+def test_bad_tokens_are_refused_with_a_code(token_of, code) -> None:
+    ts = TokenService(GatewayConfig())
+    with pytest.raises(ApiError) as info:
+        ts.verify(token_of(ts))
+    assert info.value.status == 401 and info.value.code == code
+
+
+def test_access_lasts_15_minutes_and_refresh_7_days() -> None:
+    import jwt
+
+    ts = TokenService(GatewayConfig())
+    now = time.time()
+    access = jwt.decode(ts.issue("a", now=now), options={"verify_signature": False})
+    refresh = jwt.decode(ts.issue("a", kind="refresh", now=now),
+                         options={"verify_signature": False})
+    assert access["exp"] - access["iat"] == 15 * 60
+    assert refresh["exp"] - refresh["iat"] == 7 * 24 * 3600
+    assert ts.verify(ts.issue("a", kind="refresh"), "refresh").user_id == "a"
+
+
+def test_rs256_verifies_with_the_public_key_only() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo
+                                           ).decode()
+    minter = TokenService(GatewayConfig(jwt_algorithm="RS256", jwt_public_key=public,
+                                        jwt_private_key=private))
+    verifier = TokenService(GatewayConfig(jwt_algorithm="RS256", jwt_public_key=public))
+    assert verifier.verify(minter.issue("bob")).user_id == "bob"
+    assert not verifier.can_mint
+    with pytest.raises(ApiError) as info:  # an HS256 token is not accepted by an RS256 gateway
+        verifier.verify(TokenService(GatewayConfig()).issue("bob"))
+    assert info.value.code == "TOKEN_INVALID"
+
+
+def test_bearer_header_parsing() -> None:
+    assert bearer("Bearer abc") == "abc"
+    assert bearer("bearer  abc ") == "abc"
+    assert bearer("Basic abc") is None and bearer(None) is None and bearer("Bearer ") is None
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_seed004_environment_variables() -> None:
+    cfg = load_gateway_config({"SERVER_ADDR": ":9090", "REDIS_ADDR": "redis:6379",
+                               "REDIS_PASSWORD": "pw", "REDIS_DB": "2",
+                               "JWT_SECRET": "s" * 40, "JWT_REFRESH_SECRET": "r" * 40})
+    assert (cfg.host, cfg.port) == ("0.0.0.0", 9090)
+    assert cfg.redis_url == "redis://:pw@redis:6379/2"
+    assert cfg.jwt_secret == "s" * 40 and cfg.jwt_refresh_secret == "r" * 40
+
+
+def test_defaults_listen_on_loopback_8080() -> None:
+    cfg = load_gateway_config({})
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 8080)
+
+
+def test_production_refuses_the_dev_secret() -> None:
+    from events.errors import SessiondError
+
+    with pytest.raises(SessiondError):
+        load_gateway_config({"SESSIOND_ENV": "production", "REDIS_URL": "redis://x:1/0",
+                             "DATABASE_URL": "postgresql://x/y"})
+    with pytest.raises(ConfigError):
+        GatewayConfig(env="production").check()
+    ok = load_gateway_config({"SESSIOND_ENV": "production", "REDIS_URL": "redis://x:1/0",
+                              "DATABASE_URL": "postgresql://x/y", "JWT_SECRET": "a" * 40,
+                              "JWT_REFRESH_SECRET": "b" * 40})
+    assert ok.env == "production"
+
+
+# ------------------------------------------------------------------ protocol
+
+
+def test_numbers_in_numbers_out_names_in_names_out() -> None:
+    n = decode_inbound(json.dumps({"type": 1, "payload": {"client_time": 5}}))
+    assert n.type is MessageType.HEARTBEAT and n.form is Form.NUMBERS
+    s = decode_inbound(json.dumps({"type": "HEARTBEAT"}))
+    assert s.type is MessageType.HEARTBEAT and s.form is Form.NAMES and s.payload == {}
+    out_n = json.loads(encode_outbound(Form.NUMBERS, MessageType.HEARTBEAT_ACK, {}))
+    out_s = json.loads(encode_outbound(Form.NAMES, MessageType.HEARTBEAT_ACK, {}))
+    assert out_n["type"] == 2 and out_s["type"] == "heartbeat_ack"
+    assert set(out_n) == {"type", "session_id", "user_id", "device_id", "timestamp", "payload",
+                          "correlation_id"}
+
+
+def test_seed004_type_numbers_follow_the_go_const_block() -> None:
+    names = ["UNKNOWN", "HEARTBEAT", "HEARTBEAT_ACK", "SNAPSHOT_REQUEST", "SNAPSHOT_RESPONSE",
+             "STATE_UPDATE", "ERROR", "AUTH", "AUTH_SUCCESS", "AUTH_FAILURE", "DEVICE_JOINED",
+             "DEVICE_LEFT", "DEVICE_LIST", "BROADCAST", "ADMIN_UPDATE"]
+    assert [MessageType[n].value for n in names] == list(range(15))
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{oops", "MALFORMED_JSON"),
+        ('{"payload": {}}', "INVALID_MESSAGE"),
+        ('{"type": 1, "payload": []}', "INVALID_MESSAGE"),
+        ('{"type": 0}', "UNKNOWN_TYPE"),
+        ('{"type": 42}', "UNKNOWN_TYPE"),
+        ('{"type": "fly"}', "UNKNOWN_TYPE"),
+        ('{"type": 1.5}', "INVALID_MESSAGE"),
+        ('"just a string"', "INVALID_MESSAGE"),
+    ],
+)
+def test_bad_frames_have_clear_codes(frame: str, code: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_inbound(frame)
+    assert info.value.code == code
+
+
+def test_pushes_encode_once_per_form_and_carry_the_version() -> None:
+    push = push_for_event("s1", 7, "StateChanged",
+                          {"changes": {"a": 1}, "deleted_keys": [], "state_version": 3,
+                           "at": 1, "type": "StateChanged"}, 1_700_000_000_000)
+    assert push is not None and push.version == 7 and push.mtype is MessageType.STATE_UPDATE
+    names = json.loads(push.frame(Form.NAMES))
+    numbers = json.loads(push.frame(Form.NUMBERS))
+    assert names["type"] == "state_update" and numbers["type"] == 5
+    assert names["version"] == numbers["version"] == 7
+    assert "at" not in names["payload"] and names["payload"]["changes"] == {"a": 1}
+    assert push.frame(Form.NAMES) is push.frame(Form.NAMES)
+    assert push.sse().startswith(b"id: 7\nevent: state_update\ndata: ")
+    assert push_for_event("s1", 8, "DevicesSeen", {"device_ids": []}) is None
+    created = push_for_event("s1", 1, "SessionCreated", {"token": "secret", "user_id": "u"})
+    assert created is not None and "token" not in created.payload
+
+
+def test_quality_thresholds() -> None:
+    assert quality_for(10, 150, 500) == "GOOD"
+    assert quality_for(200, 150, 500) == "DEGRADED"
+    assert quality_for(900, 150, 500) == "POOR"
+
+
+def test_error_mapping_never_leaks_internals() -> None:
+    assert from_exception(DomainError("VERSION_CONFLICT", "x")).status == 409
+    e = from_exception(StoreUnavailable("redis at 10.0.0.1 refused"))
+    assert e.status == 503 and "10.0.0.1" not in e.message
+    e = from_exception(RuntimeError("secret detail"))
+    assert e.status == 500 and e.message == "internal error"
+    assert from_outcome("SESSION_FORBIDDEN", "no").status == 403
+
+
+# ------------------------------------------------------------------ hub ordering
+
+
+class FakeHistory:
+    """An in-memory session event history: version -> push; `first` = oldest still kept."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[int]] = {}
+        self.first: dict[str, int] = {}
+
+    def add(self, sid: str, n: int = 1) -> list[int]:
+        vs = self.events.setdefault(sid, [])
+        new = list(range(len(vs) + 1, len(vs) + n + 1))
+        vs.extend(new)
+        return new
+
+    async def current_version(self, sid: str) -> int:
+        return len(self.events.get(sid, []))
+
+    async def after(self, sid: str, since: int, upto: int | None = None):
+        await asyncio.sleep(0)
+        vs = [v for v in self.events.get(sid, []) if v > since and (upto is None or v <= upto)]
+        if vs and since + 1 < self.first.get(sid, 1):
+            return [], since, False
+        return [_p(sid, v) for v in vs], (vs[-1] if vs else since), True
+
+
+def _p(sid: str, v: int) -> Push:
+    return Push(MessageType.STATE_UPDATE, {"v": v}, session_id=sid, version=v)
+
+
+class FakePubSub:
+    async def subscribe(self, *channels: str) -> None:
+        pass
+
+    async def unsubscribe(self, *channels: str) -> None:
+        pass
+
+
+class MemConn(Connection):
+    __slots__ = ("frames",)
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.frames: list[dict] = []
+
+    async def write(self, data: str) -> None:
+        self.frames.append(json.loads(data))
+
+    async def abort(self, code: int, reason: str) -> None:
+        self.state = ConnState.CLOSED
+        self.frames.append({"closed": code, "reason": reason})
+
+    def versions(self) -> list[int]:
+        return [f["version"] for f in self.frames if f.get("version") is not None]
+
+
+def _hub(history: FakeHistory) -> Hub:
+    hub = Hub(None, history)  # type: ignore[arg-type]
+    hub.pubsub = FakePubSub()
+    return hub
+
+
+def _changes(sid: str, *versions: int) -> bytes:
+    return encode_changes([Change(session_id=sid, version=v, type="StateChanged",
+                                  data={"changes": {"v": v}, "deleted_keys": [],
+                                        "state_version": v}, ts=0) for v in versions])
+
+
+@pytest.mark.anyio
+async def test_resume_gets_missed_changes_in_order_once_then_live() -> None:
+    h = FakeHistory()
+    h.add("s", 5)
+    hub = _hub(h)
+    conn = MemConn("s", "u", "d")
+    await hub.attach(conn, since=2)
+    await asyncio.sleep(0)
+    assert conn.versions() == [3, 4, 5]
+    h.add("s", 2)  # 6, 7; the projector publishes 6 twice and 7 once
+    await hub._on_change("s", _changes("s", 6))
+    await hub._on_change("s", _changes("s", 6))
+    await hub._on_change("s", _changes("s", 7))
+    await asyncio.sleep(0)
+    assert conn.versions() == [3, 4, 5, 6, 7]
+
+
+@pytest.mark.anyio
+async def test_a_skipped_version_is_filled_from_history() -> None:
+    h = FakeHistory()
+    h.add("s", 1)
+    hub = _hub(h)
+    conn = MemConn("s", "u", "d")
+    await hub.attach(conn)
+    h.add("s", 3)  # 2, 3, 4 appended; only 4's message arrives
+    await hub._on_change("s", _changes("s", 4))
+    await asyncio.sleep(0)
+    assert conn.versions() == [2, 3, 4]
+
+
+@pytest.mark.anyio
+async def test_changes_arriving_during_catch_up_are_buffered_not_lost() -> None:
+    h = FakeHistory()
+    h.add("s", 3)
+    hub = _hub(h)
+    first = MemConn("s", "u", "d1")
+    await hub.attach(first)
+
+    class SlowHistory(FakeHistory):
+        pass
+
+    conn = MemConn("s", "u", "d2")
+    original = h.after
+
+    async def slow_after(sid, since, upto=None):
+        # while the new connection reads history, two more changes go live
+        h.add("s", 2)
+        await hub._on_change("s", _changes("s", 4, 5))
+        return await original(sid, since, upto)
+
+    h.after = slow_after  # type: ignore[method-assign]
+    await hub.attach(conn, since=0)
+    h.after = original  # type: ignore[method-assign]
+    await asyncio.sleep(0)
+    assert conn.versions() == [1, 2, 3, 4, 5]
+    assert first.versions() == [4, 5]
+
+
+@pytest.mark.anyio
+async def test_history_gone_means_reset_then_what_followed() -> None:
+    h = FakeHistory()
+    h.add("s", 10)
+    h.first["s"] = 8  # versions before 8 were trimmed
+    hub = _hub(h)
+
+    async def reset_state(sid: str):
+        return {"state": {"v": 9}}, 9
+
+    hub.reset_state = reset_state  # type: ignore[attr-defined]
+    conn = MemConn("s", "u", "d")
+    await hub.attach(conn, since=2)
+    await asyncio.sleep(0)
+    kinds = [f["type"] for f in conn.frames]
+    assert kinds == ["reset", "state_update"]
+    assert conn.frames[0]["version"] == 9 and conn.versions() == [9, 10]
+
+
+@pytest.mark.anyio
+async def test_a_slow_client_is_disconnected_when_its_backlog_passes_the_limit() -> None:
+    h = FakeHistory()
+    hub = _hub(h)
+    blocked = asyncio.Event()
+
+    class Stuck(MemConn):
+        async def write(self, data: str) -> None:
+            await blocked.wait()
+
+    conn = Stuck("s", "u", "d", max_outgoing=10_000)
+    await hub.attach(conn)
+    big = Push(MessageType.BROADCAST, {"x": "y" * 3000})
+    for _ in range(5):
+        hub.push_to_session("s", big)
+    await asyncio.sleep(0.01)
+    assert conn.frames and conn.frames[-1] == {"closed": 1008, "reason": "SLOW_CLIENT"}
+    blocked.set()
+
+
+@pytest.mark.anyio
+async def test_push_to_session_reaches_every_local_connection_and_only_them() -> None:
+    h = FakeHistory()
+    hub = _hub(h)
+    a, b, other = MemConn("s", "u", "a"), MemConn("s", "u", "b"), MemConn("t", "u", "c")
+    for c in (a, b, other):
+        await hub.attach(c)
+    assert hub.push_to_session("s", Push(MessageType.EXCHANGE_DATA, {"p": 1})) == 2
+    await asyncio.sleep(0)
+    assert [f["type"] for f in a.frames] == ["exchange_data"] == [f["type"] for f in b.frames]
+    assert other.frames == []
+    await hub.detach(a)
+    assert hub.push_to_session("s", Push(MessageType.EXCHANGE_DATA, {"p": 2})) == 1
