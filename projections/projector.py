@@ -81,7 +81,7 @@ class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     batch_size: int = 2000
     block_ms: int = 100
     cache_sessions: int = 200_000  # aggregates kept in memory, over all partitions
-    pool_size: int = 4
+    pool_size: int = 8
     commit_delay_ms: int = 0  # testing aid: sleep inside the transaction (crash windows)
 
     @classmethod
@@ -98,7 +98,7 @@ class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
                    lease_ttl_ms=num("LEASE_TTL_MS", lease_ttl_ms),
                    batch_size=num("BATCH", 2000), block_ms=num("BLOCK_MS", 100),
                    cache_sessions=num("CACHE_SESSIONS", 200_000),
-                   pool_size=num("POOL", 4), commit_delay_ms=num("COMMIT_DELAY_MS", 0))
+                   pool_size=num("POOL", 8), commit_delay_ms=num("COMMIT_DELAY_MS", 0))
 
 
 @dataclass

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "partition log from its checkpoint, write rows + archive + checkpoint in one fenced "
             "transaction per batch, then publish the changes on sd:chg:<session_id>. Start more "
             "projectors to share the partitions. Env: SESSIOND_PROJECTOR_BATCH (2000), "
-            "SESSIOND_PROJECTOR_POOL (4), SESSIOND_PROJECTOR_CACHE_SESSIONS (200000), "
+            "SESSIOND_PROJECTOR_POOL (8), SESSIOND_PROJECTOR_CACHE_SESSIONS (200000), "
             "SESSIOND_PROJECTOR_LEASE_TTL_MS (LEASE_TTL_MS)."),
     )
     from projections.cli import add_store_options
