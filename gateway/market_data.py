@@ -265,7 +265,12 @@ class MarketDataRelay:
 
 
 async def install(gateway: Any, **kw: Any) -> MarketDataRelay:
-    """Create, hook into `gateway.hub` and start the relay (call in the gateway's start-up)."""
+    """Create, hook into `gateway.hub` and start the relay (call in the gateway's start-up).
+    SIMULATOR_ACTIVITY_INTERVAL_MS sets how often client activity is reported."""
+    if "activity_interval_s" not in kw:
+        from infra.provisioners.settings import load_simulator_settings
+
+        kw["activity_interval_s"] = load_simulator_settings().activity_interval_ms / 1000
     relay = MarketDataRelay(gateway.redis, gateway.hub, bus=getattr(gateway, "bus", None), **kw)
     await relay.start()
     return relay

@@ -22,6 +22,7 @@ class SimulatorSettings(msgspec.Struct, frozen=True, kw_only=True):
     retries: int = 3  # SIMULATOR_RETRIES: retries of a transient failure per call
     backoff_base_ms: int = 200  # SIMULATOR_BACKOFF_BASE_MS
     backoff_max_ms: int = 5000  # SIMULATOR_BACKOFF_MAX_MS
+    activity_interval_ms: int = 60_000  # SIMULATOR_ACTIVITY_INTERVAL_MS: gateway activity reports
     k8s_namespace: str = "sessiond"  # SIMULATOR_K8S_NAMESPACE
     k8s_image: str = "sessiond:latest"  # SIMULATOR_K8S_IMAGE
     k8s_kubeconfig: str = ""  # SIMULATOR_K8S_KUBECONFIG (empty: in-cluster or ~/.kube/config)

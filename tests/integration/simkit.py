@@ -41,8 +41,9 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05,
         await asyncio.sleep(interval)
 
 
-async def actor_events(redis, session_id: str, actor_id: str) -> list[Any]:
-    stream = keys.event_stream(keys.partition_of(session_id, PARTITIONS), actor_id)
+async def actor_events(redis, session_id: str, actor_id: str,
+                       partitions: int = PARTITIONS) -> list[Any]:
+    stream = keys.event_stream(keys.partition_of(session_id, partitions), actor_id)
     out = []
     for _, fields in await redis.xrange(stream):
         env = decode_event_envelope(fields[b"e"])

@@ -50,6 +50,7 @@ class ProcessStack:
             "SIMULATOR_RETRIES": "1",
             "SIMULATOR_BACKOFF_BASE_MS": "20",
             "SIMULATOR_ACK_TIMEOUT_MS": "2000",
+            "SIMULATOR_ACTIVITY_INTERVAL_MS": "300",
             "GATEWAY_DRAIN_TIMEOUT": "1",
             **env,
         }

@@ -25,7 +25,7 @@ from infra.provisioners.kubernetes import api_client_from_env
 from infra.redis import connect
 from tests.conftest import _create_database, _drop_database, _run_sync, _with_database
 from tests.integration.k8s_fake_api import FakeKubernetesAPI, write_kubeconfig
-from tests.integration.simkit import now_ms, wait_for
+from tests.integration.simkit import actor_events, now_ms, wait_for
 from tests.integration.simstack import Client, ProcessStack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -289,3 +289,34 @@ async def test_an_sse_client_of_the_session_gets_the_statuses_and_the_ticks(
     finally:
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_stopped(
+        stack, clients, session):
+    """Inactivity (seed 002): connected clients report activity; alone, it is stopped."""
+    sid = await session()
+    a = await clients(sid)
+    redis = connect(stack.env["REDIS_URL"])
+    bus = CommandBus(redis, partitions=4)
+    try:
+        sim_id = str(uuid.uuid4())
+        out = await bus.send(keys.session_actor(sid), sid, ReserveSimulator(
+            at=now_ms(), user_id="alice", simulator_id=sim_id, initial_symbols=["AAPL"],
+            idle_timeout_ms=1500))
+        assert out.ok, out
+        await a.until(lambda c: c.ticks(), 20, what="ticks")
+        await asyncio.sleep(3)  # twice the idle timeout, with a client watching
+        assert a.statuses()[-1] == "RUNNING"
+        await a.close()  # nobody watches any more
+
+        async def stopped():
+            events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
+            return [type(e).__name__ for e in events][-1] == "SimulatorStopped"
+        await wait_for(stopped, 6, what="the idle simulator stopped")
+        events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
+        assert next(e for e in events if type(e).__name__ == "SimulatorStopping").reason \
+            == "inactive"
+        await wait_for(lambda: _absent(redis, sim_id), 5, what="resources removed")
+    finally:
+        await bus.close()
+        await redis.aclose()
