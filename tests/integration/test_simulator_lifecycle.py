@@ -149,3 +149,52 @@ async def test_a_redelivered_event_sends_the_same_command_and_changes_nothing(re
         stored = await stack.bus.outcome(session_id, command_id_for(stopping.event_id))
         assert stored is not None and stored.ok
         assert n > before
+
+
+async def test_a_reactor_dying_mid_provision_is_taken_over_by_another(redis_url):
+    from actors.reactor import GROUP, Reactor
+    from infra.provisioners import create_provisioner
+
+    class Hangs:
+        name = "hangs"
+        called = asyncio.Event()
+
+        async def provision(self, spec):
+            self.called.set()
+            await asyncio.Event().wait()
+
+        async def deprovision(self, simulator_id):
+            pass
+
+        async def status(self, simulator_id):
+            raise AssertionError
+
+        async def close(self):
+            pass
+
+    hangs = Hangs()
+    async with running_stack(redis_url, provisioner=hangs) as stack:
+        stack.reactor.stop_grace_s = 0.1
+        session_id = await stack.create_session()
+        simulator_id, _ = await stack.reserve(session_id)
+        await asyncio.wait_for(hangs.called.wait(), 5)
+        stack.reactor.stop()  # dies with the request unacknowledged
+        await stack.tasks.pop("reactor")
+        log = keys.partition_log(keys.partition_of(session_id, 2))
+        assert (await stack.redis.xpending(log, GROUP))["pending"] == 1
+        other = Reactor(stack.redis, stack.bus,
+                        create_provisioner(SimulatorSettings(retries=0), stack.redis),
+                        partitions=2, name="reactor-2", block_ms=100, claim_idle_ms=300)
+        stack.tasks["reactor-2"] = asyncio.create_task(other.run())
+        try:
+            statuses = await stack.wait_status(session_id, simulator_id, "RUNNING")
+            assert statuses == ["CREATING", "STARTING", "RUNNING"]
+            await wait_for(lambda: _no_pending(stack.redis, log), 5, what="entry acknowledged")
+        finally:
+            other.stop()
+
+
+async def _no_pending(redis, log):
+    from actors.reactor import GROUP
+
+    return (await redis.xpending(log, GROUP))["pending"] == 0
