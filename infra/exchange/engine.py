@@ -18,11 +18,14 @@ import msgspec
 
 from actors.keys import market_data_stream
 from infra.exchange.control import EngineSpec
-from infra.exchange.prices import Market, PathParams
+from infra.exchange.prices import Market, PathParams, seed_for
 
 __all__ = ["Engine", "HeartbeatFn", "TickPublisher"]
 
 log = logging.getLogger(__name__)
+
+#: Tick phases per interval (see `Engine._ticks`).
+TICK_PHASES = 8
 
 #: Sends one heartbeat for a simulator; True when the actor recorded it (it is RUNNING).
 HeartbeatFn = Callable[[EngineSpec], Awaitable[bool]]
@@ -142,15 +145,17 @@ class Engine:
             await self._mark_active()
 
     async def _ticks(self) -> None:
-        # Every engine of the process ticks on the same grid (multiples of the interval on the
-        # loop clock): their timers fire in one loop iteration and the publisher sends all of
-        # that instant's ticks in one pipeline, instead of one wake-up and XADD per simulator.
+        # Engines tick on a grid shared by the process, split into `TICK_PHASES` phases (by
+        # simulator id): the timers of one phase fire in the same loop iteration and the
+        # publisher sends that phase's ticks in one pipeline. One grid for all would make
+        # bursts of every simulator at once; one timer each, a wake-up and XADD per tick.
         interval = 1.0 / self.tick_hz
+        phase = (seed_for(self.spec.simulator_id) % TICK_PHASES) * interval / TICK_PHASES
         loop = asyncio.get_running_loop()
         sim_id = self.spec.simulator_id
         while True:
             now = loop.time()
-            next_at = (math.floor(now / interval) + 1) * interval
+            next_at = (math.floor((now - phase) / interval) + 1) * interval + phase
             await asyncio.sleep(next_at - now)
             tick = self.market.step(int(self.clock() * 1000))
             self.publisher.publish(sim_id, _json.encode(tick))
