@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 
 __all__ = ["register", "run"]
+
+log = logging.getLogger("sessiond.reactor")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,6 +69,8 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, reactor.stop)
+    log.info("reactor %s starting: %s provisioner, %d partitions", reactor.name,
+             sim.provisioner, partitions)
     try:
         await reactor.run()
     finally:
@@ -74,4 +79,5 @@ async def run(args: argparse.Namespace) -> int:
         await reactor.close()
         await bus.close()
         await redis.aclose()
+    log.info("reactor %s stopped; handled %d simulator events", reactor.name, reactor.handled)
     return 0

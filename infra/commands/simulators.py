@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 
 __all__ = ["register", "run"]
+
+log = logging.getLogger("sessiond.simulators")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -117,11 +120,15 @@ async def run(args: argparse.Namespace) -> int:
             host = SimulatorHost(redis, bus_heartbeat(bus), host_id=args.host_id,
                                  tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s,
                                  register_ttl_s=sim.host_ttl_ms / 1000, md_maxlen=sim.md_maxlen)
+            log.info("simulators host %s up: %g ticks/s per simulator, heartbeat every %gs",
+                     host.host_id, tick_hz, heartbeat_s)
             runner = asyncio.create_task(host.run())
             await asyncio.wait([runner, asyncio.create_task(stopping.wait())],
                                return_when=asyncio.FIRST_COMPLETED)
             host.stop()
             await runner
+            log.info("simulators host %s stopped (%d ticks published)", host.host_id,
+                     host.publisher.published)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
