@@ -26,6 +26,7 @@ from events.errors import DomainError
 __all__ = [
     "Item",
     "Round",
+    "command_field",
     "new_event_id",
     "parse_entry",
     "plan",
@@ -38,15 +39,19 @@ log = logging.getLogger("sessiond.runtime")
 
 _encode = encode
 _Raw = msgspec.Raw
-_rand = random.getrandbits
 _last_ms = 0
 _seq = 0
+_base = random.getrandbits(62)
+_count = 0
+_M48 = (1 << 48) - 1
+_M62 = (1 << 62) - 1
 
 
 def new_event_id(now_ms: int | None = None) -> str:
-    """A time-ordered UUID (version 7 layout): ms timestamp, a per-ms sequence, random bits."""
-    global _last_ms, _seq
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    """A time-ordered UUID (version 7 layout): ms timestamp, a per-ms sequence, then 62 bits
+    that are a random per-process base plus a counter (unique within the process)."""
+    global _last_ms, _seq, _count
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if ms <= _last_ms:
         ms = _last_ms
         _seq += 1
@@ -56,9 +61,58 @@ def new_event_id(now_ms: int | None = None) -> str:
     else:
         _seq = 0
     _last_ms = ms
-    n = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | _rand(62)
-    h = f"{n:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    _count += 1
+    rb = (_base + _count) & _M62
+    return (
+        f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-{0x7000 | _seq:04x}-"
+        f"{0x8000 | (rb >> 48):04x}-{rb & _M48:012x}"
+    )
+
+
+# --------------------------------------------------------------------------- RESP framing
+# The append script's arguments are framed as RESP bulk strings while planning (see resp.py:
+# redis-py's per-argument packing was the hot path's largest cost).
+
+
+_TAGS: dict[type, str] = {}
+
+
+def _tag(message: Any) -> str:
+    cls = message.__class__
+    tag = _TAGS.get(cls)
+    if tag is None:
+        tag = _TAGS[cls] = type_name(message)
+    return tag
+
+
+def _frame(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+_SMALL_INTS = [_frame(b"%d" % i) for i in range(-2, 1025)]
+_EMPTY = _frame(b"")
+
+
+def _fint(n: int) -> bytes:
+    return _SMALL_INTS[n + 2] if -2 <= n <= 1024 else _frame(b"%d" % n)
+
+
+def _fstr(text: str) -> bytes:
+    return _frame(text.encode())
+
+
+def unframe(chunks: list[bytes]) -> list[bytes]:
+    """The plain arguments of framed chunks (for tests and debugging)."""
+    data = b"".join(chunks)
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        assert data[pos : pos + 1] == b"$"
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos + 1 : end])
+        out.append(data[end + 2 : end + 2 + size])
+        pos = end + 2 + size + 2
+    return out
 
 
 def timer_bodies_key(partition: int) -> str:
@@ -89,16 +143,28 @@ class Item:
         self.repeat = False  # same command id as an earlier item of this batch
 
 
+def command_field(fields: Any) -> bytes | None:
+    """The `c` field of a stream entry, from a redis-py dict or a raw [field, value, ...] list."""
+    if isinstance(fields, dict):
+        return fields.get(b"c")
+    if fields and fields[0] == b"c":
+        return fields[1]
+    for i in range(0, len(fields or ()) - 1, 2):
+        if fields[i] == b"c":
+            return fields[i + 1]
+    return None
+
+
 def parse_entry(
     entry_id: bytes,
-    fields: dict[bytes, bytes],
+    raw: bytes | None,
     partition: int,
     decode_envelope: Callable[[bytes], CommandEnvelope],
     decode_command: Callable[[Any], Any],
     decider_for: Callable[[str], Decider[Any]],
 ) -> Item:
-    """Decode one stream entry. Never raises: a bad entry becomes an item with an error."""
-    raw = fields.get(b"c")
+    """Decode one stream entry's `c` field. Never raises: a bad entry becomes an item with an
+    error."""
     try:
         env = decode_envelope(raw)  # type: ignore[arg-type]
     except Exception as exc:  # poison: nobody to answer, nothing to dedupe on
@@ -169,8 +235,24 @@ class Round:
             *self.out_keys,
         ]
 
+    def packed(self, sha: str, partition: int, epoch: int, group: str, ttl_ms: int) -> bytes:
+        """The whole EVALSHA of `scripts.APPEND`, RESP-framed."""
+        keys_ = self.keys(partition)
+        argc = 3 + len(keys_) + 5 + len(self.argv)
+        head = [b"*%d\r\n" % argc, _frame(b"EVALSHA"), _fstr(sha), _fint(len(keys_))]
+        head.extend(_fstr(k) for k in keys_)
+        head.extend(
+            (_fint(epoch), _fstr(group), _fint(ttl_ms), _fint(len(self.tentative)),
+             _fint(len(self.items)))
+        )  # fmt: skip
+        head.extend(self.argv)
+        return b"".join(head)
 
-_NOOP_TAIL = (0, 0, 0, 0, b"")
+
+_NOOP_TAIL = (_SMALL_INTS[2], _SMALL_INTS[2], _SMALL_INTS[2], _SMALL_INTS[2], _EMPTY)
+_NONE = _SMALL_INTS[2]
+_NO_CHECK = _SMALL_INTS[1]
+_REPEAT = _SMALL_INTS[0]
 
 
 def plan(
@@ -189,19 +271,22 @@ def plan(
     tentative = rnd.tentative
     seen: set[str] = set()
     dummy_out = keys.outcome_key(partition, "")
+    out_prefix = dummy_out
     for item in items:
         env = item.env
         rnd.items.append(item)
         if env is None:
             out_keys.append(dummy_out)
             rnd.outcomes.append(b"")
-            argv.extend((item.entry_id, 0, -1, b"", b"", *_NOOP_TAIL))
+            argv.extend((_frame(item.entry_id), _NONE, _NO_CHECK, _EMPTY, _EMPTY, *_NOOP_TAIL))
             continue
-        out_keys.append(keys.outcome_key(partition, env.command_id))
+        out_keys.append(out_prefix + env.command_id)
         if env.command_id in seen:
             item.repeat = True
             rnd.outcomes.append(b"")
-            argv.extend((item.entry_id, 0, -2, env.reply_to, b"", *_NOOP_TAIL))
+            argv.extend(
+                (_frame(item.entry_id), _NONE, _REPEAT, _fstr(env.reply_to), _EMPTY, *_NOOP_TAIL)
+            )
             continue
         seen.add(env.command_id)
         if item.error is not None:
@@ -216,7 +301,10 @@ def plan(
                 )
             )
             rnd.outcomes.append(outcome)
-            argv.extend((item.entry_id, 0, -1, env.reply_to, outcome, *_NOOP_TAIL))
+            argv.extend(
+                (_frame(item.entry_id), _NONE, _NO_CHECK, _fstr(env.reply_to), _frame(outcome),
+                 *_NOOP_TAIL)
+            )  # fmt: skip
             continue
         tent = tentative.get(env.actor_id)
         if tent is None:
@@ -250,111 +338,115 @@ def _decide_one(
         log.exception("decider %s failed on %s", decider.kind, env.command_id)
         events = None
         error = ("INTERNAL", f"{type(exc).__name__} while deciding")
-    if events is None:
-        outcome = _encode(
-            Outcome(
-                command_id=env.command_id,
-                actor_id=env.actor_id,
-                ok=False,
-                version=expected,
-                error_code=error[0],
-                error_message=error[1],
+    head = (_frame(item.entry_id), _fint(tent.index), _fint(expected), _fstr(env.reply_to))
+    if not events:
+        if events is None:
+            outcome = _encode(
+                Outcome(
+                    command_id=env.command_id,
+                    actor_id=env.actor_id,
+                    ok=False,
+                    version=expected,
+                    error_code=error[0],
+                    error_message=error[1],
+                )
             )
-        )
+        else:
+            outcome = _encode(
+                Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True, version=expected)
+            )
         rnd.outcomes.append(outcome)
-        argv.extend((item.entry_id, tent.index, expected, env.reply_to, outcome, *_NOOP_TAIL))
+        argv.extend(head)
+        argv.append(_frame(outcome))
+        argv.extend(_NOOP_TAIL)
         return
     n = len(events)
-    if n == 0:
-        outcome = _encode(
-            Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True, version=expected)
-        )
-        rnd.outcomes.append(outcome)
-        argv.extend((item.entry_id, tent.index, expected, env.reply_to, outcome, *_NOOP_TAIL))
-        return
     actor_id = env.actor_id
     command_id = env.command_id
     correlation = env.correlation_id or command_id
     evolve = decider.evolve
     react = decider.react
     routed_out: list[bytes] = []
-    argv.extend((item.entry_id, tent.index, expected, env.reply_to))
+    argv.extend(head)
     outcome_at = len(argv)
-    argv.append(b"")  # the outcome, filled in below
-    argv.append(n)
+    argv.append(_EMPTY)  # the outcome, filled in below
+    argv.append(_fint(n))
     version = expected
     for event in events:
         version += 1
         event_id = new_event_id()
-        argv.append(
-            _encode(
-                EventEnvelope(
-                    event_id=event_id,
-                    actor_id=actor_id,
-                    version=version,
-                    partition=partition,
-                    ts=event.at,
-                    command_id=command_id,
-                    correlation_id=correlation,
-                    causation_id=command_id,
-                    type=type_name(event),
-                    data=_Raw(_encode(event)),
-                )
+        data = _encode(
+            EventEnvelope(
+                event_id=event_id,
+                actor_id=actor_id,
+                version=version,
+                partition=partition,
+                ts=event.at,
+                command_id=command_id,
+                correlation_id=correlation,
+                causation_id=command_id,
+                type=_tag(event),
+                data=_Raw(_encode(event)),
             )
         )
+        argv.append(b"$%d\r\n%b\r\n" % (len(data), data))
         state = evolve(state, event)
         for i, routed in enumerate(react(state, event)):
             cmd = routed.command
             routed_out.append(
-                _encode(
-                    CommandEnvelope(
-                        command_id=f"{event_id}/{i}",
-                        actor_id=routed.actor_id,
-                        partition=partition,
-                        ts=cmd.at,
-                        type=type_name(cmd),
-                        data=_Raw(_encode(cmd)),
-                        correlation_id=correlation,
-                        causation_id=event_id,
+                _frame(
+                    _encode(
+                        CommandEnvelope(
+                            command_id=f"{event_id}/{i}",
+                            actor_id=routed.actor_id,
+                            partition=partition,
+                            ts=cmd.at,
+                            type=_tag(cmd),
+                            data=_Raw(_encode(cmd)),
+                            correlation_id=correlation,
+                            causation_id=event_id,
+                        )
                     )
                 )
             )
-    argv.append(len(routed_out))
+    argv.append(_fint(len(routed_out)))
     argv.extend(routed_out)
     # timers: upsert what changed, remove what is no longer a deadline
     old = tent.timers
     new: dict[str, Timer] = {t.key: t for t in decider.deadlines(state)}
-    upserts = [t for k, t in new.items() if old.get(k) != t]
-    removals = [k for k in old if k not in new]
-    argv.append(len(upserts))
+    upserts = [t for k, t in new.items() if old.get(k) != t] if new else ()
+    removals = [k for k in old if k not in new] if old else ()
+    argv.append(_fint(len(upserts)))
     for t in upserts:
-        cid = timer_command_id(actor_id, t.key, t.due)
-        argv.append(timer_member(actor_id, t.key))
-        argv.append(t.due)
+        cid = f"timer:{actor_id}:{t.key}:{t.due}"
+        argv.append(_fstr(f"{actor_id}|{t.key}"))
+        argv.append(_fint(t.due))
         argv.append(
-            _encode(
-                CommandEnvelope(
-                    command_id=cid,
-                    actor_id=actor_id,
-                    partition=partition,
-                    ts=t.due,
-                    type=type_name(t.command),
-                    data=_Raw(_encode(t.command)),
-                    correlation_id=cid,
+            _frame(
+                _encode(
+                    CommandEnvelope(
+                        command_id=cid,
+                        actor_id=actor_id,
+                        partition=partition,
+                        ts=t.due,
+                        type=_tag(t.command),
+                        data=_Raw(_encode(t.command)),
+                        correlation_id=cid,
+                    )
                 )
             )
         )
-    argv.append(len(removals))
-    argv.extend(timer_member(actor_id, k) for k in removals)
+    argv.append(_fint(len(removals)))
+    argv.extend(_fstr(timer_member(actor_id, k)) for k in removals)
     if version - tent.snap_version >= snapshot_every:
-        argv.append(_encode((version, state)))
+        argv.append(_frame(_encode((version, state))))
         tent.snap_version = version
     else:
-        argv.append(b"")
+        argv.append(_EMPTY)
     outcome = _encode(
         Outcome(command_id=command_id, actor_id=actor_id, ok=True, version=version, events=n)
     )
-    argv[outcome_at] = outcome
+    argv[outcome_at] = _frame(outcome)
     rnd.outcomes.append(outcome)
     tent.version = version
     tent.state = state

@@ -83,7 +83,7 @@ local group, ttl = ARGV[2], ARGV[3]
 local n_actors, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out_base = 5 + 2 * n_actors
 local versions, failed = {}, {}
-local result = {}
+local result, acks = {}, {}
 
 local function stream_version(key)
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
@@ -124,7 +124,7 @@ for i = 1, n do
   local stored = redis.call('GET', okey)
   if stored then
     if reply ~= '' then redis.call('PUBLISH', reply, stored) end
-    redis.call('XACK', cmds, group, entry_id)
+    acks[#acks + 1] = entry_id
     result[i] = stored
   elseif expected == -2 then
     result[i] = 0
@@ -163,10 +163,13 @@ for i = 1, n do
         redis.call('SET', okey, outcome, 'PX', ttl)
         if reply ~= '' then redis.call('PUBLISH', reply, outcome) end
       end
-      redis.call('XACK', cmds, group, entry_id)
+      acks[#acks + 1] = entry_id
       result[i] = 1
     end
   end
+end
+for j = 1, #acks, 500 do
+  redis.call('XACK', cmds, group, unpack(acks, j, math.min(j + 499, #acks)))
 end
 return result
 """

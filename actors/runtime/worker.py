@@ -30,9 +30,18 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from actors import keys
 from actors.decider import Decider
 from actors.runtime import metrics, scripts
-from actors.runtime.batch import Item, parse_entry, plan, settle, timer_bodies_key
+from actors.runtime.batch import (
+    Item,
+    Round,
+    command_field,
+    parse_entry,
+    plan,
+    settle,
+    timer_bodies_key,
+)
 from actors.runtime.cache import ActorCache, CachedActor
 from actors.runtime.config import RuntimeConfig, load_runtime_config
+from actors.runtime.resp import execute_packed, pack
 from events.codec import decode_command_envelope, decode_event_envelope
 from events.errors import Fenced
 
@@ -52,35 +61,12 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _default_decider_for(actor_id: str) -> Decider[Any]:
-    from actors.registry import decider_for
-
-    return decider_for(actor_id)
-
-
-def _default_state_type(actor_id: str) -> Any:
-    from actors.registry import state_type
-
-    return state_type(actor_id)
-
-
-def _default_decode_command(data: Any) -> Any:
-    from events.codec import decode_command
-
-    return decode_command(data)
-
-
-def _default_decode_event(data: Any, type_: str) -> Any:
-    from events.codec import decode_event
-
-    return decode_event(data, type_)
-
-
 class _Scripts:
     """SHA1s of the runtime scripts, loaded once per server (re-loaded after SCRIPT FLUSH)."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, outcome_ttl_ms: int) -> None:
         self.redis = redis
+        self.outcome_ttl_ms = outcome_ttl_ms
         self.sha: dict[str, str] = {}
 
     async def load(self) -> None:
@@ -93,6 +79,18 @@ class _Scripts:
         except NoScriptError:
             await self.load()
             return await self.redis.evalsha(self.sha[name], len(keys_), *keys_, *args)
+
+    async def append(self, rnd: Round, partition: int, epoch: int) -> Any:
+        """Run `scripts.APPEND` for a planned round (framed in RESP by the planner)."""
+        for attempt in (0, 1):
+            packed = rnd.packed(self.sha["APPEND"], partition, epoch, GROUP, self.outcome_ttl_ms)
+            try:
+                return await execute_packed(self.redis, packed)
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self.load()
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 class PartitionRunner:
@@ -109,6 +107,10 @@ class PartitionRunner:
         self._next_timer_poll = 0.0
         self._next_trim = time.monotonic() + worker.config.trim_interval_ms / 1000
         self.task: asyncio.Task[None] | None = None
+        self._read_new = pack(
+            ["XREADGROUP", "GROUP", GROUP, worker.consumer, "COUNT", worker.config.batch_size,
+             "BLOCK", worker.config.block_ms, "STREAMS", self.stream, ">"]
+        )  # fmt: skip
 
     def request_stop(self) -> None:
         """Finish the current batch, then return."""
@@ -144,6 +146,11 @@ class PartitionRunner:
                 log.warning("partition %d: redis error %s; retrying", self.partition, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
+            except Exception:  # a bug: keep the partition (and its lease) but do not spin
+                log.exception("partition %d: unexpected error; retrying", self.partition)
+                self._recheck = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
         del worker
 
     async def _ensure_group(self) -> None:
@@ -190,21 +197,16 @@ class PartitionRunner:
             resp = await worker.redis.xreadgroup(
                 GROUP, worker.consumer, {self.stream: "0"}, count=config.batch_size
             )
-            entries = resp[0][1] if resp else []
+            entries = _entries(resp)
             if not entries:
                 self._recheck = False
                 return
         else:
-            resp = await worker.redis.xreadgroup(
-                GROUP,
-                worker.consumer,
-                {self.stream: ">"},
-                count=config.batch_size,
-                block=config.block_ms,
-            )
+            # raw: redis-py's reply parsing (a dict per entry) costs more than the read itself
+            resp = await execute_packed(worker.redis, self._read_new)
             if not resp:
                 return
-            entries = resp[0][1]
+            entries = _entries(resp)
         if entries:
             await self.process(entries)
 
@@ -249,14 +251,14 @@ class PartitionRunner:
         if minid and minid not in (b"0-0", "0-0"):
             await redis.xtrim(self.stream, minid=minid, approximate=False)
 
-    async def process(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Decide and append one batch of stream entries (in order) for this partition."""
+    async def process(self, entries: list[Any]) -> None:
+        """Decide and append one batch of stream entries `(id, fields)` (in order)."""
         worker = self.worker
         p = self.partition
         items = [
             parse_entry(
                 entry_id,
-                fields or {},
+                command_field(fields),
                 p,
                 decode_command_envelope,
                 worker.decode_command,
@@ -271,18 +273,7 @@ class PartitionRunner:
             self._check_lease()
             t0 = time.perf_counter()
             try:
-                results = await worker.scripts.call(
-                    "APPEND",
-                    rnd.keys(p),
-                    [
-                        self.epoch,
-                        GROUP,
-                        worker.config.outcome_ttl_ms,
-                        len(rnd.tentative),
-                        len(rnd.items),
-                        *rnd.argv,
-                    ],
-                )
+                results = await worker.scripts.append(rnd, p, self.epoch)
             except ResponseError as exc:
                 if "FENCED" in str(exc):
                     raise Fenced(f"partition {p} epoch {self.epoch} fenced") from None
@@ -326,6 +317,16 @@ class PartitionRunner:
         return actors
 
 
+def _entries(resp: Any) -> list[Any]:
+    """The entries of a one-stream XREADGROUP reply: RESP3 answers a map {stream: entries},
+    RESP2 a list of [stream, entries]."""
+    if not resp:
+        return []
+    if isinstance(resp, dict):
+        return next(iter(resp.values()))
+    return resp[0][1]
+
+
 class _LeaseLapsed(Exception):
     """Our lease's local validity ran out before a renewal: stop writing."""
 
@@ -364,13 +365,16 @@ class Worker:
         self._redis_url = redis_url
         self._own_redis = redis is None
         self.redis: aioredis.Redis = redis if redis is not None else _connect(redis_url or "")
-        self.scripts = _Scripts(self.redis)
-        self.decider_for = decider_for or _default_decider_for
+        self.scripts = _Scripts(self.redis, self.config.outcome_ttl_ms)
+        from actors import registry
+        from events import codec
+
+        self.decider_for = decider_for or registry.decider_for
         self.state_type_for = state_type_for or (
-            _default_state_type if decider_for is None else None
+            registry.state_type if decider_for is None else None
         )
-        self.decode_command = decode_command or _default_decode_command
-        self.decode_event = decode_event or _default_decode_event
+        self.decode_command = decode_command or codec.decode_command
+        self.decode_event = decode_event or codec.decode_event
         self.cache = ActorCache(self.config.cache_max_actors)
         self.runners: dict[int, PartitionRunner] = {}
         self.processed = 0
@@ -564,10 +568,10 @@ class Worker:
             snap_version, state = start[actor_id]
             version = snap_version
             evolve = decider.evolve
-            for _, fields in entries:
+            for entry_id, fields in entries:
                 env = decode_event_envelope(fields[b"e"])
                 state = evolve(state, self.decode_event(env.data, env.type))
-                version = env.version
+                version = int(entry_id.split(b"-", 1)[0])  # the stream id is the version
             loaded[actor_id] = CachedActor(
                 actor_id, partition, decider, version, state, snap_version
             )

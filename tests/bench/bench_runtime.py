@@ -1,0 +1,245 @@
+"""Benchmark: the worker runtime against a raw Redis baseline, on one embedded Redis.
+
+    .venv/bin/python tests/bench/bench_runtime.py [--commands 100000] [--sessions 10000]
+
+1. Creates `--sessions` sessions through the runtime (CreateSession, real deciders).
+2. Baselines: `--commands` RefreshSession commands queued over the partitions, consumed by a
+   minimal hand-written loop per partition doing the same Redis work per command: XREADGROUP
+   batch (COUNT 500), then per command one EVALSHA of a small append script (dedup check, expected
+   version, XADD to the actor stream with an explicit id and to the partition log, outcome SET,
+   XACK), pipelined per batch, once through redis-py's pipeline and once framed by hand (the raw
+   RESP the runtime sends). It decodes only the envelope and encodes one event per command.
+3. Runtime: twice that many RefreshSession commands queued, processed by a fresh `Worker` with
+   the real session decider, timers, outcomes: the first `--commands` with a cold actor cache
+   (every session is loaded from Redis on first use), the next ones warm.
+
+Prints commands/s of both and the ratio. `--profile FILE` writes a cProfile of the runtime phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import random
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from actors import keys
+from actors.client import build_envelope
+from actors.runtime.resp import execute_packed_many, pack
+from actors.runtime.worker import Worker
+from events.codec import decode_command_envelope, encode
+from events.envelope import EventEnvelope, Outcome
+from events.session import CreateSession, RefreshSession, SessionRefreshed
+from infra.embedded import start_redis
+from infra.redis import connect
+
+BASELINE_APPEND = """
+local stored = redis.call('GET', KEYS[3])
+if stored then
+  redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
+  return stored
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local version = 0
+if #last > 0 then version = tonumber(string.match(last[1][1], '^(%d+)')) end
+redis.call('XADD', KEYS[1], (version + 1) .. '-0', 'e', ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4], 'PX', 86400000)
+redis.call('XACK', KEYS[4], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+async def queue(redis, envelopes: list[tuple[int, bytes]], chunk: int = 2000) -> None:
+    for i in range(0, len(envelopes), chunk):
+        pipe = redis.pipeline(transaction=False)
+        for part, data in envelopes[i : i + chunk]:
+            pipe.xadd(keys.command_stream(part), {"c": data})
+        await pipe.execute()
+
+
+def refresh_envelopes(sessions: list[str], n: int, partitions: int) -> list[tuple[int, bytes]]:
+    rng = random.Random(7)
+    base = int(time.time() * 1000)
+    out = []
+    for i in range(n):
+        sid = sessions[rng.randrange(len(sessions))]
+        env = build_envelope(
+            keys.session_actor(sid), sid, RefreshSession(at=base + i, user_id="bench"),
+            partitions=partitions,
+        )  # fmt: skip
+        out.append((env.partition, encode(env)))
+    return out
+
+
+async def run_worker_until(
+    url: str, partitions: int, marks: list[int], profile: str | None
+) -> list[float]:
+    """Start a fresh worker; the elapsed time when it has processed each of `marks` commands."""
+    worker = Worker(redis_url=url, partitions=partitions, worker_id="bench", lease_ttl_ms=10_000)
+    prof = cProfile.Profile() if profile else None
+    t0 = time.perf_counter()
+    if prof:
+        prof.enable()
+    task = asyncio.create_task(worker.run())
+    times = []
+    for mark in marks:
+        while worker.processed < mark:
+            if task.done():
+                task.result()
+                raise RuntimeError("worker stopped early")
+            await asyncio.sleep(0.002)
+        times.append(time.perf_counter() - t0)
+        print(f"  [{mark}] append script calls: {_append_stats()}", file=sys.stderr)
+    if prof:
+        prof.disable()
+        prof.dump_stats(profile)
+    worker.stop()
+    await task
+    return times
+
+
+def _append_stats() -> str:
+    from actors.runtime.metrics import APPEND_SECONDS
+
+    samples = {s.name: s.value for s in APPEND_SECONDS.collect()[0].samples if not s.labels}
+    count = samples.get("sessiond_worker_append_seconds_count", 0)
+    total = samples.get("sessiond_worker_append_seconds_sum", 0)
+    return f"{count:.0f} calls, {total:.2f}s in Redis round trips"
+
+
+async def baseline(url: str, partitions: int, total: int, raw: bool, batch: int = 500) -> float:
+    """`raw`: the pipeline framed by hand and sent in one write (as the runtime does), else
+    redis-py's pipeline."""
+    redis = connect(url)
+    sha = await redis.script_load(BASELINE_APPEND)
+    group = keys.COMMAND_GROUP
+    consumer = "baseline"
+    done = 0
+    t0 = time.perf_counter()
+
+    async def loop(p: int) -> None:
+        nonlocal done
+        stream = keys.command_stream(p)
+        log = keys.partition_log(p)
+        while done < total:
+            resp = await redis.xreadgroup(group, consumer, {stream: ">"}, count=batch, block=50)
+            if not resp:
+                continue
+            pipe = redis.pipeline(transaction=False)
+            packed = []
+            for entry_id, fields in resp[0][1]:
+                env = decode_command_envelope(fields[b"c"])
+                event = EventEnvelope(
+                    event_id=uuid.uuid4().hex, actor_id=env.actor_id, version=0, partition=p,
+                    ts=env.ts, command_id=env.command_id, correlation_id=env.command_id,
+                    causation_id=env.command_id, type="SessionRefreshed",
+                    data=msgspec.Raw(encode(SessionRefreshed(at=env.ts, expires_at=env.ts))),
+                )  # fmt: skip
+                outcome = Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True)
+                args = (
+                    sha, 4, keys.event_stream(p, env.actor_id), log,
+                    keys.outcome_key(p, env.command_id), stream,
+                    group, entry_id, encode(event), encode(outcome),
+                )  # fmt: skip
+                if raw:
+                    packed.append(pack(("EVALSHA", *args)))
+                else:
+                    pipe.evalsha(*args)
+            if raw:
+                results = await execute_packed_many(redis, b"".join(packed), len(packed))
+            else:
+                results = await pipe.execute()
+            done += len(results)
+
+    await asyncio.gather(*(loop(p) for p in range(partitions)))
+    elapsed = time.perf_counter() - t0
+    await redis.aclose()
+    return elapsed
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    data = Path(tempfile.mkdtemp(prefix="sessiond-bench-"))
+    server = start_redis(data / "redis")
+    url = server.url
+    P = args.partitions
+    try:
+        redis = connect(url)
+        for p in range(P):
+            await redis.xgroup_create(keys.command_stream(p), keys.COMMAND_GROUP, "0",
+                                      mkstream=True)  # fmt: skip
+        sessions = [str(uuid.uuid4()) for _ in range(args.sessions)]
+        now = int(time.time() * 1000)
+        creates = []
+        for sid in sessions:
+            env = build_envelope(
+                keys.session_actor(sid), sid,
+                CreateSession(at=now, user_id="bench", session_id=sid), partitions=P,
+            )  # fmt: skip
+            creates.append((env.partition, encode(env)))
+        await queue(redis, creates)
+        (t,) = await run_worker_until(url, P, [len(creates)], None)
+        print(f"setup: created {len(sessions)} sessions through the runtime in {t:.2f}s "
+              f"({len(sessions) / t:,.0f} commands/s, cold actors)")  # fmt: skip
+
+        rates = {}
+        for raw in (False, True):
+            await queue(redis, refresh_envelopes(sessions, args.commands, P))
+            t_base = await baseline(url, P, args.commands, raw)
+            rates[raw] = args.commands / t_base
+            label = "raw RESP pipeline" if raw else "redis-py pipeline"
+            print(f"baseline ({label}): {args.commands} commands in {t_base:.2f}s = "
+                  f"{rates[raw]:,.0f} commands/s (XREADGROUP 500 + one EVALSHA append per "
+                  "command, pipelined per batch)")  # fmt: skip
+        base_rate = max(rates.values())
+
+        # the runtime: a fresh worker (cold cache) gets the same load twice in a row; the first
+        # half includes loading every session, the second runs on warm actors
+        await queue(redis, refresh_envelopes(sessions, 2 * args.commands, P))
+        n = args.commands
+        t_cold, t_all = await run_worker_until(url, P, [n, 2 * n], args.profile)
+        rt_rate = n / t_cold
+        warm_rate = n / (t_all - t_cold)
+        print(
+            f"runtime (cold):  {n} commands in {t_cold:.2f}s = {rt_rate:,.0f} commands/s "
+            f"(one fresh worker, {P} partitions, loading {args.sessions} sessions)"
+        )
+        print(f"runtime (warm):  next {n} commands in {t_all - t_cold:.2f}s = {warm_rate:,.0f} "
+              "commands/s (actors cached)")  # fmt: skip
+        for label, rate in (("cold", rt_rate), ("warm", warm_rate)):
+            print(f"ratio runtime ({label}) / baseline = {rate / base_rate:.2f} against the "
+                  f"faster baseline, {rate / rates[False]:.2f} against redis-py's")  # fmt: skip
+        # sanity: every command of both runs is acknowledged
+        pending = 0
+        for p in range(P):
+            pending += (await redis.xpending(keys.command_stream(p), keys.COMMAND_GROUP))["pending"]
+        print(f"pending commands left: {pending}")
+        if args.stats:
+            stats = await redis.info("commandstats")
+            for name, st in sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:12]:
+                print(f"  {name}: calls={st['calls']} usec={st['usec']} "
+                      f"per_call={st['usec_per_call']}")  # fmt: skip
+        await redis.aclose()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=100_000)
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--profile", default=None, help="write a cProfile of the runtime phase")
+    parser.add_argument("--stats", action="store_true", help="print Redis command stats")
+    asyncio.run(main(parser.parse_args()))
