@@ -47,6 +47,13 @@ def resolve(args: argparse.Namespace, *, redis: bool = True, database: bool = Tr
 
 
 def emit_json(doc: Any, out: Any = None) -> None:
+    """One JSON line; a reader that went away (`| head`) ends the command quietly."""
     out = out or sys.stdout
-    out.write(msgspec.json.encode(doc).decode() + "\n")
-    out.flush()
+    try:
+        out.write(msgspec.json.encode(doc).decode() + "\n")
+        out.flush()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None

@@ -40,7 +40,6 @@ from events.errors import Fenced
 from projections.changes import encode_changes, raw_change
 from projections.lease import LeaseKeeper
 from projections.model import (
-    ActorRow,
     SessionAggregate,
     diff,
     project_session,
@@ -69,6 +68,14 @@ log = logging.getLogger("sessiond.projector")
 _json = msgspec.json.Encoder()
 
 CHECKPOINT_NAME = "live"
+
+#: PUBLISH each (channel, message) pair of ARGV: a batch's change messages in one round trip.
+_PUBLISH_MANY = """
+for i = 1, #ARGV, 2 do
+  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+"""
 
 
 class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,7 +127,7 @@ class Batch:
     to_id: str
     archive: list[Any]
     changes: Any  # RowChanges
-    actors: list[ActorRow]
+    actors: list[tuple[str, str, int, int, int]]  # (actor, session, partition, version, ts)
     after: dict[str, SessionAggregate | None]
     simulators: dict[str, str]
     feed: dict[str, list[Any]]  # session id -> its changes in this batch
@@ -220,8 +227,7 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
     return Batch(
         partition=partition, from_id=state.last_id, to_id=items[-1][0],
         archive=archive, changes=diff((before[s], after[s]) for s in wanted),
-        actors=[ActorRow(actor_id=a, session_id=t[0], partition=t[1], version=t[2],
-                         updated_at=t[3]) for a, t in actors.items()],
+        actors=[(a, *t) for a, t in actors.items()],
         after=after, simulators=new_sims, feed=dict(feed))
 
 
@@ -262,6 +268,7 @@ class Projector:
         self.owner = owner or (
             f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.leases = LeaseKeeper(redis, self.owner, config.partitions, config.lease_ttl_ms)
+        self._publish_many = redis.register_script(_PUBLISH_MANY)
         self.parts: dict[int, PartitionState] = {}
         self.events_projected = 0
         self._stop = asyncio.Event()
@@ -332,10 +339,11 @@ class Projector:
             state.simulators.clear()
         self.events_projected += batch.size
         if batch.feed:
-            pipe = self.redis.pipeline(transaction=False)
+            args: list[Any] = []
             for sid, changes in batch.feed.items():
-                pipe.publish(change_channel(sid), encode_changes(changes))
-            await pipe.execute()
+                args.append(change_channel(sid))
+                args.append(encode_changes(changes))
+            await self._publish_many(keys=[], args=args)  # one round trip per batch
 
     async def step(self) -> int:
         """Read and project one round of every owned partition; returns events projected."""

@@ -155,7 +155,9 @@ async def _fold_range(conn: asyncpg.Connection, model: Model, low: int, high: in
         if spare is not None and len(rows) == _CHUNK:
             ahead = asyncio.ensure_future(spare.fetch(_FOLD_QUERY, rows[-1][0], high, _CHUNK))
             conn, spare = spare, conn
-        for _seq, actor_id, version, partition, ts, data in rows:
+        for i, (_seq, actor_id, version, partition, ts, data) in enumerate(rows):
+            if ahead is not None and not i % 2000:
+                await asyncio.sleep(0)  # let the next chunk stream in while this one folds
             event = decode(data)
             if before is not None:
                 kind, _, uid = actor_id.partition(":")

@@ -26,7 +26,6 @@ from projections.model import (
     SessionRow,
     SimulatorRow,
     StateRow,
-    to_datetime,
 )
 
 __all__ = [
@@ -70,6 +69,11 @@ class Tables:
 LIVE = Tables()
 
 
+def _T(column: str) -> str:
+    """SQL: ms since the epoch (bigint) -> timestamptz, exactly (integer microseconds)."""
+    return f"(timestamptz 'epoch' + {column} * interval '1 millisecond')"
+
+
 async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LIVE) -> None:
     """Apply coalesced row changes: children deletes, session deletes, then upserts parent first."""
     if ch.device_deletes:
@@ -95,11 +99,11 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
         # checked at the end of the statement, when the parent row exists
         await conn.execute(
             f"WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-            " $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[])"
+            " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[])"
             " AS u(session_id, user_id, status, created_at, last_active, expires_at, token, m)),"
             f" s AS (INSERT INTO {t.sessions} (session_id, user_id, status, created_at,"
-            " last_active, expires_at, token) SELECT session_id, user_id, status, created_at,"
-            " last_active, expires_at, token FROM u"
+            " last_active, expires_at, token) SELECT session_id, user_id, status,"
+            f" {_T('created_at')}, {_T('last_active')}, {_T('expires_at')}, token FROM u"
             " ON CONFLICT (session_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
             " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
             " last_active = EXCLUDED.last_active, expires_at = EXCLUDED.expires_at,"
@@ -107,8 +111,8 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             f" INSERT INTO {t.metadata} (session_id, metadata) SELECT session_id, m::jsonb"
             " FROM u ON CONFLICT (session_id) DO UPDATE SET metadata = EXCLUDED.metadata",
             [r.session_id for r in s], [r.user_id for r in s], [r.status for r in s],
-            [to_datetime(r.created_at) for r in s], [to_datetime(r.last_active) for r in s],
-            [to_datetime(r.expires_at) for r in s], [r.token for r in s],
+            [r.created_at for r in s], [r.last_active for r in s],
+            [r.expires_at for r in s], [r.token for r in s],
             [_j(r.metadata) for r in s])
     if ch.devices:
         d = ch.devices
@@ -116,10 +120,11 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             f"INSERT INTO {t.devices} (session_id, device_id, device_type, device_name, os,"
             " status, connections, ws_connections, sse_connections, connection_ids, pod_name,"
             " ip_address, left_reason, joined_at, last_seen)"
-            " SELECT a, b, c, dd, e, f, g, h, i, j::jsonb, k, l, m, n, o FROM unnest("
+            f" SELECT a, b, c, dd, e, f, g, h, i, j::jsonb, k, l, m, {_T('n')}, {_T('o')}"
+            " FROM unnest("
             "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
             " $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[],"
-            " $13::text[], $14::timestamptz[], $15::timestamptz[])"
+            " $13::text[], $14::bigint[], $15::bigint[])"
             " AS u(a, b, c, dd, e, f, g, h, i, j, k, l, m, n, o)"
             " ON CONFLICT (session_id, device_id) DO UPDATE SET"
             " device_type = EXCLUDED.device_type, device_name = EXCLUDED.device_name,"
@@ -134,39 +139,42 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             [len(r.connection_ids) for r in d], [r.ws_connections for r in d],
             [r.sse_connections for r in d], [_j(r.connection_ids) for r in d],
             [r.pod_name for r in d], [r.ip_address for r in d], [r.left_reason for r in d],
-            [to_datetime(r.joined_at) for r in d], [to_datetime(r.last_seen) for r in d])
+            [r.joined_at for r in d], [r.last_seen for r in d])
     if ch.states:
         st = ch.states
         await conn.execute(
             f"INSERT INTO {t.states} (session_id, state, state_version, device_id, app_version,"
-            " updated_at) SELECT a, b::jsonb, c, dd, e, f FROM unnest($1::text[], $2::text[],"
-            " $3::bigint[], $4::text[], $5::text[], $6::timestamptz[]) AS u(a, b, c, dd, e, f)"
+            f" updated_at) SELECT a, b::jsonb, c, dd, e, {_T('f')}"
+            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
+            " $6::bigint[]) AS u(a, b, c, dd, e, f)"
             " ON CONFLICT (session_id) DO UPDATE SET state = EXCLUDED.state,"
             " state_version = EXCLUDED.state_version, device_id = EXCLUDED.device_id,"
             " app_version = EXCLUDED.app_version, updated_at = EXCLUDED.updated_at",
             [r.session_id for r in st], [_j(r.state) for r in st],
             [r.state_version for r in st], [r.device_id for r in st],
-            [r.app_version for r in st], [to_datetime(r.updated_at) for r in st])
+            [r.app_version for r in st], [r.updated_at for r in st])
     if ch.handoffs:
         h = ch.handoffs
         await conn.execute(
             f"INSERT INTO {t.handoffs} (token, session_id, source_device, target_device, status,"
-            " state_version, created_at, expires_at, accepted_at) SELECT * FROM unnest("
+            " state_version, created_at, expires_at, accepted_at) SELECT a, b, c, dd, e, f,"
+            f" {_T('g')}, {_T('h')}, {_T('i')} FROM unnest("
             "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
-            " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])"
+            " $7::bigint[], $8::bigint[], $9::bigint[]) AS u(a, b, c, dd, e, f, g, h, i)"
             " ON CONFLICT (token) DO UPDATE SET status = EXCLUDED.status,"
             " accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at",
             [r.token for r in h], [r.session_id for r in h], [r.source_device for r in h],
             [r.target_device for r in h], [r.status for r in h], [r.state_version for r in h],
-            [to_datetime(r.created_at) for r in h], [to_datetime(r.expires_at) for r in h],
-            [to_datetime(r.accepted_at) if r.accepted_at is not None else None for r in h])
+            [r.created_at for r in h], [r.expires_at for r in h],
+            [r.accepted_at for r in h])
     if ch.simulators:
         m = ch.simulators
         await conn.execute(
             f"INSERT INTO {t.simulators} (simulator_id, session_id, user_id, status, endpoint,"
             " created_at, last_active, initial_symbols, initial_cash)"
-            " SELECT a, b, c, dd, e, f, g, h::jsonb, i FROM unnest($1::text[], $2::text[],"
-            " $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::timestamptz[],"
+            f" SELECT a, b, c, dd, e, {_T('f')}, {_T('g')}, h::jsonb, i"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::bigint[], $7::bigint[],"
             " $8::text[], $9::float8[]) AS u(a, b, c, dd, e, f, g, h, i)"
             " ON CONFLICT (simulator_id) DO UPDATE SET status = EXCLUDED.status,"
             " endpoint = EXCLUDED.endpoint, last_active = EXCLUDED.last_active,"
@@ -175,23 +183,27 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             " initial_cash = EXCLUDED.initial_cash",
             [r.simulator_id for r in m], [r.session_id for r in m], [r.user_id for r in m],
             [r.status for r in m], [r.endpoint for r in m],
-            [to_datetime(r.created_at) for r in m], [to_datetime(r.last_active) for r in m],
+            [r.created_at for r in m], [r.last_active for r in m],
             [_j(r.initial_symbols) for r in m], [r.initial_cash for r in m])
 
 
-async def write_actor_versions(conn: asyncpg.Connection, rows: Iterable[ActorRow],
+async def write_actor_versions(conn: asyncpg.Connection,
+                               rows: Iterable[ActorRow | tuple[str, str, int, int, int]],
                                t: Tables = LIVE) -> None:
-    a = list(rows)
+    """Upsert actors' last archived versions: `ActorRow`s, or tuples
+    (actor_id, session_id, partition, version, updated_at ms)."""
+    a = [(r.actor_id, r.session_id, r.partition, r.version, r.updated_at)
+         if isinstance(r, ActorRow) else r for r in rows]
     if not a:
         return
+    cols = list(zip(*a, strict=True))
     await conn.execute(
         f"INSERT INTO {t.actors} (actor_id, session_id, partition, version, updated_at)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[],"
-        " $5::timestamptz[]) ON CONFLICT (actor_id) DO UPDATE SET"
+        f" SELECT a, b, c, d, {_T('e')} FROM unnest($1::text[], $2::text[], $3::int[],"
+        " $4::bigint[], $5::bigint[]) AS u(a, b, c, d, e) ON CONFLICT (actor_id) DO UPDATE SET"
         " session_id = EXCLUDED.session_id, partition = EXCLUDED.partition,"
         " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
-        [r.actor_id for r in a], [r.session_id for r in a], [r.partition for r in a],
-        [r.version for r in a], [to_datetime(r.updated_at) for r in a])
+        *[list(c) for c in cols])
 
 
 # ------------------------------------------------------------------------------ archive
