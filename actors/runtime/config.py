@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
@@ -30,6 +31,10 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     outcome_ttl_ms: int = 24 * 3600 * 1000  # how long a command id deduplicates
     max_conflict_retries: int = 5  # reload-and-decide rounds per batch before retrying later
     trim_interval_ms: int = 10_000  # how often acknowledged commands are trimmed from the stream
+    # Stop writing when our lease's local validity ran out before a renewal. Only an early exit:
+    # the fencing epoch checked by the append script is the guarantee. Tests turn it off to
+    # play the process that pauses between this check and its write.
+    local_lease_check: bool = True
 
     @property
     def renew_every_s(self) -> float:
@@ -45,16 +50,20 @@ _ENV = {
     "passivate_after_ms": "SESSIOND_PASSIVATE_AFTER_MS",
     "timer_poll_ms": "SESSIOND_TIMER_POLL_MS",
     "outcome_ttl_ms": "SESSIOND_OUTCOME_TTL_MS",
+    "local_lease_check": "SESSIOND_LOCAL_LEASE_CHECK",
 }
 
 
-def load_runtime_config(env: Mapping[str, str] = os.environ, **overrides: int) -> RuntimeConfig:
+def load_runtime_config(env: Mapping[str, str] = os.environ, **overrides: Any) -> RuntimeConfig:
     """The runtime config from `env`; `overrides` (non-None values) win. Bad values raise
     `ValueError` naming the variable."""
-    values: dict[str, int] = {}
+    values: dict[str, Any] = {}
     for field, var in _ENV.items():
         raw = env.get(var)
         if raw is None or raw == "":
+            continue
+        if field == "local_lease_check":
+            values[field] = raw.strip().lower() not in ("0", "false", "no", "off")
             continue
         try:
             values[field] = int(raw)

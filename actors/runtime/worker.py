@@ -106,6 +106,7 @@ class PartitionRunner:
         self._recheck = False  # read our own pending entries again (unsettled leftovers)
         self._next_timer_poll = 0.0
         self._next_trim = time.monotonic() + worker.config.trim_interval_ms / 1000
+        self._next_redrive = time.monotonic() + worker.config.lease_ttl_ms / 1000
         self.task: asyncio.Task[None] | None = None
         self._read_new = pack(
             ["XREADGROUP", "GROUP", GROUP, worker.consumer, "COUNT", worker.config.batch_size,
@@ -161,7 +162,9 @@ class PartitionRunner:
                 raise
 
     async def _redrive(self) -> None:
-        """Claim and process the previous owners' pending commands before reading new ones."""
+        """Claim and process pending commands of other consumers: the previous owner's at
+        takeover, and periodically any that a stale process read after our takeover (its
+        blocking read raced our claim); they would otherwise wait for the next takeover."""
         redis = self.worker.redis
         start: Any = "0-0"
         while not self._stopping:
@@ -180,7 +183,7 @@ class PartitionRunner:
                 )
                 await self.process(entries)
             start = res[0]
-            if start in (b"0-0", "0-0"):
+            if start in (b"0-0", "0-0") or not entries:
                 break
 
     async def _step(self) -> None:
@@ -193,6 +196,9 @@ class PartitionRunner:
         if now >= self._next_trim:
             self._next_trim = now + config.trim_interval_ms / 1000
             await self._trim()
+        if now >= self._next_redrive:
+            self._next_redrive = now + config.lease_ttl_ms / 1000
+            await self._redrive()
         if self._recheck:
             resp = await worker.redis.xreadgroup(
                 GROUP, worker.consumer, {self.stream: "0"}, count=config.batch_size
@@ -211,7 +217,7 @@ class PartitionRunner:
             await self.process(entries)
 
     def _check_lease(self) -> None:
-        if not self.lease_valid():
+        if self.worker.config.local_lease_check and not self.lease_valid():
             raise _LeaseLapsed()
 
     async def fire_timers(self, now_ms: int | None = None) -> int:
