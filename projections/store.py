@@ -49,6 +49,11 @@ def _j(value: Any) -> str:
     return _json.encode(value).decode()
 
 
+def _jrows(rows: Sequence[Any]) -> str:
+    """Row structs as one JSON array of objects (field names as keys)."""
+    return _json.encode(rows).decode()
+
+
 def to_ms(value: datetime) -> int:
     return (value - _EPOCH) // timedelta(milliseconds=1)
 
@@ -93,14 +98,15 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
     if ch.session_deletes:
         await conn.execute(f"DELETE FROM {t.sessions} WHERE session_id = ANY($1::text[])",
                            ch.session_deletes)
+    # Upserts: each table's rows go as ONE JSON document (msgspec encodes the row structs
+    # directly; PostgreSQL's json_to_recordset unpacks it), one statement per table.
     if ch.sessions:
-        s = ch.sessions
-        # parent and child in one statement (one round trip); the child's foreign key is
-        # checked at the end of the statement, when the parent row exists
+        # parent and child in one statement; the child's foreign key is checked at the end of
+        # the statement, when the parent row exists
         await conn.execute(
-            f"WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
-            " $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], $8::text[])"
-            " AS u(session_id, user_id, status, created_at, last_active, expires_at, token, m)),"
+            "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS x(session_id text,"
+            " user_id text, status text, created_at bigint, last_active bigint,"
+            " expires_at bigint, token text, metadata jsonb)),"
             f" s AS (INSERT INTO {t.sessions} (session_id, user_id, status, created_at,"
             " last_active, expires_at, token) SELECT session_id, user_id, status,"
             f" {_T('created_at')}, {_T('last_active')}, {_T('expires_at')}, token FROM u"
@@ -108,24 +114,23 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
             " last_active = EXCLUDED.last_active, expires_at = EXCLUDED.expires_at,"
             " token = EXCLUDED.token)"
-            f" INSERT INTO {t.metadata} (session_id, metadata) SELECT session_id, m::jsonb"
+            f" INSERT INTO {t.metadata} (session_id, metadata) SELECT session_id, metadata"
             " FROM u ON CONFLICT (session_id) DO UPDATE SET metadata = EXCLUDED.metadata",
-            [r.session_id for r in s], [r.user_id for r in s], [r.status for r in s],
-            [r.created_at for r in s], [r.last_active for r in s],
-            [r.expires_at for r in s], [r.token for r in s],
-            [_j(r.metadata) for r in s])
+            _jrows(ch.sessions))
     if ch.devices:
-        d = ch.devices
         await conn.execute(
             f"INSERT INTO {t.devices} (session_id, device_id, device_type, device_name, os,"
             " status, connections, ws_connections, sse_connections, connection_ids, pod_name,"
             " ip_address, left_reason, joined_at, last_seen)"
-            f" SELECT a, b, c, dd, e, f, g, h, i, j::jsonb, k, l, m, {_T('n')}, {_T('o')}"
-            " FROM unnest("
-            "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-            " $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[],"
-            " $13::text[], $14::bigint[], $15::bigint[])"
-            " AS u(a, b, c, dd, e, f, g, h, i, j, k, l, m, n, o)"
+            " SELECT session_id, device_id, device_type, device_name, os, status,"
+            " (SELECT count(*) FROM jsonb_each_text(connection_ids)),"
+            " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'ws'),"
+            " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'sse'),"
+            f" connection_ids, pod_name, ip_address, left_reason, {_T('joined_at')},"
+            f" {_T('last_seen')} FROM json_to_recordset($1::json) AS x(session_id text,"
+            " device_id text, device_type text, device_name text, os text, status text,"
+            " connection_ids jsonb, pod_name text, ip_address text, left_reason text,"
+            " joined_at bigint, last_seen bigint)"
             " ON CONFLICT (session_id, device_id) DO UPDATE SET"
             " device_type = EXCLUDED.device_type, device_name = EXCLUDED.device_name,"
             " os = EXCLUDED.os, status = EXCLUDED.status, connections = EXCLUDED.connections,"
@@ -134,57 +139,45 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             " connection_ids = EXCLUDED.connection_ids, pod_name = EXCLUDED.pod_name,"
             " ip_address = EXCLUDED.ip_address, left_reason = EXCLUDED.left_reason,"
             " joined_at = EXCLUDED.joined_at, last_seen = EXCLUDED.last_seen",
-            [r.session_id for r in d], [r.device_id for r in d], [r.device_type for r in d],
-            [r.device_name for r in d], [r.os for r in d], [r.status for r in d],
-            [len(r.connection_ids) for r in d], [r.ws_connections for r in d],
-            [r.sse_connections for r in d], [_j(r.connection_ids) for r in d],
-            [r.pod_name for r in d], [r.ip_address for r in d], [r.left_reason for r in d],
-            [r.joined_at for r in d], [r.last_seen for r in d])
+            _jrows(ch.devices))
     if ch.states:
-        st = ch.states
         await conn.execute(
             f"INSERT INTO {t.states} (session_id, state, state_version, device_id, app_version,"
-            f" updated_at) SELECT a, b::jsonb, c, dd, e, {_T('f')}"
-            " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
-            " $6::bigint[]) AS u(a, b, c, dd, e, f)"
+            f" updated_at) SELECT session_id, state, state_version, device_id, app_version,"
+            f" {_T('updated_at')} FROM json_to_recordset($1::json) AS x(session_id text,"
+            " state jsonb, state_version bigint, device_id text, app_version text,"
+            " updated_at bigint)"
             " ON CONFLICT (session_id) DO UPDATE SET state = EXCLUDED.state,"
             " state_version = EXCLUDED.state_version, device_id = EXCLUDED.device_id,"
             " app_version = EXCLUDED.app_version, updated_at = EXCLUDED.updated_at",
-            [r.session_id for r in st], [_j(r.state) for r in st],
-            [r.state_version for r in st], [r.device_id for r in st],
-            [r.app_version for r in st], [r.updated_at for r in st])
+            _jrows(ch.states))
     if ch.handoffs:
-        h = ch.handoffs
         await conn.execute(
             f"INSERT INTO {t.handoffs} (token, session_id, source_device, target_device, status,"
-            " state_version, created_at, expires_at, accepted_at) SELECT a, b, c, dd, e, f,"
-            f" {_T('g')}, {_T('h')}, {_T('i')} FROM unnest("
-            "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],"
-            " $7::bigint[], $8::bigint[], $9::bigint[]) AS u(a, b, c, dd, e, f, g, h, i)"
+            " state_version, created_at, expires_at, accepted_at)"
+            " SELECT token, session_id, source_device, target_device, status, state_version,"
+            f" {_T('created_at')}, {_T('expires_at')}, {_T('accepted_at')}"
+            " FROM json_to_recordset($1::json) AS x(token text, session_id text,"
+            " source_device text, target_device text, status text, state_version bigint,"
+            " created_at bigint, expires_at bigint, accepted_at bigint)"
             " ON CONFLICT (token) DO UPDATE SET status = EXCLUDED.status,"
             " accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at",
-            [r.token for r in h], [r.session_id for r in h], [r.source_device for r in h],
-            [r.target_device for r in h], [r.status for r in h], [r.state_version for r in h],
-            [r.created_at for r in h], [r.expires_at for r in h],
-            [r.accepted_at for r in h])
+            _jrows(ch.handoffs))
     if ch.simulators:
-        m = ch.simulators
         await conn.execute(
             f"INSERT INTO {t.simulators} (simulator_id, session_id, user_id, status, endpoint,"
             " created_at, last_active, initial_symbols, initial_cash)"
-            f" SELECT a, b, c, dd, e, {_T('f')}, {_T('g')}, h::jsonb, i"
-            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-            " $6::bigint[], $7::bigint[],"
-            " $8::text[], $9::float8[]) AS u(a, b, c, dd, e, f, g, h, i)"
+            " SELECT simulator_id, session_id, user_id, status, endpoint,"
+            f" {_T('created_at')}, {_T('last_active')}, initial_symbols, initial_cash"
+            " FROM json_to_recordset($1::json) AS x(simulator_id text, session_id text,"
+            " user_id text, status text, endpoint text, created_at bigint, last_active bigint,"
+            " initial_symbols jsonb, initial_cash float8)"
             " ON CONFLICT (simulator_id) DO UPDATE SET status = EXCLUDED.status,"
             " endpoint = EXCLUDED.endpoint, last_active = EXCLUDED.last_active,"
             " session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,"
             " created_at = EXCLUDED.created_at, initial_symbols = EXCLUDED.initial_symbols,"
             " initial_cash = EXCLUDED.initial_cash",
-            [r.simulator_id for r in m], [r.session_id for r in m], [r.user_id for r in m],
-            [r.status for r in m], [r.endpoint for r in m],
-            [r.created_at for r in m], [r.last_active for r in m],
-            [_j(r.initial_symbols) for r in m], [r.initial_cash for r in m])
+            _jrows(ch.simulators))
 
 
 async def write_actor_versions(conn: asyncpg.Connection,
@@ -196,14 +189,14 @@ async def write_actor_versions(conn: asyncpg.Connection,
          if isinstance(r, ActorRow) else r for r in rows]
     if not a:
         return
-    cols = list(zip(*a, strict=True))
     await conn.execute(
         f"INSERT INTO {t.actors} (actor_id, session_id, partition, version, updated_at)"
-        f" SELECT a, b, c, d, {_T('e')} FROM unnest($1::text[], $2::text[], $3::int[],"
-        " $4::bigint[], $5::bigint[]) AS u(a, b, c, d, e) ON CONFLICT (actor_id) DO UPDATE SET"
+        " SELECT r->>0, r->>1, (r->>2)::int, (r->>3)::bigint,"
+        f" {_T('(r->>4)::bigint')} FROM json_array_elements($1::json) AS r"
+        " ON CONFLICT (actor_id) DO UPDATE SET"
         " session_id = EXCLUDED.session_id, partition = EXCLUDED.partition,"
         " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
-        *[list(c) for c in cols])
+        _json.encode(a).decode())
 
 
 # ------------------------------------------------------------------------------ archive
@@ -244,15 +237,14 @@ async def write_archive(conn: asyncpg.Connection, rows: Sequence[ArchiveRow]) ->
         except asyncpg.UniqueViolationError:
             pass
     # small batches (low latency: one round trip), or the duplicate-tolerant fallback
-    cols = list(zip(*rows, strict=True))
     await conn.execute(
         "INSERT INTO events.archive (event_id, actor_id, version, partition, ts, type, data,"
         " command_id, correlation_id, causation_id, log_id)"
-        " SELECT a, b, c, d, e, f, g::jsonb, h, i, j, k FROM unnest($1::text[], $2::text[],"
-        " $3::bigint[], $4::int[], $5::bigint[], $6::text[], $7::text[], $8::text[],"
-        " $9::text[], $10::text[], $11::text[]) WITH ORDINALITY"
-        " AS u(a, b, c, d, e, f, g, h, i, j, k, o) ORDER BY o ON CONFLICT DO NOTHING",
-        *[list(c) for c in cols])
+        " SELECT r->>0, r->>1, (r->>2)::bigint, (r->>3)::int, (r->>4)::bigint, r->>5,"
+        " (r->>6)::jsonb, r->>7, r->>8, r->>9, r->>10"
+        " FROM json_array_elements($1::json) WITH ORDINALITY AS u(r, o)"
+        " ORDER BY o ON CONFLICT DO NOTHING",
+        _json.encode(rows).decode())
 
 
 # ------------------------------------------------------------------------------ loads
