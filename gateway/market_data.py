@@ -158,6 +158,7 @@ class MarketDataRelay:
         else:
             watch.last_id = "0-0"
         self._changed.set()
+        await self._report_activity([watch])  # a client just started watching
 
     def unwatch(self, session_id: str) -> None:
         if self.watches.pop(session_id, None) is not None:
@@ -250,11 +251,11 @@ class MarketDataRelay:
             with contextlib.suppress(Exception):
                 await conn.aclose()
 
-    async def _report_activity(self) -> None:
+    async def _report_activity(self, watches: list[_Watch] | None = None) -> None:
         if self.bus is None:
             return
         bucket = int(time.time() // self.activity_interval_s)
-        for watch in list(self.watches.values()):
+        for watch in list(self.watches.values()) if watches is None else watches:
             if not self.hub.connections_of(watch.session_id):
                 continue
             with contextlib.suppress(Exception):

@@ -302,17 +302,17 @@ async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_sto
         sim_id = str(uuid.uuid4())
         out = await bus.send(keys.session_actor(sid), sid, ReserveSimulator(
             at=now_ms(), user_id="alice", simulator_id=sim_id, initial_symbols=["AAPL"],
-            idle_timeout_ms=1500))
+            idle_timeout_ms=3000))
         assert out.ok, out
         await a.until(lambda c: c.ticks(), 20, what="ticks")
-        await asyncio.sleep(3)  # twice the idle timeout, with a client watching
+        await asyncio.sleep(6)  # twice the idle timeout, with a client watching
         assert a.statuses()[-1] == "RUNNING"
         await a.close()  # nobody watches any more
 
         async def stopped():
             events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
             return [type(e).__name__ for e in events][-1] == "SimulatorStopped"
-        await wait_for(stopped, 6, what="the idle simulator stopped")
+        await wait_for(stopped, 10, what="the idle simulator stopped")
         events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
         assert next(e for e in events if type(e).__name__ == "SimulatorStopping").reason \
             == "inactive"
