@@ -153,9 +153,12 @@ class Engine:
         phase = (seed_for(self.spec.simulator_id) % TICK_PHASES) * interval / TICK_PHASES
         loop = asyncio.get_running_loop()
         sim_id = self.spec.simulator_id
+        slot = -1
         while True:
             now = loop.time()
-            next_at = (math.floor((now - phase) / interval) + 1) * interval + phase
-            await asyncio.sleep(next_at - now)
+            # asyncio may wake a timer a hair early: never tick twice in one slot
+            slot = max(slot + 1, math.floor((now - phase) / interval) + 1)
+            next_at = slot * interval + phase
+            await asyncio.sleep(max(0.0, next_at - now))
             tick = self.market.step(int(self.clock() * 1000))
             self.publisher.publish(sim_id, _json.encode(tick))

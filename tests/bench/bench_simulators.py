@@ -90,7 +90,9 @@ async def client(idx: int, url: str, rec: Recorder, start: dict | None, ready: a
                     rec.latencies.append(now - int(raw[at + 5:end]))
             else:
                 msg = json_loads(raw)
-                if msg.get("type") == "simulator_status" and isinstance(msg.get("payload"), dict):
+                # the session feed's statuses (versioned), not the gateway's replies to commands
+                if msg.get("type") == "simulator_status" and isinstance(msg.get("payload"), dict) \
+                        and "version" in msg:
                     rec.statuses.setdefault(idx, []).append(msg["payload"].get("status", ""))
                 elif msg.get("type") == "error":
                     print(f"client {idx}: error {msg.get('payload')}", file=sys.stderr)
@@ -248,6 +250,9 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
         "status_order_ok": bool(statuses) and all(
             [s for i, s in enumerate(v) if i == 0 or v[i - 1] != s][:3]
             == ["CREATING", "STARTING", "RUNNING"] for v in statuses),
+        "status_order_bad_examples": [v for v in statuses if
+                                      [s for i, s in enumerate(v) if i == 0 or v[i - 1] != s][:3]
+                                      != ["CREATING", "STARTING", "RUNNING"]][:3],
         "load_average_1m_at_end": os.getloadavg()[0],
     }
 
