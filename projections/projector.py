@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from actors.keys import change_channel, partition_log
 from events import simulator as si
@@ -381,7 +382,10 @@ class Projector:
             while not self._stop.is_set():
                 try:
                     await self.step()
-                except (OSError, ConnectionError, asyncpg.PostgresError) as e:
+                except (OSError, RedisError, asyncpg.PostgresError,
+                        asyncpg.InterfaceError) as e:
+                    # a store is down or restarting: keep trying (the leases lapse meanwhile,
+                    # and whoever owns a partition next resumes from its checkpoint)
                     log.warning("projector round failed: %s", e)
                     await asyncio.sleep(0.5)
         finally:
