@@ -69,6 +69,9 @@ def from_exception(exc: BaseException) -> ApiError:
         return ApiError(503, exc.code, "the service is temporarily unavailable, retry later")
     if isinstance(exc, TimeoutError):
         return ApiError(503, "TIMEOUT", "the service did not answer in time, retry later")
+    if isinstance(exc, OverflowError):
+        return ApiError(400, "INVALID_ARGUMENT",
+                        "a number is out of range: integers must fit in 64 bits")
     if isinstance(exc, msgspec.ValidationError):
         return ApiError(400, "INVALID_ARGUMENT", str(exc))
     if isinstance(exc, msgspec.DecodeError):

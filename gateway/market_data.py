@@ -33,6 +33,7 @@ from actors.keys import market_data_stream, simulator_actor
 from events.simulator import RecordActivity
 from gateway.protocol import MessageType
 from gateway.push import Push
+from infra.metrics import counter, histogram
 
 __all__ = ["MarketDataRelay", "install", "session_simulator_key", "start"]
 
@@ -40,6 +41,25 @@ log = logging.getLogger("sessiond.gateway.market_data")
 
 _ACTIVE = "RUNNING"
 _ENDED = frozenset({"STOPPING", "STOPPED", "ERROR"})
+
+
+TICKS_RELAYED = counter("sessiond_market_ticks_relayed_total",
+                        "ticks pushed to the local clients of a session (once per session)")
+RELAY_LAG = histogram("sessiond_market_tick_relay_lag_seconds",
+                      "from the engine making a tick to the gateway pushing it to its clients",
+                      buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+
+
+def _tick_ts_ms(data: bytes) -> int | None:
+    """The tick's `ts` without decoding the whole tick (it is in every relayed tick)."""
+    at = data.find(b'"ts":')
+    if at < 0:
+        return None
+    end = data.find(b",", at)
+    try:
+        return int(data[at + 5:end])
+    except ValueError:
+        return None
 
 
 def session_simulator_key(session_id: str) -> str:
@@ -180,6 +200,10 @@ class MarketDataRelay:
         watch.served = {c.conn_id for c in conns}
         watch.latest = push
         self.delivered += 1
+        TICKS_RELAYED.inc()
+        ts = _tick_ts_ms(data)
+        if ts:
+            RELAY_LAG.observe(max(0.0, time.time() - ts / 1000))
 
     def _greet_new(self) -> None:
         for watch in self.watches.values():

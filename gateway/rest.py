@@ -111,6 +111,11 @@ def check_user(claims: Claims, user_id: str) -> None:
 
 
 def check_state(gw: Gateway, state: Any, what: str = "state") -> None:
+    try:
+        msgspec.msgpack.encode(state)  # what the store will hold: 64-bit integers only
+    except OverflowError:
+        raise ApiError(400, "INVALID_ARGUMENT",
+                       f"{what}: integers must fit in 64 bits") from None
     if len(_enc.encode(state)) > gw.config.max_state_bytes:
         raise ApiError(413, "STATE_TOO_LARGE",
                        f"{what} is limited to {gw.config.max_state_bytes} bytes")

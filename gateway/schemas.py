@@ -7,9 +7,12 @@ seeds verbatim: seed 003's camelCase `sessionId` / `routerId`, seed 004's snake_
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+#: A UUID as text (validated by the handlers, which answer 400 with the field's name).
+UUIDStr = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
 
 
 class _Req(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -76,7 +79,7 @@ class MessageResponse(msgspec.Struct, kw_only=True):
 
 # ------------------------------------------------------------------ seed 004
 class SnapshotRequest(_Req):
-    session_id: str
+    session_id: UUIDStr
     state_data: dict[str, Any]
     user_id: str = ""
     device_id: str = ""
@@ -109,7 +112,7 @@ class SnapshotResponse(msgspec.Struct, kw_only=True):
 
 
 class IncrementalRequest(_Req):
-    session_id: str
+    session_id: UUIDStr
     changes: dict[str, Any] = {}
     deleted_keys: list[str] = []
     user_id: str = ""
@@ -127,7 +130,7 @@ class IncrementalResponse(msgspec.Struct, kw_only=True):
 
 
 class ConflictRequest(_Req):
-    session_id: str
+    session_id: UUIDStr
     client_state: dict[str, Any]
     client_version: int = 0
     resolution_strategy: Literal["server_wins", "client_wins", "merge"] = "server_wins"

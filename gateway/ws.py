@@ -395,6 +395,10 @@ class WebSocketEndpoint:
                            f"{t.name} is sent by the server, not accepted from clients")
 
     async def _state_update(self, gw: Gateway, conn: WsConnection, p: dict, cid: str) -> None:
+        try:
+            msgspec.msgpack.encode(p)
+        except OverflowError:
+            raise ApiError(400, "INVALID_ARGUMENT", "integers must fit in 64 bits") from None
         size = len(msgspec.json.encode(p))
         if size > gw.config.max_state_bytes:
             raise ApiError(413, "STATE_TOO_LARGE",

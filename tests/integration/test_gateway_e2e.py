@@ -601,3 +601,22 @@ async def test_drain_on_sigterm_pushes_reconnect_and_leaves(stack: Stack) -> Non
                 break
             assert time.monotonic() < deadline, r.json()
             await asyncio.sleep(0.1)
+
+
+# ------------------------------------------------------------------ fuzzing
+@pytest.mark.timeout(300)
+def test_schemathesis_finds_no_server_error(stack: Stack) -> None:
+    """schemathesis against /openapi.json, bounded in time: no 5xx, whatever the input."""
+    token = stack.token("fuzzer", "admin")
+    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run",
+           f"{stack.base}/openapi.json", "--checks", "not_a_server_error",
+           "--max-examples", os.environ.get("GATEWAY_FUZZ_EXAMPLES", "6"),
+           "--header", f"Authorization: Bearer {token}", "--request-timeout", "10",
+           "--generation-deterministic", "--phases", "examples,coverage,fuzzing",
+           "--suppress-health-check", "all"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, cwd=ROOT,
+                          env={**os.environ, "NO_COLOR": "1"})
+    tail = (proc.stdout + proc.stderr)[-6000:]
+
+    assert proc.returncode == 0, tail
+    assert "not_a_server_error" in tail or "passed" in tail.lower(), tail
