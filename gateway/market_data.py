@@ -47,7 +47,8 @@ TICKS_RELAYED = counter("sessiond_market_ticks_relayed_total",
                         "ticks pushed to the local clients of a session (once per session)")
 RELAY_LAG = histogram("sessiond_market_tick_relay_lag_seconds",
                       "from the engine making a tick to the gateway pushing it to its clients",
-                      buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+                      buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
+                               0.25, 0.5, 1.0))
 
 
 def _tick_ts_ms(data: bytes) -> int | None:

@@ -158,6 +158,31 @@ async def client_worker() -> None:
                                "statuses": list(rec.statuses.values())}).decode(), flush=True)
 
 
+async def relay_buckets(base_url: str) -> dict[float, float]:
+    """The gateway's tick relay lag histogram (cumulative bucket counts by upper bound)."""
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(base_url + "/metrics", timeout=10)).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("sessiond_market_tick_relay_lag_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> str:
+    delta = {le: after.get(le, 0) - before.get(le, 0) for le in after}
+    total = delta.get(float("inf"), 0)
+    if not total:
+        return "n/a"
+    for le in sorted(delta):
+        if delta[le] >= q * total:
+            return f"<= {le * 1000:g} ms"
+    return "n/a"
+
+
 async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> dict:
     import httpx
 
@@ -211,6 +236,7 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
     pids = {"simulators": stack.procs["simulators"].pid, "gateway": stack.procs["gateway"].pid,
             "worker": stack.procs["worker"].pid, "redis": args.redis_pid}
     cpu0 = {k: children_cpu(p) for k, p in pids.items()}
+    relay0 = await relay_buckets(stack.base_url)
     for proc in workers:
         proc.stdin.write(b"measure\n")
     rec.measuring = True
@@ -221,6 +247,7 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
     rec.measuring = False
     wall = time.monotonic() - w0
     cpu1 = {k: children_cpu(p) for k, p in pids.items()}
+    relay1 = await relay_buckets(stack.base_url)
     results = [msgspec.json.decode(await proc.stdout.readline()) for proc in workers]
     for proc in workers:
         await proc.wait()
@@ -245,6 +272,10 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
             "engine_to_redis_p99": round(pct(baseline.get("to_redis", []), 0.99), 1),
             "engine_to_reader_p50": round(pct(baseline.get("to_reader", []), 0.5), 1),
             "engine_to_reader_p99": round(pct(baseline.get("to_reader", []), 0.99), 1),
+        },
+        "gateway_relay_lag_engine_to_push": {
+            "p50": bucket_quantile(relay0, relay1, 0.5),
+            "p99": bucket_quantile(relay0, relay1, 0.99),
         },
         "cpu_pct_of_one_core": cpu,
         "status_order_ok": bool(statuses) and all(
