@@ -43,6 +43,7 @@ from events.simulator import (
     SimulatorRequested,
     SimulatorStopping,
 )
+from infra.metrics import counter, histogram
 from infra.provisioners.base import ProvisionerError, SimulatorSpec
 
 __all__ = ["GROUP", "HANDLED", "Reactor", "command_id_for"]
@@ -54,6 +55,14 @@ HANDLED = frozenset({"SimulatorRequested", "SimulatorStopping", "SimulatorFailed
 #: events after a request that mean it is no longer waiting to be provisioned
 _SUPERSEDES_REQUEST = frozenset({"SimulatorProvisioned", "SimulatorFailed", "SimulatorStopping",
                                  "SimulatorStopped"})
+
+
+HANDLED_EVENTS = counter("sessiond_reactor_events_total",
+                         "simulator events the reactor acted on, by type and result",
+                         ("type", "result"))
+PROVISION_SECONDS = histogram("sessiond_reactor_provision_seconds",
+                              "time to provision a simulator (until ready or failed)",
+                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
 
 
 def command_id_for(event_id: str) -> str:
@@ -260,13 +269,17 @@ class Reactor:
         spec = SimulatorSpec(simulator_id=event.simulator_id, session_id=event.session_id,
                              owner_id=event.owner_id, initial_symbols=event.initial_symbols,
                              initial_cash=event.initial_cash)
+        started = time.monotonic()
         try:
             endpoint = await self.provisioner.provision(spec)
         except ProvisionerError as exc:
             log.warning("reactor: provisioning %s failed: %s", env.actor_id, exc.message)
             command: Any = RecordProvisionFailed(at=self.clock(), reason=exc.message)
+            HANDLED_EVENTS.labels(env.type, "failed").inc()
         else:
             command = RecordProvisioned(at=self.clock(), endpoint=endpoint)
+            HANDLED_EVENTS.labels(env.type, "ok").inc()
+        PROVISION_SECONDS.observe(time.monotonic() - started)
         await self._send(env, event.session_id, command)
         return True
 
@@ -275,8 +288,10 @@ class Reactor:
         for attempt in range(1, self.cleanup_attempts + 1):
             try:
                 await self.provisioner.deprovision(simulator_id)
+                HANDLED_EVENTS.labels(env.type, "ok").inc()
                 return True
             except ProvisionerError as exc:
+                HANDLED_EVENTS.labels(env.type, "retry").inc()
                 log.warning("reactor: removing %s failed (attempt %d): %s",
                             env.actor_id, attempt, exc.message)
                 if attempt < self.cleanup_attempts:

@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where simulators run (default: $SIMULATOR_PROVISIONER or local)")
     p.add_argument("--concurrency", type=int, default=64,
                    help="simulators provisioned or removed at once (default 64)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)")
     p.set_defaults(handler=run)
 
 
@@ -57,6 +59,10 @@ async def run(args: argparse.Namespace) -> int:
         raise SessiondError(str(exc)) from None
     if args.provisioner:
         sim = msgspec.structs.replace(sim, provisioner=args.provisioner)
+    if args.metrics_port:
+        from infra.metrics import start_http_server
+
+        start_http_server(args.metrics_port)
     redis = connect(url)
     try:
         provisioner = create_provisioner(sim, redis)

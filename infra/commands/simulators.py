@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run only the simulator in $SIMULATOR_SPEC (Kubernetes pod mode)")
     p.add_argument("--health-port", type=int, default=8081,
                    help="with --single: port of /health and /ready (default 8081)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)")
     p.set_defaults(handler=run)
 
 
@@ -85,6 +87,10 @@ async def run(args: argparse.Namespace) -> int:
     heartbeat_s = (args.heartbeat_ms or sim.heartbeat_interval_ms) / 1000
     if tick_hz <= 0:
         raise SessiondError("--tick-hz must be positive")
+    if args.metrics_port:
+        from infra.metrics import start_http_server
+
+        start_http_server(args.metrics_port)
     redis = connect(url)
     bus = CommandBus(redis, partitions=partitions)
     await bus.start()

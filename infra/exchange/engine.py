@@ -19,6 +19,7 @@ import msgspec
 from actors.keys import market_data_stream
 from infra.exchange.control import EngineSpec
 from infra.exchange.prices import Market, PathParams, seed_for
+from infra.metrics import counter
 
 __all__ = ["Engine", "HeartbeatFn", "TickPublisher"]
 
@@ -31,6 +32,11 @@ TICK_PHASES = 8
 HeartbeatFn = Callable[[EngineSpec], Awaitable[bool]]
 
 _json = msgspec.json.Encoder()
+
+TICKS_PUBLISHED = counter("sessiond_engine_ticks_published_total",
+                          "ticks written to the sd:md:<simulator> streams")
+TICKS_DROPPED = counter("sessiond_engine_ticks_dropped_total",
+                        "ticks dropped because Redis could not keep up")
 
 
 class TickPublisher:
@@ -53,6 +59,7 @@ class TickPublisher:
         if len(self._pending) >= self.max_pending:
             self._pending.pop(0)
             self.dropped += 1
+            TICKS_DROPPED.inc()
         self._pending.append((simulator_id, payload))
         self._wake.set()
 
@@ -70,6 +77,7 @@ class TickPublisher:
             try:
                 await pipe.execute()
                 self.published += len(batch)
+                TICKS_PUBLISHED.inc(len(batch))
             except Exception as exc:  # Redis hiccup: these ticks are lost, later ones follow
                 log.warning("tick publish failed (%d ticks): %s", len(batch), exc)
                 await asyncio.sleep(0.2)
