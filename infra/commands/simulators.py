@@ -72,7 +72,7 @@ async def run(args: argparse.Namespace) -> int:
     from infra.config import load_settings
     from infra.exchange.control import EngineSpec
     from infra.exchange.engine import Engine
-    from infra.exchange.host import SimulatorHost, bus_heartbeat
+    from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
     from infra.provisioners import load_simulator_settings
     from infra.redis import connect
 
@@ -125,7 +125,8 @@ async def run(args: argparse.Namespace) -> int:
         else:
             host = SimulatorHost(redis, bus_heartbeat(bus), host_id=args.host_id,
                                  tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s,
-                                 register_ttl_s=sim.host_ttl_ms / 1000, md_maxlen=sim.md_maxlen)
+                                 register_ttl_s=sim.host_ttl_ms / 1000, md_maxlen=sim.md_maxlen,
+                                 on_shutdown=bus_stop(bus))
             log.info("simulators host %s up: %g ticks/s per simulator, heartbeat every %gs",
                      host.host_id, tick_hz, heartbeat_s)
             runner = asyncio.create_task(host.run())

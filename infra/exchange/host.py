@@ -13,11 +13,12 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from actors.keys import simulator_actor
-from events.simulator import RecordHeartbeat
+from events.simulator import RecordHeartbeat, StopSimulator
 from infra.exchange.control import (
     ACK_TTL_S,
     HOSTS_KEY,
@@ -30,7 +31,10 @@ from infra.exchange.control import (
 )
 from infra.exchange.engine import Engine, HeartbeatFn, TickPublisher
 
-__all__ = ["SimulatorHost", "bus_heartbeat", "default_host_id", "local_endpoint"]
+__all__ = ["SimulatorHost", "bus_heartbeat", "bus_stop", "default_host_id", "local_endpoint"]
+
+#: Tells a simulator's actor that its engine is going away (graceful shutdown of the host).
+StopFn = Callable[[EngineSpec, str], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +62,25 @@ def bus_heartbeat(bus, *, timeout: float = 5.0) -> HeartbeatFn:
     return heartbeat
 
 
+def bus_stop(bus, *, timeout: float = 2.0) -> StopFn:
+    """A stop function sending `StopSimulator` through a `CommandBus`."""
+
+    async def stop(spec: EngineSpec, reason: str) -> None:
+        await bus.send(simulator_actor(spec.simulator_id), spec.session_id,
+                       StopSimulator(at=int(time.time() * 1000), reason=reason),
+                       command_id=f"host-stop:{spec.simulator_id}", wait=True, timeout=timeout)
+
+    return stop
+
+
 class SimulatorHost:
     def __init__(self, redis, heartbeat: HeartbeatFn, *, host_id: str | None = None,
                  tick_hz: float = 10.0, heartbeat_interval_s: float = 5.0,
-                 register_ttl_s: float = 6.0, md_maxlen: int = 1000) -> None:
+                 register_ttl_s: float = 6.0, md_maxlen: int = 1000,
+                 on_shutdown: StopFn | None = None) -> None:
         self.redis = redis
         self.heartbeat = heartbeat
+        self.on_shutdown = on_shutdown
         self.host_id = host_id or default_host_id()
         self.tick_hz = tick_hz
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -113,6 +130,10 @@ class SimulatorHost:
         finally:
             for t in [*tasks, stop]:
                 t.cancel()
+            if self.on_shutdown is not None and self.engines:
+                # a graceful stop: say so now rather than let the heartbeats time out
+                specs = [engine.spec for engine, _ in self.engines.values()]
+                await asyncio.gather(*(self._say_stopping(spec) for spec in specs))
             for sid in list(self.engines):
                 await self.stop_engine(sid)
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -127,6 +148,12 @@ class SimulatorHost:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _say_stopping(self, spec: EngineSpec) -> None:
+        try:
+            await self.on_shutdown(spec, f"simulators process {self.host_id} shut down")
+        except Exception as exc:  # the heartbeat timeout will tell instead
+            log.warning("could not stop %s on shutdown: %s", spec.simulator_id, exc)
 
     async def register(self) -> None:
         now_ms = int(time.time() * 1000)

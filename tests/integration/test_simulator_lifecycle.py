@@ -198,3 +198,24 @@ async def _no_pending(redis, log):
     from actors.reactor import GROUP
 
     return (await redis.xpending(log, GROUP))["pending"] == 0
+
+
+async def test_a_gracefully_stopped_simulators_process_stops_its_simulators_at_once(redis_url):
+    from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
+
+    async with running_stack(redis_url, with_host=False) as stack:
+        host = SimulatorHost(stack.redis, bus_heartbeat(stack.bus), host_id="h-graceful",
+                             tick_hz=20, heartbeat_interval_s=0.3, on_shutdown=bus_stop(stack.bus))
+        task = asyncio.create_task(host.run())
+        await wait_for(lambda: stack.redis.zscore("sd:sim:hosts", "h-graceful"), 5,
+                       what="host up")
+        session_id = await stack.create_session()
+        simulator_id, _ = await stack.reserve(session_id)  # 30 s heartbeat timeout
+        await stack.wait_status(session_id, simulator_id, "RUNNING")
+        host.stop()  # SIGTERM
+        await task
+        statuses = await stack.wait_status(session_id, simulator_id, "STOPPED", timeout=5)
+        assert statuses[-2:] == ["STOPPING", "STOPPED"]
+        events = await actor_events(stack.redis, session_id, keys.simulator_actor(simulator_id))
+        stopping = next(e for e in events if type(e).__name__ == "SimulatorStopping")
+        assert stopping.reason == "simulators process h-graceful shut down"
