@@ -111,7 +111,8 @@ class Reactor:
         self._stop.set()
 
     async def run(self) -> None:
-        """Consume every partition until `stop()`; in-flight side effects finish first."""
+        """Consume every partition until `stop()`; side effects in flight get `stop_grace_s` to
+        finish, the rest stay pending and are re-driven by the next reactor."""
         readers = [asyncio.create_task(self._partition_loop(p), name=f"reactor-p{p}")
                    for p in range(self.partitions)]
         stop = asyncio.create_task(self._stop.wait())
@@ -181,6 +182,9 @@ class Reactor:
             result = await self.redis.xautoclaim(stream, GROUP, self.name, self.claim_idle_ms,
                                                  start_id=start, count=self.batch)
             start, entries = _text(result[0]), result[1]
+            gone = [_text(e[0]) for e in entries if e and not e[1]]
+            if gone:  # trimmed away while pending (Redis 6.2 keeps them in the PEL)
+                await self.redis.xack(stream, GROUP, *gone)
             entries = [e for e in entries if e and e[1]]
             if entries:
                 await self._dispatch(partition, stream, entries)
