@@ -255,7 +255,8 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
 def pool_settings(config: ProjectorConfig) -> dict[str, str]:
     """Server settings for the projector's connections: a projector frozen (SIGSTOP) inside a
     transaction loses it after two lease periods, so its row locks cannot block the new owner."""
-    return {"idle_in_transaction_session_timeout": str(2 * config.lease_ttl_ms)}
+    return {"idle_in_transaction_session_timeout": str(2 * config.lease_ttl_ms),
+            "application_name": "sessiond-projector"}
 
 
 class Projector:

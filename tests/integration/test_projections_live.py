@@ -299,7 +299,14 @@ async def test_killed_projector_restarts_without_missing_or_doubled_rows(redis_u
                     assert proc.poll() is None, log.read_text()
                     assert time.monotonic() < deadline, log.read_text()
                     await asyncio.sleep(0.02)
-                await asyncio.sleep(rng.random() * 0.05)  # somewhere inside a transaction
+                # kill it while one of its transactions is open (written, not committed)
+                while not await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                        " 'sessiond-projector' AND state = 'idle in transaction'"
+                        " AND query LIKE 'INSERT INTO projection.actor_versions%'"):
+                    assert time.monotonic() < deadline, log.read_text()
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(rng.random() * 0.01)
             finally:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
