@@ -31,7 +31,7 @@ __all__ = [
     "parse_entry",
     "plan",
     "settle",
-    "timer_bodies_key",
+    "timer_envelope",
     "timer_member",
 ]
 
@@ -40,6 +40,7 @@ log = logging.getLogger("sessiond.runtime")
 _encode = encode
 _Raw = msgspec.Raw
 _last_ms = 0
+_prefix = ""
 _seq = 0
 _base = random.getrandbits(62)
 _count = 0
@@ -50,23 +51,21 @@ _M62 = (1 << 62) - 1
 def new_event_id(now_ms: int | None = None) -> str:
     """A time-ordered UUID (version 7 layout): ms timestamp, a per-ms sequence, then 62 bits
     that are a random per-process base plus a counter (unique within the process)."""
-    global _last_ms, _seq, _count
+    global _last_ms, _prefix, _seq, _count
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if ms <= _last_ms:
-        ms = _last_ms
         _seq += 1
-        if _seq > 0xFFF:
-            ms += 1
+        if _seq > 0xFFF:  # 4096 ids in one ms: borrow the next ms
+            _last_ms += 1
+            _prefix = f"{_last_ms >> 16:08x}-{_last_ms & 0xFFFF:04x}-7"
             _seq = 0
     else:
+        _last_ms = ms
+        _prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7"
         _seq = 0
-    _last_ms = ms
     _count += 1
     rb = (_base + _count) & _M62
-    return (
-        f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-{0x7000 | _seq:04x}-"
-        f"{0x8000 | (rb >> 48):04x}-{rb & _M48:012x}"
-    )
+    return f"{_prefix}{_seq:03x}-{0x8000 | (rb >> 48):04x}-{rb & _M48:012x}"
 
 
 # --------------------------------------------------------------------------- RESP framing
@@ -115,11 +114,6 @@ def unframe(chunks: list[bytes]) -> list[bytes]:
     return out
 
 
-def timer_bodies_key(partition: int) -> str:
-    """Hash of the command envelope each pending timer sends when due (beside `timers_key`)."""
-    return f"{keys.timers_key(partition)}:cmd"
-
-
 def timer_member(actor_id: str, key: str) -> str:
     return f"{actor_id}|{key}"
 
@@ -127,6 +121,23 @@ def timer_member(actor_id: str, key: str) -> str:
 def timer_command_id(actor_id: str, key: str, due: int) -> str:
     """Deterministic: a timer that fires twice (or is re-armed unchanged) deduplicates."""
     return f"timer:{actor_id}:{key}:{due}"
+
+
+def timer_envelope(actor_id: str, partition: int, timer: Timer) -> bytes:
+    """The command a due timer sends to its actor (encoded `CommandEnvelope`)."""
+    cid = timer_command_id(actor_id, timer.key, timer.due)
+    command = timer.command
+    return _encode(
+        CommandEnvelope(
+            command_id=cid,
+            actor_id=actor_id,
+            partition=partition,
+            ts=timer.due,
+            type=_tag(command),
+            data=_Raw(_encode(command)),
+            correlation_id=cid,
+        )
+    )
 
 
 class Item:
@@ -225,22 +236,30 @@ class Round:
         self.argv: list[Any] = []
 
     def keys(self, partition: int) -> list[str]:
+        """Every key the script touches (`actor_keys` and `out_keys` are kept RESP-framed)."""
         return [
             keys.epoch_key(partition),
             keys.partition_log(partition),
             keys.command_stream(partition),
             keys.timers_key(partition),
-            timer_bodies_key(partition),
-            *self.actor_keys,
-            *self.out_keys,
+            *(k.decode() for k in unframe(self.actor_keys)),
+            *(k.decode() for k in unframe(self.out_keys)),
         ]
 
     def packed(self, sha: str, partition: int, epoch: int, group: str, ttl_ms: int) -> bytes:
         """The whole EVALSHA of `scripts.APPEND`, RESP-framed."""
-        keys_ = self.keys(partition)
-        argc = 3 + len(keys_) + 5 + len(self.argv)
-        head = [b"*%d\r\n" % argc, _frame(b"EVALSHA"), _fstr(sha), _fint(len(keys_))]
-        head.extend(_fstr(k) for k in keys_)
+        fixed = (
+            keys.epoch_key(partition),
+            keys.partition_log(partition),
+            keys.command_stream(partition),
+            keys.timers_key(partition),
+        )
+        n_keys = len(fixed) + len(self.actor_keys) + len(self.out_keys)
+        argc = 3 + n_keys + 5 + len(self.argv)
+        head = [b"*%d\r\n" % argc, _frame(b"EVALSHA"), _fstr(sha), _fint(n_keys)]
+        head.extend(_fstr(k) for k in fixed)
+        head.extend(self.actor_keys)
+        head.extend(self.out_keys)
         head.extend(
             (_fint(epoch), _fstr(group), _fint(ttl_ms), _fint(len(self.tentative)),
              _fint(len(self.items)))
@@ -270,8 +289,8 @@ def plan(
     out_keys = rnd.out_keys
     tentative = rnd.tentative
     seen: set[str] = set()
-    dummy_out = keys.outcome_key(partition, "")
-    out_prefix = dummy_out
+    out_prefix = keys.outcome_key(partition, "")
+    dummy_out = _fstr(out_prefix)
     for item in items:
         env = item.env
         rnd.items.append(item)
@@ -280,7 +299,8 @@ def plan(
             rnd.outcomes.append(b"")
             argv.extend((_frame(item.entry_id), _NONE, _NO_CHECK, _EMPTY, _EMPTY, *_NOOP_TAIL))
             continue
-        out_keys.append(out_prefix + env.command_id)
+        okey = (out_prefix + env.command_id).encode()
+        out_keys.append(b"$%d\r\n%b\r\n" % (len(okey), okey))
         if env.command_id in seen:
             item.repeat = True
             rnd.outcomes.append(b"")
@@ -310,8 +330,8 @@ def plan(
         if tent is None:
             tent = _Tentative(actors[env.actor_id], len(tentative) + 1)
             tentative[env.actor_id] = tent
-            rnd.actor_keys.append(keys.event_stream(partition, env.actor_id))
-            rnd.actor_keys.append(keys.snapshot_key(partition, env.actor_id))
+            rnd.actor_keys.append(_fstr(keys.event_stream(partition, env.actor_id)))
+            rnd.actor_keys.append(_fstr(keys.snapshot_key(partition, env.actor_id)))
         _decide_one(item, env, tent, partition, snapshot_every, rnd)
     return rnd
 
@@ -338,7 +358,12 @@ def _decide_one(
         log.exception("decider %s failed on %s", decider.kind, env.command_id)
         events = None
         error = ("INTERNAL", f"{type(exc).__name__} while deciding")
-    head = (_frame(item.entry_id), _fint(tent.index), _fint(expected), _fstr(env.reply_to))
+    reply = env.reply_to
+    entry_id = item.entry_id
+    head = (
+        b"$%d\r\n%b\r\n" % (len(entry_id), entry_id), _fint(tent.index), _fint(expected),
+        _fstr(reply) if reply else _EMPTY,
+    )  # fmt: skip
     if not events:
         if events is None:
             outcome = _encode(
@@ -418,24 +443,10 @@ def _decide_one(
     removals = [k for k in old if k not in new] if old else ()
     argv.append(_fint(len(upserts)))
     for t in upserts:
-        cid = f"timer:{actor_id}:{t.key}:{t.due}"
-        argv.append(_fstr(f"{actor_id}|{t.key}"))
-        argv.append(_fint(t.due))
-        argv.append(
-            _frame(
-                _encode(
-                    CommandEnvelope(
-                        command_id=cid,
-                        actor_id=actor_id,
-                        partition=partition,
-                        ts=t.due,
-                        type=_tag(t.command),
-                        data=_Raw(_encode(t.command)),
-                        correlation_id=cid,
-                    )
-                )
-            )
-        )
+        member = f"{actor_id}|{t.key}".encode()
+        due = b"%d" % t.due
+        argv.append(b"$%d\r\n%b\r\n" % (len(member), member))
+        argv.append(b"$%d\r\n%b\r\n" % (len(due), due))
     argv.append(_fint(len(removals)))
     argv.extend(_fstr(timer_member(actor_id, k)) for k in removals)
     if version - tent.snap_version >= snapshot_every:
@@ -446,7 +457,7 @@ def _decide_one(
     outcome = _encode(
         Outcome(command_id=command_id, actor_id=actor_id, ok=True, version=version, events=n)
     )
-    argv[outcome_at] = _frame(outcome)
+    argv[outcome_at] = b"$%d\r\n%b\r\n" % (len(outcome), outcome)
     rnd.outcomes.append(outcome)
     tent.version = version
     tent.state = state

@@ -39,27 +39,32 @@ return 0
 """
 
 #: Turn due timers into commands, atomically and fenced.
-#: KEYS[1] epoch, KEYS[2] timers zset, KEYS[3] timer bodies hash, KEYS[4] command stream.
-#: ARGV[1] my epoch, ARGV[2] now ms, ARGV[3] max timers. Returns the number fired.
+#: KEYS[1] epoch, KEYS[2] timers zset, KEYS[3] command stream.
+#: ARGV[1] my epoch, ARGV[2] n, then n triples (member, due, command envelope or '' = drop).
+#: A timer is fired (XADD) and removed only if its due is still the one the worker saw.
+#: Returns the number of commands queued.
 FIRE_TIMERS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED')
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do
-  local body = redis.call('HGET', KEYS[3], member)
-  if body then
-    redis.call('XADD', KEYS[4], '*', 'c', body)
+local fired = 0
+for i = 0, tonumber(ARGV[2]) - 1 do
+  local member, due, body = ARGV[3 + 3 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i]
+  local score = redis.call('ZSCORE', KEYS[2], member)
+  if score and tonumber(score) == tonumber(due) then
+    if body ~= '' then
+      redis.call('XADD', KEYS[3], '*', 'c', body)
+      fired = fired + 1
+    end
+    redis.call('ZREM', KEYS[2], member)
   end
-  redis.call('ZREM', KEYS[2], member)
-  redis.call('HDEL', KEYS[3], member)
 end
-return #due
+return fired
 """
 
 #: Append the outcomes of a batch of commands of one partition.
 #:
-#: KEYS: [1] epoch, [2] partition log, [3] command stream, [4] timers zset, [5] timer bodies,
+#: KEYS: [1] epoch, [2] partition log, [3] command stream, [4] timers zset,
 #:       then 2 per actor: [event stream, snapshot key], then 1 per command: its outcome key.
 #: ARGV: [1] my epoch, [2] consumer group, [3] outcome ttl ms, [4] n actors, [5] n commands,
 #:       then per command:
@@ -67,7 +72,7 @@ return #due
 #:         -2 = a repeat of an earlier command of this batch: replay its outcome once stored),
 #:         reply channel ('' = none), outcome (msgpack; '' = only ack / replay stored outcome),
 #:         n events, events..., n routed, routed command envelopes...,
-#:         n timer upserts, (member, due, command envelope)..., n timer removals, members...,
+#:         n timer upserts, (member, due)..., n timer removals, members...,
 #:         snapshot ('' = none)
 #: Result, per command: 1 appended (or acked), the stored outcome (a duplicate command id:
 #: nothing appended), 0 (a repeat whose original is not stored yet: not acked), or
@@ -78,10 +83,10 @@ APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED')
 end
-local log, cmds, timers, bodies = KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local log, cmds, timers = KEYS[2], KEYS[3], KEYS[4]
 local group, ttl = ARGV[2], ARGV[3]
 local n_actors, n = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out_base = 5 + 2 * n_actors
+local out_base = 4 + 2 * n_actors
 local versions, failed = {}, {}
 local result, acks = {}, {}
 
@@ -113,7 +118,7 @@ for i = 1, n do
   p = rt0 + n_routed
   local n_set = tonumber(ARGV[p])
   local ts0 = p + 1
-  p = ts0 + 3 * n_set
+  p = ts0 + 2 * n_set
   local n_del = tonumber(ARGV[p])
   local td0 = p + 1
   p = td0 + n_del
@@ -133,7 +138,7 @@ for i = 1, n do
   else
     local stream = ''
     if actor > 0 then
-      stream = KEYS[4 + 2 * actor]
+      stream = KEYS[3 + 2 * actor]
       if versions[actor] == nil then versions[actor] = stream_version(stream) end
     end
     if actor > 0 and expected >= 0 and versions[actor] ~= expected then
@@ -150,15 +155,13 @@ for i = 1, n do
         redis.call('XADD', cmds, '*', 'c', ARGV[rt0 + k])
       end
       for k = 0, n_set - 1 do
-        local b = ts0 + 3 * k
+        local b = ts0 + 2 * k
         redis.call('ZADD', timers, ARGV[b + 1], ARGV[b])
-        redis.call('HSET', bodies, ARGV[b], ARGV[b + 2])
       end
       for k = 0, n_del - 1 do
         redis.call('ZREM', timers, ARGV[td0 + k])
-        redis.call('HDEL', bodies, ARGV[td0 + k])
       end
-      if snap ~= '' then redis.call('SET', KEYS[5 + 2 * actor], snap) end
+      if snap ~= '' then redis.call('SET', KEYS[4 + 2 * actor], snap) end
       if outcome ~= '' then
         redis.call('SET', okey, outcome, 'PX', ttl)
         if reply ~= '' then redis.call('PUBLISH', reply, outcome) end

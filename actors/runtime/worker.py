@@ -37,11 +37,11 @@ from actors.runtime.batch import (
     parse_entry,
     plan,
     settle,
-    timer_bodies_key,
+    timer_envelope,
 )
 from actors.runtime.cache import ActorCache, CachedActor
 from actors.runtime.config import RuntimeConfig, load_runtime_config
-from actors.runtime.resp import execute_packed, pack
+from actors.runtime.resp import execute_packed, execute_packed_many, pack
 from events.codec import decode_command_envelope, decode_event_envelope
 from events.errors import Fenced
 
@@ -221,18 +221,53 @@ class PartitionRunner:
             raise _LeaseLapsed()
 
     async def fire_timers(self, now_ms: int | None = None) -> int:
-        """Turn this partition's due timers into commands (fenced). Returns how many fired."""
-        self._check_lease()
+        """Turn this partition's due timers into commands (fenced). Returns how many fired.
+
+        The command comes from the actor's current `deadlines` (loaded lazily, like for a
+        command): a timer whose actor no longer has that deadline is dropped, not fired.
+        """
+        worker = self.worker
         p = self.partition
+        now = _now_ms() if now_ms is None else now_ms
+        due = await worker.redis.zrangebyscore(
+            keys.timers_key(p), "-inf", now, start=0, num=worker.config.timer_batch,
+            withscores=True,
+        )  # fmt: skip
+        if not due:
+            return 0
+        self._check_lease()
+        wanted: dict[str, Decider[Any]] = {}
+        actors: dict[str, CachedActor] = {}
+        parsed = []
+        for member, score in due:
+            actor_id, _, key = member.decode().partition("|")
+            parsed.append((member, int(score), actor_id, key))
+            if actor_id in actors or actor_id in wanted:
+                continue
+            cached = worker.cache.get(actor_id)
+            if cached is not None:
+                actors[actor_id] = cached
+                continue
+            try:
+                wanted[actor_id] = worker.decider_for(actor_id)
+            except Exception:
+                log.warning("dropping timer %r of an unknown actor kind", member)
+        if wanted:
+            loaded = await worker.load_actors(p, wanted)
+            for actor in loaded.values():
+                worker.cache.put(actor)
+            actors.update(loaded)
+        args: list[Any] = [self.epoch, len(parsed)]
+        for member, score, actor_id, key in parsed:
+            actor = actors.get(actor_id)
+            timer = actor.deadlines().get(key) if actor is not None else None
+            body = b""
+            if timer is not None and timer.due == score:
+                body = timer_envelope(actor_id, p, timer)
+            args.extend((member, score, body))
         try:
-            fired = await self.worker.scripts.call(
-                "FIRE_TIMERS",
-                [keys.epoch_key(p), keys.timers_key(p), timer_bodies_key(p), self.stream],
-                [
-                    self.epoch,
-                    _now_ms() if now_ms is None else now_ms,
-                    self.worker.config.timer_batch,
-                ],
+            fired = await worker.scripts.call(
+                "FIRE_TIMERS", [keys.epoch_key(p), keys.timers_key(p), self.stream], args
             )
         except ResponseError as exc:
             if "FENCED" in str(exc):
@@ -321,6 +356,15 @@ class PartitionRunner:
         if missing:
             actors.update(await self.worker.load_actors(self.partition, missing))
         return actors
+
+
+def _field(fields: Any, name: bytes) -> Any:
+    """A field of a raw stream entry ([name, value, ...]; a dict under RESP3 parsing)."""
+    if isinstance(fields, dict):
+        return fields[name]
+    if fields[0] == name:
+        return fields[1]
+    return fields[fields.index(name) + 1]
 
 
 def _entries(resp: Any) -> list[Any]:
@@ -549,10 +593,9 @@ class Worker:
     ) -> dict[str, CachedActor]:
         """Load actors lazily: snapshot + the events after it (two pipelined round trips)."""
         ids = list(wanted)
-        pipe = self.redis.pipeline(transaction=False)
-        for actor_id in ids:
-            pipe.get(keys.snapshot_key(partition, actor_id))
-        snaps = await pipe.execute()
+        snaps = await execute_packed(
+            self.redis, pack(["MGET", *(keys.snapshot_key(partition, a) for a in ids)])
+        )
         start: dict[str, tuple[int, Any]] = {}
         for actor_id, raw in zip(ids, snaps, strict=True):
             decider = wanted[actor_id]
@@ -564,18 +607,22 @@ class Worker:
                     log.warning("ignoring unreadable snapshot of %s: %s", actor_id, exc)
                     version, state = 0, decider.initial_state
             start[actor_id] = (version, state)
-        pipe = self.redis.pipeline(transaction=False)
-        for actor_id in ids:
-            pipe.xrange(keys.event_stream(partition, actor_id), f"{start[actor_id][0] + 1}-0", "+")
-        streams = await pipe.execute()
+        # raw pipeline: redis-py's per-entry dict parsing costs more than the fold
+        packed = b"".join(
+            pack(["XRANGE", keys.event_stream(partition, a), f"{start[a][0] + 1}-0", "+"])
+            for a in ids
+        )
+        streams = await execute_packed_many(self.redis, packed, len(ids))
         loaded: dict[str, CachedActor] = {}
         for actor_id, entries in zip(ids, streams, strict=True):
             decider = wanted[actor_id]
             snap_version, state = start[actor_id]
             version = snap_version
             evolve = decider.evolve
+            if isinstance(entries, Exception):
+                raise entries
             for entry_id, fields in entries:
-                env = decode_event_envelope(fields[b"e"])
+                env = decode_event_envelope(_field(fields, b"e"))
                 state = evolve(state, self.decode_event(env.data, env.type))
                 version = int(entry_id.split(b"-", 1)[0])  # the stream id is the version
             loaded[actor_id] = CachedActor(

@@ -13,7 +13,9 @@
    the real session decider, timers, outcomes: the first `--commands` with a cold actor cache
    (every session is loaded from Redis on first use), the next ones warm.
 
-Prints commands/s of both and the ratio. `--profile FILE` writes a cProfile of the runtime phase.
+Prints commands/s of each (wall clock), commands per second of Python CPU (the bench process's
+CPU time: a figure that holds when other processes share the cores) and Redis CPU seconds, and
+the ratios. `--profile FILE` writes a cProfile of the runtime phase.
 """
 
 from __future__ import annotations
@@ -82,13 +84,20 @@ def refresh_envelopes(sessions: list[str], n: int, partitions: int) -> list[tupl
     return out
 
 
+async def redis_cpu(redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def run_worker_until(
     url: str, partitions: int, marks: list[int], profile: str | None
 ) -> list[float]:
-    """Start a fresh worker; the elapsed time when it has processed each of `marks` commands."""
+    """Start a fresh worker; (wall s, this process's CPU s, Redis CPU s) elapsed when it has
+    processed each of `marks` commands."""
     worker = Worker(redis_url=url, partitions=partitions, worker_id="bench", lease_ttl_ms=10_000)
     prof = cProfile.Profile() if profile else None
-    t0 = time.perf_counter()
+    redis = connect(url)
+    t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(redis)
     if prof:
         prof.enable()
     task = asyncio.create_task(worker.run())
@@ -99,13 +108,16 @@ async def run_worker_until(
                 task.result()
                 raise RuntimeError("worker stopped early")
             await asyncio.sleep(0.002)
-        times.append(time.perf_counter() - t0)
+        times.append(
+            (time.perf_counter() - t0, time.process_time() - c0, await redis_cpu(redis) - r0)
+        )
         print(f"  [{mark}] append script calls: {_append_stats()}", file=sys.stderr)
     if prof:
         prof.disable()
         prof.dump_stats(profile)
     worker.stop()
     await task
+    await redis.aclose()
     return times
 
 
@@ -118,7 +130,9 @@ def _append_stats() -> str:
     return f"{count:.0f} calls, {total:.2f}s in Redis round trips"
 
 
-async def baseline(url: str, partitions: int, total: int, raw: bool, batch: int = 500) -> float:
+async def baseline(
+    url: str, partitions: int, total: int, raw: bool, batch: int = 500
+) -> tuple[float, float, float]:
     """`raw`: the pipeline framed by hand and sent in one write (as the runtime does), else
     redis-py's pipeline."""
     redis = connect(url)
@@ -126,7 +140,7 @@ async def baseline(url: str, partitions: int, total: int, raw: bool, batch: int 
     group = keys.COMMAND_GROUP
     consumer = "baseline"
     done = 0
-    t0 = time.perf_counter()
+    t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(redis)
 
     async def loop(p: int) -> None:
         nonlocal done
@@ -163,7 +177,7 @@ async def baseline(url: str, partitions: int, total: int, raw: bool, batch: int 
             done += len(results)
 
     await asyncio.gather(*(loop(p) for p in range(partitions)))
-    elapsed = time.perf_counter() - t0
+    elapsed = (time.perf_counter() - t0, time.process_time() - c0, await redis_cpu(redis) - r0)
     await redis.aclose()
     return elapsed
 
@@ -189,37 +203,41 @@ async def main(args: argparse.Namespace) -> None:
             )  # fmt: skip
             creates.append((env.partition, encode(env)))
         await queue(redis, creates)
-        (t,) = await run_worker_until(url, P, [len(creates)], None)
+        ((t, _, _),) = await run_worker_until(url, P, [len(creates)], None)
         print(f"setup: created {len(sessions)} sessions through the runtime in {t:.2f}s "
               f"({len(sessions) / t:,.0f} commands/s, cold actors)")  # fmt: skip
+        n = args.commands
+        print(f"{'':34} {'commands/s':>11} {'per python CPU-s':>17} {'redis CPU-s':>12} "
+              f"{'per total CPU-s':>16}")  # fmt: skip
 
-        rates = {}
+        def report(label: str, wall: float, cpu: float, rcpu: float) -> tuple[float, float]:
+            print(f"{label:34} {n / wall:11,.0f} {n / cpu:17,.0f} {rcpu:12.2f} "
+                  f"{n / (cpu + rcpu):16,.0f}")  # fmt: skip
+            return n / wall, n / cpu
+
+        rates: dict[bool, tuple[float, float]] = {}
         for raw in (False, True):
-            await queue(redis, refresh_envelopes(sessions, args.commands, P))
-            t_base = await baseline(url, P, args.commands, raw)
-            rates[raw] = args.commands / t_base
-            label = "raw RESP pipeline" if raw else "redis-py pipeline"
-            print(f"baseline ({label}): {args.commands} commands in {t_base:.2f}s = "
-                  f"{rates[raw]:,.0f} commands/s (XREADGROUP 500 + one EVALSHA append per "
-                  "command, pipelined per batch)")  # fmt: skip
-        base_rate = max(rates.values())
+            await queue(redis, refresh_envelopes(sessions, n, P))
+            wall, cpu, rcpu = await baseline(url, P, n, raw)
+            label = "baseline, raw RESP pipeline" if raw else "baseline, redis-py pipeline"
+            rates[raw] = report(label, wall, cpu, rcpu)
 
         # the runtime: a fresh worker (cold cache) gets the same load twice in a row; the first
         # half includes loading every session, the second runs on warm actors
-        await queue(redis, refresh_envelopes(sessions, 2 * args.commands, P))
-        n = args.commands
-        t_cold, t_all = await run_worker_until(url, P, [n, 2 * n], args.profile)
-        rt_rate = n / t_cold
-        warm_rate = n / (t_all - t_cold)
-        print(
-            f"runtime (cold):  {n} commands in {t_cold:.2f}s = {rt_rate:,.0f} commands/s "
-            f"(one fresh worker, {P} partitions, loading {args.sessions} sessions)"
-        )
-        print(f"runtime (warm):  next {n} commands in {t_all - t_cold:.2f}s = {warm_rate:,.0f} "
-              "commands/s (actors cached)")  # fmt: skip
-        for label, rate in (("cold", rt_rate), ("warm", warm_rate)):
-            print(f"ratio runtime ({label}) / baseline = {rate / base_rate:.2f} against the "
-                  f"faster baseline, {rate / rates[False]:.2f} against redis-py's")  # fmt: skip
+        await queue(redis, refresh_envelopes(sessions, 2 * n, P))
+        cold, both = await run_worker_until(url, P, [n, 2 * n], args.profile)
+        warm = tuple(b - c for b, c in zip(both, cold, strict=True))
+        runtime = {
+            "cold": report("runtime, cold cache (loads 10k)", *cold),
+            "warm": report("runtime, warm cache", *warm),
+        }
+        best = max(rates.values())
+        for label, (rate, per_cpu) in runtime.items():
+            print(
+                f"ratio runtime ({label}) / best baseline: {rate / best[0]:.2f} wall-clock, "
+                f"{per_cpu / best[1]:.2f} per python CPU-second; vs redis-py baseline: "
+                f"{rate / rates[False][0]:.2f}"
+            )
         # sanity: every command of both runs is acknowledged
         pending = 0
         for p in range(P):

@@ -16,7 +16,7 @@ import pytest
 from actors import keys
 from actors.client import CommandBus, build_envelope
 from actors.decider import Decider, Routed, Timer
-from actors.runtime.batch import timer_bodies_key, timer_member
+from actors.runtime.batch import timer_member
 from actors.runtime.worker import Worker
 from events.base import Command, Event
 from events.codec import decode_event_envelope, decode_outcome, encode
@@ -318,18 +318,22 @@ async def test_timer_fires_once_and_a_refire_is_deduplicated(redis_url: str) -> 
         await bus.send(actor, sid, Arm(at=now_ms(), due=due))
         member = timer_member(actor, "alarm")
         assert await redis.zscore(keys.timers_key(p), member) == due
-        body = await redis.hget(timer_bodies_key(p), member)
 
         async def rang() -> list[EventEnvelope]:
             return [e for e in await stream(redis, sid, actor) if e.type == "Rang"]
 
         fired = await eventually(rang)
         assert len(fired) == 1
-        assert fired[0].command_id == f"timer:{actor}:alarm:{due}"
+        timer_cid = f"timer:{actor}:alarm:{due}"
+        assert fired[0].command_id == timer_cid
         assert await redis.zcard(keys.timers_key(p)) == 0
-        # the same timer fires a second time (e.g. re-armed by a stale copy): deduplicated
+        # the same timer command arrives a second time (a re-fire): deduplicated by its id
+        env = build_envelope(actor, sid, Ring(at=due), partitions=P, command_id=timer_cid)
+        again = await bus.send(actor, sid, Ring(at=due), command_id=timer_cid)
+        assert again is not None and again.version == fired[0].version
+        await redis.xadd(keys.command_stream(p), {"c": encode(env)})
+        # a stale timer entry (the actor no longer has that deadline) is dropped, not fired
         await redis.zadd(keys.timers_key(p), {member: due})
-        await redis.hset(timer_bodies_key(p), member, body)
         await eventually(lambda: _zero(redis.zcard(keys.timers_key(p))))
         await asyncio.sleep(0.3)
         assert len(await rang()) == 1
