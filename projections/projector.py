@@ -115,6 +115,7 @@ class PartitionState:
 
     epoch: int
     last_id: str
+    generation: int = 0  # of the tables the cache was loaded from (bumped by a rebuild)
     cache: OrderedDict[str, SessionAggregate | None] = field(default_factory=OrderedDict)
     simulators: dict[str, str] = field(default_factory=dict)  # simulator uuid -> session id
 
@@ -125,6 +126,7 @@ class Batch:
 
     partition: int
     from_id: str
+    generation: int
     to_id: str
     archive: list[Any]
     changes: Any  # RowChanges
@@ -139,7 +141,8 @@ class Batch:
 
 
 async def claim_partition(conn: asyncpg.Connection, partition: int, epoch: int,
-                          name: str = CHECKPOINT_NAME, lock_timeout_ms: int = 2000) -> str:
+                          name: str = CHECKPOINT_NAME, lock_timeout_ms: int = 2000
+                          ) -> tuple[str, int]:
     """Raise the checkpoint's epoch to ours (fencing every older owner out) and return the
     position to resume from. Raises `Fenced` if a newer owner already claimed it."""
     await conn.execute(
@@ -150,16 +153,16 @@ async def claim_partition(conn: asyncpg.Connection, partition: int, epoch: int,
             # an old owner frozen inside its transaction holds the row: do not wait forever
             # (its server session ends by idle_in_transaction_session_timeout; retry then)
             await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
-            last = await conn.fetchval(
+            row = await conn.fetchrow(
                 "UPDATE projection.checkpoints SET epoch = $3, updated_at = now()"
-                " WHERE name = $1 AND partition = $2 AND epoch <= $3 RETURNING last_id",
-                name, partition, epoch)
+                " WHERE name = $1 AND partition = $2 AND epoch <= $3"
+                " RETURNING last_id, generation", name, partition, epoch)
     except asyncpg.LockNotAvailableError:
         raise Fenced(f"partition {partition}: the previous owner still holds the checkpoint"
                      " row; retrying later") from None
-    if last is None:
+    if row is None:
         raise Fenced(f"partition {partition}: a newer projector owns the checkpoint")
-    return last
+    return row["last_id"], row["generation"]
 
 
 def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, Any, Any]]:
@@ -226,7 +229,8 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         if kind == "session":
             feed[uid].append(raw_change(env, ev, event_json))
     return Batch(
-        partition=partition, from_id=state.last_id, to_id=items[-1][0],
+        partition=partition, from_id=state.last_id, generation=state.generation,
+        to_id=items[-1][0],
         archive=archive, changes=diff((before[s], after[s]) for s in wanted),
         actors=[(a, *t) for a, t in actors.items()],
         after=after, simulators=new_sims, feed=dict(feed))
@@ -240,11 +244,14 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
         status = await conn.execute(
             "UPDATE projection.checkpoints SET last_id = $3, epoch = $4,"
             " events = events + $5, updated_at = now()"
-            " WHERE name = $1 AND partition = $2 AND epoch <= $4 AND last_id = $6",
-            name, batch.partition, batch.to_id, epoch, batch.size, batch.from_id)
+            " WHERE name = $1 AND partition = $2 AND epoch <= $4 AND last_id = $6"
+            " AND generation = $7",
+            name, batch.partition, batch.to_id, epoch, batch.size, batch.from_id,
+            batch.generation)
         if status != "UPDATE 1":
-            raise Fenced(f"partition {batch.partition}: checkpoint moved or a newer projector"
-                         f" (epoch > {epoch}) took over; batch dropped")
+            raise Fenced(f"partition {batch.partition}: checkpoint moved, a newer projector"
+                         f" (epoch > {epoch}) took over, or the tables were rebuilt; batch"
+                         " dropped")
         await write_archive(conn, batch.archive)
         await write_changes(conn, batch.changes)
         await write_actor_versions(conn, batch.actors)
@@ -287,12 +294,12 @@ class Projector:
         for p, epoch in gained.items():
             try:
                 async with self.pool.acquire() as conn:
-                    last = await claim_partition(conn, p, epoch,
-                                                 lock_timeout_ms=self.config.lease_ttl_ms / 2)
+                    last, generation = await claim_partition(
+                        conn, p, epoch, lock_timeout_ms=self.config.lease_ttl_ms / 2)
             except Fenced:
                 await self.leases.release(p)
                 continue
-            self.parts[p] = PartitionState(epoch=epoch, last_id=last)
+            self.parts[p] = PartitionState(epoch=epoch, last_id=last, generation=generation)
             log.info("partition acquired", extra={"partition": p, "epoch": epoch,
                                                   "checkpoint": last})
 

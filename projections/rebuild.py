@@ -290,6 +290,9 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> Re
             for fresh, live in renames:
                 await conn.execute(f'ALTER INDEX {REBUILD_SCHEMA}."{fresh}" RENAME TO "{live}"')
             await _swap(conn, selected)
+            # projectors holding aggregates of the old tables: their next commit is refused,
+            # they reclaim the partition and reload from the new tables
+            await conn.execute("UPDATE projection.checkpoints SET generation = generation + 1")
             await conn.execute(f"DROP SCHEMA {REBUILD_SCHEMA}")
         done = folded + caught_up
         bar(done, final=True)

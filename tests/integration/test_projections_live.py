@@ -251,7 +251,8 @@ async def test_a_paused_projector_whose_lease_was_taken_over_cannot_commit(redis
         old = LeaseKeeper(redis, "old", P, ttl_ms=200)
         gained, _ = await old.tick(int(time.time() * 1000))
         epoch_old = gained[p]
-        state = PartitionState(epoch=epoch_old, last_id=await claim_partition(conn, p, epoch_old))
+        last, generation = await claim_partition(conn, p, epoch_old)
+        state = PartitionState(epoch=epoch_old, last_id=last, generation=generation)
         entries = await redis.xread({f"sd:{{p{p}}}:log": state.last_id}, count=50)
         batch = await prepare_batch(conn, p, state, decode_entries(entries[0][1]))
         # "old" pauses past its lease; "new" takes the partition over and claims the checkpoint

@@ -117,9 +117,10 @@ async def test_rebuild_produces_tables_identical_to_the_live_ones(redis_url, dat
             assert await _dump(conn) == live
             assert await _schema(conn) == schema
             assert await conn.fetchval("SELECT to_regnamespace('rebuild')") is None
-        # live projection carries on, on the new tables
+        # live projection carries on, on the new tables, with aggregates reloaded from them
         n = await history.run(800)
         await _wait(pool, n)
+        assert projector.parts and all(s.generation == 1 for s in projector.parts.values())
     finally:
         await _stop(projector, task, pool, redis)
     conn = await asyncpg.connect(database_url)
