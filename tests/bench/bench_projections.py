@@ -61,7 +61,8 @@ BATCH = int(os.environ.get("SESSIOND_PROJECTOR_BATCH", 2000))
 
 
 def say(msg: str) -> None:
-    print(msg, flush=True)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{msg}    [load {load}]", flush=True)
 
 
 async def fresh_db(admin_dsn: str, name: str) -> str:
