@@ -94,17 +94,19 @@ async def run(args: argparse.Namespace) -> int:
             raise SessiondError(f"no events for {args.actor_id} (wrong --session?)")
         if partition is None:
             raise SessiondError("--session is required to follow a simulator with no events yet")
-        if not args.json:
-            out.write(
-                f"{'VERSION':>7}  {'TIME':<24}  {'TYPE':<26}  {'COMMAND_ID':<36}  "
-                f"{'CORRELATION_ID':<36}  DATA\n"
-            )
         last = args.since
         envs = await read_actor_events(redis, partition, args.actor_id, args.since)
         # history trimmed from Redis comes from the PostgreSQL archive (projections)
         from projections.history import prepend_archived
 
         envs = await prepend_archived(envs, args.actor_id, args.since, settings.database_url)
+        if not envs and not args.follow and args.since == 0:
+            raise SessiondError(f"no events for {args.actor_id}")
+        if not args.json:
+            out.write(
+                f"{'VERSION':>7}  {'TIME':<24}  {'TYPE':<26}  {'COMMAND_ID':<36}  "
+                f"{'CORRELATION_ID':<36}  DATA\n"
+            )
         for env in envs:
             _print(event_row(env), args.json, out)
             last = env.version
