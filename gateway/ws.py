@@ -131,13 +131,23 @@ class WebSocketEndpoint:
         if task is not None:
             gw.handlers.add(task)
         try:
-            await self._session(gw, scope, receive, send, headers)
+            # The handshake's locals (headers, query, claims...) die with `_open`'s frame:
+            # only `conn` and this frame stay alive for the connection's lifetime.
+            conn = await self._open(gw, scope, receive, send, headers)
+            del headers, event
+            if conn is None:
+                return
+            try:
+                await self._loop(gw, conn, receive)
+            finally:
+                await gw.hub.detach(conn)
+                await gw.leave(conn)
         finally:
             if task is not None:
                 gw.handlers.discard(task)
 
-    async def _session(self, gw: Gateway, scope: dict, receive: Any, send: Any,
-                       headers: dict[str, str]) -> None:
+    async def _open(self, gw: Gateway, scope: dict, receive: Any, send: Any,
+                    headers: dict[str, str]) -> WsConnection | None:
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         form = Form.NUMBERS if query.get("protocol") in ("numbers", "numeric", "004") \
             else Form.NAMES
@@ -154,16 +164,16 @@ class WebSocketEndpoint:
         try:
             hs = await self._handshake(gw, query, headers, receive, form)
         except _Closed:
-            return
+            return None
         except ProtocolError as exc:
             await refuse(exc.code, exc.message, 4400, MessageType.ERROR, exc.correlation_id)
-            return
+            return None
         except ApiError as exc:
             form = getattr(exc, "form", form)
             mtype = MessageType.AUTH_FAILURE if exc.status == 401 else MessageType.ERROR
             close = {401: 4401, 403: 4403, 408: 4408}.get(exc.status, 4400)
             await refuse(exc.code, exc.message, close, mtype)
-            return
+            return None
         form = hs.form
         conn = WsConnection(
             send, hs.session_id, hs.claims.user_id, hs.device_id, form=form,
@@ -178,7 +188,7 @@ class WebSocketEndpoint:
             close = {401: 4401, 403: 4403}.get(err.status, 4400 if err.status < 500 else 1011)
             await refuse(err.code, err.message, close,
                          MessageType.AUTH_FAILURE if hs.via_auth else MessageType.ERROR)
-            return
+            return None
         joined_version = outcome.version if outcome is not None else 0
         welcome = {
             "session_id": conn.session_id, "user_id": conn.user_id, "device_id": conn.device_id,
@@ -194,10 +204,11 @@ class WebSocketEndpoint:
                 sim = await _quiet(gw.simulator(conn.session_id))
                 if sim is not None:
                     conn.reply(MessageType.SIMULATOR_STATUS, sim)
-            await self._loop(gw, conn, receive)
-        finally:
+        except BaseException:
             await gw.hub.detach(conn)
             await gw.leave(conn)
+            raise
+        return conn
 
     async def _handshake(self, gw: Gateway, query: dict[str, str], headers: dict[str, str],
                          receive: Any, form: Form) -> _Handshake:
