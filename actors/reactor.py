@@ -53,16 +53,21 @@ log = logging.getLogger("sessiond.reactor")
 GROUP = "reactor"
 HANDLED = frozenset({"SimulatorRequested", "SimulatorStopping", "SimulatorFailed"})
 #: events after a request that mean it is no longer waiting to be provisioned
-_SUPERSEDES_REQUEST = frozenset({"SimulatorProvisioned", "SimulatorFailed", "SimulatorStopping",
-                                 "SimulatorStopped"})
+_SUPERSEDES_REQUEST = frozenset(
+    {"SimulatorProvisioned", "SimulatorFailed", "SimulatorStopping", "SimulatorStopped"}
+)
 
 
-HANDLED_EVENTS = counter("sessiond_reactor_events_total",
-                         "simulator events the reactor acted on, by type and result",
-                         ("type", "result"))
-PROVISION_SECONDS = histogram("sessiond_reactor_provision_seconds",
-                              "time to provision a simulator (until ready or failed)",
-                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+HANDLED_EVENTS = counter(
+    "sessiond_reactor_events_total",
+    "simulator events the reactor acted on, by type and result",
+    ("type", "result"),
+)
+PROVISION_SECONDS = histogram(
+    "sessiond_reactor_provision_seconds",
+    "time to provision a simulator (until ready or failed)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 
 
 def command_id_for(event_id: str) -> str:
@@ -79,12 +84,23 @@ def _text(value: bytes | str) -> str:
 
 
 class Reactor:
-    def __init__(self, redis: Any, bus: Any, provisioner: Any, *,
-                 partitions: int = keys.DEFAULT_PARTITIONS, name: str | None = None,
-                 concurrency: int = 64, batch: int = 100, block_ms: int = 1000,
-                 claim_idle_ms: int = 60_000, cleanup_attempts: int = 5,
-                 cleanup_backoff_s: float = 0.5, stop_grace_s: float = 5.0,
-                 clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        bus: Any,
+        provisioner: Any,
+        *,
+        partitions: int = keys.DEFAULT_PARTITIONS,
+        name: str | None = None,
+        concurrency: int = 64,
+        batch: int = 100,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 60_000,
+        cleanup_attempts: int = 5,
+        cleanup_backoff_s: float = 0.5,
+        stop_grace_s: float = 5.0,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
         self.redis = redis
         self.bus = bus
         self.provisioner = provisioner
@@ -113,8 +129,10 @@ class Reactor:
     async def run(self) -> None:
         """Consume every partition until `stop()`; side effects in flight get `stop_grace_s` to
         finish, the rest stay pending and are re-driven by the next reactor."""
-        readers = [asyncio.create_task(self._partition_loop(p), name=f"reactor-p{p}")
-                   for p in range(self.partitions)]
+        readers = [
+            asyncio.create_task(self._partition_loop(p), name=f"reactor-p{p}")
+            for p in range(self.partitions)
+        ]
         stop = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait([*readers, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -166,8 +184,9 @@ class Reactor:
     async def _consume(self, partition: int, stream: str, from_id: str) -> None:
         block = None if from_id == "0" else self.block_ms
         while True:
-            reply = await self.redis.xreadgroup(GROUP, self.name, {stream: from_id},
-                                                count=self.batch, block=block)
+            reply = await self.redis.xreadgroup(
+                GROUP, self.name, {stream: from_id}, count=self.batch, block=block
+            )
             entries = reply[0][1] if reply else []
             if not entries:
                 return
@@ -179,8 +198,9 @@ class Reactor:
     async def _claim(self, partition: int, stream: str) -> None:
         start = "0-0"
         while True:
-            result = await self.redis.xautoclaim(stream, GROUP, self.name, self.claim_idle_ms,
-                                                 start_id=start, count=self.batch)
+            result = await self.redis.xautoclaim(
+                stream, GROUP, self.name, self.claim_idle_ms, start_id=start, count=self.batch
+            )
             start, entries = _text(result[0]), result[1]
             gone = [_text(e[0]) for e in entries if e and not e[1]]
             if gone:  # trimmed away while pending (Redis 6.2 keeps them in the PEL)
@@ -191,8 +211,9 @@ class Reactor:
             if start == "0-0":
                 return
 
-    async def _dispatch(self, partition: int, stream: str,
-                        entries: list[tuple[Any, dict[Any, Any]]]) -> None:
+    async def _dispatch(
+        self, partition: int, stream: str, entries: list[tuple[Any, dict[Any, Any]]]
+    ) -> None:
         skip: list[str] = []
         for raw_id, fields in entries:
             entry_id = _text(raw_id)
@@ -215,8 +236,9 @@ class Reactor:
         if skip:
             await self.redis.xack(stream, GROUP, *skip)
 
-    async def _handle_entry(self, partition: int, stream: str, entry_id: str,
-                            env: EventEnvelope) -> None:
+    async def _handle_entry(
+        self, partition: int, stream: str, entry_id: str, env: EventEnvelope
+    ) -> None:
         lock, users = self._locks.get(env.actor_id, (asyncio.Lock(), 0))
         self._locks[env.actor_id] = (lock, users + 1)
         try:
@@ -228,8 +250,9 @@ class Reactor:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("reactor: %s of %s failed; it stays pending and is retried",
-                          env.type, env.actor_id)
+            log.exception(
+                "reactor: %s of %s failed; it stays pending and is retried", env.type, env.actor_id
+            )
         finally:
             self._in_flight.discard((partition, entry_id))
             self._slots.release()
@@ -252,8 +275,9 @@ class Reactor:
                 return False
             session_id = await self._session_of(partition, env.actor_id)
             if session_id is None:
-                log.error("reactor: no session known for %s; cannot record it stopped",
-                          env.actor_id)
+                log.error(
+                    "reactor: no session known for %s; cannot record it stopped", env.actor_id
+                )
                 return True
             await self._send(env, session_id, RecordStopped(at=self.clock()))
             self._sessions.pop(env.actor_id, None)
@@ -265,14 +289,19 @@ class Reactor:
             return removed
         return True
 
-    async def _provision(self, partition: int, env: EventEnvelope,
-                         event: SimulatorRequested) -> bool:
+    async def _provision(
+        self, partition: int, env: EventEnvelope, event: SimulatorRequested
+    ) -> bool:
         if await self._superseded(partition, env):
             log.info("reactor: %s was already answered; not provisioning again", env.actor_id)
             return True
-        spec = SimulatorSpec(simulator_id=event.simulator_id, session_id=event.session_id,
-                             owner_id=event.owner_id, initial_symbols=event.initial_symbols,
-                             initial_cash=event.initial_cash)
+        spec = SimulatorSpec(
+            simulator_id=event.simulator_id,
+            session_id=event.session_id,
+            owner_id=event.owner_id,
+            initial_symbols=event.initial_symbols,
+            initial_cash=event.initial_cash,
+        )
         started = time.monotonic()
         try:
             endpoint = await self.provisioner.provision(spec)
@@ -296,8 +325,12 @@ class Reactor:
                 return True
             except ProvisionerError as exc:
                 HANDLED_EVENTS.labels(env.type, "retry").inc()
-                log.warning("reactor: removing %s failed (attempt %d): %s",
-                            env.actor_id, attempt, exc.message)
+                log.warning(
+                    "reactor: removing %s failed (attempt %d): %s",
+                    env.actor_id,
+                    attempt,
+                    exc.message,
+                )
                 if attempt < self.cleanup_attempts:
                     await asyncio.sleep(self.cleanup_backoff_s * 2 ** (attempt - 1))
         return False  # stays pending: claimed and retried after claim_idle_ms
@@ -306,18 +339,32 @@ class Reactor:
         delay = 0.1
         while True:
             try:
-                outcome = await self.bus.send(env.actor_id, session_id, command,
-                                              command_id=command_id_for(env.event_id),
-                                              correlation_id=env.correlation_id, wait=True)
+                outcome = await self.bus.send(
+                    env.actor_id,
+                    session_id,
+                    command,
+                    command_id=command_id_for(env.event_id),
+                    correlation_id=env.correlation_id,
+                    wait=True,
+                )
                 break
             except StoreUnavailable as exc:
-                log.warning("reactor: sending %s to %s: %s; retrying",
-                            type(command).__name__, env.actor_id, exc.message)
+                log.warning(
+                    "reactor: sending %s to %s: %s; retrying",
+                    type(command).__name__,
+                    env.actor_id,
+                    exc.message,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         if outcome is not None and not outcome.ok:
-            log.warning("reactor: %s refused %s: %s %s", env.actor_id, type(command).__name__,
-                        outcome.error_code, outcome.error_message)
+            log.warning(
+                "reactor: %s refused %s: %s %s",
+                env.actor_id,
+                type(command).__name__,
+                outcome.error_code,
+                outcome.error_message,
+            )
 
     # ------------------------------------------------------------------ reading the actor
 

@@ -43,12 +43,15 @@ _ACTIVE = "RUNNING"
 _ENDED = frozenset({"STOPPING", "STOPPED", "ERROR"})
 
 
-TICKS_RELAYED = counter("sessiond_market_ticks_relayed_total",
-                        "ticks pushed to the local clients of a session (once per session)")
-RELAY_LAG = histogram("sessiond_market_tick_relay_lag_seconds",
-                      "from the engine making a tick to the gateway pushing it to its clients",
-                      buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
-                               0.25, 0.5, 1.0))
+TICKS_RELAYED = counter(
+    "sessiond_market_ticks_relayed_total",
+    "ticks pushed to the local clients of a session (once per session)",
+)
+RELAY_LAG = histogram(
+    "sessiond_market_tick_relay_lag_seconds",
+    "from the engine making a tick to the gateway pushing it to its clients",
+    buckets=(0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0),
+)
 
 
 def _tick_ts_ms(data: bytes) -> int | None:
@@ -58,7 +61,7 @@ def _tick_ts_ms(data: bytes) -> int | None:
         return None
     end = data.find(b",", at)
     try:
-        return int(data[at + 5:end])
+        return int(data[at + 5 : end])
     except ValueError:
         return None
 
@@ -85,9 +88,17 @@ class _Watch:
 
 
 class MarketDataRelay:
-    def __init__(self, redis: Any, hub: Any, *, bus: Any = None, block_ms: int = 100,
-                 batch: int = 50, streams_per_reader: int = 64,
-                 activity_interval_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        hub: Any,
+        *,
+        bus: Any = None,
+        block_ms: int = 100,
+        batch: int = 50,
+        streams_per_reader: int = 64,
+        activity_interval_s: float = 60.0,
+    ) -> None:
         self.redis = redis
         self.hub = hub
         self.bus = bus
@@ -109,9 +120,11 @@ class MarketDataRelay:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="market-data")
 
     async def close(self) -> None:
-        for hooks, fn in ((self.hub.on_change, self.on_change),
-                          (self.hub.on_attach, self.on_attach),
-                          (self.hub.on_detach, self.on_detach)):
+        for hooks, fn in (
+            (self.hub.on_change, self.on_change),
+            (self.hub.on_attach, self.on_attach),
+            (self.hub.on_detach, self.on_detach),
+        ):
             with contextlib.suppress(ValueError):
                 hooks.remove(fn)
         tasks = [t for t in (self._task, *self._pending) if t is not None]
@@ -224,10 +237,11 @@ class MarketDataRelay:
                 # one reader per slice of the watched streams; rebuilt when the set changes
                 self._changed.clear()
                 sessions = list(self.watches)
-                slices = [sessions[i:i + self.streams_per_reader]
-                          for i in range(0, len(sessions), self.streams_per_reader)]
-                readers = [asyncio.get_running_loop().create_task(self._read(s))
-                           for s in slices]
+                slices = [
+                    sessions[i : i + self.streams_per_reader]
+                    for i in range(0, len(sessions), self.streams_per_reader)
+                ]
+                readers = [asyncio.get_running_loop().create_task(self._read(s)) for s in slices]
                 changed = asyncio.get_running_loop().create_task(self._changed.wait())
                 while not changed.done():
                     await asyncio.wait([changed], timeout=self.block_ms / 1000)
@@ -285,9 +299,12 @@ class MarketDataRelay:
                 continue
             with contextlib.suppress(Exception):
                 await self.bus.send(
-                    simulator_actor(watch.simulator_id), watch.session_id,
+                    simulator_actor(watch.simulator_id),
+                    watch.session_id,
                     RecordActivity(at=int(time.time() * 1000)),
-                    command_id=f"activity:{watch.simulator_id}:{bucket}", wait=False)
+                    command_id=f"activity:{watch.simulator_id}:{bucket}",
+                    wait=False,
+                )
 
 
 async def install(gateway: Any, **kw: Any) -> MarketDataRelay:

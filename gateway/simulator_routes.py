@@ -33,12 +33,14 @@ async def latest_quotes(request: Request, gw: Any) -> Response:
         raise ApiError(404, "SIMULATOR_NOT_FOUND", "this session has no simulator")
     last = await gw.redis.xrevrange(market_data_stream(sim["simulator_id"]), count=1)
     raw = (last[0][1].get(b"d") or last[0][1].get("d")) if last else None
-    body = {"simulator_id": sim["simulator_id"], "status": sim.get("status"),
-            "tick": msgspec.Raw(raw) if raw else None}
+    body = {
+        "simulator_id": sim["simulator_id"],
+        "status": sim.get("status"),
+        "tick": msgspec.Raw(raw) if raw else None,
+    }
     return Response(_json.encode(body), media_type="application/json")
 
 
 routes = [
-    Route("/api/sessions/{session_id}/simulator/quotes", endpoint(latest_quotes),
-          methods=["GET"]),
+    Route("/api/sessions/{session_id}/simulator/quotes", endpoint(latest_quotes), methods=["GET"]),
 ]

@@ -26,17 +26,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--partitions", type=int, default=None,
-                   help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)")
-    p.add_argument("--name", default=None,
-                   help="consumer name in the `reactor` group (default: reactor-<host>-<pid>)")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)",
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="consumer name in the `reactor` group (default: reactor-<host>-<pid>)",
+    )
     p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
-    p.add_argument("--provisioner", choices=["local", "kubernetes"], default=None,
-                   help="where simulators run (default: $SIMULATOR_PROVISIONER or local)")
-    p.add_argument("--concurrency", type=int, default=64,
-                   help="simulators provisioned or removed at once (default 64)")
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)")
+    p.add_argument(
+        "--provisioner",
+        choices=["local", "kubernetes"],
+        default=None,
+        help="where simulators run (default: $SIMULATOR_PROVISIONER or local)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="simulators provisioned or removed at once (default 64)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -70,13 +89,18 @@ async def run(args: argparse.Namespace) -> int:
         raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
     bus = CommandBus(redis, partitions=partitions, name=args.name)
     await bus.start()
-    reactor = Reactor(redis, bus, provisioner, partitions=partitions, name=args.name,
-                      concurrency=args.concurrency)
+    reactor = Reactor(
+        redis, bus, provisioner, partitions=partitions, name=args.name, concurrency=args.concurrency
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, reactor.stop)
-    log.info("reactor %s starting: %s provisioner, %d partitions", reactor.name,
-             sim.provisioner, partitions)
+    log.info(
+        "reactor %s starting: %s provisioner, %d partitions",
+        reactor.name,
+        sim.provisioner,
+        partitions,
+    )
     try:
         await reactor.run()
     finally:

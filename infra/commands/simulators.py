@@ -27,21 +27,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host-id", default=None,
-                   help="this process's name in Redis (default: <hostname>-<pid>)")
+    p.add_argument(
+        "--host-id", default=None, help="this process's name in Redis (default: <hostname>-<pid>)"
+    )
     p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
-    p.add_argument("--partitions", type=int, default=None,
-                   help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)")
-    p.add_argument("--tick-hz", type=float, default=None,
-                   help="ticks per second per simulator (default: $SIMULATOR_TICK_HZ or 10)")
-    p.add_argument("--heartbeat-ms", type=int, default=None,
-                   help="heartbeat interval (default: $SIMULATOR_HEARTBEAT_INTERVAL_MS or 5000)")
-    p.add_argument("--single", action="store_true",
-                   help="run only the simulator in $SIMULATOR_SPEC (Kubernetes pod mode)")
-    p.add_argument("--health-port", type=int, default=8081,
-                   help="with --single: port of /health and /ready (default 8081)")
-    p.add_argument("--metrics-port", type=int, default=0,
-                   help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)")
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)",
+    )
+    p.add_argument(
+        "--tick-hz",
+        type=float,
+        default=None,
+        help="ticks per second per simulator (default: $SIMULATOR_TICK_HZ or 10)",
+    )
+    p.add_argument(
+        "--heartbeat-ms",
+        type=int,
+        default=None,
+        help="heartbeat interval (default: $SIMULATOR_HEARTBEAT_INTERVAL_MS or 5000)",
+    )
+    p.add_argument(
+        "--single",
+        action="store_true",
+        help="run only the simulator in $SIMULATOR_SPEC (Kubernetes pod mode)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=8081,
+        help="with --single: port of /health and /ready (default 8081)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -55,8 +79,14 @@ async def _serve_health(port: int, ready: asyncio.Event) -> asyncio.Server:
             ok = path == b"/health" or (path == b"/ready" and ready.is_set())
             body = b"ok\n" if ok else b"not ready\n"
             status = b"200 OK" if ok else b"503 Service Unavailable"
-            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: " + str(len(body)).encode()
-                         + b"\r\nConnection: close\r\n\r\n" + body)
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
             await writer.drain()
         finally:
             writer.close()
@@ -105,37 +135,62 @@ async def run(args: argparse.Namespace) -> int:
                 spec = msgspec.json.decode(raw, type=EngineSpec)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise SessiondError(f"--single needs a valid $SIMULATOR_SPEC: {exc}") from None
-            host = SimulatorHost(redis, bus_heartbeat(bus), host_id=args.host_id,
-                                 tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s,
-                                 md_maxlen=sim.md_maxlen)
+            host = SimulatorHost(
+                redis,
+                bus_heartbeat(bus),
+                host_id=args.host_id,
+                tick_hz=tick_hz,
+                heartbeat_interval_s=heartbeat_s,
+                md_maxlen=sim.md_maxlen,
+            )
             ready = asyncio.Event()
             server = await _serve_health(args.health_port, ready)
             publisher = asyncio.create_task(host.publisher.run())
-            engine = Engine(spec, publisher=host.publisher, heartbeat=bus_heartbeat(bus),
-                            tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s)
+            engine = Engine(
+                spec,
+                publisher=host.publisher,
+                heartbeat=bus_heartbeat(bus),
+                tick_hz=tick_hz,
+                heartbeat_interval_s=heartbeat_s,
+            )
             await redis.ping()
             ready.set()
             task = asyncio.create_task(engine.run())
-            await asyncio.wait([task, asyncio.create_task(stopping.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [task, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             for t in (task, publisher):
                 t.cancel()
             await asyncio.gather(task, publisher, return_exceptions=True)
             server.close()
         else:
-            host = SimulatorHost(redis, bus_heartbeat(bus), host_id=args.host_id,
-                                 tick_hz=tick_hz, heartbeat_interval_s=heartbeat_s,
-                                 register_ttl_s=sim.host_ttl_ms / 1000, md_maxlen=sim.md_maxlen,
-                                 on_shutdown=bus_stop(bus))
-            log.info("simulators host %s up: %g ticks/s per simulator, heartbeat every %gs",
-                     host.host_id, tick_hz, heartbeat_s)
+            host = SimulatorHost(
+                redis,
+                bus_heartbeat(bus),
+                host_id=args.host_id,
+                tick_hz=tick_hz,
+                heartbeat_interval_s=heartbeat_s,
+                register_ttl_s=sim.host_ttl_ms / 1000,
+                md_maxlen=sim.md_maxlen,
+                on_shutdown=bus_stop(bus),
+            )
+            log.info(
+                "simulators host %s up: %g ticks/s per simulator, heartbeat every %gs",
+                host.host_id,
+                tick_hz,
+                heartbeat_s,
+            )
             runner = asyncio.create_task(host.run())
-            await asyncio.wait([runner, asyncio.create_task(stopping.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [runner, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             host.stop()
             await runner
-            log.info("simulators host %s stopped (%d ticks published)", host.host_id,
-                     host.publisher.published)
+            log.info(
+                "simulators host %s stopped (%d ticks published)",
+                host.host_id,
+                host.publisher.published,
+            )
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -33,10 +33,12 @@ HeartbeatFn = Callable[[EngineSpec], Awaitable[bool]]
 
 _json = msgspec.json.Encoder()
 
-TICKS_PUBLISHED = counter("sessiond_engine_ticks_published_total",
-                          "ticks written to the sd:md:<simulator> streams")
-TICKS_DROPPED = counter("sessiond_engine_ticks_dropped_total",
-                        "ticks dropped because Redis could not keep up")
+TICKS_PUBLISHED = counter(
+    "sessiond_engine_ticks_published_total", "ticks written to the sd:md:<simulator> streams"
+)
+TICKS_DROPPED = counter(
+    "sessiond_engine_ticks_dropped_total", "ticks dropped because Redis could not keep up"
+)
 
 
 class TickPublisher:
@@ -72,8 +74,12 @@ class TickPublisher:
                 continue
             pipe = self.redis.pipeline(transaction=False)
             for simulator_id, payload in batch:
-                pipe.xadd(market_data_stream(simulator_id), {"d": payload},
-                          maxlen=self.maxlen, approximate=True)
+                pipe.xadd(
+                    market_data_stream(simulator_id),
+                    {"d": payload},
+                    maxlen=self.maxlen,
+                    approximate=True,
+                )
             try:
                 await pipe.execute()
                 self.published += len(batch)
@@ -86,18 +92,28 @@ class TickPublisher:
 class Engine:
     """One simulator: heartbeat until RUNNING, then tick at `tick_hz` and heartbeat periodically."""
 
-    def __init__(self, spec: EngineSpec, *, publisher: TickPublisher, heartbeat: HeartbeatFn,
-                 tick_hz: float = 10.0, heartbeat_interval_s: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        spec: EngineSpec,
+        *,
+        publisher: TickPublisher,
+        heartbeat: HeartbeatFn,
+        tick_hz: float = 10.0,
+        heartbeat_interval_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.spec = spec
         self.publisher = publisher
         self.heartbeat = heartbeat
         self.tick_hz = tick_hz
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clock = clock
-        self.market = Market(spec.simulator_id, spec.initial_symbols,
-                             initial_cash=spec.initial_cash,
-                             params=PathParams(tick_interval_s=1.0 / tick_hz))
+        self.market = Market(
+            spec.simulator_id,
+            spec.initial_symbols,
+            initial_cash=spec.initial_cash,
+            params=PathParams(tick_interval_s=1.0 / tick_hz),
+        )
         self.running = False
 
     async def run(self) -> None:

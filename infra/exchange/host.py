@@ -54,9 +54,13 @@ def bus_heartbeat(bus, *, timeout: float = 5.0) -> HeartbeatFn:
     """A heartbeat function sending `RecordHeartbeat` through a `CommandBus`."""
 
     async def heartbeat(spec: EngineSpec) -> bool:
-        outcome = await bus.send(simulator_actor(spec.simulator_id), spec.session_id,
-                                 RecordHeartbeat(at=int(time.time() * 1000)),
-                                 wait=True, timeout=timeout)
+        outcome = await bus.send(
+            simulator_actor(spec.simulator_id),
+            spec.session_id,
+            RecordHeartbeat(at=int(time.time() * 1000)),
+            wait=True,
+            timeout=timeout,
+        )
         return outcome is not None and outcome.ok and outcome.events > 0
 
     return heartbeat
@@ -66,18 +70,31 @@ def bus_stop(bus, *, timeout: float = 2.0) -> StopFn:
     """A stop function sending `StopSimulator` through a `CommandBus`."""
 
     async def stop(spec: EngineSpec, reason: str) -> None:
-        await bus.send(simulator_actor(spec.simulator_id), spec.session_id,
-                       StopSimulator(at=int(time.time() * 1000), reason=reason),
-                       command_id=f"host-stop:{spec.simulator_id}", wait=True, timeout=timeout)
+        await bus.send(
+            simulator_actor(spec.simulator_id),
+            spec.session_id,
+            StopSimulator(at=int(time.time() * 1000), reason=reason),
+            command_id=f"host-stop:{spec.simulator_id}",
+            wait=True,
+            timeout=timeout,
+        )
 
     return stop
 
 
 class SimulatorHost:
-    def __init__(self, redis, heartbeat: HeartbeatFn, *, host_id: str | None = None,
-                 tick_hz: float = 10.0, heartbeat_interval_s: float = 5.0,
-                 register_ttl_s: float = 6.0, md_maxlen: int = 1000,
-                 on_shutdown: StopFn | None = None) -> None:
+    def __init__(
+        self,
+        redis,
+        heartbeat: HeartbeatFn,
+        *,
+        host_id: str | None = None,
+        tick_hz: float = 10.0,
+        heartbeat_interval_s: float = 5.0,
+        register_ttl_s: float = 6.0,
+        md_maxlen: int = 1000,
+        on_shutdown: StopFn | None = None,
+    ) -> None:
         self.redis = redis
         self.heartbeat = heartbeat
         self.on_shutdown = on_shutdown
@@ -94,8 +111,13 @@ class SimulatorHost:
     def start_engine(self, spec: EngineSpec) -> str:
         current = self.engines.get(spec.simulator_id)
         if current is None or current[1].done():
-            engine = Engine(spec, publisher=self.publisher, heartbeat=self.heartbeat,
-                            tick_hz=self.tick_hz, heartbeat_interval_s=self.heartbeat_interval_s)
+            engine = Engine(
+                spec,
+                publisher=self.publisher,
+                heartbeat=self.heartbeat,
+                tick_hz=self.tick_hz,
+                heartbeat_interval_s=self.heartbeat_interval_s,
+            )
             task = asyncio.create_task(engine.run(), name=f"engine:{spec.simulator_id}")
             task.add_done_callback(lambda t, sid=spec.simulator_id: self._engine_done(sid, t))
             self.engines[spec.simulator_id] = (engine, task)
@@ -118,9 +140,11 @@ class SimulatorHost:
 
     async def run(self) -> None:
         """Serve until `stop()`; deregisters and cancels every engine on the way out."""
-        tasks = [asyncio.create_task(self.publisher.run(), name="tick-publisher"),
-                 asyncio.create_task(self._register_loop(), name="host-register"),
-                 asyncio.create_task(self._control_loop(), name="host-control")]
+        tasks = [
+            asyncio.create_task(self.publisher.run(), name="tick-publisher"),
+            asyncio.create_task(self._register_loop(), name="host-register"),
+            asyncio.create_task(self._control_loop(), name="host-control"),
+        ]
         stop = asyncio.create_task(self._stopping.wait())
         try:
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)

@@ -93,8 +93,14 @@ class _SymbolPath:
         volume = int(rng.expovariate(1.0 / mean)) if mean else 0
         self.total_volume += volume
         last = round(self.last, 4)
-        return Quote(self.symbol, round(last - half, 4), round(last + half, 4), last, volume,
-                     self.total_volume)
+        return Quote(
+            self.symbol,
+            round(last - half, 4),
+            round(last + half, 4),
+            last,
+            volume,
+            self.total_volume,
+        )
 
 
 class Portfolio(msgspec.Struct, kw_only=True):
@@ -110,8 +116,14 @@ class Portfolio(msgspec.Struct, kw_only=True):
 class Market:
     """Every symbol's path of one simulator. `step()` advances all of them by one tick."""
 
-    def __init__(self, simulator_id: str, symbols: list[str], *, initial_cash: float = 100_000.0,
-                 params: PathParams | None = None) -> None:
+    def __init__(
+        self,
+        simulator_id: str,
+        symbols: list[str],
+        *,
+        initial_cash: float = 100_000.0,
+        params: PathParams | None = None,
+    ) -> None:
         self.simulator_id = simulator_id
         self.params = params or PathParams()
         self.paths = [_SymbolPath(simulator_id, s, self.params) for s in dict.fromkeys(symbols)]
@@ -122,5 +134,11 @@ class Market:
         self.seq += 1
         quotes = [p.step() for p in self.paths]
         equity = self.portfolio.equity({q.symbol: q.last for q in quotes})
-        return Tick(simulator_id=self.simulator_id, seq=self.seq, ts=ts, quotes=quotes,
-                    cash=self.portfolio.cash, equity=round(equity, 2))
+        return Tick(
+            simulator_id=self.simulator_id,
+            seq=self.seq,
+            ts=ts,
+            quotes=quotes,
+            cash=self.portfolio.cash,
+            equity=round(equity, 2),
+        )

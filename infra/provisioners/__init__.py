@@ -30,19 +30,21 @@ __all__ = [
 ]
 
 
-def create_provisioner(settings: SimulatorSettings, redis=None, *, api_client=None
-                       ) -> GuardedProvisioner:
+def create_provisioner(
+    settings: SimulatorSettings, redis=None, *, api_client=None
+) -> GuardedProvisioner:
     """The configured provisioner, wrapped in its circuit breaker."""
     if settings.provisioner == "kubernetes":
         from infra.provisioners.kubernetes import KubernetesProvisioner, api_client_from_env
         from infra.provisioners.manifests import ManifestParams
 
         inner = KubernetesProvisioner(
-            api_client or api_client_from_env(settings.k8s_kubeconfig or None,
-                                              settings.k8s_context or None),
+            api_client
+            or api_client_from_env(settings.k8s_kubeconfig or None, settings.k8s_context or None),
             ManifestParams(namespace=settings.k8s_namespace, image=settings.k8s_image),
             ready_timeout_s=settings.k8s_ready_timeout_ms / 1000,
-            poll_interval_s=settings.k8s_poll_ms / 1000)
+            poll_interval_s=settings.k8s_poll_ms / 1000,
+        )
     else:
         from infra.provisioners.local import LocalProvisioner
 
@@ -50,8 +52,11 @@ def create_provisioner(settings: SimulatorSettings, redis=None, *, api_client=No
             raise ValueError("the local provisioner needs a Redis client")
         inner = LocalProvisioner(redis, ack_timeout_s=settings.ack_timeout_ms / 1000)
     breaker = CircuitBreaker(
-        f"{inner.name} provisioner", failure_threshold=settings.breaker_failures,
-        reset_timeout_s=settings.breaker_reset_ms / 1000, retries=settings.retries,
+        f"{inner.name} provisioner",
+        failure_threshold=settings.breaker_failures,
+        reset_timeout_s=settings.breaker_reset_ms / 1000,
+        retries=settings.retries,
         backoff_base_s=settings.backoff_base_ms / 1000,
-        backoff_max_s=settings.backoff_max_ms / 1000)
+        backoff_max_s=settings.backoff_max_ms / 1000,
+    )
     return GuardedProvisioner(inner, breaker)

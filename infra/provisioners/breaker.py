@@ -38,11 +38,19 @@ class BreakerState(StrEnum):
 
 
 class CircuitBreaker:
-    def __init__(self, name: str, *, failure_threshold: int = 3, reset_timeout_s: float = 30.0,
-                 retries: int = 3, backoff_base_s: float = 0.2, backoff_max_s: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 jitter: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        failure_threshold: int = 3,
+        reset_timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_base_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
         self.name = name
         self.failure_threshold = failure_threshold
         self.reset_timeout_s = reset_timeout_s
@@ -75,7 +83,8 @@ class CircuitBreaker:
         retry_in = max(0.0, self.reset_timeout_s - (self.clock() - self.opened_at))
         return CircuitOpen(
             f"{self.name} unavailable: circuit breaker open after {self.failures} failed calls "
-            f"(last error: {self.last_error}); retrying in {retry_in:.0f}s")
+            f"(last error: {self.last_error}); retrying in {retry_in:.0f}s"
+        )
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         state = self.state

@@ -40,15 +40,17 @@ T = TypeVar("T")
 _TRANSIENT_STATUSES = {0, 408, 429, 500, 502, 503, 504}
 
 
-def api_client_from_env(kubeconfig: str | None = None, context: str | None = None,
-                        *, timeout_retries: int = 0) -> k8s.ApiClient:
+def api_client_from_env(
+    kubeconfig: str | None = None, context: str | None = None, *, timeout_retries: int = 0
+) -> k8s.ApiClient:
     """An `ApiClient`: in-cluster config inside a pod, otherwise the kubeconfig."""
     configuration = k8s.Configuration()
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
         k8s_config.load_incluster_config(client_configuration=configuration)
     else:
-        k8s_config.load_kube_config(config_file=kubeconfig, context=context,
-                                    client_configuration=configuration)
+        k8s_config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
     # our circuit breaker does the retrying, with backoff; urllib3's own retries would hide it
     configuration.retries = timeout_retries
     return k8s.ApiClient(configuration)
@@ -83,11 +85,13 @@ def deployment_state(deployment: Any) -> ProvisionerStatus:
         return ProvisionerStatus(state=ProvisionState.PENDING)
     for cond in status.conditions or []:
         failed = (cond.type == "ReplicaFailure" and cond.status == "True") or (
-            cond.type == "Progressing" and cond.status == "False")
+            cond.type == "Progressing" and cond.status == "False"
+        )
         if failed:
             reason = ": ".join(p for p in (cond.reason, cond.message) if p)
-            return ProvisionerStatus(state=ProvisionState.FAILED,
-                                     reason=reason or "deployment failed")
+            return ProvisionerStatus(
+                state=ProvisionState.FAILED, reason=reason or "deployment failed"
+            )
     if (status.ready_replicas or 0) >= 1:
         return ProvisionerStatus(state=ProvisionState.READY)
     return ProvisionerStatus(state=ProvisionState.PENDING)
@@ -96,10 +100,16 @@ def deployment_state(deployment: Any) -> ProvisionerStatus:
 class KubernetesProvisioner:
     name = "kubernetes"
 
-    def __init__(self, api_client: k8s.ApiClient, params: ManifestParams | None = None, *,
-                 ready_timeout_s: float = 120.0, poll_interval_s: float = 1.0,
-                 request_timeout_s: float = 10.0,
-                 on_manifest: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        params: ManifestParams | None = None,
+        *,
+        ready_timeout_s: float = 120.0,
+        poll_interval_s: float = 1.0,
+        request_timeout_s: float = 10.0,
+        on_manifest: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.api_client = api_client
         self.apps = k8s.AppsV1Api(api_client)
         self.core = k8s.CoreV1Api(api_client)
@@ -113,8 +123,13 @@ class KubernetesProvisioner:
         name = resource_name(simulator_id)
         return f"http://{name}.{self.params.namespace}.svc.cluster.local:{self.params.port}"
 
-    async def _call(self, fn: Callable[..., T], *args: Any,
-                    ok_statuses: frozenset[int] = frozenset(), **kwargs: Any) -> T | None:
+    async def _call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        ok_statuses: frozenset[int] = frozenset(),
+        **kwargs: Any,
+    ) -> T | None:
         """Run one API call in a thread; map the client's errors onto ours."""
         kwargs["_request_timeout"] = self.request_timeout_s
         try:
@@ -128,7 +143,8 @@ class KubernetesProvisioner:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             host = self.api_client.configuration.host
             raise ProvisionerUnavailable(
-                f"Kubernetes API at {host} unreachable: {_network_reason(exc)}") from exc
+                f"Kubernetes API at {host} unreachable: {_network_reason(exc)}"
+            ) from exc
 
     async def provision(self, spec: SimulatorSpec) -> str:
         deployment, service = render(spec, self.params)
@@ -137,10 +153,12 @@ class KubernetesProvisioner:
             self.on_manifest(service)
         ns = self.params.namespace
         # 409 AlreadyExists: a retry of a create that went through; carry on and watch it
-        await self._call(self.apps.create_namespaced_deployment, ns, deployment,
-                         ok_statuses=frozenset({409}))
-        await self._call(self.core.create_namespaced_service, ns, service,
-                         ok_statuses=frozenset({409}))
+        await self._call(
+            self.apps.create_namespaced_deployment, ns, deployment, ok_statuses=frozenset({409})
+        )
+        await self._call(
+            self.core.create_namespaced_service, ns, service, ok_statuses=frozenset({409})
+        )
         deadline = time.monotonic() + self.ready_timeout_s
         while True:
             current = await self.status(spec.simulator_id)
@@ -153,26 +171,34 @@ class KubernetesProvisioner:
             if time.monotonic() >= deadline:
                 raise ProvisionFailed(
                     f"Deployment {resource_name(spec.simulator_id)} not ready after "
-                    f"{self.ready_timeout_s:.0f}s")
+                    f"{self.ready_timeout_s:.0f}s"
+                )
             await asyncio.sleep(self.poll_interval_s)
 
     async def deprovision(self, simulator_id: str) -> None:
         name, ns = resource_name(simulator_id), self.params.namespace
         gone = frozenset({404})
-        await self._call(self.apps.delete_namespaced_deployment, name, ns,
-                         propagation_policy="Foreground", ok_statuses=gone)
+        await self._call(
+            self.apps.delete_namespaced_deployment,
+            name,
+            ns,
+            propagation_policy="Foreground",
+            ok_statuses=gone,
+        )
         await self._call(self.core.delete_namespaced_service, name, ns, ok_statuses=gone)
 
     async def status(self, simulator_id: str) -> ProvisionerStatus:
         name, ns = resource_name(simulator_id), self.params.namespace
-        deployment = await self._call(self.apps.read_namespaced_deployment_status, name, ns,
-                                      ok_statuses=frozenset({404}))
+        deployment = await self._call(
+            self.apps.read_namespaced_deployment_status, name, ns, ok_statuses=frozenset({404})
+        )
         if deployment is None:
             return ProvisionerStatus(state=ProvisionState.ABSENT)
         state = deployment_state(deployment)
         if state.state is ProvisionState.READY:
-            return ProvisionerStatus(state=ProvisionState.READY,
-                                     endpoint=self.endpoint(simulator_id))
+            return ProvisionerStatus(
+                state=ProvisionState.READY, endpoint=self.endpoint(simulator_id)
+            )
         return state
 
     async def close(self) -> None:

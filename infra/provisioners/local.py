@@ -53,27 +53,35 @@ class LocalProvisioner:
         return [_s(h) for h in await self.redis.zrangebyscore(HOSTS_KEY, now_ms, "+inf")]
 
     async def _request(self, host: str, req: ControlRequest) -> ControlReply:
-        await self.redis.xadd(control_stream(host), {"r": _encoder.encode(req)},
-                              maxlen=10_000, approximate=True)
-        got = await self.redis.blpop([ack_key(req.request_id)],
-                                     timeout=max(1, round(self.ack_timeout_s)))
+        await self.redis.xadd(
+            control_stream(host), {"r": _encoder.encode(req)}, maxlen=10_000, approximate=True
+        )
+        got = await self.redis.blpop(
+            [ack_key(req.request_id)], timeout=max(1, round(self.ack_timeout_s))
+        )
         if got is None:
             raise ProvisionerUnavailable(
-                f"simulators host {host} did not answer within {self.ack_timeout_s:.0f}s")
+                f"simulators host {host} did not answer within {self.ack_timeout_s:.0f}s"
+            )
         return _reply_decoder.decode(got[1])
 
     async def provision(self, spec: SimulatorSpec) -> str:
         hosts = await self.live_hosts()
         if not hosts:
             raise ProvisionerUnavailable(
-                "no simulators process is running (start one with `sessiond simulators`)")
+                "no simulators process is running (start one with `sessiond simulators`)"
+            )
         placed = _s(await self.redis.get(placement_key(spec.simulator_id)))
         if placed not in hosts:
             loads = await self.redis.hmget(LOAD_KEY, hosts)
             placed = min(zip(hosts, loads, strict=True), key=lambda hl: int(hl[1] or 0))[0]
             await self.redis.set(placement_key(spec.simulator_id), placed, ex=PLACEMENT_TTL_S)
-        reply = await self._request(placed, ControlRequest(
-            op="start", request_id=uuid.uuid4().hex, simulator_id=spec.simulator_id, spec=spec))
+        reply = await self._request(
+            placed,
+            ControlRequest(
+                op="start", request_id=uuid.uuid4().hex, simulator_id=spec.simulator_id, spec=spec
+            ),
+        )
         if not reply.ok:
             raise ProvisionFailed(reply.reason or "the simulators host refused the simulator")
         return reply.endpoint
@@ -83,8 +91,10 @@ class LocalProvisioner:
         if placed is None:
             return
         if placed in await self.live_hosts():
-            reply = await self._request(placed, ControlRequest(
-                op="stop", request_id=uuid.uuid4().hex, simulator_id=simulator_id))
+            reply = await self._request(
+                placed,
+                ControlRequest(op="stop", request_id=uuid.uuid4().hex, simulator_id=simulator_id),
+            )
             if not reply.ok:
                 raise ProvisionFailed(reply.reason)
         await self.redis.delete(placement_key(simulator_id))
@@ -94,10 +104,12 @@ class LocalProvisioner:
         if placed is None:
             return ProvisionerStatus(state=ProvisionState.ABSENT)
         if placed not in await self.live_hosts():
-            return ProvisionerStatus(state=ProvisionState.FAILED,
-                                     reason=f"simulators host {placed} is gone")
-        return ProvisionerStatus(state=ProvisionState.READY,
-                                 endpoint=local_endpoint(placed, simulator_id))
+            return ProvisionerStatus(
+                state=ProvisionState.FAILED, reason=f"simulators host {placed} is gone"
+            )
+        return ProvisionerStatus(
+            state=ProvisionState.READY, endpoint=local_endpoint(placed, simulator_id)
+        )
 
     async def close(self) -> None:
         return None

@@ -40,8 +40,9 @@ def resource_name(simulator_id: str) -> str:
     return f"sim-{cleaned}"[:63].rstrip("-")
 
 
-def render(spec: EngineSpec, params: ManifestParams,
-           template: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def render(
+    spec: EngineSpec, params: ManifestParams, template: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(deployment, service) as plain dicts, ready for the API and for validation."""
     text = Template(template if template is not None else TEMPLATE_PATH.read_text()).substitute(
         name=resource_name(spec.simulator_id),

@@ -39,6 +39,7 @@ def load_simulator_settings(env: Mapping[str, str] = os.environ) -> SimulatorSet
             values[field.name] = env[key]
     settings = msgspec.convert(values, SimulatorSettings, strict=False)
     if settings.provisioner not in ("local", "kubernetes"):
-        raise ValueError(f"SIMULATOR_PROVISIONER must be local or kubernetes, "
-                         f"not {settings.provisioner!r}")
+        raise ValueError(
+            f"SIMULATOR_PROVISIONER must be local or kubernetes, not {settings.provisioner!r}"
+        )
     return settings

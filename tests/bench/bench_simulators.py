@@ -68,13 +68,13 @@ class Recorder:
         self.statuses: dict[int, list[str]] = {}
 
 
-async def client(idx: int, url: str, rec: Recorder, start: dict | None, ready: asyncio.Event
-                 ) -> None:
+async def client(
+    idx: int, url: str, rec: Recorder, start: dict | None, ready: asyncio.Event
+) -> None:
     import websockets
 
     json_loads = msgspec.json.decode
-    async with websockets.connect(url, compression=None, max_size=2**22,
-                                  ping_interval=None) as ws:
+    async with websockets.connect(url, compression=None, max_size=2**22, ping_interval=None) as ws:
         ready.set()
         if start is not None:
             await ws.send(msgspec.json.encode({"type": "start_simulator", "payload": start}))
@@ -87,12 +87,15 @@ async def client(idx: int, url: str, rec: Recorder, start: dict | None, ready: a
                 rec.seen.add(idx)
                 if rec.measuring:
                     rec.ticks += 1
-                    rec.latencies.append(now - int(raw[at + 5:end]))
+                    rec.latencies.append(now - int(raw[at + 5 : end]))
             else:
                 msg = json_loads(raw)
                 # the session feed's statuses (versioned), not the gateway's replies to commands
-                if msg.get("type") == "simulator_status" and isinstance(msg.get("payload"), dict) \
-                        and "version" in msg:
+                if (
+                    msg.get("type") == "simulator_status"
+                    and isinstance(msg.get("payload"), dict)
+                    and "version" in msg
+                ):
                     rec.statuses.setdefault(idx, []).append(msg["payload"].get("status", ""))
                 elif msg.get("type") == "error":
                     print(f"client {idx}: error {msg.get('payload')}", file=sys.stderr)
@@ -115,8 +118,7 @@ async def sample_redis(redis_url: str, sim_ids: list[str], rec: Recorder, out: d
                     streams[stream.decode()] = entry_id.decode()
                     if rec.measuring:
                         ts = msgspec.json.decode(fields[b"d"])["ts"]
-                        out.setdefault("to_redis", []).append(
-                            int(entry_id.split(b"-")[0]) - ts)
+                        out.setdefault("to_redis", []).append(int(entry_id.split(b"-")[0]) - ts)
                         out.setdefault("to_reader", []).append(now - ts)
     finally:
         await r.aclose()
@@ -153,9 +155,18 @@ async def client_worker() -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    print(msgspec.json.encode({"ticks": rec.ticks, "window": window,
-                               "latencies": rec.latencies, "cpu": cpu,
-                               "statuses": list(rec.statuses.values())}).decode(), flush=True)
+    print(
+        msgspec.json.encode(
+            {
+                "ticks": rec.ticks,
+                "window": window,
+                "latencies": rec.latencies,
+                "cpu": cpu,
+                "statuses": list(rec.statuses.values()),
+            }
+        ).decode(),
+        flush=True,
+    )
 
 
 async def relay_buckets(base_url: str) -> dict[float, float]:
@@ -191,10 +202,11 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
     from infra.redis import connect
 
     token = TokenService(load_gateway_config(stack.env)).issue("bench", (), "access", ttl_s=3600)
-    symbols = ["AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA", "META", "NFLX"][:args.symbols]
+    symbols = ["AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA", "META", "NFLX"][: args.symbols]
     sessions = []
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30,
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
         for i in range(args.sims):
             r = await http.post("/api/sessions", json={"device_id": f"bench-{i}-0"})
             r.raise_for_status()
@@ -204,15 +216,23 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
     for s, sid in enumerate(sessions):
         for d in range(args.devices):
             url = f"{stack.ws_url}?session_id={sid}&device_id=bench-{s}-{d}&token={token}"
-            start = {"initial_symbols": symbols, "initial_cash": 100000.0} \
-                if d == args.devices - 1 else None
+            start = (
+                {"initial_symbols": symbols, "initial_cash": 100000.0}
+                if d == args.devices - 1
+                else None
+            )
             shares[s % args.client_procs].append([url, start])
     t0 = time.monotonic()
     workers = []
     for share in shares:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--client-worker", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=2**28)
+            sys.executable,
+            __file__,
+            "--client-worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**28,
+        )
         proc.stdin.write(msgspec.json.encode({"clients": share}) + b"\n")
         await proc.stdin.drain()
         workers.append(proc)
@@ -220,8 +240,11 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
         line = await asyncio.wait_for(proc.stdout.readline(), 180)
         if line.strip() != b"ticking":
             raise RuntimeError(f"client worker failed: {line!r}")
-    print(f"{sum(map(len, shares))} clients in {len(workers)} processes receiving ticks after "
-          f"{time.monotonic() - t0:.1f}s; warming up", file=sys.stderr)
+    print(
+        f"{sum(map(len, shares))} clients in {len(workers)} processes receiving ticks after "
+        f"{time.monotonic() - t0:.1f}s; warming up",
+        file=sys.stderr,
+    )
     rec = Recorder()
     r = connect(redis_url)
     sim_ids = []
@@ -233,8 +256,12 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
     baseline: dict[str, list[float]] = {}
     sampler = asyncio.create_task(sample_redis(redis_url, sim_ids, rec, baseline))
     await asyncio.sleep(3)
-    pids = {"simulators": stack.procs["simulators"].pid, "gateway": stack.procs["gateway"].pid,
-            "worker": stack.procs["worker"].pid, "redis": args.redis_pid}
+    pids = {
+        "simulators": stack.procs["simulators"].pid,
+        "gateway": stack.procs["gateway"].pid,
+        "worker": stack.procs["worker"].pid,
+        "redis": args.redis_pid,
+    }
     cpu0 = {k: children_cpu(p) for k, p in pids.items()}
     relay0 = await relay_buckets(stack.base_url)
     for proc in workers:
@@ -258,9 +285,13 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
     cpu = {k: round(100 * (cpu1[k] - cpu0[k]) / wall, 1) for k in pids}
     cpu["client_processes"] = round(100 * sum(res["cpu"] for res in results), 1)
     return {
-        "simulators": args.sims, "tick_hz": args.hz, "devices_per_session": args.devices,
-        "symbols": len(symbols), "clients": sum(map(len, shares)),
-        "client_processes": len(workers), "seconds": round(wall, 1),
+        "simulators": args.sims,
+        "tick_hz": args.hz,
+        "devices_per_session": args.devices,
+        "symbols": len(symbols),
+        "clients": sum(map(len, shares)),
+        "client_processes": len(workers),
+        "seconds": round(wall, 1),
         # each client process counts over its own measuring window
         "ticks_delivered_per_s": round(sum(res["ticks"] / res["window"] for res in results)),
         "ticks_expected_per_s": round(args.sims * args.hz * args.devices),
@@ -278,12 +309,18 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
             "p99": bucket_quantile(relay0, relay1, 0.99),
         },
         "cpu_pct_of_one_core": cpu,
-        "status_order_ok": bool(statuses) and all(
+        "status_order_ok": bool(statuses)
+        and all(
             [s for i, s in enumerate(v) if i == 0 or v[i - 1] != s][:3]
-            == ["CREATING", "STARTING", "RUNNING"] for v in statuses),
-        "status_order_bad_examples": [v for v in statuses if
-                                      [s for i, s in enumerate(v) if i == 0 or v[i - 1] != s][:3]
-                                      != ["CREATING", "STARTING", "RUNNING"]][:3],
+            == ["CREATING", "STARTING", "RUNNING"]
+            for v in statuses
+        ),
+        "status_order_bad_examples": [
+            v
+            for v in statuses
+            if [s for i, s in enumerate(v) if i == 0 or v[i - 1] != s][:3]
+            != ["CREATING", "STARTING", "RUNNING"]
+        ][:3],
         "load_average_1m_at_end": os.getloadavg()[0],
     }
 
@@ -295,8 +332,12 @@ def main() -> None:
     p.add_argument("--devices", type=int, default=2)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--symbols", type=int, default=3)
-    p.add_argument("--client-procs", type=int, default=2,
-                   help="processes the WebSocket clients are spread over (default 2)")
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        default=2,
+        help="processes the WebSocket clients are spread over (default 2)",
+    )
     p.add_argument("--client-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.client_worker:
@@ -307,10 +348,17 @@ def main() -> None:
         redis = start_redis(tmp_path / "redis")
         pg = start_postgres(tmp_path / "pg", fsync=False)
         args.redis_pid = redis.pid
-        stack = ProcessStack(redis.url, pg.url, tmp_path, SIMULATOR_TICK_HZ=str(args.hz),
-                             SIMULATOR_HEARTBEAT_INTERVAL_MS="5000",
-                             SIMULATOR_HOST_TTL_MS="6000", SESSIOND_ENV="dev",
-                             GATEWAY_RATE_PER_S="1000", GATEWAY_RATE_BURST="1000")
+        stack = ProcessStack(
+            redis.url,
+            pg.url,
+            tmp_path,
+            SIMULATOR_TICK_HZ=str(args.hz),
+            SIMULATOR_HEARTBEAT_INTERVAL_MS="5000",
+            SIMULATOR_HOST_TTL_MS="6000",
+            SESSIOND_ENV="dev",
+            GATEWAY_RATE_PER_S="1000",
+            GATEWAY_RATE_BURST="1000",
+        )
         try:
             stack.migrate()
             for role in ProcessStack.ROLES:

@@ -30,8 +30,15 @@ _SERVICE = re.compile(r"^/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?$")
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 class FakeKubernetesAPI:
@@ -110,16 +117,35 @@ class FakeKubernetesAPI:
     def _deployment_status(self, name: str, obj: dict[str, Any]) -> dict[str, Any]:
         for prefix, message in self.fail_deployments.items():
             if prefix == "*" or name.startswith(prefix):
-                return {"replicas": 1, "unavailableReplicas": 1, "conditions": [
-                    {"type": "Progressing", "status": "False",
-                     "reason": "ProgressDeadlineExceeded", "message": message}]}
+                return {
+                    "replicas": 1,
+                    "unavailableReplicas": 1,
+                    "conditions": [
+                        {
+                            "type": "Progressing",
+                            "status": "False",
+                            "reason": "ProgressDeadlineExceeded",
+                            "message": message,
+                        }
+                    ],
+                }
         if time.monotonic() - obj["_created"] >= self.ready_after_s:
-            return {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
-                    "updatedReplicas": 1, "conditions": [
-                        {"type": "Available", "status": "True",
-                         "reason": "MinimumReplicasAvailable"}]}
-        return {"replicas": 1, "unavailableReplicas": 1, "conditions": [
-            {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}
+            return {
+                "replicas": 1,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+                "updatedReplicas": 1,
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+                ],
+            }
+        return {
+            "replicas": 1,
+            "unavailableReplicas": 1,
+            "conditions": [
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
+            ],
+        }
 
     def _public(self, obj: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
         out = {k: v for k, v in obj.items() if not k.startswith("_")}
@@ -130,16 +156,31 @@ class FakeKubernetesAPI:
     def route(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
         with self.lock:
             if m := _DEPLOY.match(path):
-                return self._resource(method, m.group(1), m.group(2), body, self.deployments,
-                                      "Deployment", "deployments.apps")
+                return self._resource(
+                    method,
+                    m.group(1),
+                    m.group(2),
+                    body,
+                    self.deployments,
+                    "Deployment",
+                    "deployments.apps",
+                )
             if m := _SERVICE.match(path):
-                return self._resource(method, m.group(1), m.group(2), body, self.services,
-                                      "Service", "services")
+                return self._resource(
+                    method, m.group(1), m.group(2), body, self.services, "Service", "services"
+                )
         return 404, _status(404, "NotFound", f"the server could not find {path}")
 
-    def _resource(self, method: str, ns: str, name: str | None, body: Any,
-                  store: dict[tuple[str, str], dict[str, Any]], kind: str,
-                  resource: str) -> tuple[int, dict[str, Any]]:
+    def _resource(
+        self,
+        method: str,
+        ns: str,
+        name: str | None,
+        body: Any,
+        store: dict[tuple[str, str], dict[str, Any]],
+        kind: str,
+        resource: str,
+    ) -> tuple[int, dict[str, Any]]:
         if method == "POST" and name is None:
             if self.reject_create is not None:
                 code, reason, message = self.reject_create
@@ -147,11 +188,13 @@ class FakeKubernetesAPI:
             self.received.append(body)
             name = body["metadata"]["name"]
             if (ns, name) in store:
-                return 409, _status(409, "AlreadyExists",
-                                    f'{resource} "{name}" already exists')
+                return 409, _status(409, "AlreadyExists", f'{resource} "{name}" already exists')
             obj = dict(body)
-            obj["metadata"] = {**body["metadata"], "uid": f"uid-{name}",
-                               "creationTimestamp": "2026-01-01T00:00:00Z"}
+            obj["metadata"] = {
+                **body["metadata"],
+                "uid": f"uid-{name}",
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            }
             obj["_created"] = time.monotonic()
             store[(ns, name)] = obj
             return 201, self._public(obj, {} if kind == "Deployment" else None)
@@ -164,17 +207,28 @@ class FakeKubernetesAPI:
         if method == "DELETE":
             del store[(ns, name)]
             if kind == "Deployment":
-                return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                             "status": "Success", "details": {"name": name, "kind": "deployments"}}
+                return 200, {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {"name": name, "kind": "deployments"},
+                }
             return 200, self._public(obj)
         return 405, _status(405, "MethodNotAllowed", f"{method} not allowed")
 
 
 def write_kubeconfig(path: Path, server: str, token: str = "test-token") -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": server}}],
-        "users": [{"name": "tester", "user": {"token": token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "tester"}}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": server}}],
+                "users": [{"name": "tester", "user": {"token": token}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "tester"}}],
+            }
+        )
+    )
     return path

@@ -29,8 +29,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05,
-                   what: str = "condition") -> Any:
+async def wait_for(
+    predicate, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = await predicate()
@@ -41,8 +42,9 @@ async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05,
         await asyncio.sleep(interval)
 
 
-async def actor_events(redis, session_id: str, actor_id: str,
-                       partitions: int = PARTITIONS) -> list[Any]:
+async def actor_events(
+    redis, session_id: str, actor_id: str, partitions: int = PARTITIONS
+) -> list[Any]:
     stream = keys.event_stream(keys.partition_of(session_id, partitions), actor_id)
     out = []
     for _, fields in await redis.xrange(stream):
@@ -63,20 +65,37 @@ class Stack:
 
     async def create_session(self, session_id: str | None = None) -> str:
         session_id = session_id or str(uuid.uuid4())
-        out = await self.bus.send(keys.session_actor(session_id), session_id,
-                                  CreateSession(at=now_ms(), user_id=self.user,
-                                                session_id=session_id, device_id="d1"))
+        out = await self.bus.send(
+            keys.session_actor(session_id),
+            session_id,
+            CreateSession(at=now_ms(), user_id=self.user, session_id=session_id, device_id="d1"),
+        )
         assert out.ok, out
         return session_id
 
-    async def reserve(self, session_id: str, symbols=("AAPL", "MSFT"), *,
-                      heartbeat_timeout_ms: int = 30_000, idle_timeout_ms: int = 3_600_000,
-                      simulator_id: str | None = None):
+    async def reserve(
+        self,
+        session_id: str,
+        symbols=("AAPL", "MSFT"),
+        *,
+        heartbeat_timeout_ms: int = 30_000,
+        idle_timeout_ms: int = 3_600_000,
+        simulator_id: str | None = None,
+    ):
         simulator_id = simulator_id or str(uuid.uuid4())
-        out = await self.bus.send(keys.session_actor(session_id), session_id, ReserveSimulator(
-            at=now_ms(), user_id=self.user, simulator_id=simulator_id,
-            initial_symbols=list(symbols), initial_cash=10_000.0,
-            heartbeat_timeout_ms=heartbeat_timeout_ms, idle_timeout_ms=idle_timeout_ms))
+        out = await self.bus.send(
+            keys.session_actor(session_id),
+            session_id,
+            ReserveSimulator(
+                at=now_ms(),
+                user_id=self.user,
+                simulator_id=simulator_id,
+                initial_symbols=list(symbols),
+                initial_cash=10_000.0,
+                heartbeat_timeout_ms=heartbeat_timeout_ms,
+                idle_timeout_ms=idle_timeout_ms,
+            ),
+        )
         return simulator_id, out
 
     async def statuses(self, session_id: str, simulator_id: str) -> list[str]:
@@ -92,32 +111,56 @@ class Stack:
                 out.append(e.status)
         return out
 
-    async def wait_status(self, session_id: str, simulator_id: str, status: str,
-                          timeout: float = 10.0) -> list[str]:
+    async def wait_status(
+        self, session_id: str, simulator_id: str, status: str, timeout: float = 10.0
+    ) -> list[str]:
         async def seen():
             got = await self.statuses(session_id, simulator_id)
             return got if status in got else None
+
         return await wait_for(seen, timeout, what=f"simulator {status}")
 
 
 @contextlib.asynccontextmanager
-async def running_stack(redis_url: str, *, with_host: bool = True,
-                        settings: SimulatorSettings | None = None,
-                        heartbeat_interval_s: float = 0.3, tick_hz: float = 20.0,
-                        provisioner: Any = None) -> AsyncIterator[Stack]:
+async def running_stack(
+    redis_url: str,
+    *,
+    with_host: bool = True,
+    settings: SimulatorSettings | None = None,
+    heartbeat_interval_s: float = 0.3,
+    tick_hz: float = 20.0,
+    provisioner: Any = None,
+) -> AsyncIterator[Stack]:
     redis = connect(redis_url)
     bus = CommandBus(redis, partitions=PARTITIONS)
     await bus.start()
-    worker = Worker(redis_url=redis_url, partitions=PARTITIONS, worker_id="w-test",
-                    lease_ttl_ms=2000, timer_poll_ms=50)
+    worker = Worker(
+        redis_url=redis_url,
+        partitions=PARTITIONS,
+        worker_id="w-test",
+        lease_ttl_ms=2000,
+        timer_poll_ms=50,
+    )
     settings = settings or SimulatorSettings(retries=1, backoff_base_ms=20, ack_timeout_ms=2000)
     prov = provisioner or create_provisioner(settings, redis)
-    reactor = Reactor(redis, bus, prov, partitions=PARTITIONS, name="reactor-test",
-                      block_ms=100, cleanup_backoff_s=0.05)
+    reactor = Reactor(
+        redis,
+        bus,
+        prov,
+        partitions=PARTITIONS,
+        name="reactor-test",
+        block_ms=100,
+        cleanup_backoff_s=0.05,
+    )
     host = None
     if with_host:
-        host = SimulatorHost(redis, bus_heartbeat(bus, timeout=2.0), host_id="host-test",
-                             tick_hz=tick_hz, heartbeat_interval_s=heartbeat_interval_s)
+        host = SimulatorHost(
+            redis,
+            bus_heartbeat(bus, timeout=2.0),
+            host_id="host-test",
+            tick_hz=tick_hz,
+            heartbeat_interval_s=heartbeat_interval_s,
+        )
     stack = Stack(redis, bus, worker, reactor, host)
     stack.tasks["worker"] = asyncio.create_task(worker.run())
     stack.tasks["reactor"] = asyncio.create_task(reactor.run())

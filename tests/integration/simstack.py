@@ -67,13 +67,25 @@ class ProcessStack:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def migrate(self) -> None:
-        subprocess.run([SESSIOND, "migrate"], env=self.env, cwd=ROOT, check=True,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [SESSIOND, "migrate"],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def start(self, role: str) -> subprocess.Popen:
         log = open(self.log_dir / f"{role}.log", "ab")
-        proc = subprocess.Popen([SESSIOND, role], env=self.env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [SESSIOND, role],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.procs[role] = proc
         return proc
@@ -93,8 +105,10 @@ class ProcessStack:
             self.kill(role, signal.SIGTERM)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in sorted(self.log_dir.glob("*.log")))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.log_dir.glob("*.log"))
+        )
 
     def wait_healthy(self, redis_url: str, timeout: float = 40.0) -> None:
         import httpx
@@ -111,8 +125,11 @@ class ProcessStack:
                 with contextlib.suppress(Exception):
                     ready = httpx.get(self.base_url + "/ready", timeout=1).status_code == 200
                     now_ms = int(time.time() * 1000)
-                    hosts = (r.zcount("sd:sim:hosts", now_ms, "+inf")
-                             if "simulators" in self.procs else 1)
+                    hosts = (
+                        r.zcount("sd:sim:hosts", now_ms, "+inf")
+                        if "simulators" in self.procs
+                        else 1
+                    )
                     ok = ready and hosts > 0
                 if ok:
                     return
@@ -136,7 +153,9 @@ class Client:
     async def connect(cls, url: str, session_id: str, device_id: str, token: str) -> Client:
         ws = await websockets.connect(
             f"{url}?session_id={session_id}&device_id={device_id}&token={token}",
-            compression=None, max_size=2**22)
+            compression=None,
+            max_size=2**22,
+        )
         return cls(ws)
 
     async def _read(self) -> None:
@@ -145,18 +164,23 @@ class Client:
                 self.frames.append(json.loads(raw))
                 self._new.set()
 
-    async def send(self, mtype: str, payload: dict[str, Any] | None = None,
-                   correlation_id: str = "") -> None:
-        await self.ws.send(json.dumps({"type": mtype, "payload": payload or {},
-                                       "correlation_id": correlation_id}))
+    async def send(
+        self, mtype: str, payload: dict[str, Any] | None = None, correlation_id: str = ""
+    ) -> None:
+        await self.ws.send(
+            json.dumps({"type": mtype, "payload": payload or {}, "correlation_id": correlation_id})
+        )
 
     def of(self, mtype: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f.get("type") == mtype]
 
     def statuses(self) -> list[str]:
         """Simulator statuses pushed from the session feed (versioned), in arrival order."""
-        return [f["payload"]["status"] for f in self.of("simulator_status") if "version" in f
-                and isinstance(f.get("payload"), dict) and "status" in f["payload"]]
+        return [
+            f["payload"]["status"]
+            for f in self.of("simulator_status")
+            if "version" in f and isinstance(f.get("payload"), dict) and "status" in f["payload"]
+        ]
 
     def ticks(self) -> list[dict[str, Any]]:
         return [f["payload"] for f in self.of("exchange_data")]

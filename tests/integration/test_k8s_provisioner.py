@@ -36,21 +36,29 @@ def kubeconfig(tmp_path, api):
 
 
 def _spec(n: int = 1) -> SimulatorSpec:
-    return SimulatorSpec(simulator_id=f"0b5a7c1e-0000-4000-8000-00000000000{n}",
-                         session_id="5e551011-0000-4000-8000-000000000001", owner_id="user-1",
-                         initial_symbols=["AAPL", "MSFT"], initial_cash=25_000.0)
+    return SimulatorSpec(
+        simulator_id=f"0b5a7c1e-0000-4000-8000-00000000000{n}",
+        session_id="5e551011-0000-4000-8000-000000000001",
+        owner_id="user-1",
+        initial_symbols=["AAPL", "MSFT"],
+        initial_cash=25_000.0,
+    )
 
 
 def _provisioner(kubeconfig, **kw) -> KubernetesProvisioner:
     kw.setdefault("poll_interval_s", 0.05)
     kw.setdefault("ready_timeout_s", 5.0)
-    return KubernetesProvisioner(api_client_from_env(str(kubeconfig)),
-                                 ManifestParams(namespace="sim-test", image="sessiond:test"), **kw)
+    return KubernetesProvisioner(
+        api_client_from_env(str(kubeconfig)),
+        ManifestParams(namespace="sim-test", image="sessiond:test"),
+        **kw,
+    )
 
 
 @pytest.mark.anyio
 async def test_provision_creates_valid_labelled_limited_probed_resources_and_waits_until_ready(
-        api, kubeconfig):
+    api, kubeconfig
+):
     prov = _provisioner(kubeconfig)
     spec = _spec()
     started = time.monotonic()
@@ -103,10 +111,15 @@ async def test_a_failed_deployment_fails_with_the_api_reason(api, kubeconfig):
 
 @pytest.mark.anyio
 async def test_an_api_refusal_is_final_and_carries_the_api_message(api, kubeconfig):
-    api.reject_create = (403, "Forbidden", 'deployments.apps is forbidden: User "reactor" '
-                                           'cannot create resource "deployments"')
-    guarded = create_provisioner(SimulatorSettings(provisioner="kubernetes", retries=3),
-                                 api_client=api_client_from_env(str(kubeconfig)))
+    api.reject_create = (
+        403,
+        "Forbidden",
+        'deployments.apps is forbidden: User "reactor" cannot create resource "deployments"',
+    )
+    guarded = create_provisioner(
+        SimulatorSettings(provisioner="kubernetes", retries=3),
+        api_client=api_client_from_env(str(kubeconfig)),
+    )
     with pytest.raises(ProvisionFailed, match=r"403 Forbidden.*cannot create resource"):
         await guarded.provision(_spec())
     assert len([r for r in api.requests if r[0] == "POST"]) == 1  # not retried
@@ -125,8 +138,13 @@ async def test_a_wrong_token_is_refused(api, tmp_path):
 @pytest.mark.anyio
 async def test_a_down_api_is_retried_then_opens_the_breaker_with_a_clear_error(api, kubeconfig):
     api.stop()
-    settings = SimulatorSettings(provisioner="kubernetes", retries=2, backoff_base_ms=10,
-                                 breaker_failures=2, breaker_reset_ms=60_000)
+    settings = SimulatorSettings(
+        provisioner="kubernetes",
+        retries=2,
+        backoff_base_ms=10,
+        breaker_failures=2,
+        breaker_reset_ms=60_000,
+    )
     guarded = create_provisioner(settings, api_client=api_client_from_env(str(kubeconfig)))
     for _ in range(2):
         with pytest.raises(ProvisionerUnavailable, match=r"after 3 attempt.*unreachable"):

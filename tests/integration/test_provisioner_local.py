@@ -33,8 +33,9 @@ async def _always_running(spec) -> bool:
 
 
 def _spec(n: int = 1) -> EngineSpec:
-    return EngineSpec(simulator_id=f"sim-{n}", session_id=f"ses-{n}", owner_id="u",
-                      initial_symbols=["AAPL"])
+    return EngineSpec(
+        simulator_id=f"sim-{n}", session_id=f"ses-{n}", owner_id="u", initial_symbols=["AAPL"]
+    )
 
 
 async def test_no_live_host_is_a_transient_failure(redis_url):
@@ -82,8 +83,7 @@ async def test_placement_on_the_least_loaded_host_start_stop_and_status(redis_ur
 
 async def test_an_engine_does_not_tick_before_its_actor_is_running(redis_url):
     redis = connect(redis_url)
-    host = SimulatorHost(redis, _never_running, host_id="h", tick_hz=50,
-                         heartbeat_interval_s=0.05)
+    host = SimulatorHost(redis, _never_running, host_id="h", tick_hz=50, heartbeat_interval_s=0.05)
     task = asyncio.create_task(host.run())
     try:
         host.start_engine(_spec())
@@ -97,18 +97,28 @@ async def test_an_engine_does_not_tick_before_its_actor_is_running(redis_url):
 
 async def test_single_mode_serves_health_and_readiness_and_stops_on_sigterm(redis_url):
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "SESSIOND_PARTITIONS": "2",
-           "SIMULATOR_SPEC": msgspec.json.encode(_spec()).decode()}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SESSIOND_PARTITIONS": "2",
+        "SIMULATOR_SPEC": msgspec.json.encode(_spec()).decode(),
+    }
     sessiond = str(Path(sys.executable).parent / "sessiond")
-    proc = subprocess.Popen([sessiond, "simulators", "--single", "--health-port", str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sessiond, "simulators", "--single", "--health-port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
             async def ready():
                 try:
                     return (await http.get("/ready")).status_code == 200
                 except httpx.HTTPError:
                     return False
+
             await wait_for(ready, 20, what="/ready")
             assert (await http.get("/health")).status_code == 200
         proc.send_signal(signal.SIGTERM)
@@ -122,8 +132,13 @@ async def test_single_mode_serves_health_and_readiness_and_stops_on_sigterm(redi
 async def test_single_mode_refuses_a_bad_spec_with_one_line(redis_url):
     env = {**os.environ, "REDIS_URL": redis_url, "SIMULATOR_SPEC": "{not json"}
     sessiond = str(Path(sys.executable).parent / "sessiond")
-    out = subprocess.run([sessiond, "simulators", "--single", "--health-port",
-                          str(free_port())], env=env, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sessiond, "simulators", "--single", "--health-port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2
     assert "SIMULATOR_SPEC" in out.stderr and "Traceback" not in out.stderr
 

@@ -60,8 +60,9 @@ async def test_ending_the_session_stops_and_removes_its_simulator(redis_url):
         simulator_id, _ = await stack.reserve(session_id)
         await stack.wait_status(session_id, simulator_id, "RUNNING")
         assert simulator_id in stack.host.engines
-        out = await stack.bus.send(keys.session_actor(session_id), session_id,
-                                   EndSession(at=now_ms(), user_id=stack.user))
+        out = await stack.bus.send(
+            keys.session_actor(session_id), session_id, EndSession(at=now_ms(), user_id=stack.user)
+        )
         assert out.ok
         statuses = await stack.wait_status(session_id, simulator_id, "STOPPED")
         assert statuses[-2:] == ["STOPPING", "STOPPED"]
@@ -106,8 +107,9 @@ async def test_an_idle_simulator_is_stopped_and_removed(redis_url):
 
 
 async def test_no_simulators_process_ends_in_error_with_a_clear_reason(redis_url):
-    settings = SimulatorSettings(retries=1, backoff_base_ms=10, breaker_failures=1,
-                                 breaker_reset_ms=60_000)
+    settings = SimulatorSettings(
+        retries=1, backoff_base_ms=10, breaker_failures=1, breaker_reset_ms=60_000
+    )
     async with running_stack(redis_url, with_host=False, settings=settings) as stack:
         session_id = await stack.create_session()
         simulator_id, _ = await stack.reserve(session_id)
@@ -132,6 +134,7 @@ async def test_a_redelivered_event_sends_the_same_command_and_changes_nothing(re
         actor = keys.simulator_actor(simulator_id)
         partition = keys.partition_of(session_id, 2)
         from events.codec import decode_event_envelope
+
         entries = await stack.redis.xrange(keys.event_stream(partition, actor))
         requested = decode_event_envelope(entries[0][1][b"e"])
         before = await stack.redis.xlen(keys.event_stream(partition, actor))
@@ -141,8 +144,11 @@ async def test_a_redelivered_event_sends_the_same_command_and_changes_nothing(re
         await stack.bus.send(actor, session_id, StopSimulator(at=now_ms()))
         await stack.wait_status(session_id, simulator_id, "STOPPED")
         entries = await stack.redis.xrange(keys.event_stream(partition, actor))
-        stopping = next(decode_event_envelope(f[b"e"]) for _, f in entries
-                        if decode_event_envelope(f[b"e"]).type == "SimulatorStopping")
+        stopping = next(
+            decode_event_envelope(f[b"e"])
+            for _, f in entries
+            if decode_event_envelope(f[b"e"]).type == "SimulatorStopping"
+        )
         n = await stack.redis.xlen(keys.event_stream(partition, actor))
         assert await stack.reactor.handle(partition, stopping) is True
         assert await stack.redis.xlen(keys.event_stream(partition, actor)) == n
@@ -182,9 +188,15 @@ async def test_a_reactor_dying_mid_provision_is_taken_over_by_another(redis_url)
         await stack.tasks.pop("reactor")
         log = keys.partition_log(keys.partition_of(session_id, 2))
         assert (await stack.redis.xpending(log, GROUP))["pending"] == 1
-        other = Reactor(stack.redis, stack.bus,
-                        create_provisioner(SimulatorSettings(retries=0), stack.redis),
-                        partitions=2, name="reactor-2", block_ms=100, claim_idle_ms=300)
+        other = Reactor(
+            stack.redis,
+            stack.bus,
+            create_provisioner(SimulatorSettings(retries=0), stack.redis),
+            partitions=2,
+            name="reactor-2",
+            block_ms=100,
+            claim_idle_ms=300,
+        )
         stack.tasks["reactor-2"] = asyncio.create_task(other.run())
         try:
             statuses = await stack.wait_status(session_id, simulator_id, "RUNNING")
@@ -204,11 +216,16 @@ async def test_a_gracefully_stopped_simulators_process_stops_its_simulators_at_o
     from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
 
     async with running_stack(redis_url, with_host=False) as stack:
-        host = SimulatorHost(stack.redis, bus_heartbeat(stack.bus), host_id="h-graceful",
-                             tick_hz=20, heartbeat_interval_s=0.3, on_shutdown=bus_stop(stack.bus))
+        host = SimulatorHost(
+            stack.redis,
+            bus_heartbeat(stack.bus),
+            host_id="h-graceful",
+            tick_hz=20,
+            heartbeat_interval_s=0.3,
+            on_shutdown=bus_stop(stack.bus),
+        )
         task = asyncio.create_task(host.run())
-        await wait_for(lambda: stack.redis.zscore("sd:sim:hosts", "h-graceful"), 5,
-                       what="host up")
+        await wait_for(lambda: stack.redis.zscore("sd:sim:hosts", "h-graceful"), 5, what="host up")
         session_id = await stack.create_session()
         simulator_id, _ = await stack.reserve(session_id)  # 30 s heartbeat timeout
         await stack.wait_status(session_id, simulator_id, "RUNNING")

@@ -44,14 +44,22 @@ class Hub:
 
 
 async def _tick(redis, simulator_id: str, seq: int) -> None:
-    body = {"simulator_id": simulator_id, "seq": seq, "ts": 0,
-            "quotes": [{"symbol": "AAPL", "bid": 1.0, "ask": 1.1, "last": 1.05}]}
+    body = {
+        "simulator_id": simulator_id,
+        "seq": seq,
+        "ts": 0,
+        "quotes": [{"symbol": "AAPL", "bid": 1.0, "ask": 1.1, "last": 1.05}],
+    }
     await redis.xadd(market_data_stream(simulator_id), {"d": json.dumps(body)})
 
 
 def _status(session_id: str, simulator_id: str, status: str) -> Push:
-    return Push(MessageType.SIMULATOR_STATUS, {"simulator_id": simulator_id, "status": status},
-                session_id=session_id, version=3)
+    return Push(
+        MessageType.SIMULATOR_STATUS,
+        {"simulator_id": simulator_id, "status": status},
+        session_id=session_id,
+        version=3,
+    )
 
 
 @pytest.fixture
@@ -84,8 +92,11 @@ async def test_running_starts_relaying_latest_tick_first_to_every_device(setup):
     late = hub.add(Conn("late", "s1"))
     await wait_for(lambda: _async(late.ticks() == [5]), 2, what="late subscriber greeted")
     await _tick(redis, "sim1", 6)
-    await wait_for(lambda: _async(late.ticks() == [5, 6] and a.ticks()[-1] == 6), 2,
-                   what="late subscriber live")
+    await wait_for(
+        lambda: _async(late.ticks() == [5, 6] and a.ticks()[-1] == 6),
+        2,
+        what="late subscriber live",
+    )
     assert a.ticks() == [2, 3, 4, 5, 6]
 
 
@@ -130,8 +141,11 @@ async def test_many_sessions_are_read_in_slices(redis_url):
         await asyncio.sleep(0.1)
         for i in range(10):
             await _tick(redis, f"sim{i}", i)
-        await wait_for(lambda: _async(all(c.ticks() == [i] for i, c in enumerate(conns))), 3,
-                       what="every session's tick")
+        await wait_for(
+            lambda: _async(all(c.ticks() == [i] for i, c in enumerate(conns))),
+            3,
+            what="every session's tick",
+        )
     finally:
         await relay.close()
         await redis.aclose()

@@ -40,8 +40,11 @@ def stack(redis_server_url, postgres_server_url, tmp_path_factory):
     redis.Redis.from_url(redis_server_url).flushall()
     name = f"sim_e2e_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     _run_sync(_create_database, postgres_server_url, name)
-    stack = ProcessStack(redis_server_url, _with_database(postgres_server_url, name),
-                         tmp_path_factory.mktemp("simstack"))
+    stack = ProcessStack(
+        redis_server_url,
+        _with_database(postgres_server_url, name),
+        tmp_path_factory.mktemp("simstack"),
+    )
     try:
         stack.migrate()
         for role in ProcessStack.ROLES:
@@ -63,8 +66,9 @@ def token(stack):
 
 async def _new_session(stack, token) -> str:
     """Seed 000: POST /api/sessions with a device id and the bearer token."""
-    async with httpx.AsyncClient(base_url=stack.base_url,
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
         r = await http.post("/api/sessions", json={"device_id": f"d-{uuid.uuid4().hex[:8]}"})
         assert r.status_code in (200, 201), r.text
         return r.json()["session_id"]
@@ -74,6 +78,7 @@ async def _new_session(stack, token) -> str:
 async def session(stack, token):
     async def make() -> str:
         return await _new_session(stack, token)
+
     return make
 
 
@@ -83,8 +88,9 @@ async def clients(stack, token):
     counter = itertools.count()
 
     async def open_(session_id: str, device: str | None = None) -> Client:
-        client = await Client.connect(stack.ws_url, session_id, device or f"dev{next(counter)}",
-                                      token)
+        client = await Client.connect(
+            stack.ws_url, session_id, device or f"dev{next(counter)}", token
+        )
         opened.append(client)
         await client.until(lambda c: c.of("connected"), what="connected")
         return client
@@ -99,13 +105,17 @@ def _in_order(statuses: list[str]) -> list[str]:
 
 
 def _error_reason(client: Client) -> str:
-    frames = [f for f in client.of("simulator_status")
-              if isinstance(f.get("payload"), dict) and f["payload"].get("status") == "ERROR"]
+    frames = [
+        f
+        for f in client.of("simulator_status")
+        if isinstance(f.get("payload"), dict) and f["payload"].get("status") == "ERROR"
+    ]
     return frames[-1]["payload"].get("reason", "") if frames else ""
 
 
 async def test_ws_start_shows_creating_starting_running_then_ticks_on_every_device(
-        stack, clients, token, session):
+    stack, clients, token, session
+):
     sid = await session()
     phone = await clients(sid, "phone")
     laptop = await clients(sid, "laptop")
@@ -113,8 +123,13 @@ async def test_ws_start_shows_creating_starting_running_then_ticks_on_every_devi
     await phone.until(lambda c: len(c.ticks()) >= 3, 20, what="ticks")
     assert _in_order(phone.statuses())[:3] == ["CREATING", "STARTING", "RUNNING"]
     first_tick = next(i for i, f in enumerate(phone.frames) if f["type"] == "exchange_data")
-    running = next(i for i, f in enumerate(phone.frames) if f["type"] == "simulator_status"
-                   and "version" in f and f["payload"]["status"] == "RUNNING")
+    running = next(
+        i
+        for i, f in enumerate(phone.frames)
+        if f["type"] == "simulator_status"
+        and "version" in f
+        and f["payload"]["status"] == "RUNNING"
+    )
     assert running < first_tick
     for tick in phone.ticks():
         assert {q["symbol"] for q in tick["quotes"]} == set(SYMBOLS)
@@ -134,16 +149,21 @@ async def test_ws_start_shows_creating_starting_running_then_ticks_on_every_devi
     # a second start while one is active is refused
     await laptop.send("start_simulator", {"initial_symbols": ["TSLA"]}, correlation_id="again")
     err = await laptop.until(
-        lambda c: [f for f in c.of("error") if f.get("correlation_id") == "again"], 10,
-        what="the refusal")
+        lambda c: [f for f in c.of("error") if f.get("correlation_id") == "again"],
+        10,
+        what="the refusal",
+    )
     assert err[0]["payload"]["code"] == "SIMULATOR_ALREADY_ACTIVE"
 
     # REST: status from simulator.instances, and the latest quotes
-    async with httpx.AsyncClient(base_url=stack.base_url,
-                                 headers={"Authorization": f"Bearer {token}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+
         async def running_row():
             r = await http.get(f"/api/sessions/{sid}/simulator")
             return r.json() if r.status_code == 200 and r.json()["status"] == "RUNNING" else None
+
         row = await wait_for(running_row, 5, what="projected RUNNING")
         assert row["endpoint"].startswith("local://")
         quotes = (await http.get(f"/api/sessions/{sid}/simulator/quotes")).json()
@@ -153,9 +173,11 @@ async def test_ws_start_shows_creating_starting_running_then_ticks_on_every_devi
         # ending the session stops the simulator and removes its resources
         r = await http.post("/api/session/end", json={"sessionId": sid, "routerId": sid})
         assert r.status_code == 200, r.text
+
         async def stopped_row():
             r = await http.get(f"/api/sessions/{sid}/simulator")
             return r.status_code != 200 or r.json()["status"] == "STOPPED"
+
         await wait_for(stopped_row, 10, what="simulator STOPPED")
     redis = connect(stack.env["REDIS_URL"])
     try:
@@ -177,7 +199,8 @@ async def _absent(redis, simulator_id: str) -> bool:
 
 
 async def test_killing_the_simulators_process_marks_error_and_tells_the_clients(
-        stack, clients, session):
+    stack, clients, session
+):
     sid = await session()
     a = await clients(sid)
     b = await clients(sid)
@@ -185,9 +208,17 @@ async def test_killing_the_simulators_process_marks_error_and_tells_the_clients(
     bus = CommandBus(redis, partitions=4)
     try:
         sim_id = str(uuid.uuid4())
-        out = await bus.send(keys.session_actor(sid), sid, ReserveSimulator(
-            at=now_ms(), user_id="alice", simulator_id=sim_id, initial_symbols=["AAPL"],
-            heartbeat_timeout_ms=1500))
+        out = await bus.send(
+            keys.session_actor(sid),
+            sid,
+            ReserveSimulator(
+                at=now_ms(),
+                user_id="alice",
+                simulator_id=sim_id,
+                initial_symbols=["AAPL"],
+                heartbeat_timeout_ms=1500,
+            ),
+        )
         assert out.ok, out
         await a.until(lambda c: c.ticks(), 20, what="ticks")
         stack.kill("simulators")  # SIGKILL: no goodbye, heartbeats just stop
@@ -207,7 +238,8 @@ async def test_killing_the_simulators_process_marks_error_and_tells_the_clients(
 
 
 async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
-        stack, clients, session, tmp_path):
+    stack, clients, session, tmp_path
+):
     """The reactor runs the kubernetes provisioner against the test API server."""
     stack.kill("reactor", sig=15)
     api = FakeKubernetesAPI(ready_after_s=0.1).start()
@@ -215,13 +247,20 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
     redis = connect(stack.env["REDIS_URL"])
     bus = CommandBus(redis, partitions=4)
     await bus.start()
-    settings = SimulatorSettings(provisioner="kubernetes", retries=1, backoff_base_ms=10,
-                                 breaker_failures=1, breaker_reset_ms=60_000,
-                                 k8s_poll_ms=50, k8s_ready_timeout_ms=5000)
+    settings = SimulatorSettings(
+        provisioner="kubernetes",
+        retries=1,
+        backoff_base_ms=10,
+        breaker_failures=1,
+        breaker_reset_ms=60_000,
+        k8s_poll_ms=50,
+        k8s_ready_timeout_ms=5000,
+    )
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
     prov = create_provisioner(settings, api_client=api_client_from_env(str(kubeconfig)))
-    reactor = Reactor(redis, bus, prov, partitions=4, name="reactor-k8s-test", block_ms=100,
-                      stop_grace_s=0.5)
+    reactor = Reactor(
+        redis, bus, prov, partitions=4, name="reactor-k8s-test", block_ms=100, stop_grace_s=0.5
+    )
     task = asyncio.create_task(reactor.run())
     try:
         # a deployment that fails: ERROR with the API's reason, pushed to the client
@@ -232,8 +271,11 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
         assert "ProgressDeadlineExceeded" in _error_reason(a)
         assert "ImagePullBackOff" in _error_reason(a)
         # the failed simulator's resources are removed
-        await wait_for(lambda: _async(not api.deployments and not api.services), 5,
-                       what="failed deployment deleted")
+        await wait_for(
+            lambda: _async(not api.deployments and not api.services),
+            5,
+            what="failed deployment deleted",
+        )
         # the API goes away: retried, then the breaker opens; both say so plainly
         api.stop()
         b = await clients(await session())
@@ -256,15 +298,19 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
 
 
 async def test_an_sse_client_of_the_session_gets_the_statuses_and_the_ticks(
-        stack, clients, session, token):
+    stack, clients, session, token
+):
     sid = await session()
     ws = await clients(sid)
     events: list[tuple[str, str]] = []
 
     async def read_sse() -> None:
-        async with httpx.AsyncClient(base_url=stack.base_url, timeout=None) as http, \
-                http.stream("GET", f"/api/sessions/{sid}/events",
-                            headers={"Authorization": f"Bearer {token}"}) as r:
+        async with (
+            httpx.AsyncClient(base_url=stack.base_url, timeout=None) as http,
+            http.stream(
+                "GET", f"/api/sessions/{sid}/events", headers={"Authorization": f"Bearer {token}"}
+            ) as r,
+        ):
             assert r.status_code == 200
             name = ""
             async for line in r.aiter_lines():
@@ -280,6 +326,7 @@ async def test_an_sse_client_of_the_session_gets_the_statuses_and_the_ticks(
 
         async def ticks_seen():
             return sum(1 for n, _ in events if n == "exchange_data") >= 2
+
         await wait_for(ticks_seen, 20, what="ticks over SSE")
         names = [n for n, _ in events]
         assert "simulator_status" in names
@@ -292,7 +339,8 @@ async def test_an_sse_client_of_the_session_gets_the_statuses_and_the_ticks(
 
 
 async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_stopped(
-        stack, clients, session):
+    stack, clients, session
+):
     """Inactivity (seed 002): connected clients report activity; alone, it is stopped."""
     sid = await session()
     a = await clients(sid)
@@ -300,9 +348,17 @@ async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_sto
     bus = CommandBus(redis, partitions=4)
     try:
         sim_id = str(uuid.uuid4())
-        out = await bus.send(keys.session_actor(sid), sid, ReserveSimulator(
-            at=now_ms(), user_id="alice", simulator_id=sim_id, initial_symbols=["AAPL"],
-            idle_timeout_ms=3000))
+        out = await bus.send(
+            keys.session_actor(sid),
+            sid,
+            ReserveSimulator(
+                at=now_ms(),
+                user_id="alice",
+                simulator_id=sim_id,
+                initial_symbols=["AAPL"],
+                idle_timeout_ms=3000,
+            ),
+        )
         assert out.ok, out
         await a.until(lambda c: c.ticks(), 20, what="ticks")
         await asyncio.sleep(6)  # twice the idle timeout, with a client watching
@@ -312,10 +368,12 @@ async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_sto
         async def stopped():
             events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
             return [type(e).__name__ for e in events][-1] == "SimulatorStopped"
+
         await wait_for(stopped, 10, what="the idle simulator stopped")
         events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
-        assert next(e for e in events if type(e).__name__ == "SimulatorStopping").reason \
-            == "inactive"
+        assert (
+            next(e for e in events if type(e).__name__ == "SimulatorStopping").reason == "inactive"
+        )
         await wait_for(lambda: _absent(redis, sim_id), 5, what="resources removed")
     finally:
         await bus.close()

@@ -24,8 +24,9 @@ class Publisher:
 
 def _engine(n: int, publisher: Publisher, heartbeat, hz: float = 20.0) -> Engine:
     spec = EngineSpec(simulator_id=f"sim-{n}", session_id="s", initial_symbols=["AAPL"])
-    return Engine(spec, publisher=publisher, heartbeat=heartbeat, tick_hz=hz,
-                  heartbeat_interval_s=0.05)
+    return Engine(
+        spec, publisher=publisher, heartbeat=heartbeat, tick_hz=hz, heartbeat_interval_s=0.05
+    )
 
 
 async def _ok(spec) -> bool:
