@@ -160,7 +160,8 @@ class Engine:
         delay = 0.05
         while not await self._beat():
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.heartbeat_interval_s)
+            # capped at 1 s: RUNNING should follow the provisioner's report promptly
+            delay = min(delay * 2, self.heartbeat_interval_s, 1.0)
 
     async def _heartbeats(self) -> None:
         while True:
