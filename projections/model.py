@@ -61,6 +61,7 @@ _WS = se.Transport.WS.value
 _SSE = se.Transport.SSE.value
 _GOOD = se.ConnectionQuality.GOOD.value
 _S = {status.name: status.value for status in si.SimulatorStatus}
+_ACTIVE_SIM = frozenset(str(status) for status in si.ACTIVE_STATUSES)
 
 
 def to_datetime(ms: int) -> datetime:
@@ -225,10 +226,40 @@ def _new_session(sid: str, e: se.SessionCreated) -> SessionAggregate:
 def project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionAggregate | None:
     """The aggregate of session `sid` after its own event `e`."""
     if isinstance(e, se.SessionCreated):
-        return _new_session(sid, e)  # a restart replaces every row of the old incarnation
+        # a restart replaces every row of the old incarnation, except (as the actor does) a
+        # simulator of the old incarnation that is still active: it keeps the session's slot
+        fresh = _new_session(sid, e)
+        if agg is None:
+            return fresh
+        meta = agg.session.metadata
+        if meta.get("simulator_status") in _ACTIVE_SIM:
+            sim_id = meta.get("simulator_id")
+            fresh = _metadata(fresh, simulator_id=sim_id,
+                              simulator_status=meta.get("simulator_status"),
+                              simulator_endpoint=meta.get("simulator_endpoint"))
+            if sim_id in agg.simulators:
+                fresh = _replace(fresh, simulators={sim_id: agg.simulators[sim_id]})
+        return fresh
     if agg is None:
         return None  # the session's rows are gone (ended): later facts have nothing to update
     match e:
+        case se.StateChanged():
+            # as the actor does: deletions first, then the changes (a key in both is kept)
+            old_state = agg.state.state if agg.state else {}
+            if e.deleted_keys:
+                gone = set(e.deleted_keys)
+                state = {k: v for k, v in old_state.items() if k not in gone}
+                state.update(e.changes)
+            else:
+                state = {**old_state, **e.changes}
+            return _replace(agg, state=StateRow(
+                session_id=sid, state=state, state_version=e.state_version,
+                device_id=e.device_id or (agg.state.device_id if agg.state else ""),
+                app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
+        case se.DevicesSeen(device_ids=ids):
+            seen = {d: _replace(agg.devices[d], last_seen=e.at)
+                    for d in ids if d in agg.devices and agg.devices[d].status == ONLINE}
+            return _replace(agg, devices={**agg.devices, **seen}) if seen else agg
         case se.SessionEnded():
             return None  # seed 002: "End Session ... Removes session records"
         case se.SessionExpired():
@@ -295,22 +326,10 @@ def project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionAg
             device = _replace(old, status=OFFLINE, connection_ids={}, last_seen=e.at,
                               left_reason=e.reason)
             return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at, e.reason)
-        case se.DevicesSeen(device_ids=ids):
-            seen = {d: _replace(agg.devices[d], last_seen=e.at)
-                    for d in ids if d in agg.devices and agg.devices[d].status == ONLINE}
-            return _replace(agg, devices={**agg.devices, **seen}) if seen else agg
         case se.StateReplaced():
             return _replace(agg, state=StateRow(
                 session_id=sid, state=e.state, state_version=e.state_version,
                 device_id=e.device_id, app_version=e.app_version, updated_at=e.at))
-        case se.StateChanged():
-            old_state = agg.state.state if agg.state else {}
-            state = {k: v for k, v in {**old_state, **e.changes}.items()
-                     if k not in set(e.deleted_keys)}
-            return _replace(agg, state=StateRow(
-                session_id=sid, state=state, state_version=e.state_version,
-                device_id=e.device_id or (agg.state.device_id if agg.state else ""),
-                app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
         case se.ConflictResolved():
             return _replace(agg, state=StateRow(
                 session_id=sid, state=e.state, state_version=e.state_version,
