@@ -127,6 +127,8 @@ def push_for_event(
         mtype, payload = MessageType.SESSION_UPDATE, body
     payload["event"] = event_type
     payload["version"] = version
+    if ts:
+        payload["ts"] = ts  # the event's time (ms)
     return Push(
         mtype, payload, session_id=session_id, version=version,
         timestamp=(ts // 1000) if ts else None,

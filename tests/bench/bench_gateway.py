@@ -67,7 +67,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 # ------------------------------------------------------------------ client processes
@@ -90,6 +90,7 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
 
     async def main() -> None:
         lat: list[float] = []
+        stage: list[tuple[float, float]] = []
         errors = 0
 
         async def connect(sid: str, device: str, user: str):
@@ -102,16 +103,20 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
                     if hello["type"] == "connected":
                         return ws
                     await ws.close()
-                except Exception:  # noqa: BLE001 - retry under load
+                except Exception:
                     pass
                 await asyncio.sleep(0.2 * (attempt + 1))
             raise RuntimeError(f"could not connect {sid}/{device}")
+
+        codes: dict[str, int] = {}
 
         async def drain_a(ws) -> None:
             nonlocal errors
             async for raw in ws:
                 if '"error"' in raw[:20]:
                     errors += 1
+                    code = json.loads(raw)["payload"].get("code", "?")
+                    codes[code] = codes.get(code, 0) + 1
 
         async def read_b(ws) -> None:
             async for raw in ws:
@@ -119,7 +124,11 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
                     msg = json.loads(raw)
                     sent = msg["payload"]["changes"].get("t")
                     if sent is not None:
-                        lat.append(time.time() - sent)
+                        now = time.time()
+                        lat.append(now - sent)
+                        ts = msg["payload"].get("ts")
+                        if ts:
+                            stage.append((ts / 1000 - sent, now - ts / 1000))
 
         pairs = []
         sem = asyncio.Semaphore(50)
@@ -151,7 +160,8 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
         for r in readers:
             r.cancel()
         await asyncio.gather(*(ws.close() for p in pairs for ws in p), return_exceptions=True)
-        out.put(("done", {"sent": n, "received": len(lat), "latencies": lat, "errors": errors}))
+        out.put(("done", {"sent": n, "received": len(lat), "latencies": lat, "errors": errors,
+                          "codes": codes, "stage": stage}))
 
     asyncio.run(main())
 
@@ -184,7 +194,7 @@ def conn_client(url: str, tokens: dict[str, str], sessions: list[str], per_sessi
                                 await ws.close()
                                 raise RuntimeError(hello)
                     return ws
-                except Exception:  # noqa: BLE001
+                except Exception:
                     await asyncio.sleep(0.2 * (attempt + 1))
             failures += 1
             return None
@@ -195,14 +205,14 @@ def conn_client(url: str, tokens: dict[str, str], sessions: list[str], per_sessi
                 while True:
                     await ws.send('{"type":"heartbeat","payload":{}}')
                     await asyncio.sleep(heartbeat_s)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
         async def sink(ws) -> None:
             try:
                 async for _ in ws:
                     pass
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
         t0 = time.perf_counter()
@@ -282,7 +292,7 @@ class Stack:
         self.tokens = {f"bench-{i}": ts.issue(f"bench-{i}", (), ttl_s=3600) for i in range(50)}
 
     def start(self, name: str, *args: str) -> None:
-        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115
+        log = open(self.dir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
             [*SESSIOND, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=raise_fd_limit)
@@ -325,6 +335,11 @@ def _split(items: list, n: int) -> list[list]:
     return [items[i::n] for i in range(n)]
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_latency(stack: Stack) -> None:
     url = f"ws://127.0.0.1:{stack.port}/ws"
     sessions = [str(uuid.uuid4()) for _ in range(SESSIONS)]
@@ -338,6 +353,7 @@ def bench_latency(stack: Stack) -> None:
     t0 = time.perf_counter()
     ready = 0
     results = []
+    cpu0: dict[str, float] = {}
     while len(results) < len(procs):
         kind, value = out.get(timeout=600)
         if kind == "ready":
@@ -346,8 +362,16 @@ def bench_latency(stack: Stack) -> None:
                 print(f"  {ready} sessions x 2 devices connected in "
                       f"{time.perf_counter() - t0:.1f}s; sending {RATE:.0f} updates/s for "
                       f"{DURATION:.0f}s", flush=True)
+                cpu0 = {n: cpu_seconds(p.pid) for n, p in stack.procs.items()}
+                cpu0["redis"] = cpu_seconds(stack.redis.pid)
         else:
             results.append(value)
+    cpu = {n: cpu_seconds(p.pid) - cpu0.get(n, 0) for n, p in stack.procs.items()}
+    cpu["redis"] = cpu_seconds(stack.redis.pid) - cpu0.get("redis", 0)
+    codes: dict[str, int] = {}
+    for r in results:
+        for c, k in r["codes"].items():
+            codes[c] = codes.get(c, 0) + k
     for p in procs:
         p.join()
     lat = [x for r in results for x in r["latencies"]]
@@ -359,6 +383,18 @@ def bench_latency(stack: Stack) -> None:
           f"{errors}, achieved {sent / DURATION:.0f} updates/s")
     print(f"    p50 {pct(ms, 50):.1f} ms   p90 {pct(ms, 90):.1f} ms   p99 {pct(ms, 99):.1f} ms"
           f"   max {max(ms) if ms else float('nan'):.1f} ms   (goal p99 <= 25 ms)", flush=True)
+    if codes:
+        print(f"    error codes: {codes}")
+    stage = [x for r in results for x in r["stage"]]
+    if stage:
+        to_cmd = [a * 1000 for a, _ in stage]
+        to_b = [b * 1000 for _, b in stage]
+        print(f"    split: client send -> command stamped at the gateway p50 {pct(to_cmd, 50):.1f}"
+              f" / p99 {pct(to_cmd, 99):.1f} ms; command -> device B p50 {pct(to_b, 50):.1f} /"
+              f" p99 {pct(to_b, 99):.1f} ms")
+    span = DURATION + 4.0
+    print("    CPU (% of one core) during the run: " + ", ".join(
+        f"{n} {100 * v / span:.0f}%" for n, v in cpu.items()), flush=True)
 
 
 def hold_connections(url: str, tokens: dict, bare: bool, pid_of_server: int) -> dict:
@@ -377,7 +413,7 @@ def hold_connections(url: str, tokens: dict, bare: bool, pid_of_server: int) -> 
     opened = failed = 0
     secs = 0.0
     for _ in procs:
-        kind, v = out.get(timeout=900)
+        _kind, v = out.get(timeout=900)
         opened += v["open"]
         failed += v["failed"]
         secs = max(secs, v["seconds"])

@@ -620,3 +620,36 @@ def test_schemathesis_finds_no_server_error(stack: Stack) -> None:
 
     assert proc.returncode == 0, tail
     assert "not_a_server_error" in tail or "passed" in tail.lower(), tail
+
+
+async def test_poor_rtt_changes_quality_once_and_advises_reconnect(stack: Stack) -> None:
+    ws, hello = await connect_ws(stack, "lena", "device-a")
+    try:
+        for _ in range(3):  # the same quality three times: one command, one change
+            await ws.send(json.dumps({"type": "heartbeat", "payload": {"rtt_ms": 900}}))
+        advice = await recv_until(ws, of_type("reconnect"))
+        assert advice["payload"]["reason"] == "POOR_CONNECTION"
+        state = await recv_until(ws, lambda m: m["type"] == "connection_state"
+                                 and m["payload"].get("quality") == "POOR")
+        assert state["version"] > hello["payload"]["version"]
+        await ws.send(json.dumps({"type": "heartbeat", "payload": {"rtt_ms": 20}}))
+        good = await recv_until(ws, lambda m: m["type"] == "connection_state"
+                                and m["payload"].get("quality") == "GOOD")
+        assert good["version"] == state["version"] + 1  # no duplicate POOR in between
+    finally:
+        await ws.close()
+
+
+async def test_message_rate_limit(stack: Stack) -> None:
+    ws, _ = await connect_ws(stack, "mona", "device-a")
+    try:
+        for _ in range(260):  # burst 200 in the test stack
+            await ws.send('{"type":"heartbeat","payload":{}}')
+        msg = await recv_until(ws, lambda m: m["type"] == "error")
+        assert msg["payload"]["code"] == "RATE_LIMITED"
+        await asyncio.sleep(1.5)
+        await ws.send('{"type":"heartbeat","payload":{"client_time":7}}')
+        await recv_until(ws, lambda m: m["type"] == "heartbeat_ack"
+                         and m["payload"]["client_time"] == 7)
+    finally:
+        await ws.close()
