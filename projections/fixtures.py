@@ -19,8 +19,10 @@ from actors.registry import decider_for
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
 from events.errors import DomainError
+from projections.verify import fold_logs, log_length  # re-exported for tests
 
 __all__ = ["LocalActors", "fold_logs", "log_length", "random_command"]
+
 
 
 class LocalActors:
@@ -187,31 +189,3 @@ def random_command(rng: Any, actors: LocalActors, session_ids: list[str], now: i
         return aid, se.ExpireSession(at=state.expires_at)
     return aid, se.CreateSession(at=now, user_id=user, session_id=sid, restart=True,
                                  device_id="dev-1")
-
-
-async def fold_logs(redis: Redis, partitions: int) -> Any:
-    """The read model as a fold of every partition log, in memory (what the tables must equal)."""
-    from actors.keys import partition_log as log_key
-    from events.codec import decode_event, decode_event_envelope
-    from projections.model import Model
-
-    model = Model()
-    for p in range(partitions):
-        last = "-"
-        while True:
-            entries = await redis.xrange(log_key(p), min=last, count=5000)
-            if last != "-" and entries:
-                entries = entries[1:]
-            if not entries:
-                break
-            for entry_id, fields in entries:
-                env = decode_event_envelope(fields[b"e"])
-                model.apply(env, decode_event(env.data, env.type))
-                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return model
-
-
-async def log_length(redis: Redis, partitions: int) -> int:
-    from actors.keys import partition_log as log_key
-
-    return sum([await redis.xlen(log_key(p)) for p in range(partitions)])

@@ -142,8 +142,8 @@ async def _verify(args: argparse.Namespace) -> int:
 
     from infra.redis import connect
     from projections.cli import emit_json, resolve
-    from projections.fixtures import fold_logs
     from projections.store import load_model
+    from projections.verify import fold_logs
 
     cfg = resolve(args)
     redis = connect(cfg.redis_url)
