@@ -24,7 +24,6 @@ from projections.verify import fold_logs, log_length  # re-exported for tests
 __all__ = ["LocalActors", "fold_logs", "log_length", "random_command"]
 
 
-
 class LocalActors:
     def __init__(self, redis: Redis, partitions: int = 16) -> None:
         self.redis = redis
