@@ -251,3 +251,46 @@ async def test_session_events_after_a_trim_come_from_the_archive(redis_url, data
     assert out.returncode == 0, out.stderr
     assert [json.loads(line)["version"] for line in out.stdout.splitlines()] == list(
         range(1, 11))
+
+
+async def test_projections_cli_status_verify_rebuild_and_trim(redis_url, database_url):
+    await migrate(database_url)
+    history = _History(redis_url, seed=12, sessions=10)
+    n = await history.run(300)
+    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
+           "SESSIOND_PARTITIONS": str(P)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "infra.cli", "projections", *args],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    status = await asyncio.to_thread(cli, "status", "--json")
+    rows = [json.loads(line) for line in status.stdout.splitlines()]
+    assert sum(r["events_behind"] for r in rows) == n and len(rows) == P
+    table = await asyncio.to_thread(cli, "status")
+    assert table.returncode == 0 and f"total: {n} events behind" in table.stdout
+    projector, task, pool, redis = await _start(redis_url, database_url)
+    try:
+        await _wait(pool, n)
+    finally:
+        await _stop(projector, task, pool, redis)
+    verify = await asyncio.to_thread(cli, "verify")
+    assert verify.returncode == 0 and json.loads(verify.stdout)["ok"] is True
+    rebuilt = await asyncio.to_thread(cli, "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout)["events"] == n and "events/s" in rebuilt.stderr
+    bad = await asyncio.to_thread(cli, "rebuild", "--name", "nope")
+    assert bad.returncode == 2 and "unknown projection" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    dry = await asyncio.to_thread(cli, "trim", "--dry-run")
+    assert sum(json.loads(line)["log_entries_removed"] for line in dry.stdout.splitlines()) == n
+    assert await log_length_now(redis_url) == n  # a dry run removes nothing
+    await history.redis.aclose()
+
+
+async def log_length_now(redis_url: str) -> int:
+    redis = connect(redis_url)
+    try:
+        return sum([await redis.xlen(partition_log(p)) for p in range(P)])
+    finally:
+        await redis.aclose()
