@@ -122,7 +122,13 @@ class Gateway:
         from gateway.push import Push
 
         beat = Push(MessageType.HEARTBEAT, {"server_time": now_ms()})
+        admin = Push(MessageType.ADMIN_UPDATE, {
+            "gateway": self.config.gateway_id, "connections": len(self.hub.conns),
+            "sessions": len(self.hub.feeds), "draining": self.draining,
+            "uptime_s": int(time.time() - self.started_at)})
         for conn in tuple(self.hub.conns.values()):
+            if conn.is_admin:
+                conn.deliver(admin)
             if now - conn.last_rx > self.config.idle_timeout_s:
                 conn.close_soon(4408, "IDLE_TIMEOUT")
             elif conn.transport == "ws":

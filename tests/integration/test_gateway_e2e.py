@@ -653,3 +653,21 @@ async def test_message_rate_limit(stack: Stack) -> None:
                          and m["payload"]["client_time"] == 7)
     finally:
         await ws.close()
+
+
+async def test_admins_get_admin_updates_and_broadcasts(stack: Stack) -> None:
+    q = f"?token={stack.token('root', 'admin')}&device_id=console"
+    async with websockets.connect(stack.ws_base + q, compression=None) as admin:
+        await recv_until(admin, of_type("connected"))
+        upd = await recv_until(admin, of_type("admin_update"), timeout=8)
+        assert upd["payload"]["connections"] >= 1
+        user, _ = await connect_ws(stack, "nina", "device-a")
+        try:
+            await admin.send(json.dumps({"type": 13, "payload": {"message": "hello all"}}))
+            got = await recv_until(user, lambda m: m["type"] == "broadcast")
+            assert got["payload"] == {"message": "hello all"}
+            await user.send(json.dumps({"type": "broadcast", "payload": {"message": "x"}}))
+            err = await recv_until(user, lambda m: m["type"] == "error")
+            assert err["payload"]["code"] == "ADMIN_REQUIRED"
+        finally:
+            await user.close()
