@@ -42,7 +42,7 @@ from actors.runtime.batch import (
 from actors.runtime.cache import ActorCache, CachedActor
 from actors.runtime.config import RuntimeConfig, load_runtime_config
 from actors.runtime.resp import execute_packed, execute_packed_many, pack
-from events.codec import decode_command_envelope, decode_event_envelope
+from events.codec import decode_command_envelope
 from events.errors import Fenced
 
 __all__ = ["PartitionRunner", "Worker", "members_key"]
@@ -358,6 +358,16 @@ class PartitionRunner:
         return actors
 
 
+class _EventHead(msgspec.Struct):
+    """The two fields of an `EventEnvelope` a fold needs (the others are skipped unread)."""
+
+    type: str
+    data: msgspec.Raw
+
+
+_decode_head = msgspec.msgpack.Decoder(_EventHead).decode
+
+
 def _field(fields: Any, name: bytes) -> Any:
     """A field of a raw stream entry ([name, value, ...]; a dict under RESP3 parsing)."""
     if isinstance(fields, dict):
@@ -622,8 +632,8 @@ class Worker:
             if isinstance(entries, Exception):
                 raise entries
             for entry_id, fields in entries:
-                env = decode_event_envelope(_field(fields, b"e"))
-                state = evolve(state, self.decode_event(env.data, env.type))
+                head = _decode_head(_field(fields, b"e"))
+                state = evolve(state, self.decode_event(head.data, head.type))
                 version = int(entry_id.split(b"-", 1)[0])  # the stream id is the version
             loaded[actor_id] = CachedActor(
                 actor_id, partition, decider, version, state, snap_version
