@@ -144,10 +144,9 @@ def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         from actors.client import CommandBus
-        from infra.redis import connect
 
         own_redis = redis is None
-        r = redis if redis is not None else connect(config.redis_url)
+        r = redis if redis is not None else _redis_client(config.redis_url)
         p = pool
         if p is None and config.database_url:
             from infra.postgres import create_pool
@@ -220,6 +219,17 @@ def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
     )
     app.state.config = config
     return GatewayApp(app, ws_endpoint)
+
+
+def _redis_client(url: str) -> Any:
+    """A client whose pool *waits* for a free connection: a thousand connections' commands in
+    flight at once must queue for a socket, not fail with "Too many connections"."""
+    import redis.asyncio as aioredis
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=128, timeout=10, socket_timeout=None, socket_connect_timeout=5,
+        socket_keepalive=True, health_check_interval=30)
+    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
 
 
 def _on_change(gw: Gateway, push: Push) -> None:
