@@ -481,3 +481,28 @@ async def test_real_simulator_reservation_routes_create_to_the_simulator(redis_u
                              initial_symbols=["MSFT"]),
         )  # fmt: skip
         assert again is not None and again.error_code == "SIMULATOR_ALREADY_ACTIVE"
+
+
+async def test_workers_rebalance_as_they_come_and_go(redis_url: str) -> None:
+    a = toy_worker(redis_url, worker_id="a", lease_ttl_ms=900)
+    b = toy_worker(redis_url, worker_id="b", lease_ttl_ms=900)
+    actors = [new_actor() for _ in range(8)]
+    async with running(a), bus_for(redis_url) as (_, bus):
+        assert a.owned == set(range(P))
+
+        async def split() -> bool:
+            return len(a.owned) == len(b.owned) == P // 2 and not a.owned & b.owned
+
+        async with running(b):
+            assert await eventually(split, 15)
+            for actor, sid in actors:
+                out = await bus.send(actor, sid, Add(at=now_ms(), n=1))
+                assert out is not None and out.version == 1
+
+        async def a_has_all() -> bool:  # b released its leases when it stopped
+            return a.owned == set(range(P))
+
+        assert await eventually(a_has_all, 15)
+        for actor, sid in actors:
+            out = await bus.send(actor, sid, Add(at=now_ms(), n=1))
+            assert out is not None and out.version == 2
