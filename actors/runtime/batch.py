@@ -231,7 +231,7 @@ class Round:
         self.items: list[Item] = []
         self.outcomes: list[bytes] = []  # per item: the outcome we would store ('' = none)
         self.tentative: dict[str, _Tentative] = {}
-        self.actor_keys: list[str] = []
+        self.actor_keys: list[bytes] = []  # per actor: its stream and snapshot keys, framed
         self.out_keys: list[str] = []
         self.argv: list[Any] = []
 
@@ -254,7 +254,7 @@ class Round:
             keys.command_stream(partition),
             keys.timers_key(partition),
         )
-        n_keys = len(fixed) + len(self.actor_keys) + len(self.out_keys)
+        n_keys = len(fixed) + 2 * len(self.actor_keys) + len(self.out_keys)
         argc = 3 + n_keys + 5 + len(self.argv)
         head = [b"*%d\r\n" % argc, _frame(b"EVALSHA"), _fstr(sha), _fint(n_keys)]
         head.extend(_fstr(k) for k in fixed)
@@ -330,8 +330,12 @@ def plan(
         if tent is None:
             tent = _Tentative(actors[env.actor_id], len(tentative) + 1)
             tentative[env.actor_id] = tent
-            rnd.actor_keys.append(_fstr(keys.event_stream(partition, env.actor_id)))
-            rnd.actor_keys.append(_fstr(keys.snapshot_key(partition, env.actor_id)))
+            actor = tent.actor
+            if actor.framed_keys is None:
+                actor.framed_keys = _fstr(keys.event_stream(partition, actor.actor_id)) + _fstr(
+                    keys.snapshot_key(partition, actor.actor_id)
+                )
+            rnd.actor_keys.append(actor.framed_keys)
         _decide_one(item, env, tent, partition, snapshot_every, rnd)
     return rnd
 
