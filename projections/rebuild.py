@@ -48,6 +48,7 @@ class RebuildStats:
     events: int
     seconds: float
     caught_up: int  # events archived while the rebuild ran, folded in at the swap
+    phases: dict[str, float] | None = None  # seconds: fold, write (COPY + keys), swap
 
     @property
     def rate(self) -> float:
@@ -253,12 +254,14 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> Re
             total = await conn.fetchval("SELECT count(*) FROM events.archive WHERE seq <= $1",
                                         high)
         bar = _Progress(total, progress)
+        t0 = time.monotonic()
         model = Model()
         spare = await asyncpg.connect(dsn)
         try:
             folded = await _fold_range(conn, model, 0, high, bar, spare=spare)
         finally:
             await spare.close()
+        t1 = time.monotonic()
         await _create_fresh(conn, selected)
         fresh_tables = _tables(selected)
         copies = _copy_rows(model.changes()) if "session.active_sessions" in selected else {}
@@ -274,6 +277,7 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> Re
                 columns=["actor_id", "session_id", "partition", "version", "updated_at"])
         await _add_foreign_keys(conn, selected)
         renames = await _canonical_index_names(conn, selected)
+        t2 = time.monotonic()
         async with conn.transaction():
             await _lock_projectors(conn)
             before: dict[str, SessionAggregate | None] = {}
@@ -296,7 +300,9 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> Re
             await conn.execute(f"DROP SCHEMA {REBUILD_SCHEMA}")
         done = folded + caught_up
         bar(done, final=True)
-        return RebuildStats(events=done, seconds=time.monotonic() - started,
-                            caught_up=caught_up)
+        t3 = time.monotonic()
+        return RebuildStats(events=done, seconds=t3 - started, caught_up=caught_up,
+                            phases={"fold": round(t1 - t0, 3), "write": round(t2 - t1, 3),
+                                    "swap": round(t3 - t2, 3)})
     finally:
         await conn.close()

@@ -113,7 +113,8 @@ async def _rebuild(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SessiondError(str(e)) from e
     emit_json({"rebuilt": args.name, "events": stats.events, "seconds": round(stats.seconds, 3),
-               "events_per_second": round(stats.rate), "caught_up": stats.caught_up})
+               "events_per_second": round(stats.rate), "caught_up": stats.caught_up,
+               "phases": stats.phases})
     return 0
 
 
