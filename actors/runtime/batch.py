@@ -27,6 +27,7 @@ __all__ = [
     "Item",
     "Round",
     "command_field",
+    "fenced_key",
     "new_event_id",
     "parse_entry",
     "plan",
@@ -112,6 +113,11 @@ def unframe(chunks: list[bytes]) -> list[bytes]:
         out.append(data[end + 2 : end + 2 + size])
         pos = end + 2 + size + 2
     return out
+
+
+def fenced_key(partition: int) -> str:
+    """Counter of writes refused because a newer owner held the partition (stale workers)."""
+    return f"{keys.lease_key(partition)}:fenced"
 
 
 def timer_member(actor_id: str, key: str) -> str:
@@ -242,6 +248,7 @@ class Round:
             keys.partition_log(partition),
             keys.command_stream(partition),
             keys.timers_key(partition),
+            fenced_key(partition),
             *(k.decode() for k in unframe(self.actor_keys)),
             *(k.decode() for k in unframe(self.out_keys)),
         ]
@@ -253,6 +260,7 @@ class Round:
             keys.partition_log(partition),
             keys.command_stream(partition),
             keys.timers_key(partition),
+            fenced_key(partition),
         )
         n_keys = len(fixed) + 2 * len(self.actor_keys) + len(self.out_keys)
         argc = 3 + n_keys + 5 + len(self.argv)

@@ -35,6 +35,9 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     # the fencing epoch checked by the append script is the guarantee. Tests turn it off to
     # play the process that pauses between this check and its write.
     local_lease_check: bool = True
+    # Fault injection for tests: hold every decided batch this long before appending it (a
+    # slow or paused worker with commands in hand). Never set it in production.
+    test_append_delay_ms: int = 0
 
     @property
     def renew_every_s(self) -> float:
@@ -51,6 +54,7 @@ _ENV = {
     "timer_poll_ms": "SESSIOND_TIMER_POLL_MS",
     "outcome_ttl_ms": "SESSIOND_OUTCOME_TTL_MS",
     "local_lease_check": "SESSIOND_LOCAL_LEASE_CHECK",
+    "test_append_delay_ms": "SESSIOND_TEST_APPEND_DELAY_MS",
 }
 
 

@@ -39,12 +39,13 @@ return 0
 """
 
 #: Turn due timers into commands, atomically and fenced.
-#: KEYS[1] epoch, KEYS[2] timers zset, KEYS[3] command stream.
+#: KEYS[1] epoch, KEYS[2] timers zset, KEYS[3] command stream, KEYS[4] refused-writes counter.
 #: ARGV[1] my epoch, ARGV[2] n, then n triples (member, due, command envelope or '' = drop).
 #: A timer is fired (XADD) and removed only if its due is still the one the worker saw.
 #: Returns the number of commands queued.
 FIRE_TIMERS = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  redis.call('INCR', KEYS[4])
   return redis.error_reply('FENCED')
 end
 local fired = 0
@@ -65,6 +66,7 @@ return fired
 #: Append the outcomes of a batch of commands of one partition.
 #:
 #: KEYS: [1] epoch, [2] partition log, [3] command stream, [4] timers zset,
+#:       [5] refused-writes counter (INCRed when a stale owner is fenced),
 #:       then 2 per actor: [event stream, snapshot key], then 1 per command: its outcome key.
 #: ARGV: [1] my epoch, [2] consumer group, [3] outcome ttl ms, [4] n actors, [5] n commands,
 #:       then per command:
@@ -78,15 +80,17 @@ return fired
 #: nothing appended), 0 (a repeat whose original is not stored yet: not acked), or
 #: -(actual version + 1) when the expected version did not match (nothing appended, not acked;
 #: later commands of that actor in the batch are refused the same way).
-#: Raises FENCED, writing nothing, when the partition's epoch is no longer ours.
+#: Raises FENCED, writing nothing but the refused-writes counter, when the partition's epoch is
+#: no longer ours.
 APPEND = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  redis.call('INCR', KEYS[5])
   return redis.error_reply('FENCED')
 end
 local log, cmds, timers = KEYS[2], KEYS[3], KEYS[4]
 local group, ttl = ARGV[2], ARGV[3]
 local n_actors, n = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out_base = 4 + 2 * n_actors
+local out_base = 5 + 2 * n_actors
 local versions, failed = {}, {}
 local result, acks = {}, {}
 
@@ -138,7 +142,7 @@ for i = 1, n do
   else
     local stream = ''
     if actor > 0 then
-      stream = KEYS[3 + 2 * actor]
+      stream = KEYS[4 + 2 * actor]
       if versions[actor] == nil then versions[actor] = stream_version(stream) end
     end
     if actor > 0 and expected >= 0 and versions[actor] ~= expected then
@@ -161,7 +165,7 @@ for i = 1, n do
       for k = 0, n_del - 1 do
         redis.call('ZREM', timers, ARGV[td0 + k])
       end
-      if snap ~= '' then redis.call('SET', KEYS[4 + 2 * actor], snap) end
+      if snap ~= '' then redis.call('SET', KEYS[5 + 2 * actor], snap) end
       if outcome ~= '' then
         redis.call('SET', okey, outcome, 'PX', ttl)
         if reply ~= '' then redis.call('PUBLISH', reply, outcome) end

@@ -34,6 +34,7 @@ from actors.runtime.batch import (
     Item,
     Round,
     command_field,
+    fenced_key,
     parse_entry,
     plan,
     settle,
@@ -267,7 +268,9 @@ class PartitionRunner:
             args.extend((member, score, body))
         try:
             fired = await worker.scripts.call(
-                "FIRE_TIMERS", [keys.epoch_key(p), keys.timers_key(p), self.stream], args
+                "FIRE_TIMERS",
+                [keys.epoch_key(p), keys.timers_key(p), self.stream, fenced_key(p)],
+                args,
             )
         except ResponseError as exc:
             if "FENCED" in str(exc):
@@ -311,6 +314,8 @@ class PartitionRunner:
         while items:
             actors = await self._actors_for(items)
             rnd = plan(items, actors, p, worker.config.snapshot_every)
+            if worker.config.test_append_delay_ms:
+                await asyncio.sleep(worker.config.test_append_delay_ms / 1000)
             self._check_lease()
             t0 = time.perf_counter()
             try:

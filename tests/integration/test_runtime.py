@@ -16,7 +16,7 @@ import pytest
 from actors import keys
 from actors.client import CommandBus, build_envelope
 from actors.decider import Decider, Routed, Timer
-from actors.runtime.batch import timer_member
+from actors.runtime.batch import fenced_key, timer_member
 from actors.runtime.worker import Worker
 from events.base import Command, Event
 from events.codec import decode_event_envelope, decode_outcome, encode
@@ -419,6 +419,7 @@ async def test_rejects_a_write_with_an_old_epoch_without_writing(redis_url: str)
             await runner.process([(b"0-1", {b"c": encode(env)})])
         assert len(await stream(redis, sid, actor)) == 1
         assert await redis.get(keys.outcome_key(p, "late")) is None
+        assert int(await redis.get(fenced_key(p))) >= 1  # the refusal is counted
 
 
 # --------------------------------------------------------------------------- real deciders

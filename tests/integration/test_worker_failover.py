@@ -22,6 +22,7 @@ import pytest
 
 from actors import keys
 from actors.client import CommandBus
+from actors.runtime.batch import fenced_key
 from events.codec import decode_event_envelope, decode_outcome
 from events.session import CreateSession, RefreshSession, UpdateMetadata
 from infra.redis import connect
@@ -78,6 +79,12 @@ def workers(tmp_path: Path):
 async def owners(redis: Any) -> list[str]:
     values = await redis.mget([keys.lease_key(p) for p in range(P)])
     return [(v or b"").decode().split(":")[0] for v in values]
+
+
+async def fenced_replies(redis: Any) -> int:
+    """Writes the append and timer scripts refused to a stale owner, over all partitions."""
+    values = await redis.mget([fenced_key(p) for p in range(P)])
+    return sum(int(v or 0) for v in values)
 
 
 async def wait_for(check: Any, timeout: float) -> float:
@@ -202,9 +209,12 @@ async def test_killed_worker_is_replaced_within_the_lease_ttl_and_nothing_is_los
 async def test_paused_worker_is_fenced_after_takeover_and_streams_stay_consistent(
     redis_url: str, workers: Any
 ) -> None:
-    # the local lease check is off in the paused worker: it plays a process that paused between
-    # that check and its write, so only the fencing epoch in the append script can stop it
-    a = workers(redis_url, "wa", SESSIOND_LOCAL_LEASE_CHECK="0")
+    # The paused worker plays a process stopped between its lease check and its write: its
+    # local lease check is off and it holds every decided batch 300 ms before appending, so it
+    # has commands in hand when stopped. Only the fencing epoch in the script can stop it.
+    a = workers(
+        redis_url, "wa", SESSIOND_LOCAL_LEASE_CHECK="0", SESSIOND_TEST_APPEND_DELAY_MS="300"
+    )
     workers(redis_url, "wb")
     redis = connect(redis_url)
     bus = CommandBus(redis, partitions=P)
@@ -224,12 +234,13 @@ async def test_paused_worker_is_fenced_after_takeover_and_streams_stay_consisten
             return await owners(redis) == ["wb"] * P
 
         await wait_for(b_owns_all, 10)
+        refused_before = await fenced_replies(redis)
         await asyncio.sleep(0.5)
         a.proc.send_signal(signal.SIGCONT)
         await sending
         await load.check_exactly_once(redis)
-        await asyncio.sleep(0.3)
-        assert "fenced" in a.log(), a.log()[-3000:]
+        # the stale worker did try to write what it held, and Redis refused it
+        assert await fenced_replies(redis) > refused_before, a.log()[-3000:]
     finally:
         await bus.close()
         await redis.aclose()

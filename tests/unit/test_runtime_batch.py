@@ -84,7 +84,7 @@ def test_plan_lays_out_events_with_consecutive_versions_and_timers() -> None:
     assert args[13:16] == [b"1-0", b"1", b"6"]
     assert decode_event_envelope(args[19]).version == 7
     assert rnd.tentative[ACTOR].version == 7
-    assert rnd.keys(PART)[4:6] == [keys.event_stream(PART, ACTOR), keys.snapshot_key(PART, ACTOR)]
+    assert rnd.keys(PART)[5:7] == [keys.event_stream(PART, ACTOR), keys.snapshot_key(PART, ACTOR)]
 
 
 def test_plan_refuses_domain_errors_without_events_but_checks_the_version() -> None:
