@@ -173,7 +173,8 @@ class Load:
 async def test_killed_worker_is_replaced_within_the_lease_ttl_and_nothing_is_lost(
     redis_url: str, workers: Any
 ) -> None:
-    a = workers(redis_url, "wa")
+    # wa holds each decided batch 200 ms before appending: killed, it is almost surely mid-batch
+    a = workers(redis_url, "wa", SESSIOND_TEST_APPEND_DELAY_MS="200")
     b = workers(redis_url, "wb")
     redis = connect(redis_url)
     bus = CommandBus(redis, partitions=P)
