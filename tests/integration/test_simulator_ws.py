@@ -378,3 +378,35 @@ async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_sto
     finally:
         await bus.close()
         await redis.aclose()
+
+
+async def test_rest_start_stop_status_and_ws_stop(stack, clients, session, token):
+    """Seed 000 over REST (the gateway's routes) and `stop_simulator` over WS."""
+    sid = await session()
+    ws = await clients(sid)
+    async with httpx.AsyncClient(
+        base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+
+        async def row_status(status: str):
+            r = await http.get(f"/api/sessions/{sid}/simulator")
+            return r.json() if r.status_code == 200 and r.json()["status"] == status else None
+
+        r = await http.post(f"/api/sessions/{sid}/simulator", json={"initial_symbols": ["IBM"]})
+        assert r.status_code == 202 and r.json()["status"] == "CREATING", r.text
+        first = r.json()["simulator_id"]
+        await wait_for(lambda: row_status("RUNNING"), 15, what="REST status RUNNING")
+        r = await http.post(f"/api/sessions/{sid}/simulator", json={"initial_symbols": ["IBM"]})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "SIMULATOR_ALREADY_ACTIVE"
+        r = await http.delete(f"/api/sessions/{sid}/simulator")
+        assert r.status_code == 202, r.text
+        row = await wait_for(lambda: row_status("STOPPED"), 15, what="REST status STOPPED")
+        assert row["simulator_id"] == first
+        await ws.until(lambda c: "STOPPED" in c.statuses(), 10, what="STOPPED pushed")
+        # the slot is free again; this time stopped from the WebSocket
+        await ws.send("start_simulator", {"initial_symbols": ["IBM"]})
+        await ws.until(lambda c: c.statuses()[-1:] == ["RUNNING"], 15, what="second RUNNING")
+        await ws.send("stop_simulator", {})
+        await ws.until(lambda c: c.statuses()[-1:] == ["STOPPED"], 15, what="second STOPPED")
+        second = (await wait_for(lambda: row_status("STOPPED"), 15, what="row"))["simulator_id"]
+        assert second != first
