@@ -146,6 +146,7 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
         out.put(("ready", len(pairs)))
         await asyncio.sleep(1.0)
         interval = 1.0 / rate
+        cpu_start = time.process_time()
         start = time.perf_counter()
         n = 0
         while (now := time.perf_counter()) - start < duration:
@@ -157,11 +158,12 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
                 "changes": {"t": time.time(), "n": n}}}))
             n += 1
         await asyncio.sleep(3.0)
+        client_cpu = time.process_time() - cpu_start
         for r in readers:
             r.cancel()
         await asyncio.gather(*(ws.close() for p in pairs for ws in p), return_exceptions=True)
         out.put(("done", {"sent": n, "received": len(lat), "latencies": lat, "errors": errors,
-                          "codes": codes, "stage": stage}))
+                          "codes": codes, "stage": stage, "cpu": client_cpu}))
 
     asyncio.run(main())
 
@@ -368,6 +370,7 @@ def bench_latency(stack: Stack) -> None:
             results.append(value)
     cpu = {n: cpu_seconds(p.pid) - cpu0.get(n, 0) for n, p in stack.procs.items()}
     cpu["redis"] = cpu_seconds(stack.redis.pid) - cpu0.get("redis", 0)
+    cpu["clients"] = sum(r["cpu"] for r in results)
     codes: dict[str, int] = {}
     for r in results:
         for c, k in r["codes"].items():
