@@ -26,8 +26,14 @@ import msgspec
 
 from events.codec import AnyEvent
 from events.simulator import SimulatorRequested
-from projections.model import Model, RowChanges, SessionAggregate, diff, to_datetime
-from projections.store import Tables, write_actor_versions, write_changes
+from projections.model import Model, RowChanges, diff, to_datetime
+from projections.store import (
+    Tables,
+    load_sessions,
+    simulator_sessions,
+    write_actor_versions,
+    write_changes,
+)
 
 __all__ = ["PROJECTIONS", "RebuildStats", "rebuild"]
 
@@ -48,7 +54,8 @@ class RebuildStats:
     events: int
     seconds: float
     caught_up: int  # events archived while the rebuild ran, folded in at the swap
-    phases: dict[str, float] | None = None  # seconds: fold, write (COPY + keys), swap
+    phases: dict[str, float] | None = None  # seconds: fold + COPY, foreign keys, swap
+    workers: int = 1
 
     @property
     def rate(self) -> float:
@@ -133,50 +140,43 @@ def _copy_rows(changes: RowChanges) -> dict[str, tuple[list[str], list[tuple[Any
 
 _FOLD_QUERY = ("SELECT seq, actor_id, version, partition, ts, data FROM events.archive"
                " WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+# one of several parallel folders: its share of the partitions (sessions never span partitions)
+_SHARD_QUERY = ("SELECT seq, actor_id, version, partition, ts, data FROM events.archive"
+                " WHERE seq > $1 AND seq <= $2 AND partition % $4 = $5 ORDER BY seq LIMIT $3")
 _CHUNK = 20_000
 
 
 async def _fold_range(conn: asyncpg.Connection, model: Model, low: int, high: int,
                       on_progress: Callable[[int], None] | None = None,
-                      touched: set[str] | None = None,
-                      before: dict[str, SessionAggregate | None] | None = None,
-                      spare: asyncpg.Connection | None = None) -> int:
+                      spare: asyncpg.Connection | None = None,
+                      shard: tuple[int, int] | None = None) -> int:
     """Fold archive rows low < seq <= high into `model`, in chunks (keyset pagination);
-    with a `spare` connection, the next chunk is fetched while the current one is folded.
-
-    With `before`, remember each touched session's aggregate as it was before this range.
+    with a `spare` connection, the next chunk is fetched while the current one is folded;
+    with a `shard` (k, n), only the partitions p with p % n == k.
     """
     n = 0
     decode = _event_json.decode
     apply = model.apply_fields
-    rows = await conn.fetch(_FOLD_QUERY, low, high, _CHUNK)
+    query, extra = (_SHARD_QUERY, (shard[1], shard[0])) if shard else (_FOLD_QUERY, ())
+    rows = await conn.fetch(query, low, high, _CHUNK, *extra)
     while rows:
         # fetch the next chunk on a second connection while this one is folded
         ahead = None
         if spare is not None and len(rows) == _CHUNK:
-            ahead = asyncio.ensure_future(spare.fetch(_FOLD_QUERY, rows[-1][0], high, _CHUNK))
+            ahead = asyncio.ensure_future(spare.fetch(query, rows[-1][0], high, _CHUNK, *extra))
             conn, spare = spare, conn
         for i, (_seq, actor_id, version, partition, ts, data) in enumerate(rows):
             if ahead is not None and not i % 2000:
                 await asyncio.sleep(0)  # let the next chunk stream in while this one folds
             event = decode(data)
-            if before is not None:
-                kind, _, uid = actor_id.partition(":")
-                sid = uid if kind == "session" else (
-                    event.session_id if type(event) is SimulatorRequested
-                    else model.simulator_sessions.get(uid))
-                if sid is not None and sid not in before:
-                    before[sid] = model.sessions.get(sid)
             apply(actor_id, partition, version, ts, event)
-            if touched is not None:
-                touched.add(actor_id)
         n += len(rows)
         if on_progress is not None:
             on_progress(n)
         if ahead is not None:
             rows = await ahead
         elif len(rows) == _CHUNK:
-            rows = await conn.fetch(_FOLD_QUERY, rows[-1][0], high, _CHUNK)
+            rows = await conn.fetch(query, rows[-1][0], high, _CHUNK, *extra)
         else:
             rows = []
     return n
@@ -237,8 +237,122 @@ async def _canonical_index_names(conn: asyncpg.Connection, selected: list[str]
     return pairs
 
 
-async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> RebuildStats:
-    """Rebuild projection `name` ("all", or a key of `PROJECTIONS`) from the archive."""
+async def _copy_model(conn: asyncpg.Connection, model: Model, selected: list[str]) -> None:
+    """COPY every row of `model` into the fresh tables of the selected projections."""
+    if "session.active_sessions" in selected:
+        for table, (columns, rows) in _copy_rows(model.changes()).items():
+            if rows:
+                await conn.copy_records_to_table(table.split(".", 1)[1], records=rows,
+                                                 columns=columns, schema_name=REBUILD_SCHEMA)
+    if "projection.actor_versions" in selected:
+        rows = [(a, t[0], t[1], t[2], to_datetime(t[3])) for a, t in model._actors.items()]
+        if rows:
+            await conn.copy_records_to_table(
+                "actor_versions", schema_name=REBUILD_SCHEMA, records=rows,
+                columns=["actor_id", "session_id", "partition", "version", "updated_at"])
+
+
+async def _fold_and_copy(dsn: str, high: int, selected: list[str],
+                         on_progress: Callable[[int], None] | None,
+                         shard: tuple[int, int] | None = None) -> int:
+    conn = await asyncpg.connect(dsn)
+    spare = await asyncpg.connect(dsn)
+    try:
+        model = Model()
+        n = await _fold_range(conn, model, 0, high, on_progress, spare=spare, shard=shard)
+        await _copy_model(conn, model, selected)
+        return n
+    finally:
+        await spare.close()
+        await conn.close()
+
+
+def _shard_main(dsn: str, high: int, selected: list[str], shard: tuple[int, int],
+                counter: Any) -> None:
+    """Entry point of a folding process (spawned): fold its partitions, COPY its rows."""
+
+    def report(n: int) -> None:
+        counter.value = n
+
+    report(asyncio.run(_fold_and_copy(dsn, high, selected, report, shard)))
+
+
+async def _fold_parallel(dsn: str, high: int, selected: list[str], workers: int,
+                         bar: Callable[[int], None]) -> int:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    counters = [ctx.Value("q", 0) for _ in range(workers)]
+    procs = [ctx.Process(target=_shard_main, args=(dsn, high, selected, (k, workers),
+                                                    counters[k]), daemon=True)
+             for k in range(workers)]
+    for proc in procs:
+        proc.start()
+    try:
+        while any(proc.is_alive() for proc in procs):
+            bar(sum(c.value for c in counters))
+            await asyncio.sleep(0.1)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+    failed = [proc.exitcode for proc in procs if proc.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"a rebuild folding process failed (exit codes {failed})")
+    return sum(c.value for c in counters)
+
+
+async def _catch_up(conn: asyncpg.Connection, high: int, selected: list[str],
+                    t: Tables) -> int:
+    """Fold the events archived after `high` into the fresh tables, the way the live projector
+    does: load the touched sessions' aggregates from the (fresh) tables, fold, write the diff."""
+    rows = await conn.fetch("SELECT actor_id, partition, version, ts, data FROM events.archive"
+                            " WHERE seq > $1 ORDER BY seq", high)
+    if not rows:
+        return 0
+    events = [(r[0], r[1], r[2], r[3], _event_json.decode(r[4])) for r in rows]
+    model = Model()
+    sims = {a.partition(":")[2] for a, *_ in events if a.startswith("simulator:")}
+    model.simulator_sessions = await simulator_sessions(conn, list(sims), t)
+    sids: set[str] = set()
+    for actor_id, _, _, _, event in events:
+        kind, _, uid = actor_id.partition(":")
+        if kind == "session":
+            sids.add(uid)
+        elif type(event) is SimulatorRequested:
+            sids.add(event.session_id)
+        elif uid in model.simulator_sessions:
+            sids.add(model.simulator_sessions[uid])
+    if "session.active_sessions" in selected:
+        model.sessions = await load_sessions(conn, list(sids), t)
+    before = dict(model.sessions)
+    for e in events:
+        model.apply_fields(*e)
+    if "session.active_sessions" in selected:
+        await write_changes(conn, diff((before.get(s), model.sessions.get(s)) for s in sids),
+                            t)
+    if "projection.actor_versions" in selected:
+        await write_actor_versions(conn, [(a, *v) for a, v in model._actors.items()], t)
+    return len(rows)
+
+
+def _default_workers() -> int:
+    """One folding process unless SESSIOND_REBUILD_WORKERS says otherwise: on the 2-core
+    machines we measured on, a second process (spawn + imports) did not pay for itself."""
+    import os
+
+    raw = os.environ.get("SESSIOND_REBUILD_WORKERS")
+    return max(1, int(raw)) if raw else 1
+
+
+async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr,
+                  workers: int | None = None) -> RebuildStats:
+    """Rebuild projection `name` ("all", or a key of `PROJECTIONS`) from the archive.
+
+    `workers` folding processes (default 1, or SESSIOND_REBUILD_WORKERS), each taking its
+    share of the partitions (a session's events never span partitions).
+    """
     if name == "all":
         selected = [t for tables in PROJECTIONS.values() for t in tables]
     elif name in PROJECTIONS:
@@ -254,43 +368,20 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> Re
             total = await conn.fetchval("SELECT count(*) FROM events.archive WHERE seq <= $1",
                                         high)
         bar = _Progress(total, progress)
-        t0 = time.monotonic()
-        model = Model()
-        spare = await asyncpg.connect(dsn)
-        try:
-            folded = await _fold_range(conn, model, 0, high, bar, spare=spare)
-        finally:
-            await spare.close()
-        t1 = time.monotonic()
+        workers = workers or _default_workers()
         await _create_fresh(conn, selected)
-        fresh_tables = _tables(selected)
-        copies = _copy_rows(model.changes()) if "session.active_sessions" in selected else {}
-        for table, (columns, rows) in copies.items():
-            if rows:
-                await conn.copy_records_to_table(table.split(".", 1)[1], records=rows,
-                                                 columns=columns, schema_name=REBUILD_SCHEMA)
-        if "projection.actor_versions" in selected:
-            rows = [(a.actor_id, a.session_id, a.partition, a.version, to_datetime(a.updated_at))
-                    for a in model.actors.values()]
-            await conn.copy_records_to_table(
-                "actor_versions", schema_name=REBUILD_SCHEMA, records=rows,
-                columns=["actor_id", "session_id", "partition", "version", "updated_at"])
+        t0 = time.monotonic()
+        if workers > 1:
+            folded = await _fold_parallel(dsn, high, selected, workers, bar)
+        else:
+            folded = await _fold_and_copy(dsn, high, selected, bar)
+        t1 = time.monotonic()
         await _add_foreign_keys(conn, selected)
         renames = await _canonical_index_names(conn, selected)
         t2 = time.monotonic()
         async with conn.transaction():
             await _lock_projectors(conn)
-            before: dict[str, SessionAggregate | None] = {}
-            touched: set[str] = set()
-            caught_up = await _fold_range(conn, model, high, 2**62, touched=touched,
-                                          before=before)
-            if caught_up:
-                if "session.active_sessions" in selected:
-                    await write_changes(conn, diff((before[s], model.sessions.get(s))
-                                                   for s in before), fresh_tables)
-                if "projection.actor_versions" in selected:
-                    await write_actor_versions(conn, (model.actors[a] for a in touched),
-                                               fresh_tables)
+            caught_up = await _catch_up(conn, high, selected, _tables(selected))
             for fresh, live in renames:
                 await conn.execute(f'ALTER INDEX {REBUILD_SCHEMA}."{fresh}" RENAME TO "{live}"')
             await _swap(conn, selected)
@@ -302,7 +393,7 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr) -> Re
         bar(done, final=True)
         t3 = time.monotonic()
         return RebuildStats(events=done, seconds=t3 - started, caught_up=caught_up,
-                            phases={"fold": round(t1 - t0, 3), "write": round(t2 - t1, 3),
-                                    "swap": round(t3 - t2, 3)})
+                            phases={"fold+copy": round(t1 - t0, 3), "keys": round(t2 - t1, 3),
+                                    "swap": round(t3 - t2, 3)}, workers=workers)
     finally:
         await conn.close()

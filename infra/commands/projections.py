@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rebuild.add_argument("--name", default="all",
                          help="projection to rebuild: all (default), sessions, actor_versions")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    rebuild.add_argument("--workers", type=int, default=None,
+                         help="folding processes, each taking a share of the partitions "
+                              "(default: $SESSIOND_REBUILD_WORKERS or 1)")
     rebuild.set_defaults(handler=_rebuild)
 
     trim = sub.add_parser(
@@ -109,12 +112,13 @@ async def _rebuild(args: argparse.Namespace) -> int:
     cfg = resolve(args, redis=False)
     try:
         stats = await rebuild(cfg.database_url, args.name,
-                              progress=None if args.quiet else sys.stderr)
+                              progress=None if args.quiet else sys.stderr,
+                              workers=args.workers)
     except ValueError as e:
         raise SessiondError(str(e)) from e
     emit_json({"rebuilt": args.name, "events": stats.events, "seconds": round(stats.seconds, 3),
                "events_per_second": round(stats.rate), "caught_up": stats.caught_up,
-               "phases": stats.phases})
+               "phases": stats.phases, "workers": stats.workers})
     return 0
 
 

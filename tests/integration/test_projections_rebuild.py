@@ -117,10 +117,15 @@ async def test_rebuild_produces_tables_identical_to_the_live_ones(redis_url, dat
             assert await _dump(conn) == live
             assert await _schema(conn) == schema
             assert await conn.fetchval("SELECT to_regnamespace('rebuild')") is None
+            # the same with three folding processes, each taking a share of the partitions
+            parallel = await rebuild(database_url, progress=None, workers=3)
+            assert parallel.workers == 3 and parallel.events == n
+            assert await _dump(conn) == live
+            assert await _schema(conn) == schema
         # live projection carries on, on the new tables, with aggregates reloaded from them
         n = await history.run(800)
         await _wait(pool, n)
-        assert projector.parts and all(s.generation == 1 for s in projector.parts.values())
+        assert projector.parts and all(s.generation == 2 for s in projector.parts.values())
     finally:
         await _stop(projector, task, pool, redis)
     conn = await asyncpg.connect(database_url)
@@ -151,7 +156,7 @@ async def test_rebuild_while_events_flow_loses_nothing(redis_url, database_url):
                 await asyncio.sleep(0.01)
 
         producer = asyncio.create_task(more())
-        await rebuild(database_url, progress=None)
+        await rebuild(database_url, progress=None, workers=2)  # two folding processes
         await rebuild(database_url, name="actor_versions", progress=None)
         await producer
         await _wait(pool, history.actors.appended)
