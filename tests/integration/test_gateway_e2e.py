@@ -671,3 +671,17 @@ async def test_admins_get_admin_updates_and_broadcasts(stack: Stack) -> None:
             assert err["payload"]["code"] == "ADMIN_REQUIRED"
         finally:
             await user.close()
+
+
+async def test_cors_allows_only_listed_origins(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.base) as http:
+        pre = {"Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "authorization,content-type"}
+        ok = await http.options("/session/snapshot",
+                                headers={"Origin": "http://allowed.example", **pre})
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "http://allowed.example"
+        bad = await http.options("/session/snapshot",
+                                 headers={"Origin": "http://evil.example", **pre})
+        assert bad.status_code == 400
+        assert "access-control-allow-origin" not in bad.headers
