@@ -39,6 +39,10 @@ class DrainingServer(uvicorn.Server):
             except Exception:
                 log.exception("drain failed")
         await super().shutdown(sockets)
+        # A drained shutdown is a clean exit (code 0): do not re-raise the captured SIGTERM.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
 
 
 def build_server(config: GatewayConfig, **app_kw: Any) -> DrainingServer:

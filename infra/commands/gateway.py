@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 __all__ = ["register", "run"]
 
@@ -36,5 +37,16 @@ def run(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.drain_timeout is not None:
         overrides["drain_timeout_s"] = args.drain_timeout
-    serve(load_gateway_config(**overrides))
+    config = load_gateway_config(**overrides)
+    profile = os.environ.get("SESSIOND_GATEWAY_PROFILE")
+    if profile:  # a development aid: cProfile stats written at exit
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            try:
+                serve(config)
+            finally:
+                prof.dump_stats(profile)
+        return 0
+    serve(config)
     return 0

@@ -300,7 +300,12 @@ class Stack:
             preexec_fn=raise_fd_limit)
 
     def start_gateway(self) -> None:
+        prof = os.environ.get("BENCH_PROFILE_GATEWAY")
+        env = self.env
+        if prof:
+            self.env = {**env, "SESSIOND_GATEWAY_PROFILE": prof}
         self.start("gateway", "gateway", "--port", str(self.port))
+        self.env = env
         self.wait_ready()
 
     def wait_ready(self) -> None:
