@@ -263,21 +263,42 @@ class Gateway:
                 " ORDER BY s.last_active DESC LIMIT 1",
                 claims.user_id, device_id,
             )
+        stale = None
         if existing is not None:
             sid = existing.decode() if isinstance(existing, bytes) else str(existing)
-            with contextlib.suppress(ApiError):
-                from events.session import ValidateSession
-
-                await self.command(sid, ValidateSession(at=now_ms(), user_id=claims.user_id))
+            if await self._usable(claims, sid):
                 return sid, False
+            stale = sid
         if idempotency_key:
             sid = str(uuid.uuid5(_NS, f"{claims.user_id}/{idempotency_key}"))
         else:
             sid = str(uuid.uuid4())
+        ttl = 7 * 24 * 3600
+        if stale is None and not await self.redis.set(index, sid, nx=True, ex=ttl):
+            # another request for the same user and device is creating one right now: use it
+            raced = await self.redis.get(index)
+            other = raced.decode() if isinstance(raced, bytes) else raced
+            if other:
+                for _ in range(40):
+                    if await self._usable(claims, other):
+                        return other, False
+                    await asyncio.sleep(0.05)
+        await self.redis.set(index, sid, ex=ttl)
         await self.create_session(claims, sid, device_id=device_id, ip_address=ip_address,
                                   command_id=f"create:{sid}")
-        await self.redis.set(index, sid, ex=7 * 24 * 3600)
         return sid, True
+
+    async def _usable(self, claims: Claims, session_id: str) -> bool:
+        """Whether the session is live and the user's (a store failure is raised, not False)."""
+        from events.session import ValidateSession
+
+        try:
+            await self.command(session_id, ValidateSession(at=now_ms(), user_id=claims.user_id))
+        except ApiError as exc:
+            if exc.status >= 500:
+                raise
+            return False
+        return True
 
     async def create_session(self, claims: Claims, session_id: str, *, device_id: str = "",
                              router_id: str = "", restart: bool = False, ip_address: str = "",

@@ -685,3 +685,13 @@ async def test_cors_allows_only_listed_origins(stack: Stack) -> None:
                                  headers={"Origin": "http://evil.example", **pre})
         assert bad.status_code == 400
         assert "access-control-allow-origin" not in bad.headers
+
+
+async def test_concurrent_session_requests_for_one_device_share_one_session(stack: Stack) -> None:
+    h = stack.headers("olga")
+    async with httpx.AsyncClient(base_url=stack.base, timeout=20) as http:
+        rs = await asyncio.gather(*(http.post("/api/sessions", json={"device_id": "tablet"},
+                                              headers=h) for _ in range(5)))
+    assert all(r.status_code in (200, 201) for r in rs), [r.text for r in rs]
+    assert len({r.json()["session_id"] for r in rs}) == 1
+    assert sum(r.json()["created"] for r in rs) == 1
