@@ -17,7 +17,8 @@
 
 Prints commands/s of each (wall clock), commands per second of Python CPU (the bench process's
 CPU time: a figure that holds when other processes share the cores) and Redis CPU seconds, and
-the ratios. `--profile FILE` writes a cProfile of the runtime phase.
+the ratios. Runs on uvloop, as `sessiond worker` does. `--profile FILE` writes a cProfile of
+the runtime phase.
 """
 
 from __future__ import annotations
@@ -272,4 +273,10 @@ if __name__ == "__main__":
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--profile", default=None, help="write a cProfile of the runtime phase")
     parser.add_argument("--stats", action="store_true", help="print Redis command stats")
-    asyncio.run(main(parser.parse_args()))
+    args = parser.parse_args()
+    try:  # `sessiond worker` runs on uvloop when it is installed (infra.cli.run_async): so do we
+        import uvloop
+    except ImportError:
+        asyncio.run(main(args))
+    else:
+        uvloop.run(main(args))
