@@ -159,12 +159,18 @@ class Connection:
             self.backlog_bytes = 0
             self.close_soon(1008, "SLOW_CLIENT")
             return
+        if self.backlog is None and self._flusher is None and self.write_now(data):
+            return
         if self.backlog is None:
             self.backlog = deque()
         self.backlog.append(data)
         self.backlog_bytes += size
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    def write_now(self, data: Any) -> bool:
+        """Write `data` inline if the transport takes it without waiting; False = queue it."""
+        return False
 
     async def _flush(self) -> None:
         try:
@@ -174,11 +180,13 @@ class Connection:
                 if self.backlog and self.backlog[0] is data:
                     self.backlog.popleft()
                     self.backlog_bytes -= len(data)
-        except Exception:
-            self.backlog.clear()
+        except Exception:  # the peer went away: the reader side cleans up
+            self.backlog = None
             self.backlog_bytes = 0
             self.state = ConnState.CLOSED
         finally:
+            if not self.backlog:
+                self.backlog = None
             self._flusher = None
 
     async def drain(self, timeout: float = 1.0) -> None:

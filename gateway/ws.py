@@ -60,13 +60,32 @@ def quality_for(rtt_ms: float, good_ms: float, poor_ms: float) -> str:
 
 class WsConnection(Connection):
     transport = "ws"
-    __slots__ = ("_send", "tokens", "tokens_at")
+    __slots__ = ("_send", "_writable", "tokens", "tokens_at")
 
     def __init__(self, send: Any, *args: Any, rate_burst: float = 100.0, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._send = send
+        # uvicorn's websockets-sansio `send` only ever waits on this event (paused writing),
+        # before writing anything: when it is set, the send completes inline.
+        writable = getattr(getattr(send, "__self__", None), "writable", None)
+        self._writable = writable if isinstance(writable, asyncio.Event) else None
         self.tokens = rate_burst
         self.tokens_at = time.monotonic()
+
+    def write_now(self, data: str) -> bool:
+        writable = self._writable
+        if writable is None or not writable.is_set():
+            return False
+        coro = self._send({"type": "websocket.send", "text": data})
+        try:
+            coro.send(None)
+        except StopIteration:
+            return True
+        except Exception:
+            self.state = ConnState.CLOSED
+            return True
+        coro.close()  # it waited before writing anything: queue the frame instead
+        return False
 
     async def write(self, data: str) -> None:
         await self._send({"type": "websocket.send", "text": data})
