@@ -11,7 +11,7 @@ Prints, in one run on one Redis and one PostgreSQL (embedded, or REDIS_URL / DAT
      real `sessiond projector` (command sent -> its change published after the projector's
      commit, so it includes the worker's latency).
 Env knobs: EVENTS (200000), SESSIONS (10000), RATE (5000), LAG_SECONDS (10), PARTITIONS (16),
-ONLY=lag (only part 4).
+ROUNDS (2: projector and baseline alternate, the best of each is kept), ONLY=lag (part 4).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -58,6 +59,7 @@ RATE = int(os.environ.get("RATE", 5000))
 LAG_SECONDS = float(os.environ.get("LAG_SECONDS", 10))
 P = int(os.environ.get("PARTITIONS", 16))
 BATCH = int(os.environ.get("SESSIOND_PROJECTOR_BATCH", 2000))
+ROUNDS = int(os.environ.get("ROUNDS", 2))
 
 
 def say(msg: str) -> None:
@@ -344,21 +346,30 @@ async def main() -> None:
         total = await make_backlog(redis_url)
         say(f"  generated {total:,} events in {time.perf_counter() - t:.1f} s")
 
-        dsn = await fresh_db(admin, "bench_projector")
-        rate = await bench_projector(redis_url, dsn, total)
-        say(f"projector: {rate:,.0f} events/s")
-
+        # the machine is shared: alternate projector and baseline ROUNDS times, keep the best
         batches = await precompute_batches(redis_url)
-        dsn_raw = await fresh_db(admin, "bench_baseline")
-        base = await bench_baseline(dsn_raw, batches, total)
-        say(f"raw asyncpg baseline (same rows, same transactions): {base:,.0f} events/s")
-        say(f"ratio projector / baseline: {rate / base:.2f} (goal >= 0.5)")
+        rates, bases = [], []
+        for i in range(ROUNDS):
+            dsn = await fresh_db(admin, f"bench_projector_{i}")
+            rates.append(await bench_projector(redis_url, dsn, total))
+            say(f"projector round {i + 1}: {rates[-1]:,.0f} events/s")
+            dsn_raw = await fresh_db(admin, f"bench_baseline_{i}")
+            bases.append(await bench_baseline(dsn_raw, batches, total))
+            say(f"raw asyncpg baseline round {i + 1} (same rows, same transactions):"
+                f" {bases[-1]:,.0f} events/s")
+        rate, base = max(rates), max(bases)
+        say(f"projector (best of {ROUNDS}): {rate:,.0f} events/s; baseline (best of {ROUNDS}):"
+            f" {base:,.0f} events/s")
+        say(f"ratio projector / baseline: {rate / base:.2f} (goal >= 0.5); per round:"
+            f" {', '.join(f'{r / b:.2f}' for r, b in zip(rates, bases, strict=True))}")
 
-        stats = await rebuild(dsn, progress=None)
-        say(
-            f"projections rebuild: {stats.events:,} events in {stats.seconds:.2f} s ="
-            f" {stats.rate:,.0f} events/s (goal >= 50,000)"
-        )
+        runs = []
+        for i in range(ROUNDS):
+            runs.append(await rebuild(dsn, progress=None))
+            say(f"projections rebuild round {i + 1}: {runs[-1].events:,} events in"
+                f" {runs[-1].seconds:.2f} s = {runs[-1].rate:,.0f} events/s")
+        say(f"projections rebuild (best of {ROUNDS}): {max(r.rate for r in runs):,.0f}"
+            " events/s (goal >= 50,000)")
 
         await run_lag(redis_url, admin)
     finally:
@@ -366,6 +377,7 @@ async def main() -> None:
             redis_server.stop()
         if pg_server is not None:
             pg_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 async def run_lag(redis_url: str, admin: str) -> None:
