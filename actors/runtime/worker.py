@@ -122,7 +122,6 @@ class PartitionRunner:
         return time.monotonic() < self.valid_until
 
     async def run(self) -> None:
-        worker = self.worker
         backoff = 0.05
         redrive_done = False
         while not self._stopping:
@@ -145,7 +144,9 @@ class PartitionRunner:
                 log.warning("lease of partition %d lapsed locally; stopping", self.partition)
                 return
             except (RedisError, OSError) as exc:
+                # what we had read stays in our pending list: read it again before new entries
                 log.warning("partition %d: redis error %s; retrying", self.partition, exc)
+                self._recheck = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             except Exception:  # a bug: keep the partition (and its lease) but do not spin
@@ -153,7 +154,6 @@ class PartitionRunner:
                 self._recheck = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        del worker
 
     async def _ensure_group(self) -> None:
         try:
