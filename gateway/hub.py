@@ -459,9 +459,21 @@ class Hub:
         else:
             await feed.ready.wait()
         feed.conns.add(conn)
+        await self.resync(conn, since)
+        if first:
+            for hook in self.on_attach:
+                await hook(conn.session_id)
+
+    async def resync(self, conn: Connection, since: int | None) -> None:
+        """Bring `conn` up to date after `since` (None: from the current version on), buffering
+        live changes meanwhile; then deliver those, each version once."""
+        conn.state = ConnState.CATCHING_UP
+        conn.buffer = []
         try:
             if since is None:
                 conn.last_version = await self.history.current_version(conn.session_id)
+            elif since > await self.history.current_version(conn.session_id):
+                await self._reset(conn)  # a version this session never had: start over
             else:
                 conn.last_version = since
                 pushes, last, complete = await self.history.after(conn.session_id, since)
@@ -471,9 +483,6 @@ class Hub:
                     await self._reset(conn)
         finally:
             conn.go_live()
-        if first:
-            for hook in self.on_attach:
-                await hook(conn.session_id)
 
     async def _reset(self, conn: Connection) -> None:
         """History no longer reaches back to what the client has: send the full current state

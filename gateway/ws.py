@@ -375,17 +375,7 @@ class WebSocketEndpoint:
         elif t is MessageType.RECONNECT:
             since = _since(p.get("since"))
             if since is not None:
-                conn.state = ConnState.CATCHING_UP
-                conn.buffer = []
-                conn.last_version = since
-                try:
-                    pushes, last, complete = await gw.history.after(conn.session_id, since)
-                    if complete:
-                        conn.deliver_history(pushes, last)
-                    else:
-                        await gw.hub._reset(conn)
-                finally:
-                    conn.go_live()
+                await gw.hub.resync(conn, since)
             conn.reply(MessageType.CONNECTION_STATE,
                        {"state": "connected", "version": conn.last_version}, cid)
         elif t is MessageType.START_SIMULATOR:

@@ -368,3 +368,22 @@ async def test_push_to_session_reaches_every_local_connection_and_only_them() ->
     assert other.frames == []
     await hub.detach(a)
     assert hub.push_to_session("s", Push(MessageType.EXCHANGE_DATA, {"p": 2})) == 1
+
+
+@pytest.mark.anyio
+async def test_a_since_from_the_future_gets_a_reset_not_silence() -> None:
+    h = FakeHistory()
+    h.add("s", 3)
+    hub = _hub(h)
+
+    async def reset_state(sid: str):
+        return {"state": {}}, 3
+
+    hub.reset_state = reset_state  # type: ignore[attr-defined]
+    conn = MemConn("s", "u", "d")
+    await hub.attach(conn, since=99)
+    h.add("s", 1)
+    await hub._on_change("s", _changes("s", 4))
+    await asyncio.sleep(0)
+    assert [f["type"] for f in conn.frames] == ["reset", "state_update"]
+    assert conn.versions() == [3, 4]
