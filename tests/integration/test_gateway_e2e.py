@@ -695,3 +695,20 @@ async def test_concurrent_session_requests_for_one_device_share_one_session(stac
     assert all(r.status_code in (200, 201) for r in rs), [r.text for r in rs]
     assert len({r.json()["session_id"] for r in rs}) == 1
     assert sum(r.json()["created"] for r in rs) == 1
+
+
+async def test_reconnect_message_replays_after_since(stack: Stack) -> None:
+    ws, _ = await connect_ws(stack, "pia", "device-a")
+    try:
+        versions = []
+        for i in range(3):
+            await ws.send(json.dumps({"type": "state_update", "payload": {"key": "i", "value": i}}))
+            m = await recv_until(ws, lambda m: m["type"] == "state_update")
+            versions.append(m["version"])
+        await ws.send(json.dumps({"type": "reconnect", "payload": {"since": versions[0]}}))
+        again = [await recv_until(ws, lambda m: m["type"] == "state_update") for _ in range(2)]
+        assert [m["version"] for m in again] == versions[1:]
+        state = await recv_until(ws, of_type("connection_state"))
+        assert state["payload"]["version"] == versions[-1]
+    finally:
+        await ws.close()
