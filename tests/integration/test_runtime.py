@@ -507,3 +507,32 @@ async def test_workers_rebalance_as_they_come_and_go(redis_url: str) -> None:
         for actor, sid in actors:
             out = await bus.send(actor, sid, Add(at=now_ms(), n=1))
             assert out is not None and out.version == 2
+
+
+async def test_real_session_conflict_reloads_and_decides_on_the_new_state(redis_url: str) -> None:
+    from events.session import CreateSession, EndSession, RefreshSession, SessionEnded
+
+    sid = str(uuid.uuid4())
+    actor = keys.session_actor(sid)
+    p = keys.partition_of(sid, P)
+    worker = Worker(redis_url=redis_url, partitions=P, lease_ttl_ms=2000)
+    async with running(worker), bus_for(redis_url) as (redis, bus):
+        t = now_ms()
+        await bus.send(actor, sid, CreateSession(at=t, user_id="u", session_id=sid))
+        # another writer ended the session behind the worker's cached copy
+        ended = EventEnvelope(
+            event_id=str(uuid.uuid4()), actor_id=actor, version=2, partition=p, ts=t + 1,
+            command_id="foreign", correlation_id="foreign", causation_id="foreign",
+            type="SessionEnded", data=msgspec.Raw(encode(SessionEnded(at=t + 1))),
+        )  # fmt: skip
+        await redis.xadd(keys.event_stream(p, actor), {"e": encode(ended)}, id="2-0")
+        out = await bus.send(actor, sid, RefreshSession(at=t + 2, user_id="u"))
+        # decided again on the reloaded (ended) state, not on the stale cached one
+        assert out is not None and (out.ok, out.error_code, out.version) == (
+            False, "SESSION_ENDED", 2,
+        )  # fmt: skip
+        again = await bus.send(actor, sid, EndSession(at=t + 3, user_id="u"))
+        assert again is not None and again.ok and again.events == 0
+        assert [e.type for e in await stream(redis, sid, actor)] == [
+            "SessionCreated", "SessionEnded",
+        ]  # fmt: skip
