@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -347,7 +348,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _watch_feed(redis_url: str, stop: Any, lags: list[float]) -> None:
+    """Sample the change feed as published: event time -> publication (worker + projector)."""
+    import redis as redis_sync
+
+    r = redis_sync.Redis.from_url(redis_url)
+    ps = r.pubsub(ignore_subscribe_messages=True)
+    ps.psubscribe("sd:chg:*")
+    while not stop.is_set():
+        msg = ps.get_message(timeout=0.2)
+        if msg and msg["type"] == "pmessage":
+            now = time.time()
+            for change in json.loads(msg["data"]):
+                if change.get("type") == "StateChanged":
+                    lags.append(now - change["ts"] / 1000)
+    ps.close()
+    r.close()
+
+
 def bench_latency(stack: Stack) -> None:
+    import threading
+
+    feed_lags: list[float] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_feed, args=(stack.redis.url, stop, feed_lags),
+                               daemon=True)
+    watcher.start()
     url = f"ws://127.0.0.1:{stack.port}/ws"
     sessions = [str(uuid.uuid4()) for _ in range(SESSIONS)]
     ctx = mp.get_context("spawn")
@@ -373,6 +399,8 @@ def bench_latency(stack: Stack) -> None:
                 cpu0["redis"] = cpu_seconds(stack.redis.pid)
         else:
             results.append(value)
+    stop.set()
+    watcher.join(5)
     cpu = {n: cpu_seconds(p.pid) - cpu0.get(n, 0) for n, p in stack.procs.items()}
     cpu["redis"] = cpu_seconds(stack.redis.pid) - cpu0.get("redis", 0)
     cpu["clients"] = sum(r["cpu"] for r in results)
@@ -400,6 +428,10 @@ def bench_latency(stack: Stack) -> None:
         print(f"    split: client send -> command stamped at the gateway p50 {pct(to_cmd, 50):.1f}"
               f" / p99 {pct(to_cmd, 99):.1f} ms; command -> device B p50 {pct(to_b, 50):.1f} /"
               f" p99 {pct(to_b, 99):.1f} ms")
+    if feed_lags:
+        fl = [x * 1000 for x in feed_lags]
+        print(f"    of which command -> change published (worker + projector): p50 "
+              f"{pct(fl, 50):.1f} / p99 {pct(fl, 99):.1f} ms")
     span = DURATION + 4.0
     print("    CPU (% of one core) during the run: " + ", ".join(
         f"{n} {100 * v / span:.0f}%" for n, v in cpu.items()), flush=True)
