@@ -449,10 +449,17 @@ def _decide_one(
     argv.append(_fint(len(routed_out)))
     argv.extend(routed_out)
     # timers: upsert what changed, remove what is no longer a deadline
+    # The ZSET holds (member, due) only; the command is taken from the deadlines when the
+    # timer fires, so a timer needs an upsert only when its due moved.
     old = tent.timers
-    new: dict[str, Timer] = {t.key: t for t in decider.deadlines(state)}
-    upserts = [t for k, t in new.items() if old.get(k) != t] if new else ()
-    removals = [k for k in old if k not in new] if old else ()
+    new: dict[str, Timer] = {}
+    upserts = []
+    for t in decider.deadlines(state):
+        new[t.key] = t
+        before = old.get(t.key)
+        if before is None or before.due != t.due:
+            upserts.append(t)
+    removals = old.keys() - new.keys() if old else ()
     argv.append(_fint(len(upserts)))
     for t in upserts:
         member = f"{actor_id}|{t.key}".encode()
