@@ -396,4 +396,9 @@ async def run_lag(redis_url: str, admin: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    try:  # what `sessiond projector` runs on (infra.cli.run_async)
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
