@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from actors.keys import change_channel, partition_log
 from events import simulator as si
-from events.codec import decode_event, decode_event_envelope
+from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced
 from projections.changes import encode_changes, raw_change
 from projections.lease import LeaseKeeper
@@ -165,12 +165,36 @@ async def claim_partition(conn: asyncpg.Connection, partition: int, epoch: int,
     return row["last_id"], row["generation"]
 
 
+class _DecodedEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """`EventEnvelope` with its body decoded in the same pass (one msgpack decode per entry)."""
+
+    event_id: str
+    actor_id: str
+    version: int
+    partition: int
+    ts: int
+    command_id: str
+    correlation_id: str
+    causation_id: str
+    type: str
+    data: AnyEvent
+
+
+_one_pass = msgspec.msgpack.Decoder(_DecodedEnvelope)
+
+
 def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, Any, Any]]:
+    """Log entries -> (log id, envelope, event). Envelope and body in one pass, unless an old
+    event shape must be upcast (then the codec's two-step path)."""
     out = []
     for entry_id, fields in entries:
-        env = decode_event_envelope(fields[b"e"])
-        out.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id, env,
-                    decode_event(env.data, env.type)))
+        log_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        if not UPCASTERS:
+            env = _one_pass.decode(fields[b"e"])
+            out.append((log_id, env, env.data))
+        else:
+            env = decode_event_envelope(fields[b"e"])
+            out.append((log_id, env, decode_event(env.data, env.type)))
     return out
 
 
