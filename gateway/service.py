@@ -266,7 +266,7 @@ class Gateway:
         stale = None
         if existing is not None:
             sid = existing.decode() if isinstance(existing, bytes) else str(existing)
-            if await self._usable(claims, sid):
+            if await self._usable(claims, sid, wait_s=2.0):
                 return sid, False
             stale = sid
         if idempotency_key:
@@ -278,27 +278,31 @@ class Gateway:
             # another request for the same user and device is creating one right now: use it
             raced = await self.redis.get(index)
             other = raced.decode() if isinstance(raced, bytes) else raced
-            if other:
-                for _ in range(40):
-                    if await self._usable(claims, other):
-                        return other, False
-                    await asyncio.sleep(0.05)
+            if other and await self._usable(claims, other, wait_s=2.0):
+                return other, False
         await self.redis.set(index, sid, ex=ttl)
         await self.create_session(claims, sid, device_id=device_id, ip_address=ip_address,
                                   command_id=f"create:{sid}")
         return sid, True
 
-    async def _usable(self, claims: Claims, session_id: str) -> bool:
-        """Whether the session is live and the user's (a store failure is raised, not False)."""
+    async def _usable(self, claims: Claims, session_id: str, *, wait_s: float = 0.0) -> bool:
+        """Whether the session is live and the user's. A session not found yet may be being
+        created by a concurrent request (its id is claimed first): wait up to `wait_s` for it.
+        A store failure is raised, not read as False."""
         from events.session import ValidateSession
 
-        try:
-            await self.command(session_id, ValidateSession(at=now_ms(), user_id=claims.user_id))
-        except ApiError as exc:
-            if exc.status >= 500:
-                raise
-            return False
-        return True
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                await self.command(session_id,
+                                   ValidateSession(at=now_ms(), user_id=claims.user_id))
+                return True
+            except ApiError as exc:
+                if exc.status >= 500:
+                    raise
+                if exc.code != "SESSION_NOT_FOUND" or time.monotonic() >= deadline:
+                    return False
+            await asyncio.sleep(0.05)
 
     async def create_session(self, claims: Claims, session_id: str, *, device_id: str = "",
                              router_id: str = "", restart: bool = False, ip_address: str = "",
