@@ -50,6 +50,10 @@ class GatewayMetrics:
         self.http_latency = _Cached(histogram(
             "sessiond_gateway_http_seconds", "HTTP request latency", ("method",)
         ))
+        self.command_seconds = histogram(
+            "sessiond_gateway_command_seconds", "command round trip (send -> outcome)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.slow_clients = counter(
             "sessiond_gateway_slow_clients_total", "clients disconnected for a full backlog"
         )

@@ -161,6 +161,7 @@ class Gateway:
     ) -> Outcome | None:
         """Send `command` to the session (or `actor_id` of its partition); a refusal raises the
         ApiError its code maps to, a store problem a 503."""
+        started = time.perf_counter()
         try:
             outcome = await self.bus.send(
                 actor_id or session_actor(session_id),
@@ -182,6 +183,8 @@ class Gateway:
                 raise ApiError(503, "STORE_UNAVAILABLE", "the session store is unavailable") \
                     from None
             raise
+        if wait:
+            self.metrics.command_seconds.observe(time.perf_counter() - started)
         self.metrics.commands.labels(type(command).__name__).inc()
         if outcome is not None and not outcome.ok:
             self.metrics.command_errors.labels(outcome.error_code).inc()

@@ -366,6 +366,29 @@ def _watch_feed(redis_url: str, stop: Any, lags: list[float]) -> None:
     r.close()
 
 
+def _command_round_trip(port: int) -> str:
+    """Mean and bucket counts of the gateway's command round-trip histogram."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    total = count = 0.0
+    buckets: list[tuple[str, float]] = []
+    for line in text.splitlines():
+        if line.startswith("sessiond_gateway_command_seconds_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith("sessiond_gateway_command_seconds_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("sessiond_gateway_command_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((le, float(line.split()[-1])))
+    if not count:
+        return ""
+    p50 = next((le for le, c in buckets if c >= count * 0.5), "?")
+    p99 = next((le for le, c in buckets if c >= count * 0.99), "?")
+    return (f"mean {1000 * total / count:.1f} ms over {count:.0f} commands, p50 <= {p50} s,"
+            f" p99 <= {p99} s")
+
+
 def bench_latency(stack: Stack) -> None:
     import threading
 
@@ -428,6 +451,9 @@ def bench_latency(stack: Stack) -> None:
         print(f"    split: client send -> command stamped at the gateway p50 {pct(to_cmd, 50):.1f}"
               f" / p99 {pct(to_cmd, 99):.1f} ms; command -> device B p50 {pct(to_b, 50):.1f} /"
               f" p99 {pct(to_b, 99):.1f} ms")
+    rt = _command_round_trip(stack.port)
+    if rt:
+        print(f"    gateway command round trip (XADD -> worker -> outcome): {rt}")
     if feed_lags:
         fl = [x * 1000 for x in feed_lags]
         print(f"    of which command -> change published (worker + projector): p50 "
