@@ -294,7 +294,7 @@ async def test_killed_projector_restarts_without_missing_or_doubled_rows(redis_u
             proc = _start_projector(redis_url, dsn, log)
             try:
                 # wait until it is mid-stream (some batches committed, more to go)
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 60
                 start = await conn.fetchval("SELECT count(*) FROM events.archive")
                 while await conn.fetchval("SELECT count(*) FROM events.archive") < start + 150:
                     assert proc.poll() is None, log.read_text()

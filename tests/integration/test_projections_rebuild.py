@@ -148,7 +148,7 @@ async def test_rebuild_while_events_flow_loses_nothing(redis_url, database_url):
     n = await history.run(1500)
     projector, task, pool, redis = await _start(redis_url, database_url)
     try:
-        await _wait(pool, n // 2, timeout=30)
+        await _wait(pool, n // 2)
 
         async def more() -> None:
             for _ in range(10):

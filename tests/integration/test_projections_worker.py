@@ -89,9 +89,16 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         now = int(time.time() * 1000)
         sims = {}
 
-        async def send(actor: str, sid: str, command) -> None:
-            outcome = await bus.send(actor, sid, command, timeout=15)
-            assert outcome is not None, actor
+        async def send(actor: str, sid: str, command, *, until_ok: bool = False) -> None:
+            deadline = time.monotonic() + 30
+            while True:
+                outcome = await bus.send(actor, sid, command, timeout=15)
+                assert outcome is not None, actor
+                if outcome.ok or not until_ok:
+                    return
+                # e.g. the simulator's CreateSimulator (a policy) has not run yet
+                assert time.monotonic() < deadline, outcome
+                await asyncio.sleep(0.1)
 
         for i, sid in enumerate(sids):
             user = f"user-{i % 3}"
@@ -111,13 +118,19 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
                     initial_symbols=["AAPL", "GOOG"]))
             if i % 4 == 3:
                 await send(aid, sid, se.EndSession(at=now + 5, user_id=user))
-        await asyncio.sleep(0.5)  # the policies' CreateSimulator commands
         for sid, sim in sims.items():
-            await send(f"simulator:{sim}", sid, si.RecordProvisioned(at=now + 6,
-                                                                     endpoint=f"http://{sim}"))
-            await send(f"simulator:{sim}", sid, si.RecordHeartbeat(at=now + 7))
-        await asyncio.sleep(0.5)  # status mirrored back to the sessions
-        await _caught_up(redis, conn, 30, log)
+            await send(f"simulator:{sim}", sid, si.RecordProvisioned(
+                at=now + 6, endpoint=f"http://{sim}"), until_ok=True)
+            await send(f"simulator:{sim}", sid, si.RecordHeartbeat(at=now + 7), until_ok=True)
+        running_expected = sum(1 for i, sid in enumerate(sids) if sid in sims and i % 4 != 3)
+        # the status reports travel back to the sessions as policy commands: wait for them
+        deadline = time.monotonic() + 60
+        while await conn.fetchval(
+                "SELECT count(*) FROM session.session_metadata"
+                " WHERE metadata->>'simulator_status' = 'RUNNING'") < running_expected:
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.1)
+        await _caught_up(redis, conn, 60, log)
         await _assert_equal_fold(redis, conn)
 
         rows = await conn.fetch(
@@ -130,7 +143,7 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         assert {(r["session_id"], r["sim"], r["st"]) for r in rows} == expected
         running = await conn.fetchval(
             "SELECT count(*) FROM simulator.instances WHERE status = 'RUNNING'")
-        assert running == sum(1 for i, sid in enumerate(sids) if sid in sims and i % 4 != 3)
+        assert running == running_expected
 
         got = []
         deadline = time.monotonic() + 5
@@ -181,7 +194,7 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
     a = _spawn("projector", redis_url, database_url, log_a, **slow)
     b = None
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while await conn.fetchval("SELECT count(*) FROM events.archive") < 200:
             assert time.monotonic() < deadline and a.poll() is None, log_a.read_text()
             await asyncio.sleep(0.05)

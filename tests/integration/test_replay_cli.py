@@ -81,8 +81,15 @@ async def _live_history(redis_url: str) -> tuple[str, str, dict[int, object], di
     ]
     try:
         for actor, command in commands:
-            outcome = await bus.send(actor, sid, command, timeout=10)
-            assert outcome is not None and outcome.ok, outcome
+            deadline = time.monotonic() + 30
+            while True:
+                outcome = await bus.send(actor, sid, command, timeout=10)
+                assert outcome is not None, actor
+                if outcome.ok:
+                    break
+                # a simulator exists only once the session's policy created it
+                assert actor == sim_aid and time.monotonic() < deadline, outcome
+                await asyncio.sleep(0.1)
             # policies (simulator creation, status mirroring) run as further commands
             await asyncio.sleep(0.15)
             for target, dec, into in ((aid, decode, live), (sim_aid, sim_decode, sim_live)):
@@ -168,7 +175,7 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
                                           partitions=P), redis, pool)
     run = asyncio.create_task(projector.run())
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while await pool.fetchval("SELECT count(*) FROM events.archive") < len(lines):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
