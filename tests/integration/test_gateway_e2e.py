@@ -712,3 +712,39 @@ async def test_reconnect_message_replays_after_since(stack: Stack) -> None:
         assert state["payload"]["version"] == versions[-1]
     finally:
         await ws.close()
+
+
+async def test_seed000_simulator_rest_and_ws(stack: Stack) -> None:
+    """Start / status / stop over REST and WS (no reactor runs here: the simulator stays
+    CREATING; its lifecycle end to end is the simulators' test)."""
+    h = stack.headers("quinn")
+    async with httpx.AsyncClient(base_url=stack.base) as http:
+        sid = (await http.post("/api/sessions", json={"device_id": "d"}, headers=h)
+               ).json()["session_id"]
+        ws, _ = await connect_ws(stack, "quinn", "d", sid)
+        try:
+            r = await http.post(f"/api/sessions/{sid}/simulator", headers=h,
+                                json={"initial_symbols": ["AAPL"], "initial_cash": 5000})
+            assert r.status_code == 202, r.text
+            sim_id = r.json()["simulator_id"]
+            pushed = await recv_until(ws, of_type("simulator_status"))
+            assert pushed["payload"]["simulator_id"] == sim_id
+            assert pushed["payload"]["status"] == "CREATING"
+            r = await http.post(f"/api/sessions/{sid}/simulator", headers=h, json={})
+            assert r.status_code == 409
+            assert r.json()["error"]["code"] == "SIMULATOR_ALREADY_ACTIVE"
+            await ws.send(json.dumps({"type": "start_simulator", "payload": {}}))
+            err = await recv_until(ws, of_type("error"))
+            assert err["payload"]["code"] == "SIMULATOR_ALREADY_ACTIVE"
+            deadline = time.monotonic() + 10
+            while True:
+                r = await http.get(f"/api/sessions/{sid}/simulator", headers=h)
+                if r.status_code == 200:
+                    break
+                assert time.monotonic() < deadline, r.text
+                await asyncio.sleep(0.1)
+            assert r.json()["simulator_id"] == sim_id
+            r = await http.get(f"/api/sessions/{sid}/simulator", headers=stack.headers("x"))
+            assert r.status_code == 403
+        finally:
+            await ws.close()
