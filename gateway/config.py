@@ -49,6 +49,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = ""
     partitions: int = 16
+    simulator_heartbeat_timeout_ms: int = 30_000
+    simulator_idle_timeout_ms: int = 3_600_000
     env: str = "development"
     gateway_id: str = ""
     pod_name: str = ""
@@ -119,6 +121,8 @@ def load_gateway_config(env: Mapping[str, str] | None = None, **overrides: objec
         "redis_url": s.redis_url or "redis://127.0.0.1:6379/0",
         "database_url": s.database_url or "",
         "partitions": s.partitions,
+        "simulator_heartbeat_timeout_ms": s.simulator_heartbeat_timeout_ms,
+        "simulator_idle_timeout_ms": s.simulator_idle_timeout_ms,
         "env": "production" if s.env == "prod" else s.env,
         "jwt_secret": s.jwt_secret,
         "jwt_refresh_secret": s.jwt_refresh_secret,

@@ -29,7 +29,6 @@ from events.session import (
     EndSession,
     RefreshSession,
     ReplaceState,
-    ReserveSimulator,
     ResolveConflict,
     StartHandoff,
 )
@@ -151,9 +150,8 @@ async def start_simulator(request: Request, gw: Gateway) -> Any:
     key = idem(request, claims)
     if key:
         sim_id = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
-    await gw.command(sid, ReserveSimulator(
-        at=now_ms(), user_id=claims.user_id, simulator_id=sim_id,
-        initial_symbols=req.initial_symbols, initial_cash=req.initial_cash), command_id=key)
+    await gw.reserve_simulator(sid, claims.user_id, sim_id, req.initial_symbols,
+                               req.initial_cash, command_id=key)
     return json_response(S.SimulatorInfo(simulator_id=sim_id, session_id=sid, status="CREATING",
                                          user_id=claims.user_id,
                                          initial_symbols=req.initial_symbols,

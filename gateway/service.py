@@ -26,7 +26,14 @@ from actors.keys import (
 from events.codec import decode_event, decode_event_envelope
 from events.envelope import Outcome
 from events.errors import StoreUnavailable
-from events.session import CreateSession, JoinDevice, LeaveDevice, TouchDevices, Transport
+from events.session import (
+    CreateSession,
+    JoinDevice,
+    LeaveDevice,
+    ReserveSimulator,
+    TouchDevices,
+    Transport,
+)
 from gateway.auth import Claims, TokenService
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError, from_outcome
@@ -149,6 +156,31 @@ class Gateway:
         await pipe.execute()
 
     # ------------------------------------------------------------------ commands
+    async def reserve_simulator(
+        self,
+        session_id: str,
+        user_id: str,
+        simulator_id: str,
+        symbols: list[str],
+        cash: float,
+        *,
+        command_id: str | None = None,
+    ) -> Outcome | None:
+        """Claim the session's simulator slot (REST and WS alike), with the configured timeouts."""
+        return await self.command(
+            session_id,
+            ReserveSimulator(
+                at=now_ms(),
+                user_id=user_id,
+                simulator_id=simulator_id,
+                initial_symbols=symbols,
+                initial_cash=cash,
+                heartbeat_timeout_ms=self.config.simulator_heartbeat_timeout_ms,
+                idle_timeout_ms=self.config.simulator_idle_timeout_ms,
+            ),
+            command_id=command_id,
+        )
+
     async def command(
         self,
         session_id: str,

@@ -28,7 +28,6 @@ from events.session import (
     ChangeConnectionQuality,
     ConnectionQuality,
     ReplaceState,
-    ReserveSimulator,
 )
 from events.simulator import StopSimulator
 from gateway.auth import Claims, bearer
@@ -386,11 +385,13 @@ class WebSocketEndpoint:
             if not isinstance(cash, (int, float)) or isinstance(cash, bool):
                 raise ApiError(400, "INVALID_ARGUMENT", "initial_cash must be a number")
             sim_id = str(uuid.uuid4())
-            await gw.command(conn.session_id, ReserveSimulator(
-                at=now_ms(), user_id=conn.user_id, simulator_id=sim_id,
-                initial_symbols=symbols, initial_cash=float(cash)), command_id=_cmd_id(conn, cid))
-            conn.reply(MessageType.SIMULATOR_STATUS,
-                       {"simulator_id": sim_id, "status": "CREATING"}, cid)
+            outcome = await gw.reserve_simulator(conn.session_id, conn.user_id, sim_id, symbols,
+                                                 float(cash), command_id=_cmd_id(conn, cid))
+            # an acknowledgement, not a status: statuses come from the session's feed, versioned
+            # and in order (an unversioned CREATING here could overtake the feed's STARTING)
+            conn.reply(MessageType.START_SIMULATOR,
+                       {"simulator_id": sim_id, "accepted": True,
+                        "version": outcome.version if outcome else None}, cid)
         elif t is MessageType.STOP_SIMULATOR:
             sim = p.get("simulator_id") or ((await gw.simulator(conn.session_id)) or {}).get(
                 "simulator_id")
@@ -398,8 +399,7 @@ class WebSocketEndpoint:
                 raise ApiError(404, "SIMULATOR_NOT_FOUND", "this session has no simulator")
             await gw.command(conn.session_id, StopSimulator(at=now_ms(), user_id=conn.user_id),
                              actor_id=gw.simulator_actor_id(sim), command_id=_cmd_id(conn, cid))
-            conn.reply(MessageType.SIMULATOR_STATUS, {"simulator_id": sim, "status": "STOPPING"},
-                       cid)
+            conn.reply(MessageType.STOP_SIMULATOR, {"simulator_id": sim, "accepted": True}, cid)
         elif t is MessageType.SIMULATOR_STATUS:
             conn.reply(MessageType.SIMULATOR_STATUS, await gw.simulator(conn.session_id) or {
                 "status": "NONE"}, cid)

@@ -387,3 +387,31 @@ async def test_a_since_from_the_future_gets_a_reset_not_silence() -> None:
     await asyncio.sleep(0)
     assert [f["type"] for f in conn.frames] == ["reset", "state_update"]
     assert conn.versions() == [3, 4]
+
+
+class _RecordingBus:
+    """Stands in for the CommandBus to see which command the gateway builds (no store here)."""
+
+    def __init__(self) -> None:
+        self.sent: list[object] = []
+
+    async def send(self, actor_id: str, session_id: str, command: object, **_: object) -> object:
+        self.sent.append(command)
+        from events.envelope import Outcome
+
+        return Outcome(command_id="c", actor_id=actor_id, ok=True, version=2, events=1)
+
+
+@pytest.mark.anyio
+async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
+    from gateway.service import Gateway
+
+    cfg = load_gateway_config(
+        {"SIMULATOR_HEARTBEAT_TIMEOUT": "5s", "SIMULATOR_IDLE_TIMEOUT": "2m"}
+    )
+    bus = _RecordingBus()
+    gw = Gateway(cfg, redis=None, pool=None, bus=bus)
+    outcome = await gw.reserve_simulator("s-1", "u", "sim-1", ["AAPL"], 500.0)
+    (command,) = bus.sent
+    assert (command.heartbeat_timeout_ms, command.idle_timeout_ms) == (5_000, 120_000)
+    assert outcome.version == 2
