@@ -22,10 +22,12 @@ from typing import Any, TypeVar
 from events.errors import SessiondError
 
 __all__ = [
+    "add_store_options",
     "available_commands",
     "build_parser",
     "main",
     "run_async",
+    "store_target",
     "wait_for_shutdown_signal",
 ]
 
@@ -59,6 +61,30 @@ async def wait_for_shutdown_signal() -> int:
         async for signum in signals:
             return int(signum)
     raise RuntimeError("signal receiver closed")  # pragma: no cover
+
+
+def add_store_options(parser: argparse.ArgumentParser, *, metrics: bool = False) -> None:
+    """The options of every process that talks to the partitions, with the same defaults."""
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="number of partitions P of the deployment (default: $SESSIOND_PARTITIONS or 16); "
+        "every process must agree on it",
+    )
+    parser.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
+    if metrics:
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=0,
+            help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+        )
+
+
+def store_target(args: argparse.Namespace, settings: Any) -> tuple[str, int]:
+    """The Redis URL and partition count given on the command line, else the configured ones."""
+    return args.redis_url or settings.require_redis_url(), args.partitions or settings.partitions
 
 
 def _load_command_modules() -> list[tuple[str, Any]]:

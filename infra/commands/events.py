@@ -15,6 +15,8 @@ import datetime
 import sys
 from typing import Any
 
+from infra.cli import add_store_options, store_target
+
 __all__ = ["event_row", "register", "run"]
 
 
@@ -34,13 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="session id of a simulator actor (default: found by probing partitions)",
     )
-    p.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="partitions P (default: $SESSIOND_PARTITIONS or 16)",
-    )
-    p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
+    add_store_options(p, metrics=False)
     p.set_defaults(handler=run)
 
 
@@ -84,8 +80,7 @@ async def run(args: argparse.Namespace) -> int:
     if ":" not in args.actor_id:
         raise SessiondError(f"ACTOR_ID must look like session:<uuid>, got {args.actor_id!r}")
     settings = load_settings()
-    url = args.redis_url or settings.require_redis_url()
-    partitions = args.partitions or settings.partitions
+    url, partitions = store_target(args, settings)
     redis = connect(url)
     out = sys.stdout
     try:

@@ -14,6 +14,8 @@ import asyncio
 import logging
 import signal
 
+from infra.cli import add_store_options, store_target
+
 __all__ = ["register", "run"]
 
 log = logging.getLogger("sessiond.reactor")
@@ -26,18 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)",
-    )
+    add_store_options(p, metrics=True)
     p.add_argument(
         "--name",
         default=None,
         help="consumer name in the `reactor` group (default: reactor-<host>-<pid>)",
     )
-    p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
     p.add_argument(
         "--provisioner",
         choices=["local", "kubernetes"],
@@ -49,12 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=64,
         help="simulators provisioned or removed at once (default 64)",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
     )
     p.set_defaults(handler=run)
 
@@ -70,8 +60,7 @@ async def run(args: argparse.Namespace) -> int:
     from infra.redis import connect
 
     settings = load_settings()
-    url = args.redis_url or settings.require_redis_url()
-    partitions = args.partitions or settings.partitions
+    url, partitions = store_target(args, settings)
     try:
         sim = load_simulator_settings()
     except ValueError as exc:

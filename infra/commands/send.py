@@ -19,6 +19,8 @@ import time
 import uuid
 from typing import Any
 
+from infra.cli import add_store_options, store_target
+
 __all__ = ["build_command", "register", "run"]
 
 
@@ -52,13 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--correlation-id", default="", help="correlation id (default: command id)")
     p.add_argument("--no-wait", action="store_true", help="queue the command, do not wait")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
-    p.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="partitions P (default: $SESSIOND_PARTITIONS or 16)",
-    )
-    p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
+    add_store_options(p, metrics=False)
     p.set_defaults(handler=run)
 
 
@@ -106,8 +102,7 @@ async def run(args: argparse.Namespace) -> int:
     from infra.redis import connect
 
     settings = load_settings()
-    url = args.redis_url or settings.require_redis_url()
-    partitions = args.partitions or settings.partitions
+    url, partitions = store_target(args, settings)
     at = args.at if args.at is not None else int(time.time() * 1000)
     if args.target == "create-session":
         if len(args.rest) > 1:

@@ -15,6 +15,8 @@ import logging
 import os
 import signal
 
+from infra.cli import add_store_options, store_target
+
 __all__ = ["register", "run"]
 
 log = logging.getLogger("sessiond.simulators")
@@ -30,13 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--host-id", default=None, help="this process's name in Redis (default: <hostname>-<pid>)"
     )
-    p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
-    p.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="number of partitions P (default: $SESSIOND_PARTITIONS or 16)",
-    )
+    add_store_options(p, metrics=True)
     p.add_argument(
         "--tick-hz",
         type=float,
@@ -59,12 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=8081,
         help="with --single: port of /health and /ready (default 8081)",
-    )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
     )
     p.set_defaults(handler=run)
 
@@ -107,8 +97,7 @@ async def run(args: argparse.Namespace) -> int:
     from infra.redis import connect
 
     settings = load_settings()
-    url = args.redis_url or settings.require_redis_url()
-    partitions = args.partitions or settings.partitions
+    url, partitions = store_target(args, settings)
     try:
         sim = load_simulator_settings()
     except ValueError as exc:

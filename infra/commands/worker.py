@@ -11,6 +11,8 @@ import asyncio
 import logging
 import signal
 
+from infra.cli import add_store_options, store_target
+
 __all__ = ["register", "run"]
 
 log = logging.getLogger("sessiond.worker")
@@ -23,20 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="number of partitions P of the deployment (default: $SESSIOND_PARTITIONS or 16); "
-        "every process must agree on it",
-    )
+    add_store_options(p, metrics=True)
     p.add_argument(
         "--id",
         dest="worker_id",
         default=None,
         help="worker name in logs and leases (default: worker-<pid>)",
     )
-    p.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
     p.add_argument(
         "--lease-ttl-ms",
         type=int,
@@ -50,12 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="commands per partition read and appended at once (default 500)",
     )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
-    )
     p.set_defaults(handler=run)
 
 
@@ -66,8 +55,7 @@ async def run(args: argparse.Namespace) -> int:
     from infra.config import load_settings
 
     settings = load_settings()
-    url = args.redis_url or settings.require_redis_url()
-    partitions = args.partitions or settings.partitions
+    url, partitions = store_target(args, settings)
     if partitions < 1:
         raise SessiondError("--partitions must be at least 1")
     try:
