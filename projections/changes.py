@@ -51,7 +51,7 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
     ts: int
 
 
-class _RawChange(msgspec.Struct, frozen=True, kw_only=True):
+class _RawChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """`Change` with its data already encoded (the projector's path: no re-encoding)."""
 
     session_id: str
@@ -85,8 +85,8 @@ def raw_change(env: EventEnvelope, event: Any, event_json: bytes) -> _RawChange:
     same JSON as `change_from_event` (for a session actor's event)."""
     if env.type in HIDDEN_FIELDS:
         event_json = _encoder.encode(_data(env.type, event))
-    return _RawChange(session_id=actor_uuid(env.actor_id), version=env.version, type=env.type,
-                      data=msgspec.Raw(event_json), ts=env.ts)
+    return _RawChange(session_id=env.actor_id.partition(":")[2], version=env.version,
+                      type=env.type, data=msgspec.Raw(event_json), ts=env.ts)
 
 
 def change_for(env: EventEnvelope) -> Change | None:

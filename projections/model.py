@@ -73,7 +73,12 @@ def iso(ms: int) -> str:
     return to_datetime(ms).isoformat()
 
 
-class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
+# The row structs and the aggregate are immutable trees of plain data (they can never be part of
+# a reference cycle), so they are created with `gc=False` (msgspec's advice): the projector's
+# cache of aggregates and a rebuild's whole model then add nothing to the cyclic GC's work.
+
+
+class SessionRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """`session.active_sessions` plus its `session.session_metadata` document."""
 
     session_id: str
@@ -86,7 +91,7 @@ class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any]
 
 
-class DeviceRow(msgspec.Struct, frozen=True, kw_only=True):
+class DeviceRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """`session.devices`: one device of a session and its open connections."""
 
     session_id: str
@@ -111,7 +116,7 @@ class DeviceRow(msgspec.Struct, frozen=True, kw_only=True):
         return sum(1 for t in self.connection_ids.values() if t == _SSE)
 
 
-class StateRow(msgspec.Struct, frozen=True, kw_only=True):
+class StateRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """`session.state_snapshots`: the shared state of seed 004 with its version."""
 
     session_id: str
@@ -122,7 +127,7 @@ class StateRow(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: int
 
 
-class HandoffRow(msgspec.Struct, frozen=True, kw_only=True):
+class HandoffRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     token: str
     session_id: str
     source_device: str
@@ -134,7 +139,7 @@ class HandoffRow(msgspec.Struct, frozen=True, kw_only=True):
     accepted_at: int | None
 
 
-class SimulatorRow(msgspec.Struct, frozen=True, kw_only=True):
+class SimulatorRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """`simulator.instances` (seed 002)."""
 
     simulator_id: str
@@ -148,7 +153,7 @@ class SimulatorRow(msgspec.Struct, frozen=True, kw_only=True):
     initial_cash: float
 
 
-class ActorRow(msgspec.Struct, frozen=True, kw_only=True):
+class ActorRow(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """`projection.actor_versions`: how far the archive reaches for one actor."""
 
     actor_id: str
@@ -158,7 +163,7 @@ class ActorRow(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: int
 
 
-class SessionAggregate(msgspec.Struct, frozen=True, kw_only=True):
+class SessionAggregate(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Every row that belongs to one session (what ending the session removes)."""
 
     session: SessionRow
@@ -179,11 +184,18 @@ def _with_devices(agg: SessionAggregate, devices: dict[str, DeviceRow], at: int,
                   reason: str | None = None) -> SessionAggregate:
     """Store `devices` and recompute what the metadata and the status derive from them."""
     online = [d for d in devices.values() if d.status == ONLINE]
+    ws = sse = 0
+    for d in online:  # what DeviceRow.ws_connections / sse_connections count, in one pass
+        for transport in d.connection_ids.values():
+            if transport == _WS:
+                ws += 1
+            elif transport == _SSE:
+                sse += 1
     meta = {
         **agg.session.metadata,
-        "frontend_connections": sum(d.ws_connections for d in online),
-        "sse_connections": sum(d.sse_connections for d in online),
-        "device_ids": sorted(d.device_id for d in online),
+        "frontend_connections": ws,
+        "sse_connections": sse,
+        "device_ids": sorted([d.device_id for d in online]),
     }
     status = agg.session.status
     if status != EXPIRED:
@@ -223,143 +235,229 @@ def _new_session(sid: str, e: se.SessionCreated) -> SessionAggregate:
     )
 
 
+def _created(agg: SessionAggregate | None, sid: str, e: se.SessionCreated
+             ) -> SessionAggregate:
+    # a restart replaces every row of the old incarnation, except (as the actor does) a
+    # simulator of the old incarnation that is still active: it keeps the session's slot
+    fresh = _new_session(sid, e)
+    if agg is None:
+        return fresh
+    meta = agg.session.metadata
+    if meta.get("simulator_status") in _ACTIVE_SIM:
+        sim_id = meta.get("simulator_id")
+        fresh = _metadata(fresh, simulator_id=sim_id,
+                          simulator_status=meta.get("simulator_status"),
+                          simulator_endpoint=meta.get("simulator_endpoint"))
+        if sim_id in agg.simulators:
+            fresh = _replace(fresh, simulators={sim_id: agg.simulators[sim_id]})
+    return fresh
+
+
+def _state_changed(agg: SessionAggregate, sid: str, e: se.StateChanged) -> SessionAggregate:
+    # as the actor does: deletions first, then the changes (a key in both is kept)
+    old_state = agg.state.state if agg.state else {}
+    if e.deleted_keys:
+        gone = set(e.deleted_keys)
+        state = {k: v for k, v in old_state.items() if k not in gone}
+        state.update(e.changes)
+    else:
+        state = {**old_state, **e.changes}
+    return _replace(agg, state=StateRow(
+        session_id=sid, state=state, state_version=e.state_version,
+        device_id=e.device_id or (agg.state.device_id if agg.state else ""),
+        app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
+
+
+def _devices_seen(agg: SessionAggregate, sid: str, e: se.DevicesSeen) -> SessionAggregate:
+    seen = {d: _replace(agg.devices[d], last_seen=e.at)
+            for d in e.device_ids if d in agg.devices and agg.devices[d].status == ONLINE}
+    return _replace(agg, devices={**agg.devices, **seen}) if seen else agg
+
+
+def _ended(agg: SessionAggregate, sid: str, e: se.SessionEnded) -> None:
+    return None  # seed 002: "End Session ... Removes session records"
+
+
+def _expired(agg: SessionAggregate, sid: str, e: se.SessionExpired) -> SessionAggregate:
+    return _replace(agg, session=_replace(agg.session, status=EXPIRED))
+
+
+def _refreshed(agg: SessionAggregate, sid: str, e: se.SessionRefreshed) -> SessionAggregate:
+    status = agg.session.status
+    if status == EXPIRED:
+        status = ACTIVE
+    return _replace(agg, session=_replace(
+        agg.session, last_active=e.at, expires_at=e.expires_at, status=status))
+
+
+def _quality(agg: SessionAggregate, sid: str, e: se.ConnectionQualityChanged
+             ) -> SessionAggregate:
+    return _metadata(agg, connection_quality=str(e.quality), rtt_ms=e.rtt_ms)
+
+
+def _metadata_updated(agg: SessionAggregate, sid: str, e: se.MetadataUpdated
+                      ) -> SessionAggregate:
+    # as the actor does: a None value removes the key
+    values = e.values
+    meta = {**agg.session.metadata, **values}
+    for key, value in values.items():
+        if value is None:
+            meta.pop(key, None)
+    return _replace(agg, session=_replace(agg.session, metadata=meta))
+
+
+def _device_joined(agg: SessionAggregate, sid: str, e: se.DeviceJoined) -> SessionAggregate:
+    device = DeviceRow(
+        session_id=sid, device_id=e.device_id, device_type=e.device_type,
+        device_name=e.device_name, os=e.os, status=ONLINE,
+        connection_ids={e.connection_id: str(e.transport)}, pod_name=e.pod_name,
+        ip_address=e.ip_address, left_reason=None, joined_at=e.at, last_seen=e.at,
+    )
+    old = agg.devices.get(e.device_id)
+    if old is not None:  # a known device coming back keeps what it said before
+        device = _replace(device, device_type=e.device_type or old.device_type,
+                          device_name=e.device_name or old.device_name,
+                          os=e.os or old.os)
+    agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
+    extra: dict[str, Any] = {}
+    if e.transport == _WS:
+        extra["last_ws_connection"] = iso(e.at)
+    if e.pod_name:
+        extra["pod_name"] = e.pod_name
+    if e.ip_address:
+        extra["ip_address"] = e.ip_address
+    return _metadata(agg, **extra) if extra else agg
+
+
+def _connection_opened(agg: SessionAggregate, sid: str, e: se.ConnectionOpened
+                       ) -> SessionAggregate:
+    old = agg.devices.get(e.device_id)
+    if old is None:
+        return agg
+    device = _replace(old, status=ONLINE, left_reason=None, last_seen=e.at,
+                      connection_ids={**old.connection_ids,
+                                      e.connection_id: str(e.transport)},
+                      pod_name=e.pod_name or old.pod_name)
+    agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
+    if e.transport == _WS:
+        return _metadata(agg, last_ws_connection=iso(e.at))
+    return agg
+
+
+def _connection_closed(agg: SessionAggregate, sid: str, e: se.ConnectionClosed
+                       ) -> SessionAggregate:
+    old = agg.devices.get(e.device_id)
+    if old is None:
+        return agg
+    conns = {k: v for k, v in old.connection_ids.items() if k != e.connection_id}
+    device = _replace(old, connection_ids=conns)
+    return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
+
+
+def _device_left(agg: SessionAggregate, sid: str, e: se.DeviceLeft) -> SessionAggregate:
+    old = agg.devices.get(e.device_id)
+    if old is None:
+        return agg
+    device = _replace(old, status=OFFLINE, connection_ids={}, last_seen=e.at,
+                      left_reason=e.reason)
+    return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at, e.reason)
+
+
+def _state_replaced(agg: SessionAggregate, sid: str, e: se.StateReplaced) -> SessionAggregate:
+    return _replace(agg, state=StateRow(
+        session_id=sid, state=e.state, state_version=e.state_version,
+        device_id=e.device_id, app_version=e.app_version, updated_at=e.at))
+
+
+def _conflict_resolved(agg: SessionAggregate, sid: str, e: se.ConflictResolved
+                       ) -> SessionAggregate:
+    return _replace(agg, state=StateRow(
+        session_id=sid, state=e.state, state_version=e.state_version,
+        device_id=agg.state.device_id if agg.state else "",
+        app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
+
+
+def _handoff_started(agg: SessionAggregate, sid: str, e: se.HandoffStarted
+                     ) -> SessionAggregate:
+    row = HandoffRow(token=e.token, session_id=sid, source_device=e.source_device,
+                     target_device=e.target_device, status="PENDING",
+                     state_version=e.state_version, created_at=e.at,
+                     expires_at=e.expires_at, accepted_at=None)
+    return _replace(agg, handoffs={**agg.handoffs, e.token: row})
+
+
+def _handoff_ended(agg: SessionAggregate, sid: str, e: se.HandoffAccepted | se.HandoffExpired
+                   ) -> SessionAggregate:
+    old_h = agg.handoffs.get(e.token)
+    if old_h is None:
+        return agg
+    if isinstance(e, se.HandoffExpired):  # a used or lapsed token is gone
+        return _replace(agg, handoffs={k: v for k, v in agg.handoffs.items()
+                                       if k != e.token})
+    new_h = _replace(old_h, status="ACCEPTED", accepted_at=e.at)
+    return _replace(agg, handoffs={**agg.handoffs, e.token: new_h})
+
+
+def _simulator_reserved(agg: SessionAggregate, sid: str, e: se.SimulatorReserved
+                        ) -> SessionAggregate:
+    return _metadata(agg, simulator_id=e.simulator_id, simulator_status="CREATING",
+                     simulator_endpoint=None)
+
+
+def _simulator_status(agg: SessionAggregate, sid: str, e: se.SimulatorStatusRecorded
+                      ) -> SessionAggregate:
+    values: dict[str, Any] = {"simulator_id": e.simulator_id, "simulator_status": e.status}
+    if e.endpoint:
+        values["simulator_endpoint"] = e.endpoint
+    return _metadata(agg, **values)
+
+
+#: What each session event does to the aggregate, in precedence order (an event that is an
+#: instance of several of these types gets the first one's handler). `project_session` looks
+#: the exact type up in a dict (one hash lookup, not a chain of isinstance checks).
+_SESSION_CASES: tuple[tuple[type, Any], ...] = (
+    (se.SessionCreated, _created),
+    (se.StateChanged, _state_changed),
+    (se.DevicesSeen, _devices_seen),
+    (se.SessionEnded, _ended),
+    (se.SessionExpired, _expired),
+    (se.SessionRefreshed, _refreshed),
+    (se.ConnectionQualityChanged, _quality),
+    (se.MetadataUpdated, _metadata_updated),
+    (se.DeviceJoined, _device_joined),
+    (se.ConnectionOpened, _connection_opened),
+    (se.ConnectionClosed, _connection_closed),
+    (se.DeviceLeft, _device_left),
+    (se.StateReplaced, _state_replaced),
+    (se.ConflictResolved, _conflict_resolved),
+    (se.HandoffStarted, _handoff_started),
+    (se.HandoffAccepted, _handoff_ended),
+    (se.HandoffExpired, _handoff_ended),
+    (se.SimulatorReserved, _simulator_reserved),
+    (se.SimulatorStatusRecorded, _simulator_status),
+)
+_SESSION_HANDLERS: dict[type, Any] = {}
+for _type, _handler in _SESSION_CASES:
+    _SESSION_HANDLERS.setdefault(_type, _handler)
+
+
+def _session_handler(e: Any) -> Any:
+    """The handler of an event whose exact type is not in the table (a subclass), or None."""
+    for type_, handler in _SESSION_CASES:
+        if isinstance(e, type_):
+            return handler
+    return None
+
+
 def project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionAggregate | None:
     """The aggregate of session `sid` after its own event `e`."""
-    if isinstance(e, se.SessionCreated):
-        # a restart replaces every row of the old incarnation, except (as the actor does) a
-        # simulator of the old incarnation that is still active: it keeps the session's slot
-        fresh = _new_session(sid, e)
-        if agg is None:
-            return fresh
-        meta = agg.session.metadata
-        if meta.get("simulator_status") in _ACTIVE_SIM:
-            sim_id = meta.get("simulator_id")
-            fresh = _metadata(fresh, simulator_id=sim_id,
-                              simulator_status=meta.get("simulator_status"),
-                              simulator_endpoint=meta.get("simulator_endpoint"))
-            if sim_id in agg.simulators:
-                fresh = _replace(fresh, simulators={sim_id: agg.simulators[sim_id]})
-        return fresh
-    if agg is None:
-        return None  # the session's rows are gone (ended): later facts have nothing to update
-    match e:
-        case se.StateChanged():
-            # as the actor does: deletions first, then the changes (a key in both is kept)
-            old_state = agg.state.state if agg.state else {}
-            if e.deleted_keys:
-                gone = set(e.deleted_keys)
-                state = {k: v for k, v in old_state.items() if k not in gone}
-                state.update(e.changes)
-            else:
-                state = {**old_state, **e.changes}
-            return _replace(agg, state=StateRow(
-                session_id=sid, state=state, state_version=e.state_version,
-                device_id=e.device_id or (agg.state.device_id if agg.state else ""),
-                app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
-        case se.DevicesSeen(device_ids=ids):
-            seen = {d: _replace(agg.devices[d], last_seen=e.at)
-                    for d in ids if d in agg.devices and agg.devices[d].status == ONLINE}
-            return _replace(agg, devices={**agg.devices, **seen}) if seen else agg
-        case se.SessionEnded():
-            return None  # seed 002: "End Session ... Removes session records"
-        case se.SessionExpired():
-            return _replace(agg, session=_replace(agg.session, status=EXPIRED))
-        case se.SessionRefreshed(expires_at=expires_at, at=at):
-            status = agg.session.status
-            if status == EXPIRED:
-                status = ACTIVE
-            return _replace(agg, session=_replace(
-                agg.session, last_active=at, expires_at=expires_at, status=status))
-        case se.ConnectionQualityChanged(quality=quality, rtt_ms=rtt_ms):
-            return _metadata(agg, connection_quality=str(quality), rtt_ms=rtt_ms)
-        case se.MetadataUpdated(values=values):
-            # as the actor does: a None value removes the key
-            meta = {**agg.session.metadata, **values}
-            for key, value in values.items():
-                if value is None:
-                    meta.pop(key, None)
-            return _replace(agg, session=_replace(agg.session, metadata=meta))
-        case se.DeviceJoined():
-            device = DeviceRow(
-                session_id=sid, device_id=e.device_id, device_type=e.device_type,
-                device_name=e.device_name, os=e.os, status=ONLINE,
-                connection_ids={e.connection_id: str(e.transport)}, pod_name=e.pod_name,
-                ip_address=e.ip_address, left_reason=None, joined_at=e.at, last_seen=e.at,
-            )
-            old = agg.devices.get(e.device_id)
-            if old is not None:  # a known device coming back keeps what it said before
-                device = _replace(device, device_type=e.device_type or old.device_type,
-                                  device_name=e.device_name or old.device_name,
-                                  os=e.os or old.os)
-            agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
-            extra: dict[str, Any] = {}
-            if e.transport == _WS:
-                extra["last_ws_connection"] = iso(e.at)
-            if e.pod_name:
-                extra["pod_name"] = e.pod_name
-            if e.ip_address:
-                extra["ip_address"] = e.ip_address
-            return _metadata(agg, **extra) if extra else agg
-        case se.ConnectionOpened():
-            old = agg.devices.get(e.device_id)
-            if old is None:
-                return agg
-            device = _replace(old, status=ONLINE, left_reason=None, last_seen=e.at,
-                              connection_ids={**old.connection_ids,
-                                              e.connection_id: str(e.transport)},
-                              pod_name=e.pod_name or old.pod_name)
-            agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
-            if e.transport == _WS:
-                return _metadata(agg, last_ws_connection=iso(e.at))
-            return agg
-        case se.ConnectionClosed():
-            old = agg.devices.get(e.device_id)
-            if old is None:
-                return agg
-            conns = {k: v for k, v in old.connection_ids.items() if k != e.connection_id}
-            device = _replace(old, connection_ids=conns)
-            return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
-        case se.DeviceLeft():
-            old = agg.devices.get(e.device_id)
-            if old is None:
-                return agg
-            device = _replace(old, status=OFFLINE, connection_ids={}, last_seen=e.at,
-                              left_reason=e.reason)
-            return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at, e.reason)
-        case se.StateReplaced():
-            return _replace(agg, state=StateRow(
-                session_id=sid, state=e.state, state_version=e.state_version,
-                device_id=e.device_id, app_version=e.app_version, updated_at=e.at))
-        case se.ConflictResolved():
-            return _replace(agg, state=StateRow(
-                session_id=sid, state=e.state, state_version=e.state_version,
-                device_id=agg.state.device_id if agg.state else "",
-                app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
-        case se.HandoffStarted():
-            row = HandoffRow(token=e.token, session_id=sid, source_device=e.source_device,
-                             target_device=e.target_device, status="PENDING",
-                             state_version=e.state_version, created_at=e.at,
-                             expires_at=e.expires_at, accepted_at=None)
-            return _replace(agg, handoffs={**agg.handoffs, e.token: row})
-        case se.HandoffAccepted() | se.HandoffExpired():
-            old_h = agg.handoffs.get(e.token)
-            if old_h is None:
-                return agg
-            if isinstance(e, se.HandoffExpired):  # a used or lapsed token is gone
-                return _replace(agg, handoffs={k: v for k, v in agg.handoffs.items()
-                                               if k != e.token})
-            new_h = _replace(old_h, status="ACCEPTED", accepted_at=e.at)
-            return _replace(agg, handoffs={**agg.handoffs, e.token: new_h})
-        case se.SimulatorReserved(simulator_id=sim_id):
-            return _metadata(agg, simulator_id=sim_id, simulator_status="CREATING",
-                             simulator_endpoint=None)
-        case se.SimulatorStatusRecorded():
-            values: dict[str, Any] = {"simulator_id": e.simulator_id,
-                                      "simulator_status": e.status}
-            if e.endpoint:
-                values["simulator_endpoint"] = e.endpoint
-            return _metadata(agg, **values)
-    return agg
+    handler = _SESSION_HANDLERS.get(type(e)) or _session_handler(e)
+    if handler is _created:
+        return _created(agg, sid, e)
+    if agg is None or handler is None:
+        # None: the session's rows are gone (ended), later facts have nothing to update
+        return agg
+    return handler(agg, sid, e)
 
 
 def project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any

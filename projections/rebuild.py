@@ -165,11 +165,12 @@ async def _fold_range(conn: asyncpg.Connection, model: Model, low: int, high: in
         if spare is not None and len(rows) == _CHUNK:
             ahead = asyncio.ensure_future(spare.fetch(query, rows[-1][0], high, _CHUNK, *extra))
             conn, spare = spare, conn
-        for i, (_seq, actor_id, version, partition, ts, data) in enumerate(rows):
-            if ahead is not None and not i % 2000:
+        step = 2000 if ahead is not None else len(rows)
+        for i in range(0, len(rows), step):
+            if ahead is not None:
                 await asyncio.sleep(0)  # let the next chunk stream in while this one folds
-            event = decode(data)
-            apply(actor_id, partition, version, ts, event)
+            for _seq, actor_id, version, partition, ts, data in rows[i:i + step]:
+                apply(actor_id, partition, version, ts, decode(data))
         n += len(rows)
         if on_progress is not None:
             on_progress(n)
