@@ -260,3 +260,31 @@ def test_the_projection_agrees_with_the_actors_own_state(seed):
         if state.simulator is not None and (reported or not ended_before):
             assert agg.session.metadata["simulator_id"] == state.simulator.simulator_id
             assert agg.session.metadata["simulator_status"] == state.simulator.status
+
+
+def test_every_session_event_type_has_a_projection_handler():
+    """`project_session` dispatches on the event's exact type: a session event type missing from
+    the table would silently project to nothing."""
+    missing = [t.__name__ for t in se.SessionEvent.__args__ if t not in m._SESSION_HANDLERS]
+    assert missing == []
+    # the table keeps the old match's precedence: the first matching case wins
+    for type_, handler in m._SESSION_CASES:
+        assert m._SESSION_HANDLERS[type_] is handler
+
+
+def test_a_subclass_of_an_event_type_projects_like_its_base():
+    """An exact-type miss falls back to isinstance checks in the table's order."""
+
+    class Refreshed(se.SessionRefreshed, tag="RefreshedSubclassForTest"):
+        pass
+
+    sid = str(uuid.UUID(int=7))
+    agg = m.project_session(None, sid, se.SessionCreated(
+        at=1_000, user_id="u", session_id=sid, device_id="d", expires_at=2_000,
+        ttl_ms=1_000))
+    agg = m.project_session(agg, sid, se.SessionExpired(at=1_500))
+    base = m.project_session(agg, sid, se.SessionRefreshed(at=1_600, expires_at=9_000))
+    sub = m.project_session(agg, sid, Refreshed(at=1_600, expires_at=9_000))
+    assert base == sub
+    assert sub.session.status == m.ACTIVE and sub.session.expires_at == 9_000
+    assert m.project_session(None, sid, Refreshed(at=1_600, expires_at=9_000)) is None
