@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -63,6 +64,7 @@ __all__ = [
     "commit_batch",
     "pool_settings",
     "prepare_batch",
+    "tune_gc",
 ]
 
 log = logging.getLogger("sessiond.projector")
@@ -281,6 +283,15 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
         await write_actor_versions(conn, batch.actors)
         if before_commit is not None:
             await before_commit()
+
+
+def tune_gc() -> None:
+    """Call once at start-up of a projector process. Its cache holds many long-lived aggregates;
+    with the default thresholds the cyclic collector kept re-scanning them (a large share of the
+    per-event cost in profiles). They hold no cycles, so fewer, later collections lose nothing."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def pool_settings(config: ProjectorConfig) -> dict[str, str]:

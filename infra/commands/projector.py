@@ -38,7 +38,7 @@ async def run(args: argparse.Namespace) -> int:
     from infra.redis import connect
     from projections.cli import resolve
     from projections.migrate import migrate
-    from projections.projector import Projector, ProjectorConfig, pool_settings
+    from projections.projector import Projector, ProjectorConfig, pool_settings, tune_gc
 
     cfg = resolve(args)
     if cfg.env != "prod" and not args.no_migrate:
@@ -48,6 +48,7 @@ async def run(args: argparse.Namespace) -> int:
     redis = connect(cfg.redis_url)
     pool = await create_pool(cfg.database_url, min_size=1, max_size=config.pool_size + 1,
                              server_settings=pool_settings(config))
+    tune_gc()
     projector = Projector(config, redis, pool)
     task = asyncio.create_task(projector.run())
     signal_task = asyncio.create_task(wait_for_shutdown_signal())

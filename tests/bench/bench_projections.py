@@ -44,7 +44,7 @@ from projections.changes import decode_changes  # noqa: E402
 from projections.fixtures import LocalActors, random_command  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
 from projections.model import Model, diff, session_of  # noqa: E402
-from projections.projector import Projector, ProjectorConfig  # noqa: E402
+from projections.projector import Projector, ProjectorConfig, tune_gc  # noqa: E402
 from projections.rebuild import rebuild  # noqa: E402
 from projections.store import (  # noqa: E402
     archive_rows,
@@ -120,6 +120,7 @@ async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
         lease_ttl_ms=30_000,
         pool_size=4,
     )
+    tune_gc()  # as `sessiond projector` does at start-up
     projector = Projector(config, redis, pool)
     start = time.perf_counter()
     task = asyncio.create_task(projector.run())

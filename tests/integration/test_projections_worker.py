@@ -190,7 +190,10 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
     await produce(2500)
     conn = await asyncpg.connect(database_url)
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
-    slow = {"SESSIOND_PROJECTOR_BATCH": "40", "SESSIOND_PROJECTOR_COMMIT_DELAY_MS": "150"}
+    # a 2 s lease (not 1 s): once A wakes up it takes back half the partitions, and with
+    # renewals every ~0.33 s a CPU-starved machine made the leases churn until the test timed out
+    lease = {"LEASE_TTL_MS": "2000"}
+    slow = {"SESSIOND_PROJECTOR_BATCH": "40", "SESSIOND_PROJECTOR_COMMIT_DELAY_MS": "150", **lease}
     a = _spawn("projector", redis_url, database_url, log_a, **slow)
     b = None
     try:
@@ -200,7 +203,7 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
             await asyncio.sleep(0.05)
         a.send_signal(signal.SIGSTOP)  # frozen, most likely inside a transaction
         frozen_at = await conn.fetchval("SELECT count(*) FROM events.archive")
-        b = _spawn("projector", redis_url, database_url, log_b)
+        b = _spawn("projector", redis_url, database_url, log_b, **lease)
         await _caught_up(redis, conn, 60, log_b)
         assert frozen_at < await log_length(redis, P)
         a.send_signal(signal.SIGCONT)  # A wakes up: every write it attempts must be refused
