@@ -71,11 +71,9 @@ def build_server(config: GatewayConfig, **app_kw: Any) -> DrainingServer:
 
 def serve(config: GatewayConfig) -> None:
     """Run until SIGTERM/SIGINT (blocking)."""
-    import gc
+    from infra.gctune import tune_gc
 
-    # Thousands of long-lived connection objects make every full collection scan them all:
-    # collect young objects less often (pauses show up directly as latency tails).
-    gc.set_threshold(50_000, 20, 100)
+    tune_gc()  # thousands of long-lived connection objects: see infra.gctune
     server = build_server(config)
     server.run()
 

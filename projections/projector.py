@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import socket
@@ -39,6 +38,7 @@ from actors.keys import change_channel, partition_log
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced
+from infra.gctune import tune_gc
 from projections.changes import encode_changes, raw_change
 from projections.lease import LeaseKeeper
 from projections.model import (
@@ -284,14 +284,6 @@ async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
         if before_commit is not None:
             await before_commit()
 
-
-def tune_gc() -> None:
-    """Call once at start-up of a projector process. Its cache holds many long-lived aggregates;
-    with the default thresholds the cyclic collector kept re-scanning them (a large share of the
-    per-event cost in profiles). They hold no cycles, so fewer, later collections lose nothing."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
 
 
 def pool_settings(config: ProjectorConfig) -> dict[str, str]:

@@ -69,6 +69,9 @@ async def run(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr="127.0.0.1")
+    from infra.gctune import tune_gc
+
+    tune_gc()  # the actor cache is long-lived data: see infra.gctune
     worker = Worker(redis_url=url, partitions=partitions, worker_id=args.worker_id, config=config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -47,6 +47,7 @@ from events.codec import decode_command_envelope, encode
 from events.envelope import EventEnvelope, Outcome
 from events.session import CreateSession, RefreshSession, SessionRefreshed
 from infra.embedded import start_redis
+from infra.gctune import tune_gc
 from infra.redis import connect
 
 BASELINE_APPEND = """
@@ -98,6 +99,7 @@ async def run_worker_until(
 ) -> list[float]:
     """Start a fresh worker; (wall s, this process's CPU s, Redis CPU s) elapsed when it has
     processed each of `marks` commands."""
+    tune_gc()  # as `sessiond worker` does at start-up
     worker = Worker(redis_url=url, partitions=partitions, worker_id="bench", lease_ttl_ms=10_000)
     prof = cProfile.Profile() if profile else None
     redis = connect(url)
