@@ -119,7 +119,7 @@ class SimulatorSlot(msgspec.Struct, frozen=True):
 
     @property
     def active(self) -> bool:
-        return self.status in {s.value for s in ACTIVE_STATUSES}
+        return self.status in ACTIVE_STATUSES  # a StrEnum set: plain strings match
 
 
 class NotStarted(msgspec.Struct, frozen=True, tag="NotStarted"):

@@ -38,7 +38,6 @@ from actors.keys import change_channel, partition_log
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced
-from infra.gctune import tune_gc
 from projections.changes import encode_changes, raw_change
 from projections.lease import LeaseKeeper
 from projections.model import (
@@ -64,7 +63,6 @@ __all__ = [
     "commit_batch",
     "pool_settings",
     "prepare_batch",
-    "tune_gc",
 ]
 
 log = logging.getLogger("sessiond.projector")

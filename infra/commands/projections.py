@@ -106,12 +106,12 @@ async def _status(args: argparse.Namespace) -> int:
 
 async def _rebuild(args: argparse.Namespace) -> int:
     from events.errors import SessiondError
+    from infra.gctune import tune_gc
     from projections.cli import emit_json, resolve
-    from projections.projector import tune_gc
     from projections.rebuild import rebuild
 
     cfg = resolve(args, redis=False)
-    tune_gc()  # the fold keeps every aggregate alive: see tune_gc
+    tune_gc()  # the fold keeps every aggregate alive: see infra.gctune
     try:
         stats = await rebuild(cfg.database_url, args.name,
                               progress=None if args.quiet else sys.stderr,

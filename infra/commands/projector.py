@@ -34,11 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from infra.cli import wait_for_shutdown_signal
+    from infra.gctune import tune_gc
     from infra.postgres import create_pool
     from infra.redis import connect
     from projections.cli import resolve
     from projections.migrate import migrate
-    from projections.projector import Projector, ProjectorConfig, pool_settings, tune_gc
+    from projections.projector import Projector, ProjectorConfig, pool_settings
 
     cfg = resolve(args)
     if cfg.env != "prod" and not args.no_migrate:

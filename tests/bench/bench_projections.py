@@ -39,12 +39,13 @@ from actors.keys import command_stream, partition_log, session_actor  # noqa: E4
 from events import session as se  # noqa: E402
 from events.codec import decode_event, decode_event_envelope, encode  # noqa: E402
 from events.errors import DomainError  # noqa: E402
+from infra.gctune import tune_gc  # noqa: E402
 from infra.redis import connect  # noqa: E402
 from projections.changes import decode_changes  # noqa: E402
 from projections.fixtures import LocalActors, random_command  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
 from projections.model import Model, diff, session_of  # noqa: E402
-from projections.projector import Projector, ProjectorConfig, tune_gc  # noqa: E402
+from projections.projector import Projector, ProjectorConfig  # noqa: E402
 from projections.rebuild import rebuild  # noqa: E402
 from projections.store import (  # noqa: E402
     archive_rows,

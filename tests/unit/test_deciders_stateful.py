@@ -54,6 +54,7 @@ class DeciderMachine(RuleBasedStateMachine):
         self.states: dict[str, Any] = {}
         self.simulators: list[str] = []
         self.last_state_version = 0
+        self.incarnations = 0  # SessionCreated events seen: each starts the version anew
 
     # -- the in-memory runtime ------------------------------------------------------------
 
@@ -197,9 +198,9 @@ class DeciderMachine(RuleBasedStateMachine):
             created = sum(
                 1 for e in self.histories[SESSION] if type(e).__name__ == "SessionCreated"
             )
-            if created == getattr(self, "_created", 0):
+            if created == self.incarnations:
                 assert version >= self.last_state_version
-            self._created = created
+            self.incarnations = created
             self.last_state_version = version
 
 
