@@ -343,9 +343,31 @@ def _split(items: list, n: int) -> list[list]:
     return [items[i::n] for i in range(n)]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def tree(pid: int) -> list[int]:
+    """`pid` and its direct children (PostgreSQL's postmaster and its backends)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid, *kids]
+
+
+def sched_seconds(pids: list[int]) -> tuple[float, float]:
+    """(on-CPU, waiting-for-a-CPU) seconds of every thread of `pids`, from schedstat: on a
+    saturated machine the wait is where latency goes, and CPU % alone does not show it."""
+    run = wait = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                r, w, _ = task.read_text().split()
+            except (OSError, ValueError):
+                continue
+            run += int(r)
+            wait += int(w)
+    return run / 1e9, wait / 1e9
 
 
 def _watch_feed(redis_url: str, stop: Any, lags: list[float]) -> None:
@@ -409,7 +431,8 @@ def bench_latency(stack: Stack) -> None:
     t0 = time.perf_counter()
     ready = 0
     results = []
-    cpu0: dict[str, float] = {}
+    cpu0: dict[str, tuple[float, float]] = {}
+    groups: dict[str, list[int]] = {}
     while len(results) < len(procs):
         kind, value = out.get(timeout=600)
         if kind == "ready":
@@ -418,14 +441,21 @@ def bench_latency(stack: Stack) -> None:
                 print(f"  {ready} sessions x 2 devices connected in "
                       f"{time.perf_counter() - t0:.1f}s; sending {RATE:.0f} updates/s for "
                       f"{DURATION:.0f}s", flush=True)
-                cpu0 = {n: cpu_seconds(p.pid) for n, p in stack.procs.items()}
-                cpu0["redis"] = cpu_seconds(stack.redis.pid)
+                groups = {n: [p.pid] for n, p in stack.procs.items()}
+                groups["redis"] = [stack.redis.pid]
+                groups["postgres"] = tree(stack.pg.pid)
+                cpu0 = {n: sched_seconds(pids) for n, pids in groups.items()}
         else:
             results.append(value)
     stop.set()
     watcher.join(5)
-    cpu = {n: cpu_seconds(p.pid) - cpu0.get(n, 0) for n, p in stack.procs.items()}
-    cpu["redis"] = cpu_seconds(stack.redis.pid) - cpu0.get("redis", 0)
+    groups["postgres"] = tree(stack.pg.pid)  # backends started meanwhile count from zero
+    cpu: dict[str, float] = {}
+    waits: dict[str, float] = {}
+    for n, pids in groups.items():
+        run, wait = sched_seconds(pids)
+        cpu[n] = run - cpu0.get(n, (0.0, 0.0))[0]
+        waits[n] = wait - cpu0.get(n, (0.0, 0.0))[1]
     cpu["clients"] = sum(r["cpu"] for r in results)
     codes: dict[str, int] = {}
     for r in results:
@@ -460,7 +490,10 @@ def bench_latency(stack: Stack) -> None:
               f"{pct(fl, 50):.1f} / p99 {pct(fl, 99):.1f} ms")
     span = DURATION + 4.0
     print("    CPU (% of one core) during the run: " + ", ".join(
-        f"{n} {100 * v / span:.0f}%" for n, v in cpu.items()), flush=True)
+        f"{n} {100 * v / span:.0f}%" for n, v in cpu.items())
+        + f"; total {100 * sum(cpu.values()) / span:.0f}% of {100 * (os.cpu_count() or 1)}%")
+    print("    waiting for a CPU (% of the run, run-queue time from schedstat): " + ", ".join(
+        f"{n} {100 * v / span:.0f}%" for n, v in waits.items()), flush=True)
 
 
 def hold_connections(url: str, tokens: dict, bare: bool, pid_of_server: int) -> dict:
