@@ -1,18 +1,21 @@
 """The projector: partition logs -> PostgreSQL read models + archive, exactly once.
 
 For every partition it holds a lease on (role "projector"), it reads `sd:{pN}:log` after its
-checkpoint and applies each batch in ONE transaction that (1) advances the checkpoint, fenced by
-the lease epoch and by the position it read from, (2) appends every event to `events.archive`,
-(3) writes the coalesced row changes of `projections.model` set-based, (4) records each actor's
-last archived version. Only after COMMIT does it publish, per affected session, the batch's
-`Change`s on `sd:chg:<session_id>`. A crash anywhere before COMMIT leaves nothing behind; a crash
-after it leaves the checkpoint past the batch; the next owner resumes from the checkpoint. A
-stale owner (paused past its lease) finds the checkpoint's epoch raised by the new owner and its
-transaction aborted.
+checkpoint. Each round reads all owned partitions in one XREAD, projects each partition's batch
+in memory, and commits them all in ONE transaction that (1) advances every checkpoint, each
+fenced by its partition's lease epoch, the position it read from and the tables' generation,
+(2) appends every event to `events.archive`, (3) writes the coalesced row changes of
+`projections.model` set-based, (4) records each actor's last archived version: the same handful
+of statements whatever the number of partitions. Only after COMMIT does it publish, per affected
+session, the round's `Change`s on `sd:chg:<session_id>` (one round trip). A crash anywhere
+before COMMIT leaves nothing behind; a crash after it leaves the checkpoints past the batches;
+the next owner resumes from the checkpoint. A stale owner (paused past its lease) finds a
+checkpoint's epoch raised by the new owner: the whole round rolls back, the fenced partitions
+are let go and the others are read and committed again next round.
 
 It keeps the aggregates of the sessions it projects in memory (bounded per partition), loading
 missing ones from the tables in one query per batch, so projecting is pure computation plus a
-handful of set-based statements per batch.
+handful of set-based statements per round, on one connection the loop holds.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +38,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from actors.keys import change_channel, partition_log
+from actors.runtime.resp import execute_packed, pack
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced
 from projections.changes import encode_changes, raw_change
 from projections.lease import LeaseKeeper
 from projections.model import (
+    RowChanges,
     SessionAggregate,
     diff,
     project_session,
@@ -57,10 +62,13 @@ from projections.store import (
 __all__ = [
     "CHECKPOINT_NAME",
     "Batch",
+    "PartitionsFenced",
     "Projector",
     "ProjectorConfig",
     "claim_partition",
     "commit_batch",
+    "commit_batches",
+    "merge_changes",
     "pool_settings",
     "prepare_batch",
 ]
@@ -69,6 +77,10 @@ log = logging.getLogger("sessiond.projector")
 _json = msgspec.json.Encoder()
 
 CHECKPOINT_NAME = "live"
+
+#: After a round's transaction failed (not fenced), commit each partition on its own for this
+#: long, so one batch the database refuses cannot stall every partition.
+_SOLO_SECONDS = 30.0
 
 #: PUBLISH each (channel, message) pair of ARGV: a batch's change messages in one round trip.
 _PUBLISH_MANY = """
@@ -183,17 +195,27 @@ class _DecodedEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 _one_pass = msgspec.msgpack.Decoder(_DecodedEnvelope)
 
 
-def decode_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, Any, Any]]:
-    """Log entries -> (log id, envelope, event). Envelope and body in one pass, unless an old
-    event shape must be upcast (then the codec's two-step path)."""
+def _payload(fields: Any) -> bytes:
+    """The `e` field of a log entry: redis-py's dict, or the raw reply's flat [name, value]."""
+    if isinstance(fields, dict):
+        return fields[b"e"]
+    if fields[0] == b"e":
+        return fields[1]
+    return fields[fields.index(b"e") + 1]
+
+
+def decode_entries(entries: list[Any]) -> list[tuple[str, Any, Any]]:
+    """Log entries (id, fields) -> (log id, envelope, event). Envelope and body in one pass,
+    unless an old event shape must be upcast (then the codec's two-step path). `fields` is a
+    dict (redis-py's parsed XREAD) or a flat list (a raw reply)."""
     out = []
     for entry_id, fields in entries:
         log_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         if not UPCASTERS:
-            env = _one_pass.decode(fields[b"e"])
+            env = _one_pass.decode(_payload(fields))
             out.append((log_id, env, env.data))
         else:
-            env = decode_event_envelope(fields[b"e"])
+            env = decode_event_envelope(_payload(fields))
             out.append((log_id, env, decode_event(env.data, env.type)))
     return out
 
@@ -260,28 +282,85 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         after=after, simulators=new_sims, feed=dict(feed))
 
 
+class PartitionsFenced(Fenced):
+    """Some partitions of a commit are no longer ours (a newer owner, a rebuild): the whole
+    transaction was rolled back; `partitions` lists the fenced ones."""
+
+    def __init__(self, message: str, partitions: Iterable[int]) -> None:
+        super().__init__(message)
+        self.partitions = frozenset(partitions)
+
+
+def merge_changes(changes: Sequence[RowChanges]) -> RowChanges:
+    """Row changes of disjoint batches (different partitions: different sessions, devices,
+    handoffs, simulators) as one, each table's rows concatenated in batch order."""
+    nonempty = [c for c in changes if c]
+    if len(nonempty) <= 1:
+        return nonempty[0] if nonempty else RowChanges()
+    return RowChanges(**{f: [row for c in nonempty for row in getattr(c, f)]
+                         for f in RowChanges.__struct_fields__})
+
+
+#: Advance every partition's checkpoint at once, fenced per partition by its lease epoch, the
+#: position the batch was read from and the tables' generation. The rows are locked in partition
+#: order first, so two projectors (one of them stale) updating overlapping partitions cannot
+#: deadlock. RETURNING names the partitions that passed the fence.
+_ADVANCE = (
+    "WITH locked AS MATERIALIZED (SELECT partition FROM projection.checkpoints"
+    " WHERE name = $1 AND partition = ANY($2::int[]) ORDER BY partition FOR UPDATE)"
+    " UPDATE projection.checkpoints c SET last_id = u.to_id, epoch = u.epoch,"
+    " events = c.events + u.n, updated_at = now()"
+    " FROM unnest($2::int[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])"
+    " AS u(partition, from_id, to_id, epoch, n, generation)"
+    " WHERE c.name = $1 AND c.partition = u.partition"
+    " AND c.partition IN (SELECT partition FROM locked)"
+    " AND c.epoch <= u.epoch AND c.last_id = u.from_id AND c.generation = u.generation"
+    " RETURNING c.partition"
+)
+
+
+async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
+                         epochs: Mapping[int, int], name: str = CHECKPOINT_NAME,
+                         before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Write batches of distinct partitions and advance their checkpoints in ONE transaction,
+    with as many statements as one batch: checkpoints, archive, one per changed table, actor
+    versions. If any partition is fenced (`epochs[p]` is no longer the newest owner's, the
+    checkpoint moved, the tables were rebuilt), nothing is written and `PartitionsFenced`
+    names the fenced partitions."""
+    if not batches:
+        return
+    parts = [b.partition for b in batches]
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"one batch per partition, got partitions {parts}")
+    async with conn.transaction():
+        rows = await conn.fetch(
+            _ADVANCE, name, parts, [b.from_id for b in batches], [b.to_id for b in batches],
+            [epochs[p] for p in parts], [b.size for b in batches],
+            [b.generation for b in batches])
+        fenced = set(parts).difference(r[0] for r in rows)
+        if fenced:
+            raise PartitionsFenced(
+                f"partitions {sorted(fenced)}: checkpoint moved, a newer projector took over,"
+                " or the tables were rebuilt; the round's batches were dropped", fenced)
+        if len(batches) == 1:
+            batch = batches[0]
+            archive, changes, actors = batch.archive, batch.changes, batch.actors
+        else:
+            archive = [row for b in batches for row in b.archive]
+            changes = merge_changes([b.changes for b in batches])
+            actors = [row for b in batches for row in b.actors]
+        await write_archive(conn, archive)
+        await write_changes(conn, changes)
+        await write_actor_versions(conn, actors)
+        if before_commit is not None:
+            await before_commit()
+
+
 async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
                        name: str = CHECKPOINT_NAME,
                        before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
     """Write the batch and advance the checkpoint in one transaction, or raise `Fenced`."""
-    async with conn.transaction():
-        status = await conn.execute(
-            "UPDATE projection.checkpoints SET last_id = $3, epoch = $4,"
-            " events = events + $5, updated_at = now()"
-            " WHERE name = $1 AND partition = $2 AND epoch <= $4 AND last_id = $6"
-            " AND generation = $7",
-            name, batch.partition, batch.to_id, epoch, batch.size, batch.from_id,
-            batch.generation)
-        if status != "UPDATE 1":
-            raise Fenced(f"partition {batch.partition}: checkpoint moved, a newer projector"
-                         f" (epoch > {epoch}) took over, or the tables were rebuilt; batch"
-                         " dropped")
-        await write_archive(conn, batch.archive)
-        await write_changes(conn, batch.changes)
-        await write_actor_versions(conn, batch.actors)
-        if before_commit is not None:
-            await before_commit()
-
+    await commit_batches(conn, [batch], {batch.partition: epoch}, name, before_commit)
 
 
 def pool_settings(config: ProjectorConfig) -> dict[str, str]:
@@ -292,7 +371,11 @@ def pool_settings(config: ProjectorConfig) -> dict[str, str]:
 
 
 class Projector:
-    """`sessiond projector`: lease partitions, project their logs, publish changes."""
+    """`sessiond projector`: lease partitions, project their logs, publish changes.
+
+    Each round reads every owned partition's log in one XREAD and commits all the batches it
+    got in ONE transaction on a connection the loop keeps (no pool acquire/reset per round),
+    then publishes all their change messages in one round trip."""
 
     def __init__(self, config: ProjectorConfig, redis: Redis, pool: asyncpg.Pool,
                  owner: str | None = None) -> None:
@@ -305,8 +388,15 @@ class Projector:
         self._publish_many = redis.register_script(_PUBLISH_MANY)
         self.parts: dict[int, PartitionState] = {}
         self.events_projected = 0
+        self.rounds_committed = 0
         self._stop = asyncio.Event()
         self._cache_per_partition = max(1000, config.cache_sessions // max(1, config.partitions))
+        self._conn: asyncpg.Connection | None = None  # the loop's own, held across rounds
+        self._solo_until = 0.0  # monotonic: commit partition by partition until then
+        self._keys: dict[bytes, int] = {partition_log(p).encode(): p
+                                        for p in range(config.partitions)}
+        delay = config.commit_delay_ms
+        self._before_commit = (lambda: asyncio.sleep(delay / 1000)) if delay else None
 
     def stop(self) -> None:
         self._stop.set()
@@ -340,44 +430,110 @@ class Projector:
             except Exception:  # Redis or Postgres hiccup: keep what we have, try again
                 log.exception("lease round failed")
 
-    async def _project_partition(self, p: int, entries: list[Any]) -> None:
-        state = self.parts.get(p)
-        if state is None:
+    async def _connection(self) -> asyncpg.Connection:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            if conn is not None:
+                await self._release_connection()
+            conn = self._conn = await self.pool.acquire()
+        return conn
+
+    async def _release_connection(self, *, discard: bool = False) -> None:
+        """Give the loop's connection back to the pool; `discard` closes it first (after an
+        error: whatever state it is in, the server rolls its transaction back)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
             return
-        items = decode_entries(entries)
-        delay = self.config.commit_delay_ms
-        hook = (lambda: asyncio.sleep(delay / 1000)) if delay else None
-        async with self.pool.acquire() as conn:
-            batch = await prepare_batch(conn, p, state, items)
+        if discard:
+            conn.terminate()
+        with contextlib.suppress(Exception):
+            await self.pool.release(conn)
+
+    async def _forget(self, p: int, state: PartitionState) -> None:
+        """Drop a partition we can no longer vouch for and hand its lease back (unless the
+        lease loop has meanwhile claimed it afresh)."""
+        if self.parts.get(p) is state:
+            del self.parts[p]
+            await self.leases.release(p)
+
+    async def _project_round(self, work: list[tuple[int, PartitionState, list[Any]]]) -> int:
+        """Project and commit one round (partition, state, decoded items), publish its changes;
+        returns the events committed."""
+        conn = await self._connection()
+        ready: list[tuple[Batch, PartitionState]] = []
+        for p, state, items in work:
             try:
-                await commit_batch(conn, batch, state.epoch, before_commit=hook)
-            except Fenced:
-                log.warning("fenced", extra={"partition": p})
-                self.parts.pop(p, None)
-                await self.leases.release(p)
-                return
-            except BaseException:
-                # uncertain outcome: forget the partition's cache and re-read the checkpoint
-                self.parts.pop(p, None)
-                await self.leases.release(p)
+                ready.append((await prepare_batch(conn, p, state, items), state))
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await self._release_connection(discard=True)  # nothing written: retry
                 raise
+            except Exception:  # this partition's events cannot be projected: not the others'
+                log.exception("batch failed", extra={"partition": p})
+            except BaseException:
+                await self._release_connection(discard=True)
+                raise
+        # one transaction for the whole round; one per partition for a while after a failed
+        # round (a batch the database refuses must not hold up the other partitions)
+        solo = len(ready) > 1 and time.monotonic() < self._solo_until
+        groups = [[r] for r in ready] if solo else [ready]
+        done: list[tuple[Batch, PartitionState]] = []
+        error: Exception | None = None
+        for group in groups:
+            if not group:
+                continue
+            try:
+                await commit_batches(conn, [b for b, _ in group],
+                                     {b.partition: s.epoch for b, s in group},
+                                     before_commit=self._before_commit)
+            except PartitionsFenced as e:
+                # rolled back as a whole: the fenced partitions are someone else's now; the
+                # others stay as they were (nothing committed), their entries are read again
+                log.warning("fenced", extra={"partitions": sorted(e.partitions)})
+                for b, s in group:
+                    if b.partition in e.partitions:
+                        await self._forget(b.partition, s)
+                continue
+            except BaseException as e:
+                # uncertain outcome (the COMMIT may have landed): forget the partitions' caches
+                # and re-read their checkpoints when claiming them again
+                await self._release_connection(discard=True)
+                for b, s in group:
+                    with contextlib.suppress(Exception):
+                        await self._forget(b.partition, s)
+                if len(group) > 1:
+                    self._solo_until = time.monotonic() + _SOLO_SECONDS
+                if not isinstance(e, Exception):
+                    raise
+                error = e
+                break  # the rest stand as they were: read again next round
+            done.extend(group)
         # committed: remember what the tables now hold, then tell the clients
-        state.last_id = batch.to_id
-        for sid, agg in batch.after.items():
-            state.cache[sid] = agg
-            state.cache.move_to_end(sid)
-        while len(state.cache) > self._cache_per_partition:
-            state.cache.popitem(last=False)
-        state.simulators.update(batch.simulators)
-        if len(state.simulators) > self._cache_per_partition:
-            state.simulators.clear()
-        self.events_projected += batch.size
-        if batch.feed:
-            args: list[Any] = []
+        limit = self._cache_per_partition
+        args: list[Any] = []
+        events = 0
+        for batch, state in done:
+            state.last_id = batch.to_id
+            cache = state.cache
+            for sid, agg in batch.after.items():
+                cache[sid] = agg
+                cache.move_to_end(sid)
+            while len(cache) > limit:
+                cache.popitem(last=False)
+            state.simulators.update(batch.simulators)
+            if len(state.simulators) > limit:
+                state.simulators.clear()
+            events += batch.size
             for sid, changes in batch.feed.items():
                 args.append(change_channel(sid))
                 args.append(encode_changes(changes))
-            await self._publish_many(keys=[], args=args)  # one round trip per batch
+        if done:
+            self.events_projected += events
+            self.rounds_committed += 1
+        if args:
+            await self._publish_many(keys=[], args=args)  # one round trip per round
+        if error is not None:
+            raise error
+        return events
 
     async def step(self) -> int:
         """Read and project one round of every owned partition; returns events projected."""
@@ -385,24 +541,28 @@ class Projector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.config.block_ms / 1000)
             return 0
-        streams = {partition_log(p): s.last_id for p, s in self.parts.items()}
-        reply = await self.redis.xread(streams, count=self.config.batch_size,
-                                       block=self.config.block_ms)
+        owned = list(self.parts.items())
+        # raw XREAD: redis-py's reply parsing (a dict per entry) costs more than the read
+        reply = await execute_packed(self.redis, pack(
+            ["XREAD", "COUNT", self.config.batch_size, "BLOCK", self.config.block_ms,
+             "STREAMS", *(partition_log(p) for p, _ in owned), *(s.last_id for _, s in owned)]))
         if not reply:
             return 0
-        by_partition = {}
-        for key, entries in reply:
-            name = key.decode() if isinstance(key, bytes) else key
-            p = int(name.split("{p", 1)[1].split("}", 1)[0])
-            by_partition[p] = entries
-        before = self.events_projected
-        results = await asyncio.gather(
-            *(self._project_partition(p, e) for p, e in by_partition.items()),
-            return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException):
-                log.error("batch failed", exc_info=r)
-        return self.events_projected - before
+        work = []
+        for key, entries in (reply.items() if isinstance(reply, dict) else reply):
+            p = self._keys[key]
+            state = self.parts.get(p)
+            if state is not None and entries:
+                work.append((p, state, decode_entries(entries)))
+        if not work:
+            return 0
+        try:
+            return await self._project_round(work)
+        except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            raise  # a store is down or restarting: the loop waits a little
+        except Exception:
+            log.exception("round failed")
+            return 0
 
     async def run(self) -> None:
         """Until `stop()`: keep leases, project, publish. Releases the leases on the way out."""
@@ -426,5 +586,11 @@ class Projector:
             lease_task.cancel()
             with contextlib.suppress(BaseException):
                 await lease_task
-            with contextlib.suppress(Exception):
-                await self.leases.release_all()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Give back the loop's connection and every lease (`run` does it on its way out)."""
+        with contextlib.suppress(Exception):
+            await self._release_connection()
+        with contextlib.suppress(Exception):
+            await self.leases.release_all()

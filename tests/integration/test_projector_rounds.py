@@ -1,0 +1,257 @@
+"""The projector's rounds against real Redis and PostgreSQL: one transaction per round over every
+partition that had entries, fencing of one partition mid-round (the round rolls back, only that
+partition is let go, the others commit next round), and an uncertain failure."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+import projections.projector as projector_module
+from actors.keys import lease_key, partition_log, partition_of
+from events import session as se
+from infra.redis import connect
+from projections.fixtures import LocalActors, fold_logs
+from projections.lease import ROLE
+from projections.migrate import migrate
+from projections.projector import Projector, ProjectorConfig
+from projections.store import load_model
+
+pytestmark = pytest.mark.anyio
+
+P = 4
+
+
+@pytest.fixture
+async def dsn(database_url: str) -> str:
+    await migrate(database_url)
+    return database_url
+
+
+async def _history(redis_url: str, per_partition: int = 3, updates: int = 4) -> dict[int, int]:
+    """Sessions in every partition, each created and changed a few times; events per partition."""
+    redis = connect(redis_url)
+    actors = LocalActors(redis, P)
+    counts = dict.fromkeys(range(P), 0)
+    sessions: list[str] = []
+    n = 0
+    while min(sum(partition_of(s, P) == p for s in sessions) for p in range(P)) < per_partition:
+        sessions.append(str(uuid.UUID(int=n * 7919 + 1)))
+        n += 1
+    now = 1_800_000_000_000
+    for sid in sessions:
+        before = actors.appended
+        actors.send_nowait(f"session:{sid}", se.CreateSession(at=now, user_id="u",
+                                                                session_id=sid))
+        for i in range(updates):
+            actors.send_nowait(f"session:{sid}", se.ApplyStateChanges(
+                at=now + i + 1, user_id="u", changes={"n": i}))
+        counts[partition_of(sid, P)] += actors.appended - before
+    await actors.flush()
+    await redis.aclose()
+    assert all(counts.values())
+    return counts
+
+
+async def _projector(redis_url: str, dsn: str) -> tuple[Projector, asyncpg.Pool]:
+    """A projector driven round by round (no `run`): it holds every partition."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
+                                          batch_size=1000, block_ms=50, lease_ttl_ms=30_000),
+                          connect(redis_url), pool)
+    await projector._rebalance()
+    assert sorted(projector.parts) == list(range(P))
+    return projector, pool
+
+
+async def _close(projector: Projector, pool: asyncpg.Pool) -> None:
+    await projector.aclose()
+    await pool.close()
+    await projector.redis.aclose()
+
+
+async def _log_heads(redis_url: str) -> dict[int, str]:
+    redis = connect(redis_url)
+    try:
+        return {p: (await redis.xrevrange(partition_log(p), count=1))[0][0].decode()
+                for p in range(P)}
+    finally:
+        await redis.aclose()
+
+
+async def _assert_exactly_once(redis_url: str, pool: asyncpg.Pool, total: int) -> None:
+    assert await pool.fetchval("SELECT count(*) FROM events.archive") == total
+    assert await pool.fetchval(
+        "SELECT count(DISTINCT (actor_id, version)) FROM events.archive") == total
+    heads = await _log_heads(redis_url)
+    rows = await pool.fetch("SELECT partition, last_id, events FROM projection.checkpoints")
+    assert {r["partition"]: r["last_id"] for r in rows} == heads
+    assert sum(r["events"] for r in rows) == total
+    redis = connect(redis_url)
+    try:
+        expected = await fold_logs(redis, P)
+    finally:
+        await redis.aclose()
+    async with pool.acquire() as conn:
+        actual = await load_model(conn)
+    assert actual.sessions == expected.sessions
+    assert actual.actors == expected.actors
+
+
+async def _drain(projector: Projector, pool: asyncpg.Pool, total: int) -> None:
+    for _ in range(50):
+        if await pool.fetchval("SELECT count(*) FROM events.archive") >= total:
+            return
+        await projector._rebalance()
+        await projector.step()
+    raise AssertionError("projector did not catch up")
+
+
+async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn):
+    counts = await _history(redis_url)
+    total = sum(counts.values())
+    projector, pool = await _projector(redis_url, dsn)
+    commits = []
+
+    async def hook() -> None:
+        commits.append(sorted(projector.parts))
+
+    projector._before_commit = hook
+    try:
+        assert await projector.step() == total  # every partition's log in one round
+        assert len(commits) == 1 and projector.rounds_committed == 1
+        # every row the round wrote carries the same transaction id
+        xids = set()
+        for table in ("events.archive", "projection.actor_versions",
+                      "session.active_sessions", "session.state_snapshots"):
+            xids |= {r[0] for r in await pool.fetch(f"SELECT DISTINCT xmin::text FROM {table}")}
+        xids |= {r[0] for r in await pool.fetch(
+            "SELECT DISTINCT xmin::text FROM projection.checkpoints WHERE last_id <> '0-0'")}
+        assert len(xids) == 1, xids
+        assert await pool.fetchval(
+            "SELECT count(DISTINCT partition) FROM events.archive") == P
+        await _assert_exactly_once(redis_url, pool, total)
+        # an idle round commits nothing
+        assert await projector.step() == 0 and len(commits) == 1
+    finally:
+        await _close(projector, pool)
+
+
+async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
+        redis_url, dsn, monkeypatch):
+    counts = await _history(redis_url)
+    total = sum(counts.values())
+    projector, pool = await _projector(redis_url, dsn)
+    victim = 2
+    prepare = projector_module.prepare_batch
+    fenced = []
+
+    async def prepare_then_fence(conn, p, state, items):
+        # after the round's read, before its commit: a newer owner claims the victim
+        if p == victim and not fenced:
+            fenced.append(await pool.fetchval(
+                "UPDATE projection.checkpoints SET epoch = epoch + 1 WHERE partition = $1"
+                " RETURNING epoch", victim))
+        return await prepare(conn, p, state, items)
+
+    monkeypatch.setattr(projector_module, "prepare_batch", prepare_then_fence)
+    others = [p for p in range(P) if p != victim]
+    states = {p: projector.parts[p] for p in others}
+    try:
+        assert await projector.step() == 0
+        assert fenced
+        # nothing of the round was committed, not even the other partitions' checkpoints
+        assert await pool.fetchval("SELECT count(*) FROM events.archive") == 0
+        assert await pool.fetchval("SELECT count(*) FROM session.active_sessions") == 0
+        assert await pool.fetchval(
+            "SELECT count(*) FROM projection.checkpoints WHERE last_id <> '0-0'") == 0
+        # only the victim was let go: its state and its lease
+        assert victim not in projector.parts and victim not in projector.leases.held
+        assert await projector.redis.get(lease_key(victim, ROLE)) != projector.owner.encode()
+        for p in others:
+            assert projector.parts[p] is states[p]
+            assert states[p].last_id == "0-0" and not states[p].cache
+            assert p in projector.leases.held
+        # next round: the others commit; the victim's checkpoint has not moved
+        assert await projector.step() == total - counts[victim]
+        heads = await _log_heads(redis_url)
+        rows = {r["partition"]: r for r in await pool.fetch(
+            "SELECT partition, last_id, epoch, events FROM projection.checkpoints")}
+        for p in others:
+            assert rows[p]["last_id"] == heads[p] and rows[p]["events"] == counts[p]
+        assert rows[victim]["last_id"] == "0-0" and rows[victim]["epoch"] == fenced[0]
+        assert await pool.fetchval("SELECT count(*) FROM events.archive") == \
+            total - counts[victim]
+        assert await pool.fetchval(
+            "SELECT count(*) FROM events.archive WHERE partition = $1", victim) == 0
+        # the victim's new owner (here: this projector again, with the next lease epoch)
+        # resumes from its checkpoint; nothing lost, nothing doubled
+        await _drain(projector, pool, total)
+        assert victim in projector.parts
+        await _assert_exactly_once(redis_url, pool, total)
+    finally:
+        await _close(projector, pool)
+
+
+async def test_an_uncertain_round_failure_lets_its_partitions_go_then_commits_them_singly(
+        redis_url, dsn, monkeypatch):
+    counts = await _history(redis_url)
+    total = sum(counts.values())
+    projector, pool = await _projector(redis_url, dsn)
+    write = projector_module.write_actor_versions
+    failures = []
+
+    async def fail_once(conn, rows, *args):
+        if not failures:
+            failures.append(len(rows))
+            raise RuntimeError("boom")
+        return await write(conn, rows, *args)
+
+    monkeypatch.setattr(projector_module, "write_actor_versions", fail_once)
+    commits = []
+
+    async def hook() -> None:
+        commits.append(1)
+
+    projector._before_commit = hook
+    try:
+        assert await projector.step() == 0  # logged, not raised
+        assert failures and not commits
+        assert await pool.fetchval("SELECT count(*) FROM events.archive") == 0
+        # uncertain outcome: every partition of the round forgotten and released
+        assert not projector.parts and not projector.leases.held
+        await _drain(projector, pool, total)
+        # after a failed round, partitions commit one transaction each for a while
+        assert len(commits) == P
+        await _assert_exactly_once(redis_url, pool, total)
+    finally:
+        await _close(projector, pool)
+
+
+async def test_run_holds_one_connection_and_gives_it_back(redis_url, dsn):
+    counts = await _history(redis_url, per_partition=2, updates=2)
+    total = sum(counts.values())
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
+                                          block_ms=20, lease_ttl_ms=30_000),
+                          connect(redis_url), pool)
+    task = asyncio.create_task(projector.run())
+    try:
+        for _ in range(500):
+            if projector.events_projected >= total:
+                break
+            await asyncio.sleep(0.02)
+        held = projector._conn
+        assert held is not None
+        await asyncio.sleep(0.2)  # idle rounds keep the same connection
+        assert projector._conn is held
+    finally:
+        projector.stop()
+        await task
+    assert projector._conn is None
+    await asyncio.wait_for(pool.close(), 10)  # nothing left acquired
+    await projector.redis.aclose()
+    assert projector.events_projected == total
