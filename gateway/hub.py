@@ -1,8 +1,10 @@
 """The connection hub: every client connection of this gateway process, grouped by session, and
 the change feed that keeps them up to date, gap-free.
 
-- One Redis pub/sub connection per process; one subscription to `sd:chg:<session_id>` per session
-  with at least one local connection, shared by all of them.
+- One Redis pub/sub connection per process (a raw RESP subscriber, `infra.redis_raw.Subscriber`:
+  no redis-py on this path); one subscription to `sd:chg:<session_id>` per session with at
+  least one local connection, shared by all of them. When that connection is lost it reconnects,
+  re-subscribes everything and every session is caught up from its stream.
 - Every change carries the session's event version. A session feed delivers versions in order:
   when a published change skips versions (missed message, no-change events) it reads the missing
   events from the session's stream `sd:{pN}:ev:session:<id>` and pushes them first.
@@ -332,9 +334,13 @@ class Hub:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        """Open the change feed connection (a raw RESP subscriber: `infra.redis_raw`)."""
+        from infra.redis_raw import Endpoint, Subscriber
+
+        self.pubsub = Subscriber(Endpoint.of(self.redis), self._on_message,
+                                 on_reconnect=self._on_reconnect, name="sd-gateway-changes")
+        await self.pubsub.start()
         await self.pubsub.subscribe(ADMIN_CHANNEL)
-        self._reader = asyncio.get_running_loop().create_task(self._read())
         self._worker = asyncio.get_running_loop().create_task(self._process())
 
     async def close(self) -> None:
@@ -345,31 +351,22 @@ class Hub:
                     await task
         if self.pubsub is not None:
             with contextlib.suppress(Exception):
-                await self.pubsub.aclose()
+                await self.pubsub.close()
 
-    async def _read(self) -> None:
-        while True:
-            try:
-                msg = await self.pubsub.get_message(timeout=1.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("change feed connection lost; resubscribing", exc_info=True)
-                await asyncio.sleep(0.5)
-                await self._resubscribe()
-                continue
-            if msg is None or msg.get("type") not in ("message", "pmessage"):
-                continue
-            self._inbox.put_nowait((msg["channel"], msg["data"]))
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        """A pub/sub message (called by the subscriber connection, in order)."""
+        try:
+            self._inbox.put_nowait((channel, data))
+        except asyncio.QueueFull:  # a later change of the session fills the gap from history
+            log.warning("change feed backlog full: dropped a message on %r", channel)
 
-    async def _resubscribe(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        with contextlib.suppress(Exception):
-            await self.pubsub.subscribe(ADMIN_CHANNEL, *(f"sd:chg:{s}" for s in self.feeds))
-            for sid in list(self.feeds):  # anything published while we were away
-                await self._inbox.put((CHANGE_PREFIX + sid.encode(), None))
+    def _on_reconnect(self) -> None:
+        """The feed connection was replaced (every channel re-subscribed): catch each session
+        up on what was published while it was away."""
+        log.warning("change feed reconnected; catching %d session(s) up", len(self.feeds))
+        for sid in list(self.feeds):
+            with contextlib.suppress(asyncio.QueueFull):
+                self._inbox.put_nowait((CHANGE_PREFIX + sid.encode(), None))
 
     async def _process(self) -> None:
         while True:

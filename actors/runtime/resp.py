@@ -4,37 +4,19 @@ DESIGN.md measured the redis-py client as the bottleneck of the hot path; most o
 `pack_command` encoding each argument in Python. A batch append has thousands of arguments, so
 the runtime frames it in RESP itself (all arguments are bytes, str or int) and sends it on a
 pooled connection. Replies are returned raw (no response callbacks), errors raised as redis-py's.
+`pack` lives in `infra.redis_raw` (the gateway's raw RESP connections use it too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from infra.redis_raw import pack
+
 __all__ = ["execute_packed", "execute_packed_many", "pack"]
-
-
-def pack(args: Sequence[Any]) -> bytes:
-    """RESP framing of one command (`args[0]` is the command name)."""
-    parts = [b"*%d\r\n" % len(args)]
-    append = parts.append
-    for arg in args:
-        cls = arg.__class__
-        if cls is bytes:
-            pass
-        elif cls is str:
-            arg = arg.encode()
-        elif cls is int:
-            arg = b"%d" % arg
-        elif cls is bytearray or cls is memoryview:
-            arg = bytes(arg)
-        else:
-            arg = str(arg).encode()
-        append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(parts)
 
 
 async def execute_packed(redis: aioredis.Redis, packed: bytes) -> Any:
