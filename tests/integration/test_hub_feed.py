@@ -1,0 +1,116 @@
+"""The hub's change feed on a real Redis pub/sub connection (infra.redis_raw.Subscriber):
+changes reach the session's connections, a killed feed connection is replaced, re-subscribed
+and every session caught up from history, detaching unsubscribes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.hub import ADMIN_CHANNEL, Connection, ConnState, Hub
+from gateway.protocol import MessageType
+from gateway.push import Push
+from projections.changes import Change, encode_changes
+
+pytestmark = pytest.mark.anyio
+
+
+class History:
+    """Session histories in memory; `after` calls are recorded (catch-up reads)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.reads: list[tuple[str, int, int | None]] = []
+
+    async def current_version(self, sid: str) -> int:
+        return self.versions.get(sid, 0)
+
+    async def after(self, sid: str, since: int, upto: int | None = None):
+        self.reads.append((sid, since, upto))
+        last = self.versions.get(sid, 0) if upto is None else upto
+        pushes = [Push(MessageType.STATE_UPDATE, {"v": v}, session_id=sid, version=v)
+                  for v in range(since + 1, last + 1)]
+        return pushes, max(since, last), True
+
+
+class MemConn(Connection):
+    __slots__ = ("frames",)
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.frames: list[dict] = []
+
+    async def write(self, data: str) -> None:
+        self.frames.append(json.loads(data))
+
+    async def abort(self, code: int, reason: str) -> None:
+        self.state = ConnState.CLOSED
+
+    def versions(self) -> list[int]:
+        return [f["version"] for f in self.frames if f.get("version") is not None]
+
+
+def _changes(sid: str, *versions: int) -> bytes:
+    return encode_changes([Change(session_id=sid, version=v, type="StateChanged",
+                                  data={"changes": {"v": v}, "deleted_keys": [],
+                                        "state_version": v}, ts=0) for v in versions])
+
+
+async def _until(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_feed_delivers_survives_a_killed_connection_and_catches_up(redis_url: str) -> None:
+    redis = aioredis.Redis.from_url(redis_url)
+    history = History()
+    hub = Hub(redis, history)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        history.versions["s1"] = 2
+        a, b = MemConn("s1", "u", "a"), MemConn("s1", "u", "b")
+        other = MemConn("s2", "u", "c")
+        for c in (a, b, other):
+            await hub.attach(c)
+        assert dict(await redis.pubsub_numsub("sd:chg:s1"))[b"sd:chg:s1"] == 1
+
+        history.versions["s1"] = 3
+        assert await redis.publish("sd:chg:s1", _changes("s1", 3)) == 1
+        await _until(lambda: a.versions() == [3] and b.versions() == [3])
+        assert other.frames == []
+
+        await redis.publish(ADMIN_CHANNEL, json.dumps({"payload": {"note": "hi"}}))
+        await _until(lambda: len(other.frames) == 1)
+        assert other.frames[0]["type"] == "broadcast"
+
+        # the feed connection dies; versions 4 and 5 are published while it is away
+        assert await redis.client_kill_filter(_type="pubsub") >= 1
+        history.versions["s1"] = 5
+        await redis.publish("sd:chg:s1", _changes("s1", 4, 5))
+        await _until(lambda: hub.pubsub.reconnects == 1)
+        # on reconnect each session is caught up from history
+        await _until(lambda: a.versions() == [3, 4, 5] and b.versions() == [3, 4, 5])
+        assert ("s1", 3, None) in history.reads
+        # and live changes flow again on the re-subscribed channels
+        history.versions["s1"] = 6
+        assert await redis.publish("sd:chg:s1", _changes("s1", 6)) == 1
+        await _until(lambda: a.versions() == [3, 4, 5, 6])
+        assert await redis.publish(ADMIN_CHANNEL, json.dumps({"payload": {}})) == 1
+        await _until(lambda: len(other.frames) == 2)
+
+        for c in (a, b):
+            await hub.detach(c)
+        deadline = time.monotonic() + 5
+        while dict(await redis.pubsub_numsub("sd:chg:s1"))[b"sd:chg:s1"] != 0:
+            assert time.monotonic() < deadline, "still subscribed after the last detach"
+            await asyncio.sleep(0.01)
+        assert dict(await redis.pubsub_numsub("sd:chg:s2"))[b"sd:chg:s2"] == 1
+    finally:
+        await hub.close()
+        await redis.aclose()
