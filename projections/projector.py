@@ -52,11 +52,13 @@ from projections.model import (
     project_simulator,
 )
 from projections.store import (
+    COPY_THRESHOLD,
     load_sessions,
     simulator_sessions,
     write_actor_versions,
     write_archive,
     write_changes,
+    write_round,
 )
 
 __all__ = [
@@ -322,16 +324,37 @@ _ADVANCE = (
 async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
                          epochs: Mapping[int, int], name: str = CHECKPOINT_NAME,
                          before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Write batches of distinct partitions and advance their checkpoints in ONE transaction,
-    with as many statements as one batch: checkpoints, archive, one per changed table, actor
-    versions. If any partition is fenced (`epochs[p]` is no longer the newest owner's, the
-    checkpoint moved, the tables were rebuilt), nothing is written and `PartitionsFenced`
-    names the fenced partitions."""
+    """Write batches of distinct partitions and advance their checkpoints in ONE transaction:
+    one statement (`write_round`) when the round is small and no `before_commit` hook is given,
+    else as many statements as one batch (checkpoints, archive, one per changed table, actor
+    versions) in a transaction block. If any partition is fenced (`epochs[p]` is no longer the
+    newest owner's, the checkpoint moved, the tables were rebuilt), nothing is written and
+    `PartitionsFenced` names the fenced partitions."""
     if not batches:
         return
     parts = [b.partition for b in batches]
     if len(set(parts)) != len(parts):
         raise ValueError(f"one batch per partition, got partitions {parts}")
+    size = sum(b.size for b in batches)
+    if before_commit is None and size < COPY_THRESHOLD and not conn.is_in_transaction():
+        # the common case (a few events per round): everything in ONE statement, one round trip
+        if len(batches) == 1:
+            archive, changes, actors = batches[0].archive, batches[0].changes, batches[0].actors
+        else:
+            archive = [row for b in batches for row in b.archive]
+            changes = merge_changes([b.changes for b in batches])
+            actors = [row for b in batches for row in b.actors]
+        passed = await write_round(
+            conn, name, parts, [b.from_id for b in batches], [b.to_id for b in batches],
+            [epochs[p] for p in parts], [b.size for b in batches],
+            [b.generation for b in batches], archive, changes, actors)
+        fenced = set(parts) - passed
+        if fenced:
+            raise PartitionsFenced(
+                f"partitions {sorted(fenced)}: checkpoint moved, a newer projector took over,"
+                " or the tables were rebuilt; nothing of the round was written", fenced)
+        return
+    # big rounds (the archive goes by COPY) or a hook to run before COMMIT: a transaction
     async with conn.transaction():
         rows = await conn.fetch(
             _ADVANCE, name, parts, [b.from_id for b in batches], [b.to_id for b in batches],

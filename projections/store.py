@@ -40,6 +40,7 @@ __all__ = [
     "write_actor_versions",
     "write_archive",
     "write_changes",
+    "write_round",
 ]
 
 _json = msgspec.json.Encoder()
@@ -347,3 +348,135 @@ async def load_model(conn: asyncpg.Connection, t: Tables = LIVE) -> Model:
             actor_id=r["actor_id"], session_id=r["session_id"], partition=r["partition"],
             version=r["version"], updated_at=to_ms(r["updated_at"]))
     return model
+
+
+# ------------------------------------------------------------------------------ one round
+
+_OK = "(SELECT ok FROM ok)"
+
+#: A whole projector round in ONE statement (one round trip, its own implicit transaction):
+#: lock the round's checkpoints in partition order, keeping those that pass the fence (lease
+#: epoch, position read from, tables' generation; re-checked on the newest row version); only if
+#: ALL pass (`ok`) does every other part write: checkpoints advanced, archive appended, the
+#: coalesced row changes applied, actor versions upserted. Otherwise nothing is written. Returns
+#: the partitions that passed. The batches are disjoint (distinct partitions: distinct sessions,
+#: devices, handoffs, simulators, actors), so the parts touch disjoint keys and their order
+#: within the statement does not matter; foreign keys are checked at its end.
+ROUND_SQL = (
+    "WITH u AS MATERIALIZED (SELECT * FROM unnest($2::int[], $3::text[], $4::text[],"
+    " $5::bigint[], $6::bigint[], $7::bigint[]) AS u(partition, from_id, to_id, epoch, n,"
+    " generation)),"
+    " fresh AS MATERIALIZED (SELECT c.partition FROM projection.checkpoints c"
+    " JOIN u ON c.partition = u.partition WHERE c.name = $1 AND c.epoch <= u.epoch"
+    " AND c.last_id = u.from_id AND c.generation = u.generation"
+    " ORDER BY c.partition FOR UPDATE OF c),"
+    " ok AS MATERIALIZED (SELECT count(*) = cardinality($2::int[]) AS ok FROM fresh),"
+    " cp AS (UPDATE projection.checkpoints c SET last_id = u.to_id, epoch = u.epoch,"
+    " events = c.events + u.n, updated_at = now() FROM u"
+    " WHERE c.name = $1 AND c.partition = u.partition"
+    f" AND c.partition IN (SELECT partition FROM fresh) AND {_OK}),"
+    " ar AS (INSERT INTO events.archive (event_id, actor_id, version, partition, ts, type,"
+    " data, command_id, correlation_id, causation_id, log_id)"
+    " SELECT r->>0, r->>1, (r->>2)::bigint, (r->>3)::int, (r->>4)::bigint, r->>5,"
+    " (r->>6)::jsonb, r->>7, r->>8, r->>9, r->>10"
+    f" FROM json_array_elements($8::json) WITH ORDINALITY AS a(r, o) WHERE {_OK}"
+    " ORDER BY o ON CONFLICT DO NOTHING),"
+    f" dd AS (DELETE FROM {LIVE.devices} d USING unnest($9::text[], $10::text[]) AS k(s, dv)"
+    f" WHERE d.session_id = k.s AND d.device_id = k.dv AND {_OK}),"
+    f" hd AS (DELETE FROM {LIVE.handoffs} WHERE token = ANY($11::text[]) AND {_OK}),"
+    f" md AS (DELETE FROM {LIVE.simulators} WHERE simulator_id = ANY($12::text[]) AND {_OK}),"
+    f" sd AS (DELETE FROM {LIVE.states} WHERE session_id = ANY($13::text[]) AND {_OK}),"
+    f" xd AS (DELETE FROM {LIVE.sessions} WHERE session_id = ANY($14::text[]) AND {_OK}),"
+    " su AS MATERIALIZED (SELECT * FROM json_to_recordset($15::json) AS x(session_id text,"
+    " user_id text, status text, created_at bigint, last_active bigint,"
+    f" expires_at bigint, token text, metadata jsonb) WHERE {_OK}),"
+    f" xu AS (INSERT INTO {LIVE.sessions} (session_id, user_id, status, created_at,"
+    " last_active, expires_at, token) SELECT session_id, user_id, status,"
+    f" {_T('created_at')}, {_T('last_active')}, {_T('expires_at')}, token FROM su"
+    " ON CONFLICT (session_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
+    " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
+    " last_active = EXCLUDED.last_active, expires_at = EXCLUDED.expires_at,"
+    " token = EXCLUDED.token),"
+    f" mu AS (INSERT INTO {LIVE.metadata} (session_id, metadata) SELECT session_id, metadata"
+    " FROM su ON CONFLICT (session_id) DO UPDATE SET metadata = EXCLUDED.metadata),"
+    f" du AS (INSERT INTO {LIVE.devices} (session_id, device_id, device_type, device_name, os,"
+    " status, connections, ws_connections, sse_connections, connection_ids, pod_name,"
+    " ip_address, left_reason, joined_at, last_seen)"
+    " SELECT session_id, device_id, device_type, device_name, os, status,"
+    " (SELECT count(*) FROM jsonb_each_text(connection_ids)),"
+    " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'ws'),"
+    " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'sse'),"
+    f" connection_ids, pod_name, ip_address, left_reason, {_T('joined_at')},"
+    f" {_T('last_seen')} FROM json_to_recordset($16::json) AS x(session_id text,"
+    " device_id text, device_type text, device_name text, os text, status text,"
+    " connection_ids jsonb, pod_name text, ip_address text, left_reason text,"
+    f" joined_at bigint, last_seen bigint) WHERE {_OK}"
+    " ON CONFLICT (session_id, device_id) DO UPDATE SET"
+    " device_type = EXCLUDED.device_type, device_name = EXCLUDED.device_name,"
+    " os = EXCLUDED.os, status = EXCLUDED.status, connections = EXCLUDED.connections,"
+    " ws_connections = EXCLUDED.ws_connections,"
+    " sse_connections = EXCLUDED.sse_connections,"
+    " connection_ids = EXCLUDED.connection_ids, pod_name = EXCLUDED.pod_name,"
+    " ip_address = EXCLUDED.ip_address, left_reason = EXCLUDED.left_reason,"
+    " joined_at = EXCLUDED.joined_at, last_seen = EXCLUDED.last_seen),"
+    f" su2 AS (INSERT INTO {LIVE.states} (session_id, state, state_version, device_id,"
+    " app_version, updated_at) SELECT session_id, state, state_version, device_id, app_version,"
+    f" {_T('updated_at')} FROM json_to_recordset($17::json) AS x(session_id text,"
+    " state jsonb, state_version bigint, device_id text, app_version text,"
+    f" updated_at bigint) WHERE {_OK}"
+    " ON CONFLICT (session_id) DO UPDATE SET state = EXCLUDED.state,"
+    " state_version = EXCLUDED.state_version, device_id = EXCLUDED.device_id,"
+    " app_version = EXCLUDED.app_version, updated_at = EXCLUDED.updated_at),"
+    f" hu AS (INSERT INTO {LIVE.handoffs} (token, session_id, source_device, target_device,"
+    " status, state_version, created_at, expires_at, accepted_at)"
+    " SELECT token, session_id, source_device, target_device, status, state_version,"
+    f" {_T('created_at')}, {_T('expires_at')}, {_T('accepted_at')}"
+    " FROM json_to_recordset($18::json) AS x(token text, session_id text,"
+    " source_device text, target_device text, status text, state_version bigint,"
+    f" created_at bigint, expires_at bigint, accepted_at bigint) WHERE {_OK}"
+    " ON CONFLICT (token) DO UPDATE SET status = EXCLUDED.status,"
+    " accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at),"
+    f" mu2 AS (INSERT INTO {LIVE.simulators} (simulator_id, session_id, user_id, status,"
+    " endpoint, created_at, last_active, initial_symbols, initial_cash)"
+    " SELECT simulator_id, session_id, user_id, status, endpoint,"
+    f" {_T('created_at')}, {_T('last_active')}, initial_symbols, initial_cash"
+    " FROM json_to_recordset($19::json) AS x(simulator_id text, session_id text,"
+    " user_id text, status text, endpoint text, created_at bigint, last_active bigint,"
+    f" initial_symbols jsonb, initial_cash float8) WHERE {_OK}"
+    " ON CONFLICT (simulator_id) DO UPDATE SET status = EXCLUDED.status,"
+    " endpoint = EXCLUDED.endpoint, last_active = EXCLUDED.last_active,"
+    " session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,"
+    " created_at = EXCLUDED.created_at, initial_symbols = EXCLUDED.initial_symbols,"
+    " initial_cash = EXCLUDED.initial_cash),"
+    f" av AS (INSERT INTO {LIVE.actors} (actor_id, session_id, partition, version, updated_at)"
+    " SELECT r->>0, r->>1, (r->>2)::int, (r->>3)::bigint,"
+    f" {_T('(r->>4)::bigint')} FROM json_array_elements($20::json) AS r WHERE {_OK}"
+    " ON CONFLICT (actor_id) DO UPDATE SET"
+    " session_id = EXCLUDED.session_id, partition = EXCLUDED.partition,"
+    " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at)"
+    " SELECT partition FROM fresh"
+)
+
+_EMPTY_JSON = "[]"
+
+
+def _json_or_empty(rows: Sequence[Any]) -> str:
+    return _json.encode(rows).decode() if rows else _EMPTY_JSON
+
+
+async def write_round(conn: asyncpg.Connection, name: str, partitions: Sequence[int],
+                      from_ids: Sequence[str], to_ids: Sequence[str], epochs: Sequence[int],
+                      sizes: Sequence[int], generations: Sequence[int],
+                      archive: Sequence[ArchiveRow], ch: RowChanges,
+                      actors: Sequence[tuple[str, str, int, int, int]]) -> set[int]:
+    """`ROUND_SQL`: advance the checkpoints of `partitions` and write their batches, all or
+    nothing, in one statement outside any transaction block. Returns the partitions that passed
+    the fence: all of them when written, a subset when nothing was written."""
+    rows = await conn.fetch(
+        ROUND_SQL, name, list(partitions), list(from_ids), list(to_ids), list(epochs),
+        list(sizes), list(generations), _json_or_empty(archive),
+        [k[0] for k in ch.device_deletes], [k[1] for k in ch.device_deletes],
+        ch.handoff_deletes, ch.simulator_deletes, ch.state_deletes, ch.session_deletes,
+        _json_or_empty(ch.sessions), _json_or_empty(ch.devices), _json_or_empty(ch.states),
+        _json_or_empty(ch.handoffs), _json_or_empty(ch.simulators), _json_or_empty(actors))
+    return {r[0] for r in rows}

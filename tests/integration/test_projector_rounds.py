@@ -24,6 +24,45 @@ pytestmark = pytest.mark.anyio
 
 P = 4
 
+#: how a round commits: one statement (the default for small rounds), or a transaction block
+#: (big rounds, or a hook before COMMIT: SESSIOND_PROJECTOR_COMMIT_DELAY_MS)
+PATHS = pytest.mark.parametrize("path", ["statement", "transaction"])
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _count_commits(monkeypatch, projector: Projector, path: str) -> list[list[int]]:
+    """Record the partitions of every commit (-1 first when it went as one statement); force
+    the commit path."""
+    commits: list[list[int]] = []
+    commit = projector_module.commit_batches
+
+    async def counted(conn, batches, epochs, *args, **kw):
+        commits.append(sorted(b.partition for b in batches))
+        try:
+            await commit(conn, batches, epochs, *args, **kw)
+        finally:
+            commits[-1].sort()
+
+    write_round = projector_module.write_round
+
+    async def one_statement(*args, **kw):
+        assert path == "statement", "a round meant for a transaction block went as a statement"
+        commits[-1].append(-1)  # marks a commit that went as one statement
+        return await write_round(*args, **kw)
+
+    monkeypatch.setattr(projector_module, "commit_batches", counted)
+    monkeypatch.setattr(projector_module, "write_round", one_statement)
+    projector._before_commit = _nothing if path == "transaction" else None
+    return commits
+
+
+def _as(path: str, *partitions: int) -> list[int]:
+    """What `_count_commits` records for a commit of `partitions` on `path`."""
+    return ([-1] if path == "statement" else []) + sorted(partitions)
+
 
 @pytest.fixture
 async def dsn(database_url: str) -> str:
@@ -110,19 +149,16 @@ async def _drain(projector: Projector, pool: asyncpg.Pool, total: int) -> None:
     raise AssertionError("projector did not catch up")
 
 
-async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn):
+@PATHS
+async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn, monkeypatch,
+                                                                   path):
     counts = await _history(redis_url)
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
-    commits = []
-
-    async def hook() -> None:
-        commits.append(sorted(projector.parts))
-
-    projector._before_commit = hook
+    commits = _count_commits(monkeypatch, projector, path)
     try:
         assert await projector.step() == total  # every partition's log in one round
-        assert len(commits) == 1 and projector.rounds_committed == 1
+        assert commits == [_as(path, *range(P))] and projector.rounds_committed == 1
         # every row the round wrote carries the same transaction id
         xids = set()
         for table in ("events.archive", "projection.actor_versions",
@@ -140,11 +176,13 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn)
         await _close(projector, pool)
 
 
+@PATHS
 async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
-        redis_url, dsn, monkeypatch):
+        redis_url, dsn, monkeypatch, path):
     counts = await _history(redis_url)
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
+    commits = _count_commits(monkeypatch, projector, path)
     victim = 2
     prepare = projector_module.prepare_batch
     fenced = []
@@ -162,7 +200,7 @@ async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
     states = {p: projector.parts[p] for p in others}
     try:
         assert await projector.step() == 0
-        assert fenced
+        assert fenced and commits == [_as(path, *range(P))]
         # nothing of the round was committed, not even the other partitions' checkpoints
         assert await pool.fetchval("SELECT count(*) FROM events.archive") == 0
         assert await pool.fetchval("SELECT count(*) FROM session.active_sessions") == 0
@@ -196,36 +234,34 @@ async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
         await _close(projector, pool)
 
 
+@PATHS
 async def test_an_uncertain_round_failure_lets_its_partitions_go_then_commits_them_singly(
-        redis_url, dsn, monkeypatch):
+        redis_url, dsn, monkeypatch, path):
     counts = await _history(redis_url)
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
-    write = projector_module.write_actor_versions
+    commits = _count_commits(monkeypatch, projector, path)
+    # the last write of the round fails (after the others, before COMMIT)
+    name = "write_round" if path == "statement" else "write_actor_versions"
+    write = getattr(projector_module, name)
     failures = []
 
-    async def fail_once(conn, rows, *args):
+    async def fail_once(*args, **kw):
         if not failures:
-            failures.append(len(rows))
+            failures.append(1)
             raise RuntimeError("boom")
-        return await write(conn, rows, *args)
+        return await write(*args, **kw)
 
-    monkeypatch.setattr(projector_module, "write_actor_versions", fail_once)
-    commits = []
-
-    async def hook() -> None:
-        commits.append(1)
-
-    projector._before_commit = hook
+    monkeypatch.setattr(projector_module, name, fail_once)
     try:
         assert await projector.step() == 0  # logged, not raised
-        assert failures and not commits
+        assert failures and len(commits) == 1 and commits[0][-P:] == list(range(P))
         assert await pool.fetchval("SELECT count(*) FROM events.archive") == 0
         # uncertain outcome: every partition of the round forgotten and released
         assert not projector.parts and not projector.leases.held
         await _drain(projector, pool, total)
         # after a failed round, partitions commit one transaction each for a while
-        assert len(commits) == P
+        assert sorted(commits[1:]) == [_as(path, p) for p in range(P)]
         await _assert_exactly_once(redis_url, pool, total)
     finally:
         await _close(projector, pool)
