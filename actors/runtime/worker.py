@@ -45,6 +45,7 @@ from actors.runtime.config import RuntimeConfig, load_runtime_config
 from actors.runtime.resp import execute_packed, execute_packed_many, pack
 from events.codec import decode_command_envelope
 from events.errors import Fenced
+from infra.redis_raw import Endpoint, Pipeline
 
 __all__ = ["PartitionRunner", "Worker", "members_key"]
 
@@ -81,12 +82,15 @@ class _Scripts:
             await self.load()
             return await self.redis.evalsha(self.sha[name], len(keys_), *keys_, *args)
 
+    def packed_append(self, rnd: Round, partition: int, epoch: int) -> bytes:
+        """`scripts.APPEND` for a planned round, framed in RESP by the planner."""
+        return rnd.packed(self.sha["APPEND"], partition, epoch, GROUP, self.outcome_ttl_ms)
+
     async def append(self, rnd: Round, partition: int, epoch: int) -> Any:
-        """Run `scripts.APPEND` for a planned round (framed in RESP by the planner)."""
+        """Run `scripts.APPEND` for a planned round on a pooled connection."""
         for attempt in (0, 1):
-            packed = rnd.packed(self.sha["APPEND"], partition, epoch, GROUP, self.outcome_ttl_ms)
             try:
-                return await execute_packed(self.redis, packed)
+                return await execute_packed(self.redis, self.packed_append(rnd, partition, epoch))
             except NoScriptError:
                 if attempt:
                     raise
@@ -109,6 +113,10 @@ class PartitionRunner:
         self._next_trim = time.monotonic() + worker.config.trim_interval_ms / 1000
         self._next_redrive = time.monotonic() + worker.config.lease_ttl_ms / 1000
         self.task: asyncio.Task[None] | None = None
+        # The hot path (read, append, read...) runs on a connection of its own: the next read
+        # goes out in the same write as the append (see `_append`), and no pool is involved.
+        self._pipe = Pipeline(worker.endpoint, name=f"{worker.consumer}-p{partition}")
+        self._next_read: asyncio.Future[Any] | None = None
         self._read_new = pack(
             ["XREADGROUP", "GROUP", GROUP, worker.consumer, "COUNT", worker.config.batch_size,
              "BLOCK", worker.config.block_ms, "STREAMS", self.stream, ">"]
@@ -121,7 +129,18 @@ class PartitionRunner:
     def lease_valid(self) -> bool:
         return time.monotonic() < self.valid_until
 
+    def _reread_pending(self) -> None:
+        """Read our own pending entries again before new ones (including what a read sent
+        ahead delivers: it is pending too, see `_step`)."""
+        self._recheck = True
+
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self._pipe.close()
+
+    async def _run(self) -> None:
         backoff = 0.05
         redrive_done = False
         while not self._stopping:
@@ -146,14 +165,30 @@ class PartitionRunner:
             except (RedisError, OSError) as exc:
                 # what we had read stays in our pending list: read it again before new entries
                 log.warning("partition %d: redis error %s; retrying", self.partition, exc)
-                self._recheck = True
+                self._reread_pending()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             except Exception:  # a bug: keep the partition (and its lease) but do not spin
                 log.exception("partition %d: unexpected error; retrying", self.partition)
-                self._recheck = True
+                self._reread_pending()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        await self._finish_read_ahead()
+
+    async def _finish_read_ahead(self) -> None:
+        """Stopping with a read sent ahead: process what it delivers (as a read in flight at
+        the stop always was); if that fails, the entries wait in our pending list for the next
+        owner's re-drive."""
+        read, self._next_read = self._next_read, None
+        if read is None or self._recheck:
+            return
+        try:
+            entries = _entries(await read)
+            if entries:
+                await self.process(entries)
+        except (Fenced, _LeaseLapsed, RedisError, OSError) as exc:
+            log.warning("partition %d: commands read ahead left to the next owner: %r",
+                        self.partition, exc)
 
     async def _ensure_group(self) -> None:
         try:
@@ -197,10 +232,17 @@ class PartitionRunner:
         if now >= self._next_trim:
             self._next_trim = now + config.trim_interval_ms / 1000
             await self._trim()
-        if now >= self._next_redrive:
+        if now >= self._next_redrive and self._next_read is None:
+            # (XAUTOCLAIM takes our own pending entries too: never while a read sent ahead may
+            # still deliver some, or they would be processed twice; `_append` stops reading
+            # ahead once the re-drive is due)
             self._next_redrive = now + config.lease_ttl_ms / 1000
             await self._redrive()
         if self._recheck:
+            read, self._next_read = self._next_read, None
+            if read is not None:  # let it finish: what it delivered is pending, read just below
+                with contextlib.suppress(RedisError, OSError):
+                    await read
             resp = await worker.redis.xreadgroup(
                 GROUP, worker.consumer, {self.stream: "0"}, count=config.batch_size
             )
@@ -210,12 +252,13 @@ class PartitionRunner:
                 return
         else:
             # raw: redis-py's reply parsing (a dict per entry) costs more than the read itself
-            resp = await execute_packed(worker.redis, self._read_new)
+            read, self._next_read = self._next_read, None
+            resp = await (read if read is not None else self._pipe.submit(self._read_new))
             if not resp:
                 return
             entries = _entries(resp)
         if entries:
-            await self.process(entries)
+            await self.process(entries, read_ahead=not self._recheck)
 
     def _check_lease(self) -> None:
         if self.worker.config.local_lease_check and not self.lease_valid():
@@ -295,8 +338,9 @@ class PartitionRunner:
         if minid and minid not in (b"0-0", "0-0"):
             await redis.xtrim(self.stream, minid=minid, approximate=False)
 
-    async def process(self, entries: list[Any]) -> None:
-        """Decide and append one batch of stream entries `(id, fields)` (in order)."""
+    async def process(self, entries: list[Any], *, read_ahead: bool = False) -> None:
+        """Decide and append one batch of stream entries `(id, fields)` (in order). With
+        `read_ahead`, the next read of new entries is sent together with the first append."""
         worker = self.worker
         p = self.partition
         items = [
@@ -319,7 +363,7 @@ class PartitionRunner:
             self._check_lease()
             t0 = time.perf_counter()
             try:
-                results = await worker.scripts.append(rnd, p, self.epoch)
+                results = await self._append(rnd, read_ahead=read_ahead and rounds == 0)
             except ResponseError as exc:
                 if "FENCED" in str(exc):
                     raise Fenced(f"partition {p} epoch {self.epoch} fenced") from None
@@ -340,8 +384,31 @@ class PartitionRunner:
                 log.warning(
                     "partition %d: %d commands still conflicting; retrying later", p, len(items)
                 )
-                self._recheck = True
+                self._reread_pending()
                 return
+
+    async def _append(self, rnd: Round, *, read_ahead: bool) -> Any:
+        """Append a round on the runner's own connection; with `read_ahead`, the next blocking
+        read of new entries follows in the same write, so the worker is waiting for the next
+        batch as soon as Redis has run the append (one write and one wake-up less per batch).
+
+        Retry rounds (conflicts) go through the pool: a read sent ahead may be blocking this
+        connection until new entries arrive."""
+        scripts = self.worker.scripts
+        if not read_ahead:
+            return await scripts.append(rnd, self.partition, self.epoch)
+        reply = self._pipe.submit(scripts.packed_append(rnd, self.partition, self.epoch))
+        if not self._stopping and time.monotonic() < self._next_redrive:
+            self._next_read = self._pipe.submit(self._read_new)
+        try:
+            return await reply
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        # the server lost its scripts (restart, SCRIPT FLUSH): what was read ahead is pending
+        self._reread_pending()
+        await scripts.load()
+        return await scripts.append(rnd, self.partition, self.epoch)
 
     async def _actors_for(self, items: list[Item]) -> dict[str, CachedActor]:
         cache = self.worker.cache
@@ -431,6 +498,7 @@ class Worker:
         self._own_redis = redis is None
         self.redis: aioredis.Redis = redis if redis is not None else _connect(redis_url or "")
         self.scripts = _Scripts(self.redis, self.config.outcome_ttl_ms)
+        self.endpoint = Endpoint.of(self.redis)
         from actors import registry
         from events import codec
 

@@ -536,3 +536,42 @@ async def test_real_session_conflict_reloads_and_decides_on_the_new_state(redis_
         assert [e.type for e in await stream(redis, sid, actor)] == [
             "SessionCreated", "SessionEnded",
         ]  # fmt: skip
+
+
+async def test_reading_ahead_processes_each_command_once_across_redrives_and_stops(
+    redis_url: str,
+) -> None:
+    """The runner sends its next read with each append; re-drives (XAUTOCLAIM, which also takes
+    the runner's own pending entries) and a stop while a read is out must neither process a
+    command twice nor strand one."""
+    actors = [new_actor() for _ in range(6)]
+    sent = 0
+
+    async def flow(bus: CommandBus, seconds: float) -> None:
+        nonlocal sent
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for actor, sid in actors:
+                await bus.send(actor, sid, Add(at=now_ms(), n=1), wait=False)
+                sent += 1
+            await asyncio.sleep(0.003)
+
+    first = toy_worker(redis_url, worker_id="first", lease_ttl_ms=600)  # re-drive every 0.6 s
+    async with bus_for(redis_url) as (redis, bus):
+        async with running(first):
+            await flow(bus, 2.0)
+        # stopped mid-flow: what it read ahead it processed, or left pending for the next owner
+        await flow(bus, 0.3)  # queued while no worker runs
+        second = toy_worker(redis_url, worker_id="second", lease_ttl_ms=600)
+        async with running(second):
+            await flow(bus, 1.0)
+
+            async def all_appended() -> bool:
+                versions = [len(await stream(redis, sid, actor)) for actor, sid in actors]
+                return sum(versions) == sent
+
+            assert await eventually(all_appended, 15), "some commands were never appended"
+        assert first.processed + second.processed == sent  # none processed twice
+        for actor, sid in actors:
+            envs = await stream(redis, sid, actor)
+            assert len({e.command_id for e in envs}) == len(envs)
