@@ -35,7 +35,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from actors.keys import change_channel, partition_log
 from actors.runtime.resp import execute_packed, pack
@@ -424,6 +424,19 @@ class Projector:
     def stop(self) -> None:
         self._stop.set()
 
+    async def _publish(self, args: list[Any]) -> None:
+        """PUBLISH (channel, message) pairs in one raw round trip: PUBLISH itself for one,
+        the `_PUBLISH_MANY` script for more (no redis-py argument packing or reply parsing)."""
+        if len(args) == 2:
+            await execute_packed(self.redis, pack(["PUBLISH", *args]))
+            return
+        packed = pack(["EVALSHA", self._publish_many.sha, 0, *args])
+        try:
+            await execute_packed(self.redis, packed)
+        except NoScriptError:  # a restarted or flushed Redis: load it again
+            await self.redis.script_load(_PUBLISH_MANY)
+            await execute_packed(self.redis, packed)
+
     async def _rebalance(self) -> None:
         gained, lost = await self.leases.tick(int(time.time() * 1000))
         for p in lost:
@@ -553,7 +566,7 @@ class Projector:
             self.events_projected += events
             self.rounds_committed += 1
         if args:
-            await self._publish_many(keys=[], args=args)  # one round trip per round
+            await self._publish(args)  # one round trip per round
         if error is not None:
             raise error
         return events

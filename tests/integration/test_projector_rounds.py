@@ -5,6 +5,7 @@ partition is let go, the others commit next round), and an uncertain failure."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import asyncpg
@@ -14,6 +15,7 @@ import projections.projector as projector_module
 from actors.keys import lease_key, partition_log, partition_of
 from events import session as se
 from infra.redis import connect
+from projections.changes import decode_changes
 from projections.fixtures import LocalActors, fold_logs
 from projections.lease import ROLE
 from projections.migrate import migrate
@@ -156,9 +158,23 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
     commits = _count_commits(monkeypatch, projector, path)
+    pubsub = projector.redis.pubsub()
+    await pubsub.psubscribe("sd:chg:*")
     try:
         assert await projector.step() == total  # every partition's log in one round
         assert commits == [_as(path, *range(P))] and projector.rounds_committed == 1
+        # the round's changes went out after the commit: every session's, in version order
+        feed: dict[str, list[int]] = {}
+        deadline = time.monotonic() + 10
+        while sum(map(len, feed.values())) < total:
+            assert time.monotonic() < deadline, feed
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if msg is None:
+                continue
+            for change in decode_changes(msg["data"]):
+                feed.setdefault(change.session_id, []).append(change.version)
+        assert len(feed) == total // 5 >= 3 * P  # sessions: created, then changed 4 times
+        assert all(v == [1, 2, 3, 4, 5] for v in feed.values())
         # every row the round wrote carries the same transaction id
         xids = set()
         for table in ("events.archive", "projection.actor_versions",
@@ -173,6 +189,7 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
         # an idle round commits nothing
         assert await projector.step() == 0 and len(commits) == 1
     finally:
+        await pubsub.aclose()
         await _close(projector, pool)
 
 
