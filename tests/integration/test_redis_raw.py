@@ -308,3 +308,38 @@ def test_endpoint_mirrors_the_redis_py_client() -> None:
     assert e.handshake() == [pack(("AUTH", "pw"))]
     e = Endpoint.of(redis.Redis(host="x", port=1, password="q", db=0))
     assert (e.host, e.port) == ("x", 1) and e.handshake() == [pack(("AUTH", "q"))]
+
+
+def test_under_uvloop_as_the_gateway_runs_it(redis_url: str) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        admin = aioredis.Redis.from_url(redis_url)
+        pipe = Pipeline(Endpoint.from_url(redis_url))
+        got: list[bytes] = []
+        back = asyncio.Event()
+        sub = Subscriber(Endpoint.from_url(redis_url), lambda ch, d: got.append(d),
+                         on_reconnect=back.set)
+        try:
+            assert await asyncio.gather(*(pipe.execute(pack(("INCR", "uv:n")))
+                                          for _ in range(100))) == list(range(1, 101))
+            cid = await pipe.execute(pack(("CLIENT", "ID")))
+            held = pipe.submit(pack(("BLPOP", "uv:never", "5")))
+            await asyncio.sleep(0.05)
+            await admin.client_kill_filter(_id=cid)
+            with pytest.raises(RedisConnectionError):
+                await held
+            assert await pipe.execute(pack(("ECHO", "ok"))) == b"ok"
+            await sub.start()
+            await sub.subscribe("uv:ch")
+            await admin.client_kill_filter(_type="pubsub")
+            await asyncio.wait_for(back.wait(), 10)
+            assert await admin.publish("uv:ch", b"after") == 1
+            await _eventually(lambda: got == [b"after"])
+        finally:
+            pipe.close()
+            await sub.close()
+            await admin.aclose()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
