@@ -35,13 +35,13 @@ from typing import Any
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from actors.keys import change_channel, partition_log
-from actors.runtime.resp import execute_packed, pack
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced
+from infra.redis_raw import Endpoint, Pipeline, pack
 from projections.changes import encode_changes, raw_change
 from projections.lease import LeaseKeeper
 from projections.model import (
@@ -83,15 +83,6 @@ CHECKPOINT_NAME = "live"
 #: After a round's transaction failed (not fenced), commit each partition on its own for this
 #: long, so one batch the database refuses cannot stall every partition.
 _SOLO_SECONDS = 30.0
-
-#: PUBLISH each (channel, message) pair of ARGV: a batch's change messages in one round trip.
-_PUBLISH_MANY = """
-for i = 1, #ARGV, 2 do
-  redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
-end
-return #ARGV / 2
-"""
-
 
 class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Projector knobs (env: SESSIOND_PROJECTOR_*)."""
@@ -408,7 +399,10 @@ class Projector:
         self.owner = owner or (
             f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.leases = LeaseKeeper(redis, self.owner, config.partitions, config.lease_ttl_ms)
-        self._publish_many = redis.register_script(_PUBLISH_MANY)
+        # the loop's own Redis connection: XREAD and PUBLISH framed raw, and a round's
+        # PUBLISHes go out in the same write as the next round's XREAD
+        self._pipe = Pipeline(Endpoint.of(redis), name=self.owner)
+        self._published: list[asyncio.Future[Any]] = []
         self.parts: dict[int, PartitionState] = {}
         self.events_projected = 0
         self.rounds_committed = 0
@@ -424,18 +418,25 @@ class Projector:
     def stop(self) -> None:
         self._stop.set()
 
-    async def _publish(self, args: list[Any]) -> None:
-        """PUBLISH (channel, message) pairs in one raw round trip: PUBLISH itself for one,
-        the `_PUBLISH_MANY` script for more (no redis-py argument packing or reply parsing)."""
-        if len(args) == 2:
-            await execute_packed(self.redis, pack(["PUBLISH", *args]))
-            return
-        packed = pack(["EVALSHA", self._publish_many.sha, 0, *args])
-        try:
-            await execute_packed(self.redis, packed)
-        except NoScriptError:  # a restarted or flushed Redis: load it again
-            await self.redis.script_load(_PUBLISH_MANY)
-            await execute_packed(self.redis, packed)
+    def _publish(self, args: list[Any]) -> None:
+        """Queue a PUBLISH per (channel, message) pair: written at the end of this loop turn,
+        with the next round's XREAD; their replies are checked when that read returns."""
+        submit = self._pipe.submit
+        self._published.extend(submit(pack(["PUBLISH", args[i], args[i + 1]]))
+                               for i in range(0, len(args), 2))
+
+    def _check_published(self) -> None:
+        """Raise the first error of the PUBLISHes queued so far (all answered by now: Redis
+        answers one connection's commands in order)."""
+        published, self._published = self._published, []
+        error = None
+        for fut in published:
+            if not fut.done():
+                fut.cancel()
+            elif not fut.cancelled():
+                error = error or fut.exception()
+        if error is not None:
+            raise error
 
     async def _rebalance(self) -> None:
         gained, lost = await self.leases.tick(int(time.time() * 1000))
@@ -566,7 +567,7 @@ class Projector:
             self.events_projected += events
             self.rounds_committed += 1
         if args:
-            await self._publish(args)  # one round trip per round
+            self._publish(args)  # sent with the next round's read
         if error is not None:
             raise error
         return events
@@ -579,9 +580,13 @@ class Projector:
             return 0
         owned = list(self.parts.items())
         # raw XREAD: redis-py's reply parsing (a dict per entry) costs more than the read
-        reply = await execute_packed(self.redis, pack(
+        read = self._pipe.submit(pack(
             ["XREAD", "COUNT", self.config.batch_size, "BLOCK", self.config.block_ms,
              "STREAMS", *(partition_log(p) for p, _ in owned), *(s.last_id for _, s in owned)]))
+        try:
+            reply = await read
+        finally:
+            self._check_published()
         if not reply:
             return 0
         work = []
@@ -625,7 +630,13 @@ class Projector:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Give back the loop's connection and every lease (`run` does it on its way out)."""
+        """Give back the loop's connections and every lease (`run` does it on its way out)."""
+        if self._published:  # the last round's PUBLISHes: let them go out and be answered
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*self._published), 2.0)
+            with contextlib.suppress(Exception):
+                self._check_published()
+        self._pipe.close()
         with contextlib.suppress(Exception):
             await self._release_connection()
         with contextlib.suppress(Exception):
