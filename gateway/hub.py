@@ -326,6 +326,7 @@ class Hub:
         self._reader: asyncio.Task | None = None
         self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100_000)
         self._worker: asyncio.Task | None = None
+        self._busy = False  # `_process` is handling a message (it may be awaiting history)
         self.on_attach: list[Callable[[str], Awaitable[None]]] = []
         self.on_detach: list[Callable[[str], Awaitable[None]]] = []
         self.on_change: list[Callable[[Push], None]] = []
@@ -354,7 +355,13 @@ class Hub:
                 await self.pubsub.close()
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        """A pub/sub message (called by the subscriber connection, in order)."""
+        """A pub/sub message (called by the subscriber connection, in order). The common case,
+        the next versions of a ready session with nothing queued before them, is pushed right
+        here; anything that must wait (history to read, a feed being set up) goes through the
+        inbox, and so does everything behind it, to keep the order."""
+        if not self._busy and self._inbox.empty() and channel.startswith(CHANGE_PREFIX) \
+                and data and self._push_inline(channel[len(CHANGE_PREFIX):].decode(), data):
+            return
         try:
             self._inbox.put_nowait((channel, data))
         except asyncio.QueueFull:  # a later change of the session fills the gap from history
@@ -371,6 +378,7 @@ class Hub:
     async def _process(self) -> None:
         while True:
             channel, data = await self._inbox.get()
+            self._busy = True
             try:
                 if channel.startswith(CHANGE_PREFIX):
                     await self._on_change(channel[len(CHANGE_PREFIX):].decode(), data)
@@ -380,6 +388,8 @@ class Hub:
                 raise
             except Exception:
                 log.exception("change feed: failed to process a message on %r", channel)
+            finally:
+                self._busy = False
 
     # ------------------------------------------------------------------ changes
     async def _on_change(self, session_id: str, data: bytes | None) -> None:
@@ -409,6 +419,33 @@ class Hub:
             push = push_for_change(change)
             if push is not None:
                 self._fan_out(feed, push)
+
+    def _push_inline(self, session_id: str, data: bytes) -> bool:
+        """`_on_change` without waiting, when nothing needs to: True if handled."""
+        feed = self.feeds.get(session_id)
+        if feed is None:
+            return True
+        if not feed.ready.is_set():
+            return False
+        try:
+            changes = decode_changes(data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        if not changes:
+            return False  # unknown content: read what the stream has
+        upto = feed.last_version or 0
+        for change in changes:
+            if change.version > upto + 1:
+                return False  # a gap: history must be read first
+            upto = max(upto, change.version)
+        for change in changes:
+            if change.version <= (feed.last_version or 0):
+                continue
+            feed.last_version = change.version
+            push = push_for_change(change)
+            if push is not None:
+                self._fan_out(feed, push)
+        return True
 
     async def _fill(self, feed: _Feed, upto: int | None) -> None:
         since = feed.last_version or 0

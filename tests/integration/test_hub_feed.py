@@ -114,3 +114,39 @@ async def test_feed_delivers_survives_a_killed_connection_and_catches_up(redis_u
     finally:
         await hub.close()
         await redis.aclose()
+
+
+class SlowHistory(History):
+    """History whose reads take a while, so that live changes arrive during a catch-up."""
+
+    async def after(self, sid: str, since: int, upto: int | None = None):
+        await asyncio.sleep(0.2)
+        return await super().after(sid, since, upto)
+
+
+async def test_gaps_are_filled_from_history_in_order_and_nothing_overtakes_a_fill(
+    redis_url: str,
+) -> None:
+    """Changes in sequence are pushed as they arrive; one that skips versions waits for history,
+    and changes published meanwhile queue behind it (no reordering, no duplicates)."""
+    redis = aioredis.Redis.from_url(redis_url)
+    history = SlowHistory()
+    hub = Hub(redis, history)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        history.versions["s1"] = 1
+        a = MemConn("s1", "u", "a")
+        await hub.attach(a)
+        await redis.publish("sd:chg:s1", _changes("s1", 2))
+        await _until(lambda: a.versions() == [2])
+        assert history.reads == []  # in sequence: pushed without reading history
+        history.versions["s1"] = 7
+        await redis.publish("sd:chg:s1", _changes("s1", 5))  # 3 and 4 were missed
+        await redis.publish("sd:chg:s1", _changes("s1", 6))  # arrives during the fill
+        await redis.publish("sd:chg:s1", _changes("s1", 6, 7))  # a duplicate, then new
+        await _until(lambda: a.versions()[-1:] == [7])
+        assert a.versions() == [2, 3, 4, 5, 6, 7]
+        assert history.reads == [("s1", 2, 4)]
+    finally:
+        await hub.close()
+        await redis.aclose()
