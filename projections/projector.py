@@ -469,10 +469,14 @@ class Projector:
 
     async def _connection(self) -> asyncpg.Connection:
         conn = self._conn
-        if conn is None or conn.is_closed():
-            if conn is not None:
-                await self._release_connection()
-            conn = self._conn = await self.pool.acquire()
+        if conn is not None:
+            try:
+                if not conn.is_closed():
+                    return conn
+            except asyncpg.InterfaceError:
+                pass  # lost: asyncpg detached it and gave its slot back to the pool already
+            await self._release_connection()
+        conn = self._conn = await self.pool.acquire()
         return conn
 
     async def _release_connection(self, *, discard: bool = False) -> None:
@@ -481,9 +485,9 @@ class Projector:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if discard:
-            conn.terminate()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # a lost connection's proxy is detached: no-op
+            if discard:
+                conn.terminate()
             await self.pool.release(conn)
 
     async def _forget(self, p: int, state: PartitionState) -> None:

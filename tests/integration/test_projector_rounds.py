@@ -72,15 +72,17 @@ async def dsn(database_url: str) -> str:
     return database_url
 
 
-async def _history(redis_url: str, per_partition: int = 3, updates: int = 4) -> dict[int, int]:
-    """Sessions in every partition, each created and changed a few times; events per partition."""
+async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, first: int = 0
+                   ) -> dict[int, int]:
+    """Sessions in every partition, each created and changed a few times; events per partition.
+    (`first`: where the deterministic session ids start, for a second history.)"""
     redis = connect(redis_url)
     actors = LocalActors(redis, P)
     counts = dict.fromkeys(range(P), 0)
     sessions: list[str] = []
     n = 0
     while min(sum(partition_of(s, P) == p for s in sessions) for p in range(P)) < per_partition:
-        sessions.append(str(uuid.UUID(int=n * 7919 + 1)))
+        sessions.append(str(uuid.UUID(int=(first + n) * 7919 + 1)))
         n += 1
     now = 1_800_000_000_000
     for sid in sessions:
@@ -308,3 +310,38 @@ async def test_run_holds_one_connection_and_gives_it_back(redis_url, dsn):
     await asyncio.wait_for(pool.close(), 10)  # nothing left acquired
     await projector.redis.aclose()
     assert projector.events_projected == total
+
+
+async def test_the_loop_recovers_from_lost_redis_and_postgres_connections(redis_url, dsn):
+    first = sum((await _history(redis_url)).values())
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    redis = connect(redis_url)
+    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
+                                          block_ms=20, lease_ttl_ms=1500), redis, pool)
+    task = asyncio.create_task(projector.run())
+
+    async def archived(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while await pool.fetchval("SELECT count(*) FROM events.archive") < n:
+            assert time.monotonic() < deadline and not task.done(), task
+            await asyncio.sleep(0.05)
+
+    try:
+        await archived(first)
+        # both of the loop's connections drop: its PostgreSQL session and its Redis connection
+        pid = projector._conn.get_server_pid()
+        assert await pool.fetchval("SELECT pg_terminate_backend($1)", pid)
+        clients = (await redis.execute_command("CLIENT", "LIST")).decode().splitlines()
+        ids = [c.split()[0].split("=")[1] for c in clients if f" name={projector.owner} " in c]
+        assert len(ids) == 1, clients
+        await redis.execute_command("CLIENT", "KILL", "ID", ids[0])
+        total = first + sum((await _history(redis_url, first=1000)).values())
+        await archived(total)
+        await asyncio.sleep(0.3)  # nothing more arrives
+        await _assert_exactly_once(redis_url, pool, total)
+        assert projector._conn is not None and projector._conn.get_server_pid() != pid
+    finally:
+        projector.stop()
+        await task
+        await pool.close()
+        await redis.aclose()
