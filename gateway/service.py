@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
+import zlib
 from typing import Any
 
 import msgspec
@@ -106,25 +107,28 @@ class Gateway:
 
     async def _maintenance(self) -> None:
         """One loop for all connections: server heartbeats, idle checks, presence touches and
-        the connection registry's TTL. No per-connection timers."""
+        the connection registry's TTL. No per-connection timers, and no bursts: every tick
+        handles only the slice of connections (by id) whose turn it is, so each still gets its
+        heartbeat every `heartbeat_interval_s` and its touch every `touch_interval_s`, but a
+        gateway holding thousands never writes to all of them, nor sends a touch command for
+        every session, in one loop turn (that stalled every other client for ~100 ms)."""
         cfg = self.config
-        last_touch = last_beat = time.monotonic()
+        tick_s = min(1.0, cfg.heartbeat_interval_s, cfg.touch_interval_s)
+        beat_slices = max(1, round(cfg.heartbeat_interval_s / tick_s))
+        touch_slices = max(1, round(cfg.touch_interval_s / tick_s))
+        tick = 0
         while True:
-            await asyncio.sleep(min(1.0, cfg.heartbeat_interval_s, cfg.touch_interval_s))
-            now = time.monotonic()
+            await asyncio.sleep(tick_s)
+            tick += 1
             try:
-                if now - last_beat >= cfg.heartbeat_interval_s:
-                    last_beat = now
-                    self._heartbeat_all(now)
-                if now - last_touch >= cfg.touch_interval_s:
-                    last_touch = now
-                    await self._touch_all()
+                self._heartbeat_slice(time.monotonic(), tick % beat_slices, beat_slices)
+                await self._touch_slice(tick % touch_slices, touch_slices)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("gateway maintenance round failed", exc_info=True)
 
-    def _heartbeat_all(self, now: float) -> None:
+    def _heartbeat_slice(self, now: float, k: int, slices: int) -> None:
         from gateway.protocol import MessageType
         from gateway.push import Push
 
@@ -134,6 +138,8 @@ class Gateway:
             "sessions": len(self.hub.feeds), "draining": self.draining,
             "uptime_s": int(time.time() - self.started_at)})
         for conn in tuple(self.hub.conns.values()):
+            if slices > 1 and _slice_of(conn.conn_id, slices) != k:
+                continue
             if conn.is_admin:
                 conn.deliver(admin)
             if now - conn.last_rx > self.config.idle_timeout_s:
@@ -143,17 +149,20 @@ class Gateway:
             else:
                 conn.send(b": keep-alive\n\n")
 
-    async def _touch_all(self) -> None:
+    async def _touch_slice(self, k: int, slices: int) -> None:
         by_session: dict[str, set[str]] = {}
         for conn in tuple(self.hub.conns.values()):
+            if slices > 1 and _slice_of(conn.session_id, slices) != k:
+                continue
             by_session.setdefault(conn.session_id, set()).add(conn.device_id)
         for session_id, devices in by_session.items():
             await self.command(session_id, TouchDevices(at=now_ms(), device_ids=sorted(devices)),
                                wait=False)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.expire(self.registry_key, self.config.registry_ttl_s)
-        pipe.zadd("sd:gateways", {self.config.gateway_id: now_ms()})
-        await pipe.execute()
+        if k == 0:  # once per touch interval
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.expire(self.registry_key, self.config.registry_ttl_s)
+            pipe.zadd("sd:gateways", {self.config.gateway_id: now_ms()})
+            await pipe.execute()
 
     # ------------------------------------------------------------------ commands
     async def reserve_simulator(
@@ -523,3 +532,8 @@ def _json(value: Any) -> Any:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _slice_of(key: str, slices: int) -> int:
+    """Which maintenance slice a connection or session falls in (stable for its lifetime)."""
+    return zlib.crc32(key.encode()) % slices

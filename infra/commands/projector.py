@@ -17,9 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="project events into the PostgreSQL read models and publish session changes",
         description=(
             "Hold projector leases on partitions (sd:{pN}:lease:projector), read each owned "
-            "partition log from its checkpoint, write rows + archive + checkpoint in one fenced "
-            "transaction per batch, then publish the changes on sd:chg:<session_id>. Start more "
-            "projectors to share the partitions. Env: SESSIOND_PROJECTOR_BATCH (2000), "
+            "partition log from its checkpoint, write rows + archive + checkpoints of every "
+            "partition read in a round in one fenced transaction, then publish the changes on "
+            "sd:chg:<session_id>. Start more projectors to share the partitions. Env: "
+            "SESSIOND_PROJECTOR_BATCH (2000), SESSIOND_PROJECTOR_ROUND_MIN_MS (5: rounds start "
+            "at most this often, so events arriving meanwhile share one), "
             "SESSIOND_PROJECTOR_POOL (8), SESSIOND_PROJECTOR_CACHE_SESSIONS (200000), "
             "SESSIOND_PROJECTOR_LEASE_TTL_MS (LEASE_TTL_MS)."),
     )

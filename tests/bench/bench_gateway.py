@@ -91,6 +91,7 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
 
     async def main() -> None:
         lat: list[float] = []
+        sent_at: list[float] = []
         stage: list[tuple[float, float]] = []
         errors = 0
 
@@ -127,6 +128,7 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
                     if sent is not None:
                         now = time.time()
                         lat.append(now - sent)
+                        sent_at.append(sent)
                         ts = msg["payload"].get("ts")
                         if ts:
                             stage.append((ts / 1000 - sent, now - ts / 1000))
@@ -163,8 +165,9 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
         for r in readers:
             r.cancel()
         await asyncio.gather(*(ws.close() for p in pairs for ws in p), return_exceptions=True)
-        out.put(("done", {"sent": n, "received": len(lat), "latencies": lat, "errors": errors,
-                          "codes": codes, "stage": stage, "cpu": client_cpu}))
+        out.put(("done", {"sent": n, "received": len(lat), "latencies": lat,
+                          "sent_at": sent_at, "errors": errors, "codes": codes,
+                          "stage": stage, "cpu": client_cpu}))
 
     asyncio.run(main())
 
@@ -474,6 +477,8 @@ def bench_latency(stack: Stack) -> None:
           f"   max {max(ms) if ms else float('nan'):.1f} ms   (goal p99 <= 25 ms)", flush=True)
     if codes:
         print(f"    error codes: {codes}")
+    if os.environ.get("BENCH_TIMELINE"):
+        _timeline(results)
     stage = [x for r in results for x in r["stage"]]
     if stage:
         to_cmd = [a * 1000 for a, _ in stage]
@@ -494,6 +499,18 @@ def bench_latency(stack: Stack) -> None:
         + f"; total {100 * sum(cpu.values()) / span:.0f}% of {100 * (os.cpu_count() or 1)}%")
     print("    waiting for a CPU (% of the run, run-queue time from schedstat): " + ", ".join(
         f"{n} {100 * v / span:.0f}%" for n, v in waits.items()), flush=True)
+
+
+def _timeline(results: list[dict]) -> None:
+    """p99 and max per second of the run: a periodic stall shows up as a pattern."""
+    per: dict[int, list[float]] = {}
+    pairs = [(t, x) for r in results for t, x in zip(r["sent_at"], r["latencies"], strict=True)]
+    start = min(t for t, _ in pairs)
+    for t, x in pairs:
+        per.setdefault(int(t - start), []).append(x * 1000)
+    for sec, xs in sorted(per.items()):
+        print(f"    t={sec:3d}s p50 {pct(xs, 50):6.1f} p99 {pct(xs, 99):6.1f}"
+              f" max {max(xs):6.1f} ms")
 
 
 def hold_connections(url: str, tokens: dict, bare: bool, pid_of_server: int) -> dict:

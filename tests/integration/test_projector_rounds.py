@@ -345,3 +345,25 @@ async def test_the_loop_recovers_from_lost_redis_and_postgres_connections(redis_
         await task
         await pool.close()
         await redis.aclose()
+
+
+async def test_rounds_start_at_most_every_round_min_ms_and_share_what_arrived(redis_url, dsn):
+    """An idle projector starts a round as soon as events arrive; under load, what arrives while
+    the next round waits its turn (round_min_ms) is projected in that one round."""
+    import msgspec
+
+    projector, pool = await _projector(redis_url, dsn)
+    projector.config = msgspec.structs.replace(projector.config, round_min_ms=300)
+    try:
+        first = await _history(redis_url, per_partition=1, updates=1)
+        t0 = time.monotonic()
+        assert await projector.step() == sum(first.values())
+        assert time.monotonic() - t0 < 0.25  # no wait before the first round
+        second = await _history(redis_url, per_partition=1, updates=1, first=1000)
+        third = await _history(redis_url, per_partition=1, updates=1, first=2000)
+        assert await projector.step() == sum(second.values()) + sum(third.values())
+        assert time.monotonic() - t0 >= 0.29  # the second round waited for its turn
+        await _assert_exactly_once(redis_url, pool, sum(first.values()) + sum(second.values())
+                                   + sum(third.values()))
+    finally:
+        await _close(projector, pool)

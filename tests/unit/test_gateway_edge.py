@@ -415,3 +415,42 @@ async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
     (command,) = bus.sent
     assert (command.heartbeat_timeout_ms, command.idle_timeout_ms) == (5_000, 120_000)
     assert outcome.version == 2
+
+
+@pytest.mark.anyio
+async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() -> None:
+    """Each tick handles one slice: every connection gets one heartbeat per interval and every
+    session one touch, but no tick writes to all of them at once."""
+    from events.session import TouchDevices
+    from gateway.service import Gateway
+
+    cfg = load_gateway_config({"GATEWAY_HEARTBEAT_INTERVAL": "15", "GATEWAY_TOUCH_INTERVAL": "30"})
+    bus = _RecordingBus()
+    gw = Gateway(cfg, redis=None, pool=None, bus=bus)
+    conns = [MemConn(f"s-{i // 2}", "u", f"d-{i % 2}") for i in range(2000)]
+    for c in conns:
+        c.state = ConnState.LIVE
+        gw.hub.conns[c.conn_id] = c
+    per_tick = []
+    now = time.monotonic()
+    for k in range(15):
+        before = sum(len(c.frames) for c in conns)
+        gw._heartbeat_slice(now, k, 15)
+        await asyncio.sleep(0)
+        per_tick.append(sum(len(c.frames) for c in conns) - before)
+    assert all(sum(f["type"] == "heartbeat" for f in c.frames) == 1 for c in conns)
+    assert max(per_tick) < 2 * 2000 / 15
+    sessions: list[str] = []
+
+    async def send(actor_id: str, session_id: str, command: object, **_: object) -> None:
+        assert isinstance(command, TouchDevices) and command.device_ids == ["d-0", "d-1"]
+        sessions.append(session_id)
+
+    bus.send = send  # type: ignore[method-assign]
+    sizes = []
+    for k in range(1, 30):  # (slice 0 also refreshes the registry in Redis)
+        before = len(sessions)
+        await gw._touch_slice(k, 30)
+        sizes.append(len(sessions) - before)
+    assert len(sessions) == len(set(sessions)) > 800  # each once; slice 0 (~1/30) left out
+    assert max(sizes) < 2 * 1000 / 30
