@@ -109,9 +109,15 @@ class PartitionRunner:
         self.stream = keys.command_stream(partition)
         self._stopping = False
         self._recheck = False  # read our own pending entries again (unsettled leftovers)
-        self._next_timer_poll = 0.0
-        self._next_trim = time.monotonic() + worker.config.trim_interval_ms / 1000
-        self._next_redrive = time.monotonic() + worker.config.lease_ttl_ms / 1000
+        # Housekeeping is staggered across partitions (a runner's phase follows from its
+        # partition number): runners start together, and in step their timer polls, trims
+        # and re-drives would all hit Redis in the same instant, a latency spike each time.
+        phase = (partition * 0.618034) % 1.0
+        now = time.monotonic()
+        config = worker.config
+        self._next_timer_poll = now + phase * config.timer_poll_ms / 1000
+        self._next_trim = now + (1 + phase) * config.trim_interval_ms / 1000
+        self._next_redrive = now + (1 + phase) * config.lease_ttl_ms / 1000
         self.task: asyncio.Task[None] | None = None
         # The hot path (read, append, read...) runs on a connection of its own: the next read
         # goes out in the same write as the append (see `_append`), and no pool is involved.

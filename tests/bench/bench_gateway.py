@@ -144,6 +144,11 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
             return a, b
 
         pairs = await asyncio.gather(*(open_pair(i, s) for i, s in enumerate(sessions)))
+        # the measuring client must not pause itself: its own cyclic-GC passes over 1,000
+        # connections took 60-100 ms (seen with gc.callbacks) and showed up as latency
+        from infra.gctune import tune_gc
+
+        tune_gc()
         readers = [asyncio.ensure_future(drain_a(a)) for a, _ in pairs]
         readers += [asyncio.ensure_future(read_b(b)) for _, b in pairs]
         out.put(("ready", len(pairs)))
