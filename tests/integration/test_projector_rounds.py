@@ -367,3 +367,50 @@ async def test_rounds_start_at_most_every_round_min_ms_and_share_what_arrived(re
                                    + sum(third.values()))
     finally:
         await _close(projector, pool)
+
+
+async def test_a_big_round_commits_each_partition_concurrently_and_fences_only_one(
+        redis_url, dsn, monkeypatch):
+    """A backlog round (from CONCURRENT_FROM events) prepares and commits every partition on a
+    connection of its own, concurrently; a partition fenced meanwhile is let go, the others'
+    commits stand, and nothing is lost or doubled once it is claimed again."""
+    counts = await _history(redis_url)
+    total = sum(counts.values())
+    monkeypatch.setattr(projector_module, "CONCURRENT_FROM", 2)
+    projector, pool = await _projector(redis_url, dsn)
+    victim = 1
+    prepare = projector_module.prepare_batch
+    fenced: list[int] = []
+    in_flight = 0
+    most = 0
+
+    async def prepare_then_fence(conn, p, state, items):
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            if p == victim and not fenced:
+                fenced.append(await pool.fetchval(
+                    "UPDATE projection.checkpoints SET epoch = epoch + 1 WHERE partition = $1"
+                    " RETURNING epoch", victim))
+            await asyncio.sleep(0.05)  # the others are preparing meanwhile
+            return await prepare(conn, p, state, items)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(projector_module, "prepare_batch", prepare_then_fence)
+    try:
+        assert await projector.step() == total - counts[victim]
+        assert most > 1, "partitions were not prepared concurrently"
+        assert victim not in projector.parts and victim not in projector.leases.held
+        rows = {r["partition"]: r for r in await pool.fetch(
+            "SELECT partition, last_id, events FROM projection.checkpoints")}
+        heads = await _log_heads(redis_url)
+        for p in range(P):
+            if p != victim:
+                assert rows[p]["last_id"] == heads[p] and rows[p]["events"] == counts[p]
+        assert rows[victim]["last_id"] == "0-0"
+        await _drain(projector, pool, total)
+        await _assert_exactly_once(redis_url, pool, total)
+    finally:
+        await _close(projector, pool)
