@@ -413,12 +413,17 @@ class Hub:
                 continue  # already delivered (read from the stream ahead of its publication)
             if change.version > last + 1:
                 await self._fill(feed, change.version - 1)
-                if change.version <= (feed.last_version or 0):
-                    continue
-            feed.last_version = change.version
-            push = push_for_change(change)
-            if push is not None:
-                self._fan_out(feed, push)
+            self._push_next(feed, change)
+
+    def _push_next(self, feed: _Feed, change: Change) -> None:
+        """Push `change` unless its version was already delivered (read from the stream ahead
+        of its publication)."""
+        if change.version <= (feed.last_version or 0):
+            return
+        feed.last_version = change.version
+        push = push_for_change(change)
+        if push is not None:
+            self._fan_out(feed, push)
 
     def _push_inline(self, session_id: str, data: bytes) -> bool:
         """`_on_change` without waiting, when nothing needs to: True if handled."""
@@ -439,12 +444,7 @@ class Hub:
                 return False  # a gap: history must be read first
             upto = max(upto, change.version)
         for change in changes:
-            if change.version <= (feed.last_version or 0):
-                continue
-            feed.last_version = change.version
-            push = push_for_change(change)
-            if push is not None:
-                self._fan_out(feed, push)
+            self._push_next(feed, change)
         return True
 
     async def _fill(self, feed: _Feed, upto: int | None) -> None:

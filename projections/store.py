@@ -80,47 +80,50 @@ def _T(column: str) -> str:
     return f"(timestamptz 'epoch' + {column} * interval '1 millisecond')"
 
 
-async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LIVE) -> None:
-    """Apply coalesced row changes: children deletes, session deletes, then upserts parent first."""
-    if ch.device_deletes:
-        await conn.execute(
-            f"DELETE FROM {t.devices} d USING unnest($1::text[], $2::text[]) AS k(s, dv)"
-            " WHERE d.session_id = k.s AND d.device_id = k.dv",
-            [k[0] for k in ch.device_deletes], [k[1] for k in ch.device_deletes])
-    if ch.handoff_deletes:
-        await conn.execute(f"DELETE FROM {t.handoffs} WHERE token = ANY($1::text[])",
-                           ch.handoff_deletes)
-    if ch.simulator_deletes:
-        await conn.execute(f"DELETE FROM {t.simulators} WHERE simulator_id = ANY($1::text[])",
-                           ch.simulator_deletes)
-    if ch.state_deletes:
-        await conn.execute(f"DELETE FROM {t.states} WHERE session_id = ANY($1::text[])",
-                           ch.state_deletes)
-    if ch.session_deletes:
-        await conn.execute(f"DELETE FROM {t.sessions} WHERE session_id = ANY($1::text[])",
-                           ch.session_deletes)
-    # Upserts: each table's rows go as ONE JSON document (msgspec encodes the row structs
-    # directly; PostgreSQL's json_to_recordset unpacks it), one statement per table.
-    if ch.sessions:
-        # parent and child in one statement; the child's foreign key is checked at the end of
-        # the statement, when the parent row exists
-        await conn.execute(
-            "WITH u AS (SELECT * FROM json_to_recordset($1::json) AS x(session_id text,"
+# ------------------------------------------------------------------------------ statements
+# The SQL of each write, built once per target (live tables or a rebuild's copies) and shared by
+# the per-table statements (`write_changes`, ...) and the one-statement round (`ROUND_SQL`):
+# `rows` is the parameter holding the JSON document, `where` an optional condition on its rows.
+
+
+def _where(where: str) -> str:
+    return f" WHERE {where}" if where else ""
+
+
+def _device_deletes(t: Tables, sessions: str, devices: str, where: str = "") -> str:
+    return (f"DELETE FROM {t.devices} d USING unnest({sessions}::text[], {devices}::text[])"
+            f" AS k(s, dv) WHERE d.session_id = k.s AND d.device_id = k.dv"
+            + (f" AND {where}" if where else ""))
+
+
+def _deletes(table: str, key: str, keys: str, where: str = "") -> str:
+    return f"DELETE FROM {table} WHERE {key} = ANY({keys}::text[])" + \
+        (f" AND {where}" if where else "")
+
+
+def _session_rows(rows: str, where: str = "") -> str:
+    return ("SELECT * FROM json_to_recordset(" + rows + "::json) AS x(session_id text,"
             " user_id text, status text, created_at bigint, last_active bigint,"
-            " expires_at bigint, token text, metadata jsonb)),"
-            f" s AS (INSERT INTO {t.sessions} (session_id, user_id, status, created_at,"
+            " expires_at bigint, token text, metadata jsonb)" + _where(where))
+
+
+def _sessions_upsert(t: Tables, source: str) -> str:
+    return (f"INSERT INTO {t.sessions} (session_id, user_id, status, created_at,"
             " last_active, expires_at, token) SELECT session_id, user_id, status,"
-            f" {_T('created_at')}, {_T('last_active')}, {_T('expires_at')}, token FROM u"
+            f" {_T('created_at')}, {_T('last_active')}, {_T('expires_at')}, token FROM {source}"
             " ON CONFLICT (session_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
             " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
             " last_active = EXCLUDED.last_active, expires_at = EXCLUDED.expires_at,"
-            " token = EXCLUDED.token)"
-            f" INSERT INTO {t.metadata} (session_id, metadata) SELECT session_id, metadata"
-            " FROM u ON CONFLICT (session_id) DO UPDATE SET metadata = EXCLUDED.metadata",
-            _jrows(ch.sessions))
-    if ch.devices:
-        await conn.execute(
-            f"INSERT INTO {t.devices} (session_id, device_id, device_type, device_name, os,"
+            " token = EXCLUDED.token")
+
+
+def _metadata_upsert(t: Tables, source: str) -> str:
+    return (f"INSERT INTO {t.metadata} (session_id, metadata) SELECT session_id, metadata"
+            f" FROM {source} ON CONFLICT (session_id) DO UPDATE SET metadata = EXCLUDED.metadata")
+
+
+def _devices_upsert(t: Tables, rows: str, where: str = "") -> str:
+    return (f"INSERT INTO {t.devices} (session_id, device_id, device_type, device_name, os,"
             " status, connections, ws_connections, sse_connections, connection_ids, pod_name,"
             " ip_address, left_reason, joined_at, last_seen)"
             " SELECT session_id, device_id, device_type, device_name, os, status,"
@@ -128,10 +131,10 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'ws'),"
             " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'sse'),"
             f" connection_ids, pod_name, ip_address, left_reason, {_T('joined_at')},"
-            f" {_T('last_seen')} FROM json_to_recordset($1::json) AS x(session_id text,"
+            f" {_T('last_seen')} FROM json_to_recordset({rows}::json) AS x(session_id text,"
             " device_id text, device_type text, device_name text, os text, status text,"
             " connection_ids jsonb, pod_name text, ip_address text, left_reason text,"
-            " joined_at bigint, last_seen bigint)"
+            " joined_at bigint, last_seen bigint)" + _where(where) +
             " ON CONFLICT (session_id, device_id) DO UPDATE SET"
             " device_type = EXCLUDED.device_type, device_name = EXCLUDED.device_name,"
             " os = EXCLUDED.os, status = EXCLUDED.status, connections = EXCLUDED.connections,"
@@ -139,46 +142,95 @@ async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LI
             " sse_connections = EXCLUDED.sse_connections,"
             " connection_ids = EXCLUDED.connection_ids, pod_name = EXCLUDED.pod_name,"
             " ip_address = EXCLUDED.ip_address, left_reason = EXCLUDED.left_reason,"
-            " joined_at = EXCLUDED.joined_at, last_seen = EXCLUDED.last_seen",
-            _jrows(ch.devices))
-    if ch.states:
-        await conn.execute(
-            f"INSERT INTO {t.states} (session_id, state, state_version, device_id, app_version,"
-            f" updated_at) SELECT session_id, state, state_version, device_id, app_version,"
-            f" {_T('updated_at')} FROM json_to_recordset($1::json) AS x(session_id text,"
+            " joined_at = EXCLUDED.joined_at, last_seen = EXCLUDED.last_seen")
+
+
+def _states_upsert(t: Tables, rows: str, where: str = "") -> str:
+    return (f"INSERT INTO {t.states} (session_id, state, state_version, device_id, app_version,"
+            " updated_at) SELECT session_id, state, state_version, device_id, app_version,"
+            f" {_T('updated_at')} FROM json_to_recordset({rows}::json) AS x(session_id text,"
             " state jsonb, state_version bigint, device_id text, app_version text,"
-            " updated_at bigint)"
+            " updated_at bigint)" + _where(where) +
             " ON CONFLICT (session_id) DO UPDATE SET state = EXCLUDED.state,"
             " state_version = EXCLUDED.state_version, device_id = EXCLUDED.device_id,"
-            " app_version = EXCLUDED.app_version, updated_at = EXCLUDED.updated_at",
-            _jrows(ch.states))
-    if ch.handoffs:
-        await conn.execute(
-            f"INSERT INTO {t.handoffs} (token, session_id, source_device, target_device, status,"
+            " app_version = EXCLUDED.app_version, updated_at = EXCLUDED.updated_at")
+
+
+def _handoffs_upsert(t: Tables, rows: str, where: str = "") -> str:
+    return (f"INSERT INTO {t.handoffs} (token, session_id, source_device, target_device, status,"
             " state_version, created_at, expires_at, accepted_at)"
             " SELECT token, session_id, source_device, target_device, status, state_version,"
             f" {_T('created_at')}, {_T('expires_at')}, {_T('accepted_at')}"
-            " FROM json_to_recordset($1::json) AS x(token text, session_id text,"
+            f" FROM json_to_recordset({rows}::json) AS x(token text, session_id text,"
             " source_device text, target_device text, status text, state_version bigint,"
-            " created_at bigint, expires_at bigint, accepted_at bigint)"
+            " created_at bigint, expires_at bigint, accepted_at bigint)" + _where(where) +
             " ON CONFLICT (token) DO UPDATE SET status = EXCLUDED.status,"
-            " accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at",
-            _jrows(ch.handoffs))
-    if ch.simulators:
-        await conn.execute(
-            f"INSERT INTO {t.simulators} (simulator_id, session_id, user_id, status, endpoint,"
+            " accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at")
+
+
+def _simulators_upsert(t: Tables, rows: str, where: str = "") -> str:
+    return (f"INSERT INTO {t.simulators} (simulator_id, session_id, user_id, status, endpoint,"
             " created_at, last_active, initial_symbols, initial_cash)"
             " SELECT simulator_id, session_id, user_id, status, endpoint,"
             f" {_T('created_at')}, {_T('last_active')}, initial_symbols, initial_cash"
-            " FROM json_to_recordset($1::json) AS x(simulator_id text, session_id text,"
+            f" FROM json_to_recordset({rows}::json) AS x(simulator_id text, session_id text,"
             " user_id text, status text, endpoint text, created_at bigint, last_active bigint,"
-            " initial_symbols jsonb, initial_cash float8)"
+            " initial_symbols jsonb, initial_cash float8)" + _where(where) +
             " ON CONFLICT (simulator_id) DO UPDATE SET status = EXCLUDED.status,"
             " endpoint = EXCLUDED.endpoint, last_active = EXCLUDED.last_active,"
             " session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,"
             " created_at = EXCLUDED.created_at, initial_symbols = EXCLUDED.initial_symbols,"
-            " initial_cash = EXCLUDED.initial_cash",
-            _jrows(ch.simulators))
+            " initial_cash = EXCLUDED.initial_cash")
+
+
+def _actors_upsert(t: Tables, rows: str, where: str = "") -> str:
+    return (f"INSERT INTO {t.actors} (actor_id, session_id, partition, version, updated_at)"
+            " SELECT r->>0, r->>1, (r->>2)::int, (r->>3)::bigint,"
+            f" {_T('(r->>4)::bigint')} FROM json_array_elements({rows}::json) AS r"
+            + _where(where) +
+            " ON CONFLICT (actor_id) DO UPDATE SET"
+            " session_id = EXCLUDED.session_id, partition = EXCLUDED.partition,"
+            " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at")
+
+
+def _archive_insert(rows: str, where: str = "") -> str:
+    return ("INSERT INTO events.archive (event_id, actor_id, version, partition, ts, type, data,"
+            " command_id, correlation_id, causation_id, log_id)"
+            " SELECT r->>0, r->>1, (r->>2)::bigint, (r->>3)::int, (r->>4)::bigint, r->>5,"
+            " (r->>6)::jsonb, r->>7, r->>8, r->>9, r->>10"
+            f" FROM json_array_elements({rows}::json) WITH ORDINALITY AS a(r, o)"
+            + _where(where) + " ORDER BY o ON CONFLICT DO NOTHING")
+
+
+async def write_changes(conn: asyncpg.Connection, ch: RowChanges, t: Tables = LIVE) -> None:
+    """Apply coalesced row changes: children deletes, session deletes, then upserts parent first."""
+    if ch.device_deletes:
+        await conn.execute(_device_deletes(t, "$1", "$2"),
+                           [k[0] for k in ch.device_deletes], [k[1] for k in ch.device_deletes])
+    if ch.handoff_deletes:
+        await conn.execute(_deletes(t.handoffs, "token", "$1"), ch.handoff_deletes)
+    if ch.simulator_deletes:
+        await conn.execute(_deletes(t.simulators, "simulator_id", "$1"), ch.simulator_deletes)
+    if ch.state_deletes:
+        await conn.execute(_deletes(t.states, "session_id", "$1"), ch.state_deletes)
+    if ch.session_deletes:
+        await conn.execute(_deletes(t.sessions, "session_id", "$1"), ch.session_deletes)
+    # Upserts: each table's rows go as ONE JSON document (msgspec encodes the row structs
+    # directly; PostgreSQL's json_to_recordset unpacks it), one statement per table.
+    if ch.sessions:
+        # parent and child in one statement; the child's foreign key is checked at the end of
+        # the statement, when the parent row exists
+        await conn.execute(
+            f"WITH u AS ({_session_rows('$1')}), s AS ({_sessions_upsert(t, 'u')})"
+            f" {_metadata_upsert(t, 'u')}", _jrows(ch.sessions))
+    if ch.devices:
+        await conn.execute(_devices_upsert(t, "$1"), _jrows(ch.devices))
+    if ch.states:
+        await conn.execute(_states_upsert(t, "$1"), _jrows(ch.states))
+    if ch.handoffs:
+        await conn.execute(_handoffs_upsert(t, "$1"), _jrows(ch.handoffs))
+    if ch.simulators:
+        await conn.execute(_simulators_upsert(t, "$1"), _jrows(ch.simulators))
 
 
 async def write_actor_versions(conn: asyncpg.Connection,
@@ -190,14 +242,7 @@ async def write_actor_versions(conn: asyncpg.Connection,
          if isinstance(r, ActorRow) else r for r in rows]
     if not a:
         return
-    await conn.execute(
-        f"INSERT INTO {t.actors} (actor_id, session_id, partition, version, updated_at)"
-        " SELECT r->>0, r->>1, (r->>2)::int, (r->>3)::bigint,"
-        f" {_T('(r->>4)::bigint')} FROM json_array_elements($1::json) AS r"
-        " ON CONFLICT (actor_id) DO UPDATE SET"
-        " session_id = EXCLUDED.session_id, partition = EXCLUDED.partition,"
-        " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at",
-        _json.encode(a).decode())
+    await conn.execute(_actors_upsert(t, "$1"), _json.encode(a).decode())
 
 
 # ------------------------------------------------------------------------------ archive
@@ -238,14 +283,7 @@ async def write_archive(conn: asyncpg.Connection, rows: Sequence[ArchiveRow]) ->
         except asyncpg.UniqueViolationError:
             pass
     # small batches (low latency: one round trip), or the duplicate-tolerant fallback
-    await conn.execute(
-        "INSERT INTO events.archive (event_id, actor_id, version, partition, ts, type, data,"
-        " command_id, correlation_id, causation_id, log_id)"
-        " SELECT r->>0, r->>1, (r->>2)::bigint, (r->>3)::int, (r->>4)::bigint, r->>5,"
-        " (r->>6)::jsonb, r->>7, r->>8, r->>9, r->>10"
-        " FROM json_array_elements($1::json) WITH ORDINALITY AS u(r, o)"
-        " ORDER BY o ON CONFLICT DO NOTHING",
-        _json.encode(rows).decode())
+    await conn.execute(_archive_insert("$1"), _json.encode(rows).decode())
 
 
 # ------------------------------------------------------------------------------ loads
@@ -375,85 +413,20 @@ ROUND_SQL = (
     " events = c.events + u.n, updated_at = now() FROM u"
     " WHERE c.name = $1 AND c.partition = u.partition"
     f" AND c.partition IN (SELECT partition FROM fresh) AND {_OK}),"
-    " ar AS (INSERT INTO events.archive (event_id, actor_id, version, partition, ts, type,"
-    " data, command_id, correlation_id, causation_id, log_id)"
-    " SELECT r->>0, r->>1, (r->>2)::bigint, (r->>3)::int, (r->>4)::bigint, r->>5,"
-    " (r->>6)::jsonb, r->>7, r->>8, r->>9, r->>10"
-    f" FROM json_array_elements($8::json) WITH ORDINALITY AS a(r, o) WHERE {_OK}"
-    " ORDER BY o ON CONFLICT DO NOTHING),"
-    f" dd AS (DELETE FROM {LIVE.devices} d USING unnest($9::text[], $10::text[]) AS k(s, dv)"
-    f" WHERE d.session_id = k.s AND d.device_id = k.dv AND {_OK}),"
-    f" hd AS (DELETE FROM {LIVE.handoffs} WHERE token = ANY($11::text[]) AND {_OK}),"
-    f" md AS (DELETE FROM {LIVE.simulators} WHERE simulator_id = ANY($12::text[]) AND {_OK}),"
-    f" sd AS (DELETE FROM {LIVE.states} WHERE session_id = ANY($13::text[]) AND {_OK}),"
-    f" xd AS (DELETE FROM {LIVE.sessions} WHERE session_id = ANY($14::text[]) AND {_OK}),"
-    " su AS MATERIALIZED (SELECT * FROM json_to_recordset($15::json) AS x(session_id text,"
-    " user_id text, status text, created_at bigint, last_active bigint,"
-    f" expires_at bigint, token text, metadata jsonb) WHERE {_OK}),"
-    f" xu AS (INSERT INTO {LIVE.sessions} (session_id, user_id, status, created_at,"
-    " last_active, expires_at, token) SELECT session_id, user_id, status,"
-    f" {_T('created_at')}, {_T('last_active')}, {_T('expires_at')}, token FROM su"
-    " ON CONFLICT (session_id) DO UPDATE SET user_id = EXCLUDED.user_id,"
-    " status = EXCLUDED.status, created_at = EXCLUDED.created_at,"
-    " last_active = EXCLUDED.last_active, expires_at = EXCLUDED.expires_at,"
-    " token = EXCLUDED.token),"
-    f" mu AS (INSERT INTO {LIVE.metadata} (session_id, metadata) SELECT session_id, metadata"
-    " FROM su ON CONFLICT (session_id) DO UPDATE SET metadata = EXCLUDED.metadata),"
-    f" du AS (INSERT INTO {LIVE.devices} (session_id, device_id, device_type, device_name, os,"
-    " status, connections, ws_connections, sse_connections, connection_ids, pod_name,"
-    " ip_address, left_reason, joined_at, last_seen)"
-    " SELECT session_id, device_id, device_type, device_name, os, status,"
-    " (SELECT count(*) FROM jsonb_each_text(connection_ids)),"
-    " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'ws'),"
-    " (SELECT count(*) FROM jsonb_each_text(connection_ids) c WHERE c.value = 'sse'),"
-    f" connection_ids, pod_name, ip_address, left_reason, {_T('joined_at')},"
-    f" {_T('last_seen')} FROM json_to_recordset($16::json) AS x(session_id text,"
-    " device_id text, device_type text, device_name text, os text, status text,"
-    " connection_ids jsonb, pod_name text, ip_address text, left_reason text,"
-    f" joined_at bigint, last_seen bigint) WHERE {_OK}"
-    " ON CONFLICT (session_id, device_id) DO UPDATE SET"
-    " device_type = EXCLUDED.device_type, device_name = EXCLUDED.device_name,"
-    " os = EXCLUDED.os, status = EXCLUDED.status, connections = EXCLUDED.connections,"
-    " ws_connections = EXCLUDED.ws_connections,"
-    " sse_connections = EXCLUDED.sse_connections,"
-    " connection_ids = EXCLUDED.connection_ids, pod_name = EXCLUDED.pod_name,"
-    " ip_address = EXCLUDED.ip_address, left_reason = EXCLUDED.left_reason,"
-    " joined_at = EXCLUDED.joined_at, last_seen = EXCLUDED.last_seen),"
-    f" su2 AS (INSERT INTO {LIVE.states} (session_id, state, state_version, device_id,"
-    " app_version, updated_at) SELECT session_id, state, state_version, device_id, app_version,"
-    f" {_T('updated_at')} FROM json_to_recordset($17::json) AS x(session_id text,"
-    " state jsonb, state_version bigint, device_id text, app_version text,"
-    f" updated_at bigint) WHERE {_OK}"
-    " ON CONFLICT (session_id) DO UPDATE SET state = EXCLUDED.state,"
-    " state_version = EXCLUDED.state_version, device_id = EXCLUDED.device_id,"
-    " app_version = EXCLUDED.app_version, updated_at = EXCLUDED.updated_at),"
-    f" hu AS (INSERT INTO {LIVE.handoffs} (token, session_id, source_device, target_device,"
-    " status, state_version, created_at, expires_at, accepted_at)"
-    " SELECT token, session_id, source_device, target_device, status, state_version,"
-    f" {_T('created_at')}, {_T('expires_at')}, {_T('accepted_at')}"
-    " FROM json_to_recordset($18::json) AS x(token text, session_id text,"
-    " source_device text, target_device text, status text, state_version bigint,"
-    f" created_at bigint, expires_at bigint, accepted_at bigint) WHERE {_OK}"
-    " ON CONFLICT (token) DO UPDATE SET status = EXCLUDED.status,"
-    " accepted_at = EXCLUDED.accepted_at, expires_at = EXCLUDED.expires_at),"
-    f" mu2 AS (INSERT INTO {LIVE.simulators} (simulator_id, session_id, user_id, status,"
-    " endpoint, created_at, last_active, initial_symbols, initial_cash)"
-    " SELECT simulator_id, session_id, user_id, status, endpoint,"
-    f" {_T('created_at')}, {_T('last_active')}, initial_symbols, initial_cash"
-    " FROM json_to_recordset($19::json) AS x(simulator_id text, session_id text,"
-    " user_id text, status text, endpoint text, created_at bigint, last_active bigint,"
-    f" initial_symbols jsonb, initial_cash float8) WHERE {_OK}"
-    " ON CONFLICT (simulator_id) DO UPDATE SET status = EXCLUDED.status,"
-    " endpoint = EXCLUDED.endpoint, last_active = EXCLUDED.last_active,"
-    " session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id,"
-    " created_at = EXCLUDED.created_at, initial_symbols = EXCLUDED.initial_symbols,"
-    " initial_cash = EXCLUDED.initial_cash),"
-    f" av AS (INSERT INTO {LIVE.actors} (actor_id, session_id, partition, version, updated_at)"
-    " SELECT r->>0, r->>1, (r->>2)::int, (r->>3)::bigint,"
-    f" {_T('(r->>4)::bigint')} FROM json_array_elements($20::json) AS r WHERE {_OK}"
-    " ON CONFLICT (actor_id) DO UPDATE SET"
-    " session_id = EXCLUDED.session_id, partition = EXCLUDED.partition,"
-    " version = EXCLUDED.version, updated_at = EXCLUDED.updated_at)"
+    f" ar AS ({_archive_insert('$8', _OK)}),"
+    f" dd AS ({_device_deletes(LIVE, '$9', '$10', _OK)}),"
+    f" hd AS ({_deletes(LIVE.handoffs, 'token', '$11', _OK)}),"
+    f" md AS ({_deletes(LIVE.simulators, 'simulator_id', '$12', _OK)}),"
+    f" sd AS ({_deletes(LIVE.states, 'session_id', '$13', _OK)}),"
+    f" xd AS ({_deletes(LIVE.sessions, 'session_id', '$14', _OK)}),"
+    f" su AS MATERIALIZED ({_session_rows('$15', _OK)}),"
+    f" xu AS ({_sessions_upsert(LIVE, 'su')}),"
+    f" mu AS ({_metadata_upsert(LIVE, 'su')}),"
+    f" du AS ({_devices_upsert(LIVE, '$16', _OK)}),"
+    f" su2 AS ({_states_upsert(LIVE, '$17', _OK)}),"
+    f" hu AS ({_handoffs_upsert(LIVE, '$18', _OK)}),"
+    f" mu2 AS ({_simulators_upsert(LIVE, '$19', _OK)}),"
+    f" av AS ({_actors_upsert(LIVE, '$20', _OK)})"
     " SELECT partition FROM fresh"
 )
 
