@@ -26,6 +26,7 @@ from events.base import Command, Event
 from events.envelope import CommandEnvelope
 from events.errors import DomainError, StoreUnavailable
 from infra.redis import connect
+from tests.integration.rawkit import count_writes
 
 pytestmark = pytest.mark.anyio
 
@@ -100,17 +101,7 @@ def actor_in(partition: int) -> tuple[str, str]:
 
 
 def _count_writes(bus: CommandBus) -> list[bytes]:
-    conn = bus._pipeline()._conn
-    assert conn is not None
-    writes: list[bytes] = []
-    original = conn.transport.write
-
-    def write(data: bytes) -> None:
-        writes.append(bytes(data))
-        original(data)
-
-    conn.transport.write = write
-    return writes
+    return count_writes(bus._pipeline())
 
 
 async def _queued(redis: aioredis.Redis, partition: int) -> list[CommandEnvelope]:

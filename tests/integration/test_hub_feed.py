@@ -11,10 +11,11 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.hub import ADMIN_CHANNEL, Connection, ConnState, Hub
+from gateway.hub import ADMIN_CHANNEL, Hub
 from gateway.protocol import MessageType
 from gateway.push import Push
-from projections.changes import Change, encode_changes
+from tests.hubkit import MemConn
+from tests.hubkit import changes_message as _changes
 
 pytestmark = pytest.mark.anyio
 
@@ -35,29 +36,6 @@ class History:
         pushes = [Push(MessageType.STATE_UPDATE, {"v": v}, session_id=sid, version=v)
                   for v in range(since + 1, last + 1)]
         return pushes, max(since, last), True
-
-
-class MemConn(Connection):
-    __slots__ = ("frames",)
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.frames: list[dict] = []
-
-    async def write(self, data: str) -> None:
-        self.frames.append(json.loads(data))
-
-    async def abort(self, code: int, reason: str) -> None:
-        self.state = ConnState.CLOSED
-
-    def versions(self) -> list[int]:
-        return [f["version"] for f in self.frames if f.get("version") is not None]
-
-
-def _changes(sid: str, *versions: int) -> bytes:
-    return encode_changes([Change(session_id=sid, version=v, type="StateChanged",
-                                  data={"changes": {"v": v}, "deleted_keys": [],
-                                        "state_version": v}, ts=0) for v in versions])
 
 
 async def _until(check, timeout: float = 10.0) -> None:

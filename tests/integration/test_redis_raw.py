@@ -15,23 +15,9 @@ from redis.exceptions import ResponseError
 
 from infra.embedded import start_redis
 from infra.redis_raw import Endpoint, Pipeline, Subscriber, pack
+from tests.integration.rawkit import count_writes
 
 pytestmark = pytest.mark.anyio
-
-
-def _count_writes(pipe: Pipeline) -> list[bytes]:
-    """Record every socket write of the pipeline's current connection."""
-    conn = pipe._conn
-    assert conn is not None
-    writes: list[bytes] = []
-    original = conn.transport.write
-
-    def write(data: bytes) -> None:
-        writes.append(bytes(data))
-        original(data)
-
-    conn.transport.write = write
-    return writes
 
 
 async def _eventually(check, timeout: float = 5.0) -> None:
@@ -45,7 +31,7 @@ async def test_one_write_per_loop_turn_and_replies_in_order(redis_url: str) -> N
     pipe = Pipeline(Endpoint.from_url(redis_url), name="t-pipe")
     try:
         assert await pipe.execute(pack(("PING",))) == b"PONG"
-        writes = _count_writes(pipe)
+        writes = count_writes(pipe)
         # 300 callers in one loop turn: ECHO answers each with its own payload, INCR proves order
         echoes = [pipe.submit(pack(("ECHO", f"m{i}"))) for i in range(300)]
         incrs = [pipe.submit(pack(("INCR", "raw:counter"))) for _ in range(300)]

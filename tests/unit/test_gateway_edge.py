@@ -16,11 +16,12 @@ from events.errors import DomainError, StoreUnavailable
 from gateway.auth import TokenService, bearer
 from gateway.config import ConfigError, GatewayConfig, load_gateway_config
 from gateway.errors import ApiError, from_exception, from_outcome
-from gateway.hub import Connection, ConnState, Hub
+from gateway.hub import ConnState, Hub
 from gateway.protocol import Form, MessageType, ProtocolError, decode_inbound, encode_outbound
 from gateway.push import Push, push_for_event
 from gateway.ws import quality_for
-from projections.changes import Change, encode_changes
+from tests.hubkit import MemConn
+from tests.hubkit import changes_message as _changes
 
 # ------------------------------------------------------------------ auth
 
@@ -228,34 +229,10 @@ class FakePubSub:
         pass
 
 
-class MemConn(Connection):
-    __slots__ = ("frames",)
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.frames: list[dict] = []
-
-    async def write(self, data: str) -> None:
-        self.frames.append(json.loads(data))
-
-    async def abort(self, code: int, reason: str) -> None:
-        self.state = ConnState.CLOSED
-        self.frames.append({"closed": code, "reason": reason})
-
-    def versions(self) -> list[int]:
-        return [f["version"] for f in self.frames if f.get("version") is not None]
-
-
 def _hub(history: FakeHistory) -> Hub:
     hub = Hub(None, history)  # type: ignore[arg-type]
     hub.pubsub = FakePubSub()
     return hub
-
-
-def _changes(sid: str, *versions: int) -> bytes:
-    return encode_changes([Change(session_id=sid, version=v, type="StateChanged",
-                                  data={"changes": {"v": v}, "deleted_keys": [],
-                                        "state_version": v}, ts=0) for v in versions])
 
 
 @pytest.mark.anyio
