@@ -266,10 +266,9 @@ class CommandBus:
                 if outcome is not None:
                     return outcome
                 # no reply yet: maybe it was missed; the stored outcome tells
-                stored = await self._call(
-                    pack((b"GET", keys.outcome_key(env.partition, cid))), "read the outcome")
-                if stored:
-                    return decode_outcome(stored)
+                stored = await self._stored_outcome(env.partition, cid)
+                if stored is not None:
+                    return stored
                 if loop.time() >= deadline:
                     raise StoreUnavailable(
                         f"no outcome for command {cid} within {timeout:g}s "
@@ -282,7 +281,10 @@ class CommandBus:
 
     async def outcome(self, session_id: str, command_id: str) -> Outcome | None:
         """The stored outcome of an earlier command, if it is settled (and not expired)."""
-        part = keys.partition_of(session_id, self.partitions)
-        raw = await self._call(pack((b"GET", keys.outcome_key(part, command_id))),
+        return await self._stored_outcome(keys.partition_of(session_id, self.partitions),
+                                          command_id)
+
+    async def _stored_outcome(self, partition: int, command_id: str) -> Outcome | None:
+        raw = await self._call(pack((b"GET", keys.outcome_key(partition, command_id))),
                                "read the outcome")
         return decode_outcome(raw) if raw else None

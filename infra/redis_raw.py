@@ -236,14 +236,8 @@ class _Conn(asyncio.Protocol):
     def send(self, packed: bytes) -> asyncio.Future:
         """Queue one framed command; the future gets its reply. Written at the end of the
         current loop turn together with everything else queued in it."""
-        if self.error is not None:
-            raise self.error
         fut = self.loop.create_future()
-        self.pending.append(fut)
-        out = self.out
-        if not out:
-            self.loop.call_soon(self._flush)
-        out.append(packed)
+        self.send_with(packed, fut)
         return fut
 
     def send_with(self, packed: bytes, fut: asyncio.Future) -> None:

@@ -337,19 +337,18 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
     parts = [b.partition for b in batches]
     if len(set(parts)) != len(parts):
         raise ValueError(f"one batch per partition, got partitions {parts}")
-    size = sum(b.size for b in batches)
-    if before_commit is None and size < COPY_THRESHOLD and not conn.is_in_transaction():
+    fence = (parts, [b.from_id for b in batches], [b.to_id for b in batches],
+             [epochs[p] for p in parts], [b.size for b in batches],
+             [b.generation for b in batches])
+    if len(batches) == 1:
+        archive, changes, actors = batches[0].archive, batches[0].changes, batches[0].actors
+    else:
+        archive = [row for b in batches for row in b.archive]
+        changes = merge_changes([b.changes for b in batches])
+        actors = [row for b in batches for row in b.actors]
+    if before_commit is None and len(archive) < COPY_THRESHOLD and not conn.is_in_transaction():
         # the common case (a few events per round): everything in ONE statement, one round trip
-        if len(batches) == 1:
-            archive, changes, actors = batches[0].archive, batches[0].changes, batches[0].actors
-        else:
-            archive = [row for b in batches for row in b.archive]
-            changes = merge_changes([b.changes for b in batches])
-            actors = [row for b in batches for row in b.actors]
-        passed = await write_round(
-            conn, name, parts, [b.from_id for b in batches], [b.to_id for b in batches],
-            [epochs[p] for p in parts], [b.size for b in batches],
-            [b.generation for b in batches], archive, changes, actors)
+        passed = await write_round(conn, name, *fence, archive, changes, actors)
         fenced = set(parts) - passed
         if fenced:
             raise PartitionsFenced(
@@ -358,22 +357,12 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
         return
     # big rounds (the archive goes by COPY) or a hook to run before COMMIT: a transaction
     async with conn.transaction():
-        rows = await conn.fetch(
-            _ADVANCE, name, parts, [b.from_id for b in batches], [b.to_id for b in batches],
-            [epochs[p] for p in parts], [b.size for b in batches],
-            [b.generation for b in batches])
+        rows = await conn.fetch(_ADVANCE, name, *fence)
         fenced = set(parts).difference(r[0] for r in rows)
         if fenced:
             raise PartitionsFenced(
                 f"partitions {sorted(fenced)}: checkpoint moved, a newer projector took over,"
                 " or the tables were rebuilt; the round's batches were dropped", fenced)
-        if len(batches) == 1:
-            batch = batches[0]
-            archive, changes, actors = batch.archive, batch.changes, batch.actors
-        else:
-            archive = [row for b in batches for row in b.archive]
-            changes = merge_changes([b.changes for b in batches])
-            actors = [row for b in batches for row in b.actors]
         await write_archive(conn, archive)
         await write_changes(conn, changes)
         await write_actor_versions(conn, actors)
@@ -399,8 +388,9 @@ class Projector:
     """`sessiond projector`: lease partitions, project their logs, publish changes.
 
     Each round reads every owned partition's log in one XREAD and commits all the batches it
-    got in ONE transaction on a connection the loop keeps (no pool acquire/reset per round),
-    then publishes all their change messages in one round trip."""
+    got in ONE transaction on a connection the loop keeps (no pool acquire/reset per round), or,
+    for a backlog, each partition concurrently on a pooled connection; then it publishes all
+    their change messages in one write."""
 
     def __init__(self, config: ProjectorConfig, redis: Redis, pool: asyncpg.Pool,
                  owner: str | None = None) -> None:

@@ -135,11 +135,6 @@ class PartitionRunner:
     def lease_valid(self) -> bool:
         return time.monotonic() < self.valid_until
 
-    def _reread_pending(self) -> None:
-        """Read our own pending entries again before new ones (including what a read sent
-        ahead delivers: it is pending too, see `_step`)."""
-        self._recheck = True
-
     async def run(self) -> None:
         try:
             await self._run()
@@ -171,12 +166,12 @@ class PartitionRunner:
             except (RedisError, OSError) as exc:
                 # what we had read stays in our pending list: read it again before new entries
                 log.warning("partition %d: redis error %s; retrying", self.partition, exc)
-                self._reread_pending()
+                self._recheck = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
             except Exception:  # a bug: keep the partition (and its lease) but do not spin
                 log.exception("partition %d: unexpected error; retrying", self.partition)
-                self._reread_pending()
+                self._recheck = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         await self._finish_read_ahead()
@@ -390,7 +385,7 @@ class PartitionRunner:
                 log.warning(
                     "partition %d: %d commands still conflicting; retrying later", p, len(items)
                 )
-                self._reread_pending()
+                self._recheck = True
                 return
 
     async def _append(self, rnd: Round, *, read_ahead: bool) -> Any:
@@ -412,7 +407,7 @@ class PartitionRunner:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
         # the server lost its scripts (restart, SCRIPT FLUSH): what was read ahead is pending
-        self._reread_pending()
+        self._recheck = True
         await scripts.load()
         return await scripts.append(rnd, self.partition, self.epoch)
 
