@@ -21,6 +21,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import queue
 import resource
 import shutil
 import signal
@@ -32,6 +33,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -81,26 +84,47 @@ def _use_uvloop() -> None:
         pass
 
 
+class _Changes(msgspec.Struct, frozen=True):
+    t: float | None = None
+
+
+class _Payload(msgspec.Struct, frozen=True):
+    """The two fields of a pushed state update the latency client reads."""
+
+    changes: _Changes = _Changes()
+    ts: int = 0
+
+
+class _Update(msgspec.Struct, frozen=True):
+    payload: _Payload
+
+
 def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: float,
                    duration: float, out: mp.Queue) -> None:
     """Connect devices A and B of each session; A sends `rate`/s updates round-robin; B records
-    the latency of each update from send to arrival."""
+    the latency of each update from send to arrival. The connections are `lean_ws` ones: these
+    processes stand in for remote devices, and every bit of CPU they spend is taken from the
+    service they measure."""
     raise_fd_limit()
     _use_uvloop()
-    import websockets
+    from tests.bench.lean_ws import LeanWebSocket
+    from tests.bench.lean_ws import connect as ws_connect
+
+    decode_update = msgspec.json.Decoder(_Update).decode
+    encode = msgspec.json.encode
 
     async def main() -> None:
         lat: list[float] = []
         sent_at: list[float] = []
         stage: list[tuple[float, float]] = []
         errors = 0
+        codes: dict[str, int] = {}
 
-        async def connect(sid: str, device: str, user: str):
+        async def connect(sid: str, device: str, user: str) -> LeanWebSocket:
             for attempt in range(20):
                 try:
-                    ws = await websockets.connect(
-                        f"{url}?token={tokens[user]}&device_id={device}&session_id={sid}",
-                        compression=None, max_queue=None, open_timeout=60)
+                    ws = await ws_connect(
+                        f"{url}?token={tokens[user]}&device_id={device}&session_id={sid}")
                     hello = json.loads(await ws.recv())
                     if hello["type"] == "connected":
                         return ws
@@ -110,33 +134,27 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
                 await asyncio.sleep(0.2 * (attempt + 1))
             raise RuntimeError(f"could not connect {sid}/{device}")
 
-        codes: dict[str, int] = {}
-
-        async def drain_a(ws) -> None:
+        def on_a(raw: str) -> None:
             nonlocal errors
-            async for raw in ws:
-                if '"error"' in raw[:20]:
-                    errors += 1
-                    code = json.loads(raw)["payload"].get("code", "?")
-                    codes[code] = codes.get(code, 0) + 1
+            if '"error"' in raw[:20]:
+                errors += 1
+                code = json.loads(raw)["payload"].get("code", "?")
+                codes[code] = codes.get(code, 0) + 1
 
-        async def read_b(ws) -> None:
-            async for raw in ws:
-                if raw.startswith('{"type":"state_update"'):
-                    msg = json.loads(raw)
-                    sent = msg["payload"]["changes"].get("t")
-                    if sent is not None:
-                        now = time.time()
-                        lat.append(now - sent)
-                        sent_at.append(sent)
-                        ts = msg["payload"].get("ts")
-                        if ts:
-                            stage.append((ts / 1000 - sent, now - ts / 1000))
+        def on_b(raw: str) -> None:
+            if raw.startswith('{"type":"state_update"'):
+                payload = decode_update(raw).payload
+                sent = payload.changes.t
+                if sent is not None:
+                    now = time.time()
+                    lat.append(now - sent)
+                    sent_at.append(sent)
+                    if payload.ts:
+                        stage.append((payload.ts / 1000 - sent, now - payload.ts / 1000))
 
-        pairs = []
         sem = asyncio.Semaphore(50)
 
-        async def open_pair(i: int, sid: str):
+        async def open_pair(i: int, sid: str) -> tuple[LeanWebSocket, LeanWebSocket]:
             user = f"bench-{i % 50}"
             async with sem:
                 a = await connect(sid, "device-a", user)
@@ -149,8 +167,8 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
         from infra.gctune import tune_gc
 
         tune_gc()
-        readers = [asyncio.ensure_future(drain_a(a)) for a, _ in pairs]
-        readers += [asyncio.ensure_future(read_b(b)) for _, b in pairs]
+        for a, b in pairs:
+            a.on_text, b.on_text = on_a, on_b
         out.put(("ready", len(pairs)))
         await asyncio.sleep(1.0)
         interval = 1.0 / rate
@@ -162,13 +180,11 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], rate: 
             if due > now:
                 await asyncio.sleep(due - now)
             a, _ = pairs[n % len(pairs)]
-            await a.send(json.dumps({"type": "state_update", "payload": {
-                "changes": {"t": time.time(), "n": n}}}))
+            a.send(encode({"type": "state_update", "payload": {
+                "changes": {"t": time.time(), "n": n}}}).decode())
             n += 1
         await asyncio.sleep(3.0)
         client_cpu = time.process_time() - cpu_start
-        for r in readers:
-            r.cancel()
         await asyncio.gather(*(ws.close() for p in pairs for ws in p), return_exceptions=True)
         out.put(("done", {"sent": n, "received": len(lat), "latencies": lat,
                           "sent_at": sent_at, "errors": errors, "codes": codes,
@@ -378,22 +394,39 @@ def sched_seconds(pids: list[int]) -> tuple[float, float]:
     return run / 1e9, wait / 1e9
 
 
-def _watch_feed(redis_url: str, stop: Any, lags: list[float]) -> None:
-    """Sample the change feed as published: event time -> publication (worker + projector)."""
-    import redis as redis_sync
+class _FeedChange(msgspec.Struct, frozen=True):
+    type: str = ""
+    ts: int = 0
 
-    r = redis_sync.Redis.from_url(redis_url)
-    ps = r.pubsub(ignore_subscribe_messages=True)
-    ps.psubscribe("sd:chg:*")
-    while not stop.is_set():
-        msg = ps.get_message(timeout=0.2)
-        if msg and msg["type"] == "pmessage":
+
+_decode_feed = msgspec.json.Decoder(list[_FeedChange]).decode
+
+
+def _watch_feed(redis_url: str, stop: Any, lags: list[float]) -> None:
+    """Sample the change feed as published: event time -> publication (worker + projector).
+    A raw socket and hiredis: redis-py's pub/sub cost this thread ~6% of a core."""
+    from urllib.parse import urlsplit
+
+    import hiredis
+
+    url = urlsplit(redis_url)
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379)) as sock:
+        sock.sendall(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$8\r\nsd:chg:*\r\n")
+        sock.settimeout(0.2)
+        reader = hiredis.Reader()
+        while not stop.is_set():
+            try:
+                data = sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            if not data:
+                return
             now = time.time()
-            for change in json.loads(msg["data"]):
-                if change.get("type") == "StateChanged":
-                    lags.append(now - change["ts"] / 1000)
-    ps.close()
-    r.close()
+            reader.feed(data)
+            while (msg := reader.gets()) is not False:
+                if msg[0] == b"pmessage":
+                    lags.extend(now - c.ts / 1000 for c in _decode_feed(msg[3])
+                                if c.type == "StateChanged")
 
 
 def _command_round_trip(port: int) -> str:
@@ -442,7 +475,15 @@ def bench_latency(stack: Stack) -> None:
     cpu0: dict[str, tuple[float, float]] = {}
     groups: dict[str, list[int]] = {}
     while len(results) < len(procs):
-        kind, value = out.get(timeout=600)
+        try:
+            kind, value = out.get(timeout=1)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.perf_counter() - t0 > 600:
+                raise RuntimeError(f"a client process failed (exit codes "
+                                   f"{[p.exitcode for p in procs]}); see its traceback above"
+                                   ) from None
+            continue
         if kind == "ready":
             ready += value
             if ready == SESSIONS:
@@ -453,6 +494,7 @@ def bench_latency(stack: Stack) -> None:
                 groups["redis"] = [stack.redis.pid]
                 groups["postgres"] = tree(stack.pg.pid)
                 cpu0 = {n: sched_seconds(pids) for n, pids in groups.items()}
+                bench_cpu0 = time.process_time()
         else:
             results.append(value)
     stop.set()
@@ -465,6 +507,7 @@ def bench_latency(stack: Stack) -> None:
         cpu[n] = run - cpu0.get(n, (0.0, 0.0))[0]
         waits[n] = wait - cpu0.get(n, (0.0, 0.0))[1]
     cpu["clients"] = sum(r["cpu"] for r in results)
+    cpu["bench"] = time.process_time() - bench_cpu0
     codes: dict[str, int] = {}
     for r in results:
         for c, k in r["codes"].items():
