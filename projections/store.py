@@ -7,7 +7,8 @@ fresh copy of the tables with the very same statements before swapping it in.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -400,7 +401,7 @@ _OK = "(SELECT ok FROM ok)"
 #: the partitions that passed. The batches are disjoint (distinct partitions: distinct sessions,
 #: devices, handoffs, simulators, actors), so the parts touch disjoint keys and their order
 #: within the statement does not matter; foreign keys are checked at its end.
-ROUND_SQL = (
+_ROUND_FENCE = (
     "WITH u AS MATERIALIZED (SELECT * FROM unnest($2::int[], $3::text[], $4::text[],"
     " $5::bigint[], $6::bigint[], $7::bigint[]) AS u(partition, from_id, to_id, epoch, n,"
     " generation)),"
@@ -412,29 +413,46 @@ ROUND_SQL = (
     " cp AS (UPDATE projection.checkpoints c SET last_id = u.to_id, epoch = u.epoch,"
     " events = c.events + u.n, updated_at = now() FROM u"
     " WHERE c.name = $1 AND c.partition = u.partition"
-    f" AND c.partition IN (SELECT partition FROM fresh) AND {_OK}),"
-    f" ar AS ({_archive_insert('$8', _OK)}),"
-    f" dd AS ({_device_deletes(LIVE, '$9', '$10', _OK)}),"
-    f" hd AS ({_deletes(LIVE.handoffs, 'token', '$11', _OK)}),"
-    f" md AS ({_deletes(LIVE.simulators, 'simulator_id', '$12', _OK)}),"
-    f" sd AS ({_deletes(LIVE.states, 'session_id', '$13', _OK)}),"
-    f" xd AS ({_deletes(LIVE.sessions, 'session_id', '$14', _OK)}),"
-    f" su AS MATERIALIZED ({_session_rows('$15', _OK)}),"
-    f" xu AS ({_sessions_upsert(LIVE, 'su')}),"
-    f" mu AS ({_metadata_upsert(LIVE, 'su')}),"
-    f" du AS ({_devices_upsert(LIVE, '$16', _OK)}),"
-    f" su2 AS ({_states_upsert(LIVE, '$17', _OK)}),"
-    f" hu AS ({_handoffs_upsert(LIVE, '$18', _OK)}),"
-    f" mu2 AS ({_simulators_upsert(LIVE, '$19', _OK)}),"
-    f" av AS ({_actors_upsert(LIVE, '$20', _OK)})"
-    " SELECT partition FROM fresh"
+    f" AND c.partition IN (SELECT partition FROM fresh) AND {_OK})"
 )
 
-_EMPTY_JSON = "[]"
+#: The optional parts of a round, in statement order: (name, parameters it takes, its CTEs given
+#: those parameters). A round's statement holds only the parts it has rows for: a typical live
+#: round (state updates) needs 3 of the 12, and PostgreSQL plans and starts every CTE it is given.
+_ROUND_PARTS: tuple[tuple[str, int, Callable[..., str]], ...] = (
+    ("archive", 1, lambda r: f"ar AS ({_archive_insert(r, _OK)})"),
+    ("device_deletes", 2, lambda s, d: f"dd AS ({_device_deletes(LIVE, s, d, _OK)})"),
+    ("handoff_deletes", 1, lambda k: f"hd AS ({_deletes(LIVE.handoffs, 'token', k, _OK)})"),
+    ("simulator_deletes", 1,
+     lambda k: f"md AS ({_deletes(LIVE.simulators, 'simulator_id', k, _OK)})"),
+    ("state_deletes", 1, lambda k: f"sd AS ({_deletes(LIVE.states, 'session_id', k, _OK)})"),
+    ("session_deletes", 1,
+     lambda k: f"xd AS ({_deletes(LIVE.sessions, 'session_id', k, _OK)})"),
+    ("sessions", 1, lambda r: f"su AS MATERIALIZED ({_session_rows(r, _OK)}),"
+                              f" xu AS ({_sessions_upsert(LIVE, 'su')}),"
+                              f" mu AS ({_metadata_upsert(LIVE, 'su')})"),
+    ("devices", 1, lambda r: f"du AS ({_devices_upsert(LIVE, r, _OK)})"),
+    ("states", 1, lambda r: f"su2 AS ({_states_upsert(LIVE, r, _OK)})"),
+    ("handoffs", 1, lambda r: f"hu AS ({_handoffs_upsert(LIVE, r, _OK)})"),
+    ("simulators", 1, lambda r: f"mu2 AS ({_simulators_upsert(LIVE, r, _OK)})"),
+    ("actors", 1, lambda r: f"av AS ({_actors_upsert(LIVE, r, _OK)})"),
+)
 
 
-def _json_or_empty(rows: Sequence[Any]) -> str:
-    return _json.encode(rows).decode() if rows else _EMPTY_JSON
+@functools.cache
+def round_sql(parts: frozenset[str]) -> str:
+    """The round statement with the fence and the named optional parts (parameters $8...)."""
+    ctes = [_ROUND_FENCE]
+    n = 7
+    for name, arity, cte in _ROUND_PARTS:
+        if name in parts:
+            ctes.append(cte(*(f"${n + 1 + i}" for i in range(arity))))
+            n += arity
+    return ", ".join(ctes) + " SELECT partition FROM fresh"
+
+
+#: Every part: the statement a round with rows of every kind runs.
+ROUND_SQL = round_sql(frozenset(name for name, _, _ in _ROUND_PARTS))
 
 
 async def write_round(conn: asyncpg.Connection, name: str, partitions: Sequence[int],
@@ -442,14 +460,28 @@ async def write_round(conn: asyncpg.Connection, name: str, partitions: Sequence[
                       sizes: Sequence[int], generations: Sequence[int],
                       archive: Sequence[ArchiveRow], ch: RowChanges,
                       actors: Sequence[tuple[str, str, int, int, int]]) -> set[int]:
-    """`ROUND_SQL`: advance the checkpoints of `partitions` and write their batches, all or
+    """`round_sql`: advance the checkpoints of `partitions` and write their batches, all or
     nothing, in one statement outside any transaction block. Returns the partitions that passed
     the fence: all of them when written, a subset when nothing was written."""
+    given: dict[str, tuple[Any, ...]] = {}
+    if archive:
+        given["archive"] = (_jrows(archive),)
+    if ch.device_deletes:
+        given["device_deletes"] = ([k[0] for k in ch.device_deletes],
+                                   [k[1] for k in ch.device_deletes])
+    for part, keys in (("handoff_deletes", ch.handoff_deletes),
+                       ("simulator_deletes", ch.simulator_deletes),
+                       ("state_deletes", ch.state_deletes),
+                       ("session_deletes", ch.session_deletes)):
+        if keys:
+            given[part] = (keys,)
+    for part, rows in (("sessions", ch.sessions), ("devices", ch.devices),
+                       ("states", ch.states), ("handoffs", ch.handoffs),
+                       ("simulators", ch.simulators), ("actors", actors)):
+        if rows:
+            given[part] = (_jrows(rows),)
+    args = [a for part, _, _ in _ROUND_PARTS if part in given for a in given[part]]
     rows = await conn.fetch(
-        ROUND_SQL, name, list(partitions), list(from_ids), list(to_ids), list(epochs),
-        list(sizes), list(generations), _json_or_empty(archive),
-        [k[0] for k in ch.device_deletes], [k[1] for k in ch.device_deletes],
-        ch.handoff_deletes, ch.simulator_deletes, ch.state_deletes, ch.session_deletes,
-        _json_or_empty(ch.sessions), _json_or_empty(ch.devices), _json_or_empty(ch.states),
-        _json_or_empty(ch.handoffs), _json_or_empty(ch.simulators), _json_or_empty(actors))
+        round_sql(frozenset(given)), name, list(partitions), list(from_ids), list(to_ids),
+        list(epochs), list(sizes), list(generations), *args)
     return {r[0] for r in rows}
