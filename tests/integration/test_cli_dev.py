@@ -162,7 +162,7 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
         assert dev.wait_for(r"skipping ghost: `sessiond no-such-command-yet` does not exist")
         redis_pid = dev.pid_of("embedded redis-server")
         pg_pid = dev.pid_of("embedded postgres")
-        redis_url = dev.wait_for(r"redis +(redis://\S+)").group(1)
+        redis_url = dev.wait_for(r"redis +((?:redis|unix)://\S+)").group(1)
         pg_url = dev.wait_for(r"postgres +(postgresql://\S+)").group(1)
         dev.wait_for(r"gateway +http://127\.0\.0\.1:\d+")
         dev.wait_for(r"ws +ws://127\.0\.0\.1:\d+/ws")
@@ -191,7 +191,7 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
     again = DevProcess(tmp_path, server_data_dir, procfile)
     try:
         again.wait_for(UP)
-        redis_url = again.wait_for(r"redis +(redis://\S+)").group(1)
+        redis_url = again.wait_for(r"redis +((?:redis|unix)://\S+)").group(1)
         pg_url = again.wait_for(r"postgres +(postgresql://\S+)").group(1)
         client = redis.Redis.from_url(redis_url)
         assert client.get("kept") == b"across-restarts"

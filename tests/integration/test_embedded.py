@@ -151,3 +151,33 @@ def test_redis_url_fixture_starts_from_an_empty_server(redis_url: str) -> None:
         client.set("left-over", "1")
     finally:
         client.close()
+
+
+def test_embedded_redis_serves_local_clients_on_its_unix_socket(tmp_path: Path) -> None:
+    """`local_url` (what `sessiond dev` gives its processes) is the unix socket, and every
+    client of ours accepts it: redis-py's unix connection refuses the TCP keepalive option that
+    the TCP clients set."""
+    import asyncio
+
+    from infra.redis import connect, connect_sync
+    from infra.redis_raw import Endpoint, Pipeline, pack
+
+    server = start_redis(tmp_path / "r")
+    try:
+        assert server.unix_url is not None and server.local_url == server.unix_url
+        sync = connect_sync(server.local_url)
+        assert sync.set("via", "unix") and sync.get("via") == b"unix"
+        sync.close()
+
+        async def both() -> tuple[bytes, bytes]:
+            client = connect(server.local_url)
+            pipe = Pipeline(Endpoint.from_url(server.local_url), name="t")
+            try:
+                return await client.get("via"), await pipe.execute(pack(["GET", "via"]))
+            finally:
+                pipe.close()
+                await client.aclose()
+
+        assert asyncio.run(both()) == (b"unix", b"unix")
+    finally:
+        server.stop()
