@@ -12,7 +12,12 @@ one worker, one projector, one gateway, client processes):
     Goal: <= 2x the bare server's memory per connection.
 
 Environment knobs: BENCH_SESSIONS (1000), BENCH_RATE (1000), BENCH_DURATION (20),
-BENCH_CONNS (10000), BENCH_CLIENT_PROCS (2), BENCH_SKIP_A / BENCH_SKIP_B.
+BENCH_CONNS (10000), BENCH_CLIENT_PROCS (1: (a)'s one lean client process carries the 2,000
+connections in ~14% of a core; a second one cost 4-5 points of CPU more), BENCH_CONN_PROCS
+(2, (b)'s client processes), BENCH_SKIP_A /
+BENCH_SKIP_B, BENCH_WATCH_FEED=1 (also time command -> change published, with one more
+subscriber of the change feed), BENCH_TIMELINE=1 (p50/p99/max per second),
+BENCH_REDIS_TCP=1 (Redis through loopback TCP instead of its unix socket).
 """
 
 from __future__ import annotations
@@ -43,7 +48,11 @@ SESSIONS = int(os.environ.get("BENCH_SESSIONS", "1000"))
 RATE = float(os.environ.get("BENCH_RATE", "1000"))
 DURATION = float(os.environ.get("BENCH_DURATION", "20"))
 CONNS = int(os.environ.get("BENCH_CONNS", "10000"))
-CLIENT_PROCS = int(os.environ.get("BENCH_CLIENT_PROCS", "2"))
+CLIENT_PROCS = int(os.environ.get("BENCH_CLIENT_PROCS", "1"))
+CONN_PROCS = int(os.environ.get("BENCH_CONN_PROCS", "2"))  # (b)'s clients: 5,000 connections each
+# the feed watcher is one more subscriber of every change (Redis writes each one twice) and one
+# more process thread on the machine: it splits the latency into stages but adds to it
+WATCH_FEED = os.environ.get("BENCH_WATCH_FEED", "") not in ("", "0")
 HEARTBEAT_S = 10.0
 SESSIOND = [sys.executable, "-m", "infra.cli"]
 
@@ -462,7 +471,8 @@ def bench_latency(stack: Stack) -> None:
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_feed, args=(stack.redis.url, stop, feed_lags),
                                daemon=True)
-    watcher.start()
+    if WATCH_FEED:
+        watcher.start()
     url = f"ws://127.0.0.1:{stack.port}/ws"
     sessions = [str(uuid.uuid4()) for _ in range(SESSIONS)]
     ctx = mp.get_context("spawn")
@@ -501,7 +511,8 @@ def bench_latency(stack: Stack) -> None:
         else:
             results.append(value)
     stop.set()
-    watcher.join(5)
+    if WATCH_FEED:
+        watcher.join(5)
     groups["postgres"] = tree(stack.pg.pid)  # backends started meanwhile count from zero
     cpu: dict[str, float] = {}
     waits: dict[str, float] = {}
@@ -574,7 +585,7 @@ def hold_connections(url: str, tokens: dict, bare: bool, pid_of_server: int) -> 
     before = rss_kib(pid_of_server)
     procs = [ctx.Process(target=conn_client, args=(url, tokens, part, per_session,
                                                    HEARTBEAT_S * 2, HEARTBEAT_S, out, bare))
-             for part in _split(sessions, CLIENT_PROCS)]
+             for part in _split(sessions, CONN_PROCS)]
     for p in procs:
         p.start()
     opened = failed = 0
