@@ -128,9 +128,7 @@ def stack(redis_server_url: str, postgres_server_url: str, tmp_path_factory) -> 
         await conn.close()
 
     asyncio.run(create())
-    import tempfile
-
-    logs = tempfile.mkdtemp(prefix="sessiond-gw-logs-")
+    logs = tmp_path_factory.mktemp("gw-logs")  # pytest keeps the last few runs', no more
     env = {
         **os.environ,
         "REDIS_URL": redis_server_url,
