@@ -5,8 +5,10 @@ and every session caught up from history, detaching unsubscribes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -38,6 +40,20 @@ class History:
         return pushes, max(since, last), True
 
 
+@contextlib.asynccontextmanager
+async def _running_hub(redis_url: str, history: History
+                       ) -> AsyncIterator[tuple[aioredis.Redis, Hub, History]]:
+    """A started hub on a real Redis, with `history` as its event history; closed after."""
+    redis = aioredis.Redis.from_url(redis_url)
+    hub = Hub(redis, history)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        yield redis, hub, history
+    finally:
+        await hub.close()
+        await redis.aclose()
+
+
 async def _until(check, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -46,11 +62,7 @@ async def _until(check, timeout: float = 10.0) -> None:
 
 
 async def test_feed_delivers_survives_a_killed_connection_and_catches_up(redis_url: str) -> None:
-    redis = aioredis.Redis.from_url(redis_url)
-    history = History()
-    hub = Hub(redis, history)  # type: ignore[arg-type]
-    await hub.start()
-    try:
+    async with _running_hub(redis_url, History()) as (redis, hub, history):
         history.versions["s1"] = 2
         a, b = MemConn("s1", "u", "a"), MemConn("s1", "u", "b")
         other = MemConn("s2", "u", "c")
@@ -89,9 +101,6 @@ async def test_feed_delivers_survives_a_killed_connection_and_catches_up(redis_u
             assert time.monotonic() < deadline, "still subscribed after the last detach"
             await asyncio.sleep(0.01)
         assert dict(await redis.pubsub_numsub("sd:chg:s2"))[b"sd:chg:s2"] == 1
-    finally:
-        await hub.close()
-        await redis.aclose()
 
 
 class SlowHistory(History):
@@ -107,11 +116,7 @@ async def test_gaps_are_filled_from_history_in_order_and_nothing_overtakes_a_fil
 ) -> None:
     """Changes in sequence are pushed as they arrive; one that skips versions waits for history,
     and changes published meanwhile queue behind it (no reordering, no duplicates)."""
-    redis = aioredis.Redis.from_url(redis_url)
-    history = SlowHistory()
-    hub = Hub(redis, history)  # type: ignore[arg-type]
-    await hub.start()
-    try:
+    async with _running_hub(redis_url, SlowHistory()) as (redis, hub, history):
         history.versions["s1"] = 1
         a = MemConn("s1", "u", "a")
         await hub.attach(a)
@@ -125,6 +130,3 @@ async def test_gaps_are_filled_from_history_in_order_and_nothing_overtakes_a_fil
         await _until(lambda: a.versions()[-1:] == [7])
         assert a.versions() == [2, 3, 4, 5, 6, 7]
         assert history.reads == [("s1", 2, 4)]
-    finally:
-        await hub.close()
-        await redis.aclose()
