@@ -17,7 +17,9 @@ connections in ~14% of a core; a second one cost 4-5 points of CPU more), BENCH_
 (2, (b)'s client processes), BENCH_SKIP_A /
 BENCH_SKIP_B, BENCH_WATCH_FEED=1 (also time command -> change published, with one more
 subscriber of the change feed), BENCH_TIMELINE=1 (p50/p99/max per second),
-BENCH_REDIS_TCP=1 (Redis through loopback TCP instead of its unix socket).
+BENCH_REDIS_TCP=1 (Redis through loopback TCP instead of its unix socket), BENCH_PG_FSYNC=0
+(PostgreSQL without fsync, as the test fixtures run it; by default it is durable, as in
+`sessiond dev`).
 """
 
 from __future__ import annotations
@@ -308,7 +310,8 @@ class Stack:
         self.dir = Path(tempfile.mkdtemp(prefix="sessiond-bench-gw-"))
         self.dir.chmod(0o755)
         self.redis = start_redis(self.dir / "redis")
-        self.pg = start_postgres(self.dir / "pg", fsync=False)
+        # durable, as `sessiond dev` runs it (BENCH_PG_FSYNC=0: without fsync, for comparison)
+        self.pg = start_postgres(self.dir / "pg", fsync=os.environ.get("BENCH_PG_FSYNC") != "0")
         self.port = free_port()
         # every process is on this machine: Redis through its unix socket, as PostgreSQL
         # (BENCH_REDIS_TCP=1: through loopback TCP instead, for comparison)

@@ -19,7 +19,7 @@ from projections.changes import decode_changes
 from projections.fixtures import LocalActors, fold_logs
 from projections.lease import ROLE
 from projections.migrate import migrate
-from projections.projector import Projector, ProjectorConfig
+from projections.projector import Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
 
 pytestmark = pytest.mark.anyio
@@ -100,11 +100,13 @@ async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, fir
 
 
 async def _projector(redis_url: str, dsn: str) -> tuple[Projector, asyncpg.Pool]:
-    """A projector driven round by round (no `run`): it holds every partition."""
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                                          batch_size=1000, block_ms=50, lease_ttl_ms=30_000),
-                          connect(redis_url), pool)
+    """A projector driven round by round (no `run`): it holds every partition. Its pool has
+    the server settings `sessiond projector` gives its own."""
+    config = ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
+                             batch_size=1000, block_ms=50, lease_ttl_ms=30_000)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4,
+                                     server_settings=pool_settings(config))
+    projector = Projector(config, connect(redis_url), pool)
     await projector._rebalance()
     assert sorted(projector.parts) == list(range(P))
     return projector, pool
@@ -282,6 +284,18 @@ async def test_an_uncertain_round_failure_lets_its_partitions_go_then_commits_th
         # after a failed round, partitions commit one transaction each for a while
         assert sorted(commits[1:]) == [_as(path, p) for p in range(P)]
         await _assert_exactly_once(redis_url, pool, total)
+    finally:
+        await _close(projector, pool)
+
+
+async def test_the_projector_commits_without_waiting_for_the_wal_flush(redis_url, dsn):
+    """The server takes `pool_settings` (a misspelt setting would refuse every connection), and
+    the projector's rounds commit with `synchronous_commit=off` (see `pool_settings`)."""
+    projector, pool = await _projector(redis_url, dsn)
+    try:
+        conn = await projector._connection()
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+        assert await conn.fetchval("SHOW application_name") == "sessiond-projector"
     finally:
         await _close(projector, pool)
 
