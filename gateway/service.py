@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 import uuid
-import zlib
 from typing import Any
 
 import msgspec
@@ -40,10 +39,15 @@ from gateway.config import GatewayConfig
 from gateway.errors import ApiError, from_outcome
 from gateway.hub import Connection, EventHistory, Hub
 from gateway.metrics import GatewayMetrics
+from gateway.rotation import Rotation
 
 __all__ = ["Gateway", "now_ms", "parse_uuid"]
 
 log = logging.getLogger("sessiond.gateway")
+
+#: How often the maintenance loop takes its next share of heartbeats and touches (`Rotation`):
+#: the finer, the smaller each burst; a tick with nothing to do costs one timer wake-up.
+MAINTENANCE_TICK_S = 0.1
 
 _NS = uuid.UUID("6f1d8a52-3c1b-4d7e-9a55-0c5d2b7e9f10")
 
@@ -108,27 +112,26 @@ class Gateway:
     async def _maintenance(self) -> None:
         """One loop for all connections: server heartbeats, idle checks, presence touches and
         the connection registry's TTL. No per-connection timers, and no bursts: every tick
-        handles only the slice of connections (by id) whose turn it is, so each still gets its
-        heartbeat every `heartbeat_interval_s` and its touch every `touch_interval_s`, but a
-        gateway holding thousands never writes to all of them, nor sends a touch command for
-        every session, in one loop turn (that stalled every other client for ~100 ms)."""
+        (`MAINTENANCE_TICK_S`) handles the next share of the connections (`Rotation`), so each
+        still gets its heartbeat every `heartbeat_interval_s` and each session its touch every
+        `touch_interval_s`, but a tick writes to a dozen sockets, not to thousands."""
         cfg = self.config
-        tick_s = min(1.0, cfg.heartbeat_interval_s, cfg.touch_interval_s)
-        beat_slices = max(1, round(cfg.heartbeat_interval_s / tick_s))
-        touch_slices = max(1, round(cfg.touch_interval_s / tick_s))
-        tick = 0
+        tick_s = min(MAINTENANCE_TICK_S, cfg.heartbeat_interval_s, cfg.touch_interval_s)
+        beats = Rotation(round(cfg.heartbeat_interval_s / tick_s), lambda: self.hub.conns)
+        touches = Rotation(round(cfg.touch_interval_s / tick_s), lambda: self.hub.feeds)
         while True:
             await asyncio.sleep(tick_s)
-            tick += 1
             try:
-                self._heartbeat_slice(time.monotonic(), tick % beat_slices, beat_slices)
-                await self._touch_slice(tick % touch_slices, touch_slices)
+                self._heartbeat(time.monotonic(), beats.share())
+                await self._touch(touches.share(), registry=touches.period_starts)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("gateway maintenance round failed", exc_info=True)
 
-    def _heartbeat_slice(self, now: float, k: int, slices: int) -> None:
+    def _heartbeat(self, now: float, conn_ids: list[str]) -> None:
+        """A server heartbeat (or an SSE keep-alive) to each of these connections, and the idle
+        ones closed."""
         from gateway.protocol import MessageType
         from gateway.push import Push
 
@@ -137,8 +140,10 @@ class Gateway:
             "gateway": self.config.gateway_id, "connections": len(self.hub.conns),
             "sessions": len(self.hub.feeds), "draining": self.draining,
             "uptime_s": int(time.time() - self.started_at)})
-        for conn in tuple(self.hub.conns.values()):
-            if slices > 1 and _slice_of(conn.conn_id, slices) != k:
+        conns = self.hub.conns
+        for conn_id in conn_ids:
+            conn = conns.get(conn_id)
+            if conn is None:
                 continue
             if conn.is_admin:
                 conn.deliver(admin)
@@ -149,16 +154,16 @@ class Gateway:
             else:
                 conn.send(b": keep-alive\n\n")
 
-    async def _touch_slice(self, k: int, slices: int) -> None:
-        by_session: dict[str, set[str]] = {}
-        for conn in tuple(self.hub.conns.values()):
-            if slices > 1 and _slice_of(conn.session_id, slices) != k:
-                continue
-            by_session.setdefault(conn.session_id, set()).add(conn.device_id)
-        for session_id, devices in by_session.items():
-            await self.command(session_id, TouchDevices(at=now_ms(), device_ids=sorted(devices)),
-                               wait=False)
-        if k == 0:  # once per touch interval
+    async def _touch(self, session_ids: list[str], *, registry: bool) -> None:
+        """A presence touch of each of these sessions' connected devices; with `registry`
+        (once per touch interval), the connection registry's TTL is renewed too."""
+        for session_id in session_ids:
+            feed = self.hub.feeds.get(session_id)
+            devices = sorted({c.device_id for c in feed.conns}) if feed is not None else []
+            if devices:
+                await self.command(session_id, TouchDevices(at=now_ms(), device_ids=devices),
+                                   wait=False)
+        if registry:
             pipe = self.redis.pipeline(transaction=False)
             pipe.expire(self.registry_key, self.config.registry_ttl_s)
             pipe.zadd("sd:gateways", {self.config.gateway_id: now_ms()})
@@ -532,8 +537,3 @@ def _json(value: Any) -> Any:
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _slice_of(key: str, slices: int) -> int:
-    """Which maintenance slice a connection or session falls in (stable for its lifetime)."""
-    return zlib.crc32(key.encode()) % slices

@@ -396,9 +396,11 @@ async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
 
 @pytest.mark.anyio
 async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() -> None:
-    """Each tick handles one slice: every connection gets one heartbeat per interval and every
-    session one touch, but no tick writes to all of them at once."""
+    """Each tick handles one share: every connection gets one heartbeat per interval and every
+    session one touch, but no tick writes to more than its share."""
     from events.session import TouchDevices
+    from gateway.hub import _Feed
+    from gateway.rotation import Rotation
     from gateway.service import Gateway
 
     cfg = load_gateway_config({"GATEWAY_HEARTBEAT_INTERVAL": "15", "GATEWAY_TOUCH_INTERVAL": "30"})
@@ -408,15 +410,17 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
     for c in conns:
         c.state = ConnState.LIVE
         gw.hub.conns[c.conn_id] = c
+        gw.hub.feeds.setdefault(c.session_id, _Feed(c.session_id)).conns.add(c)
+    beats = Rotation(150, lambda: gw.hub.conns)
     per_tick = []
     now = time.monotonic()
-    for k in range(15):
+    for _ in range(150):
         before = sum(len(c.frames) for c in conns)
-        gw._heartbeat_slice(now, k, 15)
+        gw._heartbeat(now, beats.share())
         await asyncio.sleep(0)
         per_tick.append(sum(len(c.frames) for c in conns) - before)
     assert all(sum(f["type"] == "heartbeat" for f in c.frames) == 1 for c in conns)
-    assert max(per_tick) < 2 * 2000 / 15
+    assert max(per_tick) <= -(-2000 // 150)
     sessions: list[str] = []
 
     async def send(actor_id: str, session_id: str, command: object, **_: object) -> None:
@@ -424,10 +428,13 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
         sessions.append(session_id)
 
     bus.send = send  # type: ignore[method-assign]
+    touches = Rotation(300, lambda: gw.hub.feeds)
     sizes = []
-    for k in range(1, 30):  # (slice 0 also refreshes the registry in Redis)
+    for _ in range(300):
         before = len(sessions)
-        await gw._touch_slice(k, 30)
+        assert not touches.period_starts or not sessions  # (period start: registry renewed)
+        share = touches.share()
+        await gw._touch(share, registry=False)
         sizes.append(len(sessions) - before)
-    assert len(sessions) == len(set(sessions)) > 800  # each once; slice 0 (~1/30) left out
-    assert max(sizes) < 2 * 1000 / 30
+    assert sorted(sessions) == sorted(gw.hub.feeds)  # each session once
+    assert max(sizes) <= -(-1000 // 300)
