@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +302,41 @@ async def main():
 asyncio.run(main())
 """
 
+#: (a)'s raw baseline: a bare `websockets` server that relays each message of device A of a
+#: session to device B of the same session (the query string the gateway takes names them), with
+#: no actors, no log, no database: what one server hop between two devices costs on this machine.
+RELAY_SERVER = r"""
+import asyncio, sys, resource
+from urllib.parse import parse_qs, urlsplit
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(20000, hard), hard))
+try:
+    import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+except ImportError:
+    pass
+from websockets.asyncio.server import serve
+devices = {}
+async def relay(ws):
+    query = parse_qs(urlsplit(ws.request.path).query)
+    sid, device = query["session_id"][0], query["device_id"][0]
+    other = (sid, "device-b" if device == "device-a" else "device-a")
+    devices[sid, device] = ws
+    await ws.send('{"type":"connected"}')
+    try:
+        async for m in ws:
+            peer = devices.get(other)
+            if peer is not None:
+                await peer.send(m)
+    finally:
+        devices.pop((sid, device), None)
+async def main():
+    async with serve(relay, "127.0.0.1", int(sys.argv[1]), compression=None,
+                     ping_interval=None, backlog=4096):
+        print("ready", flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
 
 # ------------------------------------------------------------------ the stack
 class Stack:
@@ -467,20 +503,14 @@ def _command_round_trip(port: int) -> str:
             f" p99 <= {p99} s")
 
 
-def bench_latency(stack: Stack) -> None:
-    import threading
-
-    feed_lags: list[float] = []
-    stop = threading.Event()
-    watcher = threading.Thread(target=_watch_feed, args=(stack.redis.url, stop, feed_lags),
-                               daemon=True)
-    if WATCH_FEED:
-        watcher.start()
-    url = f"ws://127.0.0.1:{stack.port}/ws"
+def run_latency_clients(url: str, tokens: dict[str, str],
+                        started: Callable[[], None] = lambda: None) -> list[dict]:
+    """Run `latency_client` processes against `url` (SESSIONS sessions, RATE updates/s for
+    DURATION s); `started()` is called once every device is connected. Their results."""
     sessions = [str(uuid.uuid4()) for _ in range(SESSIONS)]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=latency_client, args=(url, stack.tokens, part,
+    procs = [ctx.Process(target=latency_client, args=(url, tokens, part,
                                                       RATE / CLIENT_PROCS, DURATION, out))
              for part in _split(sessions, CLIENT_PROCS)]
     for p in procs:
@@ -488,8 +518,6 @@ def bench_latency(stack: Stack) -> None:
     t0 = time.perf_counter()
     ready = 0
     results = []
-    cpu0: dict[str, tuple[float, float]] = {}
-    groups: dict[str, list[int]] = {}
     while len(results) < len(procs):
         try:
             kind, value = out.get(timeout=1)
@@ -506,13 +534,60 @@ def bench_latency(stack: Stack) -> None:
                 print(f"  {ready} sessions x 2 devices connected in "
                       f"{time.perf_counter() - t0:.1f}s; sending {RATE:.0f} updates/s for "
                       f"{DURATION:.0f}s", flush=True)
-                groups = {n: [p.pid] for n, p in stack.procs.items()}
-                groups["redis"] = [stack.redis.pid]
-                groups["postgres"] = tree(stack.pg.pid)
-                cpu0 = {n: sched_seconds(pids) for n, pids in groups.items()}
-                bench_cpu0 = time.process_time()
+                started()
         else:
             results.append(value)
+    for p in procs:
+        p.join()
+    return results
+
+
+def _latencies_ms(results: list[dict]) -> list[float]:
+    return [x * 1000 for r in results for x in r["latencies"]]
+
+
+def bench_raw_relay(stack: Stack) -> list[float]:
+    """(a)'s baseline, same clients and load, through `RELAY_SERVER`; its latencies (ms)."""
+    port = free_port()
+    relay = subprocess.Popen([sys.executable, "-c", RELAY_SERVER, str(port)],
+                             stdout=subprocess.PIPE, preexec_fn=raise_fd_limit)
+    try:
+        assert relay.stdout is not None and relay.stdout.readline().strip() == b"ready"
+        results = run_latency_clients(f"ws://127.0.0.1:{port}/", stack.tokens)
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(10)
+    ms = _latencies_ms(results)
+    sent = sum(r["sent"] for r in results)
+    print(f"(a0) raw baseline, a bare websockets relay process (device A -> relay -> device B),"
+          f" same clients and load:\n    received {len(ms)} of {sent}; p50 {pct(ms, 50):.1f} ms"
+          f"   p99 {pct(ms, 99):.1f} ms   max {max(ms) if ms else float('nan'):.1f} ms",
+          flush=True)
+    return ms
+
+
+def bench_latency(stack: Stack, raw_ms: list[float] | None = None) -> None:
+    import threading
+
+    feed_lags: list[float] = []
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_feed, args=(stack.redis.url, stop, feed_lags),
+                               daemon=True)
+    if WATCH_FEED:
+        watcher.start()
+    cpu0: dict[str, tuple[float, float]] = {}
+    groups: dict[str, list[int]] = {}
+    bench_cpu0 = 0.0
+
+    def started() -> None:
+        nonlocal groups, cpu0, bench_cpu0
+        groups = {n: [p.pid] for n, p in stack.procs.items()}
+        groups["redis"] = [stack.redis.pid]
+        groups["postgres"] = tree(stack.pg.pid)
+        cpu0 = {n: sched_seconds(pids) for n, pids in groups.items()}
+        bench_cpu0 = time.process_time()
+
+    results = run_latency_clients(f"ws://127.0.0.1:{stack.port}/ws", stack.tokens, started)
     stop.set()
     if WATCH_FEED:
         watcher.join(5)
@@ -529,17 +604,17 @@ def bench_latency(stack: Stack) -> None:
     for r in results:
         for c, k in r["codes"].items():
             codes[c] = codes.get(c, 0) + k
-    for p in procs:
-        p.join()
-    lat = [x for r in results for x in r["latencies"]]
+    ms = _latencies_ms(results)
     sent = sum(r["sent"] for r in results)
     errors = sum(r["errors"] for r in results)
-    ms = [x * 1000 for x in lat]
     print(f"(a) e2e latency device A -> device B, {SESSIONS} sessions, {RATE:.0f} updates/s:")
-    print(f"    sent {sent}, received {len(lat)} ({len(lat) / max(sent, 1):.1%}), errors "
+    print(f"    sent {sent}, received {len(ms)} ({len(ms) / max(sent, 1):.1%}), errors "
           f"{errors}, achieved {sent / DURATION:.0f} updates/s")
     print(f"    p50 {pct(ms, 50):.1f} ms   p90 {pct(ms, 90):.1f} ms   p99 {pct(ms, 99):.1f} ms"
           f"   max {max(ms) if ms else float('nan'):.1f} ms   (goal p99 <= 25 ms)", flush=True)
+    if raw_ms:
+        print(f"    against the raw relay (a0) of this run: p50 "
+              f"{pct(ms, 50) / pct(raw_ms, 50):.1f}x, p99 {pct(ms, 99) / pct(raw_ms, 99):.1f}x")
     if codes:
         print(f"    error codes: {codes}")
     if os.environ.get("BENCH_TIMELINE"):
@@ -646,7 +721,8 @@ def main() -> None:
     stack = Stack()
     try:
         if not os.environ.get("BENCH_SKIP_A"):
-            bench_latency(stack)
+            raw = None if os.environ.get("BENCH_SKIP_RAW") else bench_raw_relay(stack)
+            bench_latency(stack, raw)
         if not os.environ.get("BENCH_SKIP_B"):
             bench_connections(stack)
     finally:
