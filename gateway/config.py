@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import msgspec
 
 from events.errors import SessiondError
+from events.session import DEFAULT_PRESENCE_TIMEOUT_MS
 
 __all__ = [
     "DEV_JWT_REFRESH_SECRET",
@@ -88,6 +89,15 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"JWT_ALGORITHM must be HS256 or RS256, not {self.jwt_algorithm!r}")
         if self.jwt_algorithm == "RS256" and not self.jwt_public_key:
             raise ConfigError("JWT_ALGORITHM=RS256 needs JWT_PUBLIC_KEY (PEM text or a file path)")
+        for name, value in (("GATEWAY_HEARTBEAT_INTERVAL", self.heartbeat_interval_s),
+                            ("GATEWAY_TOUCH_INTERVAL", self.touch_interval_s)):
+            if not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value}")
+        # a device's first touch comes within two intervals of its joining (gateway.rotation)
+        if self.touch_interval_s * 2 >= DEFAULT_PRESENCE_TIMEOUT_MS / 1000:
+            raise ConfigError(
+                f"GATEWAY_TOUCH_INTERVAL must be under half the presence timeout "
+                f"({DEFAULT_PRESENCE_TIMEOUT_MS // 2000} s), not {self.touch_interval_s:g} s")
         if self.env in ("production", "prod"):
             if self.jwt_algorithm == "HS256" and (
                 self.jwt_secret in DEV_SECRETS or self.jwt_refresh_secret in DEV_SECRETS

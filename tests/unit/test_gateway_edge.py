@@ -103,6 +103,17 @@ def test_defaults_listen_on_loopback_8080() -> None:
     assert (cfg.host, cfg.port) == ("127.0.0.1", 8080)
 
 
+def test_maintenance_intervals_must_be_positive_and_touches_frequent_enough() -> None:
+    """A device's first touch comes within two touch intervals of its joining: an interval of
+    half the presence timeout or more could let a connected device time out."""
+    for env, words in (({"GATEWAY_TOUCH_INTERVAL": "60"}, "under half the presence timeout"),
+                       ({"GATEWAY_TOUCH_INTERVAL": "0"}, "positive"),
+                       ({"GATEWAY_HEARTBEAT_INTERVAL": "-1"}, "positive")):
+        with pytest.raises(ConfigError, match=words):
+            load_gateway_config(env)
+    assert load_gateway_config({"GATEWAY_TOUCH_INTERVAL": "59"}).touch_interval_s == 59
+
+
 def test_production_refuses_the_dev_secret() -> None:
     from events.errors import SessiondError
 
