@@ -45,7 +45,7 @@ from projections.changes import decode_changes  # noqa: E402
 from projections.fixtures import LocalActors, random_command  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
 from projections.model import Model, diff, session_of  # noqa: E402
-from projections.projector import Projector, ProjectorConfig  # noqa: E402
+from projections.projector import Projector, ProjectorConfig, pool_settings  # noqa: E402
 from projections.rebuild import rebuild  # noqa: E402
 from projections.store import (  # noqa: E402
     archive_rows,
@@ -112,7 +112,6 @@ async def make_backlog(redis_url: str) -> int:
 
 async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
     redis = connect(redis_url)
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=5)
     config = ProjectorConfig(
         redis_url=redis_url,
         database_url=dsn,
@@ -121,6 +120,9 @@ async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
         lease_ttl_ms=30_000,
         pool_size=4,
     )
+    # the server settings `sessiond projector` gives its connections (synchronous_commit=off)
+    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=5,
+                                     server_settings=pool_settings(config))
     tune_gc()  # as `sessiond projector` does at start-up
     projector = Projector(config, redis, pool)
     start = time.perf_counter()
@@ -172,7 +174,9 @@ async def precompute_batches(redis_url: str) -> list[tuple[int, str, str, object
 
 
 async def bench_baseline(dsn: str, batches: list, total: int) -> float:
-    pool = await asyncpg.create_pool(dsn, min_size=4, max_size=4)
+    # the projector's server settings too: the ratio compares code, not commit durability
+    settings = pool_settings(ProjectorConfig(redis_url="", database_url=dsn))
+    pool = await asyncpg.create_pool(dsn, min_size=4, max_size=4, server_settings=settings)
     async with pool.acquire() as conn:
         await conn.executemany(
             "INSERT INTO projection.checkpoints (name, partition) VALUES ('live', $1)",
