@@ -25,6 +25,7 @@ BENCH_REDIS_TCP=1 (Redis through loopback TCP instead of its unix socket), BENCH
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -282,30 +283,11 @@ def _wait_file(path: str) -> None:
         time.sleep(0.1)
 
 
-BARE_SERVER = r"""
-import asyncio, os, sys, resource
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (min(20000, hard), hard))
-try:
-    import uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-except ImportError:
-    pass
-from websockets.asyncio.server import serve
-async def echo(ws):
-    async for m in ws:
-        await ws.send(m)
-async def main():
-    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None,
-                     ping_interval=None, backlog=4096):
-        print("ready", flush=True)
-        await asyncio.Future()
-asyncio.run(main())
-"""
-
-#: (a)'s raw baseline: a bare `websockets` server that relays each message of device A of a
-#: session to device B of the same session (the query string the gateway takes names them), with
-#: no actors, no log, no database: what one server hop between two devices costs on this machine.
-RELAY_SERVER = r"""
+def _server_script(handler: str) -> str:
+    """A bare `websockets` server process (uvloop, the same fd limit as the gateway's clients)
+    serving `handler`, an `async def handler(ws)` in source; prints "ready" once listening on
+    the port given as its argument."""
+    return r"""
 import asyncio, sys, resource
 from urllib.parse import parse_qs, urlsplit
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -315,8 +297,29 @@ try:
 except ImportError:
     pass
 from websockets.asyncio.server import serve
+""" + handler + r"""
+async def main():
+    async with serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
+                     ping_interval=None, backlog=4096):
+        print("ready", flush=True)
+        await asyncio.Future()
+asyncio.run(main())
+"""
+
+
+#: (b)'s baseline: a bare `websockets` echo server.
+BARE_SERVER = _server_script(r"""
+async def handler(ws):
+    async for m in ws:
+        await ws.send(m)
+""")
+
+#: (a)'s raw baseline: a bare `websockets` server that relays each message of device A of a
+#: session to device B of the same session (the query string the gateway takes names them), with
+#: no actors, no log, no database: what one server hop between two devices costs on this machine.
+RELAY_SERVER = _server_script(r"""
 devices = {}
-async def relay(ws):
+async def handler(ws):
     query = parse_qs(urlsplit(ws.request.path).query)
     sid, device = query["session_id"][0], query["device_id"][0]
     other = (sid, "device-b" if device == "device-a" else "device-a")
@@ -329,13 +332,21 @@ async def relay(ws):
                 await peer.send(m)
     finally:
         devices.pop((sid, device), None)
-async def main():
-    async with serve(relay, "127.0.0.1", int(sys.argv[1]), compression=None,
-                     ping_interval=None, backlog=4096):
-        print("ready", flush=True)
-        await asyncio.Future()
-asyncio.run(main())
-"""
+""")
+
+
+@contextlib.contextmanager
+def bare_server(script: str) -> Iterator[tuple[int, int]]:
+    """Run a `_server_script` on a free port: (port, pid) while in the block."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", script, str(port)],
+                            stdout=subprocess.PIPE, preexec_fn=raise_fd_limit)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        yield port, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
 
 
 # ------------------------------------------------------------------ the stack
@@ -548,15 +559,8 @@ def _latencies_ms(results: list[dict]) -> list[float]:
 
 def bench_raw_relay(stack: Stack) -> list[float]:
     """(a)'s baseline, same clients and load, through `RELAY_SERVER`; its latencies (ms)."""
-    port = free_port()
-    relay = subprocess.Popen([sys.executable, "-c", RELAY_SERVER, str(port)],
-                             stdout=subprocess.PIPE, preexec_fn=raise_fd_limit)
-    try:
-        assert relay.stdout is not None and relay.stdout.readline().strip() == b"ready"
+    with bare_server(RELAY_SERVER) as (port, _pid):
         results = run_latency_clients(f"ws://127.0.0.1:{port}/", stack.tokens)
-    finally:
-        relay.send_signal(signal.SIGTERM)
-        relay.wait(10)
     ms = _latencies_ms(results)
     sent = sum(r["sent"] for r in results)
     print(f"(a0) raw baseline, a bare websockets relay process (device A -> relay -> device B),"
@@ -692,16 +696,9 @@ def bench_connections(stack: Stack) -> None:
     gw_pid = stack.procs["gateway"].pid
     time.sleep(1.0)
     gw = hold_connections(f"ws://127.0.0.1:{stack.port}/ws", stack.tokens, False, gw_pid)
-    port = free_port()
-    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)],
-                            stdout=subprocess.PIPE, preexec_fn=raise_fd_limit)
-    assert bare.stdout is not None and bare.stdout.readline().strip() == b"ready"
-    time.sleep(1.0)
-    try:
-        b = hold_connections(f"ws://127.0.0.1:{port}/", stack.tokens, True, bare.pid)
-    finally:
-        bare.send_signal(signal.SIGTERM)
-        bare.wait(10)
+    with bare_server(BARE_SERVER) as (port, pid):
+        time.sleep(1.0)
+        b = hold_connections(f"ws://127.0.0.1:{port}/", stack.tokens, True, pid)
     gw_per = (gw["after"] - gw["before"]) / max(gw["held"], 1)
     b_per = (b["after"] - b["before"]) / max(b["held"], 1)
     print(f"(b) {CONNS} authenticated WS connections, heartbeat every {HEARTBEAT_S:.0f}s, "
