@@ -123,7 +123,8 @@ class Gateway:
             await asyncio.sleep(tick_s)
             try:
                 self._heartbeat(time.monotonic(), beats.share())
-                await self._touch(touches.share(), registry=touches.period_starts)
+                renew = touches.period_starts  # the registry's TTL: once per touch interval
+                await self._touch(touches.share(), registry=renew)
             except asyncio.CancelledError:
                 raise
             except Exception:
