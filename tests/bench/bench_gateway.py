@@ -456,6 +456,39 @@ def sched_seconds(pids: list[int]) -> tuple[float, float]:
     return run / 1e9, wait / 1e9
 
 
+class MachineSample(msgspec.Struct, frozen=True):
+    """The whole machine's CPU counters at one moment: what the host charged for a run, beside
+    what our processes' own accounting says (the two differ by kernel work on their behalf,
+    and on these shared virtual CPUs the same work costs a different amount from one minute
+    to the next)."""
+
+    at: float
+    ticks: tuple[int, ...]  # /proc/stat "cpu": user nice system idle iowait irq softirq steal
+    pressure_us: int | None  # /proc/pressure/cpu "some" total: time some task waited for a CPU
+
+    @classmethod
+    def now(cls) -> MachineSample:
+        ticks = tuple(int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+        try:
+            some = Path("/proc/pressure/cpu").read_text().split("\n", 1)[0]
+            pressure: int | None = int(some.rsplit("total=", 1)[1])
+        except (OSError, IndexError, ValueError):
+            pressure = None
+        return cls(time.monotonic(), ticks, pressure)
+
+    def since(self, start: MachineSample) -> str:
+        d = [b - a for a, b in zip(start.ticks, self.ticks, strict=True)]
+        total = sum(d) or 1
+        busy = total - d[3] - d[4]
+        cpus = os.cpu_count() or 1
+        line = (f"the whole machine (/proc/stat) {100 * cpus * busy / total:.0f}% busy of "
+                f"{100 * cpus}%, steal {100 * d[7] / total:.0f}%")
+        if self.pressure_us is not None and start.pressure_us is not None:
+            waited = (self.pressure_us - start.pressure_us) / 1e6 / (self.at - start.at)
+            line += f"; some task waiting for a CPU {100 * waited:.0f}% of the time (PSI)"
+        return line
+
+
 class _FeedChange(msgspec.Struct, frozen=True):
     type: str = ""
     ts: int = 0
@@ -559,14 +592,17 @@ def _latencies_ms(results: list[dict]) -> list[float]:
 
 def bench_raw_relay(stack: Stack) -> list[float]:
     """(a)'s baseline, same clients and load, through `RELAY_SERVER`; its latencies (ms)."""
+    samples: list[MachineSample] = []
     with bare_server(RELAY_SERVER) as (port, _pid):
-        results = run_latency_clients(f"ws://127.0.0.1:{port}/", stack.tokens)
+        results = run_latency_clients(f"ws://127.0.0.1:{port}/", stack.tokens,
+                                      lambda: samples.append(MachineSample.now()))
+        machine = MachineSample.now().since(samples[0])
     ms = _latencies_ms(results)
     sent = sum(r["sent"] for r in results)
     print(f"(a0) raw baseline, a bare websockets relay process (device A -> relay -> device B),"
           f" same clients and load:\n    received {len(ms)} of {sent}; p50 {pct(ms, 50):.1f} ms"
-          f"   p99 {pct(ms, 99):.1f} ms   max {max(ms) if ms else float('nan'):.1f} ms",
-          flush=True)
+          f"   p99 {pct(ms, 99):.1f} ms   max {max(ms) if ms else float('nan'):.1f} ms\n"
+          f"    {machine}", flush=True)
     return ms
 
 
@@ -582,9 +618,11 @@ def bench_latency(stack: Stack, raw_ms: list[float] | None = None) -> None:
     cpu0: dict[str, tuple[float, float]] = {}
     groups: dict[str, list[int]] = {}
     bench_cpu0 = 0.0
+    machine0 = MachineSample.now()
 
     def started() -> None:
-        nonlocal groups, cpu0, bench_cpu0
+        nonlocal groups, cpu0, bench_cpu0, machine0
+        machine0 = MachineSample.now()
         groups = {n: [p.pid] for n, p in stack.procs.items()}
         groups["redis"] = [stack.redis.pid]
         groups["postgres"] = tree(stack.pg.pid)
@@ -592,6 +630,7 @@ def bench_latency(stack: Stack, raw_ms: list[float] | None = None) -> None:
         bench_cpu0 = time.process_time()
 
     results = run_latency_clients(f"ws://127.0.0.1:{stack.port}/ws", stack.tokens, started)
+    machine = MachineSample.now().since(machine0)
     stop.set()
     if WATCH_FEED:
         watcher.join(5)
@@ -642,7 +681,8 @@ def bench_latency(stack: Stack, raw_ms: list[float] | None = None) -> None:
         f"{n} {100 * v / span:.0f}%" for n, v in cpu.items())
         + f"; total {100 * sum(cpu.values()) / span:.0f}% of {100 * (os.cpu_count() or 1)}%")
     print("    waiting for a CPU (% of the run, run-queue time from schedstat): " + ", ".join(
-        f"{n} {100 * v / span:.0f}%" for n, v in waits.items()), flush=True)
+        f"{n} {100 * v / span:.0f}%" for n, v in waits.items()))
+    print(f"    {machine}", flush=True)
 
 
 def _timeline(results: list[dict]) -> None:
