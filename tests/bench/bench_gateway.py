@@ -548,9 +548,10 @@ def _command_round_trip(port: int) -> str:
 
 
 def run_latency_clients(url: str, tokens: dict[str, str],
-                        started: Callable[[], None] = lambda: None) -> list[dict]:
+                        started: Callable[[], None] = lambda: None) -> tuple[list[dict], str]:
     """Run `latency_client` processes against `url` (SESSIONS sessions, RATE updates/s for
-    DURATION s); `started()` is called once every device is connected. Their results."""
+    DURATION s); `started()` is called once every device is connected. Their results, and the
+    whole machine's counters from then to the end (`MachineSample.since`)."""
     sessions = [str(uuid.uuid4()) for _ in range(SESSIONS)]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -562,6 +563,7 @@ def run_latency_clients(url: str, tokens: dict[str, str],
     t0 = time.perf_counter()
     ready = 0
     results = []
+    machine0 = MachineSample.now()
     while len(results) < len(procs):
         try:
             kind, value = out.get(timeout=1)
@@ -578,12 +580,14 @@ def run_latency_clients(url: str, tokens: dict[str, str],
                 print(f"  {ready} sessions x 2 devices connected in "
                       f"{time.perf_counter() - t0:.1f}s; sending {RATE:.0f} updates/s for "
                       f"{DURATION:.0f}s", flush=True)
+                machine0 = MachineSample.now()
                 started()
         else:
             results.append(value)
+    machine = MachineSample.now().since(machine0)
     for p in procs:
         p.join()
-    return results
+    return results, machine
 
 
 def _latencies_ms(results: list[dict]) -> list[float]:
@@ -592,11 +596,8 @@ def _latencies_ms(results: list[dict]) -> list[float]:
 
 def bench_raw_relay(stack: Stack) -> list[float]:
     """(a)'s baseline, same clients and load, through `RELAY_SERVER`; its latencies (ms)."""
-    samples: list[MachineSample] = []
     with bare_server(RELAY_SERVER) as (port, _pid):
-        results = run_latency_clients(f"ws://127.0.0.1:{port}/", stack.tokens,
-                                      lambda: samples.append(MachineSample.now()))
-        machine = MachineSample.now().since(samples[0])
+        results, machine = run_latency_clients(f"ws://127.0.0.1:{port}/", stack.tokens)
     ms = _latencies_ms(results)
     sent = sum(r["sent"] for r in results)
     print(f"(a0) raw baseline, a bare websockets relay process (device A -> relay -> device B),"
@@ -618,19 +619,17 @@ def bench_latency(stack: Stack, raw_ms: list[float] | None = None) -> None:
     cpu0: dict[str, tuple[float, float]] = {}
     groups: dict[str, list[int]] = {}
     bench_cpu0 = 0.0
-    machine0 = MachineSample.now()
 
     def started() -> None:
-        nonlocal groups, cpu0, bench_cpu0, machine0
-        machine0 = MachineSample.now()
+        nonlocal groups, cpu0, bench_cpu0
         groups = {n: [p.pid] for n, p in stack.procs.items()}
         groups["redis"] = [stack.redis.pid]
         groups["postgres"] = tree(stack.pg.pid)
         cpu0 = {n: sched_seconds(pids) for n, pids in groups.items()}
         bench_cpu0 = time.process_time()
 
-    results = run_latency_clients(f"ws://127.0.0.1:{stack.port}/ws", stack.tokens, started)
-    machine = MachineSample.now().since(machine0)
+    results, machine = run_latency_clients(f"ws://127.0.0.1:{stack.port}/ws", stack.tokens,
+                                           started)
     stop.set()
     if WATCH_FEED:
         watcher.join(5)
