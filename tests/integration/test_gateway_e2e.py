@@ -12,203 +12,33 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 import websockets
 
-ROOT = Path(__file__).resolve().parents[2]
-SESSIOND = [sys.executable, "-m", "infra.cli"]
+from tests.integration.gwstack import ROOT, Stack, connect_ws, of_type, recv_until
 
 pytestmark = pytest.mark.anyio
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stack:
-    """A running worker + projector + gateway, and helpers to talk to the gateway."""
-
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env = env
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.ws_base = f"ws://127.0.0.1:{port}/ws"
-        self.procs: dict[str, subprocess.Popen] = {}
-        from gateway.auth import TokenService
-        from gateway.config import load_gateway_config
-
-        self.tokens = TokenService(load_gateway_config(env))
-
-    def token(self, user: str, *roles: str, kind: str = "access", ttl_s: int | None = None
-              ) -> str:
-        return self.tokens.issue(user, roles, kind, ttl_s=ttl_s)
-
-    def headers(self, user: str, *roles: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(user, *roles)}"}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(Path(self.env["SESSIOND_TEST_LOGS"]) / f"{name}.log", "ab")
-        proc = subprocess.Popen([*SESSIOND, *args], env=self.env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
-        self.procs[name] = proc
-        return proc
-
-    def start_gateway(self) -> None:
-        self.start("gateway", "gateway", "--port", str(self.port), "--drain-timeout", "2")
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            for name, p in self.procs.items():
-                if p.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {p.returncode}: {self.log(name)}")
-            try:
-                r = httpx.get(f"{self.base}/ready", timeout=2)
-                last = r.text
-                if r.status_code == 200:
-                    return
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            time.sleep(0.2)
-        raise RuntimeError(f"stack not ready: {last}\n{self.log('gateway')}")
-
-    def log(self, name: str) -> str:
-        path = Path(self.env["SESSIOND_TEST_LOGS"]) / f"{name}.log"
-        return path.read_text()[-4000:] if path.exists() else ""
-
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
-        p = self.procs.pop(name, None)
-        if p is None:
-            return None
-        if p.poll() is None:
-            p.send_signal(sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        return p.returncode
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
-
-
-def _db_url(server: str, name: str) -> str:
-    parts = urlsplit(server)
-    return urlunsplit(parts._replace(path="/" + name))
-
-
-@pytest.fixture(scope="module")
-def stack(redis_server_url: str, postgres_server_url: str, tmp_path_factory) -> Iterator[Stack]:
-    import asyncpg
-    import redis as redis_sync
-
-    r = redis_sync.Redis.from_url(redis_server_url)
-    r.flushall()
-    r.close()
-    name = f"gw_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(postgres_server_url)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    logs = tmp_path_factory.mktemp("gw-logs")  # pytest keeps the last few runs', no more
-    env = {
-        **os.environ,
-        "REDIS_URL": redis_server_url,
-        "DATABASE_URL": _db_url(postgres_server_url, name),
-        "SESSIOND_PARTITIONS": "4",
-        "LEASE_TTL_MS": "3000",
-        "SESSIOND_ENV": "test",
-        "SESSIOND_TEST_LOGS": str(logs),
-        "GATEWAY_HEARTBEAT_INTERVAL": "2",
-        "GATEWAY_TOUCH_INTERVAL": "2",
-        "GATEWAY_RATE_PER_S": "200",
-        "GATEWAY_RATE_BURST": "200",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("SESSIOND_ORIGINS", None)
-    env["ALLOWED_ORIGINS"] = "http://allowed.example"
-    s = Stack(env, free_port())
-    subprocess.run([*SESSIOND, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
-    s.start("worker", "worker")
-    s.start("projector", "projector", "--no-migrate")
-    s.start_gateway()
-    try:
-        s.wait_ready()
-        yield s
-    finally:
-        s.stop_all()
-
-        async def drop() -> None:
-            conn = await asyncpg.connect(postgres_server_url)
-            await conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-                name)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.close()
-
-        asyncio.run(drop())
-
-
-# ------------------------------------------------------------------ helpers
-async def recv_until(ws, pred, timeout: float = 10.0) -> dict:
-    """Read messages until `pred(msg)`; heartbeats and others are skipped."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("timed out waiting for a message")
-        msg = json.loads(await asyncio.wait_for(ws.recv(), left))
-        if pred(msg):
-            return msg
-
-
-def of_type(*names):
-    return lambda m: m.get("type") in names
-
-
-async def connect_ws(stack: Stack, user: str, device: str, session_id: str = "",
-                     since: int | None = None, **extra: str):
-    q = f"?token={stack.token(user)}&device_id={device}"
-    if session_id:
-        q += f"&session_id={session_id}"
-    if since is not None:
-        q += f"&since={since}"
-    for k, v in extra.items():
-        q += f"&{k}={v}"
-    ws = await websockets.connect(stack.ws_base + q, max_size=4 << 20, compression=None)
-    hello = await recv_until(ws, of_type("connected", 100, "error"))
-    return ws, hello
-
-
-# ------------------------------------------------------------------ seed 000
 async def test_seed000_rest_session_then_ws_flow(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.base) as http:
-        r = await http.post("/api/sessions", json={"device_id": "laptop"},
-                            headers=stack.headers("alice"))
+        r = await http.post(
+            "/api/sessions", json={"device_id": "laptop"}, headers=stack.headers("alice")
+        )
         assert r.status_code == 201, r.text
         sid = r.json()["session_id"]
         assert r.json()["created"] is True
         # the same user on the same device gets the same session back
-        r2 = await http.post("/api/sessions", json={"device_id": "laptop"},
-                             headers=stack.headers("alice"))
+        r2 = await http.post(
+            "/api/sessions", json={"device_id": "laptop"}, headers=stack.headers("alice")
+        )
         assert r2.status_code == 200, r2.text
         assert r2.json()["session_id"] == sid and r2.json()["created"] is False
     ws, hello = await connect_ws(stack, "alice", "laptop", sid)
@@ -220,8 +50,14 @@ async def test_seed000_rest_session_then_ws_flow(stack: Stack) -> None:
         assert ack["payload"]["client_time"] == 1
         # a server heartbeat answered with its server_time gives the RTT
         beat = await recv_until(ws, of_type("heartbeat"), timeout=6)
-        await ws.send(json.dumps({"type": "heartbeat_ack",
-                                  "payload": {"server_time": beat["payload"]["server_time"]}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "heartbeat_ack",
+                    "payload": {"server_time": beat["payload"]["server_time"]},
+                }
+            )
+        )
     finally:
         await ws.close()
 
@@ -242,31 +78,43 @@ async def test_seed003_start_refresh_end(stack: Stack) -> None:
     sid, router = str(uuid.uuid4()), str(uuid.uuid4())
     h = stack.headers("carol")
     async with httpx.AsyncClient(base_url=stack.base) as http:
-        r = await http.post("/api/session/start",
-                            json={"sessionId": sid, "routerId": router, "restart": False},
-                            headers=h)
+        r = await http.post(
+            "/api/session/start",
+            json={"sessionId": sid, "routerId": router, "restart": False},
+            headers=h,
+        )
         assert r.status_code == 200, r.text
-        assert r.json() == {"session_id": sid, "router_reachable": True,
-                            "infrastructure_ready": True,
-                            "message": "Session established successfully"}
+        assert r.json() == {
+            "session_id": sid,
+            "router_reachable": True,
+            "infrastructure_ready": True,
+            "message": "Session established successfully",
+        }
         r = await http.post("/api/session/refresh", json={"sessionId": sid}, headers=h)
         assert r.json() == {"message": f"Session {sid} refreshed"}, r.text
-        r = await http.post("/api/session/start",
-                            json={"sessionId": sid, "routerId": router, "restart": True},
-                            headers=h)
+        r = await http.post(
+            "/api/session/start",
+            json={"sessionId": sid, "routerId": router, "restart": True},
+            headers=h,
+        )
         assert r.status_code == 200, r.text
-        r = await http.post("/api/session/end", json={"sessionId": sid, "routerId": router},
-                            headers=h)
+        r = await http.post(
+            "/api/session/end", json={"sessionId": sid, "routerId": router}, headers=h
+        )
         assert r.json() == {"message": "Session ended"}, r.text
         r = await http.post("/api/session/refresh", json={"sessionId": sid}, headers=h)
         assert r.status_code == 410 and r.json()["error"]["code"] == "SESSION_ENDED"
-        r = await http.post("/api/session/start",
-                            json={"sessionId": "not-a-uuid", "routerId": router}, headers=h)
+        r = await http.post(
+            "/api/session/start", json={"sessionId": "not-a-uuid", "routerId": router}, headers=h
+        )
         assert r.status_code == 400
-        assert r.json()["error"] == {"code": "INVALID_ARGUMENT",
-                                     "message": "sessionId must be a UUID, got 'not-a-uuid'"}
-        r = await http.post("/api/session/refresh", json={"sessionId": sid},
-                            headers=stack.headers("mallory"))
+        assert r.json()["error"] == {
+            "code": "INVALID_ARGUMENT",
+            "message": "sessionId must be a UUID, got 'not-a-uuid'",
+        }
+        r = await http.post(
+            "/api/session/refresh", json={"sessionId": sid}, headers=stack.headers("mallory")
+        )
         assert r.status_code == 403, r.text
 
 
@@ -277,29 +125,69 @@ SID4 = "550e8400-e29b-41d4-a716-446655440000"
 async def test_seed004_curl_examples(stack: Stack) -> None:
     h = stack.headers("user-123")
     async with httpx.AsyncClient(base_url=stack.base) as http:
-        r = await http.post("/session/snapshot", headers=h, json={
-            "session_id": SID4, "user_id": "user-123",
-            "state_data": {"meditation_progress": 75, "current_mood": "calm", "streak_days": 12},
-            "device_id": "device-456", "app_version": "2.1.0", "version": 1})
+        r = await http.post(
+            "/session/snapshot",
+            headers=h,
+            json={
+                "session_id": SID4,
+                "user_id": "user-123",
+                "state_data": {
+                    "meditation_progress": 75,
+                    "current_mood": "calm",
+                    "streak_days": 12,
+                },
+                "device_id": "device-456",
+                "app_version": "2.1.0",
+                "version": 1,
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["version"] == 1
         sv = r.json()["session_version"]
         r = await http.get(f"/session/{SID4}?min_version={sv}", headers=h)
         assert r.status_code == 200, r.text
-        assert r.json()["state_data"] == {"meditation_progress": 75, "current_mood": "calm",
-                                          "streak_days": 12}
-        r = await http.post("/session/incremental", headers=h, json={
-            "session_id": SID4, "user_id": "user-123", "device_id": "device-789",
-            "base_version": 1, "changes": {"meditation_progress": 80}, "deleted_keys": []})
+        assert r.json()["state_data"] == {
+            "meditation_progress": 75,
+            "current_mood": "calm",
+            "streak_days": 12,
+        }
+        r = await http.post(
+            "/session/incremental",
+            headers=h,
+            json={
+                "session_id": SID4,
+                "user_id": "user-123",
+                "device_id": "device-789",
+                "base_version": 1,
+                "changes": {"meditation_progress": 80},
+                "deleted_keys": [],
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["version"] == 2
-        r = await http.post("/session/incremental", headers=h, json={
-            "session_id": SID4, "user_id": "user-123", "device_id": "device-789",
-            "base_version": 1, "changes": {"meditation_progress": 81}, "deleted_keys": []})
+        r = await http.post(
+            "/session/incremental",
+            headers=h,
+            json={
+                "session_id": SID4,
+                "user_id": "user-123",
+                "device_id": "device-789",
+                "base_version": 1,
+                "changes": {"meditation_progress": 81},
+                "deleted_keys": [],
+            },
+        )
         assert r.status_code == 409 and r.json()["error"]["code"] == "VERSION_CONFLICT", r.text
-        r = await http.post("/session/conflict/resolve", headers=h, json={
-            "session_id": SID4, "client_version": 2,
-            "client_state": {"meditation_progress": 85}, "resolution_strategy": "server_wins"})
+        r = await http.post(
+            "/session/conflict/resolve",
+            headers=h,
+            json={
+                "session_id": SID4,
+                "client_version": 2,
+                "client_state": {"meditation_progress": 85},
+                "resolution_strategy": "server_wins",
+            },
+        )
         assert r.status_code == 200, r.text
         assert r.json()["resolved_state"]["meditation_progress"] == 80
         # a device online, then the devices list
@@ -309,8 +197,11 @@ async def test_seed004_curl_examples(stack: Stack) -> None:
             r = await http.get(f"/session/{SID4}/devices", headers=h)
             assert r.status_code == 200
             assert "device-phone" in [d["device_id"] for d in r.json()["devices"]]
-            r = await http.post(f"/session/{SID4}/handoff", headers=h, json={
-                "source_device": "device-phone", "target_device": "device-tablet"})
+            r = await http.post(
+                f"/session/{SID4}/handoff",
+                headers=h,
+                json={"source_device": "device-phone", "target_device": "device-tablet"},
+            )
             assert r.status_code == 201, r.text
             token = r.json()["token"]
             r = await http.get(f"/session/{SID4}/handoff/{token}", headers=h)
@@ -336,15 +227,27 @@ async def test_seed004_curl_examples(stack: Stack) -> None:
         assert r.status_code == 200 and r.json()["count"] >= 1
         r = await http.get("/admin/connections", headers=admin)
         assert r.status_code == 200
-        r = await http.post("/admin/broadcast", headers=admin, json={
-            "message": "System maintenance scheduled", "type": "notification"})
+        r = await http.post(
+            "/admin/broadcast",
+            headers=admin,
+            json={"message": "System maintenance scheduled", "type": "notification"},
+        )
         assert r.status_code == 200 and r.json()["gateways"] >= 1
         r = await http.get("/health")
         body = r.json()
         assert body["status"] == "healthy" and body["metrics"] == {
-            "snapshot_ttl_hours": 168, "multi_device_enabled": True, "versioning_enabled": True}
-        assert set(body) == {"status", "timestamp", "version", "uptime", "active_connections",
-                             "metrics"}
+            "snapshot_ttl_hours": 168,
+            "multi_device_enabled": True,
+            "versioning_enabled": True,
+        }
+        assert set(body) == {
+            "status",
+            "timestamp",
+            "version",
+            "uptime",
+            "active_connections",
+            "metrics",
+        }
 
 
 async def stack_wait_device(http, h, device: str, timeout: float = 10.0) -> None:
@@ -361,17 +264,34 @@ async def stack_wait_device(http, h, device: str, timeout: float = 10.0) -> None
 async def test_seed004_numeric_protocol(stack: Stack) -> None:
     sid = str(uuid.uuid4())
     async with websockets.connect(stack.ws_base, compression=None) as ws:
-        await ws.send(json.dumps({"type": 7, "session_id": sid, "payload": {
-            "token": stack.token("dana"), "device_id": "device-456", "device_type": "mobile",
-            "device_name": "iPhone 13"}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": 7,
+                    "session_id": sid,
+                    "payload": {
+                        "token": stack.token("dana"),
+                        "device_id": "device-456",
+                        "device_type": "mobile",
+                        "device_name": "iPhone 13",
+                    },
+                }
+            )
+        )
         ok = await recv_until(ws, lambda m: m["type"] in (8, 9, 6))
         assert ok["type"] == 8, ok
         assert ok["payload"]["session_id"] == sid
         await ws.send(json.dumps({"type": 1, "payload": {"client_time": 123}}))
         ack = await recv_until(ws, lambda m: m["type"] == 2)
         assert ack["payload"]["client_time"] == 123
-        await ws.send(json.dumps({"type": 5, "payload": {
-            "key": "meditation_progress", "value": 80, "operation": "SET"}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": 5,
+                    "payload": {"key": "meditation_progress", "value": 80, "operation": "SET"},
+                }
+            )
+        )
         upd = await recv_until(ws, lambda m: m["type"] == 5)
         assert upd["payload"]["changes"] == {"meditation_progress": 80}
         assert upd["version"] > ok["payload"]["version"]
@@ -389,16 +309,18 @@ async def test_seed004_numeric_protocol(stack: Stack) -> None:
 
 async def test_ws_auth_failures(stack: Stack) -> None:
     async with websockets.connect(stack.ws_base, compression=None) as ws:
-        await ws.send(json.dumps({"type": 7, "payload": {"token": "forged.token.value",
-                                                         "device_id": "d"}}))
+        await ws.send(
+            json.dumps({"type": 7, "payload": {"token": "forged.token.value", "device_id": "d"}})
+        )
         msg = json.loads(await ws.recv())
         assert msg["type"] == 9 and msg["payload"]["code"] == "TOKEN_INVALID"
         with pytest.raises(websockets.ConnectionClosed) as info:
             await ws.recv()
         assert info.value.rcvd.code == 4401
     expired = stack.token("erin", ttl_s=-60)
-    async with websockets.connect(f"{stack.ws_base}?token={expired}&device_id=d",
-                                  compression=None) as ws:
+    async with websockets.connect(
+        f"{stack.ws_base}?token={expired}&device_id=d", compression=None
+    ) as ws:
         msg = json.loads(await ws.recv())
         assert msg["type"] == "auth_failure" and msg["payload"]["code"] == "TOKEN_EXPIRED"
     async with websockets.connect(stack.ws_base, compression=None) as ws:
@@ -416,8 +338,9 @@ async def test_ws_auth_failures(stack: Stack) -> None:
         await ws.close()
     # a browser from an origin not on the allow-list is refused
     with pytest.raises(websockets.InvalidStatus):
-        await websockets.connect(f"{stack.ws_base}?token={stack.token('x')}&device_id=d",
-                                 origin="http://evil.example")
+        await websockets.connect(
+            f"{stack.ws_base}?token={stack.token('x')}&device_id=d", origin="http://evil.example"
+        )
 
 
 async def test_ws_bad_input_keeps_the_connection(stack: Stack) -> None:
@@ -439,10 +362,20 @@ async def test_ws_bad_input_keeps_the_connection(stack: Stack) -> None:
             (json.dumps({"type": 5, "payload": "not an object"}), "INVALID_MESSAGE"),
             (json.dumps({"type": 5, "payload": {"key": 5, "value": 1}}), "INVALID_ARGUMENT"),
             (json.dumps({"type": 5, "payload": {"changes": [1, 2]}}), "INVALID_ARGUMENT"),
-            (json.dumps({"type": 5, "payload": {"key": "k", "value": "x" * 70000}}),
-             "MESSAGE_TOO_LARGE"),
-            (json.dumps({"type": "state_update", "session_id": str(uuid.uuid4()),
-                         "payload": {"key": "k", "value": 1}}), "SESSION_MISMATCH"),
+            (
+                json.dumps({"type": 5, "payload": {"key": "k", "value": "x" * 70000}}),
+                "MESSAGE_TOO_LARGE",
+            ),
+            (
+                json.dumps(
+                    {
+                        "type": "state_update",
+                        "session_id": str(uuid.uuid4()),
+                        "payload": {"key": "k", "value": 1},
+                    }
+                ),
+                "SESSION_MISMATCH",
+            ),
             (json.dumps({"type": 8, "payload": {}}), "UNEXPECTED_TYPE"),
             (json.dumps([1, 2, 3]), "INVALID_MESSAGE"),
         ]
@@ -472,21 +405,27 @@ async def test_rest_bad_input(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.base) as http:
         r = await http.post("/session/snapshot", content=b"{nope", headers=h)
         assert r.status_code == 400 and r.json()["error"]["code"] == "MALFORMED_JSON"
-        r = await http.post("/session/snapshot", json={"session_id": SID4, "state_data": 5},
-                            headers=h)
+        r = await http.post(
+            "/session/snapshot", json={"session_id": SID4, "state_data": 5}, headers=h
+        )
         assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_ARGUMENT"
-        r = await http.post("/session/snapshot", json={"session_id": "x", "state_data": {}},
-                            headers=h)
+        r = await http.post(
+            "/session/snapshot", json={"session_id": "x", "state_data": {}}, headers=h
+        )
         assert r.status_code == 400
         r = await http.get(f"/session/{SID4}", headers=h)  # user-123's session
         assert r.status_code == 403 and r.json()["error"]["code"] == "SESSION_FORBIDDEN"
         r = await http.get(f"/session/{SID4}")
         assert r.status_code == 401 and r.json()["error"]["code"] == "TOKEN_MISSING"
-        r = await http.get(f"/session/{SID4}",
-                           headers={"Authorization": "Bearer " + stack.token("x", ttl_s=-30)})
+        r = await http.get(
+            f"/session/{SID4}", headers={"Authorization": "Bearer " + stack.token("x", ttl_s=-30)}
+        )
         assert r.json()["error"]["code"] == "TOKEN_EXPIRED"
-        r = await http.post("/session/snapshot", headers=h, json={
-            "session_id": str(uuid.uuid4()), "state_data": {"big": "x" * 300_000}})
+        r = await http.post(
+            "/session/snapshot",
+            headers=h,
+            json={"session_id": str(uuid.uuid4()), "state_data": {"big": "x" * 300_000}},
+        )
         assert r.status_code == 413 and r.json()["error"]["code"] == "STATE_TOO_LARGE"
         r = await http.get("/nowhere")
         assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
@@ -494,8 +433,11 @@ async def test_rest_bad_input(stack: Stack) -> None:
         refresh = stack.token("henry", kind="refresh")
         r = await http.post("/auth/refresh", json={"refresh_token": refresh})
         assert r.status_code == 200, r.text
-        assert (await http.get("/health", headers={
-            "Authorization": "Bearer " + r.json()["access_token"]})).status_code == 200
+        assert (
+            await http.get(
+                "/health", headers={"Authorization": "Bearer " + r.json()["access_token"]}
+            )
+        ).status_code == 200
         r = await http.post("/auth/refresh", json={"refresh_token": stack.token("henry")})
         assert r.status_code == 401
         r = await http.get("/openapi.json")
@@ -510,18 +452,19 @@ async def test_two_devices_and_gap_free_resume(stack: Stack) -> None:
     sid = hello_a["payload"]["session_id"]
     ws_b, _hello_b = await connect_ws(stack, "ivy", "device-b", sid)
     try:
-        await ws_a.send(json.dumps({"type": "state_update",
-                                    "payload": {"key": "n", "value": 0}}))
+        await ws_a.send(json.dumps({"type": "state_update", "payload": {"key": "n", "value": 0}}))
         got = await recv_until(ws_b, lambda m: m["type"] == "state_update")
         assert got["payload"]["changes"] == {"n": 0}
         last_seen = got["version"]
         # kill B's connection abruptly (no close handshake), keep updating from A
         ws_b.transport.abort()
         for i in range(1, 21):
-            await ws_a.send(json.dumps({"type": "state_update",
-                                        "payload": {"key": "n", "value": i}}))
-        await recv_until(ws_a, lambda m: m["type"] == "state_update"
-                         and m["payload"]["changes"] == {"n": 20})
+            await ws_a.send(
+                json.dumps({"type": "state_update", "payload": {"key": "n", "value": i}})
+            )
+        await recv_until(
+            ws_a, lambda m: m["type"] == "state_update" and m["payload"]["changes"] == {"n": 20}
+        )
         ws_b2, _hello = await connect_ws(stack, "ivy", "device-b", sid, since=last_seen)
         try:
             values, versions = [], []
@@ -532,8 +475,9 @@ async def test_two_devices_and_gap_free_resume(stack: Stack) -> None:
             assert values == list(range(1, 21))
             assert versions == sorted(set(versions))  # in order, once
             # and live updates continue after the catch-up
-            await ws_a.send(json.dumps({"type": "state_update",
-                                        "payload": {"key": "n", "value": 21}}))
+            await ws_a.send(
+                json.dumps({"type": "state_update", "payload": {"key": "n", "value": 21}})
+            )
             m = await recv_until(ws_b2, lambda m: m["type"] == "state_update")
             assert m["payload"]["changes"] == {"n": 21} and m["version"] > versions[-1]
         finally:
@@ -548,16 +492,16 @@ async def test_sse_stream_and_last_event_id(stack: Stack) -> None:
     token = stack.token("jack")
     try:
         async with httpx.AsyncClient(base_url=stack.base, timeout=10) as http:
-            await ws.send(json.dumps({"type": "state_update",
-                                      "payload": {"key": "k", "value": 1}}))
+            await ws.send(json.dumps({"type": "state_update", "payload": {"key": "k", "value": 1}}))
             first = await recv_until(ws, lambda m: m["type"] == "state_update")
-            await ws.send(json.dumps({"type": "state_update",
-                                      "payload": {"key": "k", "value": 2}}))
-            await recv_until(ws, lambda m: m["type"] == "state_update"
-                             and m["payload"]["changes"] == {"k": 2})
+            await ws.send(json.dumps({"type": "state_update", "payload": {"key": "k", "value": 2}}))
+            await recv_until(
+                ws, lambda m: m["type"] == "state_update" and m["payload"]["changes"] == {"k": 2}
+            )
             headers = {"Last-Event-ID": str(first["version"])}
-            async with http.stream("GET", f"/api/sessions/{sid}/events?token={token}",
-                                   headers=headers) as resp:
+            async with http.stream(
+                "GET", f"/api/sessions/{sid}/events?token={token}", headers=headers
+            ) as resp:
                 assert resp.status_code == 200
                 seen = []
                 async for line in resp.aiter_lines():
@@ -568,8 +512,7 @@ async def test_sse_stream_and_last_event_id(stack: Stack) -> None:
                             if seen == [2]:
                                 break
             assert seen == [2]
-            r = await http.get(f"/api/sessions/{sid}/events",
-                               headers=stack.headers("mallory"))
+            r = await http.get(f"/api/sessions/{sid}/events", headers=stack.headers("mallory"))
             assert r.status_code == 403
     finally:
         await ws.close()
@@ -607,14 +550,32 @@ async def test_drain_on_sigterm_pushes_reconnect_and_leaves(stack: Stack) -> Non
 def test_schemathesis_finds_no_server_error(stack: Stack) -> None:
     """schemathesis against /openapi.json, bounded in time: no 5xx, whatever the input."""
     token = stack.token("fuzzer", "admin")
-    cmd = [str(Path(sys.executable).parent / "schemathesis"), "run",
-           f"{stack.base}/openapi.json", "--checks", "not_a_server_error",
-           "--max-examples", os.environ.get("GATEWAY_FUZZ_EXAMPLES", "6"),
-           "--header", f"Authorization: Bearer {token}", "--request-timeout", "10",
-           "--generation-deterministic", "--phases", "examples,coverage,fuzzing",
-           "--suppress-health-check", "all"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=280, cwd=ROOT,
-                          env={**os.environ, "NO_COLOR": "1"})
+    cmd = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{stack.base}/openapi.json",
+        "--checks",
+        "not_a_server_error",
+        "--max-examples",
+        os.environ.get("GATEWAY_FUZZ_EXAMPLES", "6"),
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--request-timeout",
+        "10",
+        "--generation-deterministic",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--suppress-health-check",
+        "all",
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=ROOT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     tail = (proc.stdout + proc.stderr)[-6000:]
 
     assert proc.returncode == 0, tail
@@ -628,12 +589,14 @@ async def test_poor_rtt_changes_quality_once_and_advises_reconnect(stack: Stack)
             await ws.send(json.dumps({"type": "heartbeat", "payload": {"rtt_ms": 900}}))
         advice = await recv_until(ws, of_type("reconnect"))
         assert advice["payload"]["reason"] == "POOR_CONNECTION"
-        state = await recv_until(ws, lambda m: m["type"] == "connection_state"
-                                 and m["payload"].get("quality") == "POOR")
+        state = await recv_until(
+            ws, lambda m: m["type"] == "connection_state" and m["payload"].get("quality") == "POOR"
+        )
         assert state["version"] > hello["payload"]["version"]
         await ws.send(json.dumps({"type": "heartbeat", "payload": {"rtt_ms": 20}}))
-        good = await recv_until(ws, lambda m: m["type"] == "connection_state"
-                                and m["payload"].get("quality") == "GOOD")
+        good = await recv_until(
+            ws, lambda m: m["type"] == "connection_state" and m["payload"].get("quality") == "GOOD"
+        )
         assert good["version"] == state["version"] + 1  # no duplicate POOR in between
     finally:
         await ws.close()
@@ -648,8 +611,9 @@ async def test_message_rate_limit(stack: Stack) -> None:
         assert msg["payload"]["code"] == "RATE_LIMITED"
         await asyncio.sleep(1.5)
         await ws.send('{"type":"heartbeat","payload":{"client_time":7}}')
-        await recv_until(ws, lambda m: m["type"] == "heartbeat_ack"
-                         and m["payload"]["client_time"] == 7)
+        await recv_until(
+            ws, lambda m: m["type"] == "heartbeat_ack" and m["payload"]["client_time"] == 7
+        )
     finally:
         await ws.close()
 
@@ -674,14 +638,18 @@ async def test_admins_get_admin_updates_and_broadcasts(stack: Stack) -> None:
 
 async def test_cors_allows_only_listed_origins(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.base) as http:
-        pre = {"Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "authorization,content-type"}
-        ok = await http.options("/session/snapshot",
-                                headers={"Origin": "http://allowed.example", **pre})
+        pre = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        }
+        ok = await http.options(
+            "/session/snapshot", headers={"Origin": "http://allowed.example", **pre}
+        )
         assert ok.status_code == 200
         assert ok.headers["access-control-allow-origin"] == "http://allowed.example"
-        bad = await http.options("/session/snapshot",
-                                 headers={"Origin": "http://evil.example", **pre})
+        bad = await http.options(
+            "/session/snapshot", headers={"Origin": "http://evil.example", **pre}
+        )
         assert bad.status_code == 400
         assert "access-control-allow-origin" not in bad.headers
 
@@ -689,8 +657,9 @@ async def test_cors_allows_only_listed_origins(stack: Stack) -> None:
 async def test_concurrent_session_requests_for_one_device_share_one_session(stack: Stack) -> None:
     h = stack.headers("olga")
     async with httpx.AsyncClient(base_url=stack.base, timeout=20) as http:
-        rs = await asyncio.gather(*(http.post("/api/sessions", json={"device_id": "tablet"},
-                                              headers=h) for _ in range(5)))
+        rs = await asyncio.gather(
+            *(http.post("/api/sessions", json={"device_id": "tablet"}, headers=h) for _ in range(5))
+        )
     assert all(r.status_code in (200, 201) for r in rs), [r.text for r in rs]
     assert len({r.json()["session_id"] for r in rs}) == 1
     assert sum(r.json()["created"] for r in rs) == 1
@@ -718,12 +687,16 @@ async def test_seed000_simulator_rest_and_ws(stack: Stack) -> None:
     CREATING; its lifecycle end to end is the simulators' test)."""
     h = stack.headers("quinn")
     async with httpx.AsyncClient(base_url=stack.base) as http:
-        sid = (await http.post("/api/sessions", json={"device_id": "d"}, headers=h)
-               ).json()["session_id"]
+        sid = (await http.post("/api/sessions", json={"device_id": "d"}, headers=h)).json()[
+            "session_id"
+        ]
         ws, _ = await connect_ws(stack, "quinn", "d", sid)
         try:
-            r = await http.post(f"/api/sessions/{sid}/simulator", headers=h,
-                                json={"initial_symbols": ["AAPL"], "initial_cash": 5000})
+            r = await http.post(
+                f"/api/sessions/{sid}/simulator",
+                headers=h,
+                json={"initial_symbols": ["AAPL"], "initial_cash": 5000},
+            )
             assert r.status_code == 202, r.text
             sim_id = r.json()["simulator_id"]
             pushed = await recv_until(ws, of_type("simulator_status"))
