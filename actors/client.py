@@ -75,8 +75,11 @@ def build_envelope(
     correlation_id: str = "",
     causation_id: str = "",
     reply_to: str = "",
+    fingerprint: str = "",
 ) -> CommandEnvelope:
-    """The envelope of `command` for `actor_id`; the partition follows from the session id."""
+    """The envelope of `command` for `actor_id`; the partition follows from the session id.
+    `fingerprint` (a digest of what the sender asked for) comes back in the outcome, so a
+    sender reusing a command id for another request can tell."""
     cid = command_id or new_command_id()
     return CommandEnvelope(
         command_id=cid,
@@ -88,6 +91,7 @@ def build_envelope(
         correlation_id=correlation_id or cid,
         causation_id=causation_id,
         reply_to=reply_to,
+        fingerprint=fingerprint,
     )
 
 
@@ -223,12 +227,14 @@ class CommandBus:
         correlation_id: str = "",
         wait: bool = True,
         timeout: float = 5.0,
+        fingerprint: str = "",
     ) -> Outcome | None:
         """Send `command` to `actor_id` (in `session_id`'s partition).
 
         With `wait`, returns the `Outcome` (`ok` False = a domain error, see `error_code`);
         raises `StoreUnavailable` when Redis fails or no outcome arrives within `timeout`.
-        Without `wait`, returns None once the command is durably queued.
+        Without `wait`, returns None once the command is durably queued. The outcome of a
+        command id that was settled before is the first one, with the first `fingerprint`.
         """
         if wait and self._sub is None:
             try:
@@ -243,6 +249,7 @@ class CommandBus:
             command_id=command_id,
             correlation_id=correlation_id,
             reply_to=self.channel if wait else "",
+            fingerprint=fingerprint,
         )
         packed = pack((b"XADD", keys.command_stream(env.partition), b"*", b"c", encode(env)))
         if not wait:

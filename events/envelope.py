@@ -39,6 +39,9 @@ class CommandEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str = ""
     causation_id: str = ""
     reply_to: str = ""  # a pub/sub channel the outcome is published on, if anyone waits
+    # What the sender asked for, digested (e.g. an idempotency key's request body): stored in
+    # the outcome, so a later command reusing this command id with another request is told.
+    fingerprint: str = ""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -54,3 +57,4 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     events: int = 0
     error_code: str = ""
     error_message: str = ""
+    fingerprint: str = ""  # the fingerprint of the command that settled this command id

@@ -326,6 +326,7 @@ def plan(
                     ok=False,
                     error_code=code,
                     error_message=message,
+                    fingerprint=env.fingerprint,
                 )
             )
             rnd.outcomes.append(outcome)
@@ -386,11 +387,13 @@ def _decide_one(
                     version=expected,
                     error_code=error[0],
                     error_message=error[1],
+                    fingerprint=env.fingerprint,
                 )
             )
         else:
             outcome = _encode(
-                Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True, version=expected)
+                Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True,
+                        version=expected, fingerprint=env.fingerprint)
             )
         rnd.outcomes.append(outcome)
         argv.extend(head)
@@ -474,7 +477,8 @@ def _decide_one(
     else:
         argv.append(_EMPTY)
     outcome = _encode(
-        Outcome(command_id=command_id, actor_id=actor_id, ok=True, version=version, events=n)
+        Outcome(command_id=command_id, actor_id=actor_id, ok=True, version=version, events=n,
+                fingerprint=env.fingerprint)
     )
     argv[outcome_at] = b"$%d\r\n%b\r\n" % (len(outcome), outcome)
     rnd.outcomes.append(outcome)
