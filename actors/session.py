@@ -26,6 +26,7 @@ from events.session import (
     ConnectionQuality,
     ConnectionQualityChanged,
     CreateSession,
+    DeviceForgotten,
     DeviceJoined,
     DeviceLeft,
     DevicesSeen,
@@ -33,6 +34,7 @@ from events.session import (
     EndSession,
     ExpireHandoff,
     ExpireSession,
+    ForgetDevice,
     HandoffAccepted,
     HandoffExpired,
     HandoffStarted,
@@ -82,7 +84,8 @@ __all__ = [
 
 
 class Device(msgspec.Struct, frozen=True):
-    """A device of the session. It is online while it holds at least one connection."""
+    """A device of the session. It is online while it holds at least one connection; once
+    offline it is forgotten `retention_ms` after it was last seen (0: kept)."""
 
     device_id: str
     device_type: str = ""
@@ -93,10 +96,18 @@ class Device(msgspec.Struct, frozen=True):
     last_seen: int = 0
     pod_name: str = ""
     ip_address: str = ""
+    retention_ms: int = 0
 
     @property
     def online(self) -> bool:
         return bool(self.connections)
+
+    @property
+    def forget_at(self) -> int | None:
+        """When an offline device is forgotten (None: online, or kept)."""
+        if self.connections or not self.retention_ms:
+            return None
+        return self.last_seen + self.retention_ms
 
 
 class Handoff(msgspec.Struct, frozen=True):
@@ -252,13 +263,39 @@ def _create(command: CreateSession, state: SessionState) -> list[Any]:
     raise AssertionError(state)  # pragma: no cover
 
 
+def _check_connections(command: JoinDevice, state: Active) -> None:
+    """A new connection is refused once the session holds `max_connections` (every one of
+    them gets every change of the session: fan-out grows with their number)."""
+    cap = command.max_connections
+    if cap and sum(len(d.connections) for d in state.devices.values()) >= cap:
+        raise DomainError("TOO_MANY_CONNECTIONS",
+                          f"this session already has {cap} open connections")
+
+
+def _make_room(command: JoinDevice, state: Active) -> list[Any]:
+    """A new device beyond `max_devices`: forget the least recently seen offline devices, or
+    refuse it when every device is online."""
+    cap = command.max_devices
+    excess = len(state.devices) + 1 - cap
+    if not cap or excess <= 0:
+        return []
+    offline = sorted((d for d in state.devices.values() if not d.online),
+                     key=lambda d: (d.last_seen, d.device_id))
+    if len(offline) < excess:
+        raise DomainError("TOO_MANY_DEVICES",
+                          f"this session already has {cap} devices online")
+    return [DeviceForgotten(at=command.at, device_id=d.device_id, reason="evicted")
+            for d in offline[:excess]]
+
+
 def _join(command: JoinDevice, state: Active) -> list[Any]:
     _require(bool(command.device_id), "device_id is required")
     _require(bool(command.connection_id), "connection_id is required")
     device = state.devices.get(command.device_id)
+    if device is not None and command.connection_id in device.connections:
+        return []
+    _check_connections(command, state)
     if device is not None and device.online:
-        if command.connection_id in device.connections:
-            return []
         return [
             ConnectionOpened(
                 at=command.at,
@@ -269,6 +306,7 @@ def _join(command: JoinDevice, state: Active) -> list[Any]:
             )
         ]
     return [
+        *(_make_room(command, state) if device is None else ()),
         DeviceJoined(
             at=command.at,
             device_id=command.device_id,
@@ -279,7 +317,8 @@ def _join(command: JoinDevice, state: Active) -> list[Any]:
             os=command.os,
             pod_name=command.pod_name,
             ip_address=command.ip_address,
-        )
+            retention_ms=command.retention_ms,
+        ),
     ]
 
 
@@ -475,6 +514,14 @@ def decide(command: Any, state: SessionState) -> list[Any]:
             if command.at < device.last_seen + state.presence_timeout_ms:
                 return []
             return [DeviceLeft(at=command.at, device_id=command.device_id, reason="timeout")]
+        case ForgetDevice():
+            if not isinstance(state, Active):
+                return []
+            device = state.devices.get(command.device_id)
+            due = device.forget_at if device is not None else None
+            if due is None or command.at < due:
+                return []
+            return [DeviceForgotten(at=command.at, device_id=command.device_id)]
         case ExpireHandoff():
             if isinstance(state, Active) and command.token in state.handoffs:
                 if command.at >= state.handoffs[command.token].expires_at:
@@ -612,7 +659,12 @@ def evolve(state: SessionState, event: Any) -> SessionState:
                     last_seen=event.at,
                     pod_name=event.pod_name,
                     ip_address=event.ip_address,
+                    retention_ms=event.retention_ms,
                 ),
+            )
+        case DeviceForgotten():
+            return replace(
+                state, devices={k: v for k, v in state.devices.items() if k != event.device_id}
             )
         case ConnectionOpened():
             device = state.devices[event.device_id]
@@ -664,7 +716,8 @@ def evolve(state: SessionState, event: Any) -> SessionState:
 
 
 def deadlines(state: SessionState) -> list[Timer]:
-    """Expiry, each online device's presence timeout, each handoff token's expiry."""
+    """Expiry, each online device's presence timeout, each offline device's retention, each
+    handoff token's expiry."""
     if not isinstance(state, Active):
         return []
     timers = [Timer("expiry", state.expires_at, ExpireSession(at=state.expires_at))]
@@ -676,6 +729,14 @@ def deadlines(state: SessionState) -> list[Timer]:
                     f"presence:{device.device_id}",
                     due,
                     TimeOutDevice(at=due, device_id=device.device_id),
+                )
+            )
+        elif (forget_at := device.forget_at) is not None:
+            timers.append(
+                Timer(
+                    f"forget:{device.device_id}",
+                    forget_at,
+                    ForgetDevice(at=forget_at, device_id=device.device_id),
                 )
             )
     for handoff in state.handoffs.values():

@@ -25,6 +25,7 @@ __all__ = [
     "ConnectionQuality",
     "ConnectionQualityChanged",
     "CreateSession",
+    "DeviceForgotten",
     "DeviceJoined",
     "DeviceLeft",
     "DevicesSeen",
@@ -32,6 +33,7 @@ __all__ = [
     "EndSession",
     "ExpireHandoff",
     "ExpireSession",
+    "ForgetDevice",
     "HandoffAccepted",
     "HandoffExpired",
     "HandoffStarted",
@@ -127,7 +129,12 @@ class UpdateMetadata(Command, frozen=True, tag="UpdateMetadata"):
 
 
 class JoinDevice(Command, frozen=True, tag="JoinDevice"):
-    """A device opened a connection (WS or SSE) through a gateway."""
+    """A device opened a connection (WS or SSE) through a gateway.
+
+    The gateway's limits come with it (0 = none): at most `max_connections` open connections
+    in the session, at most `max_devices` known devices (a new device first makes the least
+    recently seen offline ones forgotten; refused when all are online), and the device is
+    forgotten `retention_ms` after it went offline."""
 
     device_id: str
     connection_id: str
@@ -137,6 +144,9 @@ class JoinDevice(Command, frozen=True, tag="JoinDevice"):
     os: str = ""
     pod_name: str = ""
     ip_address: str = ""
+    max_connections: int = 0
+    max_devices: int = 0
+    retention_ms: int = 0
 
 
 class LeaveDevice(Command, frozen=True, tag="LeaveDevice"):
@@ -154,6 +164,12 @@ class TouchDevices(Command, frozen=True, tag="TouchDevices"):
 
 class TimeOutDevice(Command, frozen=True, tag="TimeOutDevice"):
     """Timer: the device was not seen for the presence timeout (e.g. its gateway died)."""
+
+    device_id: str
+
+
+class ForgetDevice(Command, frozen=True, tag="ForgetDevice"):
+    """Timer: the device has been offline for its retention period."""
 
     device_id: str
 
@@ -248,6 +264,7 @@ SessionCommand = (
     | TouchDevices
     | TimeOutDevice
     | DisconnectDevice
+    | ForgetDevice
     | ReplaceState
     | ApplyStateChanges
     | ResolveConflict
@@ -301,7 +318,8 @@ class MetadataUpdated(Event, frozen=True, tag="MetadataUpdated"):
 
 
 class DeviceJoined(Event, frozen=True, tag="DeviceJoined"):
-    """A device came online with its first connection."""
+    """A device came online with its first connection. Once offline, it is forgotten after
+    `retention_ms` (0: kept)."""
 
     device_id: str
     connection_id: str
@@ -311,6 +329,7 @@ class DeviceJoined(Event, frozen=True, tag="DeviceJoined"):
     os: str = ""
     pod_name: str = ""
     ip_address: str = ""
+    retention_ms: int = 0
 
 
 class ConnectionOpened(Event, frozen=True, tag="ConnectionOpened"):
@@ -334,6 +353,14 @@ class DeviceLeft(Event, frozen=True, tag="DeviceLeft"):
 
     device_id: str
     reason: str = "left"
+
+
+class DeviceForgotten(Event, frozen=True, tag="DeviceForgotten"):
+    """An offline device is no longer one of the session's devices: its `retention` period
+    passed, or it was `evicted` to make room for a new device (the session's device limit)."""
+
+    device_id: str
+    reason: str = "retention"
 
 
 class DevicesSeen(Event, frozen=True, tag="DevicesSeen"):
@@ -420,4 +447,5 @@ SessionEvent = (
     | HandoffExpired
     | SimulatorReserved
     | SimulatorStatusRecorded
+    | DeviceForgotten
 )

@@ -113,11 +113,14 @@ def random_command(rng: Any, actors: LocalActors, session_ids: list[str], now: i
     roll = rng.random()
     dev = f"dev-{rng.randrange(3)}"
     if roll < 0.20:
-        return aid, se.JoinDevice(at=now, user_id=user, device_id=dev,
+        return aid, se.JoinDevice(at=now, user_id=user, device_id=f"dev-{rng.randrange(4)}",
                                   connection_id=f"c-{rng.randrange(4)}",
                                   transport=rng.choice([se.Transport.WS, se.Transport.SSE]),
                                   device_type="mobile", device_name="Phone", os="ios",
-                                  pod_name="pod-b", ip_address="10.0.0.2")
+                                  pod_name="pod-b", ip_address="10.0.0.2",
+                                  max_connections=rng.choice([0, 3]),
+                                  max_devices=rng.choice([0, 0, 2]),
+                                  retention_ms=rng.choice([0, 60_000]))
     if roll < 0.30:
         devices = list(state.devices.values())
         if devices:
@@ -179,6 +182,9 @@ def random_command(rng: Any, actors: LocalActors, session_ids: list[str], now: i
         return aid, se.TouchDevices(at=now, user_id=user, device_ids=online or ["dev-0"])
     if roll < 0.88:
         online = [d for d in state.devices.values() if d.connections]
+        offline = [d for d in state.devices.values() if not d.connections]
+        if offline and rng.random() < 0.5:
+            return aid, se.ForgetDevice(at=now + 2 * 60_000, device_id=offline[0].device_id)
         if online:
             return aid, se.TimeOutDevice(at=now + 3 * 60_000, device_id=online[0].device_id)
         return aid, se.DisconnectDevice(at=now, user_id=user, device_id="dev-0")

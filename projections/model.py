@@ -363,6 +363,15 @@ def _device_left(agg: SessionAggregate, sid: str, e: se.DeviceLeft) -> SessionAg
     return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at, e.reason)
 
 
+def _device_forgotten(agg: SessionAggregate, sid: str, e: se.DeviceForgotten
+                      ) -> SessionAggregate:
+    # the row goes (an offline device: the session's connection counts do not change)
+    if e.device_id not in agg.devices:
+        return agg
+    devices = {k: v for k, v in agg.devices.items() if k != e.device_id}
+    return _replace(agg, devices=devices)
+
+
 def _state_replaced(agg: SessionAggregate, sid: str, e: se.StateReplaced) -> SessionAggregate:
     return _replace(agg, state=StateRow(
         session_id=sid, state=e.state, state_version=e.state_version,
@@ -428,6 +437,7 @@ _SESSION_CASES: tuple[tuple[type, Any], ...] = (
     (se.ConnectionOpened, _connection_opened),
     (se.ConnectionClosed, _connection_closed),
     (se.DeviceLeft, _device_left),
+    (se.DeviceForgotten, _device_forgotten),
     (se.StateReplaced, _state_replaced),
     (se.ConflictResolved, _conflict_resolved),
     (se.HandoffStarted, _handoff_started),

@@ -109,6 +109,31 @@ def test_a_restart_replaces_the_old_incarnations_rows():
     assert after.session.created_at == 3 and not after.devices
 
 
+def test_a_forgotten_device_is_a_row_deletion():
+    run, sid = _Run(), "s-4"
+    aid = f"session:{sid}"
+    run.send(aid, se.CreateSession(at=1, user_id="u", session_id=sid))
+    for i, device in enumerate(("a", "b")):
+        run.send(aid, se.JoinDevice(at=2 + i, user_id="u", device_id=device,
+                                    connection_id=f"c-{device}", retention_ms=1000))
+        run.send(aid, se.LeaveDevice(at=4 + i, user_id="u", device_id=device,
+                                     connection_id=f"c-{device}"))
+    model = m.Model()
+    for env, ev in run.log:
+        model.apply(env, ev)
+    before = model.sessions[sid]
+    run.send(aid, se.JoinDevice(at=10, user_id="u", device_id="c", connection_id="c-c",
+                                max_devices=2))  # evicts "a", the least recently seen
+    run.send(aid, se.ForgetDevice(at=1005, device_id="b"))  # b's retention is over
+    for env, ev in run.log[-3:]:
+        model.apply(env, ev)
+    after = model.sessions[sid]
+    changes = m.diff([(before, after)])
+    assert sorted(changes.device_deletes) == [(sid, "a"), (sid, "b")]
+    assert [d.device_id for d in changes.devices] == ["c"]
+    assert set(after.devices) == {"c"} == set(run.states[aid][1].devices)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32), st.integers(1, 40))
 def test_batch_diffs_compose_to_the_full_fold(seed, cut):

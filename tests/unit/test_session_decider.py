@@ -18,6 +18,7 @@ from events.session import (
     ConnectionQuality,
     ConnectionQualityChanged,
     CreateSession,
+    DeviceForgotten,
     DeviceJoined,
     DeviceLeft,
     DevicesSeen,
@@ -25,6 +26,7 @@ from events.session import (
     EndSession,
     ExpireHandoff,
     ExpireSession,
+    ForgetDevice,
     HandoffAccepted,
     HandoffExpired,
     HandoffStarted,
@@ -350,6 +352,107 @@ def test_disconnecting_an_unknown_device_says_device_not_found(spec: Spec) -> No
 def test_disconnecting_an_offline_device_is_a_no_op(spec: Spec) -> None:
     left = DeviceLeft(at=1500, device_id="d1")
     spec.given(CREATED, JOINED, left).when(DisconnectDevice(at=2000, device_id="d1")).then()
+
+
+# ----------------------------------------------------------------------------- device limits
+
+
+def test_a_connection_beyond_the_sessions_cap_is_refused(spec: Spec) -> None:
+    opened = ConnectionOpened(at=1150, device_id="d1", connection_id="c2")
+    spec.given(CREATED, JOINED, opened).when(
+        JoinDevice(at=1200, device_id="d2", connection_id="c3", max_connections=2)
+    ).fails("TOO_MANY_CONNECTIONS")
+    spec.given(CREATED, JOINED, opened).when(
+        JoinDevice(at=1200, device_id="d1", connection_id="c3", max_connections=2)
+    ).fails("TOO_MANY_CONNECTIONS")
+
+
+def test_a_connection_under_the_cap_or_already_counted_is_accepted(spec: Spec) -> None:
+    spec.given(CREATED, JOINED).when(
+        JoinDevice(at=1200, device_id="d1", connection_id="c2", max_connections=2)
+    ).then(ConnectionOpened(at=1200, device_id="d1", connection_id="c2"))
+    spec.given(CREATED, JOINED).when(
+        JoinDevice(at=1200, device_id="d1", connection_id="c1", max_connections=1)
+    ).then()
+
+
+def test_a_new_device_beyond_the_cap_makes_the_oldest_offline_one_forgotten(spec: Spec) -> None:
+    d2 = DeviceJoined(at=1110, device_id="d2", connection_id="c2")
+    d3 = DeviceJoined(at=1120, device_id="d3", connection_id="c3")
+    history = (CREATED, JOINED, d2, d3, DeviceLeft(at=1300, device_id="d3"),
+               DeviceLeft(at=1400, device_id="d1"))
+    state = spec.given(*history).when(
+        JoinDevice(at=1500, device_id="d4", connection_id="c4", max_devices=3)
+    ).then(
+        DeviceForgotten(at=1500, device_id="d3", reason="evicted"),
+        DeviceJoined(at=1500, device_id="d4", connection_id="c4"),
+    )
+    assert set(state.devices) == {"d1", "d2", "d4"}
+
+
+def test_a_lowered_device_cap_forgets_as_many_offline_devices_as_needed(spec: Spec) -> None:
+    d2 = DeviceJoined(at=1110, device_id="d2", connection_id="c2")
+    history = (CREATED, JOINED, d2, DeviceLeft(at=1300, device_id="d2"),
+               DeviceLeft(at=1400, device_id="d1"))
+    state = spec.given(*history).when(
+        JoinDevice(at=1500, device_id="d4", connection_id="c4", max_devices=1)
+    ).then(
+        DeviceForgotten(at=1500, device_id="d2", reason="evicted"),
+        DeviceForgotten(at=1500, device_id="d1", reason="evicted"),
+        DeviceJoined(at=1500, device_id="d4", connection_id="c4"),
+    )
+    assert set(state.devices) == {"d4"}
+
+
+def test_a_new_device_is_refused_when_every_known_device_is_online(spec: Spec) -> None:
+    d2 = DeviceJoined(at=1110, device_id="d2", connection_id="c2")
+    spec.given(CREATED, JOINED, d2).when(
+        JoinDevice(at=1500, device_id="d3", connection_id="c3", max_devices=2)
+    ).fails("TOO_MANY_DEVICES")
+
+
+def test_a_known_device_coming_back_needs_no_room(spec: Spec) -> None:
+    d2 = DeviceJoined(at=1110, device_id="d2", connection_id="c2")
+    left = DeviceLeft(at=1300, device_id="d2")
+    spec.given(CREATED, JOINED, d2, left).when(
+        JoinDevice(at=1500, device_id="d2", connection_id="c3", max_devices=2)
+    ).then(DeviceJoined(at=1500, device_id="d2", connection_id="c3"))
+
+
+def test_an_offline_device_is_forgotten_after_its_retention(spec: Spec) -> None:
+    joined = DeviceJoined(at=1100, device_id="d1", connection_id="c1", retention_ms=5000)
+    left = DeviceLeft(at=2000, device_id="d1")
+    state = spec.given(CREATED, joined, left).when(ForgetDevice(at=7000, device_id="d1")).then(
+        DeviceForgotten(at=7000, device_id="d1", reason="retention")
+    )
+    assert state.devices == {}
+
+
+def test_forgetting_early_back_online_kept_or_unknown_is_a_no_op(spec: Spec) -> None:
+    joined = DeviceJoined(at=1100, device_id="d1", connection_id="c1", retention_ms=5000)
+    left = DeviceLeft(at=2000, device_id="d1")
+    back = DeviceJoined(at=3000, device_id="d1", connection_id="c2", retention_ms=5000)
+    spec.given(CREATED, joined, left).when(ForgetDevice(at=6999, device_id="d1")).then()
+    spec.given(CREATED, joined, left, back).when(ForgetDevice(at=7000, device_id="d1")).then()
+    spec.given(CREATED, JOINED, DeviceLeft(at=2000, device_id="d1")).when(
+        ForgetDevice(at=10**12, device_id="d1")
+    ).then()
+    spec.given(CREATED).when(ForgetDevice(at=7000, device_id="ghost")).then()
+    spec.given(CREATED, joined, left, SessionEnded(at=2500)).when(
+        ForgetDevice(at=7000, device_id="d1")
+    ).then()
+
+
+def test_an_offline_device_with_a_retention_has_a_forget_timer() -> None:
+    joined = DeviceJoined(at=1100, device_id="d1", connection_id="c1", retention_ms=5000)
+    online = s.decider.fold([CREATED, joined])
+    assert [t.key for t in s.deadlines(online)] == ["expiry", "presence:d1"]
+    offline = s.decider.fold([CREATED, joined, DeviceLeft(at=2000, device_id="d1")])
+    assert s.deadlines(offline)[1:] == [
+        Timer("forget:d1", 7000, ForgetDevice(at=7000, device_id="d1"))
+    ]
+    kept = s.decider.fold([CREATED, JOINED, DeviceLeft(at=2000, device_id="d1")])
+    assert [t.key for t in s.deadlines(kept)] == ["expiry"]
 
 
 # ----------------------------------------------------------------------------- shared state
