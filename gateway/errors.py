@@ -8,6 +8,7 @@ failures become 503 without internals; anything unexpected becomes a 500 with a 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import msgspec
 from starlette.responses import Response
@@ -39,22 +40,32 @@ class ErrorBody(msgspec.Struct, frozen=True):
 
 
 class ApiError(Exception):
-    """Raised anywhere in the gateway to answer a request (or a WS message) with an error."""
+    """Raised anywhere in the gateway to answer a request (or a WS message) with an error.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    `headers` go on an HTTP answer (e.g. `Retry-After`); `extra` fields join `code` and
+    `message` in the error object, on every transport (e.g. the key to retry with)."""
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
+        self.extra = extra
 
 
-def error_body(code: str, message: str) -> bytes:
+def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> bytes:
+    if extra:
+        return _encoder.encode({"error": {"code": code, "message": message, **extra}})
     return _encoder.encode(ErrorBody(ErrorDetail(code, message)))
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+def error_response(status: int, code: str, message: str, headers: dict | None = None,
+                   extra: dict[str, Any] | None = None) -> Response:
     return Response(
-        error_body(code, message), status_code=status, media_type="application/json",
+        error_body(code, message, extra), status_code=status, media_type="application/json",
         headers=headers,
     )
 

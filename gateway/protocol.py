@@ -6,6 +6,9 @@ correlation_id}`` (seed 004). `type` is a number (seed 004's Go const block, 0..
 names gets names back, one that speaks numbers gets numbers: the connection remembers the form of
 the last message it received. Messages seed 004 has no number for get numbers from 100 up.
 
+A client's write may add ``idempotency_key`` (sessiond's own): the correlation id only
+correlates an answer with its request.
+
 Pure: no I/O, so it is unit-tested on its own.
 """
 
@@ -101,6 +104,7 @@ class _Wire(msgspec.Struct, kw_only=True):
     timestamp: int | float = 0
     payload: dict[str, Any] | None = None
     correlation_id: str = ""
+    idempotency_key: str = ""
 
 
 class Inbound(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +114,7 @@ class Inbound(msgspec.Struct, frozen=True, kw_only=True):
     session_id: str = ""
     device_id: str = ""
     correlation_id: str = ""
+    idempotency_key: str = ""
 
 
 _wire_decoder = msgspec.json.Decoder(_Wire)
@@ -149,6 +154,7 @@ def decode_inbound(data: str | bytes) -> Inbound:
         session_id=wire.session_id,
         device_id=wire.device_id,
         correlation_id=wire.correlation_id,
+        idempotency_key=wire.idempotency_key,
     )
 
 

@@ -1,9 +1,11 @@
 """REST handlers: seed 000's sessions and simulators, seed 003's session API (bodies verbatim),
 seed 004's snapshot / device / handoff / admin API, token refresh, health and readiness.
 
-Every handler: authenticate (bearer JWT), validate the body into a msgspec Struct, authorize
-(a user reaches only their own sessions), send a command (id = `Idempotency-Key` when given)
-or read a projection, answer JSON. Every failure is ``{"error": {"code", "message"}}``.
+Every handler: authenticate (bearer JWT) and rate-limit per user, validate the body into a
+msgspec Struct, authorize (a user reaches only their own sessions), send a command (its id is the
+`Idempotency-Key`, or a generated one, scoped to the user, session and endpoint: see
+gateway/idempotency.py) or read a projection, answer JSON. Every failure is
+``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from events.simulator import StopSimulator
 from gateway import schemas as S
 from gateway.auth import Claims, bearer
 from gateway.errors import ApiError, error_response, from_exception
+from gateway.idempotency import IdempotencyKey, check_key, scoped
 from gateway.service import Gateway, now_ms, parse_uuid
 
 __all__ = ["API_ROUTES", "endpoint"]
@@ -59,7 +62,7 @@ def endpoint(fn: Callable[[Request, Gateway], Awaitable[Any]]) -> Callable[[Requ
             response = result if isinstance(result, Response) else json_response(result)
         except Exception as exc:
             err = from_exception(exc)
-            response = error_response(err.status, err.code, err.message)
+            response = error_response(err.status, err.code, err.message, err.headers, err.extra)
         gw.metrics.http_requests.labels(request.method, str(response.status_code)).inc()
         gw.metrics.http_latency.labels(request.method).observe(time.perf_counter() - started)
         return response
@@ -91,13 +94,14 @@ async def body(request: Request, gw: Gateway, type_: type) -> Any:
         raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
 
 
-def idem(request: Request, claims: Claims) -> str | None:
+def idem(request: Request, claims: Claims, session_id: str, *body: Any) -> IdempotencyKey:
+    """The write's idempotency key: the client's `Idempotency-Key` (else a generated one),
+    scoped to the user, the session and this endpoint; the request (path, query and `body`)
+    is fingerprinted, so the key reused for another request is told apart from a retry."""
     key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not key or len(key) > 200:
-        raise ApiError(400, "INVALID_ARGUMENT", "Idempotency-Key must be 1..200 characters")
-    return f"http:{claims.user_id}:{key}"
+    return scoped("http", claims.user_id, session_id, request.scope["endpoint"].__name__,
+                  None if key is None else check_key(key), request.method, request.url.path,
+                  sorted(request.query_params.multi_items()), *body)
 
 
 def path_uuid(request: Request, name: str = "session_id") -> str:
@@ -146,12 +150,10 @@ async def start_simulator(request: Request, gw: Gateway) -> Any:
     sid = path_uuid(request)
     await gw.check_owner(claims, sid)
     req = await body(request, gw, S.StartSimulatorRequest)
-    sim_id = str(uuid.UUID(int=uuid.uuid4().int))
-    key = idem(request, claims)
-    if key:
-        sim_id = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+    key = idem(request, claims, sid, req)
+    sim_id = str(uuid.uuid5(uuid.NAMESPACE_URL, key.command_id))  # a retry names the same one
     await gw.reserve_simulator(sid, claims.user_id, sim_id, req.initial_symbols,
-                               req.initial_cash, command_id=key)
+                               req.initial_cash, idempotency=key)
     return json_response(S.SimulatorInfo(simulator_id=sim_id, session_id=sid, status="CREATING",
                                          user_id=claims.user_id,
                                          initial_symbols=req.initial_symbols,
@@ -167,7 +169,7 @@ async def stop_simulator(request: Request, gw: Gateway) -> Any:
         raise ApiError(404, "SIMULATOR_NOT_FOUND", "this session has no simulator")
     await gw.command(sid, StopSimulator(at=now_ms(), user_id=claims.user_id),
                      actor_id=gw.simulator_actor_id(sim["simulator_id"]),
-                     command_id=idem(request, claims))
+                     idempotency=idem(request, claims, sid))
     return json_response({**sim, "status": "STOPPING"}, 202)
 
 
@@ -190,7 +192,7 @@ async def session_start(request: Request, gw: Gateway) -> Any:
     await gw.check_owner(claims, sid, must_exist=False)
     await gw.create_session(claims, sid, router_id=router, restart=req.restart,
                             ip_address=request.client.host if request.client else "",
-                            command_id=idem(request, claims))
+                            idempotency=idem(request, claims, sid, req))
     return S.SessionStartResponse(session_id=sid, router_reachable=True,
                                   infrastructure_ready=True,
                                   message="Session established successfully")
@@ -202,7 +204,7 @@ async def session_end(request: Request, gw: Gateway) -> Any:
     sid = parse_uuid(req.sessionId, "sessionId")
     parse_uuid(req.routerId, "routerId")
     await gw.command(sid, EndSession(at=now_ms(), user_id=claims.user_id, reason="ended"),
-                     command_id=idem(request, claims))
+                     idempotency=idem(request, claims, sid, req))
     return S.MessageResponse(message="Session ended")
 
 
@@ -211,7 +213,7 @@ async def session_refresh(request: Request, gw: Gateway) -> Any:
     req = await body(request, gw, S.SessionRefreshRequest)
     sid = parse_uuid(req.sessionId, "sessionId")
     await gw.command(sid, RefreshSession(at=now_ms(), user_id=claims.user_id),
-                     command_id=idem(request, claims))
+                     idempotency=idem(request, claims, sid, req))
     return S.MessageResponse(message=f"Session {sid} refreshed")
 
 
@@ -226,7 +228,7 @@ async def post_snapshot(request: Request, gw: Gateway) -> Any:
     outcome = await gw.command(sid, ReplaceState(
         at=now_ms(), user_id=claims.user_id, session_id=sid, state=req.state_data,
         version=req.version, device_id=req.device_id, app_version=req.app_version),
-        command_id=idem(request, claims))
+        idempotency=idem(request, claims, sid, req))
     events = await gw.events_of(sid, outcome) if outcome is not None else []
     return S.SnapshotWriteResponse(
         session_id=sid, user_id=claims.user_id, version=_last(events, "state_version",
@@ -255,7 +257,7 @@ async def post_incremental(request: Request, gw: Gateway) -> Any:
     outcome = await gw.command(sid, ApplyStateChanges(
         at=now_ms(), user_id=claims.user_id, changes=req.changes, deleted_keys=req.deleted_keys,
         base_version=req.base_version, device_id=req.device_id),
-        command_id=idem(request, claims))
+        idempotency=idem(request, claims, sid, req))
     events = await gw.events_of(sid, outcome) if outcome is not None else []
     return S.IncrementalResponse(
         session_id=sid, version=_last(events, "state_version", req.base_version or 0),
@@ -273,7 +275,7 @@ async def post_conflict(request: Request, gw: Gateway) -> Any:
     outcome = await gw.command(sid, ResolveConflict(
         at=now_ms(), user_id=claims.user_id, client_state=req.client_state,
         strategy=ConflictStrategy(req.resolution_strategy), client_version=req.client_version),
-        command_id=idem(request, claims))
+        idempotency=idem(request, claims, sid, req))
     events = await gw.events_of(sid, outcome) if outcome is not None else []
     resolved = _last(events, "state", {})
     return S.ConflictResponse(session_id=sid, resolution_strategy=req.resolution_strategy,
@@ -294,13 +296,12 @@ async def post_handoff(request: Request, gw: Gateway) -> Any:
     sid = path_uuid(request, "uuid")
     req = await body(request, gw, S.HandoffRequest)
     await gw.check_owner(claims, sid)
-    key = idem(request, claims)
-    token = secrets.token_urlsafe(24) if key is None else uuid.uuid5(
-        uuid.NAMESPACE_URL, key).hex
+    token = secrets.token_urlsafe(24)
     outcome = await gw.command(sid, StartHandoff(
         at=now_ms(), user_id=claims.user_id, token=token, source_device=req.source_device,
-        target_device=req.target_device), command_id=key)
+        target_device=req.target_device), idempotency=idem(request, claims, sid, req))
     events = await gw.events_of(sid, outcome) if outcome is not None else []
+    token = _last(events, "token", token)  # a retry's answer names the first request's token
     expires = _last(events, "expires_at", now_ms() + 300_000)
     return json_response(S.HandoffResponse(
         token=token, session_id=sid, source_device=req.source_device,
@@ -317,7 +318,7 @@ async def get_handoff(request: Request, gw: Gateway) -> Any:
     device = request.query_params.get("device_id", "")
     await gw.command(sid, AcceptHandoff(at=now_ms(), user_id=claims.user_id, token=token,
                                         device_id=device),
-                     command_id=idem(request, claims))
+                     idempotency=idem(request, claims, sid))
     started = await _handoff_started(gw, sid, token)
     if started is None:
         raise ApiError(404, "HANDOFF_NOT_FOUND", "unknown handoff token")
@@ -370,7 +371,7 @@ async def delete_device(request: Request, gw: Gateway) -> Any:
     await gw.check_owner(claims, sid)
     await gw.command(sid, DisconnectDevice(at=now_ms(), user_id=claims.user_id, device_id=device,
                                            reason="disconnected"),
-                     command_id=idem(request, claims))
+                     idempotency=idem(request, claims, sid))
     return S.DisconnectResponse(session_id=sid, device_id=device, disconnected=True,
                                 message=f"Device {device} disconnected")
 

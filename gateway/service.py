@@ -38,6 +38,7 @@ from gateway.auth import Claims, TokenService
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError, from_outcome
 from gateway.hub import Connection, EventHistory, Hub
+from gateway.idempotency import IdempotencyKey, check_key, new_key, outcome_unknown, reused
 from gateway.metrics import GatewayMetrics
 from gateway.rotation import Rotation
 
@@ -179,7 +180,7 @@ class Gateway:
         symbols: list[str],
         cash: float,
         *,
-        command_id: str | None = None,
+        idempotency: IdempotencyKey | None = None,
     ) -> Outcome | None:
         """Claim the session's simulator slot (REST and WS alike), with the configured timeouts."""
         return await self.command(
@@ -193,7 +194,7 @@ class Gateway:
                 heartbeat_timeout_ms=self.config.simulator_heartbeat_timeout_ms,
                 idle_timeout_ms=self.config.simulator_idle_timeout_ms,
             ),
-            command_id=command_id,
+            idempotency=idempotency,
         )
 
     async def command(
@@ -205,10 +206,18 @@ class Gateway:
         command_id: str | None = None,
         correlation_id: str = "",
         wait: bool = True,
+        idempotency: IdempotencyKey | None = None,
     ) -> Outcome | None:
         """Send `command` to the session (or `actor_id` of its partition); a refusal raises the
-        ApiError its code maps to, a store problem a 503."""
+        ApiError its code maps to, a store problem a 503.
+
+        A client's write comes with its `idempotency` key (its command id and the request's
+        fingerprint): a stored outcome of another request under that key is 422
+        IDEMPOTENCY_KEY_REUSED, and a store problem is 503 OUTCOME_UNKNOWN carrying the key to
+        retry with (the command may have been queued: it may be applied later)."""
         started = time.perf_counter()
+        if idempotency is not None:
+            command_id = idempotency.command_id
         try:
             outcome = await self.bus.send(
                 actor_id or session_actor(session_id),
@@ -218,21 +227,29 @@ class Gateway:
                 correlation_id=correlation_id,
                 wait=wait,
                 timeout=self.config.command_timeout_s,
+                fingerprint=idempotency.fingerprint if idempotency is not None else "",
             )
-        except (StoreUnavailable, TimeoutError, ConnectionError):
-            self.metrics.command_errors.labels("UNAVAILABLE").inc()
-            raise ApiError(503, "STORE_UNAVAILABLE",
-                           "the session store did not answer in time, retry later") from None
         except Exception as exc:
             import redis.exceptions
 
-            if isinstance(exc, redis.exceptions.RedisError):
-                raise ApiError(503, "STORE_UNAVAILABLE", "the session store is unavailable") \
-                    from None
-            raise
+            if not isinstance(exc, (StoreUnavailable, TimeoutError, ConnectionError,
+                                    redis.exceptions.RedisError)):
+                raise
+            if idempotency is not None:
+                self.metrics.command_errors.labels("OUTCOME_UNKNOWN").inc()
+                raise outcome_unknown(idempotency, self.config.retry_after_s) from None
+            self.metrics.command_errors.labels("UNAVAILABLE").inc()
+            raise ApiError(503, "STORE_UNAVAILABLE",
+                           "the session store did not answer in time, retry later") from None
         if wait:
             self.metrics.command_seconds.observe(time.perf_counter() - started)
         self.metrics.commands.labels(type(command).__name__).inc()
+        if outcome is not None and idempotency is not None and reused(idempotency,
+                                                                       outcome.fingerprint):
+            self.metrics.command_errors.labels("IDEMPOTENCY_KEY_REUSED").inc()
+            raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
+                           "this idempotency key was already used for another request; "
+                           "nothing was written for this one (use a new key)")
         if outcome is not None and not outcome.ok:
             self.metrics.command_errors.labels(outcome.error_code).inc()
             raise from_outcome(outcome.error_code, outcome.error_message)
@@ -298,9 +315,14 @@ class Gateway:
                                  ip_address: str = "", idempotency_key: str | None = None
                                  ) -> tuple[str, bool]:
         """The user's active session on `device_id` (reused), else a new one.
-        Returns (session_id, created)."""
+        Returns (session_id, created).
+
+        A new session's id follows from the user, the device and the idempotency key (one is
+        generated when the client sent none), so a retry with the key that OUTCOME_UNKNOWN
+        returned names the same session, and the same key on another device another one."""
         if not device_id or len(device_id) > 200:
             raise ApiError(400, "INVALID_ARGUMENT", "device_id is required (at most 200 chars)")
+        key = new_key() if idempotency_key is None else check_key(idempotency_key)
         index = f"sd:ud:{claims.user_id}:{device_id}"
         existing = await self.redis.get(index)
         if existing is None and self.pool is not None:
@@ -319,10 +341,7 @@ class Gateway:
             if await self._usable(claims, sid, wait_s=2.0):
                 return sid, False
             stale = sid
-        if idempotency_key:
-            sid = str(uuid.uuid5(_NS, f"{claims.user_id}/{idempotency_key}"))
-        else:
-            sid = str(uuid.uuid4())
+        sid = str(uuid.uuid5(_NS, f"{claims.user_id}/{device_id}/{key}"))
         ttl = 7 * 24 * 3600
         if stale is None and not await self.redis.set(index, sid, nx=True, ex=ttl):
             # another request for the same user and device is creating one right now: use it
@@ -331,8 +350,10 @@ class Gateway:
             if other and await self._usable(claims, other, wait_s=2.0):
                 return other, False
         await self.redis.set(index, sid, ex=ttl)
-        await self.create_session(claims, sid, device_id=device_id, ip_address=ip_address,
-                                  command_id=f"create:{sid}")
+        await self.create_session(
+            claims, sid, device_id=device_id, ip_address=ip_address,
+            idempotency=IdempotencyKey(key=key, command_id=f"create:{sid}", fingerprint="",
+                                       generated=idempotency_key is None))
         return sid, True
 
     async def _usable(self, claims: Claims, session_id: str, *, wait_s: float = 0.0) -> bool:
@@ -356,7 +377,7 @@ class Gateway:
 
     async def create_session(self, claims: Claims, session_id: str, *, device_id: str = "",
                              router_id: str = "", restart: bool = False, ip_address: str = "",
-                             command_id: str | None = None) -> Outcome | None:
+                             idempotency: IdempotencyKey | None = None) -> Outcome | None:
         return await self.command(
             session_id,
             CreateSession(
@@ -364,7 +385,7 @@ class Gateway:
                 router_id=router_id, restart=restart, pod_name=self.config.pod_name,
                 ip_address=ip_address,
             ),
-            command_id=command_id,
+            idempotency=idempotency,
         )
 
     # ------------------------------------------------------------------ presence

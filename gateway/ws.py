@@ -7,8 +7,15 @@ Two ways in, one protocol after:
   (optionally `session_id`, `since`); the server answers AUTH_SUCCESS (8) or AUTH_FAILURE (9).
 `since=<version>` (query or AUTH payload) resumes: every change after it, in order, once.
 
-Close codes: 4400 bad request, 4401 auth failed, 4403 forbidden, 4408 idle/auth timeout,
-4429 rate limited, 1008 slow client / origin refused, 1012 server draining.
+A `correlation_id` only correlates: it is echoed on the answer. A write (state_update,
+start_simulator, stop_simulator) is made retry-safe by an optional `idempotency_key`, scoped to
+the user, the session and the message type (gateway/idempotency.py); such a write is answered
+with its own type `{accepted, version, idempotency_key}`. An AUTH message on an open
+connection re-authenticates it (same user): the connection lives until the new token expires.
+
+Close codes: 4400 bad request, 4401 auth failed or token expired, 4403 forbidden, 4408
+idle/auth timeout, 4429 rate limited or too many connections, 1008 slow client / origin
+refused, 1012 server draining.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from events.simulator import StopSimulator
 from gateway.auth import Claims, bearer
 from gateway.errors import ApiError, from_exception
 from gateway.hub import Connection, ConnState
+from gateway.idempotency import IdempotencyKey, check_key, scoped
 from gateway.protocol import (
     Form,
     Inbound,
@@ -101,8 +109,10 @@ class WsConnection(Connection):
             device_id=self.device_id, correlation_id=correlation_id, version=version,
         ).decode())
 
-    def error(self, code: str, message: str, correlation_id: str = "") -> None:
-        self.reply(MessageType.ERROR, {"code": code, "message": message}, correlation_id)
+    def error(self, code: str, message: str, correlation_id: str = "",
+              extra: dict[str, Any] | None = None) -> None:
+        self.reply(MessageType.ERROR, {"code": code, "message": message, **(extra or {})},
+                   correlation_id)
 
 
 class _Handshake(msgspec.Struct, frozen=True):
@@ -346,7 +356,7 @@ class WebSocketEndpoint:
             except Exception as exc:
                 err = from_exception(exc)
                 gw.metrics.ws_errors.labels(err.code).inc()
-                conn.error(err.code, err.message, msg.correlation_id)
+                conn.error(err.code, err.message, msg.correlation_id, err.extra)
 
     async def _dispatch(self, gw: Gateway, conn: WsConnection, msg: Inbound) -> None:
         t, p, cid = msg.type, msg.payload, msg.correlation_id
@@ -367,7 +377,7 @@ class WebSocketEndpoint:
             snap = await gw.snapshot(conn.session_id)
             conn.reply(MessageType.SNAPSHOT_RESPONSE, snap, cid, version=snap["session_version"])
         elif t is MessageType.STATE_UPDATE:
-            await self._state_update(gw, conn, p, cid)
+            await self._state_update(gw, conn, p, cid, _idem(conn, msg))
         elif t is MessageType.DEVICE_LIST:
             conn.reply(MessageType.DEVICE_LIST, {"devices": await gw.devices(conn.session_id)},
                        cid)
@@ -384,9 +394,10 @@ class WebSocketEndpoint:
                 raise ApiError(400, "INVALID_ARGUMENT", "initial_symbols must be a list of strings")
             if not isinstance(cash, (int, float)) or isinstance(cash, bool):
                 raise ApiError(400, "INVALID_ARGUMENT", "initial_cash must be a number")
-            sim_id = str(uuid.uuid4())
+            key = _idem(conn, msg)
+            sim_id = str(uuid.uuid5(uuid.NAMESPACE_URL, key.command_id))  # a retry: the same
             outcome = await gw.reserve_simulator(conn.session_id, conn.user_id, sim_id, symbols,
-                                                 float(cash), command_id=_cmd_id(conn, cid))
+                                                 float(cash), idempotency=key)
             # an acknowledgement, not a status: statuses come from the session's feed, versioned
             # and in order (an unversioned CREATING here could overtake the feed's STARTING)
             conn.reply(MessageType.START_SIMULATOR,
@@ -398,7 +409,8 @@ class WebSocketEndpoint:
             if not isinstance(sim, str) or not sim:
                 raise ApiError(404, "SIMULATOR_NOT_FOUND", "this session has no simulator")
             await gw.command(conn.session_id, StopSimulator(at=now_ms(), user_id=conn.user_id),
-                             actor_id=gw.simulator_actor_id(sim), command_id=_cmd_id(conn, cid))
+                             actor_id=gw.simulator_actor_id(sim),
+                             idempotency=_idem(conn, msg, sim))
             conn.reply(MessageType.STOP_SIMULATOR, {"simulator_id": sim, "accepted": True}, cid)
         elif t is MessageType.SIMULATOR_STATUS:
             conn.reply(MessageType.SIMULATOR_STATUS, await gw.simulator(conn.session_id) or {
@@ -414,7 +426,8 @@ class WebSocketEndpoint:
             raise ApiError(400, "UNEXPECTED_TYPE",
                            f"{t.name} is sent by the server, not accepted from clients")
 
-    async def _state_update(self, gw: Gateway, conn: WsConnection, p: dict, cid: str) -> None:
+    async def _state_update(self, gw: Gateway, conn: WsConnection, p: dict, cid: str,
+                            idem: IdempotencyKey) -> None:
         try:
             msgspec.msgpack.encode(p)
         except OverflowError:
@@ -465,7 +478,11 @@ class WebSocketEndpoint:
             raise ApiError(400, "INVALID_ARGUMENT",
                            "STATE_UPDATE needs {key, value, operation}, {changes, deleted_keys}"
                            " or {state}")
-        await gw.command(conn.session_id, cmd, command_id=_cmd_id(conn, cid), correlation_id=cid)
+        outcome = await gw.command(conn.session_id, cmd, idempotency=idem, correlation_id=cid)
+        if not idem.generated:  # a retry-aware client learns each attempt's outcome
+            conn.reply(MessageType.STATE_UPDATE, {
+                "accepted": True, "version": outcome.version if outcome else None,
+                "idempotency_key": idem.key}, cid)
 
     async def _quality(self, gw: Gateway, conn: WsConnection, rtt: float) -> None:
         conn.rtt_ms = rtt
@@ -482,9 +499,12 @@ class WebSocketEndpoint:
             }, session_id=conn.session_id))
 
 
-def _cmd_id(conn: WsConnection, correlation_id: str) -> str | None:
-    """A client's correlation id is its idempotency key, scoped to the user."""
-    return f"ws:{conn.user_id}:{correlation_id}" if correlation_id else None
+def _idem(conn: WsConnection, msg: Inbound, *request: Any) -> IdempotencyKey:
+    """A write's key: the message's `idempotency_key` (else a generated one), scoped to the
+    user, the session and the message type; the payload (and `request`) fingerprinted."""
+    key = msg.idempotency_key
+    return scoped("ws", conn.user_id, conn.session_id, msg.type.name.lower(),
+                  check_key(key, "idempotency_key") if key else None, msg.payload, *request)
 
 
 class _Closed(Exception):
