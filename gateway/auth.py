@@ -91,7 +91,7 @@ class TokenService:
                 self._verify_keys[kind],
                 algorithms=[self.algorithm],
                 options={"require": ["exp", "sub"]},
-                leeway=5,
+                leeway=self.config.token_grace_s,  # clock skew; open connections get the same
             )
         except jwt.ExpiredSignatureError:
             raise ApiError(401, "TOKEN_EXPIRED", "the token has expired") from None

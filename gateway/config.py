@@ -71,6 +71,14 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     rate_burst: float = 100.0
     max_outgoing_bytes: int = 1024 * 1024
     allowed_origins: tuple[str, ...] = ("*",)
+    rest_rate_per_s: float = 50.0  # per user and gateway process; 0 = no limit
+    rest_rate_burst: float = 100.0
+    max_connections_per_user: int = 500  # per gateway process; 0 = no limit
+    max_connections_per_session: int = 100  # the session actor counts them; 0 = no limit
+    max_devices_per_session: int = 100  # offline ones are forgotten first; 0 = no limit
+    device_retention_s: float = 24 * 3600.0  # an offline device is forgotten after; 0 = never
+    token_grace_s: float = 5.0  # a token is accepted (and a connection kept) until exp + this
+    retry_after_s: int = 2  # `Retry-After` of OUTCOME_UNKNOWN
     # timing
     heartbeat_interval_s: float = 15.0
     idle_timeout_s: float = 60.0
@@ -83,6 +91,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     rtt_good_ms: float = 150.0
     rtt_poor_ms: float = 500.0
 
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Whether a browser request from `origin` may be served (no Origin: not a browser)."""
+        allowed = self.allowed_origins
+        return not origin or "*" in allowed or origin in allowed
+
     def check(self) -> GatewayConfig:
         """Refuse configurations that are unsafe for `env` (the dev secret in production)."""
         if self.jwt_algorithm not in ("HS256", "RS256"):
@@ -93,6 +106,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
                             ("GATEWAY_TOUCH_INTERVAL", self.touch_interval_s)):
             if not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, not {value}")
+        for name, value in _LIMITS.items():
+            if not getattr(self, value) >= 0:
+                raise ConfigError(f"{name} must not be negative (0 = no limit), not "
+                                  f"{getattr(self, value)}")
+        if self.rest_rate_per_s > 0 and self.rest_rate_burst < 1:
+            raise ConfigError("GATEWAY_REST_RATE_BURST must be at least 1")
         # a device's first touch comes within two intervals of its joining (gateway.rotation)
         if self.touch_interval_s * 2 >= DEFAULT_PRESENCE_TIMEOUT_MS / 1000:
             raise ConfigError(
@@ -109,6 +128,19 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
             if self.jwt_algorithm == "HS256" and len(self.jwt_secret) < 32:
                 raise ConfigError("SESSIOND_ENV=production needs a JWT_SECRET of 32+ characters")
         return self
+
+
+#: The limits' variables and fields (each >= 0, 0 = no limit).
+_LIMITS = {
+    "GATEWAY_REST_RATE_PER_S": "rest_rate_per_s",
+    "GATEWAY_REST_RATE_BURST": "rest_rate_burst",
+    "GATEWAY_MAX_CONNECTIONS_PER_USER": "max_connections_per_user",
+    "GATEWAY_MAX_CONNECTIONS_PER_SESSION": "max_connections_per_session",
+    "GATEWAY_MAX_DEVICES_PER_SESSION": "max_devices_per_session",
+    "GATEWAY_DEVICE_RETENTION": "device_retention_s",
+    "GATEWAY_TOKEN_GRACE": "token_grace_s",
+    "GATEWAY_RETRY_AFTER": "retry_after_s",
+}
 
 
 def _pem(value: str) -> str:
@@ -154,6 +186,14 @@ def load_gateway_config(env: Mapping[str, str] | None = None, **overrides: objec
         "GATEWAY_TOUCH_INTERVAL": ("touch_interval_s", float),
         "GATEWAY_COMMAND_TIMEOUT": ("command_timeout_s", float),
         "GATEWAY_MAX_OUTGOING_BYTES": ("max_outgoing_bytes", int),
+        "GATEWAY_REST_RATE_PER_S": ("rest_rate_per_s", float),
+        "GATEWAY_REST_RATE_BURST": ("rest_rate_burst", float),
+        "GATEWAY_MAX_CONNECTIONS_PER_USER": ("max_connections_per_user", int),
+        "GATEWAY_MAX_CONNECTIONS_PER_SESSION": ("max_connections_per_session", int),
+        "GATEWAY_MAX_DEVICES_PER_SESSION": ("max_devices_per_session", int),
+        "GATEWAY_DEVICE_RETENTION": ("device_retention_s", float),
+        "GATEWAY_TOKEN_GRACE": ("token_grace_s", float),
+        "GATEWAY_RETRY_AFTER": ("retry_after_s", int),
     }
     for name, (field, conv) in simple.items():
         if env.get(name):

@@ -14,7 +14,8 @@ the change feed that keeps them up to date, gap-free.
   current state from the projections, then what followed.
 - No task or queue per connection: writes go straight to the connection while it keeps up; a
   short-lived flush task exists only while a connection has a backlog, and a backlog above
-  `max_outgoing_bytes` disconnects the slow client.
+  `max_outgoing_bytes` disconnects the slow client (its socket is dropped if it does not take
+  the close either, so its device goes offline at once).
 
 `Hub.push_to_session(session_id, push)` is the hook other modules (market data) use to reach every
 local client of a session; `Hub.on_attach` callbacks learn when a session gains its first local
@@ -68,6 +69,7 @@ class Connection:
         "conn_id",
         "connected_at",
         "device_id",
+        "expires_at",
         "form",
         "hub",
         "is_admin",
@@ -103,6 +105,7 @@ class Connection:
         self.rtt_ms = 0.0
         self.connected_at = time.time()
         self.last_rx = time.monotonic()
+        self.expires_at = 0  # the token's `exp` (s since the epoch): closed after it; 0 = never
 
     # ------------------------------------------------------------------ to implement
     def encode(self, push: Push) -> Any:

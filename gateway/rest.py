@@ -74,6 +74,7 @@ def endpoint(fn: Callable[[Request, Gateway], Awaitable[Any]]) -> Callable[[Requ
 
 def auth(request: Request, gw: Gateway, *, admin: bool = False) -> Claims:
     claims = gw.tokens.verify(bearer(request.headers.get("authorization")))
+    gw.rate_limit(claims.user_id)
     if admin and not claims.is_admin:
         raise ApiError(403, "ADMIN_REQUIRED", "this endpoint needs the admin role")
     return claims

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -40,6 +41,7 @@ from gateway.errors import ApiError, from_outcome
 from gateway.hub import Connection, EventHistory, Hub
 from gateway.idempotency import IdempotencyKey, check_key, new_key, outcome_unknown, reused
 from gateway.metrics import GatewayMetrics
+from gateway.ratelimit import KeyedLimiter
 from gateway.rotation import Rotation
 
 __all__ = ["Gateway", "now_ms", "parse_uuid"]
@@ -84,6 +86,10 @@ class Gateway:
         self.draining = False
         self._tasks: list[asyncio.Task] = []
         self.handlers: set[asyncio.Task] = set()
+        #: REST requests per user (this process), the WS messages' mechanism
+        self.rest_limiter = KeyedLimiter(config.rest_rate_per_s, config.rest_rate_burst)
+        #: open (or opening) connections per user on this process
+        self.user_connections: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -143,18 +149,39 @@ class Gateway:
             "sessions": len(self.hub.feeds), "draining": self.draining,
             "uptime_s": int(time.time() - self.started_at)})
         conns = self.hub.conns
+        wall = time.time()
         for conn_id in conn_ids:
             conn = conns.get(conn_id)
             if conn is None:
                 continue
             if conn.is_admin:
                 conn.deliver(admin)
-            if now - conn.last_rx > self.config.idle_timeout_s:
+            if self.token_expired(conn, wall):
+                conn.close_soon(4401, "TOKEN_EXPIRED")
+            elif now - conn.last_rx > self.config.idle_timeout_s:
                 conn.close_soon(4408, "IDLE_TIMEOUT")
             elif conn.transport == "ws":
                 conn.deliver(beat)
             else:
                 conn.send(b": keep-alive\n\n")
+
+    def token_expired(self, conn: Connection, wall: float | None = None) -> bool:
+        """Whether the token `conn` was opened (or last re-authenticated) with has expired,
+        `token_grace_s` allowed: such a connection is closed (4401 TOKEN_EXPIRED) by the
+        maintenance loop, within one heartbeat interval, and a WS message on it is refused."""
+        exp = conn.expires_at
+        return bool(exp) and (time.time() if wall is None else wall) >= \
+            exp + self.config.token_grace_s
+
+    def rate_limit(self, user_id: str) -> None:
+        """A REST request of `user_id`: 429 RATE_LIMITED (with `Retry-After`) when the user's
+        bucket is empty (`GATEWAY_REST_RATE_PER_S` sustained, `GATEWAY_REST_RATE_BURST`)."""
+        wait = self.rest_limiter.check(user_id, time.monotonic())
+        if wait:
+            raise ApiError(
+                429, "RATE_LIMITED",
+                f"more than {self.config.rest_rate_per_s:g} requests/s for this user",
+                headers={"Retry-After": str(wait)}, extra={"retry_after": wait})
 
     async def _touch(self, session_ids: list[str], *, registry: bool) -> None:
         """A presence touch of each of these sessions' connected devices; with `registry`
@@ -389,19 +416,48 @@ class Gateway:
         )
 
     # ------------------------------------------------------------------ presence
+    def _hold_user_slot(self, user_id: str) -> None:
+        """Count one more connection of `user_id` on this process, or refuse it (429
+        TOO_MANY_CONNECTIONS) past `GATEWAY_MAX_CONNECTIONS_PER_USER`."""
+        cap = self.config.max_connections_per_user
+        if cap and self.user_connections[user_id] >= cap:
+            self.metrics.command_errors.labels("TOO_MANY_CONNECTIONS").inc()
+            raise ApiError(429, "TOO_MANY_CONNECTIONS",
+                           f"this user already has {cap} open connections on this gateway")
+        self.user_connections[user_id] += 1
+
+    def _release_user_slot(self, user_id: str) -> None:
+        left = self.user_connections[user_id] - 1
+        if left > 0:
+            self.user_connections[user_id] = left
+        else:
+            del self.user_connections[user_id]
+
     async def join(self, conn: Connection, *, device_type: str = "", device_name: str = "",
                    os_name: str = "", ip_address: str = "", attempt: int = 0) -> Outcome | None:
+        """Join `conn`'s device to its session, within the limits: connections of the user on
+        this process (checked here), connections and devices of the session (checked by the
+        session actor, which also forgets the device `device_retention_s` after it left).
+        A successful join is paired with one `leave`."""
         transport = Transport.SSE if conn.transport == "sse" else Transport.WS
-        outcome = await self.command(
-            conn.session_id,
-            JoinDevice(
-                at=now_ms(), user_id=conn.user_id, device_id=conn.device_id,
-                connection_id=conn.conn_id, transport=transport, device_type=device_type,
-                device_name=device_name, os=os_name, pod_name=self.config.pod_name,
-                ip_address=ip_address,
-            ),
-            command_id=f"join:{conn.conn_id}:{attempt}",
-        )
+        cfg = self.config
+        self._hold_user_slot(conn.user_id)
+        try:
+            outcome = await self.command(
+                conn.session_id,
+                JoinDevice(
+                    at=now_ms(), user_id=conn.user_id, device_id=conn.device_id,
+                    connection_id=conn.conn_id, transport=transport, device_type=device_type,
+                    device_name=device_name, os=os_name, pod_name=cfg.pod_name,
+                    ip_address=ip_address, max_connections=cfg.max_connections_per_session,
+                    max_devices=cfg.max_devices_per_session,
+                    retention_ms=round(cfg.device_retention_s * 1000),
+                ),
+                command_id=f"join:{conn.conn_id}:{attempt}",
+            )
+        except BaseException:
+            self._release_user_slot(conn.user_id)
+            raise
         with contextlib.suppress(Exception):
             pipe = self.redis.pipeline(transaction=False)
             pipe.hset(self.registry_key, conn.conn_id, msgspec.json.encode({
@@ -415,6 +471,7 @@ class Gateway:
         return outcome
 
     async def leave(self, conn: Connection) -> None:
+        self._release_user_slot(conn.user_id)
         self.metrics.connections.labels(conn.transport).dec()
         with contextlib.suppress(Exception):
             await self.redis.hdel(self.registry_key, conn.conn_id)

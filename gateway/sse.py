@@ -2,7 +2,9 @@
 
 The same pushes as the WebSocket, in the same order: each record's `id` is the session version,
 so a browser's automatic reconnect (`Last-Event-ID`) resumes gap-free. Browsers cannot set an
-Authorization header on EventSource, so `?token=` is accepted too.
+Authorization header on EventSource, so `?token=` is accepted too. A request from an origin
+outside the allow-list is refused (403 ORIGIN_FORBIDDEN) before anything is done: a browser
+would not let the page read the stream, but the device would have joined.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from gateway.auth import bearer
-from gateway.errors import error_body, from_exception
+from gateway.errors import ApiError, error_body, from_exception
 from gateway.hub import Connection, ConnState
 from gateway.protocol import MessageType
 from gateway.push import Push
@@ -41,6 +43,10 @@ class SseConnection(Connection):
         await self.drain(0.5)
         self.state = ConnState.CLOSED
         self._closed.set()
+        if reason == "SLOW_CLIENT":  # it reads nothing: drop the socket, no final chunk
+            transport = getattr(getattr(self._send, "__self__", None), "transport", None)
+            if transport is not None:
+                transport.abort()
 
 
 class SseEndpoint:
@@ -49,9 +55,9 @@ class SseEndpoint:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         try:
+            if not gw.config.origin_allowed(headers.get("origin")):
+                raise ApiError(403, "ORIGIN_FORBIDDEN", "this origin is not allowed")
             if gw.draining:
-                from gateway.errors import ApiError
-
                 raise ApiError(503, "DRAINING", "this gateway is shutting down, reconnect")
             claims = gw.tokens.verify(bearer(headers.get("authorization")) or query.get("token"))
             sid = parse_uuid(scope["path_params"]["session_id"], "session_id")
@@ -61,13 +67,12 @@ class SseEndpoint:
             since = None
             if since_raw not in (None, "", "None"):
                 if not str(since_raw).isdigit():
-                    from gateway.errors import ApiError
-
                     raise ApiError(400, "INVALID_ARGUMENT", "Last-Event-ID must be a version")
                 since = int(since_raw)
             conn = SseConnection(send, sid, claims.user_id, query.get("device_id") or "",
                                  max_outgoing=gw.config.max_outgoing_bytes,
                                  is_admin=claims.is_admin)
+            conn.expires_at = claims.expires_at  # the stream ends when the token expires
             if not conn.device_id:
                 conn.device_id = f"sse-{conn.conn_id[:12]}"
             client = scope.get("client") or ("", 0)
@@ -78,18 +83,18 @@ class SseEndpoint:
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": error_body(err.code, err.message)})
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-            (b"x-accel-buffering", b"no"), (b"connection", b"keep-alive")]})
-        joined = outcome.version if outcome is not None else 0
-        conn.send(Push(MessageType.CONNECTED, {
-            "session_id": sid, "user_id": claims.user_id, "device_id": conn.device_id,
-            "connection_id": conn.conn_id, "version": joined, "resumed_from": since},
-            session_id=sid).sse().replace(b"id: None\n", b""))
         task = asyncio.current_task()
         if task is not None:
             gw.handlers.add(task)
-        try:
+        try:  # joined: whatever happens from here, the device leaves at the end
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no"), (b"connection", b"keep-alive")]})
+            joined = outcome.version if outcome is not None else 0
+            conn.send(Push(MessageType.CONNECTED, {
+                "session_id": sid, "user_id": claims.user_id, "device_id": conn.device_id,
+                "connection_id": conn.conn_id, "version": joined, "resumed_from": since},
+                session_id=sid).sse().replace(b"id: None\n", b""))
             await gw.hub.attach(conn, since if since is not None else joined)
             waiter = asyncio.ensure_future(receive())
             closed = asyncio.ensure_future(conn._closed.wait())

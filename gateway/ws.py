@@ -50,11 +50,16 @@ from gateway.protocol import (
     encode_outbound,
 )
 from gateway.push import Push
+from gateway.ratelimit import TokenBucket
 from gateway.service import Gateway, now_ms, parse_uuid
 
 __all__ = ["WebSocketEndpoint", "WsConnection", "quality_for"]
 
 log = logging.getLogger("sessiond.gateway.ws")
+
+#: How long a close frame may take to leave: a client that does not read it in time (a slow
+#: client, by definition) has its socket dropped, so that its device goes offline at once.
+CLOSE_GRACE_S = 1.0
 
 
 def quality_for(rtt_ms: float, good_ms: float, poor_ms: float) -> str:
@@ -67,7 +72,7 @@ def quality_for(rtt_ms: float, good_ms: float, poor_ms: float) -> str:
 
 class WsConnection(Connection):
     transport = "ws"
-    __slots__ = ("_send", "_writable", "tokens", "tokens_at")
+    __slots__ = ("_send", "_writable", "bucket")
 
     def __init__(self, send: Any, *args: Any, rate_burst: float = 100.0, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -76,8 +81,7 @@ class WsConnection(Connection):
         # before writing anything: when it is set, the send completes inline.
         writable = getattr(getattr(send, "__self__", None), "writable", None)
         self._writable = writable if isinstance(writable, asyncio.Event) else None
-        self.tokens = rate_burst
-        self.tokens_at = time.monotonic()
+        self.bucket = TokenBucket(rate_burst, time.monotonic())
 
     def write_now(self, data: str) -> bool:
         writable = self._writable
@@ -98,9 +102,23 @@ class WsConnection(Connection):
         await self._send({"type": "websocket.send", "text": data})
 
     async def abort(self, code: int, reason: str) -> None:
+        """Close with `code`; a close frame that cannot leave within `CLOSE_GRACE_S` (and, for a
+        slow client, one it has not taken within the grace) ends with the socket dropped: the
+        reader then sees the disconnect and the device leaves."""
         await self.drain(0.5)
         self.state = ConnState.CLOSED
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        try:
+            await asyncio.wait_for(
+                self._send({"type": "websocket.close", "code": code, "reason": reason}),
+                CLOSE_GRACE_S)
+            if reason != "SLOW_CLIENT":
+                return
+            await asyncio.sleep(CLOSE_GRACE_S)
+        except Exception:  # timed out (the client reads nothing), or it is gone already
+            pass
+        transport = getattr(getattr(self._send, "__self__", None), "transport", None)
+        if transport is not None:
+            transport.abort()
 
     def reply(self, mtype: MessageType, payload: Any, correlation_id: str = "",
               version: int | None = None) -> None:
@@ -149,9 +167,7 @@ class WebSocketEndpoint:
         if event["type"] != "websocket.connect":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        origin = headers.get("origin")
-        allowed = gw.config.allowed_origins
-        if gw.draining or (origin and "*" not in allowed and origin not in allowed):
+        if gw.draining or not gw.config.origin_allowed(headers.get("origin")):
             await send({"type": "websocket.close", "code": 1008})  # -> HTTP 403
             return
         await send({"type": "websocket.accept"})
@@ -208,12 +224,14 @@ class WebSocketEndpoint:
             max_outgoing=gw.config.max_outgoing_bytes, is_admin=hs.claims.is_admin,
             rate_burst=gw.config.rate_burst,
         )
+        conn.expires_at = hs.claims.expires_at
         client = scope.get("client") or ("", 0)
         try:
             outcome = await self._establish(gw, hs, conn, client[0])
         except Exception as exc:
             err = from_exception(exc)
-            close = {401: 4401, 403: 4403}.get(err.status, 4400 if err.status < 500 else 1011)
+            close = {401: 4401, 403: 4403, 429: 4429}.get(
+                err.status, 4400 if err.status < 500 else 1011)
             await refuse(err.code, err.message, close,
                          MessageType.AUTH_FAILURE if hs.via_auth else MessageType.ERROR)
             return None
@@ -327,17 +345,12 @@ class WebSocketEndpoint:
             if data is None:
                 data = event.get("bytes") or b""
             # token bucket: rate_per_s sustained, rate_burst at once
-            now = time.monotonic()
-            conn.tokens = min(cfg.rate_burst, conn.tokens + (now - conn.tokens_at) * cfg.rate_per_s)
-            conn.tokens_at = now
-            if conn.tokens < 1.0:
+            if not conn.bucket.take(conn.last_rx, cfg.rate_per_s, cfg.rate_burst):
                 gw.metrics.ws_errors.labels("RATE_LIMITED").inc()
                 conn.error("RATE_LIMITED", f"more than {cfg.rate_per_s:g} messages/s")
-                if conn.tokens < -cfg.rate_burst:
+                if conn.bucket.tokens < -cfg.rate_burst:
                     conn.close_soon(4429, "RATE_LIMITED")
-                conn.tokens -= 1.0
                 continue
-            conn.tokens -= 1.0
             if len(data) > cfg.max_ws_message:
                 gw.metrics.ws_errors.labels("MESSAGE_TOO_LARGE").inc()
                 conn.error("MESSAGE_TOO_LARGE",
@@ -351,6 +364,12 @@ class WebSocketEndpoint:
                 continue
             conn.form = msg.form
             gw.metrics.ws_messages.labels(msg.type.name).inc()
+            if msg.type is not MessageType.AUTH and gw.token_expired(conn):
+                gw.metrics.ws_errors.labels("TOKEN_EXPIRED").inc()
+                conn.error("TOKEN_EXPIRED", "the connection's token has expired: send AUTH with"
+                           " a new token, or reconnect", msg.correlation_id)
+                conn.close_soon(4401, "TOKEN_EXPIRED")
+                continue
             try:
                 await self._dispatch(gw, conn, msg)
             except Exception as exc:
@@ -421,10 +440,26 @@ class WebSocketEndpoint:
             await gw.redis.publish("sd:admin:broadcast", msgspec.json.encode(
                 {"payload": p, "admin_only": t is MessageType.ADMIN_UPDATE}))
         elif t is MessageType.AUTH:
-            raise ApiError(400, "ALREADY_AUTHENTICATED", "this connection is authenticated")
+            self._reauth(gw, conn, p, cid)
         else:
             raise ApiError(400, "UNEXPECTED_TYPE",
                            f"{t.name} is sent by the server, not accepted from clients")
+
+    def _reauth(self, gw: Gateway, conn: WsConnection, p: dict, cid: str) -> None:
+        """AUTH on an open connection: a new token of the same user extends its life (it is
+        closed with 4401 TOKEN_EXPIRED once its token expires)."""
+        tok = p.get("token")
+        if not isinstance(tok, str):
+            raise ApiError(401, "TOKEN_MISSING", "AUTH payload needs a `token` string")
+        claims = gw.tokens.verify(tok)
+        if claims.user_id != conn.user_id:
+            raise ApiError(403, "AUTH_USER_MISMATCH",
+                           "a connection re-authenticates with a token of its own user only")
+        conn.expires_at = claims.expires_at
+        conn.is_admin = claims.is_admin
+        conn.reply(MessageType.AUTH_SUCCESS, {
+            "session_id": conn.session_id, "user_id": conn.user_id, "device_id": conn.device_id,
+            "connection_id": conn.conn_id, "expires_at": claims.expires_at}, cid)
 
     async def _state_update(self, gw: Gateway, conn: WsConnection, p: dict, cid: str,
                             idem: IdempotencyKey) -> None:
