@@ -366,6 +366,7 @@ class Stack:
         self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": self.pg.url,
                     "SESSIOND_ENV": "test", "GATEWAY_RATE_PER_S": "1000",
                     "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "120",
+                    "GATEWAY_REST_RATE_PER_S": "0", "GATEWAY_MAX_CONNECTIONS_PER_USER": "0",
                     "SESSIOND_LOG_LEVEL": "warning"}
         self.env.pop("SESSIOND_ORIGINS", None)
         subprocess.run([*SESSIOND, "migrate"], env=self.env, cwd=ROOT, check=True,

@@ -152,6 +152,8 @@ def running_stack(
         "GATEWAY_TOUCH_INTERVAL": "2",
         "GATEWAY_RATE_PER_S": "200",
         "GATEWAY_RATE_BURST": "200",
+        "GATEWAY_REST_RATE_PER_S": "1000",  # fuzzers send many requests as one user
+        "GATEWAY_REST_RATE_BURST": "1000",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("SESSIOND_ORIGINS", None)

@@ -52,6 +52,9 @@ class ProcessStack:
             "SIMULATOR_ACK_TIMEOUT_MS": "2000",
             "SIMULATOR_ACTIVITY_INTERVAL_MS": "300",
             "GATEWAY_DRAIN_TIMEOUT": "1",
+            # one user drives every session (the benchmark: hundreds of them): no per-user limits
+            "GATEWAY_REST_RATE_PER_S": "0",
+            "GATEWAY_MAX_CONNECTIONS_PER_USER": "0",
             **env,
         }
         self.env.pop("PYTHONPATH", None)
