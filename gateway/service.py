@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
 from typing import Any
 
 import msgspec
@@ -43,6 +42,7 @@ from gateway.idempotency import IdempotencyKey, check_key, new_key, outcome_unkn
 from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import KeyedLimiter
 from gateway.rotation import Rotation
+from gateway.slots import ConnectionSlots
 
 __all__ = ["Gateway", "now_ms", "parse_uuid"]
 
@@ -88,8 +88,7 @@ class Gateway:
         self.handlers: set[asyncio.Task] = set()
         #: REST requests per user (this process), the WS messages' mechanism
         self.rest_limiter = KeyedLimiter(config.rest_rate_per_s, config.rest_rate_burst)
-        #: open (or opening) connections per user on this process
-        self.user_connections: Counter[str] = Counter()
+        self.user_slots = ConnectionSlots(config.max_connections_per_user)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -416,23 +415,6 @@ class Gateway:
         )
 
     # ------------------------------------------------------------------ presence
-    def _hold_user_slot(self, user_id: str) -> None:
-        """Count one more connection of `user_id` on this process, or refuse it (429
-        TOO_MANY_CONNECTIONS) past `GATEWAY_MAX_CONNECTIONS_PER_USER`."""
-        cap = self.config.max_connections_per_user
-        if cap and self.user_connections[user_id] >= cap:
-            self.metrics.command_errors.labels("TOO_MANY_CONNECTIONS").inc()
-            raise ApiError(429, "TOO_MANY_CONNECTIONS",
-                           f"this user already has {cap} open connections on this gateway")
-        self.user_connections[user_id] += 1
-
-    def _release_user_slot(self, user_id: str) -> None:
-        left = self.user_connections[user_id] - 1
-        if left > 0:
-            self.user_connections[user_id] = left
-        else:
-            del self.user_connections[user_id]
-
     async def join(self, conn: Connection, *, device_type: str = "", device_name: str = "",
                    os_name: str = "", ip_address: str = "", attempt: int = 0) -> Outcome | None:
         """Join `conn`'s device to its session, within the limits: connections of the user on
@@ -441,7 +423,10 @@ class Gateway:
         A successful join is paired with one `leave`."""
         transport = Transport.SSE if conn.transport == "sse" else Transport.WS
         cfg = self.config
-        self._hold_user_slot(conn.user_id)
+        if not self.user_slots.take(conn.user_id):
+            self.metrics.command_errors.labels("TOO_MANY_CONNECTIONS").inc()
+            raise ApiError(429, "TOO_MANY_CONNECTIONS", f"this user already has "
+                           f"{cfg.max_connections_per_user} open connections on this gateway")
         try:
             outcome = await self.command(
                 conn.session_id,
@@ -456,7 +441,7 @@ class Gateway:
                 command_id=f"join:{conn.conn_id}:{attempt}",
             )
         except BaseException:
-            self._release_user_slot(conn.user_id)
+            self.user_slots.give_back(conn.user_id)
             raise
         with contextlib.suppress(Exception):
             pipe = self.redis.pipeline(transaction=False)
@@ -471,7 +456,7 @@ class Gateway:
         return outcome
 
     async def leave(self, conn: Connection) -> None:
-        self._release_user_slot(conn.user_id)
+        self.user_slots.give_back(conn.user_id)
         self.metrics.connections.labels(conn.transport).dec()
         with contextlib.suppress(Exception):
             await self.redis.hdel(self.registry_key, conn.conn_id)

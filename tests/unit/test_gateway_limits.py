@@ -12,6 +12,7 @@ from gateway.config import ConfigError, GatewayConfig, load_gateway_config
 from gateway.errors import ApiError, error_response
 from gateway.idempotency import check_key, fingerprint, outcome_unknown, reused, scoped
 from gateway.ratelimit import KeyedLimiter, TokenBucket
+from gateway.slots import ConnectionSlots
 
 # ------------------------------------------------------------------ idempotency keys
 
@@ -98,6 +99,17 @@ def test_the_keyed_limiter_forgets_quiet_keys_when_it_grows() -> None:
     limiter.check("d", 10.0)
     limiter.check("e", 10.0)  # c and d are busy: the table grows instead
     assert set(limiter.buckets) == {"c", "d", "e"} and limiter.max_keys >= 4
+
+
+def test_connection_slots_are_capped_per_user_and_given_back() -> None:
+    slots = ConnectionSlots(cap=2)
+    assert [slots.take("a"), slots.take("a"), slots.take("a")] == [True, True, False]
+    assert slots.take("b")
+    slots.give_back("a")
+    assert slots.take("a") and not slots.take("a")
+    for _ in range(3):
+        slots.give_back("b")  # more than held: never negative
+    assert "b" not in slots.held and all(ConnectionSlots(0).take("x") for _ in range(5))
 
 
 # ------------------------------------------------------------------ configuration
