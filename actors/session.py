@@ -268,8 +268,9 @@ def _check_connections(command: JoinDevice, state: Active) -> None:
     them gets every change of the session: fan-out grows with their number)."""
     cap = command.max_connections
     if cap and sum(len(d.connections) for d in state.devices.values()) >= cap:
-        raise DomainError("TOO_MANY_CONNECTIONS",
-                          f"this session already has {cap} open connections")
+        raise DomainError(
+            "TOO_MANY_CONNECTIONS", f"this session already has {cap} open connections"
+        )
 
 
 def _make_room(command: JoinDevice, state: Active) -> list[Any]:
@@ -279,13 +280,16 @@ def _make_room(command: JoinDevice, state: Active) -> list[Any]:
     excess = len(state.devices) + 1 - cap
     if not cap or excess <= 0:
         return []
-    offline = sorted((d for d in state.devices.values() if not d.online),
-                     key=lambda d: (d.last_seen, d.device_id))
+    offline = sorted(
+        (d for d in state.devices.values() if not d.online),
+        key=lambda d: (d.last_seen, d.device_id),
+    )
     if len(offline) < excess:
-        raise DomainError("TOO_MANY_DEVICES",
-                          f"this session already has {cap} devices online")
-    return [DeviceForgotten(at=command.at, device_id=d.device_id, reason="evicted")
-            for d in offline[:excess]]
+        raise DomainError("TOO_MANY_DEVICES", f"this session already has {cap} devices online")
+    return [
+        DeviceForgotten(at=command.at, device_id=d.device_id, reason="evicted")
+        for d in offline[:excess]
+    ]
 
 
 def _join(command: JoinDevice, state: Active) -> list[Any]:

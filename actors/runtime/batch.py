@@ -392,8 +392,13 @@ def _decide_one(
             )
         else:
             outcome = _encode(
-                Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True,
-                        version=expected, fingerprint=env.fingerprint)
+                Outcome(
+                    command_id=env.command_id,
+                    actor_id=env.actor_id,
+                    ok=True,
+                    version=expected,
+                    fingerprint=env.fingerprint,
+                )
             )
         rnd.outcomes.append(outcome)
         argv.extend(head)
@@ -477,8 +482,14 @@ def _decide_one(
     else:
         argv.append(_EMPTY)
     outcome = _encode(
-        Outcome(command_id=command_id, actor_id=actor_id, ok=True, version=version, events=n,
-                fingerprint=env.fingerprint)
+        Outcome(
+            command_id=command_id,
+            actor_id=actor_id,
+            ok=True,
+            version=version,
+            events=n,
+            fingerprint=env.fingerprint,
+        )
     )
     argv[outcome_at] = b"$%d\r\n%b\r\n" % (len(outcome), outcome)
     rnd.outcomes.append(outcome)

@@ -55,10 +55,16 @@ ACTOR = "box:s-1"
 PART = keys.partition_of(SID)
 
 
-def item(n: int, command_id: str | None = None, entry: bytes = b"1-0",
-         fingerprint: str = "") -> Item:
-    env = build_envelope(ACTOR, SID, Put(at=10, n=n), command_id=command_id or str(uuid.uuid4()),
-                         fingerprint=fingerprint)
+def item(
+    n: int, command_id: str | None = None, entry: bytes = b"1-0", fingerprint: str = ""
+) -> Item:
+    env = build_envelope(
+        ACTOR,
+        SID,
+        Put(at=10, n=n),
+        command_id=command_id or str(uuid.uuid4()),
+        fingerprint=fingerprint,
+    )
     return parse_entry(
         entry, encode(env), PART, decode_command_envelope, _commands.decode, lambda a: BOX
     )
@@ -111,16 +117,28 @@ def test_plan_marks_a_repeated_command_id_and_routes_policy_commands() -> None:
 
 def test_every_outcome_carries_the_fingerprint_of_its_command() -> None:
     """The gateway compares it with a retry's: the same command id for another request."""
-    rnd = plan([item(3, fingerprint="f-ok"), item(3, fingerprint="f-noop"),
-                item(-1, fingerprint="f-refused")], actors(), PART, snapshot_every=100)
+    rnd = plan(
+        [
+            item(3, fingerprint="f-ok"),
+            item(3, fingerprint="f-noop"),
+            item(-1, fingerprint="f-refused"),
+        ],
+        actors(),
+        PART,
+        snapshot_every=100,
+    )
     outcomes = [decode_outcome(o) for o in rnd.outcomes]
     assert [o.fingerprint for o in outcomes] == ["f-ok", "f-noop", "f-refused"]
     assert [o.ok for o in outcomes] == [True, True, False]
-    bad = parse_entry(b"1-0", encode(build_envelope(ACTOR, SID, Put(at=1, n=1),
-                                                    fingerprint="f-misrouted")),
-                      PART + 1, decode_command_envelope, _commands.decode, lambda a: BOX)
-    assert decode_outcome(plan([bad], {}, PART + 1, 100).outcomes[0]).fingerprint == \
-        "f-misrouted"
+    bad = parse_entry(
+        b"1-0",
+        encode(build_envelope(ACTOR, SID, Put(at=1, n=1), fingerprint="f-misrouted")),
+        PART + 1,
+        decode_command_envelope,
+        _commands.decode,
+        lambda a: BOX,
+    )
+    assert decode_outcome(plan([bad], {}, PART + 1, 100).outcomes[0]).fingerprint == "f-misrouted"
 
 
 def test_plan_snapshots_when_enough_events_passed() -> None:

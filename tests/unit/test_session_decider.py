@@ -379,27 +379,42 @@ def test_a_connection_under_the_cap_or_already_counted_is_accepted(spec: Spec) -
 def test_a_new_device_beyond_the_cap_makes_the_oldest_offline_one_forgotten(spec: Spec) -> None:
     d2 = DeviceJoined(at=1110, device_id="d2", connection_id="c2")
     d3 = DeviceJoined(at=1120, device_id="d3", connection_id="c3")
-    history = (CREATED, JOINED, d2, d3, DeviceLeft(at=1300, device_id="d3"),
-               DeviceLeft(at=1400, device_id="d1"))
-    state = spec.given(*history).when(
-        JoinDevice(at=1500, device_id="d4", connection_id="c4", max_devices=3)
-    ).then(
-        DeviceForgotten(at=1500, device_id="d3", reason="evicted"),
-        DeviceJoined(at=1500, device_id="d4", connection_id="c4"),
+    history = (
+        CREATED,
+        JOINED,
+        d2,
+        d3,
+        DeviceLeft(at=1300, device_id="d3"),
+        DeviceLeft(at=1400, device_id="d1"),
+    )
+    state = (
+        spec.given(*history)
+        .when(JoinDevice(at=1500, device_id="d4", connection_id="c4", max_devices=3))
+        .then(
+            DeviceForgotten(at=1500, device_id="d3", reason="evicted"),
+            DeviceJoined(at=1500, device_id="d4", connection_id="c4"),
+        )
     )
     assert set(state.devices) == {"d1", "d2", "d4"}
 
 
 def test_a_lowered_device_cap_forgets_as_many_offline_devices_as_needed(spec: Spec) -> None:
     d2 = DeviceJoined(at=1110, device_id="d2", connection_id="c2")
-    history = (CREATED, JOINED, d2, DeviceLeft(at=1300, device_id="d2"),
-               DeviceLeft(at=1400, device_id="d1"))
-    state = spec.given(*history).when(
-        JoinDevice(at=1500, device_id="d4", connection_id="c4", max_devices=1)
-    ).then(
-        DeviceForgotten(at=1500, device_id="d2", reason="evicted"),
-        DeviceForgotten(at=1500, device_id="d1", reason="evicted"),
-        DeviceJoined(at=1500, device_id="d4", connection_id="c4"),
+    history = (
+        CREATED,
+        JOINED,
+        d2,
+        DeviceLeft(at=1300, device_id="d2"),
+        DeviceLeft(at=1400, device_id="d1"),
+    )
+    state = (
+        spec.given(*history)
+        .when(JoinDevice(at=1500, device_id="d4", connection_id="c4", max_devices=1))
+        .then(
+            DeviceForgotten(at=1500, device_id="d2", reason="evicted"),
+            DeviceForgotten(at=1500, device_id="d1", reason="evicted"),
+            DeviceJoined(at=1500, device_id="d4", connection_id="c4"),
+        )
     )
     assert set(state.devices) == {"d4"}
 
@@ -422,8 +437,10 @@ def test_a_known_device_coming_back_needs_no_room(spec: Spec) -> None:
 def test_an_offline_device_is_forgotten_after_its_retention(spec: Spec) -> None:
     joined = DeviceJoined(at=1100, device_id="d1", connection_id="c1", retention_ms=5000)
     left = DeviceLeft(at=2000, device_id="d1")
-    state = spec.given(CREATED, joined, left).when(ForgetDevice(at=7000, device_id="d1")).then(
-        DeviceForgotten(at=7000, device_id="d1", reason="retention")
+    state = (
+        spec.given(CREATED, joined, left)
+        .when(ForgetDevice(at=7000, device_id="d1"))
+        .then(DeviceForgotten(at=7000, device_id="d1", reason="retention"))
     )
     assert state.devices == {}
 
