@@ -18,6 +18,7 @@ from gateway.hub import Connection, ConnState
 from gateway.protocol import MessageType
 from gateway.push import Push
 from gateway.service import Gateway, parse_uuid
+from gateway.validate import identifier, version_param
 
 __all__ = ["SseConnection", "SseEndpoint"]
 
@@ -58,14 +59,9 @@ class SseEndpoint:
             await gw.check_owner(claims, sid)
             since_raw = headers.get("last-event-id") or query.get("since") or \
                 query.get("last_event_id")
-            since = None
-            if since_raw not in (None, "", "None"):
-                if not str(since_raw).isdigit():
-                    from gateway.errors import ApiError
-
-                    raise ApiError(400, "INVALID_ARGUMENT", "Last-Event-ID must be a version")
-                since = int(since_raw)
-            conn = SseConnection(send, sid, claims.user_id, query.get("device_id") or "",
+            since = version_param(None if since_raw == "None" else since_raw, "Last-Event-ID")
+            device = identifier(query.get("device_id") or "", "device_id", gw.config)
+            conn = SseConnection(send, sid, claims.user_id, device,
                                  max_outgoing=gw.config.max_outgoing_bytes,
                                  is_admin=claims.is_admin)
             if not conn.device_id:
