@@ -59,7 +59,8 @@ class SseEndpoint:
             await gw.check_owner(claims, sid)
             since_raw = headers.get("last-event-id") or query.get("since") or \
                 query.get("last_event_id")
-            since = version_param(None if since_raw == "None" else since_raw, "Last-Event-ID")
+            since = version_param(None if since_raw == "None" else since_raw,
+                                  "Last-Event-ID" if headers.get("last-event-id") else "since")
             device = identifier(query.get("device_id") or "", "device_id", gw.config)
             conn = SseConnection(send, sid, claims.user_id, device,
                                  max_outgoing=gw.config.max_outgoing_bytes,
