@@ -66,6 +66,15 @@ async def _stream_len(stack: Stack, sid: str) -> int:
         await r.aclose()
 
 
+async def _sse_refusal(http: httpx.AsyncClient, url: str, **kw: object) -> httpx.Response:
+    """Open an SSE stream that should be refused: the answer, read at once (an accepted stream
+    fails the test at once rather than hanging)."""
+    async with http.stream("GET", url, **kw) as r:
+        assert r.status_code != 200, f"{url[:120]}: the stream was accepted"
+        await r.aread()
+        return r
+
+
 async def _verified(stack: Stack) -> None:
     """`sessiond projections verify` passes once the projector took the last events."""
     for _ in range(20):
@@ -209,7 +218,9 @@ async def test_nul_in_ws_and_sse_handshakes_is_refused(stack: Stack) -> None:
     try:
         before = await _stream_len(stack, sid)
         async with httpx.AsyncClient(base_url=stack.base, timeout=10) as http:
-            r = await http.get(f"/api/sessions/{sid}/events?token={token}&device_id=x%00y")
+            r = await _sse_refusal(
+                http, f"/api/sessions/{sid}/events?token={token}&device_id=x%00y"
+            )
             assert r.status_code == 400, r.text
             assert r.json()["error"]["code"] == "INVALID_ARGUMENT"
         assert await _stream_len(stack, sid) == before
@@ -293,10 +304,14 @@ async def test_identifiers_share_one_length_limit(stack: Stack) -> None:
             stack, f"token={token}&session_id={sid}&device_id={long}", "INVALID_ARGUMENT"
         )
         async with httpx.AsyncClient(base_url=stack.base, timeout=10) as http:
-            r = await http.get(f"/api/sessions/{sid}/events?token={token}&device_id={long}")
+            r = await _sse_refusal(
+                http, f"/api/sessions/{sid}/events?token={token}&device_id={long}"
+            )
             assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_ARGUMENT", r.text
             assert "200 characters" in r.json()["error"]["message"]
-            r = await http.get(f"/api/sessions/{sid}/events?token={token}&device_id={'x' * 60_000}")
+            r = await _sse_refusal(
+                http, f"/api/sessions/{sid}/events?token={token}&device_id={'x' * 60_000}"
+            )
             assert r.status_code == 400, r.status_code
             async with http.stream(
                 "GET", f"/api/sessions/{sid}/events?token={token}&device_id={ok}"
@@ -420,11 +435,11 @@ async def test_malformed_rest_input_gets_a_4xx_and_no_traceback(stack: Stack) ->
         assert r.status_code == 200, r.text
         token = stack.token(user)
         for query in ("since=%C2%B2", "since=%D9%A1", "since=1e3", "since=99999999999999999999999"):
-            r = await http.get(f"/api/sessions/{sid}/events?token={token}&{query}")
+            r = await _sse_refusal(http, f"/api/sessions/{sid}/events?token={token}&{query}")
             assert r.status_code == 400, (query, r.text)
             assert r.json()["error"]["code"] == "INVALID_ARGUMENT"
-        r = await http.get(
-            f"/api/sessions/{sid}/events?token={token}", headers=[(b"last-event-id", b"\xb2")]
+        r = await _sse_refusal(
+            http, f"/api/sessions/{sid}/events?token={token}", headers=[(b"last-event-id", b"\xb2")]
         )
         assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_ARGUMENT", r.text
     await _handshake_refused(
