@@ -20,6 +20,7 @@ __all__ = [
     "DEV_JWT_REFRESH_SECRET",
     "DEV_JWT_SECRET",
     "DEV_SECRETS",
+    "MAX_JSON_DEPTH",
     "ConfigError",
     "GatewayConfig",
     "load_gateway_config",
@@ -36,6 +37,9 @@ DEV_SECRETS = frozenset(
         "harmony-flow-refresh-secret-key",
     }
 )
+
+#: The deepest nesting GATEWAY_MAX_JSON_DEPTH may allow.
+MAX_JSON_DEPTH = 512
 
 
 class ConfigError(SessiondError):
@@ -70,6 +74,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     rate_per_s: float = 50.0
     rate_burst: float = 100.0
     max_outgoing_bytes: int = 1024 * 1024
+    max_json_depth: int = 64  # arrays/objects nested in one REST body or WS message
+    max_id_chars: int = 200  # device ids, device names, app versions, symbols (gateway.validate)
     allowed_origins: tuple[str, ...] = ("*",)
     rest_rate_per_s: float = 50.0  # per user and gateway process; 0 = no limit
     rest_rate_burst: float = 100.0
@@ -117,6 +123,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(
                 f"GATEWAY_TOUCH_INTERVAL must be under half the presence timeout "
                 f"({DEFAULT_PRESENCE_TIMEOUT_MS // 2000} s), not {self.touch_interval_s:g} s")
+        # a deeper limit would let msgspec's own recursion guard answer first (about 1000)
+        if not 2 <= self.max_json_depth <= MAX_JSON_DEPTH:
+            raise ConfigError(f"GATEWAY_MAX_JSON_DEPTH must be 2..{MAX_JSON_DEPTH},"
+                              f" not {self.max_json_depth}")
+        if self.max_id_chars < 1:
+            raise ConfigError(f"GATEWAY_MAX_ID_LENGTH must be positive, not {self.max_id_chars}")
         if self.env in ("production", "prod"):
             if self.jwt_algorithm == "HS256" and (
                 self.jwt_secret in DEV_SECRETS or self.jwt_refresh_secret in DEV_SECRETS
@@ -194,6 +206,8 @@ def load_gateway_config(env: Mapping[str, str] | None = None, **overrides: objec
         "GATEWAY_DEVICE_RETENTION": ("device_retention_s", float),
         "GATEWAY_TOKEN_GRACE": ("token_grace_s", float),
         "GATEWAY_RETRY_AFTER": ("retry_after_s", int),
+        "GATEWAY_MAX_JSON_DEPTH": ("max_json_depth", int),
+        "GATEWAY_MAX_ID_LENGTH": ("max_id_chars", int),
     }
     for name, (field, conv) in simple.items():
         if env.get(name):

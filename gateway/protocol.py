@@ -20,6 +20,15 @@ from typing import Any
 
 import msgspec
 
+from gateway.validate import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    InvalidInput,
+    check_document,
+    check_identifiers,
+    parse_json,
+)
+
 __all__ = [
     "ALIASES",
     "Form",
@@ -125,15 +134,28 @@ def name_of(t: MessageType) -> str:
     return _NAMES[t]
 
 
-def decode_inbound(data: str | bytes) -> Inbound:
+def decode_inbound(data: str | bytes, limits: InputLimits = DEFAULT_LIMITS) -> Inbound:
     """Parse one client frame; raise ProtocolError with MALFORMED_JSON / INVALID_MESSAGE /
-    UNKNOWN_TYPE and a message a person can act on."""
+    UNKNOWN_TYPE, or `gateway.validate`'s codes (INVALID_ARGUMENT, NESTING_TOO_DEEP) for what
+    the stores cannot hold, with a message a person can act on."""
     try:
-        wire = _wire_decoder.decode(data)
+        wire = parse_json(data, limits, "the message", _wire_decoder)
+    except InvalidInput as exc:
+        raise ProtocolError(exc.code, exc.message) from None
     except msgspec.ValidationError as exc:
+        try:  # a number out of range is not a schema error: say so
+            parse_json(data, limits, "the message")
+        except InvalidInput as invalid:
+            raise ProtocolError(invalid.code, invalid.message) from None
         raise ProtocolError("INVALID_MESSAGE", f"invalid message: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ProtocolError("MALFORMED_JSON", f"the message is not valid JSON: {exc}") from None
+    try:
+        fields = msgspec.structs.asdict(wire)
+        check_document(data, fields, limits)
+        check_identifiers(fields, limits)
+        if wire.payload:
+            check_identifiers(wire.payload, limits)
+    except InvalidInput as exc:
+        raise ProtocolError(exc.code, exc.message, wire.correlation_id) from None
     t = wire.type
     if isinstance(t, bool):  # pragma: no cover - msgspec never gives bool for int | str
         raise ProtocolError("INVALID_MESSAGE", "`type` must be a number or a name")

@@ -40,6 +40,7 @@ from gateway.auth import Claims, bearer
 from gateway.errors import ApiError, error_response, from_exception
 from gateway.idempotency import IdempotencyKey, check_key, scoped
 from gateway.service import Gateway, now_ms, parse_uuid
+from gateway.validate import check_identifiers, decode_json, identifier, version_param
 
 __all__ = ["API_ROUTES", "endpoint"]
 
@@ -87,12 +88,13 @@ async def body(request: Request, gw: Gateway, type_: type) -> Any:
                        " bytes")
     if not raw.strip():
         raw = b"{}"
+    fields = decode_json(raw, gw.config)  # what the stores cannot hold is refused here
+    if isinstance(fields, dict):
+        check_identifiers(fields, gw.config)
     try:
-        return msgspec.json.decode(raw, type=type_)
+        return msgspec.convert(fields, type_)
     except msgspec.ValidationError as exc:
         raise ApiError(400, "INVALID_ARGUMENT", f"invalid body: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "MALFORMED_JSON", f"the body is not valid JSON: {exc}") from None
 
 
 def idem(request: Request, claims: Claims, session_id: str, *body: Any) -> IdempotencyKey:
@@ -137,7 +139,8 @@ async def create_session(request: Request, gw: Gateway) -> Any:
     """POST /api/sessions: device id + bearer token -> the user's session on that device."""
     claims = auth(request, gw)
     req = await body(request, gw, S.CreateSessionRequest)
-    device = req.device_id or req.deviceId or request.headers.get("x-device-id", "")
+    device = identifier(req.device_id or req.deviceId or request.headers.get("x-device-id", ""),
+                        "device_id", gw.config)
     client = request.client.host if request.client else ""
     sid, created = await gw.session_for_device(
         claims, device, ip_address=client, idempotency_key=request.headers.get("idempotency-key"))
@@ -242,9 +245,9 @@ async def get_snapshot(request: Request, gw: Gateway) -> Any:
     claims = auth(request, gw)
     sid = path_uuid(request, "uuid")
     await gw.check_owner(claims, sid)
-    min_v = request.query_params.get("min_version")
-    if min_v and min_v.isdigit():
-        await gw.wait_projected(sid, int(min_v))
+    min_v = version_param(request.query_params.get("min_version"), "min_version")
+    if min_v:
+        await gw.wait_projected(sid, min_v)
     return await gw.snapshot(sid)
 
 
@@ -312,11 +315,9 @@ async def post_handoff(request: Request, gw: Gateway) -> Any:
 async def get_handoff(request: Request, gw: Gateway) -> Any:
     claims = auth(request, gw)
     sid = path_uuid(request, "uuid")
-    token = request.path_params["token"]
-    if not token or len(token) > 200:
-        raise ApiError(400, "INVALID_ARGUMENT", "malformed handoff token")
+    token = identifier(request.path_params["token"], "token", gw.config, required=True)
     await gw.check_owner(claims, sid)
-    device = request.query_params.get("device_id", "")
+    device = identifier(request.query_params.get("device_id", ""), "device_id", gw.config)
     await gw.command(sid, AcceptHandoff(at=now_ms(), user_id=claims.user_id, token=token,
                                         device_id=device),
                      idempotency=idem(request, claims, sid))
@@ -368,7 +369,7 @@ def _handoff_type() -> type:
 async def delete_device(request: Request, gw: Gateway) -> Any:
     claims = auth(request, gw)
     sid = path_uuid(request, "uuid")
-    device = request.path_params["device_id"]
+    device = identifier(request.path_params["device_id"], "device_id", gw.config, required=True)
     await gw.check_owner(claims, sid)
     await gw.command(sid, DisconnectDevice(at=now_ms(), user_id=claims.user_id, device_id=device,
                                            reason="disconnected"),
@@ -448,8 +449,7 @@ async def admin_metrics(request: Request, gw: Gateway) -> Any:
 
 async def admin_sessions(request: Request, gw: Gateway) -> Any:
     auth(request, gw, admin=True)
-    limit = min(int(request.query_params.get("limit", "100") or 100), 1000) \
-        if request.query_params.get("limit", "100").isdigit() else 100
+    limit = min(version_param(request.query_params.get("limit"), "limit") or 100, 1000)
     rows = await gw.pool.fetch(
         "SELECT s.session_id, s.user_id, s.status, s.created_at, s.last_active, s.expires_at,"
         " m.metadata FROM session.active_sessions s LEFT JOIN session.session_metadata m"

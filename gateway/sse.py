@@ -20,6 +20,7 @@ from gateway.hub import Connection, ConnState
 from gateway.protocol import MessageType
 from gateway.push import Push
 from gateway.service import Gateway, parse_uuid
+from gateway.validate import identifier, version_param
 
 __all__ = ["SseConnection", "SseEndpoint"]
 
@@ -64,12 +65,10 @@ class SseEndpoint:
             await gw.check_owner(claims, sid)
             since_raw = headers.get("last-event-id") or query.get("since") or \
                 query.get("last_event_id")
-            since = None
-            if since_raw not in (None, "", "None"):
-                if not str(since_raw).isdigit():
-                    raise ApiError(400, "INVALID_ARGUMENT", "Last-Event-ID must be a version")
-                since = int(since_raw)
-            conn = SseConnection(send, sid, claims.user_id, query.get("device_id") or "",
+            since = version_param(None if since_raw == "None" else since_raw,
+                                  "Last-Event-ID" if headers.get("last-event-id") else "since")
+            device = identifier(query.get("device_id") or "", "device_id", gw.config)
+            conn = SseConnection(send, sid, claims.user_id, device,
                                  max_outgoing=gw.config.max_outgoing_bytes,
                                  is_admin=claims.is_admin)
             conn.expires_at = claims.expires_at  # the stream ends when the token expires

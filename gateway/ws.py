@@ -52,6 +52,7 @@ from gateway.protocol import (
 from gateway.push import Push
 from gateway.ratelimit import TokenBucket
 from gateway.service import Gateway, now_ms, parse_uuid
+from gateway.validate import identifier, version_param
 
 __all__ = ["WebSocketEndpoint", "WsConnection", "quality_for"]
 
@@ -147,15 +148,7 @@ class _Handshake(msgspec.Struct, frozen=True):
 
 
 def _since(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ApiError(400, "INVALID_ARGUMENT", "since must be a non-negative integer") from None
-    if v < 0:
-        raise ApiError(400, "INVALID_ARGUMENT", "since must be a non-negative integer")
-    return v
+    return version_param(value, "since")
 
 
 class WebSocketEndpoint:
@@ -281,7 +274,7 @@ class WebSocketEndpoint:
         data = event.get("text") if event.get("text") is not None else event.get("bytes", b"")
         if len(data) > gw.config.max_ws_message:
             raise ApiError(400, "MESSAGE_TOO_LARGE", "the AUTH message is too large")
-        msg = decode_inbound(data)
+        msg = decode_inbound(data, gw.config)
         try:
             return self._auth_message(gw, query, msg)
         except ApiError as exc:
@@ -314,8 +307,10 @@ class WebSocketEndpoint:
 
     async def _establish(self, gw: Gateway, hs: _Handshake, conn: WsConnection, ip: str) -> Any:
         """Make sure the session exists and is the user's, then join the device."""
-        if not hs.device_id or len(hs.device_id) > 200:
-            raise ApiError(400, "INVALID_ARGUMENT", "device_id is required (at most 200 chars)")
+        identifier(hs.device_id, "device_id", gw.config, required=True)
+        for name, value in (("device_type", hs.device_type), ("device_name", hs.device_name),
+                            ("os", hs.os)):
+            identifier(value, name, gw.config)
         if not hs.session_id:
             sid, _ = await gw.session_for_device(hs.claims, hs.device_id, ip_address=ip)
             conn.session_id = sid
@@ -357,7 +352,7 @@ class WebSocketEndpoint:
                            f"messages are limited to {cfg.max_ws_message} bytes")
                 continue
             try:
-                msg = decode_inbound(data)
+                msg = decode_inbound(data, gw.config)
             except ProtocolError as exc:
                 gw.metrics.ws_errors.labels(exc.code).inc()
                 conn.error(exc.code, exc.message, exc.correlation_id)
@@ -484,7 +479,8 @@ class WebSocketEndpoint:
             cmd: Any = ReplaceState(at=now_ms(), user_id=conn.user_id,
                                     session_id=conn.session_id, state=state, version=version,
                                     device_id=conn.device_id,
-                                    app_version=str(p.get("app_version", "")))
+                                    app_version=identifier(str(p.get("app_version", "")),
+                                                           "app_version", gw.config))
         elif "changes" in p or "deleted_keys" in p:
             changes = p.get("changes", {})
             deleted = p.get("deleted_keys", [])

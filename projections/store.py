@@ -150,7 +150,7 @@ def _states_upsert(t: Tables, rows: str, where: str = "") -> str:
     return (f"INSERT INTO {t.states} (session_id, state, state_version, device_id, app_version,"
             " updated_at) SELECT session_id, state, state_version, device_id, app_version,"
             f" {_T('updated_at')} FROM json_to_recordset({rows}::json) AS x(session_id text,"
-            " state jsonb, state_version bigint, device_id text, app_version text,"
+            " state json, state_version bigint, device_id text, app_version text,"
             " updated_at bigint)" + _where(where) +
             " ON CONFLICT (session_id) DO UPDATE SET state = EXCLUDED.state,"
             " state_version = EXCLUDED.state_version, device_id = EXCLUDED.device_id,"
@@ -198,7 +198,7 @@ def _archive_insert(rows: str, where: str = "") -> str:
     return ("INSERT INTO events.archive (event_id, actor_id, version, partition, ts, type, data,"
             " command_id, correlation_id, causation_id, log_id)"
             " SELECT r->>0, r->>1, (r->>2)::bigint, (r->>3)::int, (r->>4)::bigint, r->>5,"
-            " (r->>6)::jsonb, r->>7, r->>8, r->>9, r->>10"
+            " (r->>6)::json, r->>7, r->>8, r->>9, r->>10"
             f" FROM json_array_elements({rows}::json) WITH ORDINALITY AS a(r, o)"
             + _where(where) + " ORDER BY o ON CONFLICT DO NOTHING")
 
