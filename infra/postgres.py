@@ -29,10 +29,13 @@ log = logging.getLogger("sessiond.postgres")
 async def create_pool(dsn: str, **kw: Any) -> asyncpg.Pool:
     """An open pool for `dsn` (any DSN asyncpg accepts, unix-socket ones included).
 
-    Defaults: 1-10 connections, a 10 s connect timeout, and ``statement_cache_size`` left at
-    asyncpg's default. Any keyword is passed to `asyncpg.create_pool` and wins.
+    Defaults: one connection opened at once (so a wrong DSN fails at start), up to 10, no
+    connection floor, a 10 s connect timeout, ``statement_cache_size`` left at asyncpg's
+    default. Any keyword is passed to `asyncpg.create_pool` and wins. Without a floor
+    (`min_size` 0), connections are opened when needed: with one, asyncpg reconnects in the
+    background during an outage and logs a traceback every second (`Outage` logs it once).
     """
-    options: dict[str, Any] = {"min_size": 1, "max_size": 10, "timeout": 10.0}
+    options: dict[str, Any] = {"init_size": 1, "min_size": 0, "max_size": 10, "timeout": 10.0}
     options.update(kw)
     try:
         return await asyncpg.create_pool(dsn, **options)
@@ -60,6 +63,10 @@ def unreachable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, asyncpg.PostgresError):
         return (exc.sqlstate or "")[:2] in _OUTAGE_CLASSES
+    # a connection dropped while in use can leave asyncpg's protocol in a state it refuses
+    # ("cannot switch to state 15; another operation is in progress", seen when resetting it)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True
     # asyncpg's client-side errors: a closed connection or pool; its DataError (a value it
     # cannot encode) is also a ValueError and is the query's fault, not an outage
     return isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError)
