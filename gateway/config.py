@@ -82,6 +82,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     # RTT thresholds (ms): below good -> GOOD, below poor -> DEGRADED, else POOR
     rtt_good_ms: float = 150.0
     rtt_poor_ms: float = 500.0
+    # /health reports `degraded` when the projection is further behind than this
+    health_max_lag_s: float = 30.0
 
     def check(self) -> GatewayConfig:
         """Refuse configurations that are unsafe for `env` (the dev secret in production)."""
@@ -154,6 +156,7 @@ def load_gateway_config(env: Mapping[str, str] | None = None, **overrides: objec
         "GATEWAY_TOUCH_INTERVAL": ("touch_interval_s", float),
         "GATEWAY_COMMAND_TIMEOUT": ("command_timeout_s", float),
         "GATEWAY_MAX_OUTGOING_BYTES": ("max_outgoing_bytes", int),
+        "GATEWAY_HEALTH_MAX_LAG_S": ("health_max_lag_s", float),
     }
     for name, (field, conv) in simple.items():
         if env.get(name):
