@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 
@@ -25,6 +28,7 @@ from projections.health import describe, read_statuses
 from projections.migrate import migrate
 from projections.projector import Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
+from tests.integration.gwstack import ROOT
 from tests.integration.pgkill import kill_postgres, restart_postgres
 
 pytestmark = pytest.mark.anyio
@@ -103,6 +107,25 @@ async def test_the_projector_resumes_by_itself_after_postgresql_is_killed_and_re
             assert time.monotonic() < deadline, statuses
             await asyncio.sleep(0.1)
         assert describe(statuses[0]).startswith("cannot reach PostgreSQL since ")
+        # `projections status` says so too, rather than failing with a traceback
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": dsn,
+            "SESSIOND_PARTITIONS": str(P),
+        }
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "infra.cli", "projections", "status"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 1, status.stdout + status.stderr
+        assert "PostgreSQL unreachable" in status.stdout and "Traceback" not in status.stderr
+        assert f"{projector.owner}: cannot reach PostgreSQL since " in status.stdout
         assert projector.leases.held, "the projector gave its leases up during the outage"
         await asyncio.sleep(3 * config.lease_ttl_ms / 1000)  # down for several lease periods
         server = restart_postgres(pg_dir, fsync=False)
