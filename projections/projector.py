@@ -16,6 +16,12 @@ are let go and the others are read and committed again next round.
 It keeps the aggregates of the sessions it projects in memory (bounded per partition), loading
 missing ones from the tables in one query per batch, so projecting is pure computation plus a
 handful of set-based statements per round, on one connection the loop holds.
+
+Nothing stops a partition for long: an event that cannot be projected is found in its batch,
+recorded in `projection.dead_letters` with the checkpoint moved past it, and skipped
+(`Projector._isolate`); a PostgreSQL outage is waited out with backoff, the leases kept and
+their checkpoints claimed again when the server answers, and reported in the projector's status
+record (`projections.health`).
 """
 
 from __future__ import annotations
