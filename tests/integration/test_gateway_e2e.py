@@ -250,7 +250,11 @@ async def test_seed004_curl_examples(stack: Stack) -> None:
             "checks",  # ours, beside seed 004's fields
         }
         assert {name: c["status"] for name, c in body["checks"].items()} == {
-            "redis": "ok", "postgres": "ok", "workers": "ok", "projector": "ok"}
+            "redis": "ok",
+            "postgres": "ok",
+            "workers": "ok",
+            "projector": "ok",
+        }
 
 
 async def stack_wait_device(http, h, device: str, timeout: float = 10.0) -> None:
