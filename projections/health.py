@@ -35,13 +35,14 @@ class ProjectorStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str = ""
     leases: list[int] = []  # partitions it holds the projector lease of
     projecting: list[int] = []  # of those, the ones it reads and commits (checkpoint claimed)
+    unclaimed: list[int] = []  # leased, but claiming the checkpoint failed (PostgreSQL down)
     lag_seconds: float = 0.0  # age of the oldest log entry it has not projected yet
     events_projected: int = 0  # since it started
     dead_letters: int = 0  # recorded since it started
 
     @property
     def healthy(self) -> bool:
-        return self.postgres == "ok" and set(self.leases) == set(self.projecting)
+        return self.postgres == "ok" and not self.unclaimed
 
 
 _decode = msgspec.json.Decoder(ProjectorStatus)
@@ -52,9 +53,8 @@ def describe(status: ProjectorStatus) -> str:
     if status.postgres != "ok":
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(status.postgres_down_since / 1000))
         return f"cannot reach PostgreSQL since {since}"
-    waiting = sorted(set(status.leases) - set(status.projecting))
-    if waiting:
-        return f"leases partitions {waiting} but cannot claim their checkpoints"
+    if status.unclaimed:
+        return f"leases partitions {status.unclaimed} but cannot claim their checkpoints"
     return "ok"
 
 

@@ -482,9 +482,12 @@ class Projector:
         self.pg = Outage("projector: PostgreSQL", log)
         self.store = Outage("projector: Redis", log)
         self._pg_ok_at = 0.0  # monotonic: the last time PostgreSQL answered
+        self._unclaimed: set[int] = set()  # leased partitions whose claim failed (retried)
         self._lag_seconds = 0.0
         self._status_period_s = status_period_s
         self._stop = asyncio.Event()
+        self._lease_soon = asyncio.Event()  # a lease was handed back: take partitions again now
+        self._retry_now = asyncio.Event()  # PostgreSQL is back: end the main loop's backoff
         self._cache_per_partition = max(1000, config.cache_sessions // max(1, config.partitions))
         self._conn: asyncpg.Connection | None = None  # the loop's own, held across rounds
         self._solo_until = 0.0  # monotonic: commit partition by partition until then
@@ -495,6 +498,8 @@ class Projector:
 
     def stop(self) -> None:
         self._stop.set()
+        self._lease_soon.set()
+        self._retry_now.set()
 
     # ------------------------------------------------------------------ status
     def status(self) -> ProjectorStatus:
@@ -507,11 +512,15 @@ class Projector:
             postgres_down_since=0 if down is None else int(down * 1000),
             last_error="" if down is None else self.pg.last_error,
             leases=sorted(self.leases.held), projecting=sorted(self.parts),
+            unclaimed=sorted(self._unclaimed & set(self.leases.held)),
             lag_seconds=round(self._lag_seconds, 3), events_projected=self.events_projected,
             dead_letters=self.dead_letters)
 
     def _pg_answered(self) -> None:
         self._pg_ok_at = time.monotonic()
+        if not self.pg.up:  # back: claim and project now, not after the current backoff
+            self._retry_now.set()
+            self._lease_soon.set()
         self.pg.ok()
 
     async def _probe_postgres(self) -> None:
@@ -542,9 +551,11 @@ class Projector:
         return max(0.0, time.time() - min(firsts) / 1000)
 
     async def _status_loop(self) -> None:
-        period = self._status_period_s
-        ttl_ms = int(period * 5000)
+        """Publish the status record every period; while PostgreSQL is unreachable, probe it
+        four times as often, so its return is noticed (and acted on) within a quarter period."""
+        ttl_ms = int(self._status_period_s * 5000)
         while not self._stop.is_set():
+            period = self._status_period_s if self.pg.up else self._status_period_s / 4
             try:
                 await self._probe_postgres()
                 self._lag_seconds = await self._measure_lag()
@@ -601,23 +612,30 @@ class Projector:
                 if not unreachable(e):
                     raise
                 self.pg.failed(e)
-                return  # the lease stays ours; claimed when PostgreSQL answers again
+                self._unclaimed.update(p for p in self.leases.held if p not in self.parts)
+                return  # the leases stay ours; claimed when PostgreSQL answers again
             self._pg_answered()
+            self._unclaimed.discard(p)
             self.parts[p] = PartitionState(epoch=epoch, last_id=last, generation=generation)
             log.info("partition acquired", extra={"partition": p, "epoch": epoch,
                                                   "checkpoint": last,
                                                   "retried": p not in gained})
 
     async def _lease_loop(self) -> None:
+        """Lease rounds every third of the lease TTL; sooner while leased partitions wait for
+        their checkpoint (every 0.5 s), or right after one was handed back (`_forget`: a
+        fenced or uncertain commit), at most every 0.1 s."""
         period = self.config.lease_ttl_ms / 3000
         while not self._stop.is_set():
-            # leased partitions waiting for their checkpoint: come back soon
             unclaimed = any(p not in self.parts for p in self.leases.held)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), min(period, 0.5) if unclaimed
+                await asyncio.wait_for(self._lease_soon.wait(), min(period, 0.5) if unclaimed
                                        else period)
             if self._stop.is_set():
                 break
+            if self._lease_soon.is_set():
+                self._lease_soon.clear()
+                await asyncio.sleep(0.1)
             try:
                 await self._rebalance()
             except Exception as e:  # Redis or Postgres hiccup: keep what we have, try again
@@ -656,6 +674,7 @@ class Projector:
         if self.parts.get(p) is state:
             del self.parts[p]
             await self.leases.release(p)
+            self._lease_soon.set()
 
     # ------------------------------------------------------------------ rounds
     async def _project_round(self, work: list[tuple[int, PartitionState, list[Any]]]) -> int:
@@ -985,7 +1004,8 @@ class Projector:
                     if not _outage(e):
                         log.warning("projector round failed: %r", e)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), backoff)
+                        await asyncio.wait_for(self._retry_now.wait(), backoff)
+                    self._retry_now.clear()
                     backoff = min(backoff * 2, BACKOFF_S[1])
                 else:
                     backoff = BACKOFF_S[0]
