@@ -22,6 +22,7 @@ __all__ = [
     "outcome_key",
     "partition_log",
     "partition_of",
+    "projector_status_key",
     "reply_channel",
     "session_actor",
     "simulator_actor",
@@ -100,6 +101,11 @@ def reply_channel(name: str) -> str:
 def change_channel(session_id: str) -> str:
     """Pub/sub channel where the projector announces a session's committed changes."""
     return f"sd:chg:{session_id}"
+
+
+def projector_status_key(owner: str) -> str:
+    """One projector's status record (JSON, with a TTL: a dead projector's record goes away)."""
+    return f"sd:projector:{owner}:status"
 
 
 def market_data_stream(simulator_id: str) -> str:

@@ -151,7 +151,7 @@ def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
         if p is None and config.database_url:
             from infra.postgres import create_pool
 
-            p = await create_pool(config.database_url, min_size=1, max_size=10)
+            p = await create_pool(config.database_url, max_size=10)
         b = bus if bus is not None else CommandBus(r, partitions=config.partitions,
                                                    name=f"gw-{config.gateway_id}")
         await b.start()

@@ -96,6 +96,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     # RTT thresholds (ms): below good -> GOOD, below poor -> DEGRADED, else POOR
     rtt_good_ms: float = 150.0
     rtt_poor_ms: float = 500.0
+    # /health reports `degraded` when the projection is further behind than this
+    health_max_lag_s: float = 30.0
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Whether a browser request from `origin` may be served (no Origin: not a browser)."""
@@ -208,6 +210,7 @@ def load_gateway_config(env: Mapping[str, str] | None = None, **overrides: objec
         "GATEWAY_RETRY_AFTER": ("retry_after_s", int),
         "GATEWAY_MAX_JSON_DEPTH": ("max_json_depth", int),
         "GATEWAY_MAX_ID_LENGTH": ("max_id_chars", int),
+        "GATEWAY_HEALTH_MAX_LAG_S": ("health_max_lag_s", float),
     }
     for name, (field, conv) in simple.items():
         if env.get(name):

@@ -1,8 +1,9 @@
 """The edge's one error shape: ``{"error": {"code", "message"}}`` with the right HTTP status.
 
 Domain rejections keep their stable codes (events.errors.CODES gives the status); infrastructure
-failures become 503 without internals; anything unexpected becomes a 500 with a generic message
-(the detail goes to the log, never to the client).
+failures become 503 without internals, with a Retry-After header (PostgreSQL unreachable:
+DATABASE_UNAVAILABLE); anything unexpected becomes a 500 with a generic message (the detail goes
+to the log, never to the client).
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import msgspec
 from starlette.responses import Response
 
 from events.errors import CODES, DomainError, InfraError
+from infra.postgres import DatabaseUnavailable, unreachable
 
 __all__ = [
+    "DATABASE_RETRY_AFTER_S",
+    "RETRY_AFTER_S",
     "ApiError",
     "ErrorBody",
     "ErrorDetail",
@@ -39,21 +44,38 @@ class ErrorBody(msgspec.Struct, frozen=True):
     error: ErrorDetail
 
 
+#: Seconds a client is asked to wait (Retry-After) before retrying a 503, and after a
+#: PostgreSQL outage (about what a restarted server and the reconnect take).
+RETRY_AFTER_S = 1
+DATABASE_RETRY_AFTER_S = 2
+
+
 class ApiError(Exception):
     """Raised anywhere in the gateway to answer a request (or a WS message) with an error.
 
-    `headers` go on an HTTP answer (e.g. `Retry-After`); `extra` fields join `code` and
-    `message` in the error object, on every transport (e.g. the key to retry with)."""
+    A 503 carries `retry_after` (seconds; RETRY_AFTER_S unless given), sent as `Retry-After`;
+    other `headers` go on an HTTP answer too; `extra` fields join `code` and `message` in the
+    error object, on every transport (e.g. the key to retry with)."""
 
     def __init__(self, status: int, code: str, message: str, *,
                  headers: dict[str, str] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.headers = headers
         self.extra = extra
+        self._headers = headers
+        self.retry_after = RETRY_AFTER_S if retry_after is None and status == 503 \
+            else retry_after
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """HTTP headers of the answer: the given ones, and Retry-After of a 503."""
+        if self.retry_after is None:
+            return self._headers
+        return {"Retry-After": str(self.retry_after), **(self._headers or {})}
 
 
 def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> bytes:
@@ -76,6 +98,11 @@ def from_exception(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, DomainError):
         return ApiError(exc.http_status, exc.code, exc.message)
+    if isinstance(exc, DatabaseUnavailable) or (
+            isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and unreachable(exc)):
+        return ApiError(503, DatabaseUnavailable.code,
+                        "the database is unavailable, retry later",
+                        retry_after=DATABASE_RETRY_AFTER_S)
     if isinstance(exc, InfraError):
         return ApiError(503, exc.code, "the service is temporarily unavailable, retry later")
     if isinstance(exc, TimeoutError):

@@ -492,11 +492,17 @@ def _uptime(seconds: float) -> str:
 
 
 async def health(request: Request, gw: Gateway) -> Any:
-    return S.HealthResponse(
-        status="draining" if gw.draining else "healthy", timestamp=_now_iso(), version=VERSION,
+    """Seed 004's fields, and `checks` of Redis, PostgreSQL, worker leases and the projector;
+    status healthy / degraded / unhealthy (503) by the rule in `gateway.health`."""
+    from gateway.health import UNHEALTHY, health_checks
+
+    status, checks = await health_checks(gw)
+    return json_response(S.HealthResponse(
+        status=status, timestamp=_now_iso(), version=VERSION,
         uptime=_uptime(time.time() - gw.started_at), active_connections=len(gw.hub.conns),
         metrics=S.HealthMetrics(snapshot_ttl_hours=168, multi_device_enabled=True,
-                                versioning_enabled=True))
+                                versioning_enabled=True), checks=checks),
+        503 if status == UNHEALTHY else 200)
 
 
 async def ready(request: Request, gw: Gateway) -> Any:
@@ -547,6 +553,7 @@ API_ROUTES: list[tuple[str, str, Any, Any, Any, str]] = [
      "seed 004: broadcast a message to every client"),
     ("POST", "/auth/refresh", auth_refresh, S.RefreshRequest, S.TokenPair,
      "trade a refresh token for a new access/refresh pair"),
-    ("GET", "/health", health, None, S.HealthResponse, "seed 004: health"),
-    ("GET", "/ready", ready, None, S.ReadyResponse, "readiness (Redis, PostgreSQL, leases)"),
+    ("GET", "/health", health, None, S.HealthResponse,
+     "seed 004: health, with checks (healthy / degraded / unhealthy)"),
+    ("GET", "/ready", ready, None, S.ReadyResponse, "readiness: Redis and PostgreSQL answer"),
 ]

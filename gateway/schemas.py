@@ -228,12 +228,16 @@ class HealthMetrics(msgspec.Struct, kw_only=True):
 
 
 class HealthResponse(msgspec.Struct, kw_only=True):
+    """Seed 004's health shape; `checks` (one object per dependency, each with a `status`) is
+    ours, added last."""
+
     status: str
     timestamp: str
     version: str
     uptime: str
     active_connections: int
     metrics: HealthMetrics
+    checks: dict[str, dict[str, Any]] = {}
 
 
 class ReadyResponse(msgspec.Struct, kw_only=True):

@@ -18,7 +18,6 @@ import msgspec
 
 from actors.keys import (
     event_stream,
-    lease_key,
     partition_of,
     session_actor,
     simulator_actor,
@@ -43,6 +42,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.ratelimit import KeyedLimiter
 from gateway.rotation import Rotation
 from gateway.slots import ConnectionSlots
+from infra.postgres import Database, DatabaseUnavailable, Outage
 
 __all__ = ["Gateway", "now_ms", "parse_uuid"]
 
@@ -75,11 +75,14 @@ class Gateway:
     def __init__(self, config: GatewayConfig, redis: Any, pool: Any, bus: Any) -> None:
         self.config = config
         self.redis = redis
-        self.pool = pool
+        # reads of the projections: an outage raises DatabaseUnavailable (503) and is logged
+        # once, with a reminder a minute and a line when it ends, not once per request
+        self.pool = Database(pool, Outage("gateway: PostgreSQL", log)) if pool is not None \
+            else None
         self.bus = bus
         self.tokens = TokenService(config)
         self.metrics = GatewayMetrics()
-        self.history = EventHistory(redis, config.partitions, pool)
+        self.history = EventHistory(redis, config.partitions, self.pool)
         self.hub = Hub(redis, self.history, metrics=self.metrics)
         self.hub.reset_state = self.reset_state  # type: ignore[attr-defined]
         self.started_at = time.time()
@@ -314,16 +317,27 @@ class Gateway:
 
     async def session_owner(self, session_id: str) -> str | None:
         """The session's user id from the projection, or from its first event when the
-        projection has not caught up; None when the session does not exist."""
+        projection has not caught up; None when the session does not exist.
+
+        While PostgreSQL is unreachable, the first event alone answers, when Redis still holds
+        it (version 1): writes to existing sessions go on. Without it (no stream, or trimmed),
+        "does not exist" cannot be told from "not known here": DatabaseUnavailable (503)."""
+        outage: DatabaseUnavailable | None = None
         if self.pool is not None:
-            owner = await self.pool.fetchval(
-                "SELECT user_id FROM session.active_sessions WHERE session_id = $1", session_id
-            )
+            try:
+                owner = await self.pool.fetchval(
+                    "SELECT user_id FROM session.active_sessions WHERE session_id = $1",
+                    session_id,
+                )
+            except DatabaseUnavailable as exc:
+                outage, owner = exc, None
             if owner is not None:
                 return owner
         key = event_stream(partition_of(session_id, self.config.partitions),
                            session_actor(session_id))
         entries = await self.redis.xrange(key, count=1)
+        if outage is not None and (not entries or entries[0][0] != b"1-0"):
+            raise outage
         if not entries:
             return None
         env = decode_event_envelope(entries[0][1][b"e"])
@@ -565,29 +579,10 @@ class Gateway:
             await asyncio.sleep(0.01)
 
     async def ready(self) -> dict[str, Any]:
-        """Readiness: Redis and PostgreSQL answer, and workers hold partition leases."""
-        checks: dict[str, Any] = {}
-        try:
-            await asyncio.wait_for(self.redis.ping(), 1.0)
-            checks["redis"] = "ok"
-            pipe = self.redis.pipeline(transaction=False)
-            for p in range(self.config.partitions):
-                pipe.exists(lease_key(p))
-            held = sum(int(x) for x in await asyncio.wait_for(pipe.execute(), 1.0))
-            checks["worker_leases"] = f"{held}/{self.config.partitions}"
-        except Exception as exc:
-            checks["redis"] = f"error: {type(exc).__name__}"
-            held = 0
-        try:
-            if self.pool is None:
-                raise RuntimeError("no DATABASE_URL")
-            await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 1.0)
-            checks["postgres"] = "ok"
-        except Exception as exc:
-            checks["postgres"] = f"error: {type(exc).__name__}"
-        ok = (checks.get("redis") == "ok" and checks.get("postgres") == "ok"
-              and held == self.config.partitions and not self.draining)
-        return {"ready": ok, "draining": self.draining, "checks": checks}
+        """Readiness: this gateway can serve (see `gateway.health`)."""
+        from gateway.health import readiness
+
+        return await readiness(self)
 
     def simulator_actor_id(self, simulator_id: str) -> str:
         return simulator_actor(simulator_id)

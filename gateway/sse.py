@@ -78,8 +78,9 @@ class SseEndpoint:
             outcome = await gw.join(conn, ip_address=client[0])
         except Exception as exc:
             err = from_exception(exc)
-            await send({"type": "http.response.start", "status": err.status,
-                        "headers": [(b"content-type", b"application/json")]})
+            headers = [(b"content-type", b"application/json")]
+            headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
+            await send({"type": "http.response.start", "status": err.status, "headers": headers})
             await send({"type": "http.response.body", "body": error_body(err.code, err.message)})
             return
         task = asyncio.current_task()

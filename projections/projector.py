@@ -16,6 +16,12 @@ are let go and the others are read and committed again next round.
 It keeps the aggregates of the sessions it projects in memory (bounded per partition), loading
 missing ones from the tables in one query per batch, so projecting is pure computation plus a
 handful of set-based statements per round, on one connection the loop holds.
+
+Nothing stops a partition for long: an event that cannot be projected is found in its batch,
+recorded in `projection.dead_letters` with the checkpoint moved past it, and skipped
+(`Projector._isolate`); a PostgreSQL outage is waited out with backoff, the leases kept and
+their checkpoints claimed again when the server answers, and reported in the projector's status
+record (`projections.health`).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,12 +43,16 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from actors.keys import change_channel, partition_log
+from actors.keys import change_channel, partition_log, projector_status_key
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced
+from infra.metrics import counter
+from infra.postgres import Outage, unreachable
 from infra.redis_raw import Endpoint, Pipeline, pack
 from projections.changes import encode_changes, raw_change
+from projections.dead_letters import DeadLetter, dead_letter, write_dead_letters
+from projections.health import ProjectorStatus, publish_status
 from projections.lease import LeaseKeeper
 from projections.model import (
     RowChanges,
@@ -77,6 +87,10 @@ __all__ = [
 
 log = logging.getLogger("sessiond.projector")
 _json = msgspec.json.Encoder()
+
+DEAD_LETTERS = counter("sessiond_projector_dead_letters_total",
+                       "Events the projector could not project, recorded and skipped",
+                       ("partition",))
 
 CHECKPOINT_NAME = "live"
 
@@ -150,6 +164,7 @@ class Batch:
     after: dict[str, SessionAggregate | None]
     simulators: dict[str, str]
     feed: dict[str, list[Any]]  # session id -> its changes in this batch
+    dead: list[DeadLetter] = field(default_factory=list)  # entries skipped, recorded instead
 
     @property
     def size(self) -> int:
@@ -211,17 +226,27 @@ def _payload(fields: Any) -> bytes:
 def decode_entries(entries: list[Any]) -> list[tuple[str, Any, Any]]:
     """Log entries (id, fields) -> (log id, envelope, event). Envelope and body in one pass,
     unless an old event shape must be upcast (then the codec's two-step path). `fields` is a
-    dict (redis-py's parsed XREAD) or a flat list (a raw reply)."""
-    out = []
+    dict (redis-py's parsed XREAD) or a flat list (a raw reply). An entry that does not decode
+    comes back as (log id, None, the error): the projector dead-letters it."""
+    out: list[tuple[str, Any, Any]] = []
     for entry_id, fields in entries:
         log_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        if not UPCASTERS:
-            env = _one_pass.decode(_payload(fields))
-            out.append((log_id, env, env.data))
-        else:
-            env = decode_event_envelope(_payload(fields))
-            out.append((log_id, env, decode_event(env.data, env.type)))
+        try:
+            if not UPCASTERS:
+                env = _one_pass.decode(_payload(fields))
+                out.append((log_id, env, env.data))
+            else:
+                env = decode_event_envelope(_payload(fields))
+                out.append((log_id, env, decode_event(env.data, env.type)))
+        except Exception as e:  # whatever it is, this entry cannot be read
+            out.append((log_id, None, e))
     return out
+
+
+#: SQLSTATE classes of a refusal caused by the rows themselves, not by the server's state:
+#: 22 data exception (e.g. U+0000 in a JSON string: "unsupported Unicode escape sequence"),
+#: 23 integrity constraint violation, 54 program limit exceeded (a value too large to index).
+_REFUSED_DATA_CLASSES = ("22", "23", "54")
 
 
 async def prepare_batch(conn: asyncpg.Connection, partition: int, state: PartitionState,
@@ -346,7 +371,9 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
         archive = [row for b in batches for row in b.archive]
         changes = merge_changes([b.changes for b in batches])
         actors = [row for b in batches for row in b.actors]
-    if before_commit is None and len(archive) < COPY_THRESHOLD and not conn.is_in_transaction():
+    dead = [row for b in batches for row in b.dead]
+    if before_commit is None and len(archive) < COPY_THRESHOLD and not dead \
+            and not conn.is_in_transaction():
         # the common case (a few events per round): everything in ONE statement, one round trip
         passed = await write_round(conn, name, *fence, archive, changes, actors)
         fenced = set(parts) - passed
@@ -355,7 +382,8 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
                 f"partitions {sorted(fenced)}: checkpoint moved, a newer projector took over,"
                 " or the tables were rebuilt; nothing of the round was written", fenced)
         return
-    # big rounds (the archive goes by COPY) or a hook to run before COMMIT: a transaction
+    # big rounds (the archive goes by COPY), dead letters, or a hook to run before COMMIT:
+    # a transaction block
     async with conn.transaction():
         rows = await conn.fetch(_ADVANCE, name, *fence)
         fenced = set(parts).difference(r[0] for r in rows)
@@ -366,6 +394,7 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
         await write_archive(conn, archive)
         await write_changes(conn, changes)
         await write_actor_versions(conn, actors)
+        await write_dead_letters(conn, name, dead)
         if before_commit is not None:
             await before_commit()
 
@@ -395,16 +424,44 @@ def pool_settings(config: ProjectorConfig) -> dict[str, str]:
             "application_name": "sessiond-projector"}
 
 
+#: Waits between failed rounds while a store is down or restarting: doubling from the first
+#: to the last, so a PostgreSQL restart is noticed within the last one of coming back.
+BACKOFF_S = (0.1, 2.0)
+
+#: How often the projector publishes its status record (and, when it has not reached
+#: PostgreSQL meanwhile, probes it).
+STATUS_PERIOD_S = 1.0
+
+
+def _outage(exc: BaseException) -> bool:
+    """A store down or restarting: Redis gone, PostgreSQL unreachable."""
+    return isinstance(exc, RedisError) or unreachable(exc)
+
+
+def _refused_rows(exc: BaseException) -> bool:
+    """PostgreSQL (or asyncpg, encoding a value) refused the rows of a commit: certainly nothing
+    was written, and the rows of one event may be the cause."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "")[:2] in _REFUSED_DATA_CLASSES
+    return isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError)
+
+
 class Projector:
     """`sessiond projector`: lease partitions, project their logs, publish changes.
 
     Each round reads every owned partition's log in one XREAD and commits all the batches it
     got in ONE transaction on a connection the loop keeps (no pool acquire/reset per round), or,
     for a backlog, each partition concurrently on a pooled connection; then it publishes all
-    their change messages in one write."""
+    their change messages in one write.
+
+    No event stops a partition: a batch that cannot be projected is split until the event that
+    cannot be projected alone is found; it is recorded as a dead letter and skipped, the rest is
+    committed (see `_isolate`). No outage stops the projector: while a store is down it retries
+    with a growing wait, keeps its leases, claims the checkpoints of leased partitions as soon
+    as PostgreSQL answers again, and says what is wrong in its status record (`status()`)."""
 
     def __init__(self, config: ProjectorConfig, redis: Redis, pool: asyncpg.Pool,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, *, status_period_s: float = STATUS_PERIOD_S) -> None:
         self.config = config
         self.redis = redis
         self.pool = pool
@@ -419,7 +476,18 @@ class Projector:
         self.parts: dict[int, PartitionState] = {}
         self.events_projected = 0
         self.rounds_committed = 0
+        self.dead_letters = 0
+        self.started_at = int(time.time() * 1000)
+        # reachability of the stores, logged once per outage (not once per failed round)
+        self.pg = Outage("projector: PostgreSQL", log)
+        self.store = Outage("projector: Redis", log)
+        self._pg_ok_at = 0.0  # monotonic: the last time PostgreSQL answered
+        self._unclaimed: set[int] = set()  # leased partitions whose claim failed (retried)
+        self._lag_seconds = 0.0
+        self._status_period_s = status_period_s
         self._stop = asyncio.Event()
+        self._lease_soon = asyncio.Event()  # a lease was handed back: take partitions again now
+        self._retry_now = asyncio.Event()  # PostgreSQL is back: end the main loop's backoff
         self._cache_per_partition = max(1000, config.cache_sessions // max(1, config.partitions))
         self._conn: asyncpg.Connection | None = None  # the loop's own, held across rounds
         self._solo_until = 0.0  # monotonic: commit partition by partition until then
@@ -430,7 +498,77 @@ class Projector:
 
     def stop(self) -> None:
         self._stop.set()
+        self._lease_soon.set()
+        self._retry_now.set()
 
+    # ------------------------------------------------------------------ status
+    def status(self) -> ProjectorStatus:
+        """This projector's health now (what `_status_loop` publishes)."""
+        down = self.pg.down_since
+        return ProjectorStatus(
+            owner=self.owner, host=socket.gethostname(), pid=os.getpid(),
+            started_at=self.started_at, updated_at=int(time.time() * 1000),
+            postgres="ok" if down is None else "unreachable",
+            postgres_down_since=0 if down is None else int(down * 1000),
+            last_error="" if down is None else self.pg.last_error,
+            leases=sorted(self.leases.held), projecting=sorted(self.parts),
+            unclaimed=sorted(self._unclaimed & set(self.leases.held)),
+            lag_seconds=round(self._lag_seconds, 3), events_projected=self.events_projected,
+            dead_letters=self.dead_letters)
+
+    def _pg_answered(self) -> None:
+        self._pg_ok_at = time.monotonic()
+        if not self.pg.up:  # back: claim and project now, not after the current backoff
+            self._retry_now.set()
+            self._lease_soon.set()
+        self.pg.ok()
+
+    async def _probe_postgres(self) -> None:
+        """Ask PostgreSQL whether it is there, unless a round or a claim just found out."""
+        if time.monotonic() - self._pg_ok_at < self._status_period_s:
+            return
+        try:
+            async with asyncio.timeout(max(1.0, self._status_period_s)):
+                await self.pool.fetchval("SELECT 1")
+        except Exception as e:
+            if not (unreachable(e) or isinstance(e, TimeoutError)):
+                raise
+            self.pg.failed(e)
+            return
+        self._pg_answered()
+
+    async def _measure_lag(self) -> float:
+        """Age in seconds of the oldest log entry of an owned partition not projected yet."""
+        owned = list(self.parts.items())
+        if not owned:
+            return 0.0
+        pipe = self.redis.pipeline(transaction=False)
+        for p, state in owned:
+            pipe.xrange(partition_log(p), min=f"({state.last_id}", count=1)
+        firsts = [int(r[0][0].split(b"-", 1)[0]) for r in await pipe.execute() if r]
+        if not firsts:
+            return 0.0
+        return max(0.0, time.time() - min(firsts) / 1000)
+
+    async def _status_loop(self) -> None:
+        """Publish the status record every period; while PostgreSQL is unreachable, probe it
+        four times as often, so its return is noticed (and acted on) within a quarter period."""
+        ttl_ms = int(self._status_period_s * 5000)
+        while not self._stop.is_set():
+            period = self._status_period_s if self.pg.up else self._status_period_s / 4
+            try:
+                await self._probe_postgres()
+                self._lag_seconds = await self._measure_lag()
+                await publish_status(self.redis, self.status(), ttl_ms)
+            except Exception as e:
+                if _outage(e):
+                    self.store.failed(e)
+                else:
+                    log.warning("projector status round failed: %r", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), period)
+
+    # ------------------------------------------------------------------ publishing
     def _publish(self, args: list[Any]) -> None:
         """Queue a PUBLISH per (channel, message) pair: written at the end of this loop turn,
         with the next round's XREAD; their replies are checked when that read returns."""
@@ -451,12 +589,18 @@ class Projector:
         if error is not None:
             raise error
 
+    # ------------------------------------------------------------------ leases
     async def _rebalance(self) -> None:
+        """Renew, take and give back leases; claim the checkpoint of every leased partition not
+        claimed yet: just acquired, or acquired while PostgreSQL did not answer (a lease alone
+        projects nothing: without this retry such a partition would stay leased and idle)."""
         gained, lost = await self.leases.tick(int(time.time() * 1000))
         for p in lost:
             self.parts.pop(p, None)
             log.info("partition lease lost", extra={"partition": p})
-        for p, epoch in gained.items():
+        for p, epoch in sorted(self.leases.held.items()):
+            if p in self.parts:
+                continue
             try:
                 async with self.pool.acquire() as conn:
                     last, generation = await claim_partition(
@@ -464,22 +608,43 @@ class Projector:
             except Fenced:
                 await self.leases.release(p)
                 continue
+            except Exception as e:
+                if not unreachable(e):
+                    raise
+                self.pg.failed(e)
+                self._unclaimed.update(p for p in self.leases.held if p not in self.parts)
+                return  # the leases stay ours; claimed when PostgreSQL answers again
+            self._pg_answered()
+            self._unclaimed.discard(p)
             self.parts[p] = PartitionState(epoch=epoch, last_id=last, generation=generation)
             log.info("partition acquired", extra={"partition": p, "epoch": epoch,
-                                                  "checkpoint": last})
+                                                  "checkpoint": last,
+                                                  "retried": p not in gained})
 
     async def _lease_loop(self) -> None:
+        """Lease rounds every third of the lease TTL; sooner while leased partitions wait for
+        their checkpoint (every 0.5 s), or right after one was handed back (`_forget`: a
+        fenced or uncertain commit), at most every 0.1 s."""
         period = self.config.lease_ttl_ms / 3000
         while not self._stop.is_set():
+            unclaimed = any(p not in self.parts for p in self.leases.held)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), period)
+                await asyncio.wait_for(self._lease_soon.wait(), min(period, 0.5) if unclaimed
+                                       else period)
             if self._stop.is_set():
                 break
+            if self._lease_soon.is_set():
+                self._lease_soon.clear()
+                await asyncio.sleep(0.1)
             try:
                 await self._rebalance()
-            except Exception:  # Redis or Postgres hiccup: keep what we have, try again
-                log.exception("lease round failed")
+            except Exception as e:  # Redis or Postgres hiccup: keep what we have, try again
+                if isinstance(e, RedisError) or (isinstance(e, OSError) and self.pg.up):
+                    self.store.failed(e)
+                else:
+                    log.exception("lease round failed")
 
+    # ------------------------------------------------------------------ the loop's connection
     async def _connection(self) -> asyncpg.Connection:
         conn = self._conn
         if conn is not None:
@@ -509,7 +674,9 @@ class Projector:
         if self.parts.get(p) is state:
             del self.parts[p]
             await self.leases.release(p)
+            self._lease_soon.set()
 
+    # ------------------------------------------------------------------ rounds
     async def _project_round(self, work: list[tuple[int, PartitionState, list[Any]]]) -> int:
         """Project and commit one round (partition, state, decoded items), publish its changes;
         returns the events committed."""
@@ -517,28 +684,46 @@ class Projector:
             done, error = await self._commit_concurrently(work)
         else:
             done, error = await self._commit_together(work)
-        return self._committed(done, error)
+        events = self._announce(done)
+        if error is not None:
+            raise error
+        return events
 
     async def _commit_concurrently(self, work: list[tuple[int, PartitionState, list[Any]]]
-                                   ) -> tuple[list[tuple[Batch, PartitionState]],
-                                              Exception | None]:
+                                   ) -> tuple[list[Batch], Exception | None]:
         """A big round: every partition in its own transaction on its own pooled connection,
-        all at once. A partition that fails is let go; the others' commits stand."""
+        all at once. A partition that fails is let go; the others' commits stand. A partition
+        whose events cannot all be projected gets past the ones that cannot (`_isolate`)."""
 
-        async def one(p: int, state: PartitionState, items: list[Any]) -> Batch:
+        async def one(p: int, state: PartitionState, items: list[Any],
+                      out: list[Batch]) -> None:
             async with self.pool.acquire() as conn:
-                batch = await prepare_batch(conn, p, state, items)
-                await commit_batches(conn, [batch], {p: state.epoch},
-                                     before_commit=self._before_commit)
-                return batch
+                try:
+                    batch = await prepare_batch(conn, p, state, items)
+                except Exception as e:
+                    if _outage(e) or isinstance(e, asyncpg.PostgresError):
+                        raise
+                    await self._isolate(conn, p, state, items, e, out)
+                    return
+                try:
+                    await commit_batches(conn, [batch], {p: state.epoch},
+                                         before_commit=self._before_commit)
+                except Exception as e:
+                    if not _refused_rows(e):
+                        raise
+                    await self._isolate(conn, p, state, items, e, out)
+                    return
+                self._remember(batch, state)
+                out.append(batch)
 
-        results = await asyncio.gather(*(one(p, s, items) for p, s, items in work),
+        outs: list[list[Batch]] = [[] for _ in work]
+        results = await asyncio.gather(*(one(p, s, items, out) for (p, s, items), out
+                                         in zip(work, outs, strict=True)),
                                        return_exceptions=True)
-        done: list[tuple[Batch, PartitionState]] = []
+        done: list[Batch] = [b for out in outs for b in out]  # committed, even before a failure
         error: Exception | None = None
         for (p, state, _), result in zip(work, results, strict=True):
-            if isinstance(result, Batch):
-                done.append((result, state))
+            if result is None:
                 continue
             if isinstance(result, PartitionsFenced):
                 log.warning("fenced", extra={"partitions": [p]})
@@ -552,29 +737,36 @@ class Projector:
         return done, error
 
     async def _commit_together(self, work: list[tuple[int, PartitionState, list[Any]]]
-                               ) -> tuple[list[tuple[Batch, PartitionState]],
-                                          Exception | None]:
-        """A round in one transaction on the loop's connection (see `commit_batches`)."""
+                               ) -> tuple[list[Batch], Exception | None]:
+        """A round in one transaction on the loop's connection (see `commit_batches`).
+
+        A partition whose batch cannot be projected, or whose rows PostgreSQL refuses, gets past
+        the events at fault on its own (`_isolate`); the other partitions of the round commit
+        as usual."""
         conn = await self._connection()
         ready: list[tuple[Batch, PartitionState]] = []
+        items_of: dict[int, list[Any]] = {}
+        suspects: list[tuple[int, PartitionState, Exception]] = []
         for p, state, items in work:
+            items_of[p] = items
             try:
                 ready.append((await prepare_batch(conn, p, state, items), state))
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 await self._release_connection(discard=True)  # nothing written: retry
                 raise
-            except Exception:  # this partition's events cannot be projected: not the others'
-                log.exception("batch failed", extra={"partition": p})
+            except Exception as e:  # this partition's events cannot be projected: not the others'
+                suspects.append((p, state, e))
             except BaseException:
                 await self._release_connection(discard=True)
                 raise
         # one transaction for the whole round; one per partition for a while after a failed
         # round (a batch the database refuses must not hold up the other partitions)
         solo = len(ready) > 1 and time.monotonic() < self._solo_until
-        groups = [[r] for r in ready] if solo else [ready]
-        done: list[tuple[Batch, PartitionState]] = []
+        groups = deque([[r] for r in ready] if solo else [ready])
+        done: list[Batch] = []
         error: Exception | None = None
-        for group in groups:
+        while groups:
+            group = groups.popleft()
             if not group:
                 continue
             try:
@@ -589,40 +781,144 @@ class Projector:
                     if b.partition in e.partitions:
                         await self._forget(b.partition, s)
                 continue
-            except BaseException as e:
-                # uncertain outcome (the COMMIT may have landed): forget the partitions' caches
-                # and re-read their checkpoints when claiming them again
-                await self._release_connection(discard=True)
-                for b, s in group:
-                    with contextlib.suppress(Exception):
-                        await self._forget(b.partition, s)
+            except Exception as e:
+                if not _refused_rows(e):
+                    error = await self._uncertain([(b.partition, s) for b, s in group], e)
+                    break  # the rest stand as they were: read again next round
+                # refused, so certainly rolled back: whose rows? each partition on its own
                 if len(group) > 1:
-                    self._solo_until = time.monotonic() + _SOLO_SECONDS
-                if not isinstance(e, Exception):
-                    raise
-                error = e
-                break  # the rest stand as they were: read again next round
-            done.extend(group)
+                    groups.extend([r] for r in group)
+                else:
+                    suspects.append((group[0][0].partition, group[0][1], e))
+                continue
+            except BaseException as e:
+                await self._uncertain([(b.partition, s) for b, s in group], e)
+                raise
+            for b, s in group:
+                self._remember(b, s)
+                done.append(b)
+        for p, state, e in suspects if error is None else ():
+            try:
+                await self._isolate(conn, p, state, items_of[p], e, done)
+            except PartitionsFenced:
+                await self._forget(p, state)
+            except Exception as failure:
+                error = await self._uncertain([(p, state)], failure)
+                break
+            except BaseException as failure:
+                await self._uncertain([(p, state)], failure)
+                raise
         return done, error
 
-    def _committed(self, done: list[tuple[Batch, PartitionState]],
-                   error: Exception | None) -> int:
-        """After a round's commits: remember what the tables now hold, tell the clients, and
-        re-raise the round's error (its partitions were let go)."""
+    async def _uncertain(self, group: list[tuple[int, PartitionState]],
+                         error: BaseException) -> Exception | None:
+        """A commit failed without saying whether it landed: forget the partitions' caches and
+        re-read their checkpoints when claiming them again; commit partition by partition for
+        a while. Returns `error` for the round to raise once its commits are announced."""
+        await self._release_connection(discard=True)
+        for p, s in group:
+            with contextlib.suppress(Exception):
+                await self._forget(p, s)
+        if len(group) > 1:
+            self._solo_until = time.monotonic() + _SOLO_SECONDS
+        return error if isinstance(error, Exception) else None
+
+    async def _isolate(self, conn: asyncpg.Connection, p: int, state: PartitionState,
+                       items: list[Any], error: Exception, committed: list[Batch]) -> None:
+        """Partition `p`'s batch `items` could not be projected as a whole (`error`): commit
+        the longest prefixes that can be, and dead-letter each event that cannot be projected
+        even alone (`_bury`), until the batch is through; each commit is appended to
+        `committed` as it lands. Halving the part tried after each refusal finds one bad event
+        among n in about log2(n) tries.
+
+        Every commit is an ordinary fenced one, checkpoint included (rows and archive, or the
+        dead letter), so every other event is still projected exactly once. An outage, a
+        fence or any failure that is not the events' fault is raised as from any round."""
+        log.warning("partition %d: %d events cannot be projected together (%s: %s); finding"
+                    " the event at fault", p, len(items), type(error).__name__, error)
+        rest = items
+        # the whole batch is known to fail: start with half of it (a single event: bury it)
+        size = len(rest) // 2 if len(rest) > 1 else 1
+        while rest and self.parts.get(p) is state:
+            unreadable = next((i for i, it in enumerate(rest) if it[1] is None), len(rest))
+            if unreadable == 0:
+                committed.append(await self._bury(conn, p, state, rest[0], rest[0][2]))
+                rest = rest[1:]
+                size = len(rest)
+                continue
+            size = max(1, min(size, unreadable))
+            chunk = rest[:size]
+            try:
+                batch = await prepare_batch(conn, p, state, chunk)
+            except Exception as e:
+                if _outage(e) or isinstance(e, asyncpg.PostgresError):
+                    raise
+                refused: Exception | None = e
+            else:
+                try:
+                    await commit_batches(conn, [batch], {p: state.epoch},
+                                         before_commit=self._before_commit)
+                    refused = None
+                except Exception as e:
+                    if not _refused_rows(e):
+                        raise
+                    refused = e
+            if refused is None:
+                self._remember(batch, state)
+                committed.append(batch)
+                rest = rest[size:]
+                size = len(rest)
+            elif size > 1:
+                size //= 2
+            else:
+                committed.append(await self._bury(conn, p, state, chunk[0], refused))
+                rest = rest[1:]
+                size = len(rest)
+
+    async def _bury(self, conn: asyncpg.Connection, p: int, state: PartitionState,
+                    item: tuple[str, Any, Any], error: BaseException) -> Batch:
+        """Record one log entry as a dead letter and move the checkpoint past it, in one fenced
+        transaction; count it and say so at error level."""
+        log_id, env, _ = item
+        entries = await self.redis.xrange(partition_log(p), min=log_id, max=log_id, count=1)
+        fields = entries[0][1] if entries else {}
+        raw = fields.get(b"e") if isinstance(fields, dict) else None
+        if raw is None:
+            raw = msgspec.msgpack.encode(fields)
+        letter = dead_letter(p, log_id, env, raw, error)
+        batch = Batch(partition=p, from_id=state.last_id, generation=state.generation,
+                      to_id=log_id, archive=[], changes=RowChanges(), actors=[], after={},
+                      simulators={}, feed={}, dead=[letter])
+        await commit_batches(conn, [batch], {p: state.epoch})
+        self._remember(batch, state)
+        self.dead_letters += 1
+        DEAD_LETTERS.labels(str(p)).inc()
+        log.error("partition %d: log entry %s (%s v%d, %s) cannot be projected: %s;"
+                  " recorded in projection.dead_letters and skipped", p, log_id,
+                  letter.actor_id or "?", letter.version, letter.type or "?", letter.error,
+                  extra={"partition": p, "log_id": log_id, "actor": letter.actor_id,
+                         "version": letter.version})
+        return batch
+
+    def _remember(self, batch: Batch, state: PartitionState) -> None:
+        """After `batch` committed: the partition's position, its aggregates and simulators."""
         limit = self._cache_per_partition
+        state.last_id = batch.to_id
+        cache = state.cache
+        for sid, agg in batch.after.items():
+            cache[sid] = agg
+            cache.move_to_end(sid)
+        while len(cache) > limit:
+            cache.popitem(last=False)
+        state.simulators.update(batch.simulators)
+        if len(state.simulators) > limit:
+            state.simulators.clear()
+
+    def _announce(self, done: list[Batch]) -> int:
+        """After a round's commits: count them and tell the clients; returns the events."""
         args: list[Any] = []
         events = 0
-        for batch, state in done:
-            state.last_id = batch.to_id
-            cache = state.cache
-            for sid, agg in batch.after.items():
-                cache[sid] = agg
-                cache.move_to_end(sid)
-            while len(cache) > limit:
-                cache.popitem(last=False)
-            state.simulators.update(batch.simulators)
-            if len(state.simulators) > limit:
-                state.simulators.clear()
+        for batch in done:
             events += batch.size
             for sid, changes in batch.feed.items():
                 args.append(change_channel(sid))
@@ -632,12 +928,13 @@ class Projector:
             self.rounds_committed += 1
         if args:
             self._publish(args)  # sent with the next round's read
-        if error is not None:
-            raise error
         return events
 
     async def step(self) -> int:
-        """Read and project one round of every owned partition; returns events projected."""
+        """Read and project one round of every owned partition; returns events projected.
+
+        A store outage is recorded (`pg`, `store`) and raised; any other failure of the round
+        is logged and the round counts 0 (its partitions are read again)."""
         if not self.parts:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.config.block_ms / 1000)
@@ -651,9 +948,15 @@ class Projector:
             ["XREAD", "COUNT", self.config.batch_size, "BLOCK", self.config.block_ms,
              "STREAMS", *(partition_log(p) for p, _ in owned), *(s.last_id for _, s in owned)]))
         try:
-            reply = await read
-        finally:
-            self._check_published()
+            try:
+                reply = await read
+            finally:
+                self._check_published()
+        except Exception as e:
+            if _outage(e):
+                self.store.failed(e)
+            raise
+        self.store.ok()
         self._round_at = time.monotonic()
         if not reply:
             return 0
@@ -666,35 +969,52 @@ class Projector:
         if not work:
             return 0
         try:
-            return await self._project_round(work)
-        except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            events = await self._project_round(work)
+        except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            if isinstance(e, RedisError):
+                self.store.failed(e)
+            elif unreachable(e):
+                self.pg.failed(e)
             raise  # a store is down or restarting: the loop waits a little
         except Exception:
             log.exception("round failed")
             return 0
+        self._pg_answered()
+        return events
 
     async def run(self) -> None:
-        """Until `stop()`: keep leases, project, publish. Releases the leases on the way out."""
+        """Until `stop()`: keep leases, project, publish, keep the status record up to date.
+        Releases the leases on the way out."""
         try:
             await self._rebalance()
-        except Exception:
-            log.exception("first lease round failed")
-        lease_task = asyncio.create_task(self._lease_loop())
+        except Exception as e:
+            if not _outage(e):
+                log.exception("first lease round failed")
+        tasks = [asyncio.create_task(self._lease_loop()),
+                 asyncio.create_task(self._status_loop())]
+        backoff = BACKOFF_S[0]
         try:
             while not self._stop.is_set():
                 try:
                     await self.step()
-                except (OSError, RedisError, asyncpg.PostgresError,
-                        asyncpg.InterfaceError) as e:
-                    # a store is down or restarting: keep trying (the leases lapse meanwhile,
-                    # and whoever owns a partition next resumes from its checkpoint)
-                    log.warning("projector round failed: %s", e)
-                    await asyncio.sleep(0.5)
+                except Exception as e:
+                    # a store is down or restarting (logged once per outage by `pg` / `store`),
+                    # or PostgreSQL refuses every round (a missing table...): keep trying, less
+                    # and less often; the leases are kept meanwhile, nothing is lost
+                    if not _outage(e):
+                        log.warning("projector round failed: %r", e)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._retry_now.wait(), backoff)
+                    self._retry_now.clear()
+                    backoff = min(backoff * 2, BACKOFF_S[1])
+                else:
+                    backoff = BACKOFF_S[0]
         finally:
             self._stop.set()
-            lease_task.cancel()
-            with contextlib.suppress(BaseException):
-                await lease_task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -709,3 +1029,5 @@ class Projector:
             await self._release_connection()
         with contextlib.suppress(Exception):
             await self.leases.release_all()
+        with contextlib.suppress(Exception):
+            await self.redis.delete(projector_status_key(self.owner))

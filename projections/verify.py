@@ -1,8 +1,9 @@
-"""`sessiond projections verify`: the read model folded in memory from the Redis partition logs,
-to compare with the tables (meaningful while Redis still holds the whole logs)."""
+"""What the projected tables must equal: a fold of every partition log, in memory
+(`sessiond projections verify`, and the tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from redis.asyncio import Redis
@@ -10,8 +11,10 @@ from redis.asyncio import Redis
 __all__ = ["fold_logs", "log_length"]
 
 
-async def fold_logs(redis: Redis, partitions: int) -> Any:
-    """The read model as a fold of every partition log, in memory (what the tables must equal)."""
+async def fold_logs(redis: Redis, partitions: int, skip: Collection[tuple[int, str]] = ()) -> Any:
+    """The read model as a fold of every partition log, in memory (what the tables must equal).
+    `skip` names log entries (partition, entry id) to leave out: the projector's dead letters,
+    which it recorded instead of projecting."""
     from actors.keys import partition_log as log_key
     from events.codec import decode_event, decode_event_envelope
     from projections.model import Model
@@ -26,9 +29,11 @@ async def fold_logs(redis: Redis, partitions: int) -> Any:
             if not entries:
                 break
             for entry_id, fields in entries:
+                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                if (p, last) in skip:
+                    continue
                 env = decode_event_envelope(fields[b"e"])
                 model.apply(env, decode_event(env.data, env.type))
-                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return model
 
 

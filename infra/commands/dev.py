@@ -370,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
             server = start_postgres(data_dir / "pg")
             servers.append(server)
             database_url = server.url
-            out.say(f"embedded postgres pid {server.pid} at {database_url}")
+            out.say(f"embedded postgres pid {server.pid} at {database_url} (data {server.pgdata})")
         if stop.is_set():
             return 0
         env = _child_env(settings, redis_url or "", database_url or "", data_dir)

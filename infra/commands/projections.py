@@ -1,6 +1,6 @@
 """`sessiond projections`: operate the PostgreSQL read models.
 
-  sessiond projections status [--json]        lag per partition (events and seconds behind)
+  sessiond projections status [--json]        lag per partition, dead letters, projectors
   sessiond projections rebuild [--name N]     read models again from events.archive, swapped in
   sessiond projections trim [--keep N] [--dry-run]
                                               trim Redis below what is archived and snapshotted
@@ -27,9 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", title="actions")
     p.set_defaults(handler=_missing_action(p))
 
-    status = sub.add_parser("status", help="lag per partition: events and seconds behind",
+    status = sub.add_parser("status", help="lag per partition, dead letters, projectors",
                             description="Projection lag of every partition: the checkpoint, "
-                            "log entries after it, age of the oldest unprojected event, owner.")
+                            "log entries after it, age of the oldest unprojected event, dead "
+                            "letters, owner; the latest dead letters; every running projector's "
+                            "own status (e.g. 'cannot reach PostgreSQL since T'). Exit code 1 "
+                            "when PostgreSQL cannot be reached.")
     add_store_options(status)
     status.add_argument("--json", action="store_true", help="one JSON object per partition")
     status.set_defaults(handler=_status)
@@ -62,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify = sub.add_parser(
         "verify", help="compare the projected tables with a fold of the Redis partition logs",
         description="Fold every partition log in memory and compare with the tables (only "
-        "meaningful while Redis still holds the full logs, i.e. before any trim).")
+        "meaningful while Redis still holds the full logs, i.e. before any trim). Entries the "
+        "projector dead-lettered are left out of the fold and counted in the report.")
     add_store_options(verify)
     verify.set_defaults(handler=_verify)
 
@@ -77,31 +81,81 @@ def _missing_action(p: argparse.ArgumentParser):
 async def _status(args: argparse.Namespace) -> int:
     import asyncpg
 
+    from infra.postgres import unreachable
     from infra.redis import connect
     from projections.cli import emit_json, resolve
+    from projections.dead_letters import dead_letter_summary
+    from projections.health import as_dict, read_statuses
+    from projections.projector import CHECKPOINT_NAME
     from projections.status import partition_status
 
     cfg = resolve(args)
     redis = connect(cfg.redis_url)
-    conn = await asyncpg.connect(cfg.database_url)
+    rows: list[dict] = []
+    dead: dict = {"total": 0, "per_partition": {}, "latest": []}
+    pg_error = ""
     try:
-        rows = await partition_status(redis, conn, cfg.partitions)
+        projectors = [as_dict(s) for s in await read_statuses(redis)]
+        try:
+            conn = await asyncpg.connect(cfg.database_url, timeout=5)
+        except Exception as e:
+            if not unreachable(e):
+                raise
+            pg_error = f"{type(e).__name__}: {e}"
+        else:
+            try:
+                rows = await partition_status(redis, conn, cfg.partitions)
+                dead = await dead_letter_summary(conn, CHECKPOINT_NAME)
+            finally:
+                await conn.close()
     finally:
-        await conn.close()
         await redis.aclose()
     if args.json:
         for row in rows:
-            emit_json(row)
-        return 0
+            emit_json({"kind": "partition", **row})
+        for projector in projectors:
+            emit_json({"kind": "projector", **projector})
+        for letter in dead["latest"]:
+            emit_json({"kind": "dead_letter", **letter})
+        if pg_error:
+            emit_json({"kind": "error", "postgres": "unreachable", "error": pg_error})
+        return 1 if pg_error else 0
+    if pg_error:
+        print(f"PostgreSQL unreachable ({pg_error}): checkpoints and dead letters unknown")
+    else:
+        _print_partitions(rows)
+        _print_dead_letters(dead)
+    print(f"projectors: {len(projectors) or 'none running'}")
+    for s in projectors:
+        print(f"  {s['owner']}: {s['status']}; projecting {len(s['projecting'])} of"
+              f" {len(s['leases'])} leased partitions, lag {s['lag_seconds']:.1f} s,"
+              f" {s['events_projected']} events and {s['dead_letters']} dead letters since"
+              " start")
+    return 1 if pg_error else 0
+
+
+def _print_partitions(rows: list[dict]) -> None:
     print(f"{'PART':>4}  {'CHECKPOINT':<22}  {'EPOCH':>5}  {'PROJECTED':>10}  {'BEHIND':>8}"
-          f"  {'SECONDS':>8}  OWNER")
+          f"  {'SECONDS':>8}  {'DEAD':>5}  OWNER")
     for r in rows:
         print(f"{r['partition']:>4}  {r['checkpoint']:<22}  {r['epoch']:>5}  {r['projected']:>10}"
-              f"  {r['events_behind']:>8}  {r['seconds_behind']:>8.1f}  {r['owner'] or '-'}")
+              f"  {r['events_behind']:>8}  {r['seconds_behind']:>8.1f}  {r['dead_letters']:>5}"
+              f"  {r['owner'] or '-'}")
     total = sum(r["events_behind"] for r in rows)
     worst = max((r["seconds_behind"] for r in rows), default=0.0)
     print(f"total: {total} events behind, oldest unprojected event {worst:.1f} s old")
-    return 0
+
+
+def _print_dead_letters(dead: dict) -> None:
+    if not dead["total"]:
+        print("dead letters: none")
+        return
+    parts = ", ".join(f"partition {p}: {n}" for p, n in sorted(dead["per_partition"].items()))
+    print(f"dead letters: {dead['total']} ({parts}); the latest"
+          " (projection.dead_letters holds them all, raw entries included):")
+    for d in dead["latest"]:
+        print(f"  {d['created_at']}  partition {d['partition']} entry {d['log_id']}"
+              f"  {d['actor_id'] or '?'} v{d['version']} {d['type'] or '?'}: {d['error']}")
 
 
 async def _rebuild(args: argparse.Namespace) -> int:
@@ -149,6 +203,8 @@ async def _verify(args: argparse.Namespace) -> int:
 
     from infra.redis import connect
     from projections.cli import emit_json, resolve
+    from projections.dead_letters import dead_letter_keys, dead_letter_summary
+    from projections.projector import CHECKPOINT_NAME
     from projections.store import load_model
     from projections.verify import fold_logs
 
@@ -156,7 +212,10 @@ async def _verify(args: argparse.Namespace) -> int:
     redis = connect(cfg.redis_url)
     conn = await asyncpg.connect(cfg.database_url)
     try:
-        expected = await fold_logs(redis, cfg.partitions)
+        dead = await dead_letter_summary(conn, CHECKPOINT_NAME)
+        skip = await dead_letter_keys(conn, CHECKPOINT_NAME) if dead["total"] else set()
+        # the projector recorded its dead letters instead of projecting them: leave them out
+        expected = await fold_logs(redis, cfg.partitions, skip)
         actual = await load_model(conn)
     finally:
         await conn.close()
@@ -167,5 +226,10 @@ async def _verify(args: argparse.Namespace) -> int:
                         if expected.actors.get(k) != actual.actors.get(k))
     emit_json({"sessions": len(expected.sessions), "actors": len(expected.actors),
                "sessions_differing": bad[:20], "actors_differing": bad_actors[:20],
+               "dead_letters": dead["total"],
+               "dead_letters_per_partition": dead["per_partition"],
                "ok": not bad and not bad_actors})
+    if dead["total"]:
+        print(f"{dead['total']} log entries were dead-lettered by the projector and are left"
+              " out of the comparison: see `sessiond projections status`", file=sys.stderr)
     return 0 if not bad and not bad_actors else 1

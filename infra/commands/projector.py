@@ -49,7 +49,7 @@ async def run(args: argparse.Namespace) -> int:
     config = ProjectorConfig.from_env(cfg.redis_url, cfg.database_url, cfg.partitions,
                                       cfg.lease_ttl_ms)
     redis = connect(cfg.redis_url)
-    pool = await create_pool(cfg.database_url, min_size=1, max_size=config.pool_size + 1,
+    pool = await create_pool(cfg.database_url, max_size=config.pool_size + 1,
                              server_settings=pool_settings(config))
     tune_gc()
     projector = Projector(config, redis, pool)

@@ -84,10 +84,15 @@ class Stack:
                 if p.poll() is not None:
                     raise RuntimeError(f"{name} exited with {p.returncode}: {self.log(name)}")
             try:
+                # ready (Redis, PostgreSQL) and every partition has a worker: commands are
+                # applied at once (the gateway's /ready no longer waits for the workers)
                 r = httpx.get(f"{self.base}/ready", timeout=2)
                 last = r.text
                 if r.status_code == 200:
-                    return
+                    h = httpx.get(f"{self.base}/health", timeout=2)
+                    last = h.text
+                    if h.json()["checks"]["workers"]["status"] == "ok":
+                        return
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.2)

@@ -126,7 +126,10 @@ class ProcessStack:
                         raise RuntimeError(f"{role} exited {proc.returncode}\n{self.logs()}")
                 ok = False
                 with contextlib.suppress(Exception):
+                    # the gateway serves, and every partition has a worker
                     ready = httpx.get(self.base_url + "/ready", timeout=1).status_code == 200
+                    health = httpx.get(self.base_url + "/health", timeout=1).json()
+                    ready = ready and health["checks"]["workers"]["status"] == "ok"
                     now_ms = int(time.time() * 1000)
                     hosts = (
                         r.zcount("sd:sim:hosts", now_ms, "+inf")

@@ -247,6 +247,13 @@ async def test_seed004_curl_examples(stack: Stack) -> None:
             "uptime",
             "active_connections",
             "metrics",
+            "checks",  # ours, beside seed 004's fields
+        }
+        assert {name: c["status"] for name, c in body["checks"].items()} == {
+            "redis": "ok",
+            "postgres": "ok",
+            "workers": "ok",
+            "projector": "ok",
         }
 
 
