@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from events.errors import CODES, DomainError, InfraError
@@ -105,6 +106,8 @@ def from_exception(exc: BaseException) -> ApiError:
                         retry_after=DATABASE_RETRY_AFTER_S)
     if isinstance(exc, InfraError):
         return ApiError(503, exc.code, "the service is temporarily unavailable, retry later")
+    if isinstance(exc, RedisError):  # a read or a check of Redis outside the command path
+        return ApiError(503, "STORE_UNAVAILABLE", "the session store is unavailable, retry later")
     if isinstance(exc, TimeoutError):
         return ApiError(503, "TIMEOUT", "the service did not answer in time, retry later")
     if isinstance(exc, OverflowError):

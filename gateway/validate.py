@@ -56,6 +56,8 @@ IDENTIFIER_FIELDS = (
     "os",
     "source_device",
     "target_device",
+    "correlation_id",  # archived with every event it causes (a TEXT column)
+    "idempotency_key",
 )
 #: Fields that hold a list of identifiers (a simulator's symbols).
 IDENTIFIER_LIST_FIELDS = ("initial_symbols", "symbols")

@@ -234,3 +234,25 @@ def test_decode_json_refuses_exactly_what_the_stores_cannot_hold(doc: Any, depth
         return
     assert ok, text
     assert msgspec.json.encode(got) == msgspec.json.encode(doc)
+
+
+def test_a_ws_correlation_id_or_idempotency_key_is_an_identifier() -> None:
+    """Both are archived with the events they cause: bounded, no control characters."""
+    for field in ("correlation_id", "idempotency_key"):
+        for bad in ("x" * 201, "a\tb", "a\u0085b"):
+            message = {"type": "state_update", field: bad, "payload": {"key": "k", "value": 1}}
+            with pytest.raises(ProtocolError) as caught:
+                decode_inbound(json.dumps(message))
+            assert caught.value.code == "INVALID_ARGUMENT" and field in caught.value.message
+        ok = {"type": "state_update", field: "c-1", "payload": {"key": "k", "value": 1}}
+        assert getattr(decode_inbound(json.dumps(ok)), field) == "c-1"
+
+
+def test_a_redis_failure_outside_the_command_path_is_a_503_not_a_500() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from gateway.errors import from_exception
+
+    err = from_exception(RedisConnectionError("Connection refused"))
+    assert (err.status, err.code) == (503, "STORE_UNAVAILABLE")
+    assert err.headers == {"Retry-After": "1"}
