@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import zlib
 
+from events.ids import actor_kind, actor_uuid, session_actor, simulator_actor
+
 __all__ = [
     "COMMAND_GROUP",
     "DEFAULT_PARTITIONS",
@@ -38,20 +40,8 @@ def partition_of(session_id: str, partitions: int = DEFAULT_PARTITIONS) -> int:
     return zlib.crc32(session_id.encode()) % partitions
 
 
-def session_actor(session_id: str) -> str:
-    return f"session:{session_id}"
 
 
-def simulator_actor(simulator_id: str) -> str:
-    return f"simulator:{simulator_id}"
-
-
-def actor_kind(actor_id: str) -> str:
-    return actor_id.partition(":")[0]
-
-
-def actor_uuid(actor_id: str) -> str:
-    return actor_id.partition(":")[2]
 
 
 def _tag(partition: int) -> str:

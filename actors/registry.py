@@ -6,8 +6,8 @@ from typing import Any
 
 from actors import session, simulator
 from actors.decider import Decider
-from actors.keys import actor_kind
 from events.errors import DomainError
+from events.ids import actor_kind
 
 __all__ = ["DECIDERS", "decider_for", "state_type"]
 

@@ -13,8 +13,8 @@ import msgspec
 from msgspec.structs import replace
 
 from actors.decider import Decider, Routed, Timer
-from actors.keys import simulator_actor
 from events.errors import DomainError
+from events.ids import simulator_actor
 from events.session import (
     AcceptHandoff,
     ApplyStateChanges,

@@ -14,8 +14,8 @@ import msgspec
 from msgspec.structs import replace
 
 from actors.decider import Decider, Routed, Timer
-from actors.keys import session_actor
 from events.errors import DomainError
+from events.ids import session_actor
 from events.session import RecordSimulatorStatus
 from events.simulator import (
     CheckActivity,

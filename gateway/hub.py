@@ -36,8 +36,9 @@ from typing import Any
 
 import msgspec
 
-from actors.keys import event_stream, partition_of, session_actor
+from actors.keys import event_stream, partition_of
 from events.codec import decode_event_envelope
+from events.ids import session_actor
 from gateway.protocol import Form, MessageType
 from gateway.push import Push, push_for_event
 from projections.changes import Change, change_for, decode_changes

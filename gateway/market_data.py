@@ -29,7 +29,8 @@ from typing import Any
 import msgspec
 from redis.exceptions import RedisError
 
-from actors.keys import market_data_stream, simulator_actor
+from actors.keys import market_data_stream
+from events.ids import simulator_actor
 from events.simulator import RecordActivity
 from gateway.protocol import MessageType
 from gateway.push import Push

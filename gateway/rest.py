@@ -21,8 +21,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actors.keys import event_stream, partition_of, session_actor
+from actors.keys import event_stream, partition_of
 from events.codec import decode_event, decode_event_envelope
+from events.ids import session_actor
 from events.session import (
     AcceptHandoff,
     ApplyStateChanges,

@@ -14,11 +14,12 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from actors.keys import actor_kind, actor_uuid, event_stream, partition_log, partition_of
+from actors.keys import event_stream, partition_log, partition_of
 from actors.registry import decider_for
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
 from events.errors import DomainError
+from events.ids import actor_kind, actor_uuid
 from projections.verify import fold_logs, log_length  # re-exported for tests
 
 __all__ = ["LocalActors", "fold_logs", "log_length", "random_command"]

@@ -13,10 +13,11 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from actors.keys import actor_kind, actor_uuid, event_stream, partition_of
+from actors.keys import event_stream, partition_of
 from events import session as se
 from events.codec import AnyEvent, decode_event, decode_event_envelope, encode, envelope_to_json
 from events.envelope import EventEnvelope
+from events.ids import actor_kind, actor_uuid
 
 __all__ = [
     "archived_events",

@@ -18,10 +18,10 @@ from typing import Any
 
 import msgspec
 
-from actors.keys import actor_kind, actor_uuid
 from events import session as se
 from events import simulator as si
 from events.envelope import EventEnvelope
+from events.ids import actor_kind, actor_uuid
 
 __all__ = [
     "ACTIVE",

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from actors.keys import simulator_actor
+from events.ids import simulator_actor
 from events.simulator import RecordHeartbeat, StopSimulator
 from infra.exchange.control import (
     ACK_TTL_S,

@@ -17,7 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from actors.keys import event_stream, partition_of, session_actor
+from actors.keys import event_stream, partition_of
+from events.ids import session_actor
 from tests.integration.gwstack import ROOT, SESSIOND, Stack, connect_ws, of_type, recv_until
 from tests.integration.jsonkit import nested_text, same_json
 

@@ -9,13 +9,13 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.keys import actor_uuid
 from actors.registry import decider_for
 from events import session as se
 from events import simulator as si
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
 from events.errors import DomainError
+from events.ids import actor_uuid
 from projections import model as m
 from projections.changes import (
     change_for,

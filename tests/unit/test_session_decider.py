@@ -6,7 +6,7 @@ import pytest
 
 from actors import session as s
 from actors.decider import Routed, Timer
-from actors.keys import simulator_actor
+from events.ids import simulator_actor
 from events.session import (
     AcceptHandoff,
     ApplyStateChanges,

@@ -6,7 +6,7 @@ import pytest
 
 from actors import simulator as m
 from actors.decider import Routed, Timer
-from actors.keys import session_actor
+from events.ids import session_actor
 from events.session import RecordSimulatorStatus
 from events.simulator import (
     CheckActivity,
