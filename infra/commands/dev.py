@@ -363,7 +363,7 @@ def run(args: argparse.Namespace) -> int:
             # less than loopback TCP (which stays open for redis-cli and friends)
             redis_url = server.local_url
             out.say(
-                f"embedded redis-server pid {server.pid} at {redis_url} and {server.url}"
+                f"embedded valkey-server pid {server.pid} at {redis_url} and {server.url}"
                 f" (data {server.data_dir}, appendfsync {settings.redis_appendfsync})"
             )
         if not database_url and not stop.is_set():

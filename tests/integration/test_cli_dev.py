@@ -160,7 +160,7 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
     try:
         dev.wait_for(UP)
         assert dev.wait_for(r"skipping ghost: `sessiond no-such-command-yet` does not exist")
-        redis_pid = dev.pid_of("embedded redis-server")
+        redis_pid = dev.pid_of("embedded valkey-server")
         pg_pid = dev.pid_of("embedded postgres")
         redis_url = dev.wait_for(r"redis +((?:redis|unix)://\S+)").group(1)
         pg_url = dev.wait_for(r"postgres +(postgresql://\S+)").group(1)
@@ -197,7 +197,7 @@ async def test_dev_runs_everything_stops_cleanly_and_reuses_its_data(
         assert client.get("kept") == b"across-restarts"
         client.close()
         assert await _pg(pg_url, "SELECT answer FROM kept") == 42
-        pids = [again.pid_of("embedded redis-server"), again.pid_of("embedded postgres")]
+        pids = [again.pid_of("embedded valkey-server"), again.pid_of("embedded postgres")]
         pids += _read_pids(tmp_path / "pids.txt")  # the sleeper and its own child
     finally:
         # a crashed `sessiond dev` (kill -9) still takes its servers and processes with it

@@ -98,7 +98,7 @@ def test_embedded_servers_die_with_their_parent(server_data_dir: Path) -> None:
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
-    assert _gone(redis_pid), "redis-server outlived its parent"
+    assert _gone(redis_pid), "valkey-server outlived its parent"
     assert _gone(pg_pid), "postgres outlived its parent"
     # and the directory lock died with them: a new server can use the same data
     server = start_redis(server_data_dir / "r")
