@@ -108,7 +108,9 @@ def open_store(
 
 
 def __getattr__(name: str) -> Any:
-    if name == "MemoryStore":  # imported on first use: the pure parts stay light
+    # The implementations are imported on first use: the batch planner imports this package's
+    # protocols and must not pull in connections and asyncio machinery with them.
+    if name == "MemoryStore":
         from infra.store.memory import MemoryStore
 
         return MemoryStore

@@ -24,7 +24,7 @@ Positions in the partition log and in the other plain streams are opaque strings
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from events.base import Command
@@ -195,7 +195,7 @@ class AppendBatch(Protocol):
         events: Sequence[bytes],
         routed: Sequence[bytes],
         timers_set: Sequence[tuple[str, int]],
-        timers_removed: Iterable[str],
+        timers_removed: Sequence[str],
         snapshot: Snapshot | None,
     ) -> None:
         """A command decided on `actor` at version `expected` with `events` (encoded

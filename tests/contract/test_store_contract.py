@@ -976,4 +976,3 @@ async def test_status_records_are_kept_per_role_and_owner_until_they_expire(stor
 
 async def test_the_store_answers_pings(store: Any) -> None:
     await store.ping()
-

@@ -3,7 +3,7 @@ on Python structures (one event loop, no await inside a write: each write is ato
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from events.errors import Fenced
@@ -97,7 +97,7 @@ class MemoryAppendBatch:
         events: Sequence[bytes],
         routed: Sequence[bytes],
         timers_set: Sequence[tuple[str, int]],
-        timers_removed: Iterable[str],
+        timers_removed: Sequence[str],
         snapshot: Snapshot | None,
     ) -> None:
         self.commands.append(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -27,6 +27,7 @@ from infra.store.redis.resp import EMPTY, frame, frame_int, frame_str, pack
 __all__ = ["RedisAppendBatch", "RedisPartitionWriter", "command_entries"]
 
 _encode = msgspec.msgpack.encode
+_SMALL = [frame_int(i) for i in range(-2, 1025)]  # framed ints, index n + 2
 _NONE = frame_int(0)
 _NO_CHECK = frame_int(-1)
 _REPEAT = frame_int(-2)
@@ -155,35 +156,49 @@ class RedisAppendBatch:
         events: Sequence[bytes],
         routed: Sequence[bytes],
         timers_set: Sequence[tuple[str, int]],
-        timers_removed: Iterable[str],
+        timers_removed: Sequence[str],
         snapshot: Snapshot | None,
     ) -> None:
-        self._out_key(command_id)
+        # the hot path of planning: framed inline, small counts from the table
+        okey = (self._out_prefix + command_id).encode()
+        self.out_keys.append(b"$%d\r\n%b\r\n" % (len(okey), okey))
+        small = _SMALL
         argv = self.argv
+        n = len(events)
         argv.extend(
             (
                 b"$%d\r\n%b\r\n" % (len(entry_id), entry_id),
-                frame_int(actor),
+                small[actor + 2] if actor <= 1024 else frame_int(actor),
                 frame_int(expected),
                 frame_str(reply_to) if reply_to else EMPTY,
                 b"$%d\r\n%b\r\n" % (len(outcome), outcome),
-                frame_int(len(events)),
+                small[n + 2] if n <= 1024 else frame_int(n),
             )
         )
-        argv.extend([b"$%d\r\n%b\r\n" % (len(e), e) for e in events])
-        argv.append(frame_int(len(routed)))
-        argv.extend([b"$%d\r\n%b\r\n" % (len(r), r) for r in routed])
-        argv.append(frame_int(len(timers_set)))
+        if n == 1:
+            event = events[0]
+            argv.append(b"$%d\r\n%b\r\n" % (len(event), event))
+        else:
+            argv.extend([b"$%d\r\n%b\r\n" % (len(e), e) for e in events])
+        if routed:
+            argv.append(frame_int(len(routed)))
+            argv.extend([b"$%d\r\n%b\r\n" % (len(r), r) for r in routed])
+        else:
+            argv.append(_NONE)
         if timers_set:
+            argv.append(frame_int(len(timers_set)))
             prefix = self.actor_ids[actor - 1] + "|"
             for key, due in timers_set:
                 argv.append(frame_str(prefix + key))
                 argv.append(frame(b"%d" % due))
-        removed = list(timers_removed)
-        argv.append(frame_int(len(removed)))
-        if removed:
+        else:
+            argv.append(_NONE)
+        if timers_removed:
+            argv.append(frame_int(len(timers_removed)))
             prefix = self.actor_ids[actor - 1] + "|"
-            argv.extend(frame_str(prefix + key) for key in removed)
+            argv.extend(frame_str(prefix + key) for key in timers_removed)
+        else:
+            argv.append(_NONE)
         if snapshot is None:
             argv.append(EMPTY)
         else:  # msgpack [version, state]: a 2-array header, then the two encoded values
