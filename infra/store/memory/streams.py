@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from events.errors import StoreUnavailable
 from infra.store.api import START, position_key
 
 __all__ = ["Expiring", "MemoryStream", "Position", "now_ms", "position", "wait_any"]
@@ -131,8 +132,14 @@ class MemoryStream:
         if name not in self.groups:
             self.groups[name] = _Group((0, 0))
 
+    def _group(self, name: str) -> _Group:
+        group = self.groups.get(name)
+        if group is None:  # what Redis answers with NOGROUP
+            raise StoreUnavailable(f"no consumer group {name!r} on this stream")
+        return group
+
     def read_new(self, group: str, consumer: str, count: int) -> list[tuple[str, Any]]:
-        g = self.groups[group]
+        g = self._group(group)
         got = self.after(g.last, count=count)
         now = now_ms()
         for text, _ in got:
@@ -144,14 +151,14 @@ class MemoryStream:
     def read_pending(
         self, group: str, consumer: str, after: Position, count: int
     ) -> list[tuple[str, Any]]:
-        g = self.groups[group]
+        g = self._group(group)
         mine = sorted(p for p, (c, _) in g.pending.items() if c == consumer and p > after)
         return [(_text(p), self.get(p)) for p in mine[:count]]
 
     def claim(
         self, group: str, consumer: str, min_idle_ms: int, start: Position, count: int
     ) -> tuple[str, list[tuple[str, Any]]]:
-        g = self.groups[group]
+        g = self._group(group)
         now = now_ms()
         candidates = sorted(p for p in g.pending if p >= start)
         got: list[tuple[str, Any]] = []
