@@ -134,8 +134,9 @@ class PartitionRunner:
             if entries:
                 await self.process(entries)
         except (Fenced, _LeaseLapsed, StoreUnavailable) as exc:
-            log.warning("partition %d: commands read ahead left to the next owner: %r",
-                        self.partition, exc)  # fmt: skip
+            log.warning(
+                "partition %d: commands read ahead left to the next owner: %r", self.partition, exc
+            )
 
     async def _redrive(self) -> None:
         """Claim and process pending commands of other consumers: the previous owner's at
@@ -233,10 +234,16 @@ class PartitionRunner:
         worker = self.worker
         p = self.partition
         items = [
-            parse_entry(entry_id, payload, p, decode_command_envelope, worker.decode_command,
-                        worker.decider_for)
+            parse_entry(
+                entry_id,
+                payload,
+                p,
+                decode_command_envelope,
+                worker.decode_command,
+                worker.decider_for,
+            )
             for entry_id, payload in entries
-        ]  # fmt: skip
+        ]
         rounds = 0
         while items:
             actors = await self._actors_for(items)
@@ -330,8 +337,9 @@ class Worker:
         if config is not None and overrides:
             self.config = msgspec.structs.replace(config, **overrides)
         self.local_lease_check = local_lease_check
-        self.share = LeaseShare(store.leases, ROLE, self.owner, self.partitions,
-                                self.config.lease_ttl_ms)  # fmt: skip
+        self.share = LeaseShare(
+            store.leases, ROLE, self.owner, self.partitions, self.config.lease_ttl_ms
+        )
         from actors import registry
         from events import codec
 
@@ -486,11 +494,12 @@ class Worker:
         for actor_id, history in histories.items():
             decider = wanted[actor_id]
             snap_version, state = start[actor_id]
-            version = snap_version
             evolve = decider.evolve
-            for version, payload in history.events:  # noqa: B007 - the last one is kept
+            for _, payload in history.events:
                 head = _decode_head(payload)
                 state = evolve(state, decode_event(head.data, head.type))
+            # the stream id is the version: the last event's, or the snapshot's without events
+            version = history.events[-1][0] if history.events else snap_version
             loaded[actor_id] = CachedActor(
                 actor_id, partition, decider, version, state, snap_version
             )
