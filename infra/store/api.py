@@ -378,7 +378,9 @@ class LogReader(Protocol):
         """Send what `publish_later` queued and wait (up to `timeout`) for it to be answered."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release its connection(s)."""
+        ...
 
 
 class LogConsumer(Protocol):
@@ -410,9 +412,13 @@ class LogConsumer(Protocol):
         Pending entries trimmed from the log meanwhile are acknowledged and left out."""
         ...
 
-    async def ack(self, partition: int, positions: Sequence[str]) -> None: ...
+    async def ack(self, partition: int, positions: Sequence[str]) -> None:
+        """Mark entries handled: they leave the consumer's pending list."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release its connection(s)."""
+        ...
 
 
 class PartitionLog(Protocol):
@@ -429,7 +435,9 @@ class PartitionLog(Protocol):
         """Entries with after < position (<= upto), oldest first, at most `count`."""
         ...
 
-    async def length(self, partition: int) -> int: ...
+    async def length(self, partition: int) -> int:
+        """Entries the log holds now."""
+        ...
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
         """Remove the entries before position `below`; returns how many went (would go)."""
@@ -440,9 +448,13 @@ class PartitionLog(Protocol):
         entry, else the one after its last delivered); None without groups."""
         ...
 
-    def reader(self, name: str) -> LogReader: ...
+    def reader(self, name: str) -> LogReader:
+        """A reader for several partitions at once (`name` names its connection); close it."""
+        ...
 
-    def consumer(self, group: str, consumer: str) -> LogConsumer: ...
+    def consumer(self, group: str, consumer: str) -> LogConsumer:
+        """`consumer` of the group `group` on every partition log; close it."""
+        ...
 
 
 # --------------------------------------------------------------------------- leases
@@ -541,7 +553,9 @@ class CommandSender(Protocol):
         """The stored outcome of an earlier command, if settled and not expired."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release its connection(s)."""
+        ...
 
 
 # --------------------------------------------------------------------------- change feed
@@ -564,9 +578,13 @@ class FeedSubscription(Protocol):
         """Returns once the subscription is confirmed (messages published after are seen)."""
         ...
 
-    async def unsubscribe(self, session_id: str) -> None: ...
+    async def unsubscribe(self, session_id: str) -> None:
+        """No more messages of the session (those already in flight may still arrive)."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release its connection(s)."""
+        ...
 
 
 class ChangeFeed(Protocol):
@@ -588,7 +606,9 @@ class ChangeFeed(Protocol):
         on_broadcast: Callable[[bytes], None] | None = None,
         on_reconnect: Callable[[], None] | None = None,
         name: str = "",
-    ) -> FeedSubscription: ...
+    ) -> FeedSubscription:
+        """A subscriber connection (not connected before `start`); `name` names it."""
+        ...
 
 
 # --------------------------------------------------------------------------- registries
@@ -602,7 +622,9 @@ class ConnectionRegistry(Protocol):
         """Record a connection (`info`: the gateway's JSON) and renew the gateway's TTL."""
         ...
 
-    async def unregister(self, gateway_id: str, connection_id: str) -> None: ...
+    async def unregister(self, gateway_id: str, connection_id: str) -> None:
+        """Forget one connection of the gateway."""
+        ...
 
     async def refresh(self, gateway_id: str, ttl_s: int) -> None:
         """Renew the gateway's registry TTL and announce it."""
@@ -624,13 +646,17 @@ class ConnectionRegistry(Protocol):
 class DeviceIndex(Protocol):
     """user + device -> the session that device uses (the REST session-for-device lookup)."""
 
-    async def get(self, user_id: str, device_id: str) -> str | None: ...
+    async def get(self, user_id: str, device_id: str) -> str | None:
+        """The session the device uses, None when there is none (or it expired)."""
+        ...
 
     async def claim(self, user_id: str, device_id: str, session_id: str, ttl_s: int) -> bool:
         """Set the entry only if there is none (True: set)."""
         ...
 
-    async def put(self, user_id: str, device_id: str, session_id: str, ttl_s: int) -> None: ...
+    async def put(self, user_id: str, device_id: str, session_id: str, ttl_s: int) -> None:
+        """Set the entry (replacing any), for `ttl_s`."""
+        ...
 
 
 class TickReader(Protocol):
@@ -643,7 +669,9 @@ class TickReader(Protocol):
         waiting up to `block_ms`; only simulators with ticks appear."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release its connection(s)."""
+        ...
 
 
 class MarketData(Protocol):
@@ -658,15 +686,21 @@ class MarketData(Protocol):
         """(position, tick) of the newest tick, None when there is none."""
         ...
 
-    async def length(self, simulator_id: str) -> int: ...
+    async def length(self, simulator_id: str) -> int:
+        """Ticks the simulator's stream holds now."""
+        ...
 
-    def reader(self, name: str = "") -> TickReader: ...
+    def reader(self, name: str = "") -> TickReader:
+        """A blocking reader of several tick streams; close it."""
+        ...
 
     async def mark_active(self, session_id: str, simulator_id: str, ttl_ms: int) -> None:
         """`simulator_id` ticks for the session (expires unless renewed)."""
         ...
 
-    async def active_simulator(self, session_id: str) -> str | None: ...
+    async def active_simulator(self, session_id: str) -> str | None:
+        """The simulator marked as ticking for the session, None when none (or the mark expired)."""
+        ...
 
     async def unmark_active(self, session_id: str, simulator_id: str) -> None:
         """Clear the mark if it still names `simulator_id`."""
@@ -676,13 +710,18 @@ class MarketData(Protocol):
 class ControlReader(Protocol):
     """A simulators host reading its control stream (blocking, on a connection of its own)."""
 
-    async def read(self, after: str, count: int, block_ms: int) -> list[tuple[str, bytes]]: ...
+    async def read(self, after: str, count: int, block_ms: int) -> list[tuple[str, bytes]]:
+        """Up to `count` requests (position, payload) after position `after`, waiting up to
+        `block_ms`."""
+        ...
 
     async def remove(self, position: str) -> None:
         """Delete a handled request from the stream."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release its connection(s)."""
+        ...
 
 
 class SimulatorHosts(Protocol):
@@ -699,21 +738,33 @@ class SimulatorHosts(Protocol):
         """Forget the host, its load and its control stream."""
         ...
 
-    async def live(self) -> list[str]: ...
+    async def live(self) -> list[str]:
+        """Hosts whose registration has not lapsed."""
+        ...
 
-    async def loads(self, host_ids: Sequence[str]) -> dict[str, int]: ...
+    async def loads(self, host_ids: Sequence[str]) -> dict[str, int]:
+        """How many simulators each host runs (0 when unknown)."""
+        ...
 
-    async def placement(self, simulator_id: str) -> str | None: ...
+    async def placement(self, simulator_id: str) -> str | None:
+        """The host a simulator was placed on, None when it was not (or the placement expired)."""
+        ...
 
-    async def place(self, simulator_id: str, host_id: str, ttl_s: int) -> None: ...
+    async def place(self, simulator_id: str, host_id: str, ttl_s: int) -> None:
+        """Record the simulator's host, for `ttl_s`."""
+        ...
 
-    async def unplace(self, simulator_id: str) -> None: ...
+    async def unplace(self, simulator_id: str) -> None:
+        """Forget the simulator's placement."""
+        ...
 
     async def request(self, host_id: str, payload: bytes) -> None:
         """Queue a control request on the host's stream (capped)."""
         ...
 
-    def control_reader(self, host_id: str) -> ControlReader: ...
+    def control_reader(self, host_id: str) -> ControlReader:
+        """The host's reader of its own control stream; close it."""
+        ...
 
     async def acknowledge(
         self, request_id: str, payload: bytes, host_id: str, load: int, ttl_s: int
@@ -730,11 +781,17 @@ class StatusBoard(Protocol):
     """Small status records per process of a role (the projector's health), with a TTL so a
     dead process's record goes away."""
 
-    async def put(self, role: str, owner: str, payload: bytes, ttl_ms: int) -> None: ...
+    async def put(self, role: str, owner: str, payload: bytes, ttl_ms: int) -> None:
+        """Set the owner's record (replacing it) for `ttl_ms`."""
+        ...
 
-    async def get(self, role: str, owners: Sequence[str]) -> dict[str, bytes | None]: ...
+    async def get(self, role: str, owners: Sequence[str]) -> dict[str, bytes | None]:
+        """Each owner's record, None when it has none (or it expired)."""
+        ...
 
-    async def delete(self, role: str, owner: str) -> None: ...
+    async def delete(self, role: str, owner: str) -> None:
+        """Remove the owner's record (a graceful stop)."""
+        ...
 
 
 # --------------------------------------------------------------------------- the store
@@ -781,4 +838,6 @@ class Store(Protocol):
         """Raise `StoreUnavailable` unless the store answers."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close every connection the store opened itself (and its own sender)."""
+        ...
