@@ -1,7 +1,8 @@
 """The simulator reactor: simulator events in, provisioning side effects, commands back.
 
-It consumes every partition log `sd:{pN}:log` with its own consumer group (`reactor`), so it has
-its own position per partition and several reactor processes share the work. For each event:
+It consumes every partition log with its own consumer group (`reactor`, through the store's
+`LogConsumer`), so it has its own position per partition and several reactor processes share
+the work. For each event:
 
 - `SimulatorRequested` (CREATING): provision the simulator, then send `RecordProvisioned(endpoint)`
   (STARTING) or `RecordProvisionFailed(reason)` (ERROR; the reason is the provisioner's, e.g. an
@@ -29,12 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError, ResponseError
 
-from actors import keys
 from events.codec import decode_event, decode_event_envelope
 from events.envelope import EventEnvelope
 from events.errors import StoreUnavailable
+from events.ids import actor_uuid
 from events.simulator import (
     RecordProvisioned,
     RecordProvisionFailed,
@@ -45,6 +45,7 @@ from events.simulator import (
 )
 from infra.metrics import counter, histogram
 from infra.provisioners.base import ProvisionerError, SimulatorSpec
+from infra.store import START, CommandSender, LogEntry, Store
 
 __all__ = ["GROUP", "HANDLED", "Reactor", "command_id_for"]
 
@@ -79,18 +80,16 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class Reactor:
+    """Handles the simulator events of every partition of `store`; `bus` sends the commands
+    back (the store's own sender when None)."""
+
     def __init__(
         self,
-        redis: Any,
-        bus: Any,
+        store: Store,
+        bus: CommandSender | None,
         provisioner: Any,
         *,
-        partitions: int = keys.DEFAULT_PARTITIONS,
         name: str | None = None,
         concurrency: int = 64,
         batch: int = 100,
@@ -101,11 +100,12 @@ class Reactor:
         stop_grace_s: float = 5.0,
         clock: Callable[[], int] = _now_ms,
     ) -> None:
-        self.redis = redis
-        self.bus = bus
+        self.store = store
+        self.bus = bus if bus is not None else store.commands
         self.provisioner = provisioner
-        self.partitions = partitions
+        self.partitions = store.partitions
         self.name = name or f"reactor-{socket.gethostname()}-{os.getpid()}"
+        self.group = store.log.consumer(GROUP, self.name)
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
@@ -150,102 +150,80 @@ class Reactor:
                     t.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
 
-    async def _ensure_group(self, stream: str) -> None:
-        try:
-            # from the beginning: a reactor started late still handles what it missed
-            # (handlers skip requests that were already answered)
-            await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
     async def _partition_loop(self, partition: int) -> None:
-        stream = keys.partition_log(partition)
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                await self._ensure_group(stream)
+                # from the log's first entry: a reactor started late still handles what it
+                # missed (handlers skip requests that were already answered)
+                await self.group.ensure(partition)
                 # our own pending entries first (a restart with the same name), then new ones
-                await self._consume(partition, stream, "0")
+                await self._consume_pending(partition)
                 last_claim = time.monotonic()
                 while not self._stop.is_set():
-                    await self._consume(partition, stream, ">")
+                    entries = await self.group.read_new(partition, self.batch, self.block_ms)
+                    if entries:
+                        await self._dispatch(partition, entries)
                     if time.monotonic() - last_claim >= self.claim_idle_ms / 2000:
-                        await self._claim(partition, stream)
+                        await self._claim(partition)
                         last_claim = time.monotonic()
                     backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except StoreUnavailable as exc:
                 log.warning("reactor partition %d: %s; retrying", partition, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def _consume(self, partition: int, stream: str, from_id: str) -> None:
-        block = None if from_id == "0" else self.block_ms
+    async def _consume_pending(self, partition: int) -> None:
+        after = START
         while True:
-            reply = await self.redis.xreadgroup(
-                GROUP, self.name, {stream: from_id}, count=self.batch, block=block
-            )
-            entries = reply[0][1] if reply else []
+            entries = await self.group.read_pending(partition, after, self.batch)
             if not entries:
                 return
-            await self._dispatch(partition, stream, entries)
-            if from_id == ">":
-                return
-            from_id = _text(entries[-1][0])
+            await self._dispatch(partition, entries)
+            after = entries[-1][0]
 
-    async def _claim(self, partition: int, stream: str) -> None:
-        start = "0-0"
+    async def _claim(self, partition: int) -> None:
+        start = START
         while True:
-            result = await self.redis.xautoclaim(
-                stream, GROUP, self.name, self.claim_idle_ms, start_id=start, count=self.batch
+            start, entries = await self.group.claim(
+                partition, self.claim_idle_ms, start, self.batch
             )
-            start, entries = _text(result[0]), result[1]
-            gone = [_text(e[0]) for e in entries if e and not e[1]]
-            if gone:  # trimmed away while pending (Redis 6.2 keeps them in the PEL)
-                await self.redis.xack(stream, GROUP, *gone)
-            entries = [e for e in entries if e and e[1]]
             if entries:
-                await self._dispatch(partition, stream, entries)
-            if start == "0-0":
+                await self._dispatch(partition, entries)
+            if start == START:
                 return
 
-    async def _dispatch(
-        self, partition: int, stream: str, entries: list[tuple[Any, dict[Any, Any]]]
-    ) -> None:
+    async def _dispatch(self, partition: int, entries: list[LogEntry]) -> None:
         skip: list[str] = []
-        for raw_id, fields in entries:
-            entry_id = _text(raw_id)
+        for entry_id, data in entries:
             if (partition, entry_id) in self._in_flight:
                 continue
-            data = fields.get(b"e") or fields.get("e")
             try:
                 env = decode_event_envelope(data) if data else None
             except (msgspec.DecodeError, msgspec.ValidationError):
-                log.error("undecodable entry %s in %s: skipped", entry_id, stream)
+                log.error("undecodable entry %s of partition %d: skipped", entry_id, partition)
                 env = None
             if env is None or env.type not in HANDLED:
                 skip.append(entry_id)
                 continue
             self._in_flight.add((partition, entry_id))
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle_entry(partition, stream, entry_id, env))
+            task = asyncio.create_task(self._handle_entry(partition, entry_id, env))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if skip:
-            await self.redis.xack(stream, GROUP, *skip)
+            await self.group.ack(partition, skip)
 
-    async def _handle_entry(
-        self, partition: int, stream: str, entry_id: str, env: EventEnvelope
-    ) -> None:
+    async def _handle_entry(self, partition: int, entry_id: str, env: EventEnvelope) -> None:
         lock, users = self._locks.get(env.actor_id, (asyncio.Lock(), 0))
         self._locks[env.actor_id] = (lock, users + 1)
         try:
             async with lock:
                 done = await self.handle(partition, env)
             if done:
-                await self.redis.xack(stream, GROUP, entry_id)
+                await self.group.ack(partition, [entry_id])
                 self.handled += 1
         except asyncio.CancelledError:
             raise
@@ -317,7 +295,7 @@ class Reactor:
         return True
 
     async def _remove(self, partition: int, env: EventEnvelope) -> bool:
-        simulator_id = keys.actor_uuid(env.actor_id)
+        simulator_id = actor_uuid(env.actor_id)
         for attempt in range(1, self.cleanup_attempts + 1):
             try:
                 await self.provisioner.deprovision(simulator_id)
@@ -370,25 +348,14 @@ class Reactor:
 
     async def _superseded(self, partition: int, env: EventEnvelope) -> bool:
         """Did the simulator move on after this request (a replayed or claimed old entry)?"""
-        stream = keys.event_stream(partition, env.actor_id)
-        start = f"{env.version + 1}-0"
-        while True:
-            entries = await self.redis.xrange(stream, min=start, max="+", count=200)
-            for _raw_id, fields in entries:
-                later = decode_event_envelope(fields.get(b"e") or fields.get("e"))
-                if later.type in _SUPERSEDES_REQUEST:
-                    return True
-            if len(entries) < 200:
-                return False
-            start = "(" + _text(entries[-1][0])
+        later = await self.store.actors.read(partition, env.actor_id, after=env.version)
+        return any(e.type in _SUPERSEDES_REQUEST for e in later)
 
     async def _session_of(self, partition: int, actor_id: str) -> str | None:
         known = self._sessions.get(actor_id)
         if known is not None:
             return known
-        entries = await self.redis.xrange(keys.event_stream(partition, actor_id), count=1)
-        for _, fields in entries:
-            env = decode_event_envelope(fields.get(b"e") or fields.get("e"))
+        for env in await self.store.actors.read(partition, actor_id, limit=1):
             if env.type == "SimulatorRequested":
                 session_id = decode_event(env.data, env.type).session_id
                 self._sessions[actor_id] = session_id
@@ -398,3 +365,4 @@ class Reactor:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.provisioner.close()
+        await self.group.close()

@@ -15,7 +15,6 @@ __all__ = [
     "InfraError",
     "SessiondError",
     "StoreUnavailable",
-    "VersionConflict",
 ]
 
 #: Every domain error code, with the HTTP status the edge answers it with.
@@ -83,8 +82,3 @@ class Fenced(InfraError):
 
     code = "FENCED"
 
-
-class VersionConflict(InfraError):
-    """The actor stream moved under us (another writer appended); reload and decide again."""
-
-    code = "STREAM_VERSION_CONFLICT"

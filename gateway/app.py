@@ -138,12 +138,12 @@ class GatewayApp:
 
 def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
                bus: Any = None) -> GatewayApp:
-    """The gateway app. Redis, the Postgres pool and the CommandBus are made in the lifespan
-    from `config` unless given (tests may inject them)."""
+    """The gateway app. Redis, the Postgres pool and the command sender (`bus`, the store's)
+    are made in the lifespan from `config` unless given (tests may inject them)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        from actors.client import CommandBus
+        from infra.store import open_store
 
         own_redis = redis is None
         r = redis if redis is not None else _redis_client(config.redis_url)
@@ -152,8 +152,8 @@ def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
             from infra.postgres import create_pool
 
             p = await create_pool(config.database_url, max_size=10)
-        b = bus if bus is not None else CommandBus(r, partitions=config.partitions,
-                                                   name=f"gw-{config.gateway_id}")
+        store = open_store(config.redis_url, config.partitions) if bus is None else None
+        b = bus if store is None else store.command_sender(name=f"gw-{config.gateway_id}")
         await b.start()
         gw = Gateway(config, r, p, b)
         await gw.start()
@@ -173,8 +173,9 @@ def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
                         if asyncio.iscoroutine(res):
                             await res
             await gw.close()
-            if bus is None:
+            if store is not None:
                 await b.close()
+                await store.aclose()
             if pool is None and p is not None:
                 await p.close()
             if own_redis:

@@ -26,7 +26,7 @@ import asyncio
 import time
 from typing import Any
 
-from actors.keys import lease_key
+from infra.store.layout import lease_key
 from projections.health import ProjectorStatus, describe, read_statuses
 from projections.lease import ROLE as PROJECTOR_ROLE
 

@@ -1,7 +1,7 @@
 """The connection hub: every client connection of this gateway process, grouped by session, and
 the change feed that keeps them up to date, gap-free.
 
-- One Redis pub/sub connection per process (a raw RESP subscriber, `infra.redis_raw.Subscriber`:
+- One Redis pub/sub connection per process (a raw RESP subscriber, the store's `Subscriber`:
   no redis-py on this path); one subscription to `sd:chg:<session_id>` per session with at
   least one local connection, shared by all of them. When that connection is lost it reconnects,
   re-subscribes everything and every session is caught up from its stream.
@@ -36,11 +36,12 @@ from typing import Any
 
 import msgspec
 
-from actors.keys import event_stream, partition_of
 from events.codec import decode_event_envelope
 from events.ids import session_actor
 from gateway.protocol import Form, MessageType
 from gateway.push import Push, push_for_event
+from infra.store.layout import event_stream
+from infra.store.routing import partition_of
 from projections.changes import Change, change_for, decode_changes
 
 __all__ = ["ADMIN_CHANNEL", "ConnState", "Connection", "EventHistory", "Hub"]
@@ -339,8 +340,8 @@ class Hub:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Open the change feed connection (a raw RESP subscriber: `infra.redis_raw`)."""
-        from infra.redis_raw import Endpoint, Subscriber
+        """Open the change feed connection (a raw RESP subscriber of the store)."""
+        from infra.store.redis.connection import Endpoint, Subscriber
 
         self.pubsub = Subscriber(Endpoint.of(self.redis), self._on_message,
                                  on_reconnect=self._on_reconnect, name="sd-gateway-changes")

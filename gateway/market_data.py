@@ -29,12 +29,12 @@ from typing import Any
 import msgspec
 from redis.exceptions import RedisError
 
-from actors.keys import market_data_stream
 from events.ids import simulator_actor
 from events.simulator import RecordActivity
 from gateway.protocol import MessageType
 from gateway.push import Push
 from infra.metrics import counter, histogram
+from infra.store.layout import market_data_stream
 
 __all__ = ["MarketDataRelay", "install", "session_simulator_key", "start"]
 

@@ -21,7 +21,6 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actors.keys import event_stream, partition_of
 from events.codec import decode_event, decode_event_envelope
 from events.ids import session_actor
 from events.session import (
@@ -42,6 +41,8 @@ from gateway.errors import ApiError, error_response, from_exception
 from gateway.idempotency import IdempotencyKey, check_key, scoped
 from gateway.service import Gateway, now_ms, parse_uuid
 from gateway.validate import check_identifiers, decode_json, identifier, version_param
+from infra.store.layout import event_stream
+from infra.store.routing import partition_of
 
 __all__ = ["API_ROUTES", "endpoint"]
 

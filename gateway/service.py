@@ -16,15 +16,10 @@ from typing import Any
 
 import msgspec
 
-from actors.keys import (
-    event_stream,
-    partition_of,
-    session_actor,
-    simulator_actor,
-)
 from events.codec import decode_event, decode_event_envelope
 from events.envelope import Outcome
 from events.errors import StoreUnavailable
+from events.ids import session_actor, simulator_actor
 from events.session import (
     CreateSession,
     JoinDevice,
@@ -43,6 +38,8 @@ from gateway.ratelimit import KeyedLimiter
 from gateway.rotation import Rotation
 from gateway.slots import ConnectionSlots
 from infra.postgres import Database, DatabaseUnavailable, Outage
+from infra.store.layout import event_stream
+from infra.store.routing import partition_of
 
 __all__ = ["Gateway", "now_ms", "parse_uuid"]
 

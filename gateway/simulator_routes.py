@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from actors.keys import market_data_stream
 from gateway.errors import ApiError
 from gateway.rest import auth, endpoint, path_uuid
+from infra.store.layout import market_data_stream
 
 __all__ = ["latest_quotes", "routes"]
 

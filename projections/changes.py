@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
-from actors.keys import change_channel
 from events.codec import decode_event
 from events.envelope import EventEnvelope
 from events.ids import actor_kind, actor_uuid
+from infra.store.layout import change_channel
 
 __all__ = [
     "HIDDEN_FIELDS",

@@ -14,12 +14,13 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from actors.keys import event_stream, partition_log, partition_of
 from actors.registry import decider_for
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
 from events.errors import DomainError
 from events.ids import actor_kind, actor_uuid
+from infra.store.layout import event_stream, partition_log
+from infra.store.routing import partition_of
 from projections.verify import fold_logs, log_length  # re-exported for tests
 
 __all__ = ["LocalActors", "fold_logs", "log_length", "random_command"]

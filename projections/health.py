@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from actors.keys import projector_status_key
+from infra.store.layout import projector_status_key
 from projections.lease import MEMBERS_KEY
 
 __all__ = ["ProjectorStatus", "as_dict", "describe", "publish_status", "read_statuses"]

@@ -13,11 +13,12 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
-from actors.keys import event_stream, partition_of
 from events import session as se
 from events.codec import AnyEvent, decode_event, decode_event_envelope, encode, envelope_to_json
 from events.envelope import EventEnvelope
 from events.ids import actor_kind, actor_uuid
+from infra.store.layout import event_stream
+from infra.store.routing import partition_of
 
 __all__ = [
     "archived_events",

@@ -15,7 +15,7 @@ import math
 
 from redis.asyncio import Redis
 
-from actors.keys import epoch_key, lease_key
+from infra.store.layout import epoch_key, lease_key
 
 __all__ = ["MEMBERS_KEY", "ROLE", "LeaseKeeper"]
 

@@ -43,13 +43,14 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from actors.keys import change_channel, partition_log, projector_status_key
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
-from events.errors import Fenced
+from events.errors import Fenced, StoreUnavailable
 from infra.metrics import counter
 from infra.postgres import Outage, unreachable
-from infra.redis_raw import Endpoint, Pipeline, pack
+from infra.store.layout import change_channel, partition_log, projector_status_key
+from infra.store.redis.connection import Endpoint, Pipeline
+from infra.store.redis.resp import pack
 from projections.changes import encode_changes, raw_change
 from projections.dead_letters import DeadLetter, dead_letter, write_dead_letters
 from projections.health import ProjectorStatus, publish_status
@@ -435,7 +436,7 @@ STATUS_PERIOD_S = 1.0
 
 def _outage(exc: BaseException) -> bool:
     """A store down or restarting: Redis gone, PostgreSQL unreachable."""
-    return isinstance(exc, RedisError) or unreachable(exc)
+    return isinstance(exc, RedisError | StoreUnavailable) or unreachable(exc)
 
 
 def _refused_rows(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from actors.keys import event_stream, partition_log, snapshot_key
+from infra.store.layout import event_stream, partition_log, snapshot_key
 from projections.projector import CHECKPOINT_NAME
 
 __all__ = ["log_trim_point", "trim_partition"]

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from redis.asyncio import Redis
 
-from actors.keys import lease_key, partition_log
+from infra.store.layout import lease_key, partition_log
 from projections.lease import ROLE
 from projections.projector import CHECKPOINT_NAME
 

@@ -15,8 +15,8 @@ async def fold_logs(redis: Redis, partitions: int, skip: Collection[tuple[int, s
     """The read model as a fold of every partition log, in memory (what the tables must equal).
     `skip` names log entries (partition, entry id) to leave out: the projector's dead letters,
     which it recorded instead of projecting."""
-    from actors.keys import partition_log as log_key
     from events.codec import decode_event, decode_event_envelope
+    from infra.store.layout import partition_log as log_key
     from projections.model import Model
 
     model = Model()
@@ -38,6 +38,6 @@ async def fold_logs(redis: Redis, partitions: int, skip: Collection[tuple[int, s
 
 
 async def log_length(redis: Redis, partitions: int) -> int:
-    from actors.keys import partition_log as log_key
+    from infra.store.layout import partition_log as log_key
 
     return sum([await redis.xlen(log_key(p)) for p in range(partitions)])

@@ -1,9 +1,11 @@
-"""Deciding a batch of commands in memory and laying it out for the append script.
+"""Deciding a batch of commands in memory and filling the store's append batch with the result.
 
-This module does no I/O: `plan` takes the parsed commands of one partition and the actors'
-current `(version, state)`, runs the deciders sequentially (commands of one actor see each
-other's effects), and returns the KEYS/ARGV of one `scripts.APPEND` call plus what to commit to
-the cache once Redis has confirmed. `settle` reads the script's answer back.
+This module does no I/O: `plan` takes the parsed commands of one partition, the actors' current
+`(version, state)` and an empty `AppendBatch` from the partition's writer; it runs the deciders
+sequentially (commands of one actor see each other's effects) and adds each command's outcome,
+events, routed commands, timer changes and snapshot to the batch, which the writer appends in
+one fenced step. `settle` reads the append's results back and commits confirmed actors to the
+cache. How the batch is laid out for Redis is the store's business, not the planner's.
 """
 
 from __future__ import annotations
@@ -11,29 +13,28 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
 
-from actors import keys
-from actors.decider import Decider, Timer
+from actors.decider import Decider, Routed, Timer
 from actors.runtime.cache import ActorCache, CachedActor
 from events.codec import encode, type_name
 from events.envelope import CommandEnvelope, EventEnvelope, Outcome
 from events.errors import DomainError
+from infra.store.api import APPENDED, UNSETTLED, AppendBatch, AppendResult, Snapshot
 
 __all__ = [
     "Item",
     "Round",
-    "command_field",
-    "fenced_key",
+    "Settled",
     "new_event_id",
     "parse_entry",
     "plan",
     "settle",
+    "timer_command_id",
     "timer_envelope",
-    "timer_member",
 ]
 
 log = logging.getLogger("sessiond.runtime")
@@ -69,11 +70,6 @@ def new_event_id(now_ms: int | None = None) -> str:
     return f"{_prefix}{_seq:03x}-{0x8000 | (rb >> 48):04x}-{rb & _M48:012x}"
 
 
-# --------------------------------------------------------------------------- RESP framing
-# The append script's arguments are framed as RESP bulk strings while planning (see resp.py:
-# redis-py's per-argument packing was the hot path's largest cost).
-
-
 _TAGS: dict[type, str] = {}
 
 
@@ -83,45 +79,6 @@ def _tag(message: Any) -> str:
     if tag is None:
         tag = _TAGS[cls] = type_name(message)
     return tag
-
-
-def _frame(data: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-_SMALL_INTS = [_frame(b"%d" % i) for i in range(-2, 1025)]
-_EMPTY = _frame(b"")
-
-
-def _fint(n: int) -> bytes:
-    return _SMALL_INTS[n + 2] if -2 <= n <= 1024 else _frame(b"%d" % n)
-
-
-def _fstr(text: str) -> bytes:
-    return _frame(text.encode())
-
-
-def unframe(chunks: list[bytes]) -> list[bytes]:
-    """The plain arguments of framed chunks (for tests and debugging)."""
-    data = b"".join(chunks)
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        assert data[pos : pos + 1] == b"$"
-        end = data.index(b"\r\n", pos)
-        size = int(data[pos + 1 : end])
-        out.append(data[end + 2 : end + 2 + size])
-        pos = end + 2 + size + 2
-    return out
-
-
-def fenced_key(partition: int) -> str:
-    """Counter of writes refused because a newer owner held the partition (stale workers)."""
-    return f"{keys.lease_key(partition)}:fenced"
-
-
-def timer_member(actor_id: str, key: str) -> str:
-    return f"{actor_id}|{key}"
 
 
 def timer_command_id(actor_id: str, key: str, due: int) -> str:
@@ -160,18 +117,6 @@ class Item:
         self.repeat = False  # same command id as an earlier item of this batch
 
 
-def command_field(fields: Any) -> bytes | None:
-    """The `c` field of a stream entry, from a redis-py dict or a raw [field, value, ...] list."""
-    if isinstance(fields, dict):
-        return fields.get(b"c")
-    if fields and fields[0] == b"c":
-        return fields[1]
-    for i in range(0, len(fields or ()) - 1, 2):
-        if fields[i] == b"c":
-            return fields[i + 1]
-    return None
-
-
 def parse_entry(
     entry_id: bytes,
     raw: bytes | None,
@@ -180,7 +125,7 @@ def parse_entry(
     decode_command: Callable[[Any], Any],
     decider_for: Callable[[str], Decider[Any]],
 ) -> Item:
-    """Decode one stream entry's `c` field. Never raises: a bad entry becomes an item with an
+    """Decode one stream entry's command. Never raises: a bad entry becomes an item with an
     error."""
     try:
         env = decode_envelope(raw)  # type: ignore[arg-type]
@@ -215,13 +160,13 @@ def parse_entry(
 
 
 class _Tentative:
-    """An actor's state as this round assumes it, until the script confirms."""
+    """An actor's state as this round assumes it, until the append confirms."""
 
-    __slots__ = ("actor", "index", "snap_version", "state", "timers", "version")
+    __slots__ = ("actor", "slot", "snap_version", "state", "timers", "version")
 
-    def __init__(self, actor: CachedActor, index: int) -> None:
+    def __init__(self, actor: CachedActor, slot: int) -> None:
         self.actor = actor
-        self.index = index
+        self.slot = slot  # the actor's slot in the append batch
         self.version = actor.version
         self.state = actor.state
         self.snap_version = actor.snap_version
@@ -229,57 +174,15 @@ class _Tentative:
 
 
 class Round:
-    """One append-script call: its arguments and what each item would mean once confirmed."""
+    """One append: the batch the store writes, and what each item would mean once confirmed."""
 
-    __slots__ = ("actor_keys", "argv", "items", "out_keys", "outcomes", "tentative")
+    __slots__ = ("batch", "items", "outcomes", "tentative")
 
-    def __init__(self) -> None:
+    def __init__(self, batch: AppendBatch) -> None:
+        self.batch = batch
         self.items: list[Item] = []
-        self.outcomes: list[bytes] = []  # per item: the outcome we would store ('' = none)
+        self.outcomes: list[bytes] = []  # per item: the outcome we would store (b"" = none)
         self.tentative: dict[str, _Tentative] = {}
-        self.actor_keys: list[bytes] = []  # per actor: its stream and snapshot keys, framed
-        self.out_keys: list[str] = []
-        self.argv: list[Any] = []
-
-    def keys(self, partition: int) -> list[str]:
-        """Every key the script touches (`actor_keys` and `out_keys` are kept RESP-framed)."""
-        return [
-            keys.epoch_key(partition),
-            keys.partition_log(partition),
-            keys.command_stream(partition),
-            keys.timers_key(partition),
-            fenced_key(partition),
-            *(k.decode() for k in unframe(self.actor_keys)),
-            *(k.decode() for k in unframe(self.out_keys)),
-        ]
-
-    def packed(self, sha: str, partition: int, epoch: int, group: str, ttl_ms: int) -> bytes:
-        """The whole EVALSHA of `scripts.APPEND`, RESP-framed."""
-        fixed = (
-            keys.epoch_key(partition),
-            keys.partition_log(partition),
-            keys.command_stream(partition),
-            keys.timers_key(partition),
-            fenced_key(partition),
-        )
-        n_keys = len(fixed) + 2 * len(self.actor_keys) + len(self.out_keys)
-        argc = 3 + n_keys + 5 + len(self.argv)
-        head = [b"*%d\r\n" % argc, _frame(b"EVALSHA"), _fstr(sha), _fint(n_keys)]
-        head.extend(_fstr(k) for k in fixed)
-        head.extend(self.actor_keys)
-        head.extend(self.out_keys)
-        head.extend(
-            (_fint(epoch), _fstr(group), _fint(ttl_ms), _fint(len(self.tentative)),
-             _fint(len(self.items)))
-        )  # fmt: skip
-        head.extend(self.argv)
-        return b"".join(head)
-
-
-_NOOP_TAIL = (_SMALL_INTS[2], _SMALL_INTS[2], _SMALL_INTS[2], _SMALL_INTS[2], _EMPTY)
-_NONE = _SMALL_INTS[2]
-_NO_CHECK = _SMALL_INTS[1]
-_REPEAT = _SMALL_INTS[0]
 
 
 def plan(
@@ -287,66 +190,46 @@ def plan(
     actors: dict[str, CachedActor],
     partition: int,
     snapshot_every: int,
+    batch: AppendBatch,
 ) -> Round:
-    """Decide `items` in order against `actors` (every item's actor must be present).
-
-    Returns the round; nothing in `actors` is modified (the cache is updated by `settle`).
-    """
-    rnd = Round()
-    argv = rnd.argv
-    out_keys = rnd.out_keys
-    tentative = rnd.tentative
+    """Decide `items` in order against `actors` (every item's actor must be present) and fill
+    `batch` (empty, from the partition's writer). Nothing in `actors` is modified (the cache is
+    updated by `settle`)."""
+    rnd = Round(batch)
     seen: set[str] = set()
-    out_prefix = keys.outcome_key(partition, "")
-    dummy_out = _fstr(out_prefix)
     for item in items:
-        env = item.env
         rnd.items.append(item)
-        if env is None:
-            out_keys.append(dummy_out)
-            rnd.outcomes.append(b"")
-            argv.extend((_frame(item.entry_id), _NONE, _NO_CHECK, _EMPTY, _EMPTY, *_NOOP_TAIL))
-            continue
-        okey = (out_prefix + env.command_id).encode()
-        out_keys.append(b"$%d\r\n%b\r\n" % (len(okey), okey))
-        if env.command_id in seen:
-            item.repeat = True
-            rnd.outcomes.append(b"")
-            argv.extend(
-                (_frame(item.entry_id), _NONE, _REPEAT, _fstr(env.reply_to), _EMPTY, *_NOOP_TAIL)
-            )
-            continue
-        seen.add(env.command_id)
-        if item.error is not None:
-            code, message = item.error
-            outcome = _encode(
-                Outcome(
-                    command_id=env.command_id,
-                    actor_id=env.actor_id,
-                    ok=False,
-                    error_code=code,
-                    error_message=message,
-                    fingerprint=env.fingerprint,
-                )
-            )
-            rnd.outcomes.append(outcome)
-            argv.extend(
-                (_frame(item.entry_id), _NONE, _NO_CHECK, _fstr(env.reply_to), _frame(outcome),
-                 *_NOOP_TAIL)
-            )  # fmt: skip
-            continue
-        tent = tentative.get(env.actor_id)
-        if tent is None:
-            tent = _Tentative(actors[env.actor_id], len(tentative) + 1)
-            tentative[env.actor_id] = tent
-            actor = tent.actor
-            if actor.framed_keys is None:
-                actor.framed_keys = _fstr(keys.event_stream(partition, actor.actor_id)) + _fstr(
-                    keys.snapshot_key(partition, actor.actor_id)
-                )
-            rnd.actor_keys.append(actor.framed_keys)
-        _decide_one(item, env, tent, partition, snapshot_every, rnd)
+        rnd.outcomes.append(_plan_one(item, seen, actors, partition, snapshot_every, rnd))
     return rnd
+
+
+def _plan_one(
+    item: Item,
+    seen: set[str],
+    actors: dict[str, CachedActor],
+    partition: int,
+    snapshot_every: int,
+    rnd: Round,
+) -> bytes:
+    """Add one item to the batch; returns the outcome it would store (b"" = none)."""
+    env, batch = item.env, rnd.batch
+    if env is None:
+        batch.acknowledge(item.entry_id)
+        return b""
+    if env.command_id in seen:
+        item.repeat = True
+        batch.repeat(item.entry_id, env.command_id, env.reply_to)
+        return b""
+    seen.add(env.command_id)
+    if item.error is not None:
+        outcome = _outcome(env, version=0, error=item.error)
+        batch.refuse(item.entry_id, env.command_id, env.reply_to, outcome)
+        return outcome
+    tent = rnd.tentative.get(env.actor_id)
+    if tent is None:
+        actor = actors[env.actor_id]
+        tent = rnd.tentative[env.actor_id] = _Tentative(actor, batch.actor(env.actor_id))
+    return _decide_one(item, env, tent, partition, snapshot_every, batch)
 
 
 def _decide_one(
@@ -355,156 +238,185 @@ def _decide_one(
     tent: _Tentative,
     partition: int,
     snapshot_every: int,
-    rnd: Round,
-) -> None:
+    batch: AppendBatch,
+) -> bytes:
+    """Decide one command on its actor's tentative state, add the result to the batch and
+    advance the tentative state; returns the outcome."""
     decider = item.decider
     assert decider is not None
-    argv = rnd.argv
     expected = tent.version
-    state = tent.state
-    try:
-        events = decider.decide(item.command, state)
-    except DomainError as exc:
-        events = None
-        error = (exc.code, exc.message)
-    except Exception as exc:  # a decider bug must not wedge the partition: refuse, log, go on
-        log.exception("decider %s failed on %s", decider.kind, env.command_id)
-        events = None
-        error = ("INTERNAL", f"{type(exc).__name__} while deciding")
-    reply = env.reply_to
-    entry_id = item.entry_id
-    head = (
-        b"$%d\r\n%b\r\n" % (len(entry_id), entry_id), _fint(tent.index), _fint(expected),
-        _fstr(reply) if reply else _EMPTY,
-    )  # fmt: skip
+    events, error = _decide(decider, item.command, tent.state, env.command_id)
     if not events:
-        if events is None:
-            outcome = _encode(
-                Outcome(
-                    command_id=env.command_id,
-                    actor_id=env.actor_id,
-                    ok=False,
-                    version=expected,
-                    error_code=error[0],
-                    error_message=error[1],
-                    fingerprint=env.fingerprint,
-                )
-            )
-        else:
-            outcome = _encode(
-                Outcome(
-                    command_id=env.command_id,
-                    actor_id=env.actor_id,
-                    ok=True,
-                    version=expected,
-                    fingerprint=env.fingerprint,
-                )
-            )
-        rnd.outcomes.append(outcome)
-        argv.extend(head)
-        argv.append(_frame(outcome))
-        argv.extend(_NOOP_TAIL)
-        return
-    n = len(events)
-    actor_id = env.actor_id
-    command_id = env.command_id
-    correlation = env.correlation_id or command_id
-    evolve = decider.evolve
-    react = decider.react
-    routed_out: list[bytes] = []
-    argv.extend(head)
-    outcome_at = len(argv)
-    argv.append(_EMPTY)  # the outcome, filled in below
-    argv.append(_fint(n))
+        outcome = _outcome(env, version=expected, error=error)
+        batch.settle(item.entry_id, env.command_id, tent.slot, expected, env.reply_to, outcome)
+        return outcome
+    encoded, routed, state = _record(decider, env, events, expected, tent.state, partition)
+    version = expected + len(events)
+    timers, upserts, removals = _timer_changes(tent.timers, decider.deadlines(state))
+    snapshot = _snapshot_due(tent, version, state, snapshot_every)
+    outcome = _outcome(env, version=version, events=len(events))
+    batch.append(
+        item.entry_id,
+        env.command_id,
+        tent.slot,
+        expected,
+        env.reply_to,
+        outcome,
+        encoded,
+        routed,
+        upserts,
+        removals,
+        snapshot,
+    )
+    tent.version, tent.state, tent.timers = version, state, timers
+    return outcome
+
+
+def _decide(
+    decider: Decider[Any], command: Any, state: Any, command_id: str
+) -> tuple[list[Any] | None, tuple[str, str] | None]:
+    """(events, None), or (None, (code, message)) when the command is refused. A decider bug
+    refuses that command only: the partition must not wedge."""
+    try:
+        return decider.decide(command, state), None
+    except DomainError as exc:
+        return None, (exc.code, exc.message)
+    except Exception as exc:
+        log.exception("decider %s failed on %s", decider.kind, command_id)
+        return None, ("INTERNAL", f"{type(exc).__name__} while deciding")
+
+
+def _record(
+    decider: Decider[Any],
+    env: CommandEnvelope,
+    events: list[Any],
+    expected: int,
+    state: Any,
+    partition: int,
+) -> tuple[list[bytes], list[bytes], Any]:
+    """The events as encoded envelopes (versions after `expected`), the commands the actor's
+    policy routes because of them, and the state after them."""
+    correlation = env.correlation_id or env.command_id
+    evolve, react = decider.evolve, decider.react
+    encoded: list[bytes] = []
+    routed: list[bytes] = []
     version = expected
     for event in events:
         version += 1
         event_id = new_event_id()
-        data = _encode(
-            EventEnvelope(
-                event_id=event_id,
-                actor_id=actor_id,
-                version=version,
+        encoded.append(_event_envelope(env, event, event_id, version, partition, correlation))
+        state = evolve(state, event)
+        reactions = react(state, event)
+        if reactions:
+            routed.extend(_routed(reactions, event_id, partition, correlation))
+    return encoded, routed, state
+
+
+def _event_envelope(
+    env: CommandEnvelope,
+    event: Any,
+    event_id: str,
+    version: int,
+    partition: int,
+    correlation: str,
+) -> bytes:
+    return _encode(
+        EventEnvelope(
+            event_id=event_id,
+            actor_id=env.actor_id,
+            version=version,
+            partition=partition,
+            ts=event.at,
+            command_id=env.command_id,
+            correlation_id=correlation,
+            causation_id=env.command_id,
+            type=_tag(event),
+            data=_Raw(_encode(event)),
+        )
+    )
+
+
+def _routed(
+    reactions: list[Routed], event_id: str, partition: int, correlation: str
+) -> list[bytes]:
+    """Encoded envelopes of a policy's commands; the id `<event_id>/<i>` makes a re-decided
+    event route the same commands (deduplicated)."""
+    return [
+        _encode(
+            CommandEnvelope(
+                command_id=f"{event_id}/{i}",
+                actor_id=routed.actor_id,
                 partition=partition,
-                ts=event.at,
-                command_id=command_id,
+                ts=routed.command.at,
+                type=_tag(routed.command),
+                data=_Raw(_encode(routed.command)),
                 correlation_id=correlation,
-                causation_id=command_id,
-                type=_tag(event),
-                data=_Raw(_encode(event)),
+                causation_id=event_id,
             )
         )
-        argv.append(b"$%d\r\n%b\r\n" % (len(data), data))
-        state = evolve(state, event)
-        for i, routed in enumerate(react(state, event)):
-            cmd = routed.command
-            routed_out.append(
-                _frame(
-                    _encode(
-                        CommandEnvelope(
-                            command_id=f"{event_id}/{i}",
-                            actor_id=routed.actor_id,
-                            partition=partition,
-                            ts=cmd.at,
-                            type=_tag(cmd),
-                            data=_Raw(_encode(cmd)),
-                            correlation_id=correlation,
-                            causation_id=event_id,
-                        )
-                    )
-                )
-            )
-    argv.append(_fint(len(routed_out)))
-    argv.extend(routed_out)
-    # timers: upsert what changed, remove what is no longer a deadline
-    # The ZSET holds (member, due) only; the command is taken from the deadlines when the
-    # timer fires, so a timer needs an upsert only when its due moved.
-    old = tent.timers
+        for i, routed in enumerate(reactions)
+    ]
+
+
+def _timer_changes(
+    old: dict[str, Timer], deadlines: Iterable[Timer]
+) -> tuple[dict[str, Timer], list[tuple[str, int]], list[str]]:
+    """The actor's deadlines by key, the (key, due) upserts and the removed keys. The store
+    keeps (key, due) only (the command is taken from the deadlines when the timer fires), so a
+    timer needs an upsert only when its due moved."""
     new: dict[str, Timer] = {}
-    upserts = []
-    for t in decider.deadlines(state):
+    upserts: list[tuple[str, int]] = []
+    for t in deadlines:
         new[t.key] = t
         before = old.get(t.key)
         if before is None or before.due != t.due:
-            upserts.append(t)
-    removals = old.keys() - new.keys() if old else ()
-    argv.append(_fint(len(upserts)))
-    for t in upserts:
-        member = f"{actor_id}|{t.key}".encode()
-        due = b"%d" % t.due
-        argv.append(b"$%d\r\n%b\r\n" % (len(member), member))
-        argv.append(b"$%d\r\n%b\r\n" % (len(due), due))
-    argv.append(_fint(len(removals)))
-    argv.extend(_fstr(timer_member(actor_id, k)) for k in removals)
-    if version - tent.snap_version >= snapshot_every:
-        argv.append(_frame(_encode((version, state))))
-        tent.snap_version = version
-    else:
-        argv.append(_EMPTY)
-    outcome = _encode(
+            upserts.append((t.key, t.due))
+    removals = [k for k in old if k not in new] if old else []
+    return new, upserts, removals
+
+
+def _snapshot_due(tent: _Tentative, version: int, state: Any, every: int) -> Snapshot | None:
+    """A snapshot when `every` events passed since the last one (noted in `tent`)."""
+    if version - tent.snap_version < every:
+        return None
+    tent.snap_version = version
+    return Snapshot(version, _encode(state))
+
+
+def _outcome(
+    env: CommandEnvelope, *, version: int, events: int = 0, error: tuple[str, str] | None = None
+) -> bytes:
+    if error is not None:
+        return _encode(
+            Outcome(
+                command_id=env.command_id,
+                actor_id=env.actor_id,
+                ok=False,
+                version=version,
+                error_code=error[0],
+                error_message=error[1],
+                fingerprint=env.fingerprint,
+            )
+        )
+    return _encode(
         Outcome(
-            command_id=command_id,
-            actor_id=actor_id,
+            command_id=env.command_id,
+            actor_id=env.actor_id,
             ok=True,
             version=version,
-            events=n,
+            events=events,
             fingerprint=env.fingerprint,
         )
     )
-    argv[outcome_at] = b"$%d\r\n%b\r\n" % (len(outcome), outcome)
-    rnd.outcomes.append(outcome)
-    tent.version = version
-    tent.state = state
-    tent.timers = new
 
 
 class Settled:
-    """What a round's script call meant."""
+    """What a round's append meant."""
 
     __slots__ = ("appended", "duplicates", "events", "outcomes", "retry", "stale_actors")
 
     def __init__(self) -> None:
-        self.appended = 0  # items whose outcome was stored by this call
+        self.appended = 0  # items whose outcome was stored by this append
         self.duplicates = 0  # items answered with an earlier stored outcome
         self.events = 0
         self.retry: list[Item] = []  # conflicts and unsettled repeats: decide again
@@ -512,13 +424,13 @@ class Settled:
         self.outcomes: list[tuple[Item, bytes]] = []  # (item, outcome bytes) settled
 
 
-def settle(rnd: Round, results: list[Any], cache: ActorCache) -> Settled:
-    """Apply the script's answer: commit confirmed actors to `cache`, collect what to retry."""
+def settle(rnd: Round, results: list[AppendResult], cache: ActorCache) -> Settled:
+    """Apply the append's results: commit confirmed actors to `cache`, collect what to retry."""
     done = Settled()
     stale = done.stale_actors
     for item, result, outcome in zip(rnd.items, results, rnd.outcomes, strict=True):
         env = item.env
-        if result == 1:
+        if result == APPENDED:
             done.appended += 1
             done.outcomes.append((item, outcome))
         elif isinstance(result, bytes):
@@ -527,9 +439,9 @@ def settle(rnd: Round, results: list[Any], cache: ActorCache) -> Settled:
             # our tentative decision was not applied; if it had events the cache would lie
             if env is not None and env.actor_id in rnd.tentative and not item.repeat:
                 stale.add(env.actor_id)
-        elif result == 0:
+        elif result == UNSETTLED:
             done.retry.append(item)
-        else:  # conflict: -(actual version + 1)
+        else:  # a version conflict
             done.retry.append(item)
             if env is not None:
                 stale.add(env.actor_id)

@@ -22,7 +22,6 @@ class CachedActor:
     __slots__ = (
         "actor_id",
         "decider",
-        "framed_keys",
         "last_used",
         "partition",
         "snap_version",
@@ -48,7 +47,6 @@ class CachedActor:
         self.state = state
         self.snap_version = snap_version
         self.timers = timers  # deadlines(state) by key, computed lazily
-        self.framed_keys: bytes | None = None  # its stream and snapshot keys, RESP-framed
         self.last_used = time.monotonic()
 
     def deadlines(self) -> dict[str, Timer]:

@@ -31,13 +31,6 @@ class RuntimeConfig(msgspec.Struct, frozen=True, kw_only=True):
     outcome_ttl_ms: int = 24 * 3600 * 1000  # how long a command id deduplicates
     max_conflict_retries: int = 5  # reload-and-decide rounds per batch before retrying later
     trim_interval_ms: int = 10_000  # how often acknowledged commands are trimmed from the stream
-    # Stop writing when our lease's local validity ran out before a renewal. Only an early exit:
-    # the fencing epoch checked by the append script is the guarantee. Tests turn it off to
-    # play the process that pauses between this check and its write.
-    local_lease_check: bool = True
-    # Fault injection for tests: hold every decided batch this long before appending it (a
-    # slow or paused worker with commands in hand). Never set it in production.
-    test_append_delay_ms: int = 0
 
     @property
     def renew_every_s(self) -> float:
@@ -53,8 +46,6 @@ _ENV = {
     "passivate_after_ms": "SESSIOND_PASSIVATE_AFTER_MS",
     "timer_poll_ms": "SESSIOND_TIMER_POLL_MS",
     "outcome_ttl_ms": "SESSIOND_OUTCOME_TTL_MS",
-    "local_lease_check": "SESSIOND_LOCAL_LEASE_CHECK",
-    "test_append_delay_ms": "SESSIOND_TEST_APPEND_DELAY_MS",
 }
 
 
@@ -65,9 +56,6 @@ def load_runtime_config(env: Mapping[str, str] = os.environ, **overrides: Any) -
     for field, var in _ENV.items():
         raw = env.get(var)
         if raw is None or raw == "":
-            continue
-        if field == "local_lease_check":
-            values[field] = raw.strip().lower() not in ("0", "false", "no", "off")
             continue
         try:
             values[field] = int(raw)

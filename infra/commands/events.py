@@ -1,4 +1,5 @@
-"""`sessiond events`: print an actor's events from Redis, oldest first.
+"""`sessiond events`: print an actor's events, oldest first (from the archive where Redis no
+longer holds them).
 
 Examples:
   sessiond events session:<id>                 # a readable table
@@ -72,29 +73,26 @@ def _print(doc: dict[str, Any], as_json: bool, out: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from actors.runtime.events_io import find_partition, follow_actor_events, read_actor_events
     from events.errors import SessiondError
+    from infra.commands._archive import LazyArchive
     from infra.config import load_settings
-    from infra.redis import connect
+    from infra.store import open_store
 
     if ":" not in args.actor_id:
         raise SessiondError(f"ACTOR_ID must look like session:<uuid>, got {args.actor_id!r}")
     settings = load_settings()
     url, partitions = store_target(args, settings)
-    redis = connect(url)
+    archive = LazyArchive(settings.database_url)
+    store = open_store(url, partitions, archive=archive)
     out = sys.stdout
     try:
-        partition = await find_partition(redis, args.actor_id, partitions, args.session)
+        partition = await store.actors.find_partition(args.actor_id, args.session)
         if partition is None and not args.follow:
             raise SessiondError(f"no events for {args.actor_id} (wrong --session?)")
         if partition is None:
             raise SessiondError("--session is required to follow a simulator with no events yet")
         last = args.since
-        envs = await read_actor_events(redis, partition, args.actor_id, args.since)
-        # history trimmed from Redis comes from the PostgreSQL archive (projections)
-        from projections.history import prepend_archived
-
-        envs = await prepend_archived(envs, args.actor_id, args.since, settings.database_url)
+        envs = await store.actors.read(partition, args.actor_id, after=args.since)
         if not envs and not args.follow and args.since == 0:
             raise SessiondError(f"no events for {args.actor_id}")
         if not args.json:
@@ -107,10 +105,11 @@ async def run(args: argparse.Namespace) -> int:
             last = env.version
         if args.follow:
             try:
-                async for env in follow_actor_events(redis, partition, args.actor_id, last):
+                async for env in store.actors.follow(partition, args.actor_id, after=last):
                     _print(event_row(env), args.json, out)
             except asyncio.CancelledError:
                 pass
     finally:
-        await redis.aclose()
+        await store.aclose()
+        await archive.close()
     return 0

@@ -52,12 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 async def run(args: argparse.Namespace) -> int:
     import msgspec
 
-    from actors.client import CommandBus
     from actors.reactor import Reactor
     from events.errors import SessiondError
     from infra.config import load_settings
     from infra.provisioners import create_provisioner, load_simulator_settings
     from infra.redis import connect
+    from infra.store import open_store
 
     settings = load_settings()
     url, partitions = store_target(args, settings)
@@ -71,16 +71,16 @@ async def run(args: argparse.Namespace) -> int:
         from infra.metrics import start_http_server
 
         start_http_server(args.metrics_port)
-    redis = connect(url)
+    redis = connect(url)  # the local provisioner's (it moves onto the store with infra/exchange)
     try:
         provisioner = create_provisioner(sim, redis)
     except Exception as exc:  # e.g. no kubeconfig
+        await redis.aclose()
         raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
-    bus = CommandBus(redis, partitions=partitions, name=args.name)
+    store = open_store(url, partitions)
+    bus = store.command_sender(name=args.name)
     await bus.start()
-    reactor = Reactor(
-        redis, bus, provisioner, partitions=partitions, name=args.name, concurrency=args.concurrency
-    )
+    reactor = Reactor(store, bus, provisioner, name=args.name, concurrency=args.concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, reactor.stop)
@@ -97,6 +97,7 @@ async def run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
         await reactor.close()
         await bus.close()
+        await store.aclose()
         await redis.aclose()
     log.info("reactor %s stopped; handled %d simulator events", reactor.name, reactor.handled)
     return 0

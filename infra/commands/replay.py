@@ -121,31 +121,25 @@ async def run(args: argparse.Namespace) -> int:
         return 0
     if not args.actor_id or ":" not in args.actor_id:
         raise SessiondError("give ACTOR_ID (session:<uuid> or simulator:<uuid>) or --file")
-    import asyncpg
-
-    from infra.redis import connect
+    from infra.commands._archive import LazyArchive
+    from infra.store import open_store
     from projections.cli import resolve
-    from projections.history import read_history
 
     cfg = resolve(args, database=False)
-    redis = connect(cfg.redis_url)
-    conn = None
+    archive = LazyArchive(getattr(args, "database_url", None) or _database_url())
+    store = open_store(cfg.redis_url, cfg.partitions, archive=archive)
     try:
-        db = getattr(args, "database_url", None) or _database_url()
-        if db:
-            try:
-                conn = await asyncpg.connect(db)
-            except (OSError, asyncpg.PostgresError):
-                conn = None  # Redis alone still replays what it holds
-        envs = await read_history(redis, conn, args.actor_id, cfg.partitions,
-                                  session_id=args.session)
+        p = await store.actors.find_partition(args.actor_id, args.session)
+        if p is None:  # Redis holds nothing of it: the archive may
+            envs = await archive.events(args.actor_id, 0, None)
+        else:
+            envs = await store.actors.read(p, args.actor_id)
         if not envs:
             raise SessiondError(f"no events for {args.actor_id}")
         _show(args.actor_id, envs, args, out)
     finally:
-        if conn is not None:
-            await conn.close()
-        await redis.aclose()
+        await store.aclose()
+        await archive.close()
     return 0
 
 

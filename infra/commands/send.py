@@ -95,11 +95,10 @@ def _parse_fields(raw: str) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> int:
     import msgspec
 
-    from actors import keys
-    from actors.client import CommandBus
     from events.errors import SessiondError
+    from events.ids import actor_kind, actor_uuid, session_actor
     from infra.config import load_settings
-    from infra.redis import connect
+    from infra.store import open_store
 
     settings = load_settings()
     url, partitions = store_target(args, settings)
@@ -110,7 +109,7 @@ async def run(args: argparse.Namespace) -> int:
         fields = _parse_fields(args.rest[0]) if args.rest else {}
         session_id = args.session or fields.get("session_id") or str(uuid.uuid4())
         fields["session_id"] = session_id
-        actor_id = keys.session_actor(session_id)
+        actor_id = session_actor(session_id)
         command = build_command("CreateSession", fields, at=at, user_id=args.user)
     else:
         actor_id = args.target
@@ -123,14 +122,13 @@ async def run(args: argparse.Namespace) -> int:
         fields = _parse_fields(args.rest[1]) if len(args.rest) == 2 else {}
         session_id = args.session
         if session_id is None:
-            if keys.actor_kind(actor_id) != "session":
+            if actor_kind(actor_id) != "session":
                 raise SessiondError("--session is required for a non-session actor")
-            session_id = keys.actor_uuid(actor_id)
+            session_id = actor_uuid(actor_id)
         command = build_command(args.rest[0], fields, at=at, user_id=args.user)
-    redis = connect(url)
-    bus = CommandBus(redis, partitions=partitions)
+    store = open_store(url, partitions)
     try:
-        outcome = await bus.send(
+        outcome = await store.commands.send(
             actor_id,
             session_id,
             command,
@@ -140,8 +138,7 @@ async def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
     finally:
-        await bus.close()
-        await redis.aclose()
+        await store.aclose()
     if outcome is None:
         print(
             msgspec.json.encode(

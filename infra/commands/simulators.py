@@ -87,7 +87,6 @@ async def _serve_health(port: int, ready: asyncio.Event) -> asyncio.Server:
 async def run(args: argparse.Namespace) -> int:
     import msgspec
 
-    from actors.client import CommandBus
     from events.errors import SessiondError
     from infra.config import load_settings
     from infra.exchange.control import EngineSpec
@@ -95,6 +94,7 @@ async def run(args: argparse.Namespace) -> int:
     from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
     from infra.provisioners import load_simulator_settings
     from infra.redis import connect
+    from infra.store import open_store
 
     settings = load_settings()
     url, partitions = store_target(args, settings)
@@ -111,7 +111,8 @@ async def run(args: argparse.Namespace) -> int:
 
         start_http_server(args.metrics_port)
     redis = connect(url)
-    bus = CommandBus(redis, partitions=partitions)
+    store = open_store(url, partitions)
+    bus = store.commands
     await bus.start()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -183,6 +184,6 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await bus.close()
+        await store.aclose()
         await redis.aclose()
     return 0

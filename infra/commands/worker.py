@@ -10,10 +10,14 @@ import argparse
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from infra.cli import add_store_options, store_target
 
-__all__ = ["register", "run"]
+if TYPE_CHECKING:
+    from actors.runtime.worker import Worker
+
+__all__ = ["register", "run", "serve"]
 
 log = logging.getLogger("sessiond.worker")
 
@@ -53,6 +57,7 @@ async def run(args: argparse.Namespace) -> int:
     from actors.runtime.worker import Worker
     from events.errors import SessiondError
     from infra.config import load_settings
+    from infra.store import open_store
 
     settings = load_settings()
     url, partitions = store_target(args, settings)
@@ -72,7 +77,17 @@ async def run(args: argparse.Namespace) -> int:
     from infra.gctune import tune_gc
 
     tune_gc()  # the actor cache is long-lived data: see infra.gctune
-    worker = Worker(redis_url=url, partitions=partitions, worker_id=args.worker_id, config=config)
+    store = open_store(url, partitions, name=f"sd-{args.worker_id or 'worker'}")
+    try:
+        await serve(Worker(store, worker_id=args.worker_id, config=config))
+    finally:
+        await store.aclose()
+    return 0
+
+
+async def serve(worker: Worker) -> None:
+    """Run `worker` until SIGTERM / SIGINT (then it finishes its batches and gives its leases
+    back). The caller closes the worker's store."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -81,4 +96,3 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return 0

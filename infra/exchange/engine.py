@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from actors.keys import market_data_stream
 from infra.exchange.control import EngineSpec
 from infra.exchange.prices import Market, PathParams, seed_for
 from infra.metrics import counter
+from infra.store.layout import market_data_stream
 
 __all__ = ["Engine", "HeartbeatFn", "TickPublisher"]
 

@@ -34,14 +34,14 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
-from actors.client import build_envelope  # noqa: E402
-from actors.keys import command_stream, partition_log  # noqa: E402
 from events import session as se  # noqa: E402
 from events.codec import decode_event, decode_event_envelope, encode  # noqa: E402
 from events.errors import DomainError  # noqa: E402
 from events.ids import session_actor  # noqa: E402
 from infra.gctune import tune_gc  # noqa: E402
 from infra.redis import connect  # noqa: E402
+from infra.store import build_envelope  # noqa: E402
+from infra.store.layout import command_stream, partition_log  # noqa: E402
 from projections.changes import decode_changes  # noqa: E402
 from projections.fixtures import LocalActors, random_command  # noqa: E402
 from projections.migrate import migrate  # noqa: E402

@@ -36,19 +36,20 @@ import uuid
 from pathlib import Path
 
 import msgspec
+from redis.exceptions import ResponseError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from actors import keys
-from actors.client import build_envelope
-from actors.runtime.resp import execute_packed_many, pack
 from actors.runtime.worker import Worker
 from events.codec import decode_command_envelope, encode
 from events.envelope import EventEnvelope, Outcome
+from events.ids import session_actor
 from events.session import CreateSession, RefreshSession, SessionRefreshed
 from infra.embedded import start_redis
 from infra.gctune import tune_gc
 from infra.redis import connect
+from infra.store import build_envelope, layout, open_store
+from infra.store.redis.resp import pack
 
 BASELINE_APPEND = """
 local stored = redis.call('GET', KEYS[3])
@@ -67,11 +68,29 @@ return 1
 """
 
 
+async def execute_packed_many(redis, packed: bytes, replies: int) -> list:
+    """The raw baseline's pipeline: framed commands sent in one write on a pooled redis-py
+    connection, replies read raw (what the runtime's own connection code replaced)."""
+    pool = redis.connection_pool
+    conn = await pool.get_connection()
+    out: list = []
+    try:
+        await conn.send_packed_command(packed, check_health=False)
+        for _ in range(replies):
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as exc:
+                out.append(exc)
+        return out
+    finally:
+        await pool.release(conn)
+
+
 async def queue(redis, envelopes: list[tuple[int, bytes]], chunk: int = 2000) -> None:
     for i in range(0, len(envelopes), chunk):
         pipe = redis.pipeline(transaction=False)
         for part, data in envelopes[i : i + chunk]:
-            pipe.xadd(keys.command_stream(part), {"c": data})
+            pipe.xadd(layout.command_stream(part), {"c": data})
         await pipe.execute()
 
 
@@ -82,7 +101,7 @@ def refresh_envelopes(sessions: list[str], n: int, partitions: int) -> list[tupl
     for i in range(n):
         sid = sessions[rng.randrange(len(sessions))]
         env = build_envelope(
-            keys.session_actor(sid), sid, RefreshSession(at=base + i, user_id="bench"),
+            session_actor(sid), sid, RefreshSession(at=base + i, user_id="bench"),
             partitions=partitions,
         )  # fmt: skip
         out.append((env.partition, encode(env)))
@@ -100,7 +119,8 @@ async def run_worker_until(
     """Start a fresh worker; (wall s, this process's CPU s, Redis CPU s) elapsed when it has
     processed each of `marks` commands."""
     tune_gc()  # as `sessiond worker` does at start-up
-    worker = Worker(redis_url=url, partitions=partitions, worker_id="bench", lease_ttl_ms=10_000)
+    store = open_store(url, partitions)
+    worker = Worker(store, worker_id="bench", lease_ttl_ms=10_000)
     prof = cProfile.Profile() if profile else None
     redis = connect(url)
     t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(redis)
@@ -123,6 +143,7 @@ async def run_worker_until(
         prof.dump_stats(profile)
     worker.stop()
     await task
+    await store.aclose()
     await redis.aclose()
     return times
 
@@ -143,15 +164,15 @@ async def baseline(
     redis-py's pipeline."""
     redis = connect(url)
     sha = await redis.script_load(BASELINE_APPEND)
-    group = keys.COMMAND_GROUP
+    group = layout.COMMAND_GROUP
     consumer = "baseline"
     done = 0
     t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(redis)
 
     async def loop(p: int) -> None:
         nonlocal done
-        stream = keys.command_stream(p)
-        log = keys.partition_log(p)
+        stream = layout.command_stream(p)
+        log = layout.partition_log(p)
         while done < total:
             resp = await redis.xreadgroup(group, consumer, {stream: ">"}, count=batch, block=50)
             if not resp:
@@ -168,8 +189,8 @@ async def baseline(
                 )  # fmt: skip
                 outcome = Outcome(command_id=env.command_id, actor_id=env.actor_id, ok=True)
                 args = (
-                    sha, 4, keys.event_stream(p, env.actor_id), log,
-                    keys.outcome_key(p, env.command_id), stream,
+                    sha, 4, layout.event_stream(p, env.actor_id), log,
+                    layout.outcome_key(p, env.command_id), stream,
                     group, entry_id, encode(event), encode(outcome),
                 )  # fmt: skip
                 if raw:
@@ -200,7 +221,7 @@ async def main(args: argparse.Namespace) -> None:
         # takes a core for seconds once the file doubled, i.e. in whichever phase runs last
         await redis.config_set("auto-aof-rewrite-percentage", 0)
         for p in range(P):
-            await redis.xgroup_create(keys.command_stream(p), keys.COMMAND_GROUP, "0",
+            await redis.xgroup_create(layout.command_stream(p), layout.COMMAND_GROUP, "0",
                                       mkstream=True)  # fmt: skip
         sessions = [str(uuid.uuid4()) for _ in range(args.sessions)]
         baseline_sessions = {
@@ -210,7 +231,7 @@ async def main(args: argparse.Namespace) -> None:
         creates = []
         for sid in sessions:
             env = build_envelope(
-                keys.session_actor(sid), sid,
+                session_actor(sid), sid,
                 CreateSession(at=now, user_id="bench", session_id=sid), partitions=P,
             )  # fmt: skip
             creates.append((env.partition, encode(env)))
@@ -255,7 +276,8 @@ async def main(args: argparse.Namespace) -> None:
         # sanity: every command of both runs is acknowledged
         pending = 0
         for p in range(P):
-            pending += (await redis.xpending(keys.command_stream(p), keys.COMMAND_GROUP))["pending"]
+            stream = layout.command_stream(p)
+            pending += (await redis.xpending(stream, layout.COMMAND_GROUP))["pending"]
         print(f"pending commands left: {pending}")
         if args.stats:
             stats = await redis.info("commandstats")

@@ -104,8 +104,8 @@ async def client(
 async def sample_redis(redis_url: str, sim_ids: list[str], rec: Recorder, out: dict) -> None:
     """Baseline for the decomposition: a direct XREAD of a few tick streams (no gateway):
     engine -> Redis (entry id ms - ts) and engine -> a Redis reader (now - ts)."""
-    from actors.keys import market_data_stream
     from infra.redis import connect
+    from infra.store.layout import market_data_stream
 
     r = connect(redis_url)
     streams = {market_data_stream(s): "$" for s in sim_ids}

@@ -1,8 +1,8 @@
-"""Helpers for tests of the raw Redis connections (`infra.redis_raw`)."""
+"""Helpers for tests of the store's raw Redis connections (`infra.store.redis.connection`)."""
 
 from __future__ import annotations
 
-from infra.redis_raw import Pipeline
+from infra.store.redis.connection import Pipeline
 
 
 def count_writes(pipe: Pipeline) -> list[bytes]:

@@ -10,15 +10,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors import keys
-from actors.client import CommandBus
 from actors.reactor import Reactor
 from actors.runtime.worker import Worker
 from events.codec import decode_event, decode_event_envelope
+from events.ids import session_actor
 from events.session import CreateSession, ReserveSimulator
 from infra.exchange.host import SimulatorHost, bus_heartbeat
 from infra.provisioners import SimulatorSettings, create_provisioner
 from infra.redis import connect
+from infra.store import CommandSender, layout, open_store
+from infra.store.routing import partition_of
 
 __all__ = ["Stack", "actor_events", "now_ms", "running_stack", "wait_for"]
 
@@ -45,7 +46,7 @@ async def wait_for(
 async def actor_events(
     redis, session_id: str, actor_id: str, partitions: int = PARTITIONS
 ) -> list[Any]:
-    stream = keys.event_stream(keys.partition_of(session_id, partitions), actor_id)
+    stream = layout.event_stream(partition_of(session_id, partitions), actor_id)
     out = []
     for _, fields in await redis.xrange(stream):
         env = decode_event_envelope(fields[b"e"])
@@ -56,7 +57,7 @@ async def actor_events(
 @dataclass
 class Stack:
     redis: Any
-    bus: CommandBus
+    bus: CommandSender
     worker: Worker
     reactor: Reactor
     host: SimulatorHost | None
@@ -66,7 +67,7 @@ class Stack:
     async def create_session(self, session_id: str | None = None) -> str:
         session_id = session_id or str(uuid.uuid4())
         out = await self.bus.send(
-            keys.session_actor(session_id),
+            session_actor(session_id),
             session_id,
             CreateSession(at=now_ms(), user_id=self.user, session_id=session_id, device_id="d1"),
         )
@@ -84,7 +85,7 @@ class Stack:
     ):
         simulator_id = simulator_id or str(uuid.uuid4())
         out = await self.bus.send(
-            keys.session_actor(session_id),
+            session_actor(session_id),
             session_id,
             ReserveSimulator(
                 at=now_ms(),
@@ -100,7 +101,7 @@ class Stack:
 
     async def statuses(self, session_id: str, simulator_id: str) -> list[str]:
         """The simulator statuses the session mirrored, in its own event order."""
-        events = await actor_events(self.redis, session_id, keys.session_actor(session_id))
+        events = await actor_events(self.redis, session_id, session_actor(session_id))
         out = []
         for e in events:
             if getattr(e, "simulator_id", None) != simulator_id:
@@ -132,11 +133,11 @@ async def running_stack(
     provisioner: Any = None,
 ) -> AsyncIterator[Stack]:
     redis = connect(redis_url)
-    bus = CommandBus(redis, partitions=PARTITIONS)
+    store = open_store(redis_url, PARTITIONS)
+    bus = store.commands
     await bus.start()
     worker = Worker(
-        redis_url=redis_url,
-        partitions=PARTITIONS,
+        store,
         worker_id="w-test",
         lease_ttl_ms=2000,
         timer_poll_ms=50,
@@ -144,10 +145,9 @@ async def running_stack(
     settings = settings or SimulatorSettings(retries=1, backoff_base_ms=20, ack_timeout_ms=2000)
     prov = provisioner or create_provisioner(settings, redis)
     reactor = Reactor(
-        redis,
+        store,
         bus,
         prov,
-        partitions=PARTITIONS,
         name="reactor-test",
         block_ms=100,
         cleanup_backoff_s=0.05,
@@ -180,5 +180,5 @@ async def running_stack(
             t.cancel()
         await asyncio.gather(*stack.tasks.values(), return_exceptions=True)
         await reactor.close()
-        await bus.close()
+        await store.aclose()
         await redis.aclose()

@@ -1,6 +1,7 @@
-"""CommandBus on real Redis: pipelined XADDs (one write per loop turn, order kept), outcomes
-matched to their callers, error replies, killed connections, cancellation, the reply channel
-surviving a kill, the stored-outcome fallback, credentials and db from the URL, command ids."""
+"""The Redis store's command sender (what was the CommandBus) on real Redis: pipelined XADDs
+(one write per loop turn, order kept), outcomes matched to their callers, error replies, killed
+connections, cancellation, the reply channel surviving a kill, the stored-outcome fallback,
+credentials and db from the URL, command ids."""
 
 from __future__ import annotations
 
@@ -17,15 +18,14 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-import actors.client
-from actors import keys
-from actors.client import CommandBus, new_command_id
 from actors.decider import Decider
 from actors.runtime.worker import Worker
 from events.base import Command, Event
 from events.envelope import CommandEnvelope
 from events.errors import DomainError, StoreUnavailable
 from infra.redis import connect
+from infra.store import CommandSender, layout, new_command_id, open_store
+from infra.store.routing import partition_of
 from tests.integration.rawkit import count_writes
 
 pytestmark = pytest.mark.anyio
@@ -66,7 +66,7 @@ _events = msgspec.msgpack.Decoder(BusAdded)
 
 @contextlib.asynccontextmanager
 async def worker_running(url: str) -> AsyncIterator[Worker]:
-    worker = Worker(redis_url=url, partitions=P, worker_id="bus-test", lease_ttl_ms=2000,
+    worker = Worker(open_store(url, P), worker_id="bus-test", lease_ttl_ms=2000,
                     decider_for=lambda actor_id: TOY, decode_command=_commands.decode,
                     decode_event=lambda data, type_: _events.decode(data))
     task = asyncio.create_task(worker.run())
@@ -76,16 +76,19 @@ async def worker_running(url: str) -> AsyncIterator[Worker]:
     finally:
         worker.stop()
         await asyncio.wait_for(task, 15)
+        await worker.store.aclose()
 
 
 @contextlib.asynccontextmanager
-async def bus_for(url: str, **kw: Any) -> AsyncIterator[tuple[aioredis.Redis, CommandBus]]:
+async def bus_for(url: str, **kw: Any) -> AsyncIterator[tuple[aioredis.Redis, Any]]:
     redis = connect(url)
-    bus = CommandBus(redis, partitions=P, **kw)
+    store = open_store(url, P)
+    bus = store.command_sender(**kw)
     try:
         yield redis, bus
     finally:
         await bus.close()
+        await store.aclose()
         await redis.aclose()
 
 
@@ -96,16 +99,16 @@ def now_ms() -> int:
 def actor_in(partition: int) -> tuple[str, str]:
     while True:
         sid = str(uuid.uuid4())
-        if keys.partition_of(sid, P) == partition:
+        if partition_of(sid, P) == partition:
             return f"bustoy:{sid}", sid
 
 
-def _count_writes(bus: CommandBus) -> list[bytes]:
+def _count_writes(bus: CommandSender) -> list[bytes]:
     return count_writes(bus._pipeline())
 
 
 async def _queued(redis: aioredis.Redis, partition: int) -> list[CommandEnvelope]:
-    entries = await redis.xrange(keys.command_stream(partition))
+    entries = await redis.xrange(layout.command_stream(partition))
     return [msgspec.msgpack.decode(f[b"c"], type=CommandEnvelope) for _, f in entries]
 
 
@@ -146,8 +149,8 @@ async def test_concurrent_waiting_sends_each_get_their_own_outcome(redis_url: st
                 assert out.ok and out.events == 1
         # per actor, the events are in the order the sends were issued
         for actor, sid in actors_:
-            part = keys.partition_of(sid, P)
-            entries = await redis.xrange(keys.event_stream(part, actor))
+            part = partition_of(sid, P)
+            entries = await redis.xrange(layout.event_stream(part, actor))
             got = [msgspec.msgpack.decode(f[b"e"])["command_id"] for _, f in entries]
             want = [cid for a, _, n, cid in sends if a == actor and n >= 0]
             assert got == want
@@ -158,7 +161,7 @@ async def test_an_error_reply_fails_only_its_caller(redis_url: str) -> None:
     bad_actor, bad_sid = actor_in(2)
     good_actor, good_sid = actor_in(3)
     async with bus_for(redis_url) as (redis, bus):
-        await redis.set(keys.command_stream(2), b"not a stream")  # XADD there: WRONGTYPE
+        await redis.set(layout.command_stream(2), b"not a stream")  # XADD there: WRONGTYPE
         results = await asyncio.gather(
             bus.send(good_actor, good_sid, BusAdd(at=now_ms(), n=1), wait=False),
             bus.send(bad_actor, bad_sid, BusAdd(at=now_ms(), n=2), wait=False),
@@ -230,9 +233,9 @@ async def test_cancelled_sends_keep_the_replies_in_step(redis_url: str) -> None:
 async def test_replies_resume_after_the_reply_connection_is_killed(
     redis_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(actors.client, "_RECHECK_S", 30.0)  # only the reply can be quick
     actor, sid = actor_in(2)
     async with worker_running(redis_url), bus_for(redis_url) as (redis, bus):
+        bus.recheck_s = 30.0  # only the reply can be quick
         assert (await bus.send(actor, sid, BusAdd(at=now_ms(), n=1))).ok  # type: ignore[union-attr]
         assert await redis.client_kill_filter(_type="pubsub") >= 1
         sub = bus._sub
@@ -301,7 +304,7 @@ async def test_credentials_and_db_come_from_the_client_url(redis_url: str) -> No
             assert [e.command_id for e in await _queued(db6, 1)] == ["in-db6"]
         finally:
             await db6.aclose()
-        assert await admin.xlen(keys.command_stream(1)) == 0
+        assert await admin.xlen(layout.command_stream(1)) == 0
         assert dict(await admin.pubsub_numsub(bus.channel))[bus.channel.encode()] == 0
     finally:
         await admin.execute_command("ACL", "DELUSER", "bus-user")

@@ -160,7 +160,8 @@ def test_embedded_redis_serves_local_clients_on_its_unix_socket(tmp_path: Path) 
     import asyncio
 
     from infra.redis import connect, connect_sync
-    from infra.redis_raw import Endpoint, Pipeline, pack
+    from infra.store.redis.connection import Endpoint, Pipeline
+    from infra.store.redis.resp import pack
 
     server = start_redis(tmp_path / "r")
     try:

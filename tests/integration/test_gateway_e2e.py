@@ -357,7 +357,8 @@ async def test_ws_bad_input_keeps_the_connection(stack: Stack) -> None:
     sid = hello["payload"]["session_id"]
     version = hello["payload"]["version"]
     r = aioredis.from_url(stack.env["REDIS_URL"])
-    from actors.keys import event_stream, partition_of
+    from infra.store.layout import event_stream
+    from infra.store.routing import partition_of
 
     keys = [event_stream(partition_of(sid, 4), f"session:{sid}")]
     before = await r.xlen(keys[0])

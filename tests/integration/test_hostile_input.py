@@ -17,8 +17,9 @@ import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from actors.keys import event_stream, partition_of
 from events.ids import session_actor
+from infra.store.layout import event_stream
+from infra.store.routing import partition_of
 from tests.integration.gwstack import ROOT, SESSIOND, Stack, connect_ws, of_type, recv_until
 from tests.integration.jsonkit import nested_text, same_json
 

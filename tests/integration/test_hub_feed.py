@@ -1,4 +1,4 @@
-"""The hub's change feed on a real Redis pub/sub connection (infra.redis_raw.Subscriber):
+"""The hub's change feed on a real Redis pub/sub connection (the store's Subscriber):
 changes reach the session's connections, a killed feed connection is replaced, re-subscribed
 and every session caught up from history, detaching unsubscribes."""
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import websockets
 
-from actors.keys import partition_of
+from infra.store.routing import partition_of
 from tests.integration.gwstack import Stack, connect_ws, of_type, recv_until, running_stack
 
 pytestmark = pytest.mark.anyio

@@ -17,11 +17,11 @@ import asyncpg
 import msgspec
 import pytest
 
-from actors.keys import change_channel
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError, Fenced
 from infra.redis import connect
+from infra.store.layout import change_channel
 from projections.changes import decode_changes
 from projections.fixtures import LocalActors, fold_logs, log_length, random_command
 from projections.lease import LeaseKeeper

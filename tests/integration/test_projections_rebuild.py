@@ -16,11 +16,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from actors.keys import event_stream, partition_log, partition_of, snapshot_key
 from events import session as se
 from events.codec import encode
 from events.errors import DomainError
 from infra.redis import connect
+from infra.store.layout import event_stream, partition_log, snapshot_key
+from infra.store.routing import partition_of
 from projections.fixtures import LocalActors, fold_logs, random_command
 from projections.history import read_history
 from projections.migrate import migrate

@@ -1,5 +1,5 @@
 """Real processes: `sessiond worker` + `sessiond projector` subprocesses, commands through the
-CommandBus; and a projector frozen with SIGSTOP whose successor takes over."""
+store's command sender; and a projector frozen with SIGSTOP whose successor takes over."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ import asyncpg
 import msgspec
 import pytest
 
-from actors.client import CommandBus
-from actors.keys import change_channel
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError
 from infra.redis import connect
+from infra.store import open_store
+from infra.store.layout import change_channel
 from projections.changes import decode_changes
 from projections.fixtures import LocalActors, fold_logs, log_length, random_command
 from projections.migrate import migrate
@@ -80,7 +80,8 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
              _spawn("projector", redis_url, database_url, log)]
     redis = connect(redis_url)
     conn = await asyncpg.connect(database_url)
-    bus = CommandBus(redis, partitions=P)
+    store = open_store(redis_url, P)
+    bus = store.commands
     try:
         sids = [str(uuid.uuid4()) for _ in range(12)]
         watched = sids[0]
@@ -160,7 +161,7 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         assert state == {"step": 0, "mood": "calm"}
         await pubsub.aclose()
     finally:
-        await bus.close()
+        await store.aclose()
         _stop(*procs)
         await conn.close()
         await redis.aclose()

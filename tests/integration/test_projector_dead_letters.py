@@ -23,12 +23,13 @@ import msgspec
 import pytest
 
 import projections.projector as projector_module
-from actors.keys import event_stream, partition_log, partition_of
 from events import session as se
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
 from infra.metrics import REGISTRY
 from infra.redis import connect
+from infra.store.layout import event_stream, partition_log
+from infra.store.routing import partition_of
 from projections.dead_letters import dead_letter_keys, dead_letter_summary
 from projections.fixtures import LocalActors, fold_logs
 from projections.migrate import migrate

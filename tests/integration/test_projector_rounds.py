@@ -12,9 +12,10 @@ import asyncpg
 import pytest
 
 import projections.projector as projector_module
-from actors.keys import lease_key, partition_log, partition_of
 from events import session as se
 from infra.redis import connect
+from infra.store.layout import lease_key, partition_log
+from infra.store.routing import partition_of
 from projections.changes import decode_changes
 from projections.fixtures import LocalActors, fold_logs
 from projections.lease import ROLE

@@ -19,14 +19,15 @@ import asyncpg
 import msgspec
 import pytest
 
-from actors.client import CommandBus
-from actors.keys import event_stream, partition_of, snapshot_key
 from actors.registry import state_type
 from actors.runtime.worker import Worker
 from events import session as se
 from events import simulator as si
 from infra.commands import replay as replay_cmd
 from infra.redis import connect
+from infra.store import open_store
+from infra.store.layout import event_stream, snapshot_key
+from infra.store.routing import partition_of
 from projections.history import read_history
 from projections.migrate import migrate
 from projections.projector import Projector, ProjectorConfig
@@ -50,10 +51,10 @@ async def _live_history(redis_url: str) -> tuple[str, str, dict[int, object], di
     """Drive a session and its simulator through the worker; return the snapshots the worker
     wrote after every event (snapshot_every=1): version -> live state, per actor."""
     redis = connect(redis_url)
-    worker = Worker(redis_url, partitions=P, worker_id="w-replay", snapshot_every=1,
-                    lease_ttl_ms=2000)
+    store = open_store(redis_url, P)
+    worker = Worker(store, worker_id="w-replay", snapshot_every=1, lease_ttl_ms=2000)
     task = asyncio.create_task(worker.run())
-    bus = CommandBus(redis, partitions=P)
+    bus = store.commands
     sid, sim = str(uuid.uuid4()), str(uuid.uuid4())
     aid, sim_aid = f"session:{sid}", f"simulator:{sim}"
     p = partition_of(sid, P)
@@ -98,9 +99,9 @@ async def _live_history(redis_url: str) -> tuple[str, str, dict[int, object], di
                     version, state = dec.decode(raw)
                     into[version] = state
     finally:
-        await bus.close()
         worker.stop()
         await task
+        await store.aclose()
         await redis.aclose()
     return sid, sim, live, sim_live
 

@@ -13,16 +13,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors import keys
-from actors.client import CommandBus, build_envelope
 from actors.decider import Decider, Routed, Timer
-from actors.runtime.batch import fenced_key, timer_member
 from actors.runtime.worker import Worker
 from events.base import Command, Event
 from events.codec import decode_event_envelope, decode_outcome, encode
 from events.envelope import EventEnvelope
 from events.errors import DomainError
+from events.ids import session_actor, simulator_actor
 from infra.redis import connect
+from infra.store import CommandSender, build_envelope, layout, open_store
+from infra.store.routing import partition_of
 
 pytestmark = pytest.mark.anyio
 
@@ -126,8 +126,7 @@ def toy_worker(url: str, **kw: Any) -> Worker:
     kw.setdefault("lease_ttl_ms", 2000)
     kw.setdefault("timer_poll_ms", 50)
     return Worker(
-        redis_url=url,
-        partitions=P,
+        open_store(url, P),
         worker_id=kw.pop("worker_id", "toy"),
         decider_for=lambda actor_id: TOY,
         decode_command=_commands.decode,
@@ -145,17 +144,19 @@ async def running(worker: Worker) -> AsyncIterator[Worker]:
     finally:
         worker.stop()
         await asyncio.wait_for(task, 15)
+        await worker.store.aclose()
 
 
 @contextlib.asynccontextmanager
-async def bus_for(url: str) -> AsyncIterator[tuple[Any, CommandBus]]:
+async def bus_for(url: str) -> AsyncIterator[tuple[Any, CommandSender]]:
     redis = connect(url)
-    bus = CommandBus(redis, partitions=P)
+    store = open_store(url, P)
+    bus = store.commands
     await bus.start()
     try:
         yield redis, bus
     finally:
-        await bus.close()
+        await store.aclose()
         await redis.aclose()
 
 
@@ -169,8 +170,8 @@ def new_actor() -> tuple[str, str]:
 
 
 async def stream(redis: Any, sid: str, actor_id: str) -> list[EventEnvelope]:
-    p = keys.partition_of(sid, P)
-    entries = await redis.xrange(keys.event_stream(p, actor_id))
+    p = partition_of(sid, P)
+    entries = await redis.xrange(layout.event_stream(p, actor_id))
     envs = [decode_event_envelope(f[b"e"]) for _, f in entries]
     assert [e for e, _ in entries] == [f"{env.version}-0".encode() for env in envs]
     return envs
@@ -200,14 +201,14 @@ async def test_command_appends_events_with_version_ids_and_replies(redis_url: st
             (1, "Added", "c1"),
             (2, "Added", "c2"),
         ]
-        p = keys.partition_of(sid, P)
-        log = await redis.xrange(keys.partition_log(p))
+        p = partition_of(sid, P)
+        log = await redis.xrange(layout.partition_log(p))
         assert [decode_event_envelope(f[b"e"]).event_id for _, f in log] == [
             e.event_id for e in envs
         ]
-        stored = decode_outcome(await redis.get(keys.outcome_key(p, "c1")))
+        stored = decode_outcome(await redis.get(layout.outcome_key(p, "c1")))
         assert stored == first
-        assert 0 < await redis.pttl(keys.outcome_key(p, "c1")) <= 24 * 3600 * 1000
+        assert 0 < await redis.pttl(layout.outcome_key(p, "c1")) <= 24 * 3600 * 1000
 
 
 async def test_retried_command_returns_first_outcome_and_appends_nothing(redis_url: str) -> None:
@@ -223,7 +224,7 @@ async def test_retried_command_returns_first_outcome_and_appends_nothing(redis_u
         assert last is not None and last.ok and last.version == 2
         envs = await stream(redis, sid, actor)
         assert [e.command_id for e in envs] == ["same", "twice"]
-        assert await redis.xlen(keys.partition_log(keys.partition_of(sid, P))) == 2
+        assert await redis.xlen(layout.partition_log(partition_of(sid, P))) == 2
 
 
 async def test_domain_error_is_stored_and_replayed_without_events(redis_url: str) -> None:
@@ -238,8 +239,8 @@ async def test_domain_error_is_stored_and_replayed_without_events(redis_url: str
 
 async def test_poison_entries_are_acked_and_never_block_the_partition(redis_url: str) -> None:
     actor, sid = new_actor()
-    p = keys.partition_of(sid, P)
-    cmd_stream = keys.command_stream(p)
+    p = partition_of(sid, P)
+    cmd_stream = layout.command_stream(p)
     async with bus_for(redis_url) as (redis, bus):
         await redis.xadd(cmd_stream, {"c": b"\xc1not msgpack"})
         await redis.xadd(cmd_stream, {"x": b"no c field"})
@@ -249,9 +250,9 @@ async def test_poison_entries_are_acked_and_never_block_the_partition(redis_url:
         async with running(toy_worker(redis_url)):
             ok = await bus.send(actor, sid, Add(at=now_ms(), n=3))
             assert ok is not None and ok.ok and ok.version == 1
-            junk = decode_outcome(await redis.get(keys.outcome_key(p, "junk")))
+            junk = decode_outcome(await redis.get(layout.outcome_key(p, "junk")))
             assert not junk.ok and junk.error_code == "INVALID_COMMAND"
-            pending = await redis.xpending(cmd_stream, keys.COMMAND_GROUP)
+            pending = await redis.xpending(cmd_stream, layout.COMMAND_GROUP)
             assert pending["pending"] == 0
 
 
@@ -273,7 +274,7 @@ async def test_commands_of_one_actor_in_one_batch_see_each_other(redis_url: str)
 
 async def test_version_conflict_reloads_and_decides_again(redis_url: str) -> None:
     actor, sid = new_actor()
-    p = keys.partition_of(sid, P)
+    p = partition_of(sid, P)
     worker = toy_worker(redis_url)
     async with running(worker), bus_for(redis_url) as (redis, bus):
         await bus.send(actor, sid, Add(at=now_ms(), n=1))
@@ -284,7 +285,7 @@ async def test_version_conflict_reloads_and_decides_again(redis_url: str) -> Non
             command_id="foreign", correlation_id="foreign", causation_id="foreign",
             type="Added", data=msgspec.Raw(encode(Added(at=now_ms(), n=100))),
         )  # fmt: skip
-        await redis.xadd(keys.event_stream(p, actor), {"e": encode(foreign)}, id="2-0")
+        await redis.xadd(layout.event_stream(p, actor), {"e": encode(foreign)}, id="2-0")
         out = await bus.send(actor, sid, Add(at=now_ms(), n=1), command_id="after")
         assert out is not None and out.ok and out.version == 3
         envs = await stream(redis, sid, actor)
@@ -312,12 +313,12 @@ async def test_policy_routes_commands_to_another_actor_atomically(redis_url: str
 
 async def test_timer_fires_once_and_a_refire_is_deduplicated(redis_url: str) -> None:
     actor, sid = new_actor()
-    p = keys.partition_of(sid, P)
+    p = partition_of(sid, P)
     due = now_ms() + 300
     async with running(toy_worker(redis_url)), bus_for(redis_url) as (redis, bus):
         await bus.send(actor, sid, Arm(at=now_ms(), due=due))
-        member = timer_member(actor, "alarm")
-        assert await redis.zscore(keys.timers_key(p), member) == due
+        member = layout.timer_member(actor, "alarm")
+        assert await redis.zscore(layout.timers_key(p), member) == due
 
         async def rang() -> list[EventEnvelope]:
             return [e for e in await stream(redis, sid, actor) if e.type == "Rang"]
@@ -326,15 +327,15 @@ async def test_timer_fires_once_and_a_refire_is_deduplicated(redis_url: str) -> 
         assert len(fired) == 1
         timer_cid = f"timer:{actor}:alarm:{due}"
         assert fired[0].command_id == timer_cid
-        assert await redis.zcard(keys.timers_key(p)) == 0
+        assert await redis.zcard(layout.timers_key(p)) == 0
         # the same timer command arrives a second time (a re-fire): deduplicated by its id
         env = build_envelope(actor, sid, Ring(at=due), partitions=P, command_id=timer_cid)
         again = await bus.send(actor, sid, Ring(at=due), command_id=timer_cid)
         assert again is not None and again.version == fired[0].version
-        await redis.xadd(keys.command_stream(p), {"c": encode(env)})
+        await redis.xadd(layout.command_stream(p), {"c": encode(env)})
         # a stale timer entry (the actor no longer has that deadline) is dropped, not fired
-        await redis.zadd(keys.timers_key(p), {member: due})
-        await eventually(lambda: _zero(redis.zcard(keys.timers_key(p))))
+        await redis.zadd(layout.timers_key(p), {member: due})
+        await eventually(lambda: _zero(redis.zcard(layout.timers_key(p))))
         await asyncio.sleep(0.3)
         assert len(await rang()) == 1
 
@@ -368,17 +369,17 @@ async def test_timers_missed_during_downtime_fire_once(redis_url: str) -> None:
 
 async def test_snapshots_every_n_events_and_load_from_them(redis_url: str) -> None:
     actor, sid = new_actor()
-    p = keys.partition_of(sid, P)
+    p = partition_of(sid, P)
     async with bus_for(redis_url) as (redis, bus):
         async with running(toy_worker(redis_url, snapshot_every=5)):
             for _ in range(12):
                 await bus.send(actor, sid, Add(at=now_ms(), n=1))
         version, state = msgspec.msgpack.decode(
-            await redis.get(keys.snapshot_key(p, actor)), type=tuple[int, Counter]
+            await redis.get(layout.snapshot_key(p, actor)), type=tuple[int, Counter]
         )
         assert (version, state.total) == (10, 10)
         # history below the snapshot is gone: a cold worker must start from the snapshot
-        await redis.xtrim(keys.event_stream(p, actor), minid="11-0")
+        await redis.xtrim(layout.event_stream(p, actor), minid="11-0")
         worker = toy_worker(redis_url, worker_id="cold", snapshot_every=5)
         async with running(worker):
             out = await bus.send(actor, sid, Add(at=now_ms(), n=1))
@@ -389,12 +390,12 @@ async def test_snapshots_every_n_events_and_load_from_them(redis_url: str) -> No
 
 async def test_stale_worker_append_is_fenced_then_recovers_once(redis_url: str) -> None:
     actor, sid = new_actor()
-    p = keys.partition_of(sid, P)
+    p = partition_of(sid, P)
     worker = toy_worker(redis_url, lease_ttl_ms=1000)
     async with running(worker), bus_for(redis_url) as (redis, bus):
         await bus.send(actor, sid, Add(at=now_ms(), n=1))
         old_epoch = worker.runners[p].epoch
-        await redis.incr(keys.epoch_key(p))  # a newer owner exists now
+        await redis.incr(layout.epoch_key(p))  # a newer owner exists now
         out = await bus.send(actor, sid, Add(at=now_ms(), n=1), command_id="x", timeout=10)
         # refused at the sink, then re-driven once the worker re-acquired with a newer epoch
         assert out is not None and out.ok and out.version == 2
@@ -408,18 +409,18 @@ async def test_rejects_a_write_with_an_old_epoch_without_writing(redis_url: str)
     from events.errors import Fenced
 
     actor, sid = new_actor()
-    p = keys.partition_of(sid, P)
+    p = partition_of(sid, P)
     worker = toy_worker(redis_url, lease_ttl_ms=60_000)
     async with running(worker), bus_for(redis_url) as (redis, bus):
         await bus.send(actor, sid, Add(at=now_ms(), n=1))
         runner = worker.runners[p]
-        await redis.incr(keys.epoch_key(p))
+        await redis.incr(layout.epoch_key(p))
         env = build_envelope(actor, sid, Add(at=now_ms(), n=5), partitions=P, command_id="late")
         with pytest.raises(Fenced):
-            await runner.process([(b"0-1", {b"c": encode(env)})])
+            await runner.process([(b"0-1", encode(env))])
         assert len(await stream(redis, sid, actor)) == 1
-        assert await redis.get(keys.outcome_key(p, "late")) is None
-        assert int(await redis.get(fenced_key(p))) >= 1  # the refusal is counted
+        assert await redis.get(layout.outcome_key(p, "late")) is None
+        assert int(await redis.get(layout.fenced_key(p))) >= 1  # the refusal is counted
 
 
 # --------------------------------------------------------------------------- real deciders
@@ -429,8 +430,8 @@ async def test_real_session_lifecycle_with_expiry_timer(redis_url: str) -> None:
     from events.session import CreateSession, JoinDevice, RefreshSession
 
     sid = str(uuid.uuid4())
-    actor = keys.session_actor(sid)
-    worker = Worker(redis_url=redis_url, partitions=P, lease_ttl_ms=2000, timer_poll_ms=50)
+    actor = session_actor(sid)
+    worker = Worker(open_store(redis_url, P), lease_ttl_ms=2000, timer_poll_ms=50)
     async with running(worker), bus_for(redis_url) as (redis, bus):
         t = now_ms()
         created = await bus.send(
@@ -458,8 +459,8 @@ async def test_real_simulator_reservation_routes_create_to_the_simulator(redis_u
     from events.session import CreateSession, ReserveSimulator
 
     sid, sim = str(uuid.uuid4()), str(uuid.uuid4())
-    actor = keys.session_actor(sid)
-    worker = Worker(redis_url=redis_url, partitions=P, lease_ttl_ms=2000)
+    actor = session_actor(sid)
+    worker = Worker(open_store(redis_url, P), lease_ttl_ms=2000)
     async with running(worker), bus_for(redis_url) as (redis, bus):
         t = now_ms()
         await bus.send(actor, sid, CreateSession(at=t, user_id="u", session_id=sid))
@@ -471,7 +472,7 @@ async def test_real_simulator_reservation_routes_create_to_the_simulator(redis_u
         assert out is not None and out.ok, out
 
         async def sim_events() -> list[EventEnvelope]:
-            return await stream(redis, sid, keys.simulator_actor(sim))
+            return await stream(redis, sid, simulator_actor(sim))
 
         envs = await eventually(sim_events)
         assert envs[0].type == "SimulatorRequested"
@@ -513,9 +514,9 @@ async def test_real_session_conflict_reloads_and_decides_on_the_new_state(redis_
     from events.session import CreateSession, EndSession, RefreshSession, SessionEnded
 
     sid = str(uuid.uuid4())
-    actor = keys.session_actor(sid)
-    p = keys.partition_of(sid, P)
-    worker = Worker(redis_url=redis_url, partitions=P, lease_ttl_ms=2000)
+    actor = session_actor(sid)
+    p = partition_of(sid, P)
+    worker = Worker(open_store(redis_url, P), lease_ttl_ms=2000)
     async with running(worker), bus_for(redis_url) as (redis, bus):
         t = now_ms()
         await bus.send(actor, sid, CreateSession(at=t, user_id="u", session_id=sid))
@@ -525,7 +526,7 @@ async def test_real_session_conflict_reloads_and_decides_on_the_new_state(redis_
             command_id="foreign", correlation_id="foreign", causation_id="foreign",
             type="SessionEnded", data=msgspec.Raw(encode(SessionEnded(at=t + 1))),
         )  # fmt: skip
-        await redis.xadd(keys.event_stream(p, actor), {"e": encode(ended)}, id="2-0")
+        await redis.xadd(layout.event_stream(p, actor), {"e": encode(ended)}, id="2-0")
         out = await bus.send(actor, sid, RefreshSession(at=t + 2, user_id="u"))
         # decided again on the reloaded (ended) state, not on the stale cached one
         assert out is not None and (out.ok, out.error_code, out.version) == (
@@ -547,7 +548,7 @@ async def test_reading_ahead_processes_each_command_once_across_redrives_and_sto
     actors = [new_actor() for _ in range(6)]
     sent = 0
 
-    async def flow(bus: CommandBus, seconds: float) -> None:
+    async def flow(bus: CommandSender, seconds: float) -> None:
         nonlocal sent
         end = time.monotonic() + seconds
         while time.monotonic() < end:

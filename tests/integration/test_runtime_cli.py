@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from actors import keys
+from infra.store import layout
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def worker(redis_url: str, tmp_path: Path):
     )  # fmt: skip
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 20
-    while sum(bool(client.exists(keys.lease_key(p))) for p in range(P)) < P:
+    while sum(bool(client.exists(layout.lease_key(p))) for p in range(P)) < P:
         assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
         time.sleep(0.05)
     yield proc
@@ -104,6 +104,6 @@ def test_worker_stops_gracefully_on_sigterm_and_releases_its_leases(
     assert worker.wait(15) == 0
     client = redis.Redis.from_url(redis_url)
     try:
-        assert not any(client.exists(keys.lease_key(p)) for p in range(P))
+        assert not any(client.exists(layout.lease_key(p)) for p in range(P))
     finally:
         client.close()

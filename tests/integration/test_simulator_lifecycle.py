@@ -7,19 +7,21 @@ import json
 
 import pytest
 
-from actors import keys
 from actors.reactor import command_id_for
+from events.ids import session_actor, simulator_actor
 from events.session import EndSession
 from events.simulator import StopSimulator
 from infra.exchange.control import placement_key
 from infra.provisioners import SimulatorSettings
+from infra.store import layout
+from infra.store.routing import partition_of
 from tests.integration.simkit import actor_events, now_ms, running_stack, wait_for
 
 pytestmark = pytest.mark.anyio
 
 
 async def _ticks(redis, simulator_id: str) -> list[dict]:
-    entries = await redis.xrange(keys.market_data_stream(simulator_id))
+    entries = await redis.xrange(layout.market_data_stream(simulator_id))
     return [json.loads(fields[b"d"]) for _, fields in entries]
 
 
@@ -34,7 +36,7 @@ async def test_a_reserved_simulator_walks_creating_starting_running_then_ticks(r
         assert {q["symbol"] for q in ticks[0]["quotes"]} == {"AAPL", "MSFT", "GOOG"}
         assert ticks[0]["cash"] == 10_000.0
         # the engine only ticks once its actor is RUNNING
-        sim_events = await actor_events(stack.redis, session_id, keys.simulator_actor(simulator_id))
+        sim_events = await actor_events(stack.redis, session_id, simulator_actor(simulator_id))
         running_at = next(e.at for e in sim_events if type(e).__name__ == "SimulatorRunning")
         assert ticks[0]["ts"] >= running_at
         provisioned = next(e for e in sim_events if type(e).__name__ == "SimulatorProvisioned")
@@ -61,16 +63,16 @@ async def test_ending_the_session_stops_and_removes_its_simulator(redis_url):
         await stack.wait_status(session_id, simulator_id, "RUNNING")
         assert simulator_id in stack.host.engines
         out = await stack.bus.send(
-            keys.session_actor(session_id), session_id, EndSession(at=now_ms(), user_id=stack.user)
+            session_actor(session_id), session_id, EndSession(at=now_ms(), user_id=stack.user)
         )
         assert out.ok
         statuses = await stack.wait_status(session_id, simulator_id, "STOPPED")
         assert statuses[-2:] == ["STOPPING", "STOPPED"]
         assert simulator_id not in stack.host.engines
         assert await stack.redis.exists(placement_key(simulator_id)) == 0
-        count = await stack.redis.xlen(keys.market_data_stream(simulator_id))
+        count = await stack.redis.xlen(layout.market_data_stream(simulator_id))
         await asyncio.sleep(0.3)
-        assert await stack.redis.xlen(keys.market_data_stream(simulator_id)) == count
+        assert await stack.redis.xlen(layout.market_data_stream(simulator_id)) == count
 
 
 async def test_a_dead_engine_is_marked_error_within_the_heartbeat_timeout(redis_url):
@@ -83,7 +85,7 @@ async def test_a_dead_engine_is_marked_error_within_the_heartbeat_timeout(redis_
         started = asyncio.get_running_loop().time()
         await stack.wait_status(session_id, simulator_id, "ERROR", timeout=5)
         assert asyncio.get_running_loop().time() - started < 2.5
-        events = await actor_events(stack.redis, session_id, keys.session_actor(session_id))
+        events = await actor_events(stack.redis, session_id, session_actor(session_id))
         error = [e for e in events if getattr(e, "status", "") == "ERROR"][-1]
         assert "no heartbeat" in error.reason
         # and its resources are removed
@@ -100,7 +102,7 @@ async def test_an_idle_simulator_is_stopped_and_removed(redis_url):
         simulator_id, _ = await stack.reserve(session_id, idle_timeout_ms=1200)
         await stack.wait_status(session_id, simulator_id, "RUNNING")
         await stack.wait_status(session_id, simulator_id, "STOPPED", timeout=6)
-        sim_events = await actor_events(stack.redis, session_id, keys.simulator_actor(simulator_id))
+        sim_events = await actor_events(stack.redis, session_id, simulator_actor(simulator_id))
         stopping = next(e for e in sim_events if type(e).__name__ == "SimulatorStopping")
         assert stopping.reason == "inactive"
         assert simulator_id not in stack.host.engines
@@ -114,14 +116,14 @@ async def test_no_simulators_process_ends_in_error_with_a_clear_reason(redis_url
         session_id = await stack.create_session()
         simulator_id, _ = await stack.reserve(session_id)
         await stack.wait_status(session_id, simulator_id, "ERROR")
-        events = await actor_events(stack.redis, session_id, keys.session_actor(session_id))
+        events = await actor_events(stack.redis, session_id, session_actor(session_id))
         error = [e for e in events if getattr(e, "status", "") == "ERROR"][-1]
         assert "no simulators process is running" in error.reason
         # the breaker is now open: the next start fails fast, saying so
         other = await stack.create_session()
         simulator_id, _ = await stack.reserve(other)
         await stack.wait_status(other, simulator_id, "ERROR")
-        events = await actor_events(stack.redis, other, keys.session_actor(other))
+        events = await actor_events(stack.redis, other, session_actor(other))
         error = [e for e in events if getattr(e, "status", "") == "ERROR"][-1]
         assert "circuit breaker open" in error.reason
 
@@ -131,27 +133,27 @@ async def test_a_redelivered_event_sends_the_same_command_and_changes_nothing(re
         session_id = await stack.create_session()
         simulator_id, _ = await stack.reserve(session_id)
         await stack.wait_status(session_id, simulator_id, "RUNNING")
-        actor = keys.simulator_actor(simulator_id)
-        partition = keys.partition_of(session_id, 2)
+        actor = simulator_actor(simulator_id)
+        partition = partition_of(session_id, 2)
         from events.codec import decode_event_envelope
 
-        entries = await stack.redis.xrange(keys.event_stream(partition, actor))
+        entries = await stack.redis.xrange(layout.event_stream(partition, actor))
         requested = decode_event_envelope(entries[0][1][b"e"])
-        before = await stack.redis.xlen(keys.event_stream(partition, actor))
+        before = await stack.redis.xlen(layout.event_stream(partition, actor))
         # handled again (a claim after a crash): the request was answered, nothing is redone
         assert await stack.reactor.handle(partition, requested) is True
         # and a stop handled twice records STOPPED once
         await stack.bus.send(actor, session_id, StopSimulator(at=now_ms()))
         await stack.wait_status(session_id, simulator_id, "STOPPED")
-        entries = await stack.redis.xrange(keys.event_stream(partition, actor))
+        entries = await stack.redis.xrange(layout.event_stream(partition, actor))
         stopping = next(
             decode_event_envelope(f[b"e"])
             for _, f in entries
             if decode_event_envelope(f[b"e"]).type == "SimulatorStopping"
         )
-        n = await stack.redis.xlen(keys.event_stream(partition, actor))
+        n = await stack.redis.xlen(layout.event_stream(partition, actor))
         assert await stack.reactor.handle(partition, stopping) is True
-        assert await stack.redis.xlen(keys.event_stream(partition, actor)) == n
+        assert await stack.redis.xlen(layout.event_stream(partition, actor)) == n
         stored = await stack.bus.outcome(session_id, command_id_for(stopping.event_id))
         assert stored is not None and stored.ok
         assert n > before
@@ -186,13 +188,12 @@ async def test_a_reactor_dying_mid_provision_is_taken_over_by_another(redis_url)
         await asyncio.wait_for(hangs.called.wait(), 5)
         stack.reactor.stop()  # dies with the request unacknowledged
         await stack.tasks.pop("reactor")
-        log = keys.partition_log(keys.partition_of(session_id, 2))
+        log = layout.partition_log(partition_of(session_id, 2))
         assert (await stack.redis.xpending(log, GROUP))["pending"] == 1
         other = Reactor(
-            stack.redis,
+            stack.worker.store,
             stack.bus,
             create_provisioner(SimulatorSettings(retries=0), stack.redis),
-            partitions=2,
             name="reactor-2",
             block_ms=100,
             claim_idle_ms=300,
@@ -233,6 +234,6 @@ async def test_a_gracefully_stopped_simulators_process_stops_its_simulators_at_o
         await task
         statuses = await stack.wait_status(session_id, simulator_id, "STOPPED", timeout=5)
         assert statuses[-2:] == ["STOPPING", "STOPPED"]
-        events = await actor_events(stack.redis, session_id, keys.simulator_actor(simulator_id))
+        events = await actor_events(stack.redis, session_id, simulator_actor(simulator_id))
         stopping = next(e for e in events if type(e).__name__ == "SimulatorStopping")
         assert stopping.reason == "simulators process h-graceful shut down"

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from actors.keys import market_data_stream
 from gateway.market_data import MarketDataRelay, session_simulator_key
 from gateway.protocol import Form, MessageType
 from gateway.push import Push
 from infra.redis import connect
+from infra.store.layout import market_data_stream
 from tests.integration.simkit import wait_for
 
 pytestmark = pytest.mark.anyio

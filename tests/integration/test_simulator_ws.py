@@ -15,14 +15,14 @@ import uuid
 import httpx
 import pytest
 
-from actors import keys
-from actors.client import CommandBus
 from actors.reactor import Reactor
+from events.ids import session_actor, simulator_actor
 from events.session import ReserveSimulator
 from infra.exchange.control import placement_key
 from infra.provisioners import SimulatorSettings, create_provisioner
 from infra.provisioners.kubernetes import api_client_from_env
 from infra.redis import connect
+from infra.store import layout, open_store
 from tests.conftest import _create_database, _drop_database, _run_sync, _with_database
 from tests.integration.k8s_fake_api import FakeKubernetesAPI, write_kubeconfig
 from tests.integration.simkit import actor_events, now_ms, wait_for
@@ -183,9 +183,9 @@ async def test_ws_start_shows_creating_starting_running_then_ticks_on_every_devi
     try:
         sim_id = row["simulator_id"]
         await wait_for(lambda: _absent(redis, sim_id), 10, what="resources removed")
-        n = await redis.xlen(keys.market_data_stream(sim_id))
+        n = await redis.xlen(layout.market_data_stream(sim_id))
         await asyncio.sleep(0.4)
-        assert await redis.xlen(keys.market_data_stream(sim_id)) == n  # no more ticks
+        assert await redis.xlen(layout.market_data_stream(sim_id)) == n  # no more ticks
     finally:
         await redis.aclose()
 
@@ -205,11 +205,12 @@ async def test_killing_the_simulators_process_marks_error_and_tells_the_clients(
     a = await clients(sid)
     b = await clients(sid)
     redis = connect(stack.env["REDIS_URL"])
-    bus = CommandBus(redis, partitions=4)
+    store = open_store(stack.env["REDIS_URL"], 4)
+    bus = store.commands
     try:
         sim_id = str(uuid.uuid4())
         out = await bus.send(
-            keys.session_actor(sid),
+            session_actor(sid),
             sid,
             ReserveSimulator(
                 at=now_ms(),
@@ -233,7 +234,7 @@ async def test_killing_the_simulators_process_marks_error_and_tells_the_clients(
         await a.send("start_simulator", {"initial_symbols": ["MSFT"]})
         await a.until(lambda c: c.statuses()[-1:] == ["RUNNING"], 20, what="a new simulator")
     finally:
-        await bus.close()
+        await store.aclose()
         await redis.aclose()
 
 
@@ -245,7 +246,8 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
     api = FakeKubernetesAPI(ready_after_s=0.1).start()
     api.fail_deployments["*"] = 'Back-off pulling image "sessiond:latest": ImagePullBackOff'
     redis = connect(stack.env["REDIS_URL"])
-    bus = CommandBus(redis, partitions=4)
+    store = open_store(stack.env["REDIS_URL"], 4)
+    bus = store.commands
     await bus.start()
     settings = SimulatorSettings(
         provisioner="kubernetes",
@@ -258,9 +260,7 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
     )
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url)
     prov = create_provisioner(settings, api_client=api_client_from_env(str(kubeconfig)))
-    reactor = Reactor(
-        redis, bus, prov, partitions=4, name="reactor-k8s-test", block_ms=100, stop_grace_s=0.5
-    )
+    reactor = Reactor(store, bus, prov, name="reactor-k8s-test", block_ms=100, stop_grace_s=0.5)
     task = asyncio.create_task(reactor.run())
     try:
         # a deployment that fails: ERROR with the API's reason, pushed to the client
@@ -291,7 +291,7 @@ async def test_kubernetes_failures_reach_the_client_with_the_api_reason(
         reactor.stop()
         await asyncio.wait_for(task, 10)
         await reactor.close()
-        await bus.close()
+        await store.aclose()
         await redis.aclose()
         api.stop()
         stack.start("reactor")
@@ -345,11 +345,12 @@ async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_sto
     sid = await session()
     a = await clients(sid)
     redis = connect(stack.env["REDIS_URL"])
-    bus = CommandBus(redis, partitions=4)
+    store = open_store(stack.env["REDIS_URL"], 4)
+    bus = store.commands
     try:
         sim_id = str(uuid.uuid4())
         out = await bus.send(
-            keys.session_actor(sid),
+            session_actor(sid),
             sid,
             ReserveSimulator(
                 at=now_ms(),
@@ -366,17 +367,17 @@ async def test_a_simulator_watched_by_a_client_stays_and_an_unwatched_one_is_sto
         await a.close()  # nobody watches any more
 
         async def stopped():
-            events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
+            events = await actor_events(redis, sid, simulator_actor(sim_id), partitions=4)
             return [type(e).__name__ for e in events][-1] == "SimulatorStopped"
 
         await wait_for(stopped, 10, what="the idle simulator stopped")
-        events = await actor_events(redis, sid, keys.simulator_actor(sim_id), partitions=4)
+        events = await actor_events(redis, sid, simulator_actor(sim_id), partitions=4)
         assert (
             next(e for e in events if type(e).__name__ == "SimulatorStopping").reason == "inactive"
         )
         await wait_for(lambda: _absent(redis, sim_id), 5, what="resources removed")
     finally:
-        await bus.close()
+        await store.aclose()
         await redis.aclose()
 
 

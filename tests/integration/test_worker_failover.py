@@ -15,33 +15,52 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from actors import keys
-from actors.client import CommandBus
-from actors.runtime.batch import fenced_key
 from events.codec import decode_event_envelope, decode_outcome
+from events.ids import session_actor
 from events.session import CreateSession, RefreshSession, UpdateMetadata
 from infra.redis import connect
+from infra.store import CommandSender, layout, open_store
+from infra.store.routing import partition_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 P = 4
 LEASE_MS = 1000
 SESSIOND = str(Path(sys.executable).parent / "sessiond")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProc:
-    def __init__(self, url: str, name: str, log_dir: Path, **env: str) -> None:
+    """A `sessiond worker` process; with `faults`, the test's own faulty worker
+    (`tests/integration/faulty_worker.py`: the same worker with faults injected)."""
+
+    def __init__(
+        self, url: str, name: str, log_dir: Path, faults: Sequence[str] = (), **env: str
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "wb")
+        args = ["--partitions", str(P), "--id", name, "--lease-ttl-ms", str(LEASE_MS)]
+        if faults:
+            command = [
+                sys.executable,
+                "-m",
+                "tests.integration.faulty_worker",
+                "--redis-url",
+                url,
+                *args,
+                *faults,
+            ]
+        else:
+            command = [SESSIOND, "worker", *args]
         self.proc = subprocess.Popen(
-            [SESSIOND, "worker", "--partitions", str(P), "--id", name,
-             "--lease-ttl-ms", str(LEASE_MS)],
+            command, cwd=ROOT,
             env={**os.environ, "REDIS_URL": url, "SESSIOND_PARTITIONS": str(P),
                  "SESSIOND_BLOCK_MS": "50", "SESSIOND_LOG_LEVEL": "INFO", **env},
             stdout=self._log, stderr=subprocess.STDOUT,
@@ -66,8 +85,8 @@ class WorkerProc:
 def workers(tmp_path: Path):
     started: list[WorkerProc] = []
 
-    def start(url: str, name: str, **env: str) -> WorkerProc:
-        w = WorkerProc(url, name, tmp_path, **env)
+    def start(url: str, name: str, faults: Sequence[str] = (), **env: str) -> WorkerProc:
+        w = WorkerProc(url, name, tmp_path, faults, **env)
         started.append(w)
         return w
 
@@ -77,13 +96,13 @@ def workers(tmp_path: Path):
 
 
 async def owners(redis: Any) -> list[str]:
-    values = await redis.mget([keys.lease_key(p) for p in range(P)])
+    values = await redis.mget([layout.lease_key(p) for p in range(P)])
     return [(v or b"").decode().split(":")[0] for v in values]
 
 
 async def fenced_replies(redis: Any) -> int:
     """Writes the append and timer scripts refused to a stale owner, over all partitions."""
-    values = await redis.mget([fenced_key(p) for p in range(P)])
+    values = await redis.mget([layout.fenced_key(p) for p in range(P)])
     return sum(int(v or 0) for v in values)
 
 
@@ -100,7 +119,7 @@ async def wait_for(check: Any, timeout: float) -> float:
 class Load:
     """Sessions and a stream of commands with known ids, sent without waiting."""
 
-    def __init__(self, bus: CommandBus, sessions: int = 12) -> None:
+    def __init__(self, bus: CommandSender, sessions: int = 12) -> None:
         self.bus = bus
         self.sessions = [str(uuid.uuid4()) for _ in range(sessions)]
         self.sent: list[tuple[str, str]] = []  # (session id, command id)
@@ -110,7 +129,7 @@ class Load:
         now = int(time.time() * 1000)
         for sid in self.sessions:
             out = await self.bus.send(
-                keys.session_actor(sid), sid,
+                session_actor(sid), sid,
                 CreateSession(at=now, user_id="u", session_id=sid), timeout=15,
             )  # fmt: skip
             assert out is not None and out.ok
@@ -125,7 +144,7 @@ class Load:
                 if self.i % 2
                 else UpdateMetadata(at=now, user_id="u", values={"n": self.i})
             )
-            await self.bus.send(keys.session_actor(sid), sid, command, command_id=cid, wait=False)
+            await self.bus.send(session_actor(sid), sid, command, command_id=cid, wait=False)
             self.sent.append((sid, cid))
             self.i += 1
 
@@ -142,7 +161,7 @@ class Load:
         async def all_settled() -> bool:
             missing = [(s, c) for s, c in self.sent if c not in outcomes]
             values = await redis.mget(
-                [keys.outcome_key(keys.partition_of(s, P), c) for s, c in missing]
+                [layout.outcome_key(partition_of(s, P), c) for s, c in missing]
             )
             for (_, cid), raw in zip(missing, values, strict=True):
                 if raw:
@@ -152,8 +171,8 @@ class Load:
         await wait_for(all_settled, timeout)
         per_command: Counter[str] = Counter()
         for sid in self.sessions:
-            p = keys.partition_of(sid, P)
-            entries = await redis.xrange(keys.event_stream(p, keys.session_actor(sid)))
+            p = partition_of(sid, P)
+            entries = await redis.xrange(layout.event_stream(p, session_actor(sid)))
             envs = [decode_event_envelope(f[b"e"]) for _, f in entries]
             assert [e.version for e in envs] == list(range(1, len(envs) + 1))
             assert [eid for eid, _ in entries] == [f"{e.version}-0".encode() for e in envs]
@@ -166,7 +185,7 @@ class Load:
             assert out.ok, out
             assert per_command[cid] == out.events == 1, (cid, per_command[cid], out)
         for p in range(P):
-            pending = await redis.xpending(keys.command_stream(p), keys.COMMAND_GROUP)
+            pending = await redis.xpending(layout.command_stream(p), layout.COMMAND_GROUP)
             assert pending["pending"] == 0
 
 
@@ -174,10 +193,11 @@ async def test_killed_worker_is_replaced_within_the_lease_ttl_and_nothing_is_los
     redis_url: str, workers: Any
 ) -> None:
     # wa holds each decided batch 200 ms before appending: killed, it is almost surely mid-batch
-    a = workers(redis_url, "wa", SESSIOND_TEST_APPEND_DELAY_MS="200")
+    a = workers(redis_url, "wa", faults=["--append-delay-ms", "200"])
     b = workers(redis_url, "wb")
     redis = connect(redis_url)
-    bus = CommandBus(redis, partitions=P)
+    store = open_store(redis_url, P)
+    bus = store.commands
     try:
 
         async def balanced() -> bool:
@@ -203,7 +223,7 @@ async def test_killed_worker_is_replaced_within_the_lease_ttl_and_nothing_is_los
         await load.check_exactly_once(redis)
         assert "re-driving" in b.log() or "acquired partition" in b.log()
     finally:
-        await bus.close()
+        await store.aclose()
         await redis.aclose()
 
 
@@ -213,12 +233,11 @@ async def test_paused_worker_is_fenced_after_takeover_and_streams_stay_consisten
     # The paused worker plays a process stopped between its lease check and its write: its
     # local lease check is off and it holds every decided batch 300 ms before appending, so it
     # has commands in hand when stopped. Only the fencing epoch in the script can stop it.
-    a = workers(
-        redis_url, "wa", SESSIOND_LOCAL_LEASE_CHECK="0", SESSIOND_TEST_APPEND_DELAY_MS="300"
-    )
+    a = workers(redis_url, "wa", faults=["--no-local-lease-check", "--append-delay-ms", "300"])
     workers(redis_url, "wb")
     redis = connect(redis_url)
-    bus = CommandBus(redis, partitions=P)
+    store = open_store(redis_url, P)
+    bus = store.commands
     try:
 
         async def balanced() -> bool:
@@ -243,5 +262,5 @@ async def test_paused_worker_is_fenced_after_takeover_and_streams_stay_consisten
         # the stale worker did try to write what it held, and Redis refused it
         assert await fenced_replies(redis) > refused_before, a.log()[-3000:]
     finally:
-        await bus.close()
+        await store.aclose()
         await redis.aclose()

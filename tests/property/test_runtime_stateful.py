@@ -22,12 +22,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from actors import keys
-from actors.client import CommandBus
 from actors.registry import decider_for
 from actors.runtime.worker import Worker
 from events.codec import decode_event, decode_event_envelope
 from events.errors import DomainError
+from events.ids import session_actor
 from events.session import (
     AcceptHandoff,
     ApplyStateChanges,
@@ -44,6 +43,8 @@ from events.session import (
     ValidateSession,
 )
 from infra.redis import connect
+from infra.store import layout, open_store
+from infra.store.routing import partition_of
 
 P = 4
 SESSIONS = 3
@@ -111,10 +112,11 @@ class Runtime:
 
     async def _start(self) -> None:
         self.redis = connect(self.url)
-        self.bus = CommandBus(self.redis, partitions=P)
+        self.store = open_store(self.url, P)
+        self.bus = self.store.commands
         await self.bus.start()
         self.worker = Worker(
-            redis_url=self.url, partitions=P, worker_id="prop", lease_ttl_ms=5000,
+            self.store, worker_id="prop", lease_ttl_ms=5000,
             snapshot_every=3, cache_max_actors=2,
         )  # fmt: skip
         self.task = asyncio.create_task(self.worker.run())
@@ -123,7 +125,7 @@ class Runtime:
     async def _stop(self) -> None:
         self.worker.stop()
         await asyncio.wait_for(self.task, 15)
-        await self.bus.close()
+        await self.store.aclose()
         await self.redis.aclose()
 
     async def _clear_cache(self) -> None:
@@ -131,8 +133,8 @@ class Runtime:
             self.worker.cache.discard(actor.actor_id)
 
     async def _events(self, session_id: str) -> list[tuple[bytes, Any]]:
-        p = keys.partition_of(session_id, P)
-        entries = await self.redis.xrange(keys.event_stream(p, keys.session_actor(session_id)))
+        p = partition_of(session_id, P)
+        entries = await self.redis.xrange(layout.event_stream(p, session_actor(session_id)))
         out = []
         for entry_id, fields in entries:
             env = decode_event_envelope(fields[b"e"])
@@ -173,7 +175,7 @@ def test_runtime_matches_the_pure_decider(redis_url: str) -> None:
                 expected, error = [], exc.code
             cid = str(uuid.uuid4())
             out = runtime.call(
-                runtime.bus.send(keys.session_actor(sid), sid, command, command_id=cid)
+                runtime.bus.send(session_actor(sid), sid, command, command_id=cid)
             )
             assert out is not None
             if error is not None:
@@ -192,7 +194,7 @@ def test_runtime_matches_the_pure_decider(redis_url: str) -> None:
                 return
             sid, cid, command, first = data.draw(st.sampled_from(self.sent))
             again = runtime.call(
-                runtime.bus.send(keys.session_actor(sid), sid, command, command_id=cid)
+                runtime.bus.send(session_actor(sid), sid, command, command_id=cid)
             )
             assert again == first
 

@@ -1,5 +1,6 @@
-"""The pure parts of the runtime: batch planning and settling, the actor cache, RESP framing,
-event ids and the runtime config. No Redis here (the integration tests cover the script)."""
+"""The pure parts of the runtime: batch planning (into the store's append batch) and settling,
+the actor cache, event ids and the runtime config. No Redis here (the contract suite covers the
+append itself, tests/unit/test_store_redis_batch.py its Redis layout)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors import keys
-from actors.client import build_envelope
 from actors.decider import Decider, Routed, Timer
-from actors.runtime.batch import Item, new_event_id, parse_entry, plan, settle, unframe
+from actors.runtime.batch import Item, new_event_id, parse_entry, plan, settle
 from actors.runtime.cache import ActorCache, CachedActor
 from actors.runtime.config import load_runtime_config
-from actors.runtime.resp import pack
 from events.base import Command, Event
 from events.codec import decode_command_envelope, decode_event_envelope, decode_outcome, encode
 from events.errors import DomainError
+from infra.store import APPENDED, UNSETTLED, Snapshot, build_envelope, partition_of
 
 
 class Put(Command, frozen=True, tag="UPut"):
@@ -52,7 +51,97 @@ BOX = Decider(
 _commands = msgspec.msgpack.Decoder(Put)
 SID = "s-1"
 ACTOR = "box:s-1"
-PART = keys.partition_of(SID)
+PART = partition_of(SID)
+
+
+class Recorded(msgspec.Struct):
+    """One command as the planner put it in the batch."""
+
+    kind: str
+    entry_id: bytes
+    command_id: str = ""
+    actor: int = 0
+    expected: int = -1
+    reply_to: str = ""
+    outcome: bytes = b""
+    events: list[bytes] = []
+    routed: list[bytes] = []
+    timers_set: list[tuple[str, int]] = []
+    timers_removed: list[str] = []
+    snapshot: Snapshot | None = None
+
+
+class RecordingBatch:
+    """The `AppendBatch` protocol, recording plain values."""
+
+    def __init__(self) -> None:
+        self.actors: list[str] = []
+        self.commands: list[Recorded] = []
+
+    def __len__(self) -> int:
+        return len(self.commands)
+
+    def actor(self, actor_id: str) -> int:
+        if actor_id not in self.actors:
+            self.actors.append(actor_id)
+        return self.actors.index(actor_id) + 1
+
+    def acknowledge(self, entry_id: bytes) -> None:
+        self.commands.append(Recorded("acknowledge", entry_id))
+
+    def repeat(self, entry_id: bytes, command_id: str, reply_to: str) -> None:
+        self.commands.append(
+            Recorded("repeat", entry_id, command_id, expected=-2, reply_to=reply_to)
+        )
+
+    def refuse(self, entry_id: bytes, command_id: str, reply_to: str, outcome: bytes) -> None:
+        self.commands.append(
+            Recorded("refuse", entry_id, command_id, reply_to=reply_to, outcome=outcome)
+        )
+
+    def settle(
+        self,
+        entry_id: bytes,
+        command_id: str,
+        actor: int,
+        expected: int,
+        reply_to: str,
+        outcome: bytes,
+    ) -> None:
+        self.commands.append(
+            Recorded("settle", entry_id, command_id, actor, expected, reply_to, outcome)
+        )
+
+    def append(
+        self,
+        entry_id: bytes,
+        command_id: str,
+        actor: int,
+        expected: int,
+        reply_to: str,
+        outcome: bytes,
+        events: Any,
+        routed: Any,
+        timers_set: Any,
+        timers_removed: Any,
+        snapshot: Snapshot | None,
+    ) -> None:
+        self.commands.append(
+            Recorded(
+                "append",
+                entry_id,
+                command_id,
+                actor,
+                expected,
+                reply_to,
+                outcome,
+                list(events),
+                list(routed),
+                list(timers_set),
+                list(timers_removed),
+                snapshot,
+            )
+        )
 
 
 def item(
@@ -74,58 +163,71 @@ def actors(version: int = 0, n: int = 0) -> dict[str, CachedActor]:
     return {ACTOR: CachedActor(ACTOR, PART, BOX, version, Box(n=n))}
 
 
-def fields(rnd: Any) -> list[bytes]:
-    return unframe(rnd.argv)
+def planned(
+    items: list[Item],
+    cached: dict[str, CachedActor],
+    partition: int = PART,
+    snapshot_every: int = 100,
+) -> tuple[Any, RecordingBatch]:
+    batch = RecordingBatch()
+    return plan(items, cached, partition, snapshot_every, batch), batch
 
 
-def test_plan_lays_out_events_with_consecutive_versions_and_timers() -> None:
-    rnd = plan([item(3), item(4)], actors(version=5), PART, snapshot_every=100)
-    args = fields(rnd)
-    # first command: entry, actor 1, expected 5, no reply, outcome, 1 event
-    assert args[:3] == [b"1-0", b"1", b"5"]
-    assert decode_outcome(args[4]).version == 6
-    assert args[5] == b"1"
-    event = decode_event_envelope(args[6])
+def test_plan_adds_events_with_consecutive_versions_and_timers() -> None:
+    rnd, batch = planned([item(3), item(4)], actors(version=5))
+    first, second = batch.commands
+    assert (first.kind, first.entry_id, first.actor, first.expected) == ("append", b"1-0", 1, 5)
+    assert decode_outcome(first.outcome).version == 6
+    (event,) = [decode_event_envelope(e) for e in first.events]
     assert (event.version, event.type, event.actor_id) == (6, "UPutDone", ACTOR)
-    assert args[7:13] == [b"0", b"1", f"{ACTOR}|t".encode(), b"1003", b"0", b""]
-    # second command expects the first's version and replaces the timer
-    assert args[13:16] == [b"1-0", b"1", b"6"]
-    assert decode_event_envelope(args[19]).version == 7
+    assert (first.routed, first.timers_set, first.timers_removed, first.snapshot) == (
+        [],
+        [("t", 1003)],
+        [],
+        None,
+    )
+    # the second command expects the first's version and moves the timer
+    assert (second.actor, second.expected) == (1, 6)
+    assert decode_event_envelope(second.events[0]).version == 7
+    assert second.timers_set == [("t", 1004)]
     assert rnd.tentative[ACTOR].version == 7
-    assert rnd.keys(PART)[5:7] == [keys.event_stream(PART, ACTOR), keys.snapshot_key(PART, ACTOR)]
+    assert batch.actors == [ACTOR]
 
 
 def test_plan_refuses_domain_errors_without_events_but_checks_the_version() -> None:
-    rnd = plan([item(-1)], actors(version=2), PART, snapshot_every=100)
-    args = fields(rnd)
-    assert args[2] == b"2"  # the refusal was decided on version 2
-    outcome = decode_outcome(args[4])
+    _, batch = planned([item(-1)], actors(version=2))
+    (refused,) = batch.commands
+    assert (refused.kind, refused.actor, refused.expected) == ("settle", 1, 2)
+    outcome = decode_outcome(refused.outcome)
     assert (outcome.ok, outcome.error_code, outcome.version) == (False, "INVALID_ARGUMENT", 2)
-    assert args[5:] == [b"0", b"0", b"0", b"0", b""]
 
 
 def test_plan_marks_a_repeated_command_id_and_routes_policy_commands() -> None:
-    rnd = plan([item(7, "same"), item(7, "same")], actors(), PART, snapshot_every=100)
-    args = fields(rnd)
-    routed = decode_command_envelope(args[8])
-    assert args[7] == b"1" and routed.actor_id == "box:other"
-    assert routed.causation_id == decode_event_envelope(args[6]).event_id
+    rnd, batch = planned([item(7, "same"), item(7, "same")], actors())
+    first, again = batch.commands
+    (routed,) = [decode_command_envelope(r) for r in first.routed]
+    assert routed.actor_id == "box:other"
+    assert routed.causation_id == decode_event_envelope(first.events[0]).event_id
     assert routed.command_id == f"{routed.causation_id}/0"
     assert rnd.items[1].repeat
-    assert args[-10:-7] == [b"1-0", b"0", b"-2"]
+    assert (again.kind, again.command_id, again.expected) == ("repeat", "same", -2)
+
+
+def test_a_timer_that_is_no_longer_a_deadline_is_removed() -> None:
+    _, batch = planned([item(3), item(0)], actors())
+    assert batch.commands[1].timers_removed == ["t"]
+    assert batch.commands[1].timers_set == []
 
 
 def test_every_outcome_carries_the_fingerprint_of_its_command() -> None:
     """The gateway compares it with a retry's: the same command id for another request."""
-    rnd = plan(
+    rnd, _ = planned(
         [
             item(3, fingerprint="f-ok"),
             item(3, fingerprint="f-noop"),
             item(-1, fingerprint="f-refused"),
         ],
         actors(),
-        PART,
-        snapshot_every=100,
     )
     outcomes = [decode_outcome(o) for o in rnd.outcomes]
     assert [o.fingerprint for o in outcomes] == ["f-ok", "f-noop", "f-refused"]
@@ -138,13 +240,16 @@ def test_every_outcome_carries_the_fingerprint_of_its_command() -> None:
         _commands.decode,
         lambda a: BOX,
     )
-    assert decode_outcome(plan([bad], {}, PART + 1, 100).outcomes[0]).fingerprint == "f-misrouted"
+    rnd, _ = planned([bad], {}, PART + 1)
+    assert decode_outcome(rnd.outcomes[0]).fingerprint == "f-misrouted"
 
 
 def test_plan_snapshots_when_enough_events_passed() -> None:
-    rnd = plan([item(1), item(2), item(3)], actors(version=8), PART, snapshot_every=10)
-    snaps = [a for a in fields(rnd) if a.startswith(b"\x92")]
-    assert [msgspec.msgpack.decode(s, type=tuple[int, Box]) for s in snaps] == [(10, Box(n=2))]
+    _, batch = planned([item(1), item(2), item(3)], actors(version=8), snapshot_every=10)
+    snaps = [c.snapshot for c in batch.commands if c.snapshot is not None]
+    assert [(s.version, msgspec.msgpack.decode(s.state, type=Box)) for s in snaps] == [
+        (10, Box(n=2))
+    ]
 
 
 def test_undecodable_and_misrouted_entries_become_errors() -> None:
@@ -155,26 +260,27 @@ def test_undecodable_and_misrouted_entries_become_errors() -> None:
     wrong = parse_entry(b"1-0", encode(env), PART + 1, decode_command_envelope,
                         _commands.decode, lambda a: BOX)  # fmt: skip
     assert wrong.error is not None and wrong.error[0] == "INVALID_COMMAND"
-    rnd = plan([bad, wrong], {}, PART, 100)
-    assert decode_outcome(fields(rnd)[14]).error_code == "INVALID_COMMAND"
+    _, batch = planned([bad, wrong], {})
+    assert [c.kind for c in batch.commands] == ["acknowledge", "refuse"]
+    assert decode_outcome(batch.commands[1].outcome).error_code == "INVALID_COMMAND"
 
 
 def test_settle_commits_confirmed_actors_and_retries_conflicts() -> None:
     cache = ActorCache(10)
     base = actors(version=1, n=1)
-    rnd = plan([item(5), item(6)], base, PART, 100)
-    done = settle(rnd, [1, 1], cache)
+    rnd, _ = planned([item(5), item(6)], base)
+    done = settle(rnd, [APPENDED, APPENDED], cache)
     assert (done.appended, done.retry, done.events) == (2, [], 2)
     assert cache.get(ACTOR).version == 3  # type: ignore[union-attr]
-    rnd = plan([item(8), item(9)], actors(version=3, n=6), PART, 100)
-    done = settle(rnd, [1, -6], cache)  # the second expected version 4, the stream was at 5
+    rnd, _ = planned([item(8), item(9)], actors(version=3, n=6))
+    done = settle(rnd, [APPENDED, -6], cache)  # the second expected version 4, the stream was at 5
     assert [i.env.command_id for i in done.retry] == [rnd.items[1].env.command_id]  # type: ignore[union-attr]
     assert ACTOR in done.stale_actors and cache.get(ACTOR) is None
 
 
 def test_settle_treats_a_stored_outcome_as_a_duplicate() -> None:
     cache = ActorCache(10)
-    rnd = plan([item(5, "dup")], actors(), PART, 100)
+    rnd, _ = planned([item(5, "dup")], actors())
     stored = encode({"x": 1})
     done = settle(rnd, [stored], cache)
     assert done.duplicates == 1 and done.outcomes[0][1] == stored
@@ -201,18 +307,16 @@ def test_event_ids_are_time_ordered_uuid7() -> None:
     assert abs((parsed.int >> 80) - time.time() * 1000) < 5000
 
 
-def test_pack_frames_a_command_in_resp() -> None:
-    assert (
-        pack(["SET", "k", b"v\r\n", 12])
-        == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n12\r\n"
-    )
+def test_settle_retries_a_repeat_whose_original_was_not_stored() -> None:
+    cache = ActorCache(10)
+    rnd, _ = planned([item(5, "r"), item(5, "r")], actors())
+    done = settle(rnd, [-1, UNSETTLED], cache)
+    assert [i.repeat for i in done.retry] == [False, True]
 
 
 def test_runtime_config_reads_the_environment_and_names_bad_variables() -> None:
-    config = load_runtime_config(
-        {"SESSIOND_BATCH_SIZE": "50", "SESSIOND_LOCAL_LEASE_CHECK": "0"}, lease_ttl_ms=1500
-    )
-    assert (config.batch_size, config.local_lease_check, config.lease_ttl_ms) == (50, False, 1500)
+    config = load_runtime_config({"SESSIOND_BATCH_SIZE": "50"}, lease_ttl_ms=1500)
+    assert (config.batch_size, config.lease_ttl_ms) == (50, 1500)
     assert config.renew_every_s == 0.5
     with pytest.raises(ValueError, match="SESSIOND_SNAPSHOT_EVERY"):
         load_runtime_config({"SESSIOND_SNAPSHOT_EVERY": "often"})

@@ -1,49 +1,91 @@
-"""The Lua scripts of the runtime. Every key a script touches is passed in KEYS and shares the
-partition's hash tag `{pN}`, so each script runs in one Redis Cluster slot.
+"""The Lua scripts of the Redis store. Every key a script touches is passed in KEYS and, for the
+partition scripts, shares the partition's hash tag `{pN}`, so each script runs in one Redis
+Cluster slot.
 
-The append script is the single sink where facts become durable: it checks the fencing epoch
-first (a worker whose lease was taken over writes nothing), then per command the command-id
+`APPEND` is the single sink where facts become durable: it checks the fencing epoch first (an
+owner whose lease was taken over writes nothing), then per command the command-id
 deduplication, the expected version, and only then appends. One call appends a whole batch of
 commands (possibly of many actors) of one partition; see `APPEND` for the argument layout.
+The lease scripts serve every role (workers, projectors): one lease and one epoch per partition
+and role.
 """
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "APPEND", "FIRE_TIMERS", "RELEASE", "RENEW"]
+import hashlib
+
+__all__ = ["ACQUIRE", "APPEND", "FIRE_TIMERS", "RELEASE", "RENEW", "UNMARK", "Script"]
+
+
+class Script:
+    """A Lua script and its SHA1 (what EVALSHA names it by, computed here: no round trip)."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
 
 #: KEYS[1] lease, KEYS[2] epoch. ARGV[1] owner, ARGV[2] ttl ms.
-#: Returns the new epoch (the fencing token) when acquired, nil when someone holds the lease.
-ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+#: Takes the lease when it is free or already the owner's; each acquisition bumps the epoch
+#: (the fencing token) and returns it. Nil when another owner holds the lease.
+ACQUIRE = Script(
+    "acquire",
+    """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return false
 end
-return false
-"""
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+""",
+)
 
 #: KEYS[1] lease, KEYS[2] epoch. ARGV[1] owner, ARGV[2] ttl ms, ARGV[3] my epoch.
 #: Extends the lease only if we still hold it and no newer epoch exists. 1 renewed, 0 lost.
-RENEW = """
+RENEW = Script(
+    "renew",
+    """
 if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[3] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
-"""
+""",
+)
 
 #: KEYS[1] lease. ARGV[1] owner. Deletes the lease only if we hold it.
-RELEASE = """
+RELEASE = Script(
+    "release",
+    """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-"""
+""",
+)
+
+#: KEYS[1] a key. ARGV[1] a value. Deletes the key only if it still holds the value.
+UNMARK = Script(
+    "unmark",
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+""",
+)
 
 #: Turn due timers into commands, atomically and fenced.
 #: KEYS[1] epoch, KEYS[2] timers zset, KEYS[3] command stream, KEYS[4] refused-writes counter.
 #: ARGV[1] my epoch, ARGV[2] n, then n triples (member, due, command envelope or '' = drop).
 #: A timer is fired (XADD) and removed only if its due is still the one the worker saw.
 #: Returns the number of commands queued.
-FIRE_TIMERS = """
+FIRE_TIMERS = Script(
+    "fire_timers",
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   redis.call('INCR', KEYS[4])
   return redis.error_reply('FENCED')
@@ -61,7 +103,8 @@ for i = 0, tonumber(ARGV[2]) - 1 do
   end
 end
 return fired
-"""
+""",
+)
 
 #: Append the outcomes of a batch of commands of one partition.
 #:
@@ -82,7 +125,9 @@ return fired
 #: later commands of that actor in the batch are refused the same way).
 #: Raises FENCED, writing nothing but the refused-writes counter, when the partition's epoch is
 #: no longer ours.
-APPEND = """
+APPEND = Script(
+    "append",
+    """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   redis.call('INCR', KEYS[5])
   return redis.error_reply('FENCED')
@@ -179,4 +224,5 @@ for j = 1, #acks, 500 do
   redis.call('XACK', cmds, group, unpack(acks, j, math.min(j + 499, #acks)))
 end
 return result
-"""
+""",
+)

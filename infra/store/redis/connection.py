@@ -1,24 +1,21 @@
-"""A minimal asyncio RESP client for the gateway's hot Redis paths.
+"""The store's connections to Redis: a raw asyncio RESP client with hiredis' C reply parser.
 
-redis-py costs the gateway more CPU than its own work on the command path (a pool checkout, a
-retry wrapper, per-argument packing and one write plus one read per command). Two tools here do
-the same jobs with an `asyncio.Protocol` and hiredis' C reply parser:
+redis-py costs more CPU than the work on the hot paths (a pool checkout, a retry wrapper,
+per-argument packing, one write plus one read per command), so the store talks RESP itself:
 
-- `Pipeline`: one dedicated connection; every command submitted within one event-loop turn goes
-  out in ONE socket write, and replies are matched to their callers first-in first-out (Redis
-  answers the commands of one connection in order). A caller that stops waiting (cancelled) does
-  not desynchronise the FIFO: its reply is read and dropped. An error reply raises
-  `redis.exceptions.ResponseError` in that caller only; a lost connection fails every command in
-  flight with `redis.exceptions.ConnectionError` (they may or may not have been executed) and the
-  next command reconnects.
-- `Subscriber`: one pub/sub connection; SUBSCRIBE/UNSUBSCRIBE channels and get each `message`
+- `Pipeline`: one connection; every command submitted within one event-loop turn goes out in
+  ONE socket write, and replies are matched to their callers first-in first-out (Redis answers
+  the commands of one connection in order). A caller that stops waiting (cancelled) does not
+  desynchronise the FIFO: its reply is read and dropped. An error reply fails that caller only
+  (`ReplyError`); a lost connection fails every command in flight (`ConnectionLost`: they may
+  or may not have been executed) and the next command reconnects.
+- `Subscriber`: one pub/sub connection; SUBSCRIBE/UNSUBSCRIBE channels and get each message
   through a callback. On connection loss it reconnects with backoff, re-subscribes every channel
   and then calls `on_reconnect` (messages published meanwhile are lost: the caller catches up).
 
-Where to connect comes from a redis-py client's connection pool (`Endpoint.of(client)`) or a
-URL (`Endpoint.from_url(url)`, parsed by redis-py): host and port or a unix socket, TLS,
-username/password (AUTH) and db (SELECT). Commands are framed by `actors.runtime.resp.pack`-style
-bytes the caller supplies; replies are raw (bytes, ints, lists; no response callbacks).
+Both errors are `StoreUnavailable`: nothing of redis-py leaves the store. `Endpoint.from_url`
+reads a ``redis://``, ``rediss://`` or ``unix://`` URL with redis-py's parser (a cold path).
+Replies are raw (bytes, ints, lists, None; RESP2).
 """
 
 from __future__ import annotations
@@ -31,38 +28,29 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
-from redis.connection import SSLConnection as SyncSSLConnection
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 
-__all__ = ["Endpoint", "Pipeline", "Subscriber", "pack"]
+from events.errors import StoreUnavailable
+from infra.store.redis.resp import pack
 
-log = logging.getLogger("sessiond.redis_raw")
+__all__ = ["ConnectionLost", "Endpoint", "Pipeline", "ReplyError", "Subscriber"]
+
+log = logging.getLogger("sessiond.store")
 
 
-def pack(args: Sequence[Any]) -> bytes:
-    """RESP framing of one command (`args[0]` is the command name; bytes, str or int)."""
-    parts = [b"*%d\r\n" % len(args)]
-    append = parts.append
-    for arg in args:
-        cls = arg.__class__
-        if cls is bytes:
-            pass
-        elif cls is str:
-            arg = arg.encode()
-        elif cls is int:
-            arg = b"%d" % arg
-        elif cls is bytearray or cls is memoryview:
-            arg = bytes(arg)
-        else:
-            arg = str(arg).encode()
-        append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(parts)
+class ReplyError(StoreUnavailable):
+    """Redis answered a command with an error (`reply` is its text, e.g. "NOSCRIPT ...")."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(f"Redis refused a command: {reply}")
+        self.reply = reply
+
+
+class ConnectionLost(StoreUnavailable):
+    """The connection could not be opened, or was lost with commands in flight."""
 
 
 class Endpoint:
@@ -100,15 +88,24 @@ class Endpoint:
         return f"Endpoint({where}, db={self.db}, tls={self.ssl is not None})"
 
     @classmethod
-    def from_url(cls, url: str, **kw: Any) -> Endpoint:
-        """The endpoint of a ``redis://``, ``rediss://`` or ``unix://`` URL (redis-py's rules)."""
+    def from_url(cls, url: str) -> Endpoint:
+        """The endpoint of a ``redis://``, ``rediss://`` or ``unix://`` URL (redis-py's rules:
+        credentials, ``/db`` or ``?db=``, TLS options)."""
         import redis.asyncio
 
-        return cls.of(redis.asyncio.Redis.from_url(url, **kw))
+        try:
+            client = redis.asyncio.Redis.from_url(url)
+        except ValueError as exc:
+            raise StoreUnavailable(f"bad Redis URL {url!r}: {exc}") from None
+        return cls.of(client)
 
     @classmethod
     def of(cls, client: Any) -> Endpoint:
-        """Connect where (and as whom) the redis-py client `client` connects."""
+        """Connect where (and as whom) the redis-py client `client` connects (nothing is
+        opened: only its settings are read)."""
+        from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
+        from redis.connection import SSLConnection as SyncSSLConnection
+
         pool = client.connection_pool
         kw = pool.connection_kwargs
         conn_cls = pool.connection_class
@@ -151,17 +148,16 @@ class Endpoint:
         return cmds
 
     async def open(self, protocol_factory: Callable[[], asyncio.Protocol]) -> Any:
-        """Open a transport to the endpoint; raises `redis.exceptions.ConnectionError`."""
+        """Open a transport to the endpoint; raises `ConnectionLost`."""
         loop = asyncio.get_running_loop()
         try:
             if self.path:
                 coro = loop.create_unix_connection(protocol_factory, self.path, ssl=self.ssl)
             else:
-                coro = loop.create_connection(protocol_factory, self.host, self.port,
-                                              ssl=self.ssl)
+                coro = loop.create_connection(protocol_factory, self.host, self.port, ssl=self.ssl)
             transport, proto = await asyncio.wait_for(coro, self.connect_timeout)
         except (OSError, TimeoutError) as exc:
-            raise RedisConnectionError(f"could not connect to Redis at {self!r}: {exc}") from exc
+            raise ConnectionLost(f"could not connect to Redis at {self!r}: {exc}") from exc
         sock = transport.get_extra_info("socket")
         if sock is not None and not self.path:
             with contextlib.suppress(OSError):
@@ -172,8 +168,9 @@ class Endpoint:
 #: what CLIENT SETNAME refuses (spaces, newlines...) or could confuse CLIENT LIST
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@/-]")
 
-_PUSH_KINDS = frozenset((b"message", b"pmessage", b"subscribe", b"unsubscribe", b"psubscribe",
-                         b"punsubscribe", b"pong"))
+_PUSH_KINDS = frozenset(
+    (b"message", b"pmessage", b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"pong")
+)
 
 
 class _Conn(asyncio.Protocol):
@@ -203,8 +200,12 @@ class _Conn(asyncio.Protocol):
         on_push = self.on_push
         try:
             while (reply := reader.gets()) is not False:
-                if on_push is not None and reply.__class__ is list and reply \
-                        and reply[0] in _PUSH_KINDS:
+                if (
+                    on_push is not None
+                    and reply.__class__ is list
+                    and reply
+                    and reply[0] in _PUSH_KINDS
+                ):
                     on_push(reply)
                     continue
                 if not pending:
@@ -217,16 +218,19 @@ class _Conn(asyncio.Protocol):
                 if fut.done():  # its caller gave up; the FIFO stays in step
                     continue
                 if reply.__class__ is hiredis.ReplyError:
-                    fut.set_exception(ResponseError(str(reply)))
+                    fut.set_exception(ReplyError(str(reply)))
                 else:
                     fut.set_result(reply)
         except hiredis.ProtocolError as exc:
             log.warning("Redis protocol error, dropping the connection: %s", exc)
-            self.abort(RedisConnectionError(f"Redis protocol error: {exc}"))
+            self.abort(ConnectionLost(f"Redis protocol error: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(RedisConnectionError(
-            f"connection to Redis lost: {exc}" if exc else "connection to Redis closed"))
+        self._fail(
+            ConnectionLost(
+                f"connection to Redis lost: {exc}" if exc else "connection to Redis closed"
+            )
+        )
 
     # -------------------------------------------------------------- use
     @property
@@ -267,7 +271,7 @@ class _Conn(asyncio.Protocol):
         self.transport.write(data)
 
     def abort(self, error: Exception | None = None) -> None:
-        self._fail(error or RedisConnectionError("connection to Redis closed"))
+        self._fail(error or ConnectionLost("connection to Redis closed"))
         if self.transport is not None:
             self.transport.abort()
 
@@ -284,8 +288,9 @@ class _Conn(asyncio.Protocol):
             self.lost.set_result(None)
 
 
-async def _open(endpoint: Endpoint, name: str, on_push: Callable[[list], None] | None = None
-                ) -> _Conn:
+async def _open(
+    endpoint: Endpoint, name: str, on_push: Callable[[list], None] | None = None
+) -> _Conn:
     """A connected, authenticated `_Conn` on the right database."""
     conn: _Conn = await endpoint.open(lambda: _Conn(on_push))
     try:
@@ -316,12 +321,12 @@ class Pipeline:
 
     def submit(self, packed: bytes) -> asyncio.Future:
         """Queue one framed command (connecting first if needed); the future gets its raw
-        reply, `ResponseError` for an error reply, `ConnectionError` if the connection fails."""
+        reply, `ReplyError` for an error reply, `ConnectionLost` if the connection fails."""
         conn = self._conn
         if conn is not None and conn.error is None:
             return conn.send(packed)
         if self._closed:
-            raise RedisConnectionError("pipeline closed")
+            raise ConnectionLost("connection closed")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._backlog.append((packed, fut))
@@ -337,8 +342,11 @@ class Pipeline:
         try:
             conn = await _open(self.endpoint, self.name)
         except BaseException as exc:
-            error = exc if isinstance(exc, RedisError) else RedisConnectionError(
-                f"could not connect to Redis at {self.endpoint!r}: {exc}")
+            error = (
+                exc
+                if isinstance(exc, StoreUnavailable)
+                else ConnectionLost(f"could not connect to Redis at {self.endpoint!r}: {exc}")
+            )
             self._connecting = None
             backlog, self._backlog = self._backlog, []
             for _, fut in backlog:
@@ -350,7 +358,7 @@ class Pipeline:
             return
         self._connecting = None
         if self._closed:
-            conn.abort(RedisConnectionError("pipeline closed"))
+            conn.abort(ConnectionLost("connection closed"))
         self._conn = conn
         backlog, self._backlog = self._backlog, []
         for packed, fut in backlog:
@@ -367,12 +375,12 @@ class Pipeline:
         return self._conn is not None and self._conn.error is None
 
     def close(self) -> None:
-        """Drop the connection; commands in flight fail with ConnectionError."""
+        """Drop the connection; commands in flight fail with `ConnectionLost`."""
         self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
         if self._conn is not None:
-            self._conn.abort(RedisConnectionError("pipeline closed"))
+            self._conn.abort(ConnectionLost("connection closed"))
             self._conn = None
 
 
@@ -407,18 +415,19 @@ class Subscriber:
         self._ready = False  # connected, and every wanted channel asked for
         self._confirm: dict[bytes, list[asyncio.Future]] = {}
         self._task: asyncio.Task | None = None
-        self._up = asyncio.Event()
         self.reconnects = 0
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Connect (raising if Redis cannot be reached) and keep the connection up."""
+        """Connect (raising `ConnectionLost` if Redis cannot be reached) and keep the
+        connection up."""
         if self._task is not None:
             return
         conn = await _open(self.endpoint, self.name, self._on_push)
         self._go(conn)
         self._task = asyncio.get_running_loop().create_task(
-            self._supervise(conn), name=f"subscriber-{self.name}")
+            self._supervise(conn), name=f"subscriber-{self.name}"
+        )
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -439,7 +448,7 @@ class Subscriber:
     # -------------------------------------------------------------- channels
     async def subscribe(self, *channels: str | bytes) -> None:
         """Subscribe `channels` (kept across reconnects); returns once Redis confirmed them.
-        Raises ConnectionError if that takes longer than `confirm_timeout` (they stay wanted
+        Raises `ConnectionLost` if that takes longer than `confirm_timeout` (they stay wanted
         and are subscribed when the connection comes back)."""
         chans = [c.encode() if isinstance(c, str) else c for c in channels]
         if not chans:
@@ -458,8 +467,9 @@ class Subscriber:
                 for fut in waits:
                     await fut
         except TimeoutError:
-            raise RedisConnectionError(
-                f"Redis did not confirm the subscription to {len(chans)} channel(s)") from None
+            raise ConnectionLost(
+                f"Redis did not confirm the subscription to {len(chans)} channel(s)"
+            ) from None
         finally:
             for ch, fut in zip(chans, waits, strict=True):
                 waiters = self._confirm.get(ch)
@@ -489,11 +499,6 @@ class Subscriber:
                 for fut in waiters:
                     if not fut.done():
                         fut.set_result(None)
-        elif kind == b"pmessage":
-            try:
-                self.on_message(reply[2], reply[3])
-            except Exception:
-                log.exception("subscriber %s: message handler failed", self.name)
 
     def _go(self, conn: _Conn) -> list[bytes]:
         """Make `conn` the live connection and ask for every wanted channel (no await between
@@ -510,8 +515,7 @@ class Subscriber:
             await self._watch(conn)
             self._ready = False
             self._conn = None
-            log.warning("subscriber %s: connection lost (%s); reconnecting", self.name,
-                        conn.error)
+            log.warning("subscriber %s: connection lost (%s); reconnecting", self.name, conn.error)
             conn = await self._reconnect()
             self.reconnects += 1
             if self.on_reconnect is not None:
@@ -529,7 +533,7 @@ class Subscriber:
             backoff = min(backoff * 2, 2.0)
             try:
                 conn = await _open(self.endpoint, self.name, self._on_push)
-            except (RedisConnectionError, ResponseError, OSError) as exc:
+            except (StoreUnavailable, OSError) as exc:
                 log.warning("subscriber %s: reconnect failed: %s", self.name, exc)
                 continue
             chans = self._go(conn)
@@ -538,8 +542,11 @@ class Subscriber:
                 last = asyncio.get_running_loop().create_future()
                 self._confirm.setdefault(chans[-1], []).append(last)
                 try:
-                    await asyncio.wait((last, conn.lost), timeout=self.confirm_timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        (last, conn.lost),
+                        timeout=self.confirm_timeout,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                 finally:
                     waiters = self._confirm.get(chans[-1])
                     if waiters is not None and last in waiters:
@@ -570,7 +577,7 @@ class Subscriber:
                 pinged = False
                 continue
             if pinged:
-                conn.abort(RedisConnectionError("no answer to PING"))
+                conn.abort(ConnectionLost("no answer to PING"))
                 return
             conn.send_only(b"*1\r\n$4\r\nPING\r\n")
             pinged = True

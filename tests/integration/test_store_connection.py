@@ -1,5 +1,6 @@
-"""infra.redis_raw against a real Redis: pipelining, FIFO replies, errors, lost connections,
-cancellation, pub/sub with re-subscription, AUTH/SELECT from the URL."""
+"""The Redis store's own connections (`infra.store.redis.connection`) against a real Redis:
+pipelining, FIFO replies, errors, lost connections, cancellation, pub/sub with re-subscription,
+AUTH/SELECT from the URL; and what the store raises when Redis is out of reach."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
+from events.errors import StoreUnavailable
 from infra.embedded import start_redis
-from infra.redis_raw import Endpoint, Pipeline, Subscriber, pack
+from infra.store import open_store
+from infra.store.redis.connection import ConnectionLost, Endpoint, Pipeline, Subscriber
+from infra.store.redis.connection import ReplyError as ResponseError
+from infra.store.redis.resp import pack
 from tests.integration.rawkit import count_writes
 
 pytestmark = pytest.mark.anyio
@@ -85,7 +88,7 @@ async def test_a_killed_connection_fails_what_is_in_flight_and_the_next_command_
         await asyncio.sleep(0.05)
         assert await admin.client_kill_filter(_id=first_id) == 1
         for fut in (blocked, *behind):
-            with pytest.raises(RedisConnectionError):
+            with pytest.raises(ConnectionLost):
                 await fut
         assert not pipe.connected
         # the next command reconnects (a new client)
@@ -113,7 +116,7 @@ async def test_connect_failure_fails_the_callers_and_a_later_command_retries(
     pipe = Pipeline(Endpoint(host="127.0.0.1", port=port, connect_timeout=1.0))
     futs = [pipe.submit(pack(("PING",))) for _ in range(3)]
     for fut in futs:
-        with pytest.raises(RedisConnectionError):
+        with pytest.raises(ConnectionLost):
             await fut
     # point it at the real server: the next command connects afresh
     u = urlsplit(redis_url)
@@ -313,7 +316,7 @@ def test_under_uvloop_as_the_gateway_runs_it(redis_url: str) -> None:
             held = pipe.submit(pack(("BLPOP", "uv:never", "5")))
             await asyncio.sleep(0.05)
             await admin.client_kill_filter(_id=cid)
-            with pytest.raises(RedisConnectionError):
+            with pytest.raises(ConnectionLost):
                 await held
             assert await pipe.execute(pack(("ECHO", "ok"))) == b"ok"
             await sub.start()
@@ -329,3 +332,21 @@ def test_under_uvloop_as_the_gateway_runs_it(redis_url: str) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+async def test_an_unreachable_store_is_store_unavailable() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = open_store(f"redis://127.0.0.1:{port}/0", 4)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            await store.leases.holders("worker")
+        assert issubclass(ConnectionLost, StoreUnavailable)
+        assert issubclass(ResponseError, StoreUnavailable)
+    finally:
+        await store.aclose()
