@@ -387,7 +387,7 @@ class RedisPartitionWriter:
         try:
             return await reply
         except ReplyError as exc:
-            if exc.reply.startswith("FENCED"):
+            if _is_fenced(exc.reply):
                 raise self._fenced() from None
             if not exc.reply.startswith("NOSCRIPT"):
                 raise
@@ -401,7 +401,7 @@ class RedisPartitionWriter:
         try:
             return await self.client.pipe.submit(packed)
         except ReplyError as exc:
-            if exc.reply.startswith("FENCED"):
+            if _is_fenced(exc.reply):
                 raise self._fenced() from None
             raise
 
@@ -439,7 +439,7 @@ class RedisPartitionWriter:
                 args,
             )
         except ReplyError as exc:
-            if exc.reply.startswith("FENCED"):
+            if _is_fenced(exc.reply):
                 raise self._fenced() from None
             raise
         return int(fired)
@@ -469,3 +469,9 @@ class RedisPartitionWriter:
     async def close(self) -> None:
         self._next_read = None
         self._pipe.close()
+
+
+def _is_fenced(reply: str) -> bool:
+    """Whether a script's error reply is the fencing refusal: ``FENCED`` from Redis 6, which
+    Redis >= 7 and Valkey send as ``ERR FENCED`` (they prefix an error without a known code)."""
+    return reply.startswith("FENCED") or reply.startswith("ERR FENCED")
