@@ -159,42 +159,49 @@ def decide(command: Any, state: SimulatorState) -> list[Any]:
 
 
 def evolve(state: SimulatorState, event: Any) -> SimulatorState:
-    """The state after `event`. Never mutates `state`."""
-    if isinstance(event, SimulatorRequested):
-        return Simulator(
-            simulator_id=event.simulator_id,
-            session_id=event.session_id,
-            owner_id=event.owner_id,
-            status=S.CREATING,
-            initial_symbols=event.initial_symbols,
-            initial_cash=event.initial_cash,
-            created_at=event.at,
-            last_active=event.at,
-            last_heartbeat=event.at,
-            heartbeat_timeout_ms=event.heartbeat_timeout_ms,
-            idle_timeout_ms=event.idle_timeout_ms,
-        )
-    if not isinstance(state, Simulator):
-        return state
-    match event:
-        case SimulatorProvisioned():
+    """The state after `event`. Never mutates `state`.
+
+    Matched on the pair, as the session's: a request starts the simulator, every other event
+    changes only an existing one, and any other pair leaves the state as it is.
+    """
+    match state, event:
+        case _, SimulatorRequested():
+            return _requested(event)
+        case Simulator(), SimulatorProvisioned():
             # the heartbeat clock starts when the engine is up, not when it was requested
             return replace(
                 state, status=S.STARTING, endpoint=event.endpoint, last_heartbeat=event.at
             )
-        case SimulatorRunning():
+        case Simulator(), SimulatorRunning():
             return replace(state, status=S.RUNNING, last_heartbeat=event.at)
-        case SimulatorHeartbeatRecorded():
+        case Simulator(), SimulatorHeartbeatRecorded():
             return replace(state, last_heartbeat=event.at)
-        case SimulatorActivityRecorded():
+        case Simulator(), SimulatorActivityRecorded():
             return replace(state, last_active=event.at)
-        case SimulatorStopping():
+        case Simulator(), SimulatorStopping():
             return replace(state, status=S.STOPPING, reason=event.reason)
-        case SimulatorStopped():
+        case Simulator(), SimulatorStopped():
             return replace(state, status=S.STOPPED)
-        case SimulatorFailed():
+        case Simulator(), SimulatorFailed():
             return replace(state, status=S.ERROR, reason=event.reason)
     return state
+
+
+def _requested(event: SimulatorRequested) -> Simulator:
+    """A new simulator: both of its clocks start at the request."""
+    return Simulator(
+        simulator_id=event.simulator_id,
+        session_id=event.session_id,
+        owner_id=event.owner_id,
+        status=S.CREATING,
+        initial_symbols=event.initial_symbols,
+        initial_cash=event.initial_cash,
+        created_at=event.at,
+        last_active=event.at,
+        last_heartbeat=event.at,
+        heartbeat_timeout_ms=event.heartbeat_timeout_ms,
+        idle_timeout_ms=event.idle_timeout_ms,
+    )
 
 
 def deadlines(state: SimulatorState) -> list[Timer]:
@@ -215,7 +222,7 @@ def is_terminal(state: SimulatorState) -> bool:
     return isinstance(state, Simulator) and state.status in (S.STOPPED, S.ERROR)
 
 
-_STATUS_OF = {
+_STATUS_OF: dict[type[Any], SimulatorStatus] = {
     SimulatorRequested: S.CREATING,
     SimulatorProvisioned: S.STARTING,
     SimulatorRunning: S.RUNNING,

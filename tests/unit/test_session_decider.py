@@ -207,6 +207,12 @@ def test_end_another_users_session_is_forbidden(spec: Spec) -> None:
     spec.given(CREATED).when(EndSession(at=6, user_id="x")).fails("SESSION_FORBIDDEN")
 
 
+def test_end_of_another_users_ended_session_is_forbidden_not_a_no_op(spec: Spec) -> None:
+    spec.given(CREATED, SessionEnded(at=5)).when(EndSession(at=6, user_id="x")).fails(
+        "SESSION_FORBIDDEN"
+    )
+
+
 def test_end_with_an_active_simulator_stops_it_by_policy(spec: Spec) -> None:
     state = (
         spec.given(CREATED, RESERVED)
@@ -337,6 +343,13 @@ def test_presence_timer_after_a_touch_is_a_no_op(spec: Spec) -> None:
     due = JOINED.at + CREATED.presence_timeout_ms
     seen = DevicesSeen(at=due - 1, device_ids=["d1"])
     spec.given(CREATED, JOINED, seen).when(TimeOutDevice(at=due, device_id="d1")).then()
+
+
+def test_presence_timer_of_an_offline_or_unknown_device_is_a_no_op(spec: Spec) -> None:
+    due = JOINED.at + CREATED.presence_timeout_ms
+    left = DeviceLeft(at=1500, device_id="d1")
+    spec.given(CREATED, JOINED, left).when(TimeOutDevice(at=due, device_id="d1")).then()
+    spec.given(CREATED).when(TimeOutDevice(at=due, device_id="d1")).then()
 
 
 def test_forced_disconnect_makes_the_device_leave(spec: Spec) -> None:
@@ -502,6 +515,20 @@ def test_snapshot_of_an_unknown_session_creates_it(spec: Spec) -> None:
     assert state.state == {"m": 75} and state.state_version == 1
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ReplaceState(at=1, session_id="", user_id=USER, state={}),
+        ReplaceState(at=1, session_id=SID, user_id="", state={}),
+        ReplaceState(at=1, session_id=SID, user_id=USER, state={}, ttl_ms=0),
+    ],
+)
+def test_a_snapshot_that_would_start_a_session_needs_its_ids_and_a_ttl(
+    spec: Spec, command: ReplaceState
+) -> None:
+    spec.when(command).fails("INVALID_ARGUMENT")
+
+
 def test_snapshot_without_version_takes_the_next_version(spec: Spec) -> None:
     command = ReplaceState(at=2000, session_id=SID, user_id=USER, state={"z": 0})
     spec.given(CREATED, STATE_V1).when(command).then(
@@ -631,6 +658,11 @@ def test_handoff_timer_expires_the_token(spec: Spec) -> None:
     spec.given(CREATED).when(ExpireHandoff(at=1, token="tok")).then()
 
 
+def test_a_handoff_timer_before_the_tokens_expiry_is_a_no_op(spec: Spec) -> None:
+    early = ExpireHandoff(at=HANDOFF.expires_at - 1, token="tok")
+    spec.given(CREATED, HANDOFF).when(early).then()
+
+
 # ----------------------------------------------------------------------------- simulator slot
 
 
@@ -698,6 +730,20 @@ def test_status_of_an_older_simulator_is_ignored(spec: Spec) -> None:
     spec.given(CREATED, RESERVED).when(old).then()
 
 
+def test_a_status_report_without_an_endpoint_keeps_the_known_one(spec: Spec) -> None:
+    running = SimulatorStatusRecorded(
+        at=1400, simulator_id="sim-1", status="RUNNING", endpoint="local://sim-1"
+    )
+    again = RecordSimulatorStatus(at=1500, simulator_id="sim-1", status="RUNNING")
+    spec.given(CREATED, RESERVED, running).when(again).then()
+    stopping = RecordSimulatorStatus(at=1500, simulator_id="sim-1", status="STOPPING")
+    spec.given(CREATED, RESERVED, running).when(stopping).then(
+        SimulatorStatusRecorded(
+            at=1500, simulator_id="sim-1", status="STOPPING", endpoint="local://sim-1"
+        )
+    )
+
+
 # ----------------------------------------------------------------------------- timers, misc
 
 
@@ -714,6 +760,41 @@ def test_deadlines_cover_expiry_presence_and_handoffs() -> None:
 
 def test_a_simulator_command_sent_to_a_session_is_invalid(spec: Spec) -> None:
     spec.given(CREATED).when(StopSimulator(at=5)).fails("INVALID_COMMAND")
+
+
+def test_a_simulator_command_sent_to_an_unknown_session_says_not_found(spec: Spec) -> None:
+    """The liveness guard runs before the command is looked at, as for every client request."""
+    spec.when(StopSimulator(at=5)).fails("SESSION_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ExpireSession(at=10**9),
+        TimeOutDevice(at=10**9, device_id="d1"),
+        ForgetDevice(at=10**9, device_id="d1"),
+        ExpireHandoff(at=10**9, token="tok"),
+        TouchDevices(at=10**9, device_ids=["d1"]),
+        LeaveDevice(at=10**9, device_id="d1", connection_id="c1"),
+        RecordSimulatorStatus(at=10**9, simulator_id="sim-1", status="STOPPED"),
+    ],
+)
+def test_timers_and_reports_about_a_gone_session_are_no_ops(spec: Spec, command: object) -> None:
+    """They outlive the session they were about: a late one must never fail."""
+    spec.when(command).then()
+    spec.given(CREATED, JOINED, HANDOFF, SessionEnded(at=5)).when(command).then()
+
+
+def test_an_event_for_a_state_it_does_not_name_leaves_the_state_as_it_is() -> None:
+    ended = s.decider.fold([CREATED, SessionEnded(at=5)])
+    late = [
+        SessionEnded(at=9),
+        SessionRefreshed(at=9, expires_at=10**9),
+        DeviceLeft(at=9, device_id="d1"),
+    ]
+    assert s.decider.fold(late, ended) == ended
+    report = SimulatorStatusRecorded(at=9, simulator_id="sim-1", status="STOPPED")
+    assert s.decider.fold([report, SessionExpired(at=9)]) == s.NotStarted()
 
 
 def test_a_restarted_session_waits_for_its_old_simulator_to_stop(spec: Spec) -> None:

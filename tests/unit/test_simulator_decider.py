@@ -219,3 +219,7 @@ def test_a_session_command_sent_to_a_simulator_is_invalid(spec: Spec) -> None:
     spec.given(REQUESTED).when(RecordSimulatorStatus(at=1, simulator_id="x", status="X")).fails(
         "INVALID_COMMAND"
     )
+
+
+def test_an_event_before_the_request_leaves_no_simulator() -> None:
+    assert m.decider.fold([PROVISIONED, RUNNING, STOPPING]) == m.NoSimulator()
