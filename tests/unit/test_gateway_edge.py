@@ -20,6 +20,7 @@ from gateway.hub import ConnState, Hub
 from gateway.protocol import Form, MessageType, ProtocolError, decode_inbound, encode_outbound
 from gateway.push import Push, push_for_event
 from gateway.ws import quality_for
+from infra.store import MemoryStore
 from tests.hubkit import MemConn
 from tests.hubkit import changes_message as _changes
 
@@ -398,7 +399,7 @@ async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
         {"SIMULATOR_HEARTBEAT_TIMEOUT": "5s", "SIMULATOR_IDLE_TIMEOUT": "2m"}
     )
     bus = _RecordingBus()
-    gw = Gateway(cfg, redis=None, pool=None, bus=bus)
+    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
     outcome = await gw.reserve_simulator("s-1", "u", "sim-1", ["AAPL"], 500.0)
     (command,) = bus.sent
     assert (command.heartbeat_timeout_ms, command.idle_timeout_ms) == (5_000, 120_000)
@@ -416,7 +417,7 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
 
     cfg = load_gateway_config({"GATEWAY_HEARTBEAT_INTERVAL": "15", "GATEWAY_TOUCH_INTERVAL": "30"})
     bus = _RecordingBus()
-    gw = Gateway(cfg, redis=None, pool=None, bus=bus)
+    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
     conns = [MemConn(f"s-{i // 2}", "u", f"d-{i % 2}") for i in range(2000)]
     for c in conns:
         c.state = ConnState.LIVE
