@@ -184,14 +184,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _unavailable_store(e: BaseException) -> str | None:
-    """A one-line message for a store we cannot reach (an operational problem, not a bug)."""
-    try:
-        import redis.exceptions
-
-        if isinstance(e, redis.exceptions.ConnectionError):
-            return f"cannot reach Redis: {e}"
-    except ImportError:  # pragma: no cover
-        pass
+    """A one-line message for a database we cannot reach (an operational problem, not a bug);
+    the event store's failures are `StoreUnavailable`, a `SessiondError`."""
     if isinstance(e, ConnectionRefusedError | FileNotFoundError) and "PGSQL" in str(e):
         return f"cannot reach PostgreSQL: {e}"
     if isinstance(e, ConnectionRefusedError):
