@@ -81,8 +81,8 @@ class Gateway:
         # once, with a reminder a minute and a line when it ends, not once per request
         self.pool = Database(pool, Outage("gateway: PostgreSQL", log)) if pool is not None \
             else None
-        if self.pool is not None:  # events Redis no longer holds are read from PostgreSQL
-            store.archive = PostgresArchive(self.pool)
+        if self.pool is not None and store.archive is None:
+            store.archive = PostgresArchive(self.pool)  # what Redis no longer holds
         self.bus = bus
         self.tokens = TokenService(config)
         self.metrics = GatewayMetrics()
