@@ -94,8 +94,11 @@ async def projector_statuses(store: Store) -> list[ProjectorStatus]:
     out: list[ProjectorStatus] = []
     for owner, raw in (await store.statuses.get(PROJECTOR_ROLE, owners)).items():
         try:
-            out.append(_status.decode(raw) if raw
-                       else ProjectorStatus(owner=owner, last_error="no status record (yet)"))
+            out.append(
+                _status.decode(raw)
+                if raw
+                else ProjectorStatus(owner=owner, last_error="no status record (yet)")
+            )
         except (msgspec.DecodeError, msgspec.ValidationError):
             out.append(ProjectorStatus(owner=owner, last_error="unreadable status record"))
     return out

@@ -171,9 +171,7 @@ class SimulatorHost:
             log.warning("could not stop %s on shutdown: %s", spec.simulator_id, exc)
 
     async def register(self) -> None:
-        await self.hosts.register(
-            self.host_id, int(self.register_ttl_s * 1000), len(self.engines)
-        )
+        await self.hosts.register(self.host_id, int(self.register_ttl_s * 1000), len(self.engines))
 
     async def _register_loop(self) -> None:
         while True:
