@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from gateway import market_data, simulator_routes
 from gateway.config import GatewayConfig
 from gateway.errors import error_response
 from gateway.hub import ConnState
@@ -33,6 +32,7 @@ from gateway.rest import API_ROUTES, VERSION, endpoint
 from gateway.service import Gateway
 from gateway.sse import SseEndpoint
 from gateway.ws import WebSocketEndpoint
+from infra.store import CommandSender, Store, open_store
 
 __all__ = ["create_app", "drain"]
 
@@ -88,36 +88,6 @@ def _metrics(request: Request) -> Response:
     return Response(render(), media_type=CONTENT_TYPE)
 
 
-def _simulator_routes() -> list[Any]:
-    """Routes the simulators engineer provides in gateway/simulator_routes.py, if any."""
-    if importlib.util.find_spec("gateway.simulator_routes") is None:
-        return []
-    module = importlib.import_module("gateway.simulator_routes")
-    return list(getattr(module, "routes", []))
-
-
-async def _start_market_data(gw: Gateway) -> Any:
-    """Start the market-data relay (gateway/market_data.py) if it exists."""
-    if importlib.util.find_spec("gateway.market_data") is None:
-        return None
-    module = importlib.import_module("gateway.market_data")
-    for name in ("attach", "start"):
-        fn = getattr(module, name, None)
-        if fn is not None:
-            relay = fn(gw)
-            if asyncio.iscoroutine(relay):
-                relay = await relay
-            return relay
-    cls = getattr(module, "MarketDataRelay", None)
-    if cls is not None:
-        relay = cls(gw)
-        start = getattr(relay, "start", None)
-        if start is not None:
-            await start()
-        return relay
-    return None
-
-
 class GatewayApp:
     """The ASGI entry point: `/ws` goes straight to the plain WebSocket endpoint (no
     middleware frames held for the connection's lifetime: ~5 KiB less per connection), the
@@ -136,59 +106,46 @@ class GatewayApp:
             await self.app(scope, receive, send)
 
 
-def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
-               bus: Any = None) -> GatewayApp:
-    """The gateway app. Redis, the Postgres pool and the command sender (`bus`, the store's)
-    are made in the lifespan from `config` unless given (tests may inject them)."""
+def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any = None,
+               bus: CommandSender | None = None) -> GatewayApp:
+    """The gateway app. The event store, the Postgres pool and the command sender (`bus`) are
+    made in the lifespan from `config` unless given (tests may inject them); what is given is
+    not closed here."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        from infra.store import open_store
-
-        own_redis = redis is None
-        r = redis if redis is not None else _redis_client(config.redis_url)
+        s = store if store is not None else open_store(
+            config.redis_url, config.partitions, name=f"gw-{config.gateway_id}")
         p = pool
         if p is None and config.database_url:
             from infra.postgres import create_pool
 
             p = await create_pool(config.database_url, max_size=10)
-        store = open_store(config.redis_url, config.partitions) if bus is None else None
-        b = bus if store is None else store.command_sender(name=f"gw-{config.gateway_id}")
+        b = bus if bus is not None else s.command_sender(name=f"gw-{config.gateway_id}")
         await b.start()
-        gw = Gateway(config, r, p, b)
+        gw = Gateway(config, s, p, b)
         await gw.start()
         gw.hub.on_change.append(lambda push: _on_change(gw, push))
-        relay = await _start_market_data(gw)
+        relay = await market_data.install(gw)
         app.state.gateway = gw
         try:
             yield {"gateway": gw}
         finally:
             if not gw.draining:
                 await drain(gw, min(1.0, config.drain_timeout_s))
-            if relay is not None:
-                stop = getattr(relay, "stop", None) or getattr(relay, "close", None)
-                if stop is not None:
-                    with contextlib.suppress(Exception):
-                        res = stop()
-                        if asyncio.iscoroutine(res):
-                            await res
+            with contextlib.suppress(Exception):
+                await relay.close()
             await gw.close()
-            if store is not None:
+            if bus is None:
                 await b.close()
-                await store.aclose()
+            if store is None:
+                await s.aclose()
             if pool is None and p is not None:
                 await p.close()
-            if own_redis:
-                await r.aclose()
 
     ws_endpoint = WebSocketEndpoint()
-    routes: list[Any] = [WebSocketRoute("/ws", ws_endpoint)]
-    sim_routes = _simulator_routes()
-    sim_paths = {getattr(r, "path", "") for r in sim_routes}
-    routes.extend(sim_routes)
+    routes: list[Any] = [WebSocketRoute("/ws", ws_endpoint), *simulator_routes.routes]
     for method, path, handler, *_ in API_ROUTES:
-        if path in sim_paths:
-            continue
         routes.append(Route(path, endpoint(handler), methods=[method]))
     routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
     openapi = msgspec.json.encode(build_openapi(API_ROUTES, VERSION))
@@ -220,18 +177,6 @@ def create_app(config: GatewayConfig, *, redis: Any = None, pool: Any = None,
     )
     app.state.config = config
     return GatewayApp(app, ws_endpoint)
-
-
-def _redis_client(url: str) -> Any:
-    """A client whose pool *waits* for a free connection: a thousand connections' commands in
-    flight at once must queue for a socket, not fail with "Too many connections"."""
-    import redis.asyncio as aioredis
-
-    from infra.redis import client_options
-
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, **client_options(url, max_connections=128, timeout=10))
-    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
 
 
 def _on_change(gw: Gateway, push: Push) -> None:

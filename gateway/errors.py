@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from redis.exceptions import RedisError
 from starlette.responses import Response
 
 from events.errors import CODES, DomainError, InfraError
@@ -104,10 +103,8 @@ def from_exception(exc: BaseException) -> ApiError:
         return ApiError(503, DatabaseUnavailable.code,
                         "the database is unavailable, retry later",
                         retry_after=DATABASE_RETRY_AFTER_S)
-    if isinstance(exc, InfraError):
+    if isinstance(exc, InfraError):  # e.g. the event store failed outside the command path
         return ApiError(503, exc.code, "the service is temporarily unavailable, retry later")
-    if isinstance(exc, RedisError):  # a read or a check of Redis outside the command path
-        return ApiError(503, "STORE_UNAVAILABLE", "the session store is unavailable, retry later")
     if isinstance(exc, TimeoutError):
         return ApiError(503, "TIMEOUT", "the service did not answer in time, retry later")
     if isinstance(exc, OverflowError):

@@ -26,11 +26,22 @@ import asyncio
 import time
 from typing import Any
 
-from infra.store.layout import lease_key
-from projections.health import ProjectorStatus, describe, read_statuses
+import msgspec
+
+from infra.store import Store
+from projections.health import ProjectorStatus, describe
 from projections.lease import ROLE as PROJECTOR_ROLE
 
-__all__ = ["DEGRADED", "DRAINING", "HEALTHY", "UNHEALTHY", "health_checks", "overall", "readiness"]
+__all__ = [
+    "DEGRADED",
+    "DRAINING",
+    "HEALTHY",
+    "UNHEALTHY",
+    "health_checks",
+    "overall",
+    "projector_statuses",
+    "readiness",
+]
 
 HEALTHY, DEGRADED, UNHEALTHY, DRAINING = "healthy", "degraded", "unhealthy", "draining"
 
@@ -46,9 +57,9 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def _redis(gw: Any) -> dict[str, Any]:
+async def _store(gw: Any) -> dict[str, Any]:
     try:
-        await _timed(gw.redis.ping())
+        await _timed(gw.store.ping())
     except Exception as exc:
         return {"status": "unreachable", "error": _failure(exc)}
     return {"status": "ok"}
@@ -69,10 +80,28 @@ async def _postgres(gw: Any) -> dict[str, Any]:
 
 
 async def _leases_held(gw: Any, role: str) -> int:
-    pipe = gw.redis.pipeline(transaction=False)
-    for p in range(gw.config.partitions):
-        pipe.exists(lease_key(p, role))
-    return sum(int(x) for x in await _timed(pipe.execute()))
+    return len(await _timed(gw.store.leases.holders(role)))
+
+
+_status = msgspec.json.Decoder(ProjectorStatus)
+
+
+async def projector_statuses(store: Store) -> list[ProjectorStatus]:
+    """The status record of every live projector (a live member of the projector role, or the
+    holder of a projector lease), ordered by owner; one without a record is listed as unknown."""
+    holders = await store.leases.holders(PROJECTOR_ROLE)
+    owners = sorted({*await store.leases.members(PROJECTOR_ROLE), *holders.values()})
+    out: list[ProjectorStatus] = []
+    for owner, raw in (await store.statuses.get(PROJECTOR_ROLE, owners)).items():
+        try:
+            out.append(
+                _status.decode(raw)
+                if raw
+                else ProjectorStatus(owner=owner, last_error="no status record (yet)")
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            out.append(ProjectorStatus(owner=owner, last_error="unreadable status record"))
+    return out
 
 
 async def _workers(gw: Any) -> dict[str, Any]:
@@ -95,7 +124,7 @@ async def _dead_letters(gw: Any) -> int | None:
 async def _projectors(gw: Any, postgres_ok: bool) -> dict[str, Any]:
     partitions = gw.config.partitions
     try:
-        statuses: list[ProjectorStatus] = await _timed(read_statuses(gw.redis))
+        statuses = await _timed(projector_statuses(gw.store))
         held = await _leases_held(gw, PROJECTOR_ROLE)
     except Exception as exc:
         return {"status": "unknown", "error": _failure(exc)}
@@ -133,20 +162,20 @@ def overall(checks: dict[str, dict[str, Any]], *, draining: bool = False) -> str
 
 async def health_checks(gw: Any) -> tuple[str, dict[str, dict[str, Any]]]:
     """(status, checks): every dependency checked at once, each within CHECK_TIMEOUT_S."""
-    redis, postgres, workers = await asyncio.gather(_redis(gw), _postgres(gw), _workers(gw))
+    store, postgres, workers = await asyncio.gather(_store(gw), _postgres(gw), _workers(gw))
     projector = await _projectors(gw, postgres["status"] == "ok")
-    checks = {"redis": redis, "postgres": postgres, "workers": workers, "projector": projector}
+    checks = {"redis": store, "postgres": postgres, "workers": workers, "projector": projector}
     return overall(checks, draining=gw.draining), checks
 
 
 async def readiness(gw: Any) -> dict[str, Any]:
     """Whether this gateway can serve: Redis and PostgreSQL answer, and it is not draining.
     Worker lease coverage is reported, not required (see the module docstring)."""
-    redis, postgres, workers = await asyncio.gather(_redis(gw), _postgres(gw), _workers(gw))
+    store, postgres, workers = await asyncio.gather(_store(gw), _postgres(gw), _workers(gw))
     checks = {
-        "redis": redis["status"],
+        "redis": store["status"],
         "postgres": postgres["status"],
         "worker_leases": workers.get("leases", workers["status"]),
     }
-    ok = redis["status"] == "ok" and postgres["status"] == "ok" and not gw.draining
+    ok = store["status"] == "ok" and postgres["status"] == "ok" and not gw.draining
     return {"ready": ok, "draining": gw.draining, "checks": checks}

@@ -1,13 +1,13 @@
 """The connection hub: every client connection of this gateway process, grouped by session, and
 the change feed that keeps them up to date, gap-free.
 
-- One Redis pub/sub connection per process (a raw RESP subscriber, the store's `Subscriber`:
-  no redis-py on this path); one subscription to `sd:chg:<session_id>` per session with at
-  least one local connection, shared by all of them. When that connection is lost it reconnects,
-  re-subscribes everything and every session is caught up from its stream.
+- One subscription to the store's change feed per process (`ChangeFeed.subscriber`), holding
+  one subscribed session per session with at least one local connection, shared by all of
+  them, and the admin broadcast. When its connection is lost it reconnects, re-subscribes
+  everything and every session is caught up from its events.
 - Every change carries the session's event version. A session feed delivers versions in order:
   when a published change skips versions (missed message, no-change events) it reads the missing
-  events from the session's stream `sd:{pN}:ev:session:<id>` and pushes them first.
+  events of the session actor from the store (`ActorReader`) and pushes them first.
 - A connection tracks the last version it was sent; a connection resuming with `since` is caught
   up from the stream (or the archive), then live changes buffered meanwhile are drained, each
   version sent at most once. When history no longer reaches back it gets a `reset` with the
@@ -36,20 +36,16 @@ from typing import Any
 
 import msgspec
 
-from events.codec import decode_event_envelope
+from events.envelope import EventEnvelope
 from events.ids import session_actor
 from gateway.protocol import Form, MessageType
 from gateway.push import Push, push_for_event
-from infra.store.layout import event_stream
-from infra.store.routing import partition_of
+from infra.store import ChangeFeed, FeedSubscription, Store
 from projections.changes import Change, change_for, decode_changes
 
-__all__ = ["ADMIN_CHANNEL", "ConnState", "Connection", "EventHistory", "Hub"]
+__all__ = ["ConnState", "Connection", "EventHistory", "Hub"]
 
 log = logging.getLogger("sessiond.gateway.hub")
-
-ADMIN_CHANNEL = "sd:admin:broadcast"
-CHANGE_PREFIX = b"sd:chg:"
 
 
 class ConnState(IntEnum):
@@ -215,87 +211,40 @@ class Connection:
 
 
 class EventHistory:
-    """Reads a session's events (Redis stream, else the Postgres archive) as pushes."""
+    """A session's events as pushes, read from the store: what Redis holds, preceded by what
+    only the archive (PostgreSQL) still has."""
 
-    PAGE = 500
-
-    def __init__(self, redis: Any, partitions: int, pool: Any = None) -> None:
-        self.redis = redis
-        self.partitions = partitions
-        self.pool = pool
-
-    def stream(self, session_id: str) -> str:
-        return event_stream(partition_of(session_id, self.partitions), session_actor(session_id))
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     async def current_version(self, session_id: str) -> int:
-        last = await self.redis.xrevrange(self.stream(session_id), count=1)
-        if last:
-            return int(last[0][0].split(b"-", 1)[0])
-        if self.pool is not None:
-            row = await self.pool.fetchval(
-                "SELECT max(version) FROM events.archive WHERE actor_id = $1",
-                session_actor(session_id),
-            )
-            return int(row or 0)
-        return 0
+        return await self.store.actors.last_version(
+            self.store.partition_of(session_id), session_actor(session_id)
+        )
 
     async def after(self, session_id: str, since: int, upto: int | None = None
                     ) -> tuple[list[Push], int, bool]:
-        """Pushes for the events after `since` (up to `upto`), the last version read, and
-        whether history reached back to `since` (False: a reset is needed)."""
-        key = self.stream(session_id)
-        pushes: list[Push] = []
-        last = since
-        start = since + 1
-        end = "+" if upto is None else f"{upto}-0"
-        checked = False
-        while True:
-            entries = await self.redis.xrange(key, min=f"{start}-0", max=end, count=self.PAGE)
-            if not checked and entries:
-                checked = True
-                first_v = int(entries[0][0].split(b"-", 1)[0])
-                if first_v > since + 1:
-                    # The stream no longer reaches back (trimmed): the archive may.
-                    archived, last, complete = await self._from_archive(
-                        session_id, since, first_v
-                    )
-                    if not complete:
-                        return [], since, False
-                    pushes.extend(archived)
-            for _entry_id, fields in entries:
-                env = decode_event_envelope(fields[b"e"])
-                push = _push(session_id, env)
-                if push is not None:
-                    pushes.append(push)
-                last = env.version
-            if len(entries) < self.PAGE:
-                break
-            start = last + 1
-        return pushes, last, True
-
-    async def _from_archive(self, session_id: str, since: int, first_v: int
-                            ) -> tuple[list[Push], int, bool]:
-        if self.pool is None:
-            return [], since, False
-        rows = await self.pool.fetch(
-            "SELECT version, type, data, ts FROM events.archive"
-            " WHERE actor_id = $1 AND version > $2 AND version < $3 ORDER BY version",
-            session_actor(session_id), since, first_v,
+        """Pushes for the events after `since` (up to `upto`, else the current version), the
+        last version read, and whether history reached back to `since` gap-free (False: a
+        reset is needed)."""
+        if upto is None:
+            upto = await self.current_version(session_id)
+        if upto <= since:
+            return [], since, True
+        envs = await self.store.actors.read(
+            self.store.partition_of(session_id), session_actor(session_id),
+            after=since, upto=upto,
         )
-        expected = since + 1
-        pushes = []
-        for row in rows:
-            if row["version"] != expected:
-                return [], since, False
-            data = row["data"]
-            body = msgspec.json.decode(data) if isinstance(data, (str, bytes)) else dict(data)
-            push = push_for_event(session_id, row["version"], row["type"], body, row["ts"])
-            if push is not None:
-                pushes.append(push)
-            expected += 1
-        if expected != first_v:
+        if not _gap_free(envs, since):
             return [], since, False
-        return pushes, expected - 1, True
+        pushes = [push for env in envs if (push := _push(session_id, env)) is not None]
+        return pushes, envs[-1].version, True
+
+
+def _gap_free(envs: list[EventEnvelope], since: int) -> bool:
+    """Whether `envs` are the versions since+1, since+2, ... (at least one)."""
+    return bool(envs) and all(env.version == since + i
+                              for i, env in enumerate(envs, start=1))
 
 
 def _push(session_id: str, env: Any) -> Push | None:
@@ -319,58 +268,68 @@ class _Feed:
         self.ready = asyncio.Event()
 
 
+#: The session's current state (from the projections) and its version, for a `reset`.
+ResetState = Callable[[str], Awaitable[tuple[dict, int]]]
+
+
 class Hub:
     """All local connections, and the change feed shared by the connections of a session."""
 
-    def __init__(self, redis: Any, history: EventHistory, *, metrics: Any = None) -> None:
-        self.redis = redis
+    def __init__(self, feed: ChangeFeed, history: EventHistory, *, metrics: Any = None,
+                 reset_state: ResetState | None = None) -> None:
+        self.feed = feed
         self.history = history
         self.conns: dict[str, Connection] = {}
         self.feeds: dict[str, _Feed] = {}
-        self.pubsub: Any = None
-        self._reader: asyncio.Task | None = None
-        self._inbox: asyncio.Queue = asyncio.Queue(maxsize=100_000)
+        self.pubsub: FeedSubscription | None = None
+        #: (session id, change message; None: catch up) or (None, admin broadcast)
+        self._inbox: asyncio.Queue[tuple[str | None, bytes | None]] = asyncio.Queue(
+            maxsize=100_000)
         self._worker: asyncio.Task | None = None
         self._busy = False  # `_process` is handling a message (it may be awaiting history)
         self.on_attach: list[Callable[[str], Awaitable[None]]] = []
         self.on_detach: list[Callable[[str], Awaitable[None]]] = []
         self.on_change: list[Callable[[Push], None]] = []
         self.metrics = metrics
-        self.accepting = True
+        self.reset_state = reset_state
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Open the change feed connection (a raw RESP subscriber of the store)."""
-        from infra.store.redis.connection import Endpoint, Subscriber
-
-        self.pubsub = Subscriber(Endpoint.of(self.redis), self._on_message,
-                                 on_reconnect=self._on_reconnect, name="sd-gateway-changes")
+        """Open the change feed subscription (the admin broadcast included)."""
+        self.pubsub = self.feed.subscriber(
+            self._on_message, on_broadcast=self._on_broadcast,
+            on_reconnect=self._on_reconnect, name="sd-gateway-changes")
         await self.pubsub.start()
-        await self.pubsub.subscribe(ADMIN_CHANNEL)
         self._worker = asyncio.get_running_loop().create_task(self._process())
 
     async def close(self) -> None:
-        for task in (self._reader, self._worker):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(BaseException):
+                await self._worker
         if self.pubsub is not None:
             with contextlib.suppress(Exception):
                 await self.pubsub.close()
 
-    def _on_message(self, channel: bytes, data: bytes) -> None:
-        """A pub/sub message (called by the subscriber connection, in order). The common case,
-        the next versions of a ready session with nothing queued before them, is pushed right
-        here; anything that must wait (history to read, a feed being set up) goes through the
-        inbox, and so does everything behind it, to keep the order."""
-        if not self._busy and self._inbox.empty() and channel.startswith(CHANGE_PREFIX) \
-                and data and self._push_inline(channel[len(CHANGE_PREFIX):].decode(), data):
+    def _on_message(self, session_id: str, data: bytes) -> None:
+        """A change message of a session (called by the subscription, in publish order). The
+        common case, the next versions of a ready session with nothing queued before them, is
+        pushed right here; anything that must wait (history to read, a feed being set up) goes
+        through the inbox, and so does everything behind it, to keep the order."""
+        if not self._busy and self._inbox.empty() and data \
+                and self._push_inline(session_id, data):
             return
         try:
-            self._inbox.put_nowait((channel, data))
+            self._inbox.put_nowait((session_id, data))
         except asyncio.QueueFull:  # a later change of the session fills the gap from history
-            log.warning("change feed backlog full: dropped a message on %r", channel)
+            log.warning("change feed backlog full: dropped a message of session %s", session_id)
+
+    def _on_broadcast(self, data: bytes) -> None:
+        """An admin broadcast, queued behind the changes that arrived before it."""
+        try:
+            self._inbox.put_nowait((None, data))
+        except asyncio.QueueFull:
+            log.warning("change feed backlog full: dropped an admin broadcast")
 
     def _on_reconnect(self) -> None:
         """The feed connection was replaced (every channel re-subscribed): catch each session
@@ -378,21 +337,22 @@ class Hub:
         log.warning("change feed reconnected; catching %d session(s) up", len(self.feeds))
         for sid in list(self.feeds):
             with contextlib.suppress(asyncio.QueueFull):
-                self._inbox.put_nowait((CHANGE_PREFIX + sid.encode(), None))
+                self._inbox.put_nowait((sid, None))
 
     async def _process(self) -> None:
         while True:
-            channel, data = await self._inbox.get()
+            session_id, data = await self._inbox.get()
             self._busy = True
             try:
-                if channel.startswith(CHANGE_PREFIX):
-                    await self._on_change(channel[len(CHANGE_PREFIX):].decode(), data)
-                else:
+                if session_id is not None:
+                    await self._on_change(session_id, data)
+                elif data is not None:
                     self._on_admin(data)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("change feed: failed to process a message on %r", channel)
+                log.exception("change feed: failed to process a message of session %s",
+                              session_id)
             finally:
                 self._busy = False
 
@@ -491,7 +451,7 @@ class Hub:
         if first:
             feed = self.feeds[conn.session_id] = _Feed(conn.session_id)
             try:
-                await self.pubsub.subscribe(f"sd:chg:{conn.session_id}")
+                await self.pubsub.subscribe(conn.session_id)
                 feed.last_version = await self.history.current_version(conn.session_id)
             finally:
                 feed.ready.set()
@@ -509,13 +469,16 @@ class Hub:
         conn.state = ConnState.CATCHING_UP
         conn.buffer = []
         try:
+            current = await self.history.current_version(conn.session_id)
             if since is None:
-                conn.last_version = await self.history.current_version(conn.session_id)
-            elif since > await self.history.current_version(conn.session_id):
+                conn.last_version = current
+            elif since > current:
                 await self._reset(conn)  # a version this session never had: start over
             else:
                 conn.last_version = since
-                pushes, last, complete = await self.history.after(conn.session_id, since)
+                # later versions reach `conn` through the feed meanwhile (buffered)
+                pushes, last, complete = await self.history.after(conn.session_id, since,
+                                                                  current)
                 if complete:
                     conn.deliver_history(pushes, last)
                 else:
@@ -526,8 +489,8 @@ class Hub:
     async def _reset(self, conn: Connection) -> None:
         """History no longer reaches back to what the client has: send the full current state
         (version V, from the projections), then everything after V."""
-        reset_state = getattr(self, "reset_state", None)
-        state, version = ({}, 0) if reset_state is None else await reset_state(conn.session_id)
+        state, version = ({}, 0) if self.reset_state is None \
+            else await self.reset_state(conn.session_id)
         conn.last_version = version
         conn.send(conn.encode(Push(MessageType.RESET, {**state, "version": version},
                                    session_id=conn.session_id, version=version)))
@@ -545,7 +508,7 @@ class Hub:
         if not feed.conns:
             del self.feeds[conn.session_id]
             with contextlib.suppress(Exception):
-                await self.pubsub.unsubscribe(f"sd:chg:{conn.session_id}")
+                await self.pubsub.unsubscribe(conn.session_id)
             for hook in self.on_detach:
                 with contextlib.suppress(Exception):
                     await hook(conn.session_id)
@@ -562,6 +525,3 @@ class Hub:
         for conn in conns:
             conn.deliver(push)
         return len(conns)
-
-    def sessions(self) -> list[str]:
-        return list(self.feeds)

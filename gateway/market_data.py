@@ -1,18 +1,20 @@
 """Market data relay: ticks of a session's running simulator to every local client of it.
 
-The engine XADDs each tick to the capped stream `sd:md:<simulator_id>` (JSON in field `d`); this
-relay reads the streams of the simulators whose sessions have clients on this gateway process
-and pushes each tick once per session as an `exchange_data` message (the tick's JSON is embedded
-as is, never re-encoded per client). The session change feed decides what is watched:
+The engine publishes each tick to its simulator's capped tick stream (the store's `MarketData`,
+JSON); this relay reads the streams of the simulators whose sessions have clients on this
+gateway process and pushes each tick once per session as an `exchange_data` message (the tick's
+JSON is embedded as is, never re-encoded per client). The session change feed decides what is
+watched:
 
 - a simulator status change pushed to the session (the hub's `on_change` hook) to RUNNING
   starts relaying, to STOPPING / STOPPED / ERROR stops it, so a client sees RUNNING before the
   first tick and no tick after the stop;
 - a session gaining its first local connection (`on_attach`) looks its running simulator up
-  (`sd:md:session:<session_id>`, kept by the engine) and starts relaying;
+  (`MarketData.active_simulator`, kept by the engine) and starts relaying;
 - a connection that joins a watched session gets the latest tick first, then the live ones.
 
-Reads are batched: one XREAD over up to `streams_per_reader` streams per reader task. While a
+Reads are batched: one blocking read over up to `streams_per_reader` streams per reader task
+(`MarketData.reader`, a connection of its own). While a
 session has clients, the relay reports client activity to its simulator (`RecordActivity`, at
 most once per `activity_interval_s`, with an id shared by every gateway of the same interval),
 so the inactivity stop only hits simulators nobody is watching.
@@ -27,16 +29,16 @@ import time
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
+from events.errors import StoreUnavailable
 from events.ids import simulator_actor
 from events.simulator import RecordActivity
 from gateway.protocol import MessageType
 from gateway.push import Push
 from infra.metrics import counter, histogram
-from infra.store.layout import market_data_stream
+from infra.store import START, CommandSender, MarketData
 
-__all__ = ["MarketDataRelay", "install", "session_simulator_key", "start"]
+__all__ = ["MarketDataRelay", "install"]
 
 log = logging.getLogger("sessiond.gateway.market_data")
 
@@ -67,23 +69,13 @@ def _tick_ts_ms(data: bytes) -> int | None:
         return None
 
 
-def session_simulator_key(session_id: str) -> str:
-    """`sd:md:session:<session_id>` -> the simulator id whose engine is ticking for it."""
-    return f"sd:md:session:{session_id}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class _Watch:
-    __slots__ = ("last_id", "latest", "served", "session_id", "simulator_id", "stream")
+    __slots__ = ("last_id", "latest", "served", "session_id", "simulator_id")
 
     def __init__(self, session_id: str, simulator_id: str) -> None:
         self.session_id = session_id
         self.simulator_id = simulator_id
-        self.stream = market_data_stream(simulator_id)
-        self.last_id = "$"
+        self.last_id: str | None = None  # the position read up to (None: not known yet)
         self.latest: Push | None = None
         self.served: set[str] = set()  # connection ids that have had the latest tick
 
@@ -91,16 +83,16 @@ class _Watch:
 class MarketDataRelay:
     def __init__(
         self,
-        redis: Any,
+        market_data: MarketData,
         hub: Any,
         *,
-        bus: Any = None,
+        bus: CommandSender | None = None,
         block_ms: int = 100,
         batch: int = 50,
         streams_per_reader: int = 64,
         activity_interval_s: float = 60.0,
     ) -> None:
-        self.redis = redis
+        self.market_data = market_data
         self.hub = hub
         self.bus = bus
         self.block_ms = block_ms
@@ -150,20 +142,12 @@ class MarketDataRelay:
 
     async def on_attach(self, session_id: str) -> None:
         """A session got its first client here: relay its simulator if one is ticking."""
-        simulator_id = await self.redis.get(session_simulator_key(session_id))
+        simulator_id = await self.market_data.active_simulator(session_id)
         if simulator_id:
-            await self.watch(session_id, _text(simulator_id))
+            await self.watch(session_id, simulator_id)
 
     async def on_detach(self, session_id: str) -> None:
         self.unwatch(session_id)
-
-    def greet(self, conn: Any) -> None:
-        """Send a newly attached connection the latest tick now (optional: the relay also finds
-        new connections by itself within one read round)."""
-        watch = self.watches.get(conn.session_id)
-        if watch is not None and watch.latest is not None and conn.conn_id not in watch.served:
-            watch.served.add(conn.conn_id)
-            conn.deliver(watch.latest)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -181,17 +165,17 @@ class MarketDataRelay:
         self.watches[session_id] = watch
         # the latest tick first, for whoever is connected; then everything after it
         try:
-            last = await self.redis.xrevrange(watch.stream, count=1)
-        except RedisError as exc:
-            log.warning("market data: reading %s failed: %s", watch.stream, exc)
-            last = []
+            latest = await self.market_data.latest(simulator_id)
+        except StoreUnavailable as exc:
+            log.warning("market data: reading the ticks of %s failed: %s", simulator_id, exc)
+            latest = None
         if self.watches.get(session_id) is not watch:
             return  # unwatched meanwhile
-        if last:
-            watch.last_id = _text(last[0][0])
-            self._deliver(watch, last[0][1])
+        if latest is not None:
+            watch.last_id = latest[0]
+            self._deliver(watch, latest[1])
         else:
-            watch.last_id = "0-0"
+            watch.last_id = START
         self._changed.set()
         await self._report_activity([watch])  # a client just started watching
 
@@ -199,8 +183,7 @@ class MarketDataRelay:
         if self.watches.pop(session_id, None) is not None:
             self._changed.set()
 
-    def _deliver(self, watch: _Watch, fields: dict[Any, Any]) -> None:
-        data = fields.get(b"d") or fields.get("d")
+    def _deliver(self, watch: _Watch, data: bytes) -> None:
         if not data:
             return
         push = Push(MessageType.EXCHANGE_DATA, msgspec.Raw(data), session_id=watch.session_id)
@@ -260,36 +243,35 @@ class MarketDataRelay:
     async def _read(self, sessions: list[str]) -> None:
         if not sessions:
             await asyncio.Event().wait()
-        # a dedicated connection: cancelling a blocked XREAD must not poison a pooled one
-        conn = self.redis.client()
+        # a reader of its own: cancelling its blocked read must not disturb other reads
+        reader = self.market_data.reader("market-data")
         try:
             while True:
-                streams = {}
-                by_stream = {}
+                positions: dict[str, str] = {}
+                by_simulator: dict[str, _Watch] = {}
                 for sid in sessions:
                     watch = self.watches.get(sid)
-                    if watch is not None:
-                        streams[watch.stream] = watch.last_id
-                        by_stream[watch.stream.encode()] = watch
-                if not streams:
+                    if watch is not None and watch.last_id is not None:
+                        positions[watch.simulator_id] = watch.last_id
+                        by_simulator[watch.simulator_id] = watch
+                if not positions:
                     await asyncio.Event().wait()
                 try:
-                    reply = await conn.xread(streams, count=self.batch, block=self.block_ms)
-                except RedisError as exc:
+                    got = await reader.read(positions, self.batch, self.block_ms)
+                except StoreUnavailable as exc:
                     log.warning("market data read failed: %s", exc)
                     await asyncio.sleep(0.5)
                     continue
-                for stream, entries in reply or []:
-                    key = stream if isinstance(stream, bytes) else stream.encode()
-                    watch = by_stream.get(key)
+                for simulator_id, ticks in got.items():
+                    watch = by_simulator.get(simulator_id)
                     if watch is None or self.watches.get(watch.session_id) is not watch:
                         continue
-                    for entry_id, fields in entries:
-                        watch.last_id = _text(entry_id)
-                        self._deliver(watch, fields)
+                    for position, data in ticks:
+                        watch.last_id = position
+                        self._deliver(watch, data)
         finally:
             with contextlib.suppress(Exception):
-                await conn.aclose()
+                await reader.close()
 
     async def _report_activity(self, watches: list[_Watch] | None = None) -> None:
         if self.bus is None:
@@ -309,16 +291,12 @@ class MarketDataRelay:
 
 
 async def install(gateway: Any, **kw: Any) -> MarketDataRelay:
-    """Create, hook into `gateway.hub` and start the relay (call in the gateway's start-up).
+    """Create, hook into `gateway.hub` and start the relay (the gateway's start-up calls it).
     SIMULATOR_ACTIVITY_INTERVAL_MS sets how often client activity is reported."""
     if "activity_interval_s" not in kw:
         from infra.provisioners.settings import load_simulator_settings
 
         kw["activity_interval_s"] = load_simulator_settings().activity_interval_ms / 1000
-    relay = MarketDataRelay(gateway.redis, gateway.hub, bus=getattr(gateway, "bus", None), **kw)
+    relay = MarketDataRelay(gateway.store.market_data, gateway.hub, bus=gateway.bus, **kw)
     await relay.start()
     return relay
-
-
-#: `gateway.app` starts the relay through a module-level `start(gateway)`.
-start = install

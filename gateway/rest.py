@@ -21,7 +21,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from events.codec import decode_event, decode_event_envelope
+from events.codec import decode_event
 from events.ids import session_actor
 from events.session import (
     AcceptHandoff,
@@ -29,6 +29,7 @@ from events.session import (
     ConflictStrategy,
     DisconnectDevice,
     EndSession,
+    HandoffStarted,
     RefreshSession,
     ReplaceState,
     ResolveConflict,
@@ -41,8 +42,6 @@ from gateway.errors import ApiError, error_response, from_exception
 from gateway.idempotency import IdempotencyKey, check_key, scoped
 from gateway.service import Gateway, now_ms, parse_uuid
 from gateway.validate import check_identifiers, decode_json, identifier, version_param
-from infra.store.layout import event_stream
-from infra.store.routing import partition_of
 
 __all__ = ["API_ROUTES", "endpoint"]
 
@@ -332,40 +331,41 @@ async def get_handoff(request: Request, gw: Gateway) -> Any:
         state_version=started.state_version)
 
 
-async def _handoff_started(gw: Gateway, sid: str, token: str) -> Any:
-    """The HandoffStarted event of `token` (it carries the state), newest first."""
-    key = event_stream(partition_of(sid, gw.config.partitions), session_actor(sid))
-    end = "+"
-    for _ in range(50):
-        entries = await gw.redis.xrevrange(key, max=end, count=200)
-        for _entry_id, fields in entries:
-            env = decode_event_envelope(fields[b"e"])
-            if env.type == "HandoffStarted":
-                ev = decode_event(env.data, env.type)
-                if ev.token == token:
-                    return ev
-        if len(entries) < 200:
-            break
-        v = int(entries[-1][0].split(b"-", 1)[0])
-        if v <= 1:
-            break
-        end = f"{v - 1}-0"
-    if gw.pool is not None:
-        row = await gw.pool.fetchrow(
-            "SELECT data FROM events.archive WHERE actor_id = $1 AND type = 'HandoffStarted'"
-            " AND data->>'token' = $2", session_actor(sid), token)
-        if row is not None:
-            data = row["data"]
-            data = msgspec.json.decode(data) if isinstance(data, (str, bytes)) else data
-            return msgspec.convert({"type": "HandoffStarted", **data},
-                                   type=_handoff_type())
+#: How many of a session's newest events are searched for a handoff's start (a page at a time;
+#: a handoff token lives five minutes, so it is among the newest).
+HANDOFF_SEARCH_PAGE = 200
+HANDOFF_SEARCH_PAGES = 50
+
+
+async def _handoff_started(gw: Gateway, sid: str, token: str) -> HandoffStarted | None:
+    """The HandoffStarted event of `token` (it carries the state): the newest events first,
+    then (when Redis no longer holds the older ones) the archive's."""
+    actors, partition, actor = gw.store.actors, gw.store.partition_of(sid), session_actor(sid)
+    before: int | None = None
+    for _ in range(HANDOFF_SEARCH_PAGES):
+        envs = await actors.read_backwards(partition, actor, before=before,
+                                           limit=HANDOFF_SEARCH_PAGE)
+        found = _handoff_in(envs, token)
+        if found is not None:
+            return found
+        if envs:
+            before = envs[-1].version
+        if before is not None and before <= 1:
+            return None
+        if len(envs) < HANDOFF_SEARCH_PAGE:  # Redis holds nothing older: the archive may
+            older = await actors.read(partition, actor,
+                                      upto=None if before is None else before - 1)
+            return _handoff_in(older, token)
     return None
 
 
-def _handoff_type() -> type:
-    from events.session import HandoffStarted
-
-    return HandoffStarted
+def _handoff_in(envs: list[Any], token: str) -> HandoffStarted | None:
+    for env in envs:
+        if env.type == "HandoffStarted":
+            event = decode_event(env.data, env.type)
+            if isinstance(event, HandoffStarted) and event.token == token:
+                return event
+    return None
 
 
 async def delete_device(request: Request, gw: Gateway) -> Any:
@@ -397,13 +397,8 @@ async def _metrics_sessions(gw: Gateway) -> dict[str, Any]:
 
 
 async def _connections(gw: Gateway) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    gateways = await gw.redis.zrange("sd:gateways", 0, -1)
-    for g in gateways:
-        rows = await gw.redis.hgetall(f"sd:gw:{g.decode()}:conns")
-        for conn_id, raw in rows.items():
-            out.append({"connection_id": conn_id.decode(), **msgspec.json.decode(raw)})
-    return out
+    return [{"connection_id": conn_id, **msgspec.json.decode(info)}
+            for _gateway, conn_id, info in await gw.store.connections.connections()]
 
 
 async def _metrics_connections(gw: Gateway) -> dict[str, Any]:
@@ -476,7 +471,7 @@ async def admin_connections(request: Request, gw: Gateway) -> Any:
 async def admin_broadcast(request: Request, gw: Gateway) -> Any:
     auth(request, gw, admin=True)
     req = await body(request, gw, S.BroadcastRequest)
-    n = await gw.redis.publish("sd:admin:broadcast", msgspec.json.encode(
+    n = await gw.store.feed.broadcast(msgspec.json.encode(
         {"payload": {"message": req.message, "type": req.type, "timestamp": _now_iso()}}))
     return S.BroadcastResponse(message=req.message, type=req.type, gateways=int(n))
 

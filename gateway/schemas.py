@@ -246,13 +246,6 @@ class ReadyResponse(msgspec.Struct, kw_only=True):
     checks: dict[str, str]
 
 
-class AdminMetrics(msgspec.Struct, kw_only=True):
-    """Free-form counters (sessions / connections / snapshots)."""
-
-    timestamp: str
-    data: dict[str, Any]
-
-
 class ErrorDetailSchema(msgspec.Struct):
     code: str
     message: str

@@ -1,8 +1,9 @@
 """The gateway's shared resources and the few operations every edge (REST, WS, SSE) uses.
 
-One `Gateway` per process, built in the Starlette lifespan: Redis client, PostgreSQL pool,
-CommandBus, token service, connection hub, metrics. It keeps no authoritative state: writes are
-commands to actors (answered with their outcome), reads come from the projections.
+One `Gateway` per process, built in the Starlette lifespan: the event store, PostgreSQL pool,
+command sender, token service, connection hub, metrics. It keeps no authoritative state: writes
+are commands to actors (answered with their outcome), reads come from the projections and the
+store (events, the connection registry, the device index).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from events.codec import decode_event, decode_event_envelope
+from events.codec import decode_event
 from events.envelope import Outcome
 from events.errors import StoreUnavailable
 from events.ids import session_actor, simulator_actor
@@ -28,6 +29,7 @@ from events.session import (
     TouchDevices,
     Transport,
 )
+from gateway.archive import PostgresArchive
 from gateway.auth import Claims, TokenService
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError, from_outcome
@@ -38,12 +40,14 @@ from gateway.ratelimit import KeyedLimiter
 from gateway.rotation import Rotation
 from gateway.slots import ConnectionSlots
 from infra.postgres import Database, DatabaseUnavailable, Outage
-from infra.store.layout import event_stream
-from infra.store.routing import partition_of
+from infra.store import CommandSender, Store
 
 __all__ = ["Gateway", "now_ms", "parse_uuid"]
 
 log = logging.getLogger("sessiond.gateway")
+
+#: How long the user+device -> session index keeps an entry (a week).
+DEVICE_INDEX_TTL_S = 7 * 24 * 3600
 
 #: How often the maintenance loop takes its next share of heartbeats and touches (`Rotation`):
 #: the finer, the smaller each burst; a tick with nothing to do costs one timer wake-up.
@@ -69,19 +73,22 @@ def parse_uuid(value: Any, field: str) -> str:
 class Gateway:
     """Everything a request handler needs, shared by the whole process."""
 
-    def __init__(self, config: GatewayConfig, redis: Any, pool: Any, bus: Any) -> None:
+    def __init__(self, config: GatewayConfig, store: Store, pool: Any,
+                 bus: CommandSender) -> None:
         self.config = config
-        self.redis = redis
+        self.store = store
         # reads of the projections: an outage raises DatabaseUnavailable (503) and is logged
         # once, with a reminder a minute and a line when it ends, not once per request
         self.pool = Database(pool, Outage("gateway: PostgreSQL", log)) if pool is not None \
             else None
+        if self.pool is not None and store.archive is None:
+            store.archive = PostgresArchive(self.pool)  # what Redis no longer holds
         self.bus = bus
         self.tokens = TokenService(config)
         self.metrics = GatewayMetrics()
-        self.history = EventHistory(redis, config.partitions, self.pool)
-        self.hub = Hub(redis, self.history, metrics=self.metrics)
-        self.hub.reset_state = self.reset_state  # type: ignore[attr-defined]
+        self.history = EventHistory(store)
+        self.hub = Hub(store.feed, self.history, metrics=self.metrics,
+                       reset_state=self.reset_state)
         self.started_at = time.time()
         self.draining = False
         self._tasks: list[asyncio.Task] = []
@@ -104,16 +111,11 @@ class Gateway:
                 await task
         await self.hub.close()
         with contextlib.suppress(Exception):
-            await self.redis.delete(self.registry_key)
-            await self.redis.zrem("sd:gateways", self.config.gateway_id)
-
-    @property
-    def registry_key(self) -> str:
-        return f"sd:gw:{self.config.gateway_id}:conns"
+            await self.store.connections.remove_gateway(self.config.gateway_id)
 
     async def _register_gateway(self) -> None:
         with contextlib.suppress(Exception):
-            await self.redis.zadd("sd:gateways", {self.config.gateway_id: now_ms()})
+            await self.store.connections.announce(self.config.gateway_id)
 
     async def _maintenance(self) -> None:
         """One loop for all connections: server heartbeats, idle checks, presence touches and
@@ -192,10 +194,8 @@ class Gateway:
                 await self.command(session_id, TouchDevices(at=now_ms(), device_ids=devices),
                                    wait=False)
         if registry:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.expire(self.registry_key, self.config.registry_ttl_s)
-            pipe.zadd("sd:gateways", {self.config.gateway_id: now_ms()})
-            await pipe.execute()
+            await self.store.connections.refresh(self.config.gateway_id,
+                                                 self.config.registry_ttl_s)
 
     # ------------------------------------------------------------------ commands
     async def reserve_simulator(
@@ -255,12 +255,7 @@ class Gateway:
                 timeout=self.config.command_timeout_s,
                 fingerprint=idempotency.fingerprint if idempotency is not None else "",
             )
-        except Exception as exc:
-            import redis.exceptions
-
-            if not isinstance(exc, (StoreUnavailable, TimeoutError, ConnectionError,
-                                    redis.exceptions.RedisError)):
-                raise
+        except (StoreUnavailable, TimeoutError, ConnectionError):
             if idempotency is not None:
                 self.metrics.command_errors.labels("OUTCOME_UNKNOWN").inc()
                 raise outcome_unknown(idempotency, self.config.retry_after_s) from None
@@ -281,30 +276,16 @@ class Gateway:
             raise from_outcome(outcome.error_code, outcome.error_message)
         return outcome
 
-    async def event_at(self, session_id: str, version: int, actor_id: str | None = None) -> Any:
-        """The event an actor recorded at `version` (read back to answer with its fields)."""
-        actor = actor_id or session_actor(session_id)
-        key = event_stream(partition_of(session_id, self.config.partitions), actor)
-        entries = await self.redis.xrange(key, min=f"{version}-0", max=f"{version}-0", count=1)
-        if not entries:
-            return None
-        env = decode_event_envelope(entries[0][1][b"e"])
-        return decode_event(env.data, env.type)
-
     async def events_of(self, session_id: str, outcome: Outcome) -> list[Any]:
         """The events a successful command appended (outcome.events of them, ending at
         outcome.version)."""
         if outcome.events <= 0:
             return []
-        first = outcome.version - outcome.events + 1
-        key = event_stream(partition_of(session_id, self.config.partitions),
-                           outcome.actor_id)
-        entries = await self.redis.xrange(key, min=f"{first}-0", max=f"{outcome.version}-0")
-        out = []
-        for _id, fields in entries:
-            env = decode_event_envelope(fields[b"e"])
-            out.append(decode_event(env.data, env.type))
-        return out
+        envs = await self.store.actors.read(
+            self.store.partition_of(session_id), outcome.actor_id,
+            after=outcome.version - outcome.events, upto=outcome.version,
+        )
+        return [decode_event(env.data, env.type) for env in envs]
 
     # ------------------------------------------------------------------ sessions
     def authorize(self, claims: Claims, owner: str | None) -> None:
@@ -317,7 +298,7 @@ class Gateway:
         projection has not caught up; None when the session does not exist.
 
         While PostgreSQL is unreachable, the first event alone answers, when Redis still holds
-        it (version 1): writes to existing sessions go on. Without it (no stream, or trimmed),
+        it (version 1): writes to existing sessions go on. Without it (no events, or trimmed),
         "does not exist" cannot be told from "not known here": DatabaseUnavailable (503)."""
         outage: DatabaseUnavailable | None = None
         if self.pool is not None:
@@ -330,15 +311,16 @@ class Gateway:
                 outage, owner = exc, None
             if owner is not None:
                 return owner
-        key = event_stream(partition_of(session_id, self.config.partitions),
-                           session_actor(session_id))
-        entries = await self.redis.xrange(key, count=1)
-        if outage is not None and (not entries or entries[0][0] != b"1-0"):
-            raise outage
-        if not entries:
+        try:  # version 1 from Redis, else from the archive (when it was trimmed)
+            first = await self.store.actors.read(
+                self.store.partition_of(session_id), session_actor(session_id), upto=1)
+        except DatabaseUnavailable as exc:
+            raise outage or exc from None
+        if not first:
+            if outage is not None:
+                raise outage
             return None
-        env = decode_event_envelope(entries[0][1][b"e"])
-        return getattr(decode_event(env.data, env.type), "user_id", None)
+        return getattr(decode_event(first[0].data, first[0].type), "user_id", None)
 
     async def check_owner(self, claims: Claims, session_id: str, *, must_exist: bool = True
                           ) -> str | None:
@@ -360,8 +342,8 @@ class Gateway:
         if not device_id or len(device_id) > 200:
             raise ApiError(400, "INVALID_ARGUMENT", "device_id is required (at most 200 chars)")
         key = new_key() if idempotency_key is None else check_key(idempotency_key)
-        index = f"sd:ud:{claims.user_id}:{device_id}"
-        existing = await self.redis.get(index)
+        devices = self.store.devices
+        existing = await devices.get(claims.user_id, device_id)
         if existing is None and self.pool is not None:
             existing = await self.pool.fetchval(
                 "SELECT s.session_id FROM session.active_sessions s"
@@ -374,19 +356,18 @@ class Gateway:
             )
         stale = None
         if existing is not None:
-            sid = existing.decode() if isinstance(existing, bytes) else str(existing)
+            sid = str(existing)
             if await self._usable(claims, sid, wait_s=2.0):
                 return sid, False
             stale = sid
         sid = str(uuid.uuid5(_NS, f"{claims.user_id}/{device_id}/{key}"))
-        ttl = 7 * 24 * 3600
-        if stale is None and not await self.redis.set(index, sid, nx=True, ex=ttl):
+        ttl = DEVICE_INDEX_TTL_S
+        if stale is None and not await devices.claim(claims.user_id, device_id, sid, ttl):
             # another request for the same user and device is creating one right now: use it
-            raced = await self.redis.get(index)
-            other = raced.decode() if isinstance(raced, bytes) else raced
+            other = await devices.get(claims.user_id, device_id)
             if other and await self._usable(claims, other, wait_s=2.0):
                 return other, False
-        await self.redis.set(index, sid, ex=ttl)
+        await devices.put(claims.user_id, device_id, sid, ttl)
         await self.create_session(
             claims, sid, device_id=device_id, ip_address=ip_address,
             idempotency=IdempotencyKey(key=key, command_id=f"create:{sid}", fingerprint="",
@@ -455,14 +436,12 @@ class Gateway:
             self.user_slots.give_back(conn.user_id)
             raise
         with contextlib.suppress(Exception):
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(self.registry_key, conn.conn_id, msgspec.json.encode({
-                "session_id": conn.session_id, "user_id": conn.user_id,
-                "device_id": conn.device_id, "transport": conn.transport,
-                "connected_at": int(conn.connected_at), "gateway": self.config.gateway_id,
-            }))
-            pipe.expire(self.registry_key, self.config.registry_ttl_s)
-            await pipe.execute()
+            await self.store.connections.register(
+                self.config.gateway_id, conn.conn_id, msgspec.json.encode({
+                    "session_id": conn.session_id, "user_id": conn.user_id,
+                    "device_id": conn.device_id, "transport": conn.transport,
+                    "connected_at": int(conn.connected_at), "gateway": self.config.gateway_id,
+                }), self.config.registry_ttl_s)
         self.metrics.connections.labels(conn.transport).inc()
         return outcome
 
@@ -470,7 +449,7 @@ class Gateway:
         self.user_slots.give_back(conn.user_id)
         self.metrics.connections.labels(conn.transport).dec()
         with contextlib.suppress(Exception):
-            await self.redis.hdel(self.registry_key, conn.conn_id)
+            await self.store.connections.unregister(self.config.gateway_id, conn.conn_id)
         try:
             await self.command(
                 conn.session_id,

@@ -3,7 +3,8 @@
 poll instead of holding a WebSocket or an SSE stream.
 
 `GET /api/sessions/{session_id}/simulator/quotes` -> `{"simulator_id", "status", "tick"}` where
-`tick` is the newest tick of the simulator's stream (`null` before the first one).
+`tick` is the newest tick of the simulator's stream (`MarketData.latest`; `null` before the
+first one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from starlette.routing import Route
 
 from gateway.errors import ApiError
 from gateway.rest import auth, endpoint, path_uuid
-from infra.store.layout import market_data_stream
 
 __all__ = ["latest_quotes", "routes"]
 
@@ -31,8 +31,8 @@ async def latest_quotes(request: Request, gw: Any) -> Response:
     sim = await gw.simulator(session_id)
     if sim is None:
         raise ApiError(404, "SIMULATOR_NOT_FOUND", "this session has no simulator")
-    last = await gw.redis.xrevrange(market_data_stream(sim["simulator_id"]), count=1)
-    raw = (last[0][1].get(b"d") or last[0][1].get("d")) if last else None
+    latest = await gw.store.market_data.latest(sim["simulator_id"])
+    raw = latest[1] if latest is not None else None
     body = {
         "simulator_id": sim["simulator_id"],
         "status": sim.get("status"),

@@ -433,7 +433,7 @@ class WebSocketEndpoint:
         elif t in (MessageType.BROADCAST, MessageType.ADMIN_UPDATE):
             if not conn.is_admin:
                 raise ApiError(403, "ADMIN_REQUIRED", "only admins may broadcast")
-            await gw.redis.publish("sd:admin:broadcast", msgspec.json.encode(
+            await gw.store.feed.broadcast(msgspec.json.encode(
                 {"payload": p, "admin_only": t is MessageType.ADMIN_UPDATE}))
         elif t is MessageType.AUTH:
             self._reauth(gw, conn, p, cid)

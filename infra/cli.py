@@ -1,7 +1,8 @@
 """The `sessiond` command line: one entry point, subcommands discovered in `infra.commands`.
 
 Every module of the `infra.commands` package that defines ``register(subparsers)`` contributes
-its subcommands; ``sessiond --help`` lists them with their one-line help. Handlers are plain or
+its subcommands; ``sessiond --help`` lists them with their one-line help. A command module that
+fails to import or register is a bug: it fails the whole CLI, loudly. Handlers are plain or
 ``async`` functions of the parsed arguments returning an exit code. Expected failures
 (`SessiondError`, an unreachable store, Ctrl-C) end with one line on stderr and exit code 2;
 only real bugs show a traceback.
@@ -95,10 +96,7 @@ def _load_command_modules() -> list[tuple[str, Any]]:
         if info.name.startswith("_"):
             continue
         name = f"infra.commands.{info.name}"
-        try:
-            modules.append((name, importlib.import_module(name)))
-        except Exception as e:  # one broken command must not take the whole CLI down
-            print(f"{PROG}: warning: skipping {name}: {type(e).__name__}: {e}", file=sys.stderr)
+        modules.append((name, importlib.import_module(name)))
     return modules
 
 
@@ -120,14 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="log level (default: $SESSIOND_LOG_LEVEL or INFO)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name, module in _load_command_modules():
+    for _name, module in _load_command_modules():
         register = getattr(module, "register", None)
-        if register is None:
-            continue
-        try:
+        if register is not None:
             register(subparsers)
-        except Exception as e:
-            print(f"{PROG}: warning: skipping {name}: {type(e).__name__}: {e}", file=sys.stderr)
     # Give commands registered without `help=` a line in the list too.
     listed = {action.dest for action in subparsers._choices_actions}
     for command, sub in subparsers.choices.items():
@@ -184,14 +178,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _unavailable_store(e: BaseException) -> str | None:
-    """A one-line message for a store we cannot reach (an operational problem, not a bug)."""
-    try:
-        import redis.exceptions
-
-        if isinstance(e, redis.exceptions.ConnectionError):
-            return f"cannot reach Redis: {e}"
-    except ImportError:  # pragma: no cover
-        pass
+    """A one-line message for a database we cannot reach (an operational problem, not a bug);
+    the event store's failures are `StoreUnavailable`, a `SessiondError`."""
     if isinstance(e, ConnectionRefusedError | FileNotFoundError) and "PGSQL" in str(e):
         return f"cannot reach PostgreSQL: {e}"
     if isinstance(e, ConnectionRefusedError):

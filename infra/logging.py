@@ -22,7 +22,6 @@ import msgspec
 __all__ = [
     "JsonFormatter",
     "correlation",
-    "get_correlation_id",
     "set_correlation_id",
     "setup_logging",
 ]
@@ -32,10 +31,6 @@ _correlation: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_
 # attributes every LogRecord has; anything else came from `extra=` and is emitted as a field
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _encoder = msgspec.json.Encoder(enc_hook=repr)
-
-
-def get_correlation_id() -> str:
-    return _correlation.get()
 
 
 def set_correlation_id(value: str) -> contextvars.Token[str]:

@@ -29,16 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     import asyncpg
+    from redis.asyncio import Redis  # until projections/ reads through the store
 
     from events.codec import decode_event
     from events.errors import SessiondError
-    from infra.redis import connect
     from projections.cli import emit_json, resolve
     from projections.history import envelope_json, read_history, session_simulators
 
     sid = args.session.removeprefix("session:")
     cfg = resolve(args, database=False)
-    redis = connect(cfg.redis_url)
+    redis = Redis.from_url(cfg.redis_url)
     conn = None
     try:
         db = args.database_url

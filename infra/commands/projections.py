@@ -80,9 +80,9 @@ def _missing_action(p: argparse.ArgumentParser):
 
 async def _status(args: argparse.Namespace) -> int:
     import asyncpg
+    from redis.asyncio import Redis  # until projections/ reads through the store
 
     from infra.postgres import unreachable
-    from infra.redis import connect
     from projections.cli import emit_json, resolve
     from projections.dead_letters import dead_letter_summary
     from projections.health import as_dict, read_statuses
@@ -90,7 +90,7 @@ async def _status(args: argparse.Namespace) -> int:
     from projections.status import partition_status
 
     cfg = resolve(args)
-    redis = connect(cfg.redis_url)
+    redis = Redis.from_url(cfg.redis_url)
     rows: list[dict] = []
     dead: dict = {"total": 0, "per_partition": {}, "latest": []}
     pg_error = ""
@@ -180,13 +180,13 @@ async def _rebuild(args: argparse.Namespace) -> int:
 
 async def _trim(args: argparse.Namespace) -> int:
     import asyncpg
+    from redis.asyncio import Redis  # until projections/ reads through the store
 
-    from infra.redis import connect
     from projections.cli import emit_json, resolve
     from projections.retention import trim_partition
 
     cfg = resolve(args)
-    redis = connect(cfg.redis_url)
+    redis = Redis.from_url(cfg.redis_url)
     conn = await asyncpg.connect(cfg.database_url)
     try:
         for p in range(cfg.partitions):
@@ -200,8 +200,8 @@ async def _trim(args: argparse.Namespace) -> int:
 
 async def _verify(args: argparse.Namespace) -> int:
     import asyncpg
+    from redis.asyncio import Redis  # until projections/ reads through the store
 
-    from infra.redis import connect
     from projections.cli import emit_json, resolve
     from projections.dead_letters import dead_letter_keys, dead_letter_summary
     from projections.projector import CHECKPOINT_NAME
@@ -209,7 +209,7 @@ async def _verify(args: argparse.Namespace) -> int:
     from projections.verify import fold_logs
 
     cfg = resolve(args)
-    redis = connect(cfg.redis_url)
+    redis = Redis.from_url(cfg.redis_url)
     conn = await asyncpg.connect(cfg.database_url)
     try:
         dead = await dead_letter_summary(conn, CHECKPOINT_NAME)

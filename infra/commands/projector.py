@@ -35,10 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis  # until projections/ reads through the store
+
     from infra.cli import wait_for_shutdown_signal
     from infra.gctune import tune_gc
     from infra.postgres import create_pool
-    from infra.redis import connect
     from projections.cli import resolve
     from projections.migrate import migrate
     from projections.projector import Projector, ProjectorConfig, pool_settings
@@ -48,7 +49,7 @@ async def run(args: argparse.Namespace) -> int:
         await migrate(cfg.database_url)
     config = ProjectorConfig.from_env(cfg.redis_url, cfg.database_url, cfg.partitions,
                                       cfg.lease_ttl_ms)
-    redis = connect(cfg.redis_url)
+    redis = Redis.from_url(cfg.redis_url)
     pool = await create_pool(cfg.database_url, max_size=config.pool_size + 1,
                              server_settings=pool_settings(config))
     tune_gc()

@@ -56,7 +56,6 @@ async def run(args: argparse.Namespace) -> int:
     from events.errors import SessiondError
     from infra.config import load_settings
     from infra.provisioners import create_provisioner, load_simulator_settings
-    from infra.redis import connect
     from infra.store import open_store
 
     settings = load_settings()
@@ -71,13 +70,12 @@ async def run(args: argparse.Namespace) -> int:
         from infra.metrics import start_http_server
 
         start_http_server(args.metrics_port)
-    redis = connect(url)  # the local provisioner's (it moves onto the store with infra/exchange)
-    try:
-        provisioner = create_provisioner(sim, redis)
-    except Exception as exc:  # e.g. no kubeconfig
-        await redis.aclose()
-        raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
     store = open_store(url, partitions)
+    try:
+        provisioner = create_provisioner(sim, store.simulator_hosts)
+    except Exception as exc:  # e.g. no kubeconfig
+        await store.aclose()
+        raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
     bus = store.command_sender(name=args.name)
     await bus.start()
     reactor = Reactor(store, bus, provisioner, name=args.name, concurrency=args.concurrency)
@@ -98,6 +96,5 @@ async def run(args: argparse.Namespace) -> int:
         await reactor.close()
         await bus.close()
         await store.aclose()
-        await redis.aclose()
     log.info("reactor %s stopped; handled %d simulator events", reactor.name, reactor.handled)
     return 0

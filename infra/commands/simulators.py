@@ -1,7 +1,7 @@
 """`sessiond simulators`: run reference exchange engines, one asyncio task per simulator.
 
-Default (SIMULATOR_PROVISIONER=local): a shared host. It registers itself in Redis and runs the
-simulators the reactor places on it; ticks go to the capped streams `sd:md:<simulator_id>`,
+Default (SIMULATOR_PROVISIONER=local): a shared host. It registers itself in the event store and
+runs the simulators the reactor places on it; ticks go to each simulator's capped tick stream,
 heartbeats to the simulator actors. `--single` (used by the Kubernetes Deployment of one
 simulator): run the one simulator described by $SIMULATOR_SPEC (JSON) and serve `/health` and
 `/ready` on --health-port for the probes. SIGTERM/SIGINT: stop the engines, deregister, exit 0.
@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--host-id", default=None, help="this process's name in Redis (default: <hostname>-<pid>)"
+        "--host-id",
+        default=None,
+        help="this process's name in the store (default: <hostname>-<pid>)",
     )
     add_store_options(p, metrics=True)
     p.add_argument(
@@ -93,7 +95,6 @@ async def run(args: argparse.Namespace) -> int:
     from infra.exchange.engine import Engine
     from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
     from infra.provisioners import load_simulator_settings
-    from infra.redis import connect
     from infra.store import open_store
 
     settings = load_settings()
@@ -110,7 +111,6 @@ async def run(args: argparse.Namespace) -> int:
         from infra.metrics import start_http_server
 
         start_http_server(args.metrics_port)
-    redis = connect(url)
     store = open_store(url, partitions)
     bus = store.commands
     await bus.start()
@@ -126,7 +126,7 @@ async def run(args: argparse.Namespace) -> int:
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise SessiondError(f"--single needs a valid $SIMULATOR_SPEC: {exc}") from None
             host = SimulatorHost(
-                redis,
+                store,
                 bus_heartbeat(bus),
                 host_id=args.host_id,
                 tick_hz=tick_hz,
@@ -143,7 +143,7 @@ async def run(args: argparse.Namespace) -> int:
                 tick_hz=tick_hz,
                 heartbeat_interval_s=heartbeat_s,
             )
-            await redis.ping()
+            await store.ping()
             ready.set()
             task = asyncio.create_task(engine.run())
             await asyncio.wait(
@@ -155,7 +155,7 @@ async def run(args: argparse.Namespace) -> int:
             server.close()
         else:
             host = SimulatorHost(
-                redis,
+                store,
                 bus_heartbeat(bus),
                 host_id=args.host_id,
                 tick_hz=tick_hz,
@@ -185,5 +185,4 @@ async def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await store.aclose()
-        await redis.aclose()
     return 0

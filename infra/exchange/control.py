@@ -1,46 +1,18 @@
-"""How the reactor's `local` provisioner and the `simulators` processes find each other in Redis.
+"""What the reactor's `local` provisioner and the `simulators` processes say to each other.
 
-- `sd:sim:hosts` (ZSET): host id -> ms until which the host is alive (it re-registers every
-  couple of seconds; a killed host simply stops renewing).
-- `sd:sim:load` (HASH): host id -> simulators it runs (placement picks the least loaded).
-- `sd:sim:control:<host>` (stream): start / stop requests for that host, field `r` = msgpack
-  `ControlRequest`.
-- `sd:sim:where:<simulator>`: the host a simulator was placed on.
-- `sd:sim:ack:<request>` (list): the host pushes the outcome of a request there (the provisioner
-  waits with BLPOP).
+They meet in the event store (`SimulatorHosts`): live hosts with their load, one control stream
+per host carrying `ControlRequest`s (msgpack), one `ControlReply` per request (the provisioner
+waits for it), and where each simulator was placed.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-__all__ = [
-    "ACK_TTL_S",
-    "HOSTS_KEY",
-    "LOAD_KEY",
-    "ControlReply",
-    "ControlRequest",
-    "EngineSpec",
-    "ack_key",
-    "control_stream",
-    "placement_key",
-]
+__all__ = ["ACK_TTL_S", "ControlReply", "ControlRequest", "EngineSpec"]
 
-HOSTS_KEY = "sd:sim:hosts"
-LOAD_KEY = "sd:sim:load"
+#: How long a host's answer to a request is kept for the provisioner waiting for it.
 ACK_TTL_S = 60
-
-
-def control_stream(host_id: str) -> str:
-    return f"sd:sim:control:{host_id}"
-
-
-def placement_key(simulator_id: str) -> str:
-    return f"sd:sim:where:{simulator_id}"
-
-
-def ack_key(request_id: str) -> str:
-    return f"sd:sim:ack:{request_id}"
 
 
 class EngineSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,8 +2,9 @@
 
 An engine first heartbeats its simulator actor until the actor has recorded one (the actor is
 then RUNNING), and only then starts ticking, so a client sees RUNNING before the first tick.
-Ticks are handed to a shared `TickPublisher`, which XADDs everything pending in one pipeline to
-the capped streams `sd:md:<simulator_id>`; heartbeats follow every `heartbeat_interval_s`.
+Ticks are handed to a shared `TickPublisher`, which publishes everything pending in one round
+trip to the simulators' capped tick streams (the store's `MarketData`); heartbeats follow every
+`heartbeat_interval_s`, and the engine keeps its session's active-simulator mark alive.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 from infra.exchange.control import EngineSpec
 from infra.exchange.prices import Market, PathParams, seed_for
 from infra.metrics import counter
-from infra.store.layout import market_data_stream
+from infra.store import MarketData
 
 __all__ = ["Engine", "HeartbeatFn", "TickPublisher"]
 
@@ -34,22 +35,24 @@ HeartbeatFn = Callable[[EngineSpec], Awaitable[bool]]
 _json = msgspec.json.Encoder()
 
 TICKS_PUBLISHED = counter(
-    "sessiond_engine_ticks_published_total", "ticks written to the sd:md:<simulator> streams"
+    "sessiond_engine_ticks_published_total", "ticks written to the simulators' tick streams"
 )
 TICKS_DROPPED = counter(
-    "sessiond_engine_ticks_dropped_total", "ticks dropped because Redis could not keep up"
+    "sessiond_engine_ticks_dropped_total", "ticks dropped because the store could not keep up"
 )
 
 
 class TickPublisher:
-    """Batches the ticks of every engine of a process into pipelined, capped XADDs.
+    """Batches the ticks of every engine of a process into one publish per wake-up.
 
-    The buffer is bounded: when Redis cannot keep up, the oldest pending ticks are dropped
+    The buffer is bounded: when the store cannot keep up, the oldest pending ticks are dropped
     (a newer tick supersedes them anyway) and counted in `dropped`.
     """
 
-    def __init__(self, redis, *, maxlen: int = 1000, max_pending: int = 20_000) -> None:
-        self.redis = redis
+    def __init__(
+        self, market_data: MarketData, *, maxlen: int = 1000, max_pending: int = 20_000
+    ) -> None:
+        self.market_data = market_data
         self.maxlen = maxlen
         self.max_pending = max_pending
         self._pending: list[tuple[str, bytes]] = []
@@ -72,19 +75,11 @@ class TickPublisher:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
-            pipe = self.redis.pipeline(transaction=False)
-            for simulator_id, payload in batch:
-                pipe.xadd(
-                    market_data_stream(simulator_id),
-                    {"d": payload},
-                    maxlen=self.maxlen,
-                    approximate=True,
-                )
             try:
-                await pipe.execute()
+                await self.market_data.publish(batch, self.maxlen)
                 self.published += len(batch)
                 TICKS_PUBLISHED.inc(len(batch))
-            except Exception as exc:  # Redis hiccup: these ticks are lost, later ones follow
+            except Exception as exc:  # a store hiccup: these ticks are lost, later ones follow
                 log.warning("tick publish failed (%d ticks): %s", len(batch), exc)
                 await asyncio.sleep(0.2)
 
@@ -127,23 +122,21 @@ class Engine:
             beats.cancel()
             await asyncio.shield(self._unmark_active())
 
-    @property
-    def _active_key(self) -> str:
-        return f"sd:md:session:{self.spec.session_id}"
-
     async def _mark_active(self) -> None:
         """Tell gateways which simulator ticks for the session (expires if we die)."""
         ttl_ms = max(10_000, int(self.heartbeat_interval_s * 3000))
         try:
-            await self.publisher.redis.set(self._active_key, self.spec.simulator_id, px=ttl_ms)
+            await self.publisher.market_data.mark_active(
+                self.spec.session_id, self.spec.simulator_id, ttl_ms
+            )
         except Exception as exc:
             log.warning("could not mark %s active: %s", self.spec.simulator_id, exc)
 
     async def _unmark_active(self) -> None:
         try:
-            current = await self.publisher.redis.get(self._active_key)
-            if current in (self.spec.simulator_id, self.spec.simulator_id.encode()):
-                await self.publisher.redis.delete(self._active_key)
+            await self.publisher.market_data.unmark_active(
+                self.spec.session_id, self.spec.simulator_id
+            )
         except Exception as exc:
             log.warning("could not unmark %s: %s", self.spec.simulator_id, exc)
 

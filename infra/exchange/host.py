@@ -1,8 +1,8 @@
 """The `simulators` process: runs one `Engine` task per simulator the reactor placed here.
 
-It registers itself in `sd:sim:hosts` with a short TTL (renewed every `ttl / 3`), consumes its
-own control stream `sd:sim:control:<host_id>` and acknowledges every request on
-`sd:sim:ack:<request_id>`. Start and stop are idempotent, so a retried request is harmless.
+It registers itself among the store's simulators hosts (`SimulatorHosts`) with a short TTL
+(renewed every `ttl / 3`), consumes its own control stream and acknowledges every request.
+Start and stop are idempotent, so a retried request is harmless.
 Killing the process stops the heartbeats; the simulator actors then time out to ERROR.
 """
 
@@ -19,17 +19,9 @@ import msgspec
 
 from events.ids import simulator_actor
 from events.simulator import RecordHeartbeat, StopSimulator
-from infra.exchange.control import (
-    ACK_TTL_S,
-    HOSTS_KEY,
-    LOAD_KEY,
-    ControlReply,
-    ControlRequest,
-    EngineSpec,
-    ack_key,
-    control_stream,
-)
+from infra.exchange.control import ACK_TTL_S, ControlReply, ControlRequest, EngineSpec
 from infra.exchange.engine import Engine, HeartbeatFn, TickPublisher
+from infra.store import START, Store
 
 __all__ = ["SimulatorHost", "bus_heartbeat", "bus_stop", "default_host_id", "local_endpoint"]
 
@@ -83,9 +75,12 @@ def bus_stop(bus, *, timeout: float = 2.0) -> StopFn:
 
 
 class SimulatorHost:
+    """One `simulators` process: its engines, its registration and its control stream (the
+    store's `SimulatorHosts`), and the tick publisher its engines share (`MarketData`)."""
+
     def __init__(
         self,
-        redis,
+        store: Store,
         heartbeat: HeartbeatFn,
         *,
         host_id: str | None = None,
@@ -95,14 +90,14 @@ class SimulatorHost:
         md_maxlen: int = 1000,
         on_shutdown: StopFn | None = None,
     ) -> None:
-        self.redis = redis
+        self.hosts = store.simulator_hosts
         self.heartbeat = heartbeat
         self.on_shutdown = on_shutdown
         self.host_id = host_id or default_host_id()
         self.tick_hz = tick_hz
         self.heartbeat_interval_s = heartbeat_interval_s
         self.register_ttl_s = register_ttl_s
-        self.publisher = TickPublisher(redis, maxlen=md_maxlen)
+        self.publisher = TickPublisher(store.market_data, maxlen=md_maxlen)
         self.engines: dict[str, tuple[Engine, asyncio.Task]] = {}
         self._stopping = asyncio.Event()
 
@@ -162,11 +157,7 @@ class SimulatorHost:
                 await self.stop_engine(sid)
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.zrem(HOSTS_KEY, self.host_id)
-                pipe.hdel(LOAD_KEY, self.host_id)
-                pipe.delete(control_stream(self.host_id))
-                await pipe.execute()
+                await self.hosts.deregister(self.host_id)
             except Exception as exc:
                 log.warning("could not deregister host %s: %s", self.host_id, exc)
 
@@ -180,13 +171,7 @@ class SimulatorHost:
             log.warning("could not stop %s on shutdown: %s", spec.simulator_id, exc)
 
     async def register(self) -> None:
-        now_ms = int(time.time() * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(HOSTS_KEY, {self.host_id: now_ms + int(self.register_ttl_s * 1000)})
-        pipe.hset(LOAD_KEY, self.host_id, len(self.engines))
-        # forget hosts that died long ago
-        pipe.zremrangebyscore(HOSTS_KEY, 0, now_ms - 3_600_000)
-        await pipe.execute()
+        await self.hosts.register(self.host_id, int(self.register_ttl_s * 1000), len(self.engines))
 
     async def _register_loop(self) -> None:
         while True:
@@ -197,15 +182,16 @@ class SimulatorHost:
             await asyncio.sleep(self.register_ttl_s / 3)
 
     async def _control_loop(self) -> None:
-        stream = control_stream(self.host_id)
-        last = "0-0"
-        while True:
-            entries = await self.redis.xread({stream: last}, count=100, block=1000)
-            for _, items in entries or []:
-                for entry_id, fields in items:
-                    last = entry_id
-                    await self._handle(fields.get(b"r") or fields.get("r"))
-                    await self.redis.xdel(stream, entry_id)
+        reader = self.hosts.control_reader(self.host_id)
+        last = START
+        try:
+            while True:
+                for position, payload in await reader.read(last, 100, 1000):
+                    last = position
+                    await self._handle(payload or None)
+                    await reader.remove(position)
+        finally:
+            await reader.close()
 
     async def _handle(self, raw: bytes | None) -> None:
         if raw is None:
@@ -222,9 +208,6 @@ class SimulatorHost:
             reply = ControlReply(ok=True)
         else:
             reply = ControlReply(ok=False, reason=f"unknown control op {req.op!r}")
-        key = ack_key(req.request_id)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(key, _encoder.encode(reply))
-        pipe.expire(key, ACK_TTL_S)
-        pipe.hset(LOAD_KEY, self.host_id, len(self.engines))
-        await pipe.execute()
+        await self.hosts.acknowledge(
+            req.request_id, _encoder.encode(reply), self.host_id, len(self.engines), ACK_TTL_S
+        )

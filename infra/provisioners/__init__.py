@@ -13,6 +13,7 @@ from infra.provisioners.base import (
 )
 from infra.provisioners.breaker import CircuitBreaker, GuardedProvisioner
 from infra.provisioners.settings import SimulatorSettings, load_simulator_settings
+from infra.store import SimulatorHosts
 
 __all__ = [
     "CircuitBreaker",
@@ -31,9 +32,10 @@ __all__ = [
 
 
 def create_provisioner(
-    settings: SimulatorSettings, redis=None, *, api_client=None
+    settings: SimulatorSettings, hosts: SimulatorHosts | None = None, *, api_client=None
 ) -> GuardedProvisioner:
-    """The configured provisioner, wrapped in its circuit breaker."""
+    """The configured provisioner, wrapped in its circuit breaker. The `local` one places
+    simulators on the store's simulators `hosts`."""
     if settings.provisioner == "kubernetes":
         from infra.provisioners.kubernetes import KubernetesProvisioner, api_client_from_env
         from infra.provisioners.manifests import ManifestParams
@@ -48,9 +50,9 @@ def create_provisioner(
     else:
         from infra.provisioners.local import LocalProvisioner
 
-        if redis is None:
-            raise ValueError("the local provisioner needs a Redis client")
-        inner = LocalProvisioner(redis, ack_timeout_s=settings.ack_timeout_ms / 1000)
+        if hosts is None:
+            raise ValueError("the local provisioner needs the store's simulators hosts")
+        inner = LocalProvisioner(hosts, ack_timeout_s=settings.ack_timeout_ms / 1000)
     breaker = CircuitBreaker(
         f"{inner.name} provisioner",
         failure_threshold=settings.breaker_failures,

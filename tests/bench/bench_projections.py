@@ -39,7 +39,6 @@ from events.codec import decode_event, decode_event_envelope, encode  # noqa: E4
 from events.errors import DomainError  # noqa: E402
 from events.ids import session_actor  # noqa: E402
 from infra.gctune import tune_gc  # noqa: E402
-from infra.redis import connect  # noqa: E402
 from infra.store import build_envelope  # noqa: E402
 from infra.store.layout import command_stream, partition_log  # noqa: E402
 from projections.changes import decode_changes  # noqa: E402
@@ -54,6 +53,7 @@ from projections.store import (  # noqa: E402
     write_archive,
     write_changes,
 )
+from tests.rediskit import connect  # noqa: E402
 
 EVENTS = int(os.environ.get("EVENTS", 200_000))
 SESSIONS = int(os.environ.get("SESSIONS", 10_000))

@@ -47,9 +47,9 @@ from events.ids import session_actor
 from events.session import CreateSession, RefreshSession, SessionRefreshed
 from infra.embedded import start_redis
 from infra.gctune import tune_gc
-from infra.redis import connect
 from infra.store import build_envelope, layout, open_store
 from infra.store.redis.resp import pack
+from tests.rediskit import connect
 
 BASELINE_APPEND = """
 local stored = redis.call('GET', KEYS[3])

@@ -104,8 +104,8 @@ async def client(
 async def sample_redis(redis_url: str, sim_ids: list[str], rec: Recorder, out: dict) -> None:
     """Baseline for the decomposition: a direct XREAD of a few tick streams (no gateway):
     engine -> Redis (entry id ms - ts) and engine -> a Redis reader (now - ts)."""
-    from infra.redis import connect
     from infra.store.layout import market_data_stream
+    from tests.rediskit import connect
 
     r = connect(redis_url)
     streams = {market_data_stream(s): "$" for s in sim_ids}
@@ -199,7 +199,7 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
 
     from gateway.auth import TokenService
     from gateway.config import load_gateway_config
-    from infra.redis import connect
+    from tests.rediskit import connect
 
     token = TokenService(load_gateway_config(stack.env)).issue("bench", (), "access", ttl_s=3600)
     symbols = ["AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA", "META", "NFLX"][: args.symbols]

@@ -17,9 +17,9 @@ from events.ids import session_actor
 from events.session import CreateSession, ReserveSimulator
 from infra.exchange.host import SimulatorHost, bus_heartbeat
 from infra.provisioners import SimulatorSettings, create_provisioner
-from infra.redis import connect
 from infra.store import CommandSender, layout, open_store
 from infra.store.routing import partition_of
+from tests.rediskit import connect
 
 __all__ = ["Stack", "actor_events", "now_ms", "running_stack", "wait_for"]
 
@@ -143,7 +143,7 @@ async def running_stack(
         timer_poll_ms=50,
     )
     settings = settings or SimulatorSettings(retries=1, backoff_base_ms=20, ack_timeout_ms=2000)
-    prov = provisioner or create_provisioner(settings, redis)
+    prov = provisioner or create_provisioner(settings, store.simulator_hosts)
     reactor = Reactor(
         store,
         bus,
@@ -155,7 +155,7 @@ async def running_stack(
     host = None
     if with_host:
         host = SimulatorHost(
-            redis,
+            store,
             bus_heartbeat(bus, timeout=2.0),
             host_id="host-test",
             tick_hz=tick_hz,

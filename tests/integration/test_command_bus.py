@@ -23,10 +23,10 @@ from actors.runtime.worker import Worker
 from events.base import Command, Event
 from events.envelope import CommandEnvelope
 from events.errors import DomainError, StoreUnavailable
-from infra.redis import connect
 from infra.store import CommandSender, layout, new_command_id, open_store
 from infra.store.routing import partition_of
 from tests.integration.rawkit import count_writes
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

@@ -159,9 +159,9 @@ def test_embedded_redis_serves_local_clients_on_its_unix_socket(tmp_path: Path) 
     the TCP clients set."""
     import asyncio
 
-    from infra.redis import connect, connect_sync
     from infra.store.redis.connection import Endpoint, Pipeline
     from infra.store.redis.resp import pack
+    from tests.rediskit import connect, connect_sync
 
     server = start_redis(tmp_path / "r")
     try:

@@ -1,4 +1,4 @@
-"""The hub's change feed on a real Redis pub/sub connection (the store's Subscriber):
+"""The hub's change feed on a real Redis pub/sub connection (the store's `ChangeFeed`):
 changes reach the session's connections, a killed feed connection is replaced, re-subscribed
 and every session caught up from history, detaching unsubscribes."""
 
@@ -13,9 +13,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.hub import ADMIN_CHANNEL, Hub
+from gateway.hub import Hub
 from gateway.protocol import MessageType
 from gateway.push import Push
+from infra.store import open_store
+from infra.store.layout import ADMIN_CHANNEL
 from tests.hubkit import MemConn
 from tests.hubkit import changes_message as _changes
 
@@ -45,12 +47,14 @@ async def _running_hub(redis_url: str, history: History
                        ) -> AsyncIterator[tuple[aioredis.Redis, Hub, History]]:
     """A started hub on a real Redis, with `history` as its event history; closed after."""
     redis = aioredis.Redis.from_url(redis_url)
-    hub = Hub(redis, history)  # type: ignore[arg-type]
+    store = open_store(redis_url)
+    hub = Hub(store.feed, history)  # type: ignore[arg-type]
     await hub.start()
     try:
         yield redis, hub, history
     finally:
         await hub.close()
+        await store.aclose()
         await redis.aclose()
 
 

@@ -1,4 +1,5 @@
-"""The shared client factories talk to the real servers with the settings the hot paths need."""
+"""The PostgreSQL pool factory talks to the real server; an unreachable one is StoreUnavailable.
+(Redis is reached through the event store only: see tests/contract and test_store_*.py.)"""
 
 from __future__ import annotations
 
@@ -6,28 +7,6 @@ import pytest
 
 from events.errors import StoreUnavailable
 from infra.postgres import create_pool
-from infra.redis import connect, connect_sync
-
-
-@pytest.mark.anyio
-async def test_async_redis_client_has_no_read_timeout_and_returns_bytes(redis_url: str) -> None:
-    client = connect(redis_url)
-    try:
-        assert client.connection_pool.connection_kwargs["socket_timeout"] is None
-        await client.set("k", "v")
-        assert await client.get("k") == b"v"
-        # a blocking read longer than any default timeout is not cut short
-        assert await client.xread({"nothing": "$"}, block=300) == []
-    finally:
-        await client.aclose()
-
-
-def test_sync_redis_client_works(redis_url: str) -> None:
-    client = connect_sync(redis_url)
-    try:
-        assert client.ping() is True
-    finally:
-        client.close()
 
 
 @pytest.mark.anyio

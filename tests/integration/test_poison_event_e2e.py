@@ -25,10 +25,10 @@ import pytest
 from events import session as se
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
-from infra.redis import connect
 from infra.store.layout import event_stream, partition_log
 from infra.store.routing import partition_of
 from tests.integration.gwstack import ROOT, SESSIOND, Stack, connect_ws, of_type, recv_until
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

@@ -31,10 +31,10 @@ import pytest
 import websockets
 
 from infra.embedded import start_postgres
-from infra.redis import connect
 from projections.verify import log_length
 from tests.integration.gwstack import ROOT, SESSIOND, Stack, connect_ws, running_stack
 from tests.integration.pgkill import kill_postgres, restart_postgres
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

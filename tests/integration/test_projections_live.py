@@ -20,7 +20,6 @@ import pytest
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError, Fenced
-from infra.redis import connect
 from infra.store.layout import change_channel
 from projections.changes import decode_changes
 from projections.fixtures import LocalActors, fold_logs, log_length, random_command
@@ -36,6 +35,7 @@ from projections.projector import (
     prepare_batch,
 )
 from projections.store import load_model
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

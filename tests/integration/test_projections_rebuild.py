@@ -19,7 +19,6 @@ import pytest
 from events import session as se
 from events.codec import encode
 from events.errors import DomainError
-from infra.redis import connect
 from infra.store.layout import event_stream, partition_log, snapshot_key
 from infra.store.routing import partition_of
 from projections.fixtures import LocalActors, fold_logs, random_command
@@ -30,6 +29,7 @@ from projections.rebuild import rebuild
 from projections.retention import trim_partition
 from projections.status import partition_status
 from projections.store import load_model
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 P = 4

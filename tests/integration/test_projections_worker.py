@@ -20,13 +20,13 @@ import pytest
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError
-from infra.redis import connect
 from infra.store import open_store
 from infra.store.layout import change_channel
 from projections.changes import decode_changes
 from projections.fixtures import LocalActors, fold_logs, log_length, random_command
 from projections.migrate import migrate
 from projections.store import load_model
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 P = 4

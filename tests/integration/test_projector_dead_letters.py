@@ -27,7 +27,6 @@ from events import session as se
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
 from infra.metrics import REGISTRY
-from infra.redis import connect
 from infra.store.layout import event_stream, partition_log
 from infra.store.routing import partition_of
 from projections.dead_letters import dead_letter_keys, dead_letter_summary
@@ -36,6 +35,7 @@ from projections.migrate import migrate
 from projections.projector import CHECKPOINT_NAME, Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
 from tests.integration.gwstack import ROOT
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

@@ -22,7 +22,6 @@ import pytest
 
 from events.errors import DomainError
 from infra.embedded import start_postgres
-from infra.redis import connect
 from projections.fixtures import LocalActors, fold_logs, log_length, random_command
 from projections.health import describe, read_statuses
 from projections.migrate import migrate
@@ -30,6 +29,7 @@ from projections.projector import Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
 from tests.integration.gwstack import ROOT
 from tests.integration.pgkill import kill_postgres, restart_postgres
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

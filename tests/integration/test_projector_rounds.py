@@ -13,7 +13,6 @@ import pytest
 
 import projections.projector as projector_module
 from events import session as se
-from infra.redis import connect
 from infra.store.layout import lease_key, partition_log
 from infra.store.routing import partition_of
 from projections.changes import decode_changes
@@ -22,6 +21,7 @@ from projections.lease import ROLE
 from projections.migrate import migrate
 from projections.projector import Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""The `local` provisioner and the simulators host, through Redis (no worker needed)."""
+"""The `local` provisioner and the simulators host, through the store (no worker needed)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import httpx
 import msgspec
 import pytest
 
-from infra.exchange.control import HOSTS_KEY, EngineSpec, placement_key
+from infra.exchange.control import EngineSpec
 from infra.exchange.host import SimulatorHost
 from infra.provisioners import ProvisionerUnavailable, ProvisionState
 from infra.provisioners.local import LocalProvisioner
-from infra.redis import connect
+from infra.store import open_store
+from infra.store.layout import SIM_HOSTS, sim_placement_key
 from tests.integration.simkit import wait_for
 from tests.integration.simstack import free_port
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 
@@ -39,22 +41,23 @@ def _spec(n: int = 1) -> EngineSpec:
 
 
 async def test_no_live_host_is_a_transient_failure(redis_url):
-    redis = connect(redis_url)
+    store = open_store(redis_url)
     try:
         with pytest.raises(ProvisionerUnavailable, match="no simulators process"):
-            await LocalProvisioner(redis).provision(_spec())
+            await LocalProvisioner(store.simulator_hosts).provision(_spec())
     finally:
-        await redis.aclose()
+        await store.aclose()
 
 
 async def test_placement_on_the_least_loaded_host_start_stop_and_status(redis_url):
     redis = connect(redis_url)
-    hosts = [SimulatorHost(redis, _always_running, host_id=f"h{i}", tick_hz=50) for i in (1, 2)]
+    store = open_store(redis_url)
+    hosts = [SimulatorHost(store, _always_running, host_id=f"h{i}", tick_hz=50) for i in (1, 2)]
     tasks = [asyncio.create_task(h.run()) for h in hosts]
     try:
-        await wait_for(lambda: redis.zcard(HOSTS_KEY), 5, what="hosts registered")
-        await wait_for(lambda: _eq(redis.zcard(HOSTS_KEY), 2), 5, what="both hosts")
-        prov = LocalProvisioner(redis, ack_timeout_s=2)
+        await wait_for(lambda: redis.zcard(SIM_HOSTS), 5, what="hosts registered")
+        await wait_for(lambda: _eq(redis.zcard(SIM_HOSTS), 2), 5, what="both hosts")
+        prov = LocalProvisioner(store.simulator_hosts, ack_timeout_s=2)
         endpoints = [await prov.provision(_spec(n)) for n in (1, 2)]
         placed = {e.split("/")[2] for e in endpoints}
         assert placed == {"h1", "h2"}  # the second went to the other, idle host
@@ -73,17 +76,19 @@ async def test_placement_on_the_least_loaded_host_start_stop_and_status(redis_ur
         await tasks[dead]
         assert (await prov.status("sim-2")).state is ProvisionState.FAILED
         await prov.deprovision("sim-2")
-        assert await redis.exists(placement_key("sim-2")) == 0
+        assert await redis.exists(sim_placement_key("sim-2")) == 0
     finally:
         for h in hosts:
             h.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await store.aclose()
         await redis.aclose()
 
 
 async def test_an_engine_does_not_tick_before_its_actor_is_running(redis_url):
     redis = connect(redis_url)
-    host = SimulatorHost(redis, _never_running, host_id="h", tick_hz=50, heartbeat_interval_s=0.05)
+    store = open_store(redis_url)
+    host = SimulatorHost(store, _never_running, host_id="h", tick_hz=50, heartbeat_interval_s=0.05)
     task = asyncio.create_task(host.run())
     try:
         host.start_engine(_spec())
@@ -92,6 +97,7 @@ async def test_an_engine_does_not_tick_before_its_actor_is_running(redis_url):
     finally:
         host.stop()
         await task
+        await store.aclose()
         await redis.aclose()
 
 

@@ -24,13 +24,13 @@ from actors.runtime.worker import Worker
 from events import session as se
 from events import simulator as si
 from infra.commands import replay as replay_cmd
-from infra.redis import connect
 from infra.store import open_store
 from infra.store.layout import event_stream, snapshot_key
 from infra.store.routing import partition_of
 from projections.history import read_history
 from projections.migrate import migrate
 from projections.projector import Projector, ProjectorConfig
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

@@ -20,9 +20,9 @@ from events.codec import decode_event_envelope, decode_outcome, encode
 from events.envelope import EventEnvelope
 from events.errors import DomainError
 from events.ids import session_actor, simulator_actor
-from infra.redis import connect
 from infra.store import CommandSender, build_envelope, layout, open_store
 from infra.store.routing import partition_of
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 

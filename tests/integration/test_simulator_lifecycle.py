@@ -11,7 +11,6 @@ from actors.reactor import command_id_for
 from events.ids import session_actor, simulator_actor
 from events.session import EndSession
 from events.simulator import StopSimulator
-from infra.exchange.control import placement_key
 from infra.provisioners import SimulatorSettings
 from infra.store import layout
 from infra.store.routing import partition_of
@@ -53,7 +52,7 @@ async def test_a_second_start_while_one_is_active_is_refused(redis_url):
         await stack.wait_status(session_id, first, "RUNNING")
         _, out = await stack.reserve(session_id)
         assert out.error_code == "SIMULATOR_ALREADY_ACTIVE"
-        assert await stack.redis.exists(placement_key(second)) == 0
+        assert await stack.redis.exists(layout.sim_placement_key(second)) == 0
 
 
 async def test_ending_the_session_stops_and_removes_its_simulator(redis_url):
@@ -69,7 +68,7 @@ async def test_ending_the_session_stops_and_removes_its_simulator(redis_url):
         statuses = await stack.wait_status(session_id, simulator_id, "STOPPED")
         assert statuses[-2:] == ["STOPPING", "STOPPED"]
         assert simulator_id not in stack.host.engines
-        assert await stack.redis.exists(placement_key(simulator_id)) == 0
+        assert await stack.redis.exists(layout.sim_placement_key(simulator_id)) == 0
         count = await stack.redis.xlen(layout.market_data_stream(simulator_id))
         await asyncio.sleep(0.3)
         assert await stack.redis.xlen(layout.market_data_stream(simulator_id)) == count
@@ -93,7 +92,7 @@ async def test_a_dead_engine_is_marked_error_within_the_heartbeat_timeout(redis_
 
 
 async def _absent(redis, simulator_id):
-    return await redis.exists(placement_key(simulator_id)) == 0
+    return await redis.exists(layout.sim_placement_key(simulator_id)) == 0
 
 
 async def test_an_idle_simulator_is_stopped_and_removed(redis_url):
@@ -193,7 +192,7 @@ async def test_a_reactor_dying_mid_provision_is_taken_over_by_another(redis_url)
         other = Reactor(
             stack.worker.store,
             stack.bus,
-            create_provisioner(SimulatorSettings(retries=0), stack.redis),
+            create_provisioner(SimulatorSettings(retries=0), stack.worker.store.simulator_hosts),
             name="reactor-2",
             block_ms=100,
             claim_idle_ms=300,
@@ -218,7 +217,7 @@ async def test_a_gracefully_stopped_simulators_process_stops_its_simulators_at_o
 
     async with running_stack(redis_url, with_host=False) as stack:
         host = SimulatorHost(
-            stack.redis,
+            stack.worker.store,
             bus_heartbeat(stack.bus),
             host_id="h-graceful",
             tick_hz=20,

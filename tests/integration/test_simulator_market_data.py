@@ -1,4 +1,5 @@
-"""The market data relay: ticks from `sd:md:<simulator>` to every local client of the session."""
+"""The market data relay: ticks from a simulator's stream (`sd:md:<simulator>`) to every local
+client of the session."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import json
 
 import pytest
 
-from gateway.market_data import MarketDataRelay, session_simulator_key
+from gateway.market_data import MarketDataRelay
 from gateway.protocol import Form, MessageType
 from gateway.push import Push
-from infra.redis import connect
-from infra.store.layout import market_data_stream
+from infra.store import open_store
+from infra.store.layout import market_data_stream, session_simulator_key
 from tests.integration.simkit import wait_for
+from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 
@@ -65,11 +67,13 @@ def _status(session_id: str, simulator_id: str, status: str) -> Push:
 @pytest.fixture
 async def setup(redis_url):
     redis = connect(redis_url)
+    store = open_store(redis_url)
     hub = Hub()
-    relay = MarketDataRelay(redis, hub, block_ms=50)
+    relay = MarketDataRelay(store.market_data, hub, block_ms=50)
     await relay.start()
     yield redis, hub, relay
     await relay.close()
+    await store.aclose()
     await redis.aclose()
 
 
@@ -131,8 +135,9 @@ async def test_first_client_of_a_session_with_a_ticking_simulator_gets_its_ticks
 
 async def test_many_sessions_are_read_in_slices(redis_url):
     redis = connect(redis_url)
+    store = open_store(redis_url)
     hub = Hub()
-    relay = MarketDataRelay(redis, hub, block_ms=50, streams_per_reader=3)
+    relay = MarketDataRelay(store.market_data, hub, block_ms=50, streams_per_reader=3)
     await relay.start()
     try:
         conns = [hub.add(Conn(f"c{i}", f"s{i}")) for i in range(10)]
@@ -148,6 +153,7 @@ async def test_many_sessions_are_read_in_slices(redis_url):
         )
     finally:
         await relay.close()
+        await store.aclose()
         await redis.aclose()
 
 

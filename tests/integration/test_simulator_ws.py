@@ -18,15 +18,14 @@ import pytest
 from actors.reactor import Reactor
 from events.ids import session_actor, simulator_actor
 from events.session import ReserveSimulator
-from infra.exchange.control import placement_key
 from infra.provisioners import SimulatorSettings, create_provisioner
 from infra.provisioners.kubernetes import api_client_from_env
-from infra.redis import connect
 from infra.store import layout, open_store
 from tests.conftest import _create_database, _drop_database, _run_sync, _with_database
 from tests.integration.k8s_fake_api import FakeKubernetesAPI, write_kubeconfig
 from tests.integration.simkit import actor_events, now_ms, wait_for
 from tests.integration.simstack import Client, ProcessStack
+from tests.rediskit import connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -195,7 +194,7 @@ async def _async(value):
 
 
 async def _absent(redis, simulator_id: str) -> bool:
-    return (await redis.exists(placement_key(simulator_id))) == 0
+    return (await redis.exists(layout.sim_placement_key(simulator_id))) == 0
 
 
 async def test_killing_the_simulators_process_marks_error_and_tells_the_clients(

@@ -24,9 +24,9 @@ import pytest
 from events.codec import decode_event_envelope, decode_outcome
 from events.ids import session_actor
 from events.session import CreateSession, RefreshSession, UpdateMetadata
-from infra.redis import connect
 from infra.store import CommandSender, layout, open_store
 from infra.store.routing import partition_of
+from tests.rediskit import connect
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -42,9 +42,9 @@ from events.session import (
     UpdateMetadata,
     ValidateSession,
 )
-from infra.redis import connect
 from infra.store import layout, open_store
 from infra.store.routing import partition_of
+from tests.rediskit import connect
 
 P = 4
 SESSIONS = 3

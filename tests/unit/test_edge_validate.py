@@ -248,11 +248,24 @@ def test_a_ws_correlation_id_or_idempotency_key_is_an_identifier() -> None:
         assert getattr(decode_inbound(json.dumps(ok)), field) == "c-1"
 
 
-def test_a_redis_failure_outside_the_command_path_is_a_503_not_a_500() -> None:
-    from redis.exceptions import ConnectionError as RedisConnectionError
+@pytest.mark.anyio
+async def test_a_redis_failure_outside_the_command_path_is_a_503_not_a_500() -> None:
+    """The store turns an unreachable Redis into StoreUnavailable; the edge answers 503."""
+    import socket
 
+    from events.errors import StoreUnavailable
     from gateway.errors import from_exception
+    from infra.store import open_store
 
-    err = from_exception(RedisConnectionError("Connection refused"))
+    with socket.socket() as s:  # a free port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = open_store(f"redis://127.0.0.1:{port}/0", 4)
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.devices.get("u", "d")
+    finally:
+        await store.aclose()
+    err = from_exception(caught.value)
     assert (err.status, err.code) == (503, "STORE_UNAVAILABLE")
     assert err.headers == {"Retry-After": "1"}

@@ -20,6 +20,7 @@ from gateway.hub import ConnState, Hub
 from gateway.protocol import Form, MessageType, ProtocolError, decode_inbound, encode_outbound
 from gateway.push import Push, push_for_event
 from gateway.ws import quality_for
+from infra.store import MemoryStore
 from tests.hubkit import MemConn
 from tests.hubkit import changes_message as _changes
 
@@ -398,7 +399,7 @@ async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
         {"SIMULATOR_HEARTBEAT_TIMEOUT": "5s", "SIMULATOR_IDLE_TIMEOUT": "2m"}
     )
     bus = _RecordingBus()
-    gw = Gateway(cfg, redis=None, pool=None, bus=bus)
+    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
     outcome = await gw.reserve_simulator("s-1", "u", "sim-1", ["AAPL"], 500.0)
     (command,) = bus.sent
     assert (command.heartbeat_timeout_ms, command.idle_timeout_ms) == (5_000, 120_000)
@@ -416,7 +417,7 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
 
     cfg = load_gateway_config({"GATEWAY_HEARTBEAT_INTERVAL": "15", "GATEWAY_TOUCH_INTERVAL": "30"})
     bus = _RecordingBus()
-    gw = Gateway(cfg, redis=None, pool=None, bus=bus)
+    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
     conns = [MemConn(f"s-{i // 2}", "u", f"d-{i % 2}") for i in range(2000)]
     for c in conns:
         c.state = ConnState.LIVE
@@ -449,3 +450,51 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
         sizes.append(len(sessions) - before)
     assert sorted(sessions) == sorted(gw.hub.feeds)  # each session once
     assert max(sizes) < 4 * 1000 / 300
+
+
+@pytest.mark.anyio
+async def test_history_reads_trimmed_versions_from_the_archive_and_tells_a_gap() -> None:
+    """The hub's catch-up reads the store: Redis first, the archive for what was trimmed; a
+    version neither holds is a gap (the client gets a reset), never a silent skip."""
+    import uuid
+
+    import msgspec
+
+    from events.codec import encode
+    from events.envelope import EventEnvelope, Outcome
+    from events.ids import session_actor
+    from events.session import StateChanged
+    from gateway.hub import EventHistory
+    from tests.contract.test_store_contract import MemoryArchive
+
+    store = MemoryStore(4)
+    sid = str(uuid.uuid4())
+    actor, p = session_actor(sid), store.partition_of(sid)
+    envs = [EventEnvelope(event_id=str(uuid.uuid4()), actor_id=actor, version=v, partition=p,
+                          ts=v, command_id="c", correlation_id="c", causation_id="c",
+                          type="StateChanged", data=msgspec.Raw(encode(StateChanged(
+                              at=v, changes={"n": v}, deleted_keys=[], state_version=v))))
+            for v in range(1, 6)]
+    epoch = await store.leases.acquire("worker", p, "w", 10_000)
+    writer = store.open_partition(p, epoch, "w")
+    batch = writer.new_batch()
+    batch.append(b"0-1", "c", batch.actor(actor), 0, "",
+                 encode(Outcome(command_id="c", actor_id=actor, ok=True, version=5, events=5)),
+                 [encode(e) for e in envs], [], [], [], None)
+    await writer.append(batch)
+    history = EventHistory(store)
+    assert await history.current_version(sid) == 5
+    pushes, last, complete = await history.after(sid, 2)
+    assert ([x.version for x in pushes], last, complete) == ([3, 4, 5], 5, True)
+    assert await history.after(sid, 5) == ([], 5, True)
+
+    await store.actors.trim(p, actor, 4)  # Redis keeps versions 4 and 5
+    assert await history.after(sid, 1) == ([], 1, False)  # 2 and 3 are nowhere: a reset
+    archive = MemoryArchive()
+    archive.envelopes = envs[:3]
+    store.archive = archive
+    pushes, last, complete = await history.after(sid, 1)
+    assert ([x.version for x in pushes], last, complete) == ([2, 3, 4, 5], 5, True)
+    assert [x.payload["changes"] for x in pushes[:2]] == [{"n": 2}, {"n": 3}]
+    archive.envelopes = [envs[0], envs[2]]  # the archive misses version 2
+    assert await history.after(sid, 1) == ([], 1, False)

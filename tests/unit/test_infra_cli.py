@@ -71,3 +71,13 @@ def test_console_script_lists_real_commands() -> None:
     ).stdout
     assert "commands:" in out
     assert any(line.split()[:1] == ["dev"] for line in out.splitlines())
+
+
+def test_a_command_module_that_fails_to_import_fails_the_cli_loudly(tmp_path, monkeypatch) -> None:
+    """A broken command is a bug to see at once, not a subcommand silently missing."""
+    import infra.commands
+
+    (tmp_path / "broken.py").write_text("raise ImportError('a missing dependency')\n")
+    monkeypatch.setattr(infra.commands, "__path__", [*infra.commands.__path__, str(tmp_path)])
+    with pytest.raises(ImportError, match="a missing dependency"):
+        cli.build_parser()
