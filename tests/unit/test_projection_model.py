@@ -139,7 +139,7 @@ def test_a_forgotten_device_is_a_row_deletion():
 def test_batch_diffs_compose_to_the_full_fold(seed, cut):
     """Applying the coalesced diff of each batch to a row store gives the same rows as the
     fold of everything: what the projector's one-statement-per-table writes rely on."""
-    from projections.fixtures import random_command
+    from tests.actorkit import random_command
 
     class _Actors:
         def __init__(self, run: _Run) -> None:
@@ -228,7 +228,7 @@ def test_the_projection_agrees_with_the_actors_own_state(seed):
     devices with their connections and times, pending handoffs, simulator statuses."""
     from actors.session import Active
     from actors.simulator import Simulator
-    from projections.fixtures import random_command
+    from tests.actorkit import random_command
 
     class _Actors:
         def __init__(self, run: _Run) -> None:
