@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from events.envelope import EventEnvelope
 from infra.postgres import Database
-from projections.history import archived_events
+from projections.archive import archived_events
 
 __all__ = ["PostgresArchive"]
 

@@ -1,7 +1,8 @@
-"""An actor's whole history: what Redis still holds, preceded by the archive for what was trimmed.
+"""An actor's whole history through the event store: what Redis still holds, preceded by the
+archive (`projections.archive`, set as the store's archive) for what was trimmed.
 
-Used by `sessiond events` (archive fallback), `sessiond replay` and `sessiond export`. Also the
-pure folding helpers replay prints (state at a version or time, and per-step differences).
+Used by `sessiond export` (and the tests). Also the pure folding helpers replay prints (state at
+a version or time, and per-step differences).
 """
 
 from __future__ import annotations
@@ -9,84 +10,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import asyncpg
 import msgspec
-from redis.asyncio import Redis
 
 from events import session as se
-from events.codec import AnyEvent, decode_event, decode_event_envelope, encode, envelope_to_json
+from events.codec import AnyEvent, decode_event, encode, envelope_to_json
 from events.envelope import EventEnvelope
-from events.ids import actor_kind, actor_uuid
-from infra.store.layout import event_stream
-from infra.store.routing import partition_of
+from infra.store import Store
 
 __all__ = [
-    "archived_events",
     "diff_states",
     "envelope_from_json",
+    "envelope_json",
     "fold_steps",
-    "prepend_archived",
     "read_history",
     "session_simulators",
     "state_json",
 ]
 
-_event_json = msgspec.json.Decoder(AnyEvent)
 
-
-def _from_archive(r: asyncpg.Record) -> EventEnvelope:
-    event = _event_json.decode(r["data"])
-    return EventEnvelope(event_id=r["event_id"], actor_id=r["actor_id"], version=r["version"],
-                         partition=r["partition"], ts=r["ts"], command_id=r["command_id"],
-                         correlation_id=r["correlation_id"], causation_id=r["causation_id"],
-                         type=r["type"], data=msgspec.Raw(encode(event)))
-
-
-async def archived_events(conn: asyncpg.Connection, actor_id: str, since: int = 0,
-                          before: int | None = None) -> list[EventEnvelope]:
-    """Archived events of `actor_id` with since < version (< before), oldest first."""
-    rows = await conn.fetch(
-        "SELECT * FROM events.archive WHERE actor_id = $1 AND version > $2"
-        " AND ($3::bigint IS NULL OR version < $3) ORDER BY version",
-        actor_id, since, before)
-    return [_from_archive(r) for r in rows]
-
-
-async def _partition(redis: Redis, conn: asyncpg.Connection | None, actor_id: str,
-                     partitions: int, session_id: str | None) -> int | None:
-    if actor_kind(actor_id) == "session":
-        return partition_of(actor_uuid(actor_id), partitions)
-    if session_id:
-        return partition_of(session_id, partitions)
-    if conn is not None:
-        p = await conn.fetchval("SELECT partition FROM projection.actor_versions"
-                                " WHERE actor_id = $1", actor_id)
-        if p is not None:
-            return int(p)
-    pipe = redis.pipeline(transaction=False)
-    for p in range(partitions):
-        pipe.exists(event_stream(p, actor_id))
-    for p, exists in enumerate(await pipe.execute()):
-        if exists:
-            return p
-    return None
-
-
-async def read_history(redis: Redis, conn: asyncpg.Connection | None, actor_id: str,
-                       partitions: int, since: int = 0, session_id: str | None = None
-                       ) -> list[EventEnvelope]:
+async def read_history(store: Store, actor_id: str, since: int = 0,
+                       session_id: str | None = None) -> list[EventEnvelope]:
     """Every event of `actor_id` after `since`, oldest first, gap-free where the stores allow:
-    Redis first; the versions Redis no longer holds (trimmed) come from the archive."""
-    p = await _partition(redis, conn, actor_id, partitions, session_id)
-    live: list[EventEnvelope] = []
+    Redis first; the versions Redis no longer holds come from the store's archive (also every
+    version, when Redis holds nothing of the actor)."""
+    p = await store.actors.find_partition(actor_id, session_id)
     if p is not None:
-        entries = await redis.xrange(event_stream(p, actor_id), f"{since + 1}-0", "+")
-        live = [decode_event_envelope(fields[b"e"]) for _, fields in entries]
-    first = live[0].version if live else None
-    if conn is not None and (first is None or first > since + 1):
-        older = await archived_events(conn, actor_id, since, first)
-        return older + live
-    return live
+        return await store.actors.read(p, actor_id, after=since)
+    if store.archive is not None:
+        return await store.archive.events(actor_id, since, None)
+    return []
 
 
 def session_simulators(events: Iterable[tuple[EventEnvelope, Any]]) -> list[str]:
@@ -141,22 +93,3 @@ def diff_states(before: Any, after: Any, path: str = "") -> dict[str, list[Any]]
 
 def envelope_json(env: EventEnvelope) -> dict[str, Any]:
     return envelope_to_json(env)
-
-
-async def prepend_archived(envs: list[EventEnvelope], actor_id: str, since: int,
-                           database_url: str | None) -> list[EventEnvelope]:
-    """`envs` (what Redis still holds after `since`) preceded by the archived versions Redis no
-    longer has. Without a database, or when it is unreachable, `envs` unchanged."""
-    first = envs[0].version if envs else None
-    if not database_url or (first is not None and first <= since + 1):
-        return envs
-    try:
-        conn = await asyncpg.connect(database_url)
-    except (OSError, asyncpg.PostgresError):
-        return envs
-    try:
-        return await archived_events(conn, actor_id, since, first) + envs
-    except asyncpg.UndefinedTableError:  # not migrated: no archive yet
-        return envs
-    finally:
-        await conn.close()

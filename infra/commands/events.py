@@ -74,15 +74,15 @@ def _print(doc: dict[str, Any], as_json: bool, out: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from events.errors import SessiondError
-    from infra.commands._archive import LazyArchive
     from infra.config import load_settings
     from infra.store import open_store
+    from projections.archive import PostgresArchive
 
     if ":" not in args.actor_id:
         raise SessiondError(f"ACTOR_ID must look like session:<uuid>, got {args.actor_id!r}")
     settings = load_settings()
     url, partitions = store_target(args, settings)
-    archive = LazyArchive(settings.database_url)
+    archive = PostgresArchive(settings.database_url)
     store = open_store(url, partitions, archive=archive)
     out = sys.stdout
     try:

@@ -28,30 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    import asyncpg
-    from redis.asyncio import Redis  # until projections/ reads through the store
-
     from events.codec import decode_event
     from events.errors import SessiondError
+    from infra.config import load_settings
+    from infra.store import open_store
+    from projections.archive import PostgresArchive
     from projections.cli import emit_json, resolve
     from projections.history import envelope_json, read_history, session_simulators
 
     sid = args.session.removeprefix("session:")
     cfg = resolve(args, database=False)
-    redis = Redis.from_url(cfg.redis_url)
-    conn = None
+    archive = PostgresArchive(args.database_url or load_settings().database_url)
+    store = open_store(cfg.redis_url, cfg.partitions, archive=archive)
     try:
-        db = args.database_url
-        if not db:
-            from infra.config import load_settings
-
-            db = load_settings().database_url
-        if db:
-            try:
-                conn = await asyncpg.connect(db)
-            except (OSError, asyncpg.PostgresError):
-                conn = None
-        session_events = await read_history(redis, conn, f"session:{sid}", cfg.partitions)
+        session_events = await read_history(store, f"session:{sid}")
         if not session_events:
             raise SessiondError(f"no events for session {sid}")
         decoded = [(env, decode_event(env.data, env.type)) for env in session_events]
@@ -59,10 +49,9 @@ async def run(args: argparse.Namespace) -> int:
         for env in session_events:
             emit_json(envelope_json(env), out)
         for sim in session_simulators(decoded):
-            for env in await read_history(redis, conn, sim, cfg.partitions, session_id=sid):
+            for env in await read_history(store, sim, session_id=sid):
                 emit_json(envelope_json(env), out)
     finally:
-        if conn is not None:
-            await conn.close()
-        await redis.aclose()
+        await store.aclose()
+        await archive.close()
     return 0

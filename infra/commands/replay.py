@@ -121,12 +121,12 @@ async def run(args: argparse.Namespace) -> int:
         return 0
     if not args.actor_id or ":" not in args.actor_id:
         raise SessiondError("give ACTOR_ID (session:<uuid> or simulator:<uuid>) or --file")
-    from infra.commands._archive import LazyArchive
     from infra.store import open_store
+    from projections.archive import PostgresArchive
     from projections.cli import resolve
 
     cfg = resolve(args, database=False)
-    archive = LazyArchive(getattr(args, "database_url", None) or _database_url())
+    archive = PostgresArchive(getattr(args, "database_url", None) or _database_url())
     store = open_store(cfg.redis_url, cfg.partitions, archive=archive)
     try:
         p = await store.actors.find_partition(args.actor_id, args.session)
