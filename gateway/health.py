@@ -29,8 +29,8 @@ from typing import Any
 import msgspec
 
 from infra.store import Store
+from projections.health import ROLE as PROJECTOR_ROLE
 from projections.health import ProjectorStatus, describe
-from projections.lease import ROLE as PROJECTOR_ROLE
 
 __all__ = [
     "DEGRADED",

@@ -1,12 +1,12 @@
 """The change a session's clients see for each event of the session actor.
 
-A pure function of one event envelope, so the projector (which publishes changes on
-`sd:chg:<session_id>` after each commit) and the gateway (which rebuilds the changes a client
+A pure function of one event envelope, so the projector (which publishes changes on the
+session's change feed after each commit) and the gateway (which rebuilds the changes a client
 missed from the session's Redis stream) always agree. `version` is the session actor's event
 version: consecutive for one session, with no holes, so a client resuming with `since=V` knows it
 got everything after V.
 
-Published message on `sd:chg:<session_id>`: a JSON array of `Change` objects (one commit may carry
+Published message on a session's change feed: a JSON array of `Change` objects (one commit may carry
 several events of a session), in version order.
 """
 
@@ -19,12 +19,10 @@ import msgspec
 from events.codec import decode_event
 from events.envelope import EventEnvelope
 from events.ids import actor_kind, actor_uuid
-from infra.store.layout import change_channel
 
 __all__ = [
     "HIDDEN_FIELDS",
     "Change",
-    "change_channel",
     "change_for",
     "change_from_event",
     "decode_changes",

@@ -1,11 +1,12 @@
 """The projector's health, as the rest of the system reads it.
 
-Every projector keeps a small status record in Redis (`projector_status_key(owner)`, JSON, with
-a TTL of a few publish periods, so a dead projector's record goes away by itself): whether it
-reaches PostgreSQL (and since when it does not), which partitions it leases and which it is
-projecting, how far behind it is, dead letters. The gateway's `/health` and `sessiond
-projections status` read them; the same `ProjectorStatus` is what a projector's own health
-endpoint will serve.
+Every projector keeps a small status record in the event store's `StatusBoard` (role
+"projector", JSON, with a TTL of a few publish periods, so a dead projector's record goes away
+by itself): whether it reaches PostgreSQL (and since when it does not), which partitions it
+leases and which it is projecting, how far behind it is, dead letters. The live projectors are
+the live members of the role's leases (`Leases.members`). The gateway's `/health` and
+`sessiond projections status` read them; the same `ProjectorStatus` is what a projector's own
+health endpoint will serve.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import time
 from typing import Any
 
 import msgspec
-from redis.asyncio import Redis
 
-from infra.store.layout import projector_status_key
-from projections.lease import MEMBERS_KEY
+from infra.store import StatusBoard, Store
 
-__all__ = ["ProjectorStatus", "as_dict", "describe", "publish_status", "read_statuses"]
+__all__ = ["ROLE", "ProjectorStatus", "as_dict", "describe", "publish_status", "read_statuses"]
+
+#: The projectors' role in the store's leases and status records.
+ROLE = "projector"
 
 
 class ProjectorStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,25 +60,20 @@ def describe(status: ProjectorStatus) -> str:
     return "ok"
 
 
-async def publish_status(redis: Redis, status: ProjectorStatus, ttl_ms: int) -> None:
-    await redis.set(projector_status_key(status.owner), msgspec.json.encode(status), px=ttl_ms)
+async def publish_status(board: StatusBoard, status: ProjectorStatus, ttl_ms: int) -> None:
+    await board.put(ROLE, status.owner, msgspec.json.encode(status), ttl_ms)
 
 
-async def read_statuses(redis: Redis, now_ms: int | None = None) -> list[ProjectorStatus]:
-    """The records of every live projector (members of the lease group whose membership has
-    not expired), ordered by owner; a live projector without a record is listed as unknown."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    owners = sorted(
-        o.decode() if isinstance(o, bytes) else o
-        for o in await redis.zrangebyscore(MEMBERS_KEY, now, "+inf")
-    )
+async def read_statuses(store: Store) -> list[ProjectorStatus]:
+    """The records of every live projector (the live members of the role), ordered by owner;
+    a live projector without a record is listed as unknown."""
+    owners = await store.leases.members(ROLE)
     if not owners:
         return []
-    pipe = redis.pipeline(transaction=False)
-    for owner in owners:
-        pipe.get(projector_status_key(owner))
+    records = await store.statuses.get(ROLE, owners)
     out: list[ProjectorStatus] = []
-    for owner, raw in zip(owners, await pipe.execute(), strict=True):
+    for owner in owners:
+        raw = records.get(owner)
         try:
             out.append(
                 _decode.decode(raw)

@@ -7,34 +7,31 @@ import time
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
-from infra.store.layout import lease_key, partition_log
-from projections.lease import ROLE
+from infra.store import START, PartitionLog, Store, position_key
+from projections.health import ROLE
 from projections.projector import CHECKPOINT_NAME
 
 __all__ = ["count_after", "dead_letter_counts", "partition_status"]
 
-
-def _id_ms(entry_id: str) -> int:
-    return int(entry_id.split("-", 1)[0])
+#: Log entries read per page while counting.
+_PAGE = 10_000
 
 
 async def count_after(
-    redis: Redis, key: str, after: str, cap: int = 1_000_000
+    log: PartitionLog, partition: int, after: str, cap: int = 1_000_000
 ) -> tuple[int, str | None]:
-    """(entries with id > `after`, capped at `cap`; id of the first of them)."""
+    """(entries of the partition's log after position `after`, capped at `cap`; the position
+    of the first of them)."""
     n, first, cursor = 0, None, after
     while n < cap:
-        entries = await redis.xrange(key, min=f"({cursor}", max="+", count=10_000)
+        entries = await log.range(partition, after=cursor, count=_PAGE)
         if not entries:
             break
         if first is None:
-            raw = entries[0][0]
-            first = raw.decode() if isinstance(raw, bytes) else raw
+            first = entries[0][0]
         n += len(entries)
-        raw = entries[-1][0]
-        cursor = raw.decode() if isinstance(raw, bytes) else raw
+        cursor = entries[-1][0]
     return n, first
 
 
@@ -53,20 +50,22 @@ async def dead_letter_counts(
 
 
 async def partition_status(
-    redis: Redis, conn: asyncpg.Connection, partitions: int, name: str = CHECKPOINT_NAME
+    store: Store, conn: asyncpg.Connection, name: str = CHECKPOINT_NAME
 ) -> list[dict[str, Any]]:
+    """One row per partition of the store: checkpoint, epoch, events projected, events and
+    seconds behind, dead letters, the projector holding its lease."""
     rows = {
         r["partition"]: r
         for r in await conn.fetch("SELECT * FROM projection.checkpoints WHERE name = $1", name)
     }
     dead = await dead_letter_counts(conn, name)
+    owners = await store.leases.holders(ROLE)
     now = int(time.time() * 1000)
     out = []
-    for p in range(partitions):
+    for p in range(store.partitions):
         cp = rows.get(p)
-        last = cp["last_id"] if cp else "0-0"
-        behind, first = await count_after(redis, partition_log(p), last)
-        owner = await redis.get(lease_key(p, ROLE))
+        last = cp["last_id"] if cp else START
+        behind, first = await count_after(store.log, p, last)
         out.append(
             {
                 "partition": p,
@@ -74,9 +73,11 @@ async def partition_status(
                 "epoch": cp["epoch"] if cp else 0,
                 "projected": cp["events"] if cp else 0,
                 "events_behind": behind,
-                "seconds_behind": round(max(0, now - _id_ms(first)) / 1000, 3) if first else 0.0,
+                "seconds_behind": (
+                    round(max(0, now - position_key(first)[0]) / 1000, 3) if first else 0.0
+                ),
                 "dead_letters": dead.get(p, 0),
-                "owner": owner.decode() if isinstance(owner, bytes) else owner,
+                "owner": owners.get(p),
             }
         )
     return out

@@ -4,40 +4,34 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
-from redis.asyncio import Redis
+from events.codec import decode_event, decode_event_envelope
+from infra.store import START, Store
+from projections.model import Model
 
 __all__ = ["fold_logs", "log_length"]
 
+#: Log entries read per page.
+_PAGE = 5000
 
-async def fold_logs(redis: Redis, partitions: int, skip: Collection[tuple[int, str]] = ()) -> Any:
-    """The read model as a fold of every partition log, in memory (what the tables must equal).
-    `skip` names log entries (partition, entry id) to leave out: the projector's dead letters,
-    which it recorded instead of projecting."""
-    from events.codec import decode_event, decode_event_envelope
-    from infra.store.layout import partition_log as log_key
-    from projections.model import Model
 
+async def fold_logs(store: Store, skip: Collection[tuple[int, str]] = ()) -> Model:
+    """The read model as a fold of every partition log of `store`, in memory (what the tables
+    must equal). `skip` names log entries (partition, position) to leave out: the projector's
+    dead letters, which it recorded instead of projecting."""
     model = Model()
-    for p in range(partitions):
-        last = "-"
-        while True:
-            entries = await redis.xrange(log_key(p), min=last, count=5000)
-            if last != "-" and entries:
-                entries = entries[1:]
-            if not entries:
-                break
-            for entry_id, fields in entries:
-                last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                if (p, last) in skip:
+    for p in range(store.partitions):
+        last = START
+        while entries := await store.log.range(p, after=last, count=_PAGE):
+            for position, payload in entries:
+                last = position
+                if (p, position) in skip:
                     continue
-                env = decode_event_envelope(fields[b"e"])
+                env = decode_event_envelope(payload)
                 model.apply(env, decode_event(env.data, env.type))
     return model
 
 
-async def log_length(redis: Redis, partitions: int) -> int:
-    from infra.store.layout import partition_log as log_key
-
-    return sum([await redis.xlen(log_key(p)) for p in range(partitions)])
+async def log_length(store: Store) -> int:
+    """Entries every partition log of `store` holds now."""
+    return sum([await store.log.length(p) for p in range(store.partitions)])

@@ -53,9 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     trim = sub.add_parser(
         "trim", help="trim Redis logs and actor streams below what is archived and snapshotted",
-        description="Trim sd:{pN}:log below the projector checkpoint (and below what every "
-        "consumer group still needs), and each actor stream below min(archived version, "
-        "snapshot version), keeping the newest --keep versions. History stays in the archive.")
+        description="Trim each partition log below the projector checkpoint (and below what "
+        "every consumer group still needs), and each actor's events below min(archived "
+        "version, snapshot version), keeping the newest --keep versions. History stays in the "
+        "archive.")
     add_store_options(trim)
     trim.add_argument("--keep", type=int, default=100,
                       help="versions kept per actor stream regardless (default 100)")
@@ -80,9 +81,9 @@ def _missing_action(p: argparse.ArgumentParser):
 
 async def _status(args: argparse.Namespace) -> int:
     import asyncpg
-    from redis.asyncio import Redis  # until projections/ reads through the store
 
     from infra.postgres import unreachable
+    from infra.store import open_store
     from projections.cli import emit_json, resolve
     from projections.dead_letters import dead_letter_summary
     from projections.health import as_dict, read_statuses
@@ -90,12 +91,12 @@ async def _status(args: argparse.Namespace) -> int:
     from projections.status import partition_status
 
     cfg = resolve(args)
-    redis = Redis.from_url(cfg.redis_url)
+    store = open_store(cfg.redis_url, cfg.partitions)
     rows: list[dict] = []
     dead: dict = {"total": 0, "per_partition": {}, "latest": []}
     pg_error = ""
     try:
-        projectors = [as_dict(s) for s in await read_statuses(redis)]
+        projectors = [as_dict(s) for s in await read_statuses(store)]
         try:
             conn = await asyncpg.connect(cfg.database_url, timeout=5)
         except Exception as e:
@@ -104,12 +105,12 @@ async def _status(args: argparse.Namespace) -> int:
             pg_error = f"{type(e).__name__}: {e}"
         else:
             try:
-                rows = await partition_status(redis, conn, cfg.partitions)
+                rows = await partition_status(store, conn)
                 dead = await dead_letter_summary(conn, CHECKPOINT_NAME)
             finally:
                 await conn.close()
     finally:
-        await redis.aclose()
+        await store.aclose()
     if args.json:
         for row in rows:
             emit_json({"kind": "partition", **row})
@@ -180,28 +181,28 @@ async def _rebuild(args: argparse.Namespace) -> int:
 
 async def _trim(args: argparse.Namespace) -> int:
     import asyncpg
-    from redis.asyncio import Redis  # until projections/ reads through the store
 
+    from infra.store import open_store
     from projections.cli import emit_json, resolve
     from projections.retention import trim_partition
 
     cfg = resolve(args)
-    redis = Redis.from_url(cfg.redis_url)
+    store = open_store(cfg.redis_url, cfg.partitions)
     conn = await asyncpg.connect(cfg.database_url)
     try:
         for p in range(cfg.partitions):
-            emit_json(await trim_partition(redis, conn, p, keep=args.keep,
+            emit_json(await trim_partition(store, conn, p, keep=args.keep,
                                            dry_run=args.dry_run))
     finally:
         await conn.close()
-        await redis.aclose()
+        await store.aclose()
     return 0
 
 
 async def _verify(args: argparse.Namespace) -> int:
     import asyncpg
-    from redis.asyncio import Redis  # until projections/ reads through the store
 
+    from infra.store import open_store
     from projections.cli import emit_json, resolve
     from projections.dead_letters import dead_letter_keys, dead_letter_summary
     from projections.projector import CHECKPOINT_NAME
@@ -209,17 +210,17 @@ async def _verify(args: argparse.Namespace) -> int:
     from projections.verify import fold_logs
 
     cfg = resolve(args)
-    redis = Redis.from_url(cfg.redis_url)
+    store = open_store(cfg.redis_url, cfg.partitions)
     conn = await asyncpg.connect(cfg.database_url)
     try:
         dead = await dead_letter_summary(conn, CHECKPOINT_NAME)
         skip = await dead_letter_keys(conn, CHECKPOINT_NAME) if dead["total"] else set()
         # the projector recorded its dead letters instead of projecting them: leave them out
-        expected = await fold_logs(redis, cfg.partitions, skip)
+        expected = await fold_logs(store, skip)
         actual = await load_model(conn)
     finally:
         await conn.close()
-        await redis.aclose()
+        await store.aclose()
     keys = expected.sessions.keys() | actual.sessions.keys()
     bad = sorted(k for k in keys if expected.sessions.get(k) != actual.sessions.get(k))
     bad_actors = sorted(k for k in expected.actors.keys() | actual.actors.keys()
