@@ -1,13 +1,15 @@
 """The projector: partition logs -> PostgreSQL read models + archive, exactly once.
 
-For every partition it holds a lease on (role "projector"), it reads `sd:{pN}:log` after its
-checkpoint. Each round reads all owned partitions in one XREAD, projects each partition's batch
+For every partition it holds a lease on (role "projector", through the event store's `Leases`),
+it reads the partition log after its checkpoint. Each round reads all owned partitions at once
+(the store's `LogReader`: one XREAD on Redis), projects each partition's batch
 in memory, and commits them all in ONE transaction that (1) advances every checkpoint, each
 fenced by its partition's lease epoch, the position it read from and the tables' generation,
 (2) appends every event to `events.archive`, (3) writes the coalesced row changes of
 `projections.model` set-based, (4) records each actor's last archived version: the same handful
 of statements whatever the number of partitions. Only after COMMIT does it publish, per affected
-session, the round's `Change`s on `sd:chg:<session_id>` (one round trip). A crash anywhere
+session, the round's `Change`s on the session's change feed (sent with the next round's read). A
+crash anywhere
 before COMMIT leaves nothing behind; a crash after it leaves the checkpoints past the batches;
 the next owner resumes from the checkpoint. A stale owner (paused past its lease) finds a
 checkpoint's epoch raised by the new owner: the whole round rolls back, the fenced partitions
@@ -40,21 +42,16 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced, StoreUnavailable
 from infra.metrics import counter
 from infra.postgres import Outage, unreachable
-from infra.store.layout import change_channel, partition_log, projector_status_key
-from infra.store.redis.connection import Endpoint, Pipeline
-from infra.store.redis.resp import pack
+from infra.store import LeaseShare, LogEntry, Store, position_key
 from projections.changes import encode_changes, raw_change
 from projections.dead_letters import DeadLetter, dead_letter, write_dead_letters
-from projections.health import ProjectorStatus, publish_status
-from projections.lease import LeaseKeeper
+from projections.health import ROLE, ProjectorStatus, publish_status
 from projections.model import (
     RowChanges,
     SessionAggregate,
@@ -74,6 +71,7 @@ from projections.store import (
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "ROLE",
     "Batch",
     "PartitionsFenced",
     "Projector",
@@ -116,7 +114,6 @@ class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     block_ms: int = 100
     cache_sessions: int = 200_000  # aggregates kept in memory, over all partitions
     pool_size: int = 8
-    commit_delay_ms: int = 0  # testing aid: sleep inside the transaction (crash windows)
     # Rounds start at most this often: under load, events that arrive meanwhile share one
     # round (one statement, one XREAD wake-up) instead of paying a round each; an idle
     # projector still starts a round the moment an event arrives.
@@ -136,8 +133,7 @@ class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
                    lease_ttl_ms=num("LEASE_TTL_MS", lease_ttl_ms),
                    batch_size=num("BATCH", 2000), block_ms=num("BLOCK_MS", 100),
                    cache_sessions=num("CACHE_SESSIONS", 200_000),
-                   pool_size=num("POOL", 8), commit_delay_ms=num("COMMIT_DELAY_MS", 0),
-                   round_min_ms=num("ROUND_MIN_MS", 5))
+                   pool_size=num("POOL", 8), round_min_ms=num("ROUND_MIN_MS", 5))
 
 
 @dataclass
@@ -215,29 +211,19 @@ class _DecodedEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 _one_pass = msgspec.msgpack.Decoder(_DecodedEnvelope)
 
 
-def _payload(fields: Any) -> bytes:
-    """The `e` field of a log entry: redis-py's dict, or the raw reply's flat [name, value]."""
-    if isinstance(fields, dict):
-        return fields[b"e"]
-    if fields[0] == b"e":
-        return fields[1]
-    return fields[fields.index(b"e") + 1]
-
-
-def decode_entries(entries: list[Any]) -> list[tuple[str, Any, Any]]:
-    """Log entries (id, fields) -> (log id, envelope, event). Envelope and body in one pass,
-    unless an old event shape must be upcast (then the codec's two-step path). `fields` is a
-    dict (redis-py's parsed XREAD) or a flat list (a raw reply). An entry that does not decode
-    comes back as (log id, None, the error): the projector dead-letters it."""
+def decode_entries(entries: list[LogEntry]) -> list[tuple[str, Any, Any]]:
+    """Log entries (position, encoded envelope) -> (position, envelope, event). Envelope and
+    body in one pass, unless an old event shape must be upcast (then the codec's two-step
+    path). An entry that does not decode comes back as (position, None, the error): the
+    projector dead-letters it."""
     out: list[tuple[str, Any, Any]] = []
-    for entry_id, fields in entries:
-        log_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    for log_id, payload in entries:
         try:
             if not UPCASTERS:
-                env = _one_pass.decode(_payload(fields))
+                env = _one_pass.decode(payload)
                 out.append((log_id, env, env.data))
             else:
-                env = decode_event_envelope(_payload(fields))
+                env = decode_event_envelope(payload)
                 out.append((log_id, env, decode_event(env.data, env.type)))
         except Exception as e:  # whatever it is, this entry cannot be read
             out.append((log_id, None, e))
@@ -435,8 +421,8 @@ STATUS_PERIOD_S = 1.0
 
 
 def _outage(exc: BaseException) -> bool:
-    """A store down or restarting: Redis gone, PostgreSQL unreachable."""
-    return isinstance(exc, RedisError | StoreUnavailable) or unreachable(exc)
+    """A store down or restarting: the event store gone, PostgreSQL unreachable."""
+    return isinstance(exc, StoreUnavailable) or unreachable(exc)
 
 
 def _refused_rows(exc: BaseException) -> bool:
@@ -450,7 +436,7 @@ def _refused_rows(exc: BaseException) -> bool:
 class Projector:
     """`sessiond projector`: lease partitions, project their logs, publish changes.
 
-    Each round reads every owned partition's log in one XREAD and commits all the batches it
+    Each round reads every owned partition's log at once and commits all the batches it
     got in ONE transaction on a connection the loop keeps (no pool acquire/reset per round), or,
     for a backlog, each partition concurrently on a pooled connection; then it publishes all
     their change messages in one write.
@@ -461,18 +447,22 @@ class Projector:
     with a growing wait, keeps its leases, claims the checkpoints of leased partitions as soon
     as PostgreSQL answers again, and says what is wrong in its status record (`status()`)."""
 
-    def __init__(self, config: ProjectorConfig, redis: Redis, pool: asyncpg.Pool,
-                 owner: str | None = None, *, status_period_s: float = STATUS_PERIOD_S) -> None:
+    def __init__(self, config: ProjectorConfig, store: Store, pool: asyncpg.Pool,
+                 owner: str | None = None, *, status_period_s: float = STATUS_PERIOD_S,
+                 before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+        """`before_commit` is awaited inside every round's transaction, before COMMIT (tests
+        widen the crash window with a sleep); with it, every round goes as a transaction
+        block."""
         self.config = config
-        self.redis = redis
+        self.store = store
         self.pool = pool
         self.owner = owner or (
             f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        self.leases = LeaseKeeper(redis, self.owner, config.partitions, config.lease_ttl_ms)
-        # the loop's own Redis connection: XREAD and PUBLISH framed raw, and a round's
-        # PUBLISHes go out in the same write as the next round's XREAD
-        self._pipe = Pipeline(Endpoint.of(redis), name=self.owner)
-        self._published: list[asyncio.Future[Any]] = []
+        self.leases = LeaseShare(store.leases, ROLE, self.owner, config.partitions,
+                                 config.lease_ttl_ms)
+        # the loop's reader, on a connection of its own: a round's change messages go out
+        # with the next round's read
+        self._reader = store.log.reader(self.owner)
         self._round_at = 0.0  # when the last round's read returned (see round_min_ms)
         self.parts: dict[int, PartitionState] = {}
         self.events_projected = 0
@@ -481,7 +471,7 @@ class Projector:
         self.started_at = int(time.time() * 1000)
         # reachability of the stores, logged once per outage (not once per failed round)
         self.pg = Outage("projector: PostgreSQL", log)
-        self.store = Outage("projector: Redis", log)
+        self.store_outage = Outage("projector: event store", log)
         self._pg_ok_at = 0.0  # monotonic: the last time PostgreSQL answered
         self._unclaimed: set[int] = set()  # leased partitions whose claim failed (retried)
         self._lag_seconds = 0.0
@@ -492,10 +482,7 @@ class Projector:
         self._cache_per_partition = max(1000, config.cache_sessions // max(1, config.partitions))
         self._conn: asyncpg.Connection | None = None  # the loop's own, held across rounds
         self._solo_until = 0.0  # monotonic: commit partition by partition until then
-        self._keys: dict[bytes, int] = {partition_log(p).encode(): p
-                                        for p in range(config.partitions)}
-        delay = config.commit_delay_ms
-        self._before_commit = (lambda: asyncio.sleep(delay / 1000)) if delay else None
+        self._before_commit = before_commit
 
     def stop(self) -> None:
         self._stop.set()
@@ -543,10 +530,10 @@ class Projector:
         owned = list(self.parts.items())
         if not owned:
             return 0.0
-        pipe = self.redis.pipeline(transaction=False)
-        for p, state in owned:
-            pipe.xrange(partition_log(p), min=f"({state.last_id}", count=1)
-        firsts = [int(r[0][0].split(b"-", 1)[0]) for r in await pipe.execute() if r]
+        log_ = self.store.log
+        nexts = await asyncio.gather(*(log_.range(p, after=state.last_id, count=1)
+                                       for p, state in owned))
+        firsts = [position_key(got[0][0])[0] for got in nexts if got]
         if not firsts:
             return 0.0
         return max(0.0, time.time() - min(firsts) / 1000)
@@ -560,45 +547,29 @@ class Projector:
             try:
                 await self._probe_postgres()
                 self._lag_seconds = await self._measure_lag()
-                await publish_status(self.redis, self.status(), ttl_ms)
+                await publish_status(self.store.statuses, self.status(), ttl_ms)
             except Exception as e:
                 if _outage(e):
-                    self.store.failed(e)
+                    self.store_outage.failed(e)
                 else:
                     log.warning("projector status round failed: %r", e)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), period)
 
-    # ------------------------------------------------------------------ publishing
-    def _publish(self, args: list[Any]) -> None:
-        """Queue a PUBLISH per (channel, message) pair: written at the end of this loop turn,
-        with the next round's XREAD; their replies are checked when that read returns."""
-        submit = self._pipe.submit
-        self._published.extend(submit(pack(["PUBLISH", args[i], args[i + 1]]))
-                               for i in range(0, len(args), 2))
-
-    def _check_published(self) -> None:
-        """Raise the first error of the PUBLISHes queued so far (all answered by now: Redis
-        answers one connection's commands in order)."""
-        published, self._published = self._published, []
-        error = None
-        for fut in published:
-            if not fut.done():
-                fut.cancel()
-            elif not fut.cancelled():
-                error = error or fut.exception()
-        if error is not None:
-            raise error
-
     # ------------------------------------------------------------------ leases
     async def _rebalance(self) -> None:
         """Renew, take and give back leases; claim the checkpoint of every leased partition not
         claimed yet: just acquired, or acquired while PostgreSQL did not answer (a lease alone
-        projects nothing: without this retry such a partition would stay leased and idle)."""
-        gained, lost = await self.leases.tick(int(time.time() * 1000))
-        for p in lost:
+        projects nothing: without this retry such a partition would stay leased and idle).
+        Partitions held beyond the fair share (another projector started) are let go."""
+        share = await self.leases.tick()
+        for p in share.lost:
             self.parts.pop(p, None)
             log.info("partition lease lost", extra={"partition": p})
+        for p in share.surplus:
+            self.parts.pop(p, None)
+            await self.leases.release(p)
+            log.info("partition handed over", extra={"partition": p})
         for p, epoch in sorted(self.leases.held.items()):
             if p in self.parts:
                 continue
@@ -620,7 +591,7 @@ class Projector:
             self.parts[p] = PartitionState(epoch=epoch, last_id=last, generation=generation)
             log.info("partition acquired", extra={"partition": p, "epoch": epoch,
                                                   "checkpoint": last,
-                                                  "retried": p not in gained})
+                                                  "retried": p not in share.gained})
 
     async def _lease_loop(self) -> None:
         """Lease rounds every third of the lease TTL; sooner while leased partitions wait for
@@ -640,8 +611,8 @@ class Projector:
             try:
                 await self._rebalance()
             except Exception as e:  # Redis or Postgres hiccup: keep what we have, try again
-                if isinstance(e, RedisError) or (isinstance(e, OSError) and self.pg.up):
-                    self.store.failed(e)
+                if isinstance(e, StoreUnavailable) or (isinstance(e, OSError) and self.pg.up):
+                    self.store_outage.failed(e)
                 else:
                     log.exception("lease round failed")
 
@@ -879,13 +850,11 @@ class Projector:
     async def _bury(self, conn: asyncpg.Connection, p: int, state: PartitionState,
                     item: tuple[str, Any, Any], error: BaseException) -> Batch:
         """Record one log entry as a dead letter and move the checkpoint past it, in one fenced
-        transaction; count it and say so at error level."""
+        transaction; count it and say so at error level. Everything before the entry is
+        committed, so it is the one right after the checkpoint: read again for its raw bytes."""
         log_id, env, _ = item
-        entries = await self.redis.xrange(partition_log(p), min=log_id, max=log_id, count=1)
-        fields = entries[0][1] if entries else {}
-        raw = fields.get(b"e") if isinstance(fields, dict) else None
-        if raw is None:
-            raw = msgspec.msgpack.encode(fields)
+        entries = await self.store.log.range(p, after=state.last_id, count=1)
+        raw = entries[0][1] if entries and entries[0][0] == log_id else b""
         letter = dead_letter(p, log_id, env, raw, error)
         batch = Batch(partition=p, from_id=state.last_id, generation=state.generation,
                       to_id=log_id, archive=[], changes=RowChanges(), actors=[], after={},
@@ -916,26 +885,25 @@ class Projector:
             state.simulators.clear()
 
     def _announce(self, done: list[Batch]) -> int:
-        """After a round's commits: count them and tell the clients; returns the events."""
-        args: list[Any] = []
+        """After a round's commits: count them and tell the clients (the messages go out with
+        the next round's read, and their failure is raised by it); returns the events."""
+        changes: list[tuple[str, bytes]] = []
         events = 0
         for batch in done:
             events += batch.size
-            for sid, changes in batch.feed.items():
-                args.append(change_channel(sid))
-                args.append(encode_changes(changes))
+            changes.extend((sid, encode_changes(c)) for sid, c in batch.feed.items())
         if done:
             self.events_projected += events
             self.rounds_committed += 1
-        if args:
-            self._publish(args)  # sent with the next round's read
+        if changes:
+            self._reader.publish_later(changes)
         return events
 
     async def step(self) -> int:
         """Read and project one round of every owned partition; returns events projected.
 
-        A store outage is recorded (`pg`, `store`) and raised; any other failure of the round
-        is logged and the round counts 0 (its partitions are read again)."""
+        A store outage is recorded (`pg`, `store_outage`) and raised; any other failure of the
+        round is logged and the round counts 0 (its partitions are read again)."""
         if not self.parts:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.config.block_ms / 1000)
@@ -943,27 +911,18 @@ class Projector:
         wait = self._round_at + self.config.round_min_ms / 1000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
-        owned = list(self.parts.items())
-        # raw XREAD: redis-py's reply parsing (a dict per entry) costs more than the read
-        read = self._pipe.submit(pack(
-            ["XREAD", "COUNT", self.config.batch_size, "BLOCK", self.config.block_ms,
-             "STREAMS", *(partition_log(p) for p, _ in owned), *(s.last_id for _, s in owned)]))
+        positions = {p: state.last_id for p, state in self.parts.items()}
         try:
-            try:
-                reply = await read
-            finally:
-                self._check_published()
+            got = await self._reader.read(positions, self.config.batch_size,
+                                          self.config.block_ms)
         except Exception as e:
             if _outage(e):
-                self.store.failed(e)
+                self.store_outage.failed(e)
             raise
-        self.store.ok()
+        self.store_outage.ok()
         self._round_at = time.monotonic()
-        if not reply:
-            return 0
         work = []
-        for key, entries in (reply.items() if isinstance(reply, dict) else reply):
-            p = self._keys[key]
+        for p, entries in got.items():
             state = self.parts.get(p)
             if state is not None and entries:
                 work.append((p, state, decode_entries(entries)))
@@ -971,11 +930,11 @@ class Projector:
             return 0
         try:
             events = await self._project_round(work)
-        except (OSError, RedisError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            if isinstance(e, RedisError):
-                self.store.failed(e)
-            elif unreachable(e):
+        except (OSError, StoreUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            if unreachable(e):  # PostgreSQL (DatabaseUnavailable is a StoreUnavailable too)
                 self.pg.failed(e)
+            elif isinstance(e, StoreUnavailable):
+                self.store_outage.failed(e)
             raise  # a store is down or restarting: the loop waits a little
         except Exception:
             log.exception("round failed")
@@ -1019,16 +978,15 @@ class Projector:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Give back the loop's connections and every lease (`run` does it on its way out)."""
-        if self._published:  # the last round's PUBLISHes: let them go out and be answered
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.gather(*self._published), 2.0)
-            with contextlib.suppress(Exception):
-                self._check_published()
-        self._pipe.close()
+        """Give back the loop's connections and every lease (`run` does it on its way out); the
+        event store itself stays open (its opener closes it)."""
+        with contextlib.suppress(Exception):  # the last round's change messages
+            await self._reader.flush(2.0)
+        with contextlib.suppress(Exception):
+            await self._reader.close()
         with contextlib.suppress(Exception):
             await self._release_connection()
         with contextlib.suppress(Exception):
             await self.leases.release_all()
         with contextlib.suppress(Exception):
-            await self.redis.delete(projector_status_key(self.owner))
+            await self.store.statuses.delete(ROLE, self.owner)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-__all__ = ["register", "run"]
+if TYPE_CHECKING:
+    from projections.projector import ProjectorConfig
+
+__all__ = ["register", "run", "serve"]
 
 log = logging.getLogger("sessiond.projector")
 
@@ -16,10 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "projector",
         help="project events into the PostgreSQL read models and publish session changes",
         description=(
-            "Hold projector leases on partitions (sd:{pN}:lease:projector), read each owned "
-            "partition log from its checkpoint, write rows + archive + checkpoints of every "
-            "partition read in a round in one fenced transaction, then publish the changes on "
-            "sd:chg:<session_id>. Start more projectors to share the partitions. Env: "
+            "Hold projector leases on partitions (role 'projector' of the event store's "
+            "leases), read each owned partition log from its checkpoint, write rows + archive "
+            "+ checkpoints of every partition read in a round in one fenced transaction, then "
+            "publish the changes on each session's change feed. Start more projectors to share "
+            "the partitions. Env: "
             "SESSIOND_PROJECTOR_BATCH (2000), SESSIOND_PROJECTOR_ROUND_MIN_MS (5: rounds start "
             "at most this often, so events arriving meanwhile share one), "
             "SESSIOND_PROJECTOR_POOL (8), SESSIOND_PROJECTOR_CACHE_SESSIONS (200000), "
@@ -35,25 +41,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis  # until projections/ reads through the store
-
-    from infra.cli import wait_for_shutdown_signal
-    from infra.gctune import tune_gc
-    from infra.postgres import create_pool
     from projections.cli import resolve
     from projections.migrate import migrate
-    from projections.projector import Projector, ProjectorConfig, pool_settings
+    from projections.projector import ProjectorConfig
 
     cfg = resolve(args)
     if cfg.env != "prod" and not args.no_migrate:
         await migrate(cfg.database_url)
     config = ProjectorConfig.from_env(cfg.redis_url, cfg.database_url, cfg.partitions,
                                       cfg.lease_ttl_ms)
-    redis = Redis.from_url(cfg.redis_url)
-    pool = await create_pool(cfg.database_url, max_size=config.pool_size + 1,
+    await serve(config)
+    return 0
+
+
+async def serve(config: ProjectorConfig, *,
+                before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Open the event store and the PostgreSQL pool, run a projector until SIGTERM / SIGINT
+    (it then gives its leases back), close them. `before_commit`: see `Projector`."""
+    from infra.cli import wait_for_shutdown_signal
+    from infra.gctune import tune_gc
+    from infra.postgres import create_pool
+    from infra.store import open_store
+    from projections.projector import Projector, pool_settings
+
+    store = open_store(config.redis_url, config.partitions)
+    pool = await create_pool(config.database_url, max_size=config.pool_size + 1,
                              server_settings=pool_settings(config))
     tune_gc()
-    projector = Projector(config, redis, pool)
+    projector = Projector(config, store, pool, before_commit=before_commit)
     task = asyncio.create_task(projector.run())
     signal_task = asyncio.create_task(wait_for_shutdown_signal())
     log.info("projector started", extra={"owner": projector.owner})
@@ -64,5 +79,4 @@ async def run(args: argparse.Namespace) -> int:
         signal_task.cancel()
         await task
         await pool.close()
-        await redis.aclose()
-    return 0
+        await store.aclose()

@@ -39,10 +39,9 @@ from events.codec import decode_event, decode_event_envelope, encode  # noqa: E4
 from events.errors import DomainError  # noqa: E402
 from events.ids import session_actor  # noqa: E402
 from infra.gctune import tune_gc  # noqa: E402
-from infra.store import build_envelope  # noqa: E402
+from infra.store import build_envelope, open_store  # noqa: E402
 from infra.store.layout import command_stream, partition_log  # noqa: E402
 from projections.changes import decode_changes  # noqa: E402
-from projections.fixtures import LocalActors, random_command  # noqa: E402
 from projections.migrate import migrate  # noqa: E402
 from projections.model import Model, diff, session_of  # noqa: E402
 from projections.projector import Projector, ProjectorConfig, pool_settings  # noqa: E402
@@ -53,6 +52,7 @@ from projections.store import (  # noqa: E402
     write_archive,
     write_changes,
 )
+from tests.actorkit import LocalActors, random_command  # noqa: E402
 from tests.rediskit import connect  # noqa: E402
 
 EVENTS = int(os.environ.get("EVENTS", 200_000))
@@ -86,7 +86,9 @@ async def fresh_db(admin_dsn: str, name: str) -> str:
 async def make_backlog(redis_url: str) -> int:
     redis = connect(redis_url)
     await redis.flushall()
-    actors = LocalActors(redis, P)
+    await redis.aclose()
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     rng = random.Random(7)
     ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(SESSIONS)]
     now = 1_800_000_000_000
@@ -104,15 +106,16 @@ async def make_backlog(redis_url: str) -> int:
             actors.send_nowait(aid, command)
         except DomainError:
             pass
-        if actors._pipe is not None and len(actors._pipe) >= 4000:
+        if actors.pending >= 2000:
             await actors.flush()
     await actors.flush()
-    await redis.aclose()
+    await actors.close()
+    await store.aclose()
     return actors.appended
 
 
 async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
-    redis = connect(redis_url)
+    store = open_store(redis_url, P)
     config = ProjectorConfig(
         redis_url=redis_url,
         database_url=dsn,
@@ -125,7 +128,7 @@ async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
     pool = await asyncpg.create_pool(dsn, min_size=2, max_size=5,
                                      server_settings=pool_settings(config))
     tune_gc()  # as `sessiond projector` does at start-up
-    projector = Projector(config, redis, pool)
+    projector = Projector(config, store, pool)
     start = time.perf_counter()
     task = asyncio.create_task(projector.run())
     while projector.events_projected < total:
@@ -137,7 +140,7 @@ async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
     await task
     assert await pool.fetchval("SELECT count(*) FROM events.archive") == total
     await pool.close()
-    await redis.aclose()
+    await store.aclose()
     return total / elapsed
 
 

@@ -31,10 +31,10 @@ import pytest
 import websockets
 
 from infra.embedded import start_postgres
+from infra.store import open_store
 from projections.verify import log_length
 from tests.integration.gwstack import ROOT, SESSIOND, Stack, connect_ws, running_stack
 from tests.integration.pgkill import kill_postgres, restart_postgres
-from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 
@@ -187,13 +187,13 @@ async def test_postgresql_killed_under_load_then_restarted(pg_stack) -> None:
             await ws.close()
         # down for a few lease periods, writes going on meanwhile
         await asyncio.sleep(max(0.0, 4.0 - (time.monotonic() - killed)))
-        redis = connect(stack.env["REDIS_URL"])
+        store = open_store(stack.env["REDIS_URL"], P)
         try:
             servers[0] = restart_postgres(pg_dir, fsync=False)
             restarted = time.monotonic()
-            written = await log_length(redis, P)  # every event up to the restart
+            written = await log_length(store)  # every event up to the restart
         finally:
-            await redis.aclose()
+            await store.aclose()
 
         async def ready_again() -> bool:
             return (await http.get("/ready")).status_code == 200
@@ -222,17 +222,17 @@ async def test_postgresql_killed_under_load_then_restarted(pg_stack) -> None:
     try:
         # every write was accepted, during the outage too (writes need Redis only)
         assert statuses and set(statuses) == {200}, sorted(set(statuses))
-        redis = connect(stack.env["REDIS_URL"])
+        store = open_store(stack.env["REDIS_URL"], P)
         try:
 
             async def caught_up() -> bool:
                 archived, distinct = await _archived(stack)
                 assert archived == distinct  # nothing doubled
-                return archived == await log_length(redis, P)
+                return archived == await log_length(store)
 
             drain_s = await _until("projector caught up", caught_up, RECOVERY_BOUND_S)
         finally:
-            await redis.aclose()
+            await store.aclose()
         verify = await asyncio.to_thread(_verify, stack)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         assert json.loads(verify.stdout)["ok"] is True

@@ -20,10 +20,10 @@ import pytest
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError, Fenced
+from infra.store import LeaseShare, open_store
 from infra.store.layout import change_channel
 from projections.changes import decode_changes
-from projections.fixtures import LocalActors, fold_logs, log_length, random_command
-from projections.lease import LeaseKeeper
+from projections.health import ROLE
 from projections.migrate import migrate
 from projections.projector import (
     PartitionState,
@@ -35,6 +35,8 @@ from projections.projector import (
     prepare_batch,
 )
 from projections.store import load_model
+from projections.verify import fold_logs, log_length
+from tests.actorkit import LocalActors, random_command
 from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
@@ -46,10 +48,10 @@ ROOT = Path(__file__).resolve().parents[2]
 async def _project_all(redis_url: str, dsn: str, expected: int, *, timeout: float = 60.0,
                        batch: int = 500) -> None:
     """Run an in-process projector until the archive holds `expected` events."""
-    redis = connect(redis_url)
+    store = open_store(redis_url, P)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                                          batch_size=batch, lease_ttl_ms=5000), redis, pool)
+                                          batch_size=batch, lease_ttl_ms=5000), store, pool)
     task = asyncio.create_task(projector.run())
     try:
         deadline = time.monotonic() + timeout
@@ -61,31 +63,31 @@ async def _project_all(redis_url: str, dsn: str, expected: int, *, timeout: floa
         projector.stop()
         await task
         await pool.close()
-        await redis.aclose()
+        await store.aclose()
 
 
 async def _assert_tables_equal_fold(redis_url: str, dsn: str) -> None:
-    redis = connect(redis_url)
+    store = open_store(redis_url, P)
     conn = await asyncpg.connect(dsn)
     try:
-        expected = await fold_logs(redis, P)
+        expected = await fold_logs(store)
         actual = await load_model(conn)
         assert actual.sessions.keys() == expected.sessions.keys()
         for sid, agg in expected.sessions.items():
             assert actual.sessions[sid] == agg, sid
         assert actual.actors == expected.actors
-        events = await log_length(redis, P)
+        events = await log_length(store)
         assert await conn.fetchval("SELECT count(*) FROM events.archive") == events
         assert await conn.fetchval(
             "SELECT count(DISTINCT (actor_id, version)) FROM events.archive") == events
     finally:
         await conn.close()
-        await redis.aclose()
+        await store.aclose()
 
 
 async def _random_history(redis_url: str, sessions: int, commands: int, seed: int) -> int:
-    redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     rng = random.Random(seed)
     ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(sessions)]
     now = 1_800_000_000_000
@@ -96,10 +98,11 @@ async def _random_history(redis_url: str, sessions: int, commands: int, seed: in
             actors.send_nowait(aid, command)
         except DomainError:
             pass
-        if actors._pipe is not None and len(actors._pipe) > 2000:
+        if actors.pending > 1000:
             await actors.flush()
     await actors.flush()
-    await redis.aclose()
+    await actors.close()
+    await store.aclose()
     return actors.appended
 
 
@@ -110,8 +113,8 @@ async def dsn(database_url: str) -> str:
 
 
 async def test_seed_002_example_queries_return_what_the_commands_created(redis_url, dsn):
-    redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     now = int(time.time() * 1000)
     user, other = "user-42", "user-7"
     s1, s2, s3 = (str(uuid.uuid4()) for _ in range(3))
@@ -141,7 +144,8 @@ async def test_seed_002_example_queries_return_what_the_commands_created(redis_u
         at=now - 10_000, user_id=other, session_id=s3, ttl_ms=5_000))
     await actors.send(f"session:{s3}", se.ExpireSession(at=now - 5_000))
     await _project_all(redis_url, dsn, actors.appended)
-    await redis.aclose()
+    await actors.close()
+    await store.aclose()
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -216,7 +220,8 @@ async def test_tables_equal_the_fold_of_a_random_history(redis_url, dsn):
 
 async def test_each_commit_publishes_the_sessions_changes_in_version_order(redis_url, dsn):
     redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     sid = str(uuid.uuid4())
     pubsub = redis.pubsub()
     await pubsub.subscribe(change_channel(sid))
@@ -237,29 +242,29 @@ async def test_each_commit_publishes_the_sessions_changes_in_version_order(redis
     assert got[0].type == "SessionCreated" and "token" not in got[0].data
     assert got[-1].data["changes"] == {"n": 4} and got[-1].data["state_version"] == 5
     await pubsub.aclose()
+    await actors.close()
+    await store.aclose()
     await redis.aclose()
 
 
 async def test_a_paused_projector_whose_lease_was_taken_over_cannot_commit(redis_url, dsn):
     appended = await _random_history(redis_url, sessions=10, commands=200, seed=5)
     assert appended
-    redis = connect(redis_url)
+    store = open_store(redis_url, P)
     conn = await asyncpg.connect(dsn)
     try:
-        lengths = [await redis.xlen(f"sd:{{p{p}}}:log") for p in range(P)]
+        lengths = [await store.log.length(p) for p in range(P)]
         p = max(range(P), key=lengths.__getitem__)
-        old = LeaseKeeper(redis, "old", P, ttl_ms=200)
-        gained, _ = await old.tick(int(time.time() * 1000))
-        epoch_old = gained[p]
+        old = LeaseShare(store.leases, ROLE, "old", P, ttl_ms=200)
+        epoch_old = (await old.tick()).gained[p]
         last, generation = await claim_partition(conn, p, epoch_old)
         state = PartitionState(epoch=epoch_old, last_id=last, generation=generation)
-        entries = await redis.xread({f"sd:{{p{p}}}:log": state.last_id}, count=50)
-        batch = await prepare_batch(conn, p, state, decode_entries(entries[0][1]))
+        entries = await store.log.range(p, after=state.last_id, count=50)
+        batch = await prepare_batch(conn, p, state, decode_entries(entries))
         # "old" pauses past its lease; "new" takes the partition over and claims the checkpoint
         await asyncio.sleep(0.3)
-        new = LeaseKeeper(redis, "new", P, ttl_ms=10_000)
-        await redis.delete("sd:projectors")
-        gained_new, _ = await new.tick(int(time.time() * 1000))
+        new = LeaseShare(store.leases, ROLE, "new", P, ttl_ms=10_000)
+        gained_new = (await new.tick()).gained
         assert gained_new[p] > epoch_old
         await claim_partition(conn, p, gained_new[p])
         with pytest.raises(Fenced):
@@ -271,14 +276,17 @@ async def test_a_paused_projector_whose_lease_was_taken_over_cannot_commit(redis
         assert await conn.fetchval("SELECT count(*) FROM events.archive") == batch.size
     finally:
         await conn.close()
-        await redis.aclose()
+        await store.aclose()
 
 
 def _start_projector(redis_url: str, dsn: str, log: Path) -> subprocess.Popen:
+    """`sessiond projector` whose rounds wait 30 ms inside their transaction (a wide window
+    for the kill)."""
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": dsn,
            "SESSIOND_PARTITIONS": str(P), "LEASE_TTL_MS": "1000",
-           "SESSIOND_PROJECTOR_BATCH": "50", "SESSIOND_PROJECTOR_COMMIT_DELAY_MS": "30"}
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", "projector"], cwd=ROOT, env=env,
+           "SESSIOND_PROJECTOR_BATCH": "50"}
+    return subprocess.Popen([sys.executable, "-m", "tests.integration.faulty_projector",
+                             "--commit-delay-ms", "30"], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 

@@ -23,9 +23,10 @@ from events.errors import DomainError
 from infra.store import open_store
 from infra.store.layout import change_channel
 from projections.changes import decode_changes
-from projections.fixtures import LocalActors, fold_logs, log_length, random_command
 from projections.migrate import migrate
 from projections.store import load_model
+from projections.verify import fold_logs, log_length
+from tests.actorkit import LocalActors, random_command
 from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
@@ -34,9 +35,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spawn(role: str, redis_url: str, dsn: str, log: Path, **extra: str) -> subprocess.Popen:
+    return _start(["infra.cli", role], redis_url, dsn, log, **extra)
+
+
+def _spawn_slow_projector(redis_url: str, dsn: str, log: Path, commit_delay_ms: int,
+                          **extra: str) -> subprocess.Popen:
+    """A projector whose rounds wait `commit_delay_ms` inside their transaction."""
+    return _start(["tests.integration.faulty_projector", "--commit-delay-ms",
+                   str(commit_delay_ms)], redis_url, dsn, log, **extra)
+
+
+def _start(module: list[str], redis_url: str, dsn: str, log: Path,
+           **extra: str) -> subprocess.Popen:
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": dsn,
            "SESSIOND_PARTITIONS": str(P), "LEASE_TTL_MS": "1000", **extra}
-    return subprocess.Popen([sys.executable, "-m", "infra.cli", role], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", *module], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -53,10 +66,10 @@ def _stop(*procs: subprocess.Popen) -> None:
             proc.wait()
 
 
-async def _caught_up(redis, conn: asyncpg.Connection, timeout: float, log: Path) -> int:
+async def _caught_up(store, conn: asyncpg.Connection, timeout: float, log: Path) -> int:
     deadline = time.monotonic() + timeout
     while True:
-        total = await log_length(redis, P)
+        total = await log_length(store)
         archived = await conn.fetchval("SELECT count(*) FROM events.archive")
         if total and archived == total:
             return total
@@ -64,12 +77,12 @@ async def _caught_up(redis, conn: asyncpg.Connection, timeout: float, log: Path)
         await asyncio.sleep(0.1)
 
 
-async def _assert_equal_fold(redis, conn: asyncpg.Connection) -> None:
-    expected = await fold_logs(redis, P)
+async def _assert_equal_fold(store, conn: asyncpg.Connection) -> None:
+    expected = await fold_logs(store)
     actual = await load_model(conn)
     assert actual.sessions == expected.sessions
     assert actual.actors == expected.actors
-    assert await conn.fetchval("SELECT count(*) FROM events.archive") == await log_length(redis, P)
+    assert await conn.fetchval("SELECT count(*) FROM events.archive") == await log_length(store)
 
 
 async def test_worker_and_projector_processes_project_every_command(redis_url, database_url,
@@ -131,8 +144,8 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
                 " WHERE metadata->>'simulator_status' = 'RUNNING'") < running_expected:
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.1)
-        await _caught_up(redis, conn, 60, log)
-        await _assert_equal_fold(redis, conn)
+        await _caught_up(store, conn, 60, log)
+        await _assert_equal_fold(store, conn)
 
         rows = await conn.fetch(
             "SELECT s.session_id, m.metadata->>'simulator_id' AS sim,"
@@ -171,8 +184,8 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
                                                                            database_url,
                                                                            tmp_path):
     await migrate(database_url)
-    redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     rng = random.Random(9)
     ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(60)]
     now = 1_800_000_000_000
@@ -194,8 +207,8 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
     # a 2 s lease (not 1 s): once A wakes up it takes back half the partitions, and with
     # renewals every ~0.33 s a CPU-starved machine made the leases churn until the test timed out
     lease = {"LEASE_TTL_MS": "2000"}
-    slow = {"SESSIOND_PROJECTOR_BATCH": "40", "SESSIOND_PROJECTOR_COMMIT_DELAY_MS": "150", **lease}
-    a = _spawn("projector", redis_url, database_url, log_a, **slow)
+    slow = {"SESSIOND_PROJECTOR_BATCH": "40", **lease}
+    a = _spawn_slow_projector(redis_url, database_url, log_a, 150, **slow)
     b = None
     try:
         deadline = time.monotonic() + 60
@@ -205,17 +218,18 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
         a.send_signal(signal.SIGSTOP)  # frozen, most likely inside a transaction
         frozen_at = await conn.fetchval("SELECT count(*) FROM events.archive")
         b = _spawn("projector", redis_url, database_url, log_b, **lease)
-        await _caught_up(redis, conn, 60, log_b)
-        assert frozen_at < await log_length(redis, P)
+        await _caught_up(store, conn, 60, log_b)
+        assert frozen_at < await log_length(store)
         a.send_signal(signal.SIGCONT)  # A wakes up: every write it attempts must be refused
         await asyncio.sleep(2.0)
         await produce(500)
-        await _caught_up(redis, conn, 60, log_b)
+        await _caught_up(store, conn, 60, log_b)
         await asyncio.sleep(1.0)
-        await _assert_equal_fold(redis, conn)
+        await _assert_equal_fold(store, conn)
         epochs = await conn.fetch("SELECT partition, epoch FROM projection.checkpoints")
         assert all(r["epoch"] >= 2 for r in epochs)  # every partition changed hands
     finally:
         _stop(*(p for p in (a, b) if p is not None))
         await conn.close()
-        await redis.aclose()
+        await actors.close()
+        await store.aclose()

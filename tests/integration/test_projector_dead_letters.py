@@ -27,13 +27,15 @@ from events import session as se
 from events.codec import encode, type_name
 from events.envelope import EventEnvelope
 from infra.metrics import REGISTRY
+from infra.store import open_store
 from infra.store.layout import event_stream, partition_log
 from infra.store.routing import partition_of
 from projections.dead_letters import dead_letter_keys, dead_letter_summary
-from projections.fixtures import LocalActors, fold_logs
 from projections.migrate import migrate
 from projections.projector import CHECKPOINT_NAME, Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
+from projections.verify import fold_logs
+from tests.actorkit import LocalActors
 from tests.integration.gwstack import ROOT
 from tests.rediskit import connect
 
@@ -87,7 +89,8 @@ async def _history_with_poison(redis_url: str, poison: str) -> dict:
     ("nul": a state key with U+0000, "garbage": bytes that are no envelope), then another
     user's session created after it. Returns what the test checks."""
     redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     for i, p in enumerate(list(range(P)) * 2):
         sid = _session_in(p, 100 + i)
         actors.send_nowait(
@@ -121,6 +124,8 @@ async def _history_with_poison(redis_url: str, poison: str) -> dict:
     )
     await actors.flush()
     total = sum([await redis.xlen(partition_log(p)) for p in range(P)])
+    await actors.close()
+    await store.aclose()
     await redis.aclose()
     return {
         "poison_id": poison_id,
@@ -143,7 +148,7 @@ async def _projector(redis_url: str, dsn: str) -> tuple[Projector, asyncpg.Pool]
     pool = await asyncpg.create_pool(
         dsn, min_size=1, max_size=P + 1, server_settings=pool_settings(config)
     )
-    projector = Projector(config, connect(redis_url), pool)
+    projector = Projector(config, open_store(redis_url, P), pool)
     await projector._rebalance()
     assert sorted(projector.parts) == list(range(P))
     return projector, pool
@@ -231,21 +236,20 @@ async def test_an_event_postgresql_refuses_is_dead_lettered_and_the_partition_mo
         assert skip == {(VICTIM, history["poison_id"])}
         async with pool.acquire() as conn:
             actual = await load_model(conn)
-        expected = await fold_logs(projector.redis, P, skip)
+        expected = await fold_logs(projector.store, skip)
         assert actual.sessions == expected.sessions
         assert actual.actors == expected.actors
         summary = await dead_letter_summary(pool, CHECKPOINT_NAME)
         assert summary["total"] == 1 and summary["per_partition"] == {VICTIM: 1}
         assert summary["latest"][0]["log_id"] == history["poison_id"]
         # and the partition keeps going: a later event of the same partition is projected
-        redis = connect(redis_url)
-        actors = LocalActors(redis, P)
+        actors = LocalActors(projector.store)
         later = _session_in(VICTIM, 11)
         actors.send_nowait(
             f"session:{later}", se.CreateSession(at=NOW + 9, user_id="bob", session_id=later)
         )
         await actors.flush()
-        await redis.aclose()
+        await actors.close()
         await _caught_up(projector, pool, redis_url)
         assert (
             await pool.fetchval(
@@ -257,7 +261,7 @@ async def test_an_event_postgresql_refuses_is_dead_lettered_and_the_partition_mo
     finally:
         await projector.aclose()
         await pool.close()
-        await projector.redis.aclose()
+        await projector.store.aclose()
 
 
 async def test_an_entry_that_does_not_decode_is_dead_lettered_with_its_raw_bytes(redis_url, dsn):
@@ -280,14 +284,14 @@ async def test_an_entry_that_does_not_decode_is_dead_lettered_with_its_raw_bytes
     finally:
         await projector.aclose()
         await pool.close()
-        await projector.redis.aclose()
+        await projector.store.aclose()
 
 
 async def test_a_refusal_that_is_not_one_events_fault_dead_letters_nothing(redis_url, dsn):
     """A table the projector writes is missing: every event would be refused alike. Nothing is
     dead-lettered, nothing is skipped; once the table is back, everything is projected."""
-    redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     for i in range(8):
         sid = _session_in(i % P, 300 + i)
         actors.send_nowait(f"session:{sid}", se.CreateSession(at=NOW, user_id="u", session_id=sid))
@@ -295,7 +299,8 @@ async def test_a_refusal_that_is_not_one_events_fault_dead_letters_nothing(redis
             f"session:{sid}", se.ApplyStateChanges(at=NOW + 1, user_id="u", changes={"k": i})
         )
     await actors.flush()
-    await redis.aclose()
+    await actors.close()
+    await store.aclose()
     projector, pool = await _projector(redis_url, dsn)
     await pool.execute("ALTER TABLE session.state_snapshots RENAME TO state_snapshots_gone")
     try:
@@ -316,7 +321,7 @@ async def test_a_refusal_that_is_not_one_events_fault_dead_letters_nothing(redis
     finally:
         await projector.aclose()
         await pool.close()
-        await projector.redis.aclose()
+        await projector.store.aclose()
 
 
 async def test_projections_status_and_verify_report_the_dead_letters(redis_url, dsn):
@@ -327,7 +332,7 @@ async def test_projections_status_and_verify_report_the_dead_letters(redis_url, 
     finally:
         await projector.aclose()
         await pool.close()
-        await projector.redis.aclose()
+        await projector.store.aclose()
     env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": dsn, "SESSIOND_PARTITIONS": str(P)}
 
     def cli(*args: str) -> subprocess.CompletedProcess:

@@ -22,14 +22,15 @@ import pytest
 
 from events.errors import DomainError
 from infra.embedded import start_postgres
-from projections.fixtures import LocalActors, fold_logs, log_length, random_command
+from infra.store import open_store
 from projections.health import describe, read_statuses
 from projections.migrate import migrate
 from projections.projector import Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
+from projections.verify import fold_logs, log_length
+from tests.actorkit import LocalActors, random_command
 from tests.integration.gwstack import ROOT
 from tests.integration.pgkill import kill_postgres, restart_postgres
-from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
 
@@ -39,8 +40,8 @@ P = 4
 async def _load(redis_url: str, stop: asyncio.Event, rate_per_s: float = 400) -> int:
     """Commands to random sessions at about `rate_per_s`, appended as the worker would, until
     `stop`; returns the events appended."""
-    redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     rng = random.Random(15)
     ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(40)]
     now = 1_800_000_000_000
@@ -55,15 +56,16 @@ async def _load(redis_url: str, stop: asyncio.Event, rate_per_s: float = 400) ->
             await asyncio.sleep(0.02)
         return actors.appended
     finally:
-        await redis.aclose()
+        await actors.close()
+        await store.aclose()
 
 
 async def _caught_up(redis_url: str, dsn: str) -> bool:
-    redis = connect(redis_url)
+    store = open_store(redis_url, P)
     try:
-        total = await log_length(redis, P)
+        total = await log_length(store)
     finally:
-        await redis.aclose()
+        await store.aclose()
     try:
         conn = await asyncpg.connect(dsn, timeout=2)
     except (OSError, asyncpg.PostgresError):
@@ -87,8 +89,8 @@ async def test_the_projector_resumes_by_itself_after_postgresql_is_killed_and_re
     pool = await asyncpg.create_pool(
         dsn, min_size=1, max_size=6, server_settings=pool_settings(config)
     )
-    redis = connect(redis_url)
-    projector = Projector(config, redis, pool, status_period_s=0.2)
+    store = open_store(redis_url, P)
+    projector = Projector(config, store, pool, status_period_s=0.2)
     task = asyncio.create_task(projector.run())
     stop_load = asyncio.Event()
     load = asyncio.create_task(_load(redis_url, stop_load))
@@ -101,7 +103,7 @@ async def test_the_projector_resumes_by_itself_after_postgresql_is_killed_and_re
         # the projector says so, in its status record, within a few status periods
         deadline = time.monotonic() + 10
         while True:
-            statuses = await read_statuses(redis)
+            statuses = await read_statuses(store)
             if statuses and statuses[0].postgres == "unreachable":
                 break
             assert time.monotonic() < deadline, statuses
@@ -132,10 +134,10 @@ async def test_the_projector_resumes_by_itself_after_postgresql_is_killed_and_re
         assert server.url == dsn
         restarted = time.monotonic()
         # by itself: it reaches PostgreSQL again, projects every partition, says so
-        while (await read_statuses(redis))[0].postgres != "ok" or sorted(projector.parts) != list(
+        while (await read_statuses(store))[0].postgres != "ok" or sorted(projector.parts) != list(
             range(P)
         ):
-            assert time.monotonic() - restarted < 30, (await read_statuses(redis), projector.parts)
+            assert time.monotonic() - restarted < 30, (await read_statuses(store), projector.parts)
             await asyncio.sleep(0.05)
         resumed_s = time.monotonic() - restarted
         await asyncio.sleep(1.0)  # load keeps coming after the restart
@@ -150,7 +152,7 @@ async def test_the_projector_resumes_by_itself_after_postgresql_is_killed_and_re
         # nothing lost, nothing doubled: the tables equal the fold of the log
         conn = await asyncpg.connect(dsn)
         try:
-            total = await log_length(redis, P)
+            total = await log_length(store)
             assert total == appended
             assert await conn.fetchval("SELECT count(*) FROM events.archive") == total
             assert (
@@ -159,7 +161,7 @@ async def test_the_projector_resumes_by_itself_after_postgresql_is_killed_and_re
                 )
                 == total
             )
-            expected = await fold_logs(redis, P)
+            expected = await fold_logs(store)
             actual = await load_model(conn)
             assert actual.sessions == expected.sessions
             assert actual.actors == expected.actors
@@ -178,5 +180,5 @@ async def test_the_projector_resumes_by_itself_after_postgresql_is_killed_and_re
             await asyncio.wait_for(load, 5)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pool.close(), 5)
-        await redis.aclose()
+        await store.aclose()
         server.stop()

@@ -13,14 +13,16 @@ import pytest
 
 import projections.projector as projector_module
 from events import session as se
-from infra.store.layout import lease_key, partition_log
+from infra.store import open_store
+from infra.store.layout import partition_log
 from infra.store.routing import partition_of
 from projections.changes import decode_changes
-from projections.fixtures import LocalActors, fold_logs
-from projections.lease import ROLE
+from projections.health import ROLE
 from projections.migrate import migrate
 from projections.projector import Projector, ProjectorConfig, pool_settings
 from projections.store import load_model
+from projections.verify import fold_logs
+from tests.actorkit import LocalActors
 from tests.rediskit import connect
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.anyio
 P = 4
 
 #: how a round commits: one statement (the default for small rounds), or a transaction block
-#: (big rounds, or a hook before COMMIT: SESSIOND_PROJECTOR_COMMIT_DELAY_MS)
+#: (big rounds, or a hook before COMMIT: `Projector(before_commit=...)`)
 PATHS = pytest.mark.parametrize("path", ["statement", "transaction"])
 
 
@@ -77,8 +79,8 @@ async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, fir
                    ) -> dict[int, int]:
     """Sessions in every partition, each created and changed a few times; events per partition.
     (`first`: where the deterministic session ids start, for a second history.)"""
-    redis = connect(redis_url)
-    actors = LocalActors(redis, P)
+    store = open_store(redis_url, P)
+    actors = LocalActors(store)
     counts = dict.fromkeys(range(P), 0)
     sessions: list[str] = []
     n = 0
@@ -95,7 +97,8 @@ async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, fir
                 at=now + i + 1, user_id="u", changes={"n": i}))
         counts[partition_of(sid, P)] += actors.appended - before
     await actors.flush()
-    await redis.aclose()
+    await actors.close()
+    await store.aclose()
     assert all(counts.values())
     return counts
 
@@ -107,7 +110,7 @@ async def _projector(redis_url: str, dsn: str) -> tuple[Projector, asyncpg.Pool]
                              batch_size=1000, block_ms=50, lease_ttl_ms=30_000)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4,
                                      server_settings=pool_settings(config))
-    projector = Projector(config, connect(redis_url), pool)
+    projector = Projector(config, open_store(redis_url, P), pool)
     await projector._rebalance()
     assert sorted(projector.parts) == list(range(P))
     return projector, pool
@@ -116,7 +119,7 @@ async def _projector(redis_url: str, dsn: str) -> tuple[Projector, asyncpg.Pool]
 async def _close(projector: Projector, pool: asyncpg.Pool) -> None:
     await projector.aclose()
     await pool.close()
-    await projector.redis.aclose()
+    await projector.store.aclose()
 
 
 async def _log_heads(redis_url: str) -> dict[int, str]:
@@ -136,11 +139,11 @@ async def _assert_exactly_once(redis_url: str, pool: asyncpg.Pool, total: int) -
     rows = await pool.fetch("SELECT partition, last_id, events FROM projection.checkpoints")
     assert {r["partition"]: r["last_id"] for r in rows} == heads
     assert sum(r["events"] for r in rows) == total
-    redis = connect(redis_url)
+    store = open_store(redis_url, P)
     try:
-        expected = await fold_logs(redis, P)
+        expected = await fold_logs(store)
     finally:
-        await redis.aclose()
+        await store.aclose()
     async with pool.acquire() as conn:
         actual = await load_model(conn)
     assert actual.sessions == expected.sessions
@@ -163,7 +166,8 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
     commits = _count_commits(monkeypatch, projector, path)
-    pubsub = projector.redis.pubsub()
+    redis = connect(redis_url)
+    pubsub = redis.pubsub()
     await pubsub.psubscribe("sd:chg:*")
     try:
         assert await projector.step() == total  # every partition's log in one round
@@ -195,6 +199,7 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
         assert await projector.step() == 0 and len(commits) == 1
     finally:
         await pubsub.aclose()
+        await redis.aclose()
         await _close(projector, pool)
 
 
@@ -230,7 +235,7 @@ async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
             "SELECT count(*) FROM projection.checkpoints WHERE last_id <> '0-0'") == 0
         # only the victim was let go: its state and its lease
         assert victim not in projector.parts and victim not in projector.leases.held
-        assert await projector.redis.get(lease_key(victim, ROLE)) != projector.owner.encode()
+        assert (await projector.store.leases.holders(ROLE)).get(victim) != projector.owner
         for p in others:
             assert projector.parts[p] is states[p]
             assert states[p].last_id == "0-0" and not states[p].cache
@@ -307,7 +312,7 @@ async def test_run_holds_one_connection_and_gives_it_back(redis_url, dsn):
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
                                           block_ms=20, lease_ttl_ms=30_000),
-                          connect(redis_url), pool)
+                          open_store(redis_url, P), pool)
     task = asyncio.create_task(projector.run())
     try:
         for _ in range(500):
@@ -323,7 +328,7 @@ async def test_run_holds_one_connection_and_gives_it_back(redis_url, dsn):
         await task
     assert projector._conn is None
     await asyncio.wait_for(pool.close(), 10)  # nothing left acquired
-    await projector.redis.aclose()
+    await projector.store.aclose()
     assert projector.events_projected == total
 
 
@@ -332,7 +337,8 @@ async def test_the_loop_recovers_from_lost_redis_and_postgres_connections(redis_
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     redis = connect(redis_url)
     projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                                          block_ms=20, lease_ttl_ms=1500), redis, pool)
+                                          block_ms=20, lease_ttl_ms=1500),
+                          open_store(redis_url, P), pool)
     task = asyncio.create_task(projector.run())
 
     async def archived(n: int) -> None:
@@ -347,7 +353,8 @@ async def test_the_loop_recovers_from_lost_redis_and_postgres_connections(redis_
         pid = projector._conn.get_server_pid()
         assert await pool.fetchval("SELECT pg_terminate_backend($1)", pid)
         clients = (await redis.execute_command("CLIENT", "LIST")).decode().splitlines()
-        ids = [c.split()[0].split("=")[1] for c in clients if f" name={projector.owner} " in c]
+        # the loop's reader: the connection named after the store and the projector
+        ids = [c.split()[0].split("=")[1] for c in clients if f"-{projector.owner} " in c]
         assert len(ids) == 1, clients
         await redis.execute_command("CLIENT", "KILL", "ID", ids[0])
         total = first + sum((await _history(redis_url, first=1000)).values())
@@ -359,6 +366,7 @@ async def test_the_loop_recovers_from_lost_redis_and_postgres_connections(redis_
         projector.stop()
         await task
         await pool.close()
+        await projector.store.aclose()
         await redis.aclose()
 
 

@@ -110,9 +110,9 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
     sid, sim, live, sim_live = await _live_history(redis_url)
     assert len(live) >= 8 and len(sim_live) >= 3
     # every version through the command's own code, two of them through the real CLI
-    redis = connect(redis_url)
-    envs = await read_history(redis, None, f"session:{sid}", P)
-    await redis.aclose()
+    store = open_store(redis_url, P)
+    envs = await read_history(store, f"session:{sid}")
+    await store.aclose()
     for version, state in live.items():
         buf = io.StringIO()
         replay_cmd._show(f"session:{sid}", envs, argparse.Namespace(
@@ -171,9 +171,10 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
 
     # archive fallback: project, drop the Redis stream, replay and export still work
     redis = connect(redis_url)
+    store = open_store(redis_url, P)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=database_url,
-                                          partitions=P), redis, pool)
+                                          partitions=P), store, pool)
     run = asyncio.create_task(projector.run())
     try:
         deadline = time.monotonic() + 60
@@ -184,6 +185,7 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
         projector.stop()
         await run
         await pool.close()
+        await store.aclose()
     p = partition_of(sid, P)
     await redis.xtrim(event_stream(p, f"session:{sid}"), minid=f"{max(live) - 2}-0")
     await redis.aclose()
