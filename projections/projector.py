@@ -2,16 +2,15 @@
 
 For every partition it holds a lease on (role "projector", through the event store's `Leases`),
 it reads the partition log after its checkpoint. Each round reads all owned partitions at once
-(the store's `LogReader`: one XREAD on Redis), projects each partition's batch
-in memory, and commits them all in ONE transaction that (1) advances every checkpoint, each
-fenced by its partition's lease epoch, the position it read from and the tables' generation,
-(2) appends every event to `events.archive`, (3) writes the coalesced row changes of
-`projections.model` set-based, (4) records each actor's last archived version: the same handful
-of statements whatever the number of partitions. Only after COMMIT does it publish, per affected
-session, the round's `Change`s on the session's change feed (sent with the next round's read). A
-crash anywhere
-before COMMIT leaves nothing behind; a crash after it leaves the checkpoints past the batches;
-the next owner resumes from the checkpoint. A stale owner (paused past its lease) finds a
+(the store's `LogReader`: one XREAD on Redis), projects each partition's batch in memory, and
+commits them all in ONE transaction that (1) advances every checkpoint, each fenced by its
+partition's lease epoch, the position it read from and the tables' generation, (2) appends every
+event to `events.archive`, (3) writes the coalesced row changes of `projections.model`
+set-based, (4) records each actor's last archived version: the same handful of statements
+whatever the number of partitions. Only after COMMIT does it publish, per affected session, the
+round's `Change`s on the session's change feed (sent with the next round's read). A crash
+anywhere before COMMIT leaves nothing behind; a crash after it leaves the checkpoints past the
+batches; the next owner resumes from the checkpoint. A stale owner (paused past its lease) finds a
 checkpoint's epoch raised by the new owner: the whole round rolls back, the fenced partitions
 are let go and the others are read and committed again next round.
 

@@ -29,14 +29,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "SESSIOND_PROJECTOR_BATCH (2000), SESSIOND_PROJECTOR_ROUND_MIN_MS (5: rounds start "
             "at most this often, so events arriving meanwhile share one), "
             "SESSIOND_PROJECTOR_POOL (8), SESSIOND_PROJECTOR_CACHE_SESSIONS (200000), "
-            "SESSIOND_PROJECTOR_LEASE_TTL_MS (LEASE_TTL_MS)."),
+            "SESSIOND_PROJECTOR_LEASE_TTL_MS (LEASE_TTL_MS)."
+        ),
     )
     from projections.cli import add_store_options
 
     add_store_options(p)
-    p.add_argument("--no-migrate", action="store_true",
-                   help="do not apply pending migrations at start-up (always off when "
-                        "SESSIOND_ENV=prod)")
+    p.add_argument(
+        "--no-migrate",
+        action="store_true",
+        help="do not apply pending migrations at start-up (always off when SESSIOND_ENV=prod)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -48,14 +51,16 @@ async def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
     if cfg.env != "prod" and not args.no_migrate:
         await migrate(cfg.database_url)
-    config = ProjectorConfig.from_env(cfg.redis_url, cfg.database_url, cfg.partitions,
-                                      cfg.lease_ttl_ms)
+    config = ProjectorConfig.from_env(
+        cfg.redis_url, cfg.database_url, cfg.partitions, cfg.lease_ttl_ms
+    )
     await serve(config)
     return 0
 
 
-async def serve(config: ProjectorConfig, *,
-                before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+async def serve(
+    config: ProjectorConfig, *, before_commit: Callable[[], Awaitable[None]] | None = None
+) -> None:
     """Open the event store and the PostgreSQL pool, run a projector until SIGTERM / SIGINT
     (it then gives its leases back), close them. `before_commit`: see `Projector`."""
     from infra.cli import wait_for_shutdown_signal
@@ -65,8 +70,9 @@ async def serve(config: ProjectorConfig, *,
     from projections.projector import Projector, pool_settings
 
     store = open_store(config.redis_url, config.partitions)
-    pool = await create_pool(config.database_url, max_size=config.pool_size + 1,
-                             server_settings=pool_settings(config))
+    pool = await create_pool(
+        config.database_url, max_size=config.pool_size + 1, server_settings=pool_settings(config)
+    )
     tune_gc()
     projector = Projector(config, store, pool, before_commit=before_commit)
     task = asyncio.create_task(projector.run())
