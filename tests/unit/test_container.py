@@ -16,15 +16,22 @@ import re
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import dockerfile
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.imagekit import (
+    ROOT,
+    files_under,
+    flag,
+    in_context,
+    parsed,
+    pattern_regex,
+    procfile,
+    stages,
+)
+
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 IMAGE_UID = 10001
 
@@ -35,128 +42,23 @@ INSTRUCTIONS = set(
 )
 
 
-@dataclass
-class Stage:
-    name: str
-    base: str
-    commands: list[dockerfile.Command] = field(default_factory=list)
-
-    def all(self, cmd: str) -> list[dockerfile.Command]:
-        return [c for c in self.commands if c.cmd == cmd]
-
-
-def _parsed() -> tuple[dockerfile.Command, ...]:
-    return dockerfile.parse_file(str(ROOT / "Dockerfile"))
-
-
-def _stages() -> list[Stage]:
-    stages: list[Stage] = []
-    for command in _parsed():
-        if command.cmd == "FROM":
-            words = command.value
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else str(len(stages))
-            stages.append(Stage(name, words[0]))
-        elif stages:
-            stages[-1].commands.append(command)
-    return stages
-
-
-def _flag(command: dockerfile.Command, name: str) -> str | None:
-    for flag in command.flags:
-        key, _, value = flag.partition("=")
-        if key == f"--{name}":
-            return value
-    return None
-
-
-def _procfile() -> dict[str, list[str]]:
-    processes = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, command = line.partition(":")
-            processes[name.strip()] = command.split()
-    return processes
-
-
-# --------------------------------------------------------------------------- .dockerignore
-
-
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """A .dockerignore pattern as Docker reads it (Go's filepath.Match, plus `**` for any number
-    of directories)."""
-    out, i = "", 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if pattern.startswith("**", i):
-            i += 2
-            if pattern.startswith("/", i):
-                i += 1
-            out += ".*" if i >= len(pattern) else "(.*/)?"
-            continue
-        if ch == "*":
-            out += "[^/]*"
-        elif ch == "?":
-            out += "[^/]"
-        elif ch == "[":
-            end = pattern.index("]", i)
-            out += "[" + pattern[i + 1 : end].replace("!", "^", 1) + "]"
-            i = end
-        else:
-            out += re.escape(ch)
-        i += 1
-    return re.compile(out + "$")
-
-
-def _dockerignore() -> list[tuple[bool, re.Pattern[str]]]:
-    rules = []
-    for raw in (ROOT / ".dockerignore").read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        keep = line.startswith("!")
-        path = line[1:].strip() if keep else line
-        path = re.sub(r"/+", "/", path).strip("/")
-        rules.append((keep, _pattern_regex(path)))
-    return rules
-
-
-def _in_context(relpath: str) -> bool:
-    """Whether `relpath` reaches the build context: the last rule that matches the path or one of
-    its parent directories decides, as in Docker."""
-    parts = relpath.split("/")
-    candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-    included = True
-    for keep, regex in _dockerignore():
-        if any(regex.match(c) for c in candidates):
-            included = keep
-    return included
-
-
-def _files_under(path: Path) -> list[str]:
-    return sorted(
-        str(p.relative_to(ROOT))
-        for p in path.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")
-    )
-
-
 def test_the_dockerignore_matcher_reads_patterns_as_docker_does() -> None:
-    assert _pattern_regex("infra/k8s/*").match("infra/k8s/base")
-    assert not _pattern_regex("infra/k8s/*").match("infra/k8s/base/x.yaml")
-    assert _pattern_regex("**/__pycache__").match("a/b/__pycache__")
-    assert _pattern_regex("**/__pycache__").match("__pycache__")
-    assert _pattern_regex("**/*.py[co]").match("infra/x.pyc")
-    assert not _in_context(".venv/bin/python") and not _in_context("tests/conftest.py")
-    assert _in_context("infra/cli.py") and not _in_context("infra/__pycache__/cli.cpython-311.pyc")
-    assert not _in_context("infra/k8s/base/kustomization.yaml")
-    assert _in_context("infra/k8s/simulator.yaml.tmpl")
+    assert pattern_regex("infra/k8s/*").match("infra/k8s/base")
+    assert not pattern_regex("infra/k8s/*").match("infra/k8s/base/x.yaml")
+    assert pattern_regex("**/__pycache__").match("a/b/__pycache__")
+    assert pattern_regex("**/__pycache__").match("__pycache__")
+    assert pattern_regex("**/*.py[co]").match("infra/x.pyc")
+    assert not in_context(".venv/bin/python") and not in_context("tests/conftest.py")
+    assert in_context("infra/cli.py") and not in_context("infra/__pycache__/cli.cpython-311.pyc")
+    assert not in_context("infra/k8s/base/kustomization.yaml")
+    assert in_context("infra/k8s/simulator.yaml.tmpl")
 
 
 # --------------------------------------------------------------------------- Dockerfile
 
 
 def test_the_dockerfile_parses_with_buildkits_parser_into_known_instructions() -> None:
-    commands = _parsed()
+    commands = parsed()
     assert commands, "empty Dockerfile"
     unknown = [c.original for c in commands if c.cmd not in INSTRUCTIONS]
     assert not unknown
@@ -164,28 +66,27 @@ def test_the_dockerfile_parses_with_buildkits_parser_into_known_instructions() -
 
 
 def test_the_image_builds_in_stages_and_the_runtime_copies_only_the_built_venv() -> None:
-    stages = _stages()
-    assert [s.name for s in stages] == ["build", "runtime"]
-    runtime = stages[-1]
-    assert runtime.base == stages[0].base  # the venv's python is the same interpreter
+    build, runtime = stages()
+    assert (build.name, runtime.name) == ("build", "runtime")
+    assert runtime.base == build.base  # the venv's python is the same interpreter
     copies = runtime.all("COPY")
-    assert copies and all(_flag(c, "from") == "build" for c in copies)
+    assert copies and all(flag(c, "from") == "build" for c in copies)
     assert not [r.original for r in runtime.all("RUN") if re.search(r"\b(uv|pip)\b", r.original)]
 
 
 def test_every_copy_source_exists_in_the_build_context() -> None:
     checked = 0
-    for stage in _stages():
+    for stage in stages():
         for copy in stage.all("COPY"):
-            if _flag(copy, "from") is not None:
+            if flag(copy, "from") is not None:
                 continue
             *sources, _dest = copy.value
             for source in sources:
                 path = ROOT / source
                 assert path.exists(), f"{copy.original}: {source} does not exist"
-                files = [source] if path.is_file() else _files_under(path)
+                files = [source] if path.is_file() else files_under(path)
                 assert files, f"{copy.original}: {source} is empty"
-                kept = [f for f in files if _in_context(f)]
+                kept = [f for f in files if in_context(f)]
                 assert kept, f"{copy.original}: .dockerignore leaves {source} out"
                 checked += 1
     assert checked >= 5
@@ -197,8 +98,8 @@ def test_the_build_context_holds_every_file_the_installed_package_reads() -> Non
     packages = PROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     copied = {
         source.rstrip("/")
-        for copy in _stages()[0].all("COPY")
-        if _flag(copy, "from") is None
+        for copy in stages()[0].all("COPY")
+        if flag(copy, "from") is None
         for source in copy.value[:-1]
     }
     assert set(packages) <= copied
@@ -206,17 +107,17 @@ def test_the_build_context_holds_every_file_the_installed_package_reads() -> Non
     left_out = [
         f
         for package in packages
-        for f in _files_under(ROOT / package)
-        if not _in_context(f) and not f.startswith("infra/k8s/")
+        for f in files_under(ROOT / package)
+        if not in_context(f) and not f.startswith("infra/k8s/")
     ]
     assert not left_out
-    assert _in_context("infra/k8s/simulator.yaml.tmpl")
-    assert [f for f in _files_under(ROOT / "projections" / "migrations") if f.endswith(".sql")]
-    assert all(_in_context(f) for f in _files_under(ROOT / "projections" / "migrations"))
+    assert in_context("infra/k8s/simulator.yaml.tmpl")
+    assert [f for f in files_under(ROOT / "projections" / "migrations") if f.endswith(".sql")]
+    assert all(in_context(f) for f in files_under(ROOT / "projections" / "migrations"))
 
 
 def test_dependencies_install_frozen_from_the_lock_without_the_dev_group_or_extra() -> None:
-    runs = [c.value[0] for s in _stages() for c in s.all("RUN")]
+    runs = [c.value[0] for s in stages() for c in s.all("RUN")]
     syncs = [r for r in runs if re.search(r"\buv\s+sync\b", r)]
     assert syncs, "the image installs nothing with uv sync"
     for sync in syncs:
@@ -239,7 +140,7 @@ def _locked_version(name: str) -> str:
 
 
 def test_the_image_runs_sessiond_as_a_fixed_non_root_user() -> None:
-    runtime = _stages()[-1]
+    runtime = stages()[-1]
     users = runtime.all("USER")
     assert users, "the runtime stage never leaves root"
     uid, _, gid = users[-1].value[0].partition(":")
@@ -297,7 +198,7 @@ def test_compose_file_uses_only_compose_spec_keys(compose: dict) -> None:
 def test_compose_runs_every_procfile_process_from_the_one_image(compose: dict) -> None:
     services = compose["services"]
     image = services["migrate"]["image"]
-    for name, command in _procfile().items():
+    for name, command in procfile().items():
         assert command[0] == "sessiond", f"Procfile {name}: the image's entrypoint is sessiond"
         service = services[name]
         assert service["image"] == image and service["build"] == "."
@@ -310,7 +211,7 @@ def test_compose_processes_start_after_healthy_stores_and_a_successful_migration
     compose: dict,
 ) -> None:
     services = compose["services"]
-    for name in _procfile():
+    for name in procfile():
         needs = {k: v["condition"] for k, v in services[name]["depends_on"].items()}
         assert needs == {
             "valkey": "service_healthy",
@@ -323,12 +224,12 @@ def test_compose_processes_start_after_healthy_stores_and_a_successful_migration
 
 def test_compose_services_have_health_checks_and_restart_policies(compose: dict) -> None:
     services = compose["services"]
-    for name in [*STORES, *_procfile()]:
+    for name in [*STORES, *procfile()]:
         health = services[name]["healthcheck"]
         assert not health.get("disable") and health["interval"] and health["retries"], name
         assert services[name]["restart"] in ("always", "unless-stopped"), name
     metrics_port = urlsplit("//" + services["worker"]["environment"]["SESSIOND_METRICS_ADDR"]).port
-    for name in _procfile():
+    for name in procfile():
         probe = " ".join(services[name]["healthcheck"]["test"])
         expected = "8080/ready" if name == "gateway" else f"{metrics_port}/healthz"
         assert expected in probe, name
@@ -338,7 +239,7 @@ def test_compose_processes_reach_the_stores_by_service_name_as_the_image_user(
     compose: dict,
 ) -> None:
     services = compose["services"]
-    for name in ["migrate", *_procfile()]:
+    for name in ["migrate", *procfile()]:
         service = services[name]
         env = service["environment"]
         redis, postgres = urlsplit(env["REDIS_URL"]), urlsplit(env["DATABASE_URL"])

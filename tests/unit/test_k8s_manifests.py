@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,8 +28,8 @@ import yaml
 
 from infra.provisioners.base import SimulatorSpec
 from infra.provisioners.manifests import ManifestParams, label_value, render, resource_name
+from tests.imagekit import ROOT, procfile
 
-ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
 OPERATIONS = ROOT / "docs" / "operations.md"
 OVERLAYS = ("dev", "prod")
@@ -66,15 +65,6 @@ def _one(overlay: str, kind: str, name: str) -> dict[str, Any]:
 
 def _config(overlay: str) -> dict[str, str]:
     return _one(overlay, "ConfigMap", "sessiond-config")["data"]
-
-
-def _procfile() -> dict[str, list[str]]:
-    processes = {}
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, command = line.partition(":")
-            processes[name.strip()] = command.split()
-    return processes
 
 
 def _pod_templates(overlay: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -151,7 +141,7 @@ def test_the_overlays_differ_where_their_files_say() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_procfile_process_runs_from_the_one_image_with_its_name(overlay: str) -> None:
     images = set()
-    for name, command in _procfile().items():
+    for name, command in procfile().items():
         deployment = _one(overlay, "Deployment", f"sessiond-{name}")
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"] == command[1:], name  # the image's entrypoint is `sessiond`
@@ -170,7 +160,7 @@ def test_every_procfile_process_runs_from_the_one_image_with_its_name(overlay: s
 def test_every_process_is_probed_and_serves_metrics_on_the_configured_port(overlay: str) -> None:
     config = _config(overlay)
     metrics_port = _addr_port(config["SESSIOND_METRICS_ADDR"])
-    for name in _procfile():
+    for name in procfile():
         template = _one(overlay, "Deployment", f"sessiond-{name}")["spec"]["template"]
         (container,) = template["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -406,7 +396,7 @@ def test_the_pod_monitor_scrapes_the_metrics_port_of_every_sessiond_pod() -> Non
         if all(t["metadata"]["labels"].get(k) == v for k, v in labels.items())
     ]  # fmt: skip
     deployments = {w for w, _ in selected if w.startswith("Deployment/")}
-    assert deployments == {f"Deployment/sessiond-{name}" for name in _procfile()}
+    assert deployments == {f"Deployment/sessiond-{name}" for name in procfile()}
     for where, template in selected:
         if where.startswith("Deployment/"):
             assert spec["podMetricsEndpoints"][0]["port"] in _named_ports(template), where
