@@ -1,6 +1,6 @@
-"""The image's install, run without a container engine: the build stage's `uv sync` commands, as
-the Dockerfile writes them (with its ENV), run on a copy of the build context that .dockerignore
-leaves, into a fresh virtualenv. What that production install holds must run the product: no dev
+"""The image's install, run without a container engine: the Dockerfile's build stage replayed
+(its COPY from the build context that .dockerignore leaves, its ENV, its `uv sync` lines, in
+order) into a fresh virtualenv. What that production install holds must run the product: no dev
 package, the package data in place, `sessiond migrate` and a worker against real servers with
 SESSIOND_ENV=prod. (The base image, the user and the layers are checked statically in
 tests/unit/test_container.py; the container itself is not built here.)
@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,44 +25,54 @@ from tests.imagekit import ROOT, in_context, stages
 pytestmark = pytest.mark.slow
 
 
-def _build_context(dest: Path) -> None:
-    for path in ROOT.rglob("*"):
-        rel = path.relative_to(ROOT).as_posix()
-        if path.is_file() and not rel.startswith(".git") and in_context(rel):
-            target = dest / rel
+def _copy(sources: list[str], dest: Path) -> None:
+    """`COPY sources... dest` from the build context (what .dockerignore leaves)."""
+    for source in sources:
+        path = ROOT / source
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        for file in files:
+            rel = file.relative_to(ROOT).as_posix()
+            if not in_context(rel):
+                continue
+            target = dest / file.name if path.is_file() else dest / file.relative_to(path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-
-
-def _build_env(venv: Path) -> dict[str, str]:
-    """The build stage's ENV, with the virtualenv moved to `venv`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
-    for command in stages()[0].all("ENV"):
-        pairs = command.value
-        env.update(dict(zip(pairs[::2], pairs[1::2], strict=True)))
-    assert env["UV_PROJECT_ENVIRONMENT"] == "/opt/sessiond"
-    env["UV_PROJECT_ENVIRONMENT"] = str(venv)
-    env["UV_PYTHON"] = sys.executable  # the base image's only Python, here ours
-    return env
+            shutil.copy2(file, target)
 
 
 @pytest.fixture(scope="module")
-def production_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def production_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The build stage replayed instruction by instruction outside a container: its WORKDIR is a
+    temporary directory, its virtualenv another, the `pip install uv` step is our own uv (of
+    the version the Dockerfile pins: tests/unit/test_container.py); any other RUN fails here."""
     root = tmp_path_factory.mktemp("image")
-    context, venv = root / "src", root / "opt"
-    _build_context(context)
-    env = _build_env(venv)
-    uv = [sys.executable, "-m", "uv"]
-    syncs = [c.value[0] for c in stages()[0].all("RUN") if "uv sync" in c.value[0]]
-    assert len(syncs) == 2
-    for sync in syncs:
-        args = shlex.split(sync)
-        assert args[:2] == ["uv", "sync"]
-        done = subprocess.run(
-            [*uv, *args[1:]], cwd=context, env=env, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr
-    return venv
+    workdir, venv = root / "src", root / "opt"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+    build = stages()[0]
+    for command in build.commands:
+        if command.cmd == "ENV":
+            pairs = command.value
+            env.update(dict(zip(pairs[::2], pairs[1::2], strict=True)))
+        elif command.cmd == "COPY":
+            *sources, dest = command.value
+            _copy(sources, workdir / dest)
+        elif command.cmd == "RUN":
+            args = shlex.split(command.value[0])
+            if args[:2] == ["pip", "install"]:
+                continue
+            assert args[:2] == ["uv", "sync"], f"not replayed here: {command.original}"
+            assert env["UV_PROJECT_ENVIRONMENT"] == "/opt/sessiond"
+            run_env = {**env, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON": sys.executable}
+            done = subprocess.run(
+                [sys.executable, "-m", "uv", *args[1:]],
+                cwd=workdir, env=run_env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 0, f"{command.original}: {done.stderr}"
+        else:
+            assert command.cmd == "WORKDIR", command.original
+    assert (venv / "bin" / "sessiond").is_file()
+    yield venv
+    shutil.rmtree(root, ignore_errors=True)  # a production virtualenv weighs about 230 MB
 
 
 def _run_env(venv: Path, **extra: str) -> dict[str, str]:
