@@ -376,9 +376,9 @@ class Stack:
         self.start("projector", "projector", "--no-migrate")
         self.start_gateway()
         from gateway.auth import TokenService
-        from gateway.config import load_gateway_config
+        from infra.config import load_settings
 
-        ts = TokenService(load_gateway_config(self.env))
+        ts = TokenService(load_settings(self.env).gateway)
         self.tokens = {f"bench-{i}": ts.issue(f"bench-{i}", (), ttl_s=3600) for i in range(50)}
 
     def start(self, name: str, *args: str) -> None:

@@ -15,9 +15,11 @@ import argparse
 import asyncio
 from typing import Any
 
-from actors.runtime.config import load_runtime_config
+import msgspec
+
 from actors.runtime.worker import Worker
 from infra.commands.worker import serve
+from infra.config import load_settings
 from infra.logging import setup_logging
 from infra.store import open_store
 
@@ -54,11 +56,12 @@ class SlowAppends:
 async def main(args: argparse.Namespace) -> None:
     store = open_store(args.redis_url, args.partitions)
     faulty = SlowAppends(store, args.append_delay_ms) if args.append_delay_ms else store
-    config = load_runtime_config(lease_ttl_ms=args.lease_ttl_ms)
+    # configured as `sessiond worker` is, from the environment
+    config = msgspec.structs.replace(load_settings().runtime, lease_ttl_ms=args.lease_ttl_ms)
     worker = Worker(
-        faulty,
+        faulty,  # type: ignore[arg-type]
         worker_id=args.id,
-        config=config,  # type: ignore[arg-type]
+        config=config,
         local_lease_check=args.local_lease_check,
     )
     try:
