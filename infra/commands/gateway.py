@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from infra.cli import add_knob_option
 
@@ -32,16 +31,5 @@ def run(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     args.settings.require_redis_url()
-    config = args.settings.gateway
-    profile = os.environ.get("SESSIOND_GATEWAY_PROFILE")
-    if profile:  # a development aid: cProfile stats written at exit
-        import cProfile
-
-        with cProfile.Profile() as prof:
-            try:
-                serve(config)
-            finally:
-                prof.dump_stats(profile)
-        return 0
-    serve(config)
+    serve(args.settings.gateway)
     return 0
