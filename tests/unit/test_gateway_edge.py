@@ -390,6 +390,20 @@ class _RecordingBus:
 
 
 @pytest.mark.anyio
+async def test_sessions_are_created_with_the_configured_ttl() -> None:
+    """SESSION_TTL reaches the CreateSession the gateway sends (it was read, then dropped)."""
+    from gateway.auth import Claims
+    from gateway.service import Gateway
+
+    cfg = load_settings({"SESSION_TTL": "2h"}).gateway
+    bus = _RecordingBus()
+    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
+    await gw.create_session(Claims("u"), "s-1", device_id="d")
+    (command,) = bus.sent
+    assert command.ttl_ms == 2 * 3600 * 1000
+
+
+@pytest.mark.anyio
 async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
     from gateway.service import Gateway
 
