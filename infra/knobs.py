@@ -174,6 +174,7 @@ def between(low: int, high: int) -> Check:
 
 POSITIVE = Check(lambda v: v > 0, "a positive number")
 SECONDS = Check(lambda v: v > 0, "a positive number of seconds")
+WAIT = Check(lambda v: v >= 0, "seconds, 0 or more")
 LIMIT = Check(lambda v: v >= 0, "not negative (0 = no limit)")
 
 
@@ -236,7 +237,7 @@ KNOBS: tuple[Knob, ...] = (
     _k("gateway.jwt_public_key", "JWT_PUBLIC_KEY", pem),
     _k("gateway.jwt_private_key", "JWT_PRIVATE_KEY", pem, secret=True),
     _k("gateway.allowed_origins", "ALLOWED_ORIGINS SESSIOND_ORIGINS", origins),
-    _k("gateway.drain_timeout_s", "GATEWAY_DRAIN_TIMEOUT", seconds, SECONDS),
+    _k("gateway.drain_timeout_s", "GATEWAY_DRAIN_TIMEOUT", seconds, WAIT),
     _k("gateway.heartbeat_interval_s", "GATEWAY_HEARTBEAT_INTERVAL", seconds, SECONDS),
     _k("gateway.idle_timeout_s", "GATEWAY_IDLE_TIMEOUT", seconds, SECONDS),
     _k("gateway.touch_interval_s", "GATEWAY_TOUCH_INTERVAL", seconds, SECONDS),

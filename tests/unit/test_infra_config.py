@@ -272,6 +272,7 @@ def test_durations_take_units_in_milliseconds_and_seconds_variables() -> None:
     assert s.simulators.breaker_reset_ms == 60_000
     assert (s.gateway.command_timeout_s, s.gateway.drain_timeout_s) == (1.5, 2.5)
     assert s.gateway.device_retention_s == 86_400
+    assert load_settings({"GATEWAY_DRAIN_TIMEOUT": "0"}).gateway.drain_timeout_s == 0  # no wait
 
 
 def test_command_line_options_win_and_are_checked_like_the_variables() -> None:
