@@ -141,7 +141,12 @@ async def _serving(ctx: Context) -> AsyncIterator[None]:
     with contextlib.suppress(Exception):
         await ctx.store.connections.announce(gateway_id)
     ctx.hub.on_change.append(lambda push: _on_change(ctx, push))
-    relay = await market_data.install(ctx.store.market_data, ctx.hub, ctx.sender)
+    relay = await market_data.install(
+        ctx.store.market_data,
+        ctx.hub,
+        ctx.sender,
+        activity_interval_s=ctx.config.simulator_activity_interval_ms / 1000,
+    )
     try:
         yield
     finally:

@@ -293,12 +293,9 @@ class MarketDataRelay:
 async def install(
     market_data: MarketData, hub: Any, bus: CommandSender, **kw: Any
 ) -> MarketDataRelay:
-    """Create, hook into `hub` and start the relay (the gateway's start-up calls it).
-    SIMULATOR_ACTIVITY_INTERVAL_MS sets how often client activity is reported."""
-    if "activity_interval_s" not in kw:
-        from infra.provisioners.settings import load_simulator_settings
-
-        kw["activity_interval_s"] = load_simulator_settings().activity_interval_ms / 1000
+    """Create, hook into `hub` and start the relay (the gateway's start-up calls it). Pass
+    `activity_interval_s`: how often client activity is reported (the gateway's
+    `simulator_activity_interval_ms`, SIMULATOR_ACTIVITY_INTERVAL_MS)."""
     relay = MarketDataRelay(market_data, hub, bus=bus, **kw)
     await relay.start()
     return relay

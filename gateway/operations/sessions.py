@@ -121,7 +121,8 @@ async def create_session(
     ip_address: str = "",
     idempotency: IdempotencyKey | None = None,
 ) -> object:
-    """Send CreateSession for the caller (the outcome; see `commands.send`)."""
+    """Send CreateSession for the caller, with the configured lifetime (SESSION_TTL); the
+    outcome, see `commands.send`."""
     return await send(
         ctx,
         session_id,
@@ -135,6 +136,7 @@ async def create_session(
             restart=restart,
             pod_name=ctx.config.pod_name,
             ip_address=ip_address,
+            ttl_ms=ctx.config.session_ttl_ms,
         ),
         idempotency=idempotency,
     )
