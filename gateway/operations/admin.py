@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRIC_KINDS",
+    "AdminSession",
     "Broadcast",
     "Broadcasted",
+    "ConnectionList",
+    "SessionList",
     "admin_connections",
     "admin_metrics",
     "admin_sessions",
@@ -54,6 +57,31 @@ class Broadcasted(msgspec.Struct, frozen=True, kw_only=True):
     gateways: int  # how many gateway processes received it
 
 
+class AdminSession(msgspec.Struct, frozen=True, kw_only=True):
+    """A live session as the admin list shows it (times in ISO 8601)."""
+
+    session_id: str
+    user_id: str
+    status: str
+    created_at: str
+    last_active: str
+    expires_at: str
+    metadata: dict[str, Any]
+
+
+class SessionList(msgspec.Struct, frozen=True, kw_only=True):
+    sessions: list[AdminSession]
+    count: int
+
+
+class ConnectionList(msgspec.Struct, frozen=True, kw_only=True):
+    """Every gateway's live connections: each is the record its gateway registered (its
+    fields grow with the gateway, so they stay a mapping) and its `connection_id`."""
+
+    connections: list[dict[str, Any]]
+    count: int
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -79,7 +107,7 @@ async def admin_metrics(ctx: Context, claims: Claims, kind: str) -> dict[str, An
     return {"timestamp": now_iso(), **await _METRICS[kind](ctx)}
 
 
-async def admin_sessions(ctx: Context, claims: Claims, limit: int | None) -> dict[str, Any]:
+async def admin_sessions(ctx: Context, claims: Claims, limit: int | None) -> SessionList:
     """The live sessions, most recently active first (at most `limit`, default 100)."""
     require_admin(claims)
     limit = min(limit or 100, MAX_SESSIONS)
@@ -95,27 +123,27 @@ async def admin_sessions(ctx: Context, claims: Claims, limit: int | None) -> dic
         else []
     )
     sessions = [
-        {
-            "session_id": r["session_id"],
-            "user_id": r["user_id"],
-            "status": r["status"],
-            "created_at": r["created_at"].isoformat(),
-            "last_active": r["last_active"].isoformat(),
-            "expires_at": r["expires_at"].isoformat(),
-            "metadata": msgspec.json.decode(r["metadata"])
+        AdminSession(
+            session_id=r["session_id"],
+            user_id=r["user_id"],
+            status=r["status"],
+            created_at=r["created_at"].isoformat(),
+            last_active=r["last_active"].isoformat(),
+            expires_at=r["expires_at"].isoformat(),
+            metadata=msgspec.json.decode(r["metadata"])
             if isinstance(r["metadata"], (str, bytes))
             else (r["metadata"] or {}),
-        }
+        )
         for r in rows
     ]
-    return {"sessions": sessions, "count": len(sessions)}
+    return SessionList(sessions=sessions, count=len(sessions))
 
 
-async def admin_connections(ctx: Context, claims: Claims) -> dict[str, Any]:
+async def admin_connections(ctx: Context, claims: Claims) -> ConnectionList:
     """Every gateway's live connections (the store's connection registry)."""
     require_admin(claims)
     conns = await _connections(ctx)
-    return {"connections": conns, "count": len(conns)}
+    return ConnectionList(connections=conns, count=len(conns))
 
 
 async def _connections(ctx: Context) -> list[dict[str, Any]]:

@@ -374,7 +374,9 @@ async def test_admin_reads_need_the_admin_role(ctx: Context) -> None:
     await refused("NOT_FOUND", admin.admin_metrics(ctx, ROOT, "nope"))
     metrics = await admin.admin_metrics(ctx, ROOT, "connections")
     assert metrics["total_connections"] == 0 and "timestamp" in metrics
-    assert await admin.admin_sessions(ctx, ROOT, None) == {"sessions": [], "count": 0}
+    assert await admin.admin_sessions(ctx, ROOT, None) == admin.SessionList(sessions=[], count=0)
+    await refused("ADMIN_REQUIRED", admin.admin_connections(ctx, ALICE))
+    assert await admin.admin_connections(ctx, ROOT) == admin.ConnectionList(connections=[], count=0)
 
 
 def test_edge_errors_are_part_of_the_one_exception_tree() -> None:
