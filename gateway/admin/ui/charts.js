@@ -56,15 +56,17 @@ export class LineChart {
       ctx.stroke();
       ctx.fillText(fmt(max * (1 - i / 3)), 4, y + 4);
     }
-    ctx.fillText(`last ${this.points} s`, pad.l, height - 4);
-    const x = (i) => pad.l + ((width - pad.l - pad.r) * i) / Math.max(1, this.points - 1);
+    // the window grows with the samples up to `points` (a fresh page is not one dot at the edge)
+    const span = Math.min(this.points, Math.max(30, ...this.data.map((l) => l.length)));
+    ctx.fillText(`last ${span} s`, pad.l, height - 4);
+    const x = (i) => pad.l + ((width - pad.l - pad.r) * i) / Math.max(1, span - 1);
     const y = (v) => height - pad.b - ((height - pad.t - pad.b) * v) / max;
     this.data.forEach((line, s) => {
       ctx.strokeStyle = COLORS[s];
       ctx.lineWidth = 2;
       ctx.beginPath();
       let drawing = false;
-      const offset = this.points - line.length;
+      const offset = span - line.length;
       line.forEach((v, i) => {
         if (v === null || v === undefined) { drawing = false; return; }
         if (drawing) ctx.lineTo(x(offset + i), y(v));

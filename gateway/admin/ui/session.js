@@ -50,7 +50,7 @@ export function sessionPage(main, sessionId) {
             h('td', {}, d.device_id), h('td', {}, [d.device_type, d.device_name, d.os].filter(Boolean).join(' · ') || '—'),
             h('td', {}, h('span.dot.' + d.status), d.status),
             h('td', {}, String(d.connections)),
-            h('td', {}, d.rtt_ms != null ? `${d.rtt_ms} ms` : '—'),
+            h('td', {}, d.rtt_ms ? `${d.rtt_ms} ms` : '—'),
             h('td', {}, fmtTime(d.last_seen)), h('td', {}, d.left_reason || '—'),
             h('td', {}, d.status === 'online'
               ? h('button.danger.disconnect', { onclick: () => disconnect(d.device_id) }, 'Disconnect') : ''))))) : h('p.muted', {}, 'no device')),

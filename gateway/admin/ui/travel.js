@@ -82,6 +82,7 @@ function timelineView(main, source) {
     if (keep >= 0) list.select(keep, { notify: false });
     else if (shown.length) list.select(shown.length - 1);
     scrubber.value = String(Math.max(0, list.selected));
+    position.textContent = shown.length ? `${list.selected + 1} / ${shown.length}` : '—';
   }
 
   function refreshTypes() {
@@ -211,7 +212,7 @@ export function replayPage(main) {
       const text = await file.text();
       const lines = text.trim().startsWith('[') ? JSON.parse(text)
         : text.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l));
-      const loaded = await api('/admin/replays', { raw: text });
+      const loaded = await api('/admin/replays', { method: 'POST', raw: text });
       notice(message, `loaded ${loaded.events} events of ${Object.keys(loaded.actors).length} actor(s)`, 'ok');
       const rows = lines.map((l) => row({ ...l, payload: l.data }));
       timelineView(host, {
