@@ -1,0 +1,109 @@
+// The built client in a real headless Chromium (Debian's), driven by playwright-core, against a
+// real gateway: a page served on loopback connects, updates state, sees a second device (a Node
+// client) change it, survives a dropped connection and resumes without a gap; without WebSocket
+// it falls back to SSE.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
+import { chromium } from "playwright-core";
+import { SessiondClient } from "../dist/sessiond.js";
+import { env, startProxy, startStatic, until, assertContiguous } from "./harness.mjs";
+
+const live = Boolean(env.url && env.staticPort);
+const skip = !live && "SESSIOND_URL / SESSIOND_STATIC_PORT not set (run through pytest)";
+const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+let browser, site, proxy, profile;
+const others = [];
+
+before(async () => {
+  if (!live) return;
+  site = await startStatic(join(dirname(fileURLToPath(import.meta.url)), ".."), env.staticPort);
+  proxy = await startProxy(env.url);
+  profile = mkdtempSync(join(tmpdir(), "sessiond-chromium-"));
+  // a new empty profile (playwright passes it as --user-data-dir)
+  browser = await chromium.launchPersistentContext(profile, { executablePath: env.chromium,
+                                                              headless: true, args: FLAGS });
+});
+
+after(async () => {
+  for (const c of others) c.close();
+  if (browser) await browser.close();
+  if (proxy) await proxy.close();
+  if (site) await site.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+async function openPage() {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${site.url}/test/page.html`);
+  await page.waitForFunction(() => document.title === "ready");
+  return { page, errors };
+}
+
+const view = (page) => page.evaluate(() => window.sessiondTest.view());
+
+async function pageUntil(page, pred, what, ms = 15000) {
+  await until(async () => pred(await view(page)), ms, what);
+}
+
+test("in Chromium: connect, update, see a second device, survive a drop, resume gap-free", { skip }, async () => {
+  const { page, errors } = await openPage();
+  const welcome = await page.evaluate(([u, t]) => window.sessiondTest.connect(u, t, "chromium-1"),
+                                      [proxy.url, env.tokenA]);
+  assert.equal((await view(page)).transport, "websocket");
+  const other = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: "node-peer",
+                                     sessionId: welcome.session_id, WebSocket });
+  others.push(other);
+  await other.connect();
+  await pageUntil(page, (v) => v.devices["node-peer"] === true, "the page sees the peer join");
+
+  await page.evaluate(() => window.sessiondTest.client.update({ from: "browser", n: 1 }));
+  await until(() => other.state.from === "browser", 10000, "the peer sees the page's write");
+  await other.update({ from: "node", n: 2 });
+  await pageUntil(page, (v) => v.state.from === "node" && v.state.n === 2, "the page sees the peer's write");
+  assert.match(await page.textContent("#state"), /"from":"node"/);
+
+  proxy.mode = "down";
+  proxy.dropAll();
+  await pageUntil(page, (v) => v.connection === "reconnecting", "the page notices the drop");
+  for (let n = 3; n <= 6; n += 1) await other.update({ n });
+  proxy.mode = "pass";
+  await pageUntil(page, (v) => v.connection === "open" && v.state.n === 6, "the page resumes");
+
+  const seen = await page.evaluate(() => window.sessiondTest.seen);
+  assertContiguous(assert, seen);
+  assert.deepEqual(seen.map((s) => s.stateVersion), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual((await view(page)).state, other.state);
+  await page.screenshot({ path: join(profile, "page.png") });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("in Chromium: without WebSocket the page falls back to SSE", { skip }, async () => {
+  const { page, errors } = await openPage();
+  proxy.mode = "no-ws";
+  try {
+    const welcome = await page.evaluate(([u, t]) => window.sessiondTest.connect(u, t, "chromium-sse"),
+                                        [proxy.url, env.tokenA]);
+    assert.equal((await view(page)).transport, "sse");
+    const other = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: "node-peer-sse",
+                                       sessionId: welcome.session_id, WebSocket });
+    others.push(other);
+    await other.connect();
+    await page.evaluate(() => window.sessiondTest.client.update({ via: "sse" }));
+    await until(() => other.state.via === "sse", 10000, "the peer sees the SSE page's write");
+    await other.update({ back: true });
+    await pageUntil(page, (v) => v.state.back === true, "the SSE page sees the peer's write");
+    assert.deepEqual(errors, []);
+  } finally {
+    proxy.mode = "pass";
+    await page.close();
+  }
+});

@@ -1,0 +1,161 @@
+// The client against a real gateway (started by tests/integration/test_ts_client.py), from Node.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import WebSocket from "ws";
+import { EventSource } from "eventsource";
+import { SessiondClient, SessiondError, backoffDelay } from "../dist/sessiond.js";
+import { env, startProxy, until, recordChanges, assertContiguous } from "./harness.mjs";
+
+const live = Boolean(env.url);
+let proxy;
+const clients = [];
+
+function client(opts) {
+  const c = new SessiondClient({ WebSocket, EventSource, token: env.tokenA, backoff: { initialMs: 50, maxMs: 400 }, ...opts });
+  clients.push(c);
+  return c;
+}
+
+before(async () => { if (live) proxy = await startProxy(env.url); });
+after(async () => { for (const c of clients) c.close(); if (proxy) await proxy.close(); });
+
+test("backoff grows exponentially up to the cap, with full jitter", () => {
+  const o = { initialMs: 100, maxMs: 1000, factor: 2 };
+  assert.deepEqual([0, 1, 2, 3, 4, 10].map((a) => backoffDelay(a, o, () => 1)), [100, 200, 400, 800, 1000, 1000]);
+  assert.equal(backoffDelay(3, o, () => 0), 0);
+  assert.equal(backoffDelay(3, { ...o, jitter: 0 }, () => 0), 800);
+  assert.equal(backoffDelay(3, { ...o, jitter: 0.5 }, () => 0), 400);
+});
+
+test("two devices share state, see each other's presence, and a stale write is a conflict",
+     { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  const a = client({ url: env.url, deviceId: "node-a" });
+  const welcome = await a.connect();
+  assert.equal(a.transport, "websocket");
+  const b = client({ url: env.url, deviceId: "node-b", sessionId: welcome.session_id });
+  await b.connect();
+  await until(() => a.devices.get("node-b")?.is_online === true, 10000, "a sees b join");
+
+  const ack = await a.update({ mood: "calm", progress: 1 });
+  assert.equal(ack.accepted, true);
+  await until(() => b.state.mood === "calm", 10000, "b sees a's change");
+  await b.set("progress", 2);
+  await until(() => a.state.progress === 2, 10000, "a sees b's change");
+  assert.equal(a.stateVersion, b.stateVersion);
+
+  const conflicts = [];
+  a.on("conflict", (c) => conflicts.push(c));
+  const stale = a.stateVersion - 1;
+  await assert.rejects(a.update({ progress: 99 }, { baseVersion: stale }),
+                       (e) => e instanceof SessiondError && e.code === "VERSION_CONFLICT");
+  assert.equal(conflicts.length, 1);
+  assert.equal(conflicts[0].local.stateVersion, a.stateVersion);
+  assert.match(conflicts[0].message, /base_version/);
+  assert.deepEqual(conflicts[0].attempted.changes, { progress: 99 });
+  await a.resolveConflict("merge", { progress: 99 });
+  await until(() => b.state.progress === 99 && a.state.progress === 99, 10000, "merge reaches both");
+
+  const devices = await a.listDevices();
+  assert.deepEqual(devices.map((d) => d.device_id).sort(), ["node-a", "node-b"]);
+  b.close();
+  await until(() => a.devices.get("node-b")?.is_online === false, 10000, "a sees b leave");
+  a.close();
+});
+
+test("a dropped connection reconnects with backoff and resumes without a gap",
+     { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  const a = client({ url: proxy.url, deviceId: "node-drop-a" });
+  const welcome = await a.connect();
+  const seen = recordChanges(a);
+  const b = client({ url: env.url, deviceId: "node-drop-b", sessionId: welcome.session_id });
+  await b.connect();
+  for (let i = 1; i <= 3; i += 1) await b.update({ n: i });
+  await until(() => a.state.n === 3, 10000, "a sees the first writes");
+
+  const reconnects = [];
+  a.on("reconnecting", (r) => reconnects.push(r));
+  proxy.mode = "down";
+  proxy.dropAll();
+  await until(() => a.connectionState === "reconnecting", 5000, "a notices the drop");
+  for (let i = 4; i <= 8; i += 1) await b.update({ n: i, [`k${i}`]: i });
+  await until(() => reconnects.length >= 2, 5000, "a retries with backoff");
+  proxy.mode = "pass";
+  await until(() => a.connectionState === "open" && a.state.n === 8, 15000, "a resumes");
+  await b.update({ n: 9 });
+  await until(() => a.state.n === 9, 10000, "live again after resume");
+
+  assertContiguous(assert, seen);
+  assert.deepEqual(seen.map((s) => s.stateVersion), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(a.state, b.state);
+  const snap = await a.fetchSnapshot();
+  assert.equal(snap.version, a.stateVersion);
+  assert.deepEqual(snap.state_data, a.state);
+  assert.ok(reconnects.every((r) => r.delayMs <= 400), "delays stay under the cap");
+});
+
+test("a write made while disconnected is sent once after the reconnect",
+     { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  const a = client({ url: proxy.url, deviceId: "node-queue-a" });
+  await a.connect();
+  const seen = recordChanges(a);
+  proxy.mode = "down";
+  proxy.dropAll();
+  await until(() => a.connectionState === "reconnecting", 5000, "a notices the drop");
+  const pending = a.update({ offline: true });
+  proxy.mode = "pass";
+  const ack = await pending;
+  assert.equal(ack.accepted, true);
+  await until(() => a.state.offline === true, 10000, "the queued write applied");
+  assert.equal(seen.length, 1);
+});
+
+test("a resumed view from storage catches up from its version only",
+     { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  const a = client({ url: env.url, deviceId: "node-store-a" });
+  await a.connect();
+  await a.update({ x: 1 });
+  await a.update({ y: 2 });
+  await until(() => a.state.y === 2, 10000, "own writes arrive");
+  const saved = a.snapshotView;
+  a.close();
+  const b = client({ url: env.url, deviceId: "node-store-b", sessionId: a.sessionId });
+  await b.connect();
+  await b.update({ z: 3 });
+  const c = client({ url: env.url, deviceId: "node-store-a", sessionId: a.sessionId, resume: saved });
+  const seen = recordChanges(c);
+  await c.connect();
+  await until(() => c.state.z === 3, 10000, "the resumed client catches up");
+  assert.deepEqual(seen.map((s) => s.stateVersion), [3]);
+  assert.deepEqual(c.state, { x: 1, y: 2, z: 3 });
+});
+
+test("without WebSocket the client falls back to SSE, writes over REST, and resumes",
+     { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  proxy.mode = "no-ws";
+  const refusedBefore = proxy.upgradesRefused;
+  const a = client({ url: proxy.url, deviceId: "node-sse-a" });
+  const transports = [];
+  a.on("transport", (t) => transports.push(t));
+  const seen = recordChanges(a);
+  await a.connect();
+  assert.equal(a.transport, "sse");
+  assert.deepEqual(transports, [{ from: "websocket", to: "sse" }]);
+  assert.ok(proxy.upgradesRefused - refusedBefore >= 2);
+  const b = client({ url: env.url, deviceId: "node-sse-b", sessionId: a.sessionId });
+  await b.connect();
+  await until(() => a.devices.get("node-sse-b")?.is_online === true, 10000, "presence over SSE");
+  await a.update({ via: "sse" });
+  await until(() => b.state.via === "sse" && a.state.via === "sse", 10000, "SSE write and push");
+  proxy.dropAll();
+  await b.update({ after: "drop" });
+  await until(() => a.state.after === "drop", 15000, "SSE resumes after a drop");
+  assertContiguous(assert, seen);
+  assert.deepEqual(a.state, b.state);
+  proxy.mode = "pass";
+});
+
+test("a bad token is refused for good", { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  const a = client({ url: env.url, deviceId: "node-bad", token: "not-a-jwt" });
+  await assert.rejects(a.connect(), (e) => e instanceof SessiondError && e.code === "TOKEN_INVALID");
+  assert.equal(a.connectionState, "closed");
+});
