@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import WebSocket from "ws";
 import { chromium } from "playwright-core";
 import { SessiondClient } from "../dist/sessiond.js";
-import { env, startProxy, startStatic, until, assertContiguous } from "./harness.mjs";
+import { dev, env, startProxy, startStatic, until, assertContiguous } from "./harness.mjs";
 
 const live = Boolean(env.url && env.staticPort);
 const skip = !live && "SESSIOND_URL / SESSIOND_STATIC_PORT not set (run through pytest)";
@@ -55,14 +55,15 @@ async function pageUntil(page, pred, what, ms = 15000) {
 
 test("in Chromium: connect, update, see a second device, survive a drop, resume gap-free", { skip }, async () => {
   const { page, errors } = await openPage();
-  const welcome = await page.evaluate(([u, t]) => window.sessiondTest.connect(u, t, "chromium-1"),
-                                      [proxy.url, env.tokenA]);
+  const welcome = await page.evaluate(([u, t, d]) => window.sessiondTest.connect(u, t, d),
+                                      [proxy.url, env.tokenA, dev("chromium-1")]);
   assert.equal((await view(page)).transport, "websocket");
-  const other = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: "node-peer",
+  const peer = dev("node-peer");
+  const other = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: peer,
                                      sessionId: welcome.session_id, WebSocket });
   others.push(other);
   await other.connect();
-  await pageUntil(page, (v) => v.devices["node-peer"] === true, "the page sees the peer join");
+  await pageUntil(page, (v) => v.devices[peer] === true, "the page sees the peer join");
 
   await page.evaluate(() => window.sessiondTest.client.update({ from: "browser", n: 1 }));
   await until(() => other.state.from === "browser", 10000, "the peer sees the page's write");
@@ -90,10 +91,10 @@ test("in Chromium: without WebSocket the page falls back to SSE", { skip }, asyn
   const { page, errors } = await openPage();
   proxy.mode = "no-ws";
   try {
-    const welcome = await page.evaluate(([u, t]) => window.sessiondTest.connect(u, t, "chromium-sse"),
-                                        [proxy.url, env.tokenA]);
+    const welcome = await page.evaluate(([u, t, d]) => window.sessiondTest.connect(u, t, d),
+                                        [proxy.url, env.tokenA, dev("chromium-sse")]);
     assert.equal((await view(page)).transport, "sse");
-    const other = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: "node-peer-sse",
+    const other = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: dev("node-peer-sse"),
                                        sessionId: welcome.session_id, WebSocket });
     others.push(other);
     await other.connect();

@@ -14,7 +14,12 @@ export const env = {
   chromium: process.env.SESSIOND_CHROMIUM || "/usr/bin/chromium",
 };
 
-/** mode: "pass" | "down" (refuse new connections) | "no-ws" (drop WebSocket upgrades). */
+const run = Date.now().toString(36);
+/** A device id unique to this run: each run starts with new sessions, even on a reused stack. */
+export const dev = (name) => `${name}-${run}`;
+
+/** mode: "pass" | "down" (refuse new connections) | "no-ws" (drop WebSocket upgrades) |
+ * "freeze" (keep connections open but forward nothing: a half-open connection). */
 export async function startProxy(target) {
   const { hostname, port } = new URL(target);
   const sockets = new Set();
@@ -31,9 +36,9 @@ export async function startProxy(target) {
         return;
       }
       first = false;
-      upstream.write(chunk);
+      if (proxy.mode !== "freeze") upstream.write(chunk);
     });
-    upstream.on("data", (chunk) => client.write(chunk));
+    upstream.on("data", (chunk) => { if (proxy.mode !== "freeze") client.write(chunk); });
     const end = () => { client.destroy(); upstream.destroy(); sockets.delete(client); sockets.delete(upstream); };
     client.on("close", end); upstream.on("close", end);
     client.on("error", end); upstream.on("error", end);

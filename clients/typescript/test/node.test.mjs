@@ -3,8 +3,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { EventSource } from "eventsource";
-import { SessiondClient, SessiondError, backoffDelay } from "../dist/sessiond.js";
-import { env, startProxy, until, recordChanges, assertContiguous } from "./harness.mjs";
+import { SessiondClient, SessiondError, backoffDelay, applyStateUpdate, applyReset } from "../dist/sessiond.js";
+import { dev, env, startProxy, until, recordChanges, assertContiguous } from "./harness.mjs";
 
 const live = Boolean(env.url);
 let proxy;
@@ -27,14 +27,33 @@ test("backoff grows exponentially up to the cap, with full jitter", () => {
   assert.equal(backoffDelay(3, { ...o, jitter: 0.5 }, () => 0), 400);
 });
 
+test("state pushes apply once, in order; a jump of the state version is a gap, not applied", () => {
+  let view = { version: 0, stateVersion: 0, state: {} };
+  const patch = (sv, changes, deleted = []) => ({ operation: "PATCH", changes, deleted_keys: deleted, state_version: sv, event: "StateChanged" });
+  let r;
+  [view, r] = applyStateUpdate(view, patch(1, { a: 1, b: 2 }), 4);
+  assert.equal(r, "applied");
+  [view, r] = applyStateUpdate(view, patch(1, { a: 1, b: 2 }), 4);
+  assert.equal(r, "duplicate");
+  [view, r] = applyStateUpdate(view, patch(2, { b: 3 }, ["a"]), 6);
+  assert.deepEqual([r, view.state, view.version, view.stateVersion], ["applied", { b: 3 }, 6, 2]);
+  const [same, gap] = applyStateUpdate(view, patch(4, { c: 1 }), 9);
+  assert.equal(gap, "gap");
+  assert.equal(same, view);
+  [view, r] = applyStateUpdate(view, { operation: "RESOLVE", state: { z: 1 }, state_version: 2, event: "ConflictResolved" }, 7);
+  assert.deepEqual([r, view.state, view.stateVersion], ["applied", { z: 1 }, 2]);
+  const reset = applyReset({ session: { state_data: { r: 1 }, version: 5 }, devices: [], simulator: null, version: 40 });
+  assert.deepEqual(reset, { version: 40, stateVersion: 5, state: { r: 1 } });
+});
+
 test("two devices share state, see each other's presence, and a stale write is a conflict",
      { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
-  const a = client({ url: env.url, deviceId: "node-a" });
+  const a = client({ url: env.url, deviceId: dev("node-a") });
   const welcome = await a.connect();
   assert.equal(a.transport, "websocket");
-  const b = client({ url: env.url, deviceId: "node-b", sessionId: welcome.session_id });
+  const b = client({ url: env.url, deviceId: dev("node-b"), sessionId: welcome.session_id });
   await b.connect();
-  await until(() => a.devices.get("node-b")?.is_online === true, 10000, "a sees b join");
+  await until(() => a.devices.get(dev("node-b"))?.is_online === true, 10000, "a sees b join");
 
   const ack = await a.update({ mood: "calm", progress: 1 });
   assert.equal(ack.accepted, true);
@@ -56,18 +75,18 @@ test("two devices share state, see each other's presence, and a stale write is a
   await until(() => b.state.progress === 99 && a.state.progress === 99, 10000, "merge reaches both");
 
   const devices = await a.listDevices();
-  assert.deepEqual(devices.map((d) => d.device_id).sort(), ["node-a", "node-b"]);
+  assert.deepEqual(devices.map((d) => d.device_id).sort(), [dev("node-a"), dev("node-b")]);
   b.close();
-  await until(() => a.devices.get("node-b")?.is_online === false, 10000, "a sees b leave");
+  await until(() => a.devices.get(dev("node-b"))?.is_online === false, 10000, "a sees b leave");
   a.close();
 });
 
 test("a dropped connection reconnects with backoff and resumes without a gap",
      { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
-  const a = client({ url: proxy.url, deviceId: "node-drop-a" });
+  const a = client({ url: proxy.url, deviceId: dev("node-drop-a") });
   const welcome = await a.connect();
   const seen = recordChanges(a);
-  const b = client({ url: env.url, deviceId: "node-drop-b", sessionId: welcome.session_id });
+  const b = client({ url: env.url, deviceId: dev("node-drop-b"), sessionId: welcome.session_id });
   await b.connect();
   for (let i = 1; i <= 3; i += 1) await b.update({ n: i });
   await until(() => a.state.n === 3, 10000, "a sees the first writes");
@@ -95,7 +114,7 @@ test("a dropped connection reconnects with backoff and resumes without a gap",
 
 test("a write made while disconnected is sent once after the reconnect",
      { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
-  const a = client({ url: proxy.url, deviceId: "node-queue-a" });
+  const a = client({ url: proxy.url, deviceId: dev("node-queue-a") });
   await a.connect();
   const seen = recordChanges(a);
   proxy.mode = "down";
@@ -111,17 +130,17 @@ test("a write made while disconnected is sent once after the reconnect",
 
 test("a resumed view from storage catches up from its version only",
      { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
-  const a = client({ url: env.url, deviceId: "node-store-a" });
+  const a = client({ url: env.url, deviceId: dev("node-store-a") });
   await a.connect();
   await a.update({ x: 1 });
   await a.update({ y: 2 });
   await until(() => a.state.y === 2, 10000, "own writes arrive");
   const saved = a.snapshotView;
   a.close();
-  const b = client({ url: env.url, deviceId: "node-store-b", sessionId: a.sessionId });
+  const b = client({ url: env.url, deviceId: dev("node-store-b"), sessionId: a.sessionId });
   await b.connect();
   await b.update({ z: 3 });
-  const c = client({ url: env.url, deviceId: "node-store-a", sessionId: a.sessionId, resume: saved });
+  const c = client({ url: env.url, deviceId: dev("node-store-a"), sessionId: a.sessionId, resume: saved });
   const seen = recordChanges(c);
   await c.connect();
   await until(() => c.state.z === 3, 10000, "the resumed client catches up");
@@ -133,7 +152,7 @@ test("without WebSocket the client falls back to SSE, writes over REST, and resu
      { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
   proxy.mode = "no-ws";
   const refusedBefore = proxy.upgradesRefused;
-  const a = client({ url: proxy.url, deviceId: "node-sse-a" });
+  const a = client({ url: proxy.url, deviceId: dev("node-sse-a") });
   const transports = [];
   a.on("transport", (t) => transports.push(t));
   const seen = recordChanges(a);
@@ -141,9 +160,9 @@ test("without WebSocket the client falls back to SSE, writes over REST, and resu
   assert.equal(a.transport, "sse");
   assert.deepEqual(transports, [{ from: "websocket", to: "sse" }]);
   assert.ok(proxy.upgradesRefused - refusedBefore >= 2);
-  const b = client({ url: env.url, deviceId: "node-sse-b", sessionId: a.sessionId });
+  const b = client({ url: env.url, deviceId: dev("node-sse-b"), sessionId: a.sessionId });
   await b.connect();
-  await until(() => a.devices.get("node-sse-b")?.is_online === true, 10000, "presence over SSE");
+  await until(() => a.devices.get(dev("node-sse-b"))?.is_online === true, 10000, "presence over SSE");
   await a.update({ via: "sse" });
   await until(() => b.state.via === "sse" && a.state.via === "sse", 10000, "SSE write and push");
   proxy.dropAll();
@@ -154,8 +173,48 @@ test("without WebSocket the client falls back to SSE, writes over REST, and resu
   proxy.mode = "pass";
 });
 
+test("heartbeats measure the round trip, and a silent (half-open) connection is replaced",
+     { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  const a = client({ url: proxy.url, deviceId: dev("node-hb-a"), heartbeatIntervalMs: 150 });
+  await a.connect();
+  const rtts = [];
+  a.on("heartbeat", (h) => rtts.push(h.rttMs));
+  await until(() => rtts.length >= 2, 5000, "heartbeat acks");
+  assert.ok(rtts.every((ms) => ms >= 0 && ms < 1000), `rtts ${rtts}`);
+  const closes = [];
+  a.on("close", (c) => closes.push(c));
+  proxy.mode = "freeze"; // nothing passes, nothing closes: only the heartbeat can tell
+  await until(() => closes.length >= 1, 5000, "the heartbeat timeout closes the connection");
+  assert.equal(closes[0].reason, "heartbeat timeout");
+  proxy.mode = "pass";
+  await until(() => a.connectionState === "open", 10000, "reconnected");
+  await a.update({ alive: true });
+  await until(() => a.state.alive === true, 10000, "live again");
+});
+
+test("a version the session never had gets a reset with the full current state",
+     { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
+  const a = client({ url: env.url, deviceId: dev("node-reset-a") });
+  await a.connect();
+  await a.update({ real: 1 });
+  await until(() => a.state.real === 1, 10000, "write arrives");
+  a.close();
+  const stale = { version: 1000000, stateVersion: 77, state: { stale: true } };
+  const b = client({ url: env.url, deviceId: dev("node-reset-b"), sessionId: a.sessionId, resume: stale });
+  const resets = [];
+  b.on("reset", (r) => resets.push(r));
+  await b.connect();
+  await until(() => resets.length === 1, 10000, "a reset");
+  assert.deepEqual(b.state, { real: 1 });
+  assert.equal(b.stateVersion, 1);
+  assert.ok(b.version < 1000000);
+  assert.ok(resets[0].devices.some((d) => d.device_id === dev("node-reset-a")));
+  await b.update({ after: "reset" });
+  await until(() => b.state.after === "reset", 10000, "live after the reset");
+});
+
 test("a bad token is refused for good", { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
-  const a = client({ url: env.url, deviceId: "node-bad", token: "not-a-jwt" });
+  const a = client({ url: env.url, deviceId: dev("node-bad"), token: "not-a-jwt" });
   await assert.rejects(a.connect(), (e) => e instanceof SessiondError && e.code === "TOKEN_INVALID");
   assert.equal(a.connectionState, "closed");
 });
