@@ -4,7 +4,7 @@
 // it falls back to SSE.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -107,4 +107,24 @@ test("in Chromium: without WebSocket the page falls back to SSE", { skip }, asyn
     proxy.mode = "pass";
     await page.close();
   }
+});
+
+test("in Chromium: the README's browser example connects, writes and sees its change", { skip }, async () => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const readme = readFileSync(join(here, "..", "..", "..", "README.md"), "utf8");
+  const block = readme.match(/<!-- browser-example[^>]*-->\s*```js\n([\s\S]*?)```/);
+  assert.ok(block, "the README has the browser example");
+  const code = block[1]
+    .replace('"paste the token here"', JSON.stringify(env.tokenA))
+    .replace("ws://127.0.0.1:8080", env.url.replace(/^http/, "ws"))
+    .replace('"browser-1"', JSON.stringify(dev("readme")));
+  assert.notEqual(code, block[1]);
+  const { page, errors } = await openPage();
+  const logged = [];
+  page.on("console", (m) => logged.push(m.text()));
+  await page.evaluate(code);
+  await until(() => logged.some((l) => l.startsWith("state_update")), 10000, "the example's own change");
+  assert.ok(logged[0].startsWith("auth_success"), logged.join("\n"));
+  assert.deepEqual(errors, []);
+  await page.close();
 });
