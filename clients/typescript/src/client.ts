@@ -78,6 +78,9 @@ export interface ClientOptions {
   backoff?: BackoffOptions;
   /** Heartbeat interval; default: what the gateway's welcome says (15 s). */
   heartbeatIntervalMs?: number;
+  /** How long a connection may take to be welcomed before it is dropped and retried
+   * (default 10 s): a connection that hangs while opening is no better than a failed one. */
+  connectTimeoutMs?: number;
   /** How long a request (write, device list, snapshot) waits for its answer (default 10 s). */
   requestTimeoutMs?: number;
   /** Failed WebSocket opens in a row after which "auto" switches to SSE (default 2). */
@@ -176,6 +179,7 @@ export class SessiondClient {
   private es: EventSourceLike | null = null;
   private heartbeatTimer: ReturnType<typeof setInterval> | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private openTimer: ReturnType<typeof setTimeout> | null = null;
   private lastRx = 0;
   private attempt = 0;
   private wsFailures = 0;
@@ -319,6 +323,13 @@ export class SessiondClient {
 
   private async open(): Promise<void> {
     const gen = ++this.generation;
+    this.openTimer = setTimeout(() => {
+      if (gen !== this.generation || this.stateNow === "open") return;
+      this.generation += 1; // whatever the hung connection does later is ignored
+      this.ws?.close();
+      this.es?.close();
+      this.dropped(0, "connect timeout");
+    }, this.opts.connectTimeoutMs ?? 10000);
     try {
       if (this.transportNow === "websocket") await this.openWebSocket(gen);
       else await this.openSse(gen);
@@ -438,8 +449,10 @@ export class SessiondClient {
   private clearTimers(): void {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.openTimer) clearTimeout(this.openTimer);
     this.heartbeatTimer = null;
     this.reconnectTimer = null;
+    this.openTimer = null;
   }
 
   private opened(welcome: Welcome, transport: Transport): void {
@@ -447,6 +460,8 @@ export class SessiondClient {
     this.sid = welcome.session_id;
     this.stateNow = "open";
     this.attempt = 0;
+    if (this.openTimer) clearTimeout(this.openTimer);
+    this.openTimer = null;
     if (transport === "websocket") {
       this.wsFailures = 0;
       this.startHeartbeat(welcome);

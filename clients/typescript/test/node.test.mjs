@@ -175,7 +175,8 @@ test("without WebSocket the client falls back to SSE, writes over REST, and resu
 
 test("heartbeats measure the round trip, and a silent (half-open) connection is replaced",
      { skip: !live && "SESSIOND_URL not set (run through pytest)" }, async () => {
-  const a = client({ url: proxy.url, deviceId: dev("node-hb-a"), heartbeatIntervalMs: 150 });
+  const a = client({ url: proxy.url, deviceId: dev("node-hb-a"), heartbeatIntervalMs: 150,
+                    connectTimeoutMs: 1000 });
   await a.connect();
   const rtts = [];
   a.on("heartbeat", (h) => rtts.push(h.rttMs));
@@ -186,7 +187,8 @@ test("heartbeats measure the round trip, and a silent (half-open) connection is 
   proxy.mode = "freeze"; // nothing passes, nothing closes: only the heartbeat can tell
   await until(() => closes.length >= 1, 5000, "the heartbeat timeout closes the connection");
   assert.equal(closes[0].reason, "heartbeat timeout");
-  proxy.mode = "pass";
+  await new Promise((r) => setTimeout(r, 300)); // a reconnect into the frozen proxy hangs...
+  proxy.mode = "pass";                          // ...and the connect timeout retries it
   await until(() => a.connectionState === "open", 10000, "reconnected");
   await a.update({ alive: true });
   await until(() => a.state.alive === true, 10000, "live again");
