@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import re
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gateway.auth import Claims
 from tests.browserkit import NodeTools, chromium_path, node_tools, npm_ci, npm_run
 from tests.integration.gwstack import ROOT, Stack, free_port, running_stack
 
@@ -82,6 +84,7 @@ def test_the_client_works_against_a_real_gateway_from_node(
 def test_the_client_works_in_headless_chromium(
     built_client: NodeTools, chromium_path: str, ts_stack: Stack, page_port: int
 ) -> None:
+    expired_sid = str(uuid.uuid4())
     code, out = _node_test(
         built_client,
         ts_stack,
@@ -89,11 +92,15 @@ def test_the_client_works_in_headless_chromium(
         "browser.test.mjs",
         SESSIOND_STATIC_PORT=str(page_port),
         SESSIOND_CHROMIUM=chromium_path,
+        SESSIOND_EXPIRED_TICKET=ts_stack.tokens.issue_ticket(
+            Claims("ts-bob"), expired_sid, ttl_s=-3600
+        ),
+        SESSIOND_EXPIRED_TICKET_SID=expired_sid,
     )
     counts = _counts(out)
     assert code == 0, out
     assert counts.get("fail") == 0 and counts.get("skipped") == 0, out
-    assert counts.get("pass", 0) >= 3, out
+    assert counts.get("pass", 0) >= 4, out
 
 
 def test_the_client_package_is_committed_with_its_lock_file_and_no_build_output() -> None:

@@ -400,9 +400,11 @@ export class SessiondClient {
     };
   }
 
-  /** The query parameters that authenticate an EventSource (it cannot send headers). */
-  protected async sseAuth(_sid: string): Promise<Record<string, string>> {
-    return { token: await this.token() };
+  /** What authenticates an EventSource, which cannot send headers: a one-minute ticket for this
+   * session, minted with the access token for each connection (never the token in the URL). */
+  private async sseAuth(sid: string): Promise<Record<string, string>> {
+    const t = await this.rest<{ ticket: string }>("POST", `/api/sessions/${sid}/events/ticket`);
+    return { ticket: t.ticket };
   }
 
   private async requireSession(): Promise<string> {

@@ -13,8 +13,8 @@ import { chromium } from "playwright-core";
 import { SessiondClient } from "../dist/sessiond.js";
 import { dev, env, startProxy, startStatic, until, assertContiguous } from "./harness.mjs";
 
-const live = Boolean(env.url && env.staticPort);
-const skip = !live && "SESSIOND_URL / SESSIOND_STATIC_PORT not set (run through pytest)";
+const live = Boolean(env.url && env.staticPort && env.expiredTicket);
+const skip = !live && "SESSIOND_URL / SESSIOND_STATIC_PORT / SESSIOND_EXPIRED_TICKET not set (run through pytest)";
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 let browser, site, proxy, profile;
@@ -125,6 +125,60 @@ test("in Chromium: the README's browser example connects, writes and sees its ch
   await page.evaluate(code);
   await until(() => logged.some((l) => l.startsWith("state_update")), 10000, "the example's own change");
   assert.ok(logged[0].startsWith("auth_success"), logged.join("\n"));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test("in Chromium: a page's own EventSource opens with an SSE ticket and gets pushes; an expired or misused ticket is refused", { skip }, async () => {
+  const { page, errors } = await openPage();
+  const peer = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: dev("ticket-peer"), WebSocket });
+  others.push(peer);
+  const { session_id: sid } = await peer.connect();
+  // the page: mint a ticket with its access token, open a plain EventSource with it
+  const opened = await page.evaluate(async ([base, token, sid]) => {
+    const r = await fetch(`${base}/api/sessions/${sid}/events/ticket`,
+                          { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+    const t = await r.json();
+    window.ticketEvents = [];
+    window.ticket = t.ticket;
+    const es = new EventSource(`${base}${t.url}&device_id=page-es`);
+    window.es = es;
+    es.addEventListener("state_update", (e) => window.ticketEvents.push(JSON.parse(e.data)));
+    await new Promise((resolve, reject) => {
+      es.addEventListener("connected", resolve);
+      es.onerror = () => reject(new Error("EventSource failed"));
+    });
+    return { status: r.status, expiresIn: t.expires_in };
+  }, [env.url, env.tokenA, sid]);
+  assert.deepEqual(opened, { status: 200, expiresIn: 60 });
+  await peer.update({ pushed: "to the page" });
+  await until(async () => (await page.evaluate(() => window.ticketEvents.length)) >= 1, 10000, "a push over the ticket's stream");
+  const push = (await page.evaluate(() => window.ticketEvents))[0];
+  assert.deepEqual(push.payload.changes, { pushed: "to the page" });
+
+  // refused: an expired ticket, a ticket for another session, a ticket used as an access token
+  const other = new SessiondClient({ url: env.url, token: env.tokenA, deviceId: dev("ticket-other"), WebSocket });
+  others.push(other);
+  const { session_id: otherSid } = await other.connect();
+  const refused = await page.evaluate(async ([base, sid, otherSid, expired, expiredSid]) => {
+    const code = async (url, init) => { const r = await fetch(base + url, init); return [r.status, (await r.json()).error.code]; };
+    const failsToOpen = (url) => new Promise((resolve) => {
+      const es = new EventSource(base + url);
+      es.onerror = () => { resolve(es.readyState === EventSource.CLOSED); es.close(); };
+      es.addEventListener("connected", () => { resolve(false); es.close(); });
+    });
+    return {
+      expired: await code(`/api/sessions/${expiredSid}/events?ticket=${expired}`),
+      expiredEventSourceClosed: await failsToOpen(`/api/sessions/${expiredSid}/events?ticket=${expired}`),
+      otherSession: await code(`/api/sessions/${otherSid}/events?ticket=${window.ticket}`),
+      asBearer: await code(`/session/${sid}`, { headers: { Authorization: `Bearer ${window.ticket}` } }),
+    };
+  }, [env.url, sid, otherSid, env.expiredTicket, env.expiredTicketSid]);
+  assert.deepEqual(refused, {
+    expired: [401, "TOKEN_EXPIRED"], expiredEventSourceClosed: true,
+    otherSession: [401, "TOKEN_INVALID"], asBearer: [401, "TOKEN_INVALID"],
+  });
+  await page.evaluate(() => window.es.close());
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -12,6 +12,9 @@ export const env = {
   tokenB: process.env.SESSIOND_TOKEN_B,
   staticPort: Number(process.env.SESSIOND_STATIC_PORT || 0),
   chromium: process.env.SESSIOND_CHROMIUM || "/usr/bin/chromium",
+  // an SSE ticket that expired a while ago, for the session SESSIOND_EXPIRED_TICKET_SID
+  expiredTicket: process.env.SESSIOND_EXPIRED_TICKET,
+  expiredTicketSid: process.env.SESSIOND_EXPIRED_TICKET_SID,
 };
 
 const run = Date.now().toString(36);
