@@ -55,13 +55,18 @@ async def make_history(redis_url: str) -> str:
     actors = LocalActors(store)
     sid = str(uuid.uuid4())
     actor = f"session:{sid}"
-    actors.send_nowait(actor, se.CreateSession(at=1, user_id="bench", session_id=sid,
-                                               ttl_ms=10**12))
+    actors.send_nowait(
+        actor, se.CreateSession(at=1, user_id="bench", session_id=sid, ttl_ms=10**12)
+    )
     rnd = random.Random(7)
     for i in range(EVENTS - 1):
         key = f"k{rnd.randrange(KEYS)}"
-        actors.send_nowait(actor, se.ApplyStateChanges(
-            at=2 + i, user_id="bench", changes={key: {"n": i, "text": "x" * rnd.randrange(40)}}))
+        actors.send_nowait(
+            actor,
+            se.ApplyStateChanges(
+                at=2 + i, user_id="bench", changes={key: {"n": i, "text": "x" * rnd.randrange(40)}}
+            ),
+        )
         if actors.pending >= 500:
             await actors.flush()
     await actors.flush()
@@ -92,11 +97,13 @@ async def bench(redis_url: str, actor: str) -> None:
             got = await actor_state(ctx, ADMIN, actor, v)
             times.append((time.perf_counter() - t) * 1000)
             assert got.version == v
-        say(f"{EVENTS:,} events; {LOOKUPS} lookups at random versions: p50"
+        say(
+            f"{EVENTS:,} events; {LOOKUPS} lookups at random versions: p50"
             f" {statistics.median(times):.2f} ms, p99"
             f" {sorted(times)[int(len(times) * 0.99) - 1]:.2f} ms, max {max(times):.2f} ms;"
             f" first look after start {cold:.1f} ms; first look of an actor (not cached, read +"
-            f" fold everything), median of 5: {statistics.median(uncached):.1f} ms")
+            f" fold everything), median of 5: {statistics.median(uncached):.1f} ms"
+        )
         say(f"RESULT state_at_version_ms {max(times):.2f}")
         say(f"RESULT state_at_version_p50_ms {statistics.median(times):.2f}")
         say(f"RESULT state_first_look_ms {statistics.median(uncached):.1f}")

@@ -172,7 +172,7 @@ async def test_the_console_page_and_its_api_are_served_and_documented(stack: Sta
     async with httpx.AsyncClient(base_url=stack.base) as http:
         page = await http.get("/admin")
         assert page.status_code == 200 and "<script" in page.text
-        assert '/admin/ui/app.js' in page.text and "://" not in page.text
+        assert "/admin/ui/app.js" in page.text and "://" not in page.text
         ui = Path(__file__).resolve().parents[2] / "gateway" / "admin" / "ui"
         for asset in sorted(ui.iterdir()):
             r = await http.get(f"/admin/ui/{asset.name}")
