@@ -61,6 +61,10 @@ export async function api(path, { method = 'GET', body, raw } = {}) {
   const text = await response.text();
   let doc = null;
   try { doc = text ? JSON.parse(text) : null; } catch { doc = null; }
+  if (response.status === 401) {  // expired or revoked: back to the sign-in form
+    auth.token = '';
+    window.dispatchEvent(new HashChangeEvent('hashchange'));
+  }
   if (!response.ok) {
     const err = (doc && doc.error) || {};
     throw new ApiError(response.status, err.code || 'HTTP_' + response.status,
