@@ -20,7 +20,7 @@ import pytest
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError
-from infra.store import open_store
+from infra.store import open_store, partition_of
 from infra.store.layout import change_channel
 from projections.changes import decode_changes
 from projections.migrate import migrate
@@ -99,7 +99,7 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         sids = [str(uuid.uuid4()) for _ in range(12)]
         watched = sids[0]
         pubsub = redis.pubsub()
-        await pubsub.subscribe(change_channel(watched))
+        await pubsub.ssubscribe(change_channel(partition_of(watched, P), watched))
         now = int(time.time() * 1000)
         sims = {}
 
