@@ -292,11 +292,9 @@ class MarketDataRelay:
 
 async def install(gateway: Any, **kw: Any) -> MarketDataRelay:
     """Create, hook into `gateway.hub` and start the relay (the gateway's start-up calls it).
-    SIMULATOR_ACTIVITY_INTERVAL_MS sets how often client activity is reported."""
-    if "activity_interval_s" not in kw:
-        from infra.provisioners.settings import load_simulator_settings
-
-        kw["activity_interval_s"] = load_simulator_settings().activity_interval_ms / 1000
+    Client activity is reported every `simulator_activity_interval_ms` of the gateway's config
+    (SIMULATOR_ACTIVITY_INTERVAL_MS)."""
+    kw.setdefault("activity_interval_s", gateway.config.simulator_activity_interval_ms / 1000)
     relay = MarketDataRelay(gateway.store.market_data, gateway.hub, bus=gateway.bus, **kw)
     await relay.start()
     return relay

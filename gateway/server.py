@@ -6,7 +6,6 @@ to leave, close the rest, LeaveDevice for each (no presence left behind), then s
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from typing import Any
@@ -76,9 +75,3 @@ def serve(config: GatewayConfig) -> None:
     tune_gc()  # thousands of long-lived connection objects: see infra.gctune
     server = build_server(config)
     server.run()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from gateway.config import load_gateway_config
-
-    asyncio.run(build_server(load_gateway_config()).serve())

@@ -401,7 +401,7 @@ class Gateway:
             CreateSession(
                 at=now_ms(), user_id=claims.user_id, session_id=session_id, device_id=device_id,
                 router_id=router_id, restart=restart, pod_name=self.config.pod_name,
-                ip_address=ip_address,
+                ip_address=ip_address, ttl_ms=self.config.session_ttl_ms,
             ),
             idempotency=idempotency,
         )

@@ -6,6 +6,11 @@ fails to import or register is a bug: it fails the whole CLI, loudly. Handlers a
 ``async`` functions of the parsed arguments returning an exit code. Expected failures
 (`SessiondError`, an unreachable store, Ctrl-C) end with one line on stderr and exit code 2;
 only real bugs show a traceback.
+
+The configuration is loaded here, once, before the handler runs (`infra.config.load_settings`,
+with the command line's options over the environment) and handed to it as ``args.settings``;
+handlers pass each component its section. An invalid configuration ends the command with one
+line naming every bad variable.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import os
 import pkgutil
 import signal
 import sys
@@ -23,12 +27,13 @@ from typing import Any, TypeVar
 from events.errors import SessiondError
 
 __all__ = [
+    "add_knob_option",
     "add_store_options",
     "available_commands",
     "build_parser",
+    "emit_json",
     "main",
     "run_async",
-    "store_target",
     "wait_for_shutdown_signal",
 ]
 
@@ -64,16 +69,53 @@ async def wait_for_shutdown_signal() -> int:
     raise RuntimeError("signal receiver closed")  # pragma: no cover
 
 
-def add_store_options(parser: argparse.ArgumentParser, *, metrics: bool = False) -> None:
-    """The options of every process that talks to the partitions, with the same defaults."""
+def add_knob_option(
+    parser: argparse.ArgumentParser, flag: str, knob: str, *, help: str, metavar: str = ""
+) -> None:
+    """An option that sets the configuration knob at `knob` (``"partitions"``,
+    ``"runtime.batch_size"``, see `infra.config.KNOBS`) for this run. It wins over the
+    environment and is parsed and checked as the variable is (units included), by the one
+    loader, so `args.settings` holds it."""
+    dest = "knob_" + knob.replace(".", "_")
     parser.add_argument(
-        "--partitions",
-        type=int,
-        default=None,
-        help="number of partitions P of the deployment (default: $SESSIOND_PARTITIONS or 16); "
-        "every process must agree on it",
+        flag, dest=dest, default=None, metavar=metavar or knob.rpartition(".")[2].upper(), help=help
     )
-    parser.add_argument("--redis-url", default=None, help="Redis URL (default: $REDIS_URL)")
+    knobs = dict(parser.get_default("knob_options") or {})
+    knobs[dest] = (knob, flag)
+    parser.set_defaults(knob_options=knobs)
+
+
+def add_store_options(
+    parser: argparse.ArgumentParser,
+    *,
+    redis: bool = True,
+    database: bool = False,
+    metrics: bool = False,
+) -> None:
+    """The options of every process that talks to the stores, with the same defaults."""
+    if redis:
+        add_knob_option(
+            parser,
+            "--partitions",
+            "partitions",
+            help="number of partitions P of the deployment (default: $SESSIOND_PARTITIONS or "
+            "16); every process must agree on it",
+        )
+        add_knob_option(
+            parser,
+            "--redis-url",
+            "redis_url",
+            metavar="URL",
+            help="Redis URL (default: $REDIS_URL)",
+        )
+    if database:
+        add_knob_option(
+            parser,
+            "--database-url",
+            "database_url",
+            metavar="DSN",
+            help="PostgreSQL DSN (default: $DATABASE_URL)",
+        )
     if metrics:
         parser.add_argument(
             "--metrics-port",
@@ -83,9 +125,19 @@ def add_store_options(parser: argparse.ArgumentParser, *, metrics: bool = False)
         )
 
 
-def store_target(args: argparse.Namespace, settings: Any) -> tuple[str, int]:
-    """The Redis URL and partition count given on the command line, else the configured ones."""
-    return args.redis_url or settings.require_redis_url(), args.partitions or settings.partitions
+def emit_json(doc: Any, out: Any = None) -> None:
+    """One JSON line; a reader that went away (`| head`) ends the command quietly."""
+    import msgspec
+
+    out = out or sys.stdout
+    try:
+        out.write(msgspec.json.encode(doc).decode() + "\n")
+        out.flush()
+    except BrokenPipeError:
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 def _load_command_modules() -> list[tuple[str, Any]]:
@@ -112,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level",
-        default=os.environ.get("SESSIOND_LOG_LEVEL", "INFO"),
+        default=None,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         type=str.upper,
         help="log level (default: $SESSIOND_LOG_LEVEL or INFO)",
@@ -142,6 +194,18 @@ def available_commands() -> dict[str, str]:
     return {}
 
 
+def _knob_options(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """Knob path -> (flag, text) of every configuration option given (`add_knob_option`)."""
+    given = {
+        knob: (flag, str(getattr(args, dest)))
+        for dest, (knob, flag) in (getattr(args, "knob_options", None) or {}).items()
+        if getattr(args, dest, None) is not None
+    }
+    if args.log_level is not None:
+        given["log_level"] = ("--log-level", args.log_level)
+    return given
+
+
 def _fail(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 2
@@ -155,9 +219,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command is None or handler is None:
         parser.print_help(sys.stderr)
         return 2
+    from infra.config import ConfigError, load_settings
     from infra.logging import setup_logging
 
-    setup_logging(args.log_level, service=args.command)
+    try:
+        args.settings = load_settings(
+            discover=getattr(args, "discover", True), options=_knob_options(args)
+        )
+    except ConfigError as e:
+        return _fail(e.message)
+    setup_logging(args.settings.log_level, service=args.command, fmt=args.settings.log_format)
     try:
         if inspect.iscoroutinefunction(handler):
             result = run_async(handler, args)

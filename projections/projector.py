@@ -47,6 +47,7 @@ from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelop
 from events.errors import Fenced, StoreUnavailable
 from infra.metrics import counter
 from infra.postgres import Outage, unreachable
+from infra.sections import ProjectorConfig
 from infra.store import LeaseShare, LogEntry, Store, position_key
 from projections.changes import encode_changes, raw_change
 from projections.dead_letters import DeadLetter, dead_letter, write_dead_letters
@@ -101,39 +102,6 @@ _SOLO_SECONDS = 30.0
 #: PostgreSQL's work on another's, which one connection cannot do (measured: about 1.5x the
 #: backlog throughput). Smaller rounds (live traffic) go in one statement (`commit_batches`).
 CONCURRENT_FROM = 2000
-
-class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Projector knobs (env: SESSIOND_PROJECTOR_*)."""
-
-    redis_url: str
-    database_url: str
-    partitions: int = 16
-    lease_ttl_ms: int = 10_000
-    batch_size: int = 2000
-    block_ms: int = 100
-    cache_sessions: int = 200_000  # aggregates kept in memory, over all partitions
-    pool_size: int = 8
-    # Rounds start at most this often: under load, events that arrive meanwhile share one
-    # round (one statement, one XREAD wake-up) instead of paying a round each; an idle
-    # projector still starts a round the moment an event arrives.
-    round_min_ms: int = 5
-
-    @classmethod
-    def from_env(cls, redis_url: str, database_url: str, partitions: int,
-                 lease_ttl_ms: int = 10_000, env: dict[str, str] | None = None
-                 ) -> ProjectorConfig:
-        env = dict(os.environ if env is None else env)
-
-        def num(name: str, default: int) -> int:
-            raw = env.get(f"SESSIOND_PROJECTOR_{name}")
-            return int(raw) if raw else default
-
-        return cls(redis_url=redis_url, database_url=database_url, partitions=partitions,
-                   lease_ttl_ms=num("LEASE_TTL_MS", lease_ttl_ms),
-                   batch_size=num("BATCH", 2000), block_ms=num("BLOCK_MS", 100),
-                   cache_sessions=num("CACHE_SESSIONS", 200_000),
-                   pool_size=num("POOL", 8), round_min_ms=num("ROUND_MIN_MS", 5))
-
 
 @dataclass
 class PartitionState:

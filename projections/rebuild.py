@@ -338,21 +338,13 @@ async def _catch_up(conn: asyncpg.Connection, high: int, selected: list[str],
     return len(rows)
 
 
-def _default_workers() -> int:
-    """One folding process unless SESSIOND_REBUILD_WORKERS says otherwise: on the 2-core
-    machines we measured on, a second process (spawn + imports) did not pay for itself."""
-    import os
-
-    raw = os.environ.get("SESSIOND_REBUILD_WORKERS")
-    return max(1, int(raw)) if raw else 1
-
-
 async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr,
-                  workers: int | None = None) -> RebuildStats:
+                  workers: int = 1) -> RebuildStats:
     """Rebuild projection `name` ("all", or a key of `PROJECTIONS`) from the archive.
 
-    `workers` folding processes (default 1, or SESSIOND_REBUILD_WORKERS), each taking its
-    share of the partitions (a session's events never span partitions).
+    `workers` folding processes, each taking its share of the partitions (a session's events
+    never span partitions). One is the default (`ProjectorConfig.rebuild_workers`): on the 2-core
+    machines we measured on, a second process (spawn + imports) did not pay for itself.
     """
     if name == "all":
         selected = [t for tables in PROJECTIONS.values() for t in tables]
@@ -369,7 +361,6 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr,
             total = await conn.fetchval("SELECT count(*) FROM events.archive WHERE seq <= $1",
                                         high)
         bar = _Progress(total, progress)
-        workers = workers or _default_workers()
         await _create_fresh(conn, selected)
         t0 = time.monotonic()
         if workers > 1:

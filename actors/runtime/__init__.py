@@ -4,8 +4,8 @@
   on the event store (`infra.store`: the fenced batch append, leases, timers, reads).
 - `batch`: pure planning of a batch (decide in memory, fill the store's append batch).
 - `cache`: the LRU actor cache with passivation.
+
+Its configuration is the `runtime` section of the settings (`infra.sections.RuntimeConfig`).
 """
 
-from actors.runtime.config import RuntimeConfig, load_runtime_config
-
-__all__ = ["RuntimeConfig", "load_runtime_config"]
+__all__: list[str] = []

@@ -27,9 +27,9 @@ from actors.decider import Decider
 from actors.runtime import metrics
 from actors.runtime.batch import Item, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
-from actors.runtime.config import RuntimeConfig, load_runtime_config
 from events.codec import decode_command_envelope
 from events.errors import Fenced, StoreUnavailable
+from infra.sections import RuntimeConfig
 from infra.store import START, CommandEntry, LeaseShare, Store, TimerFire
 
 __all__ = ["ROLE", "PartitionRunner", "Worker"]
@@ -180,7 +180,7 @@ class PartitionRunner:
         await self.process(entries, read_ahead=not self._recheck)
 
     def _check_lease(self) -> None:
-        if self.worker.local_lease_check and not self.lease_valid():
+        if not self.lease_valid():
             raise _LeaseLapsed()
 
     async def fire_timers(self, now_ms: int | None = None) -> int:
@@ -309,9 +309,9 @@ class Worker:
     """A `sessiond worker` process's engine on `store`. `run()` until `stop()`.
 
     `decider_for`, `state_type_for`, `decode_command` and `decode_event` default to the real
-    registry and codec; tests inject toy actors through them. `local_lease_check=False` lets a
-    runner write after its lease's local validity ran out (tests play the paused process with
-    it: only the fencing epoch then stops the write).
+    registry and codec; tests inject toy actors through them. `config` is the runtime's section
+    of the settings (`infra.config`; its defaults when None), `overrides` replace some of its
+    fields (tests).
     """
 
     def __init__(
@@ -324,7 +324,6 @@ class Worker:
         decode_command: Callable[[Any], Any] | None = None,
         decode_event: Callable[[Any, str], Any] | None = None,
         config: RuntimeConfig | None = None,
-        local_lease_check: bool = True,
         **overrides: int,
     ) -> None:
         self.store = store
@@ -333,10 +332,7 @@ class Worker:
         # unique per incarnation: a restarted worker with the same id is a new owner
         self.owner = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
         self.consumer = self.owner
-        self.config = config or load_runtime_config(**overrides)
-        if config is not None and overrides:
-            self.config = msgspec.structs.replace(config, **overrides)
-        self.local_lease_check = local_lease_check
+        self.config = msgspec.structs.replace(config or RuntimeConfig(), **overrides)
         self.share = LeaseShare(
             store.leases, ROLE, self.owner, self.partitions, self.config.lease_ttl_ms
         )

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from events.errors import SessiondError
+from infra.config import child_environment
 
 __all__ = ["register", "run"]
 
@@ -69,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-migrate", action="store_true", help="do not run `sessiond migrate` before starting"
     )
-    p.set_defaults(handler=run)
+    # it starts the servers others discover (`infra.config.read_dev_servers`)
+    p.set_defaults(handler=run, discover=False)
 
 
 # --------------------------------------------------------------------------- output
@@ -78,9 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 class _Output:
     """Prefixes each child's lines with its name, like honcho; one lock, whole lines."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], *, colour: bool) -> None:
         self.width = max([len(n) for n in names] + [len("dev")])
-        self.colour = sys.stdout.isatty() and os.environ.get("NO_COLOR") is None
+        self.colour = colour and sys.stdout.isatty()
         self._lock = threading.Lock()
         self._colours = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
 
@@ -305,14 +307,17 @@ def _announce_when_ready(url: str, stop: threading.Event, out: _Output) -> None:
 
 
 def _child_env(settings, redis_url: str, database_url: str, data_dir: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of the Procfile's processes: ours, with the servers' URLs (each child
+    loads its settings from it, as any sessiond process does)."""
+    env = child_environment(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database_url,
+        SESSIOND_DATA_DIR=str(data_dir),
+        SERVER_ADDR=settings.gateway.addr,
+        PYTHONUNBUFFERED="1",
+    )
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
-    env["REDIS_URL"] = redis_url
-    env["DATABASE_URL"] = database_url
-    env["SESSIOND_DATA_DIR"] = str(data_dir)
-    env["SERVER_ADDR"] = settings.server_addr
-    env["PYTHONUNBUFFERED"] = "1"
     if sys.stdout.isatty():
         env.setdefault("SESSIOND_LOG_FORMAT", "text")
     return env
@@ -320,10 +325,9 @@ def _child_env(settings, redis_url: str, database_url: str, data_dir: Path) -> d
 
 def run(args: argparse.Namespace) -> int:
     from infra.cli import available_commands
-    from infra.config import load_settings
     from infra.embedded import start_postgres, start_redis
 
-    settings = load_settings(discover=False)
+    settings = args.settings
     data_dir = Path(settings.data_dir).resolve()
     procfile = _procfile_path(args.procfile)
     processes = _read_procfile(procfile)
@@ -336,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
                 f" (has {', '.join(processes)})"
             )
         processes = {n: c for n, c in processes.items() if n in wanted}
-    out = _Output(list(processes))
+    out = _Output(list(processes), colour=not settings.no_color)
 
     stop = threading.Event()
     received: list[int] = []
@@ -404,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
         if not children:
             out.say("warning: no Procfile process could be started")
 
-        base = settings.public_base_url
+        base = settings.gateway.public_base_url
         ws = base.replace("http://", "ws://", 1)
         for text in (
             f"gateway  {base}",

@@ -16,7 +16,7 @@ import datetime
 import sys
 from typing import Any
 
-from infra.cli import add_store_options, store_target
+from infra.cli import add_store_options
 
 __all__ = ["event_row", "register", "run"]
 
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="session id of a simulator actor (default: found by probing partitions)",
     )
-    add_store_options(p, metrics=False)
+    add_store_options(p)
     p.set_defaults(handler=run)
 
 
@@ -74,16 +74,14 @@ def _print(doc: dict[str, Any], as_json: bool, out: Any) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from events.errors import SessiondError
-    from infra.config import load_settings
     from infra.store import open_store
     from projections.archive import PostgresArchive
 
     if ":" not in args.actor_id:
         raise SessiondError(f"ACTOR_ID must look like session:<uuid>, got {args.actor_id!r}")
-    settings = load_settings()
-    url, partitions = store_target(args, settings)
+    settings = args.settings
     archive = PostgresArchive(settings.database_url)
-    store = open_store(url, partitions, archive=archive)
+    store = open_store(settings.require_redis_url(), settings.partitions, archive=archive)
     out = sys.stdout
     try:
         partition = await store.actors.find_partition(args.actor_id, args.session)

@@ -21,25 +21,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", metavar="SESSION", help="session id (or session:<uuid>)")
-    from projections.cli import add_store_options
+    from infra.cli import add_store_options
 
-    add_store_options(p)
+    add_store_options(p, database=True)
     p.set_defaults(handler=run)
 
 
 async def run(args: argparse.Namespace) -> int:
     from events.codec import decode_event
     from events.errors import SessiondError
-    from infra.config import load_settings
+    from infra.cli import emit_json
     from infra.store import open_store
     from projections.archive import PostgresArchive
-    from projections.cli import emit_json, resolve
     from projections.history import envelope_json, read_history, session_simulators
 
     sid = args.session.removeprefix("session:")
-    cfg = resolve(args, database=False)
-    archive = PostgresArchive(args.database_url or load_settings().database_url)
-    store = open_store(cfg.redis_url, cfg.partitions, archive=archive)
+    settings = args.settings
+    archive = PostgresArchive(settings.database_url)
+    store = open_store(settings.require_redis_url(), settings.partitions, archive=archive)
     try:
         session_events = await read_history(store, f"session:{sid}")
         if not session_events:

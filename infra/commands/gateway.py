@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+
+from infra.cli import add_knob_option
 
 __all__ = ["register", "run"]
 
@@ -19,34 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "then closed within GATEWAY_DRAIN_TIMEOUT seconds."
         ),
     )
-    p.add_argument("--host", default=None, help="bind address (default from SERVER_ADDR)")
-    p.add_argument("--port", type=int, default=None, help="port (default from SERVER_ADDR)")
-    p.add_argument("--drain-timeout", type=float, default=None,
-                   help="seconds clients get to leave on SIGTERM (default 10)")
+    add_knob_option(p, "--host", "gateway.host", help="bind address (default from SERVER_ADDR)")
+    add_knob_option(p, "--port", "gateway.port", help="port (default from SERVER_ADDR)")
+    add_knob_option(p, "--drain-timeout", "gateway.drain_timeout_s", metavar="SECONDS",
+                    help="seconds clients get to leave on SIGTERM (default 10)")
     p.set_defaults(func=run, handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import load_gateway_config
     from gateway.server import serve
 
-    overrides: dict[str, object] = {}
-    if args.host:
-        overrides["host"] = args.host
-    if args.port is not None:
-        overrides["port"] = args.port
-    if args.drain_timeout is not None:
-        overrides["drain_timeout_s"] = args.drain_timeout
-    config = load_gateway_config(**overrides)
-    profile = os.environ.get("SESSIOND_GATEWAY_PROFILE")
-    if profile:  # a development aid: cProfile stats written at exit
-        import cProfile
-
-        with cProfile.Profile() as prof:
-            try:
-                serve(config)
-            finally:
-                prof.dump_stats(profile)
-        return 0
-    serve(config)
+    args.settings.require_redis_url()
+    serve(args.settings.gateway)
     return 0

@@ -17,20 +17,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "projection.schema_migrations. Safe to run again (nothing to do) and from several "
             "processes at once (an advisory lock makes them take turns)."),
     )
-    from projections.cli import add_store_options
+    from infra.cli import add_store_options
 
-    add_store_options(p, redis=False)
+    add_store_options(p, redis=False, database=True)
     p.add_argument("--json", action="store_true", help="one JSON object per applied migration")
     p.set_defaults(handler=run)
 
 
 async def run(args: argparse.Namespace) -> int:
-    from projections.cli import emit_json, resolve
+    from infra.cli import emit_json
     from projections.migrate import MigrationError, migrate
 
-    cfg = resolve(args, redis=False)
     try:
-        applied = await migrate(cfg.database_url)
+        applied = await migrate(args.settings.require_database_url())
     except MigrationError as e:
         print(f"sessiond migrate: {e}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from projections.cli import add_store_options
+    from infra.cli import add_knob_option, add_store_options
 
     p = subparsers.add_parser(
         "projections",
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "letters, owner; the latest dead letters; every running projector's "
                             "own status (e.g. 'cannot reach PostgreSQL since T'). Exit code 1 "
                             "when PostgreSQL cannot be reached.")
-    add_store_options(status)
+    add_store_options(status, database=True)
     status.add_argument("--json", action="store_true", help="one JSON object per partition")
     status.set_defaults(handler=_status)
 
@@ -42,13 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fold events.archive through the projection into fresh tables (COPY), with "
         "a progress bar and events/s on stderr, then swap them in atomically. Live projectors "
         "keep running; events archived meanwhile are folded in at the swap.")
-    add_store_options(rebuild, redis=False)
+    add_store_options(rebuild, redis=False, database=True)
     rebuild.add_argument("--name", default="all",
                          help="projection to rebuild: all (default), sessions, actor_versions")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
-    rebuild.add_argument("--workers", type=int, default=None,
-                         help="folding processes, each taking a share of the partitions "
-                              "(default: $SESSIOND_REBUILD_WORKERS or 1)")
+    add_knob_option(rebuild, "--workers", "projector.rebuild_workers", metavar="N",
+                    help="folding processes, each taking a share of the partitions "
+                         "(default: $SESSIOND_REBUILD_WORKERS or 1)")
     rebuild.set_defaults(handler=_rebuild)
 
     trim = sub.add_parser(
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "every consumer group still needs), and each actor's events below min(archived "
         "version, snapshot version), keeping the newest --keep versions. History stays in the "
         "archive.")
-    add_store_options(trim)
+    add_store_options(trim, database=True)
     trim.add_argument("--keep", type=int, default=100,
                       help="versions kept per actor stream regardless (default 100)")
     trim.add_argument("--dry-run", action="store_true", help="only report what would go")
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fold every partition log in memory and compare with the tables (only "
         "meaningful while Redis still holds the full logs, i.e. before any trim). Entries the "
         "projector dead-lettered are left out of the fold and counted in the report.")
-    add_store_options(verify)
+    add_store_options(verify, database=True)
     verify.set_defaults(handler=_verify)
 
 
@@ -82,23 +82,24 @@ def _missing_action(p: argparse.ArgumentParser):
 async def _status(args: argparse.Namespace) -> int:
     import asyncpg
 
+    from infra.cli import emit_json
     from infra.postgres import unreachable
     from infra.store import open_store
-    from projections.cli import emit_json, resolve
     from projections.dead_letters import dead_letter_summary
     from projections.health import as_dict, read_statuses
     from projections.projector import CHECKPOINT_NAME
     from projections.status import partition_status
 
-    cfg = resolve(args)
-    store = open_store(cfg.redis_url, cfg.partitions)
+    settings = args.settings
+    redis_url, database_url = settings.require_redis_url(), settings.require_database_url()
+    store = open_store(redis_url, settings.partitions)
     rows: list[dict] = []
     dead: dict = {"total": 0, "per_partition": {}, "latest": []}
     pg_error = ""
     try:
         projectors = [as_dict(s) for s in await read_statuses(store)]
         try:
-            conn = await asyncpg.connect(cfg.database_url, timeout=5)
+            conn = await asyncpg.connect(database_url, timeout=5)
         except Exception as e:
             if not unreachable(e):
                 raise
@@ -161,16 +162,16 @@ def _print_dead_letters(dead: dict) -> None:
 
 async def _rebuild(args: argparse.Namespace) -> int:
     from events.errors import SessiondError
+    from infra.cli import emit_json
     from infra.gctune import tune_gc
-    from projections.cli import emit_json, resolve
     from projections.rebuild import rebuild
 
-    cfg = resolve(args, redis=False)
+    database_url = args.settings.require_database_url()
     tune_gc()  # the fold keeps every aggregate alive: see infra.gctune
     try:
-        stats = await rebuild(cfg.database_url, args.name,
+        stats = await rebuild(database_url, args.name,
                               progress=None if args.quiet else sys.stderr,
-                              workers=args.workers)
+                              workers=args.settings.projector.rebuild_workers)
     except ValueError as e:
         raise SessiondError(str(e)) from e
     emit_json({"rebuilt": args.name, "events": stats.events, "seconds": round(stats.seconds, 3),
@@ -182,15 +183,16 @@ async def _rebuild(args: argparse.Namespace) -> int:
 async def _trim(args: argparse.Namespace) -> int:
     import asyncpg
 
+    from infra.cli import emit_json
     from infra.store import open_store
-    from projections.cli import emit_json, resolve
     from projections.retention import trim_partition
 
-    cfg = resolve(args)
-    store = open_store(cfg.redis_url, cfg.partitions)
-    conn = await asyncpg.connect(cfg.database_url)
+    settings = args.settings
+    redis_url, database_url = settings.require_redis_url(), settings.require_database_url()
+    store = open_store(redis_url, settings.partitions)
+    conn = await asyncpg.connect(database_url)
     try:
-        for p in range(cfg.partitions):
+        for p in range(settings.partitions):
             emit_json(await trim_partition(store, conn, p, keep=args.keep,
                                            dry_run=args.dry_run))
     finally:
@@ -202,16 +204,17 @@ async def _trim(args: argparse.Namespace) -> int:
 async def _verify(args: argparse.Namespace) -> int:
     import asyncpg
 
+    from infra.cli import emit_json
     from infra.store import open_store
-    from projections.cli import emit_json, resolve
     from projections.dead_letters import dead_letter_keys, dead_letter_summary
     from projections.projector import CHECKPOINT_NAME
     from projections.store import load_model
     from projections.verify import fold_logs
 
-    cfg = resolve(args)
-    store = open_store(cfg.redis_url, cfg.partitions)
-    conn = await asyncpg.connect(cfg.database_url)
+    settings = args.settings
+    redis_url, database_url = settings.require_redis_url(), settings.require_database_url()
+    store = open_store(redis_url, settings.partitions)
+    conn = await asyncpg.connect(database_url)
     try:
         dead = await dead_letter_summary(conn, CHECKPOINT_NAME)
         skip = await dead_letter_keys(conn, CHECKPOINT_NAME) if dead["total"] else set()

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from projections.projector import ProjectorConfig
+    from infra.sections import ProjectorConfig
 
 __all__ = ["register", "run", "serve"]
 
@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "SESSIOND_PROJECTOR_LEASE_TTL_MS (LEASE_TTL_MS)."
         ),
     )
-    from projections.cli import add_store_options
+    from infra.cli import add_store_options
 
-    add_store_options(p)
+    add_store_options(p, database=True)
     p.add_argument(
         "--no-migrate",
         action="store_true",
@@ -44,17 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from projections.cli import resolve
     from projections.migrate import migrate
-    from projections.projector import ProjectorConfig
 
-    cfg = resolve(args)
-    if cfg.env != "prod" and not args.no_migrate:
-        await migrate(cfg.database_url)
-    config = ProjectorConfig.from_env(
-        cfg.redis_url, cfg.database_url, cfg.partitions, cfg.lease_ttl_ms
-    )
-    await serve(config)
+    settings = args.settings
+    settings.require_redis_url()
+    database_url = settings.require_database_url()
+    if settings.env != "prod" and not args.no_migrate:
+        await migrate(database_url)
+    await serve(settings.projector)
     return 0
 
 

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import signal
 
-from infra.cli import add_store_options, store_target
+from infra.cli import add_knob_option, add_store_options
 
 __all__ = ["register", "run"]
 
@@ -34,10 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="consumer name in the `reactor` group (default: reactor-<host>-<pid>)",
     )
-    p.add_argument(
+    add_knob_option(
+        p,
         "--provisioner",
-        choices=["local", "kubernetes"],
-        default=None,
+        "simulators.provisioner",
+        metavar="{local,kubernetes}",
         help="where simulators run (default: $SIMULATOR_PROVISIONER or local)",
     )
     p.add_argument(
@@ -50,22 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    import msgspec
-
     from actors.reactor import Reactor
     from events.errors import SessiondError
-    from infra.config import load_settings
-    from infra.provisioners import create_provisioner, load_simulator_settings
+    from infra.provisioners import create_provisioner
     from infra.store import open_store
 
-    settings = load_settings()
-    url, partitions = store_target(args, settings)
-    try:
-        sim = load_simulator_settings()
-    except ValueError as exc:
-        raise SessiondError(str(exc)) from None
-    if args.provisioner:
-        sim = msgspec.structs.replace(sim, provisioner=args.provisioner)
+    settings = args.settings
+    url, partitions, sim = settings.require_redis_url(), settings.partitions, settings.simulators
     if args.metrics_port:
         from infra.metrics import start_http_server
 

@@ -36,9 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--file", default=None, help="replay an exported JSONL file instead")
     p.add_argument("--json", action="store_true", help="JSON lines instead of readable output")
     p.add_argument("--session", default=None, help="session id of a simulator actor")
-    from projections.cli import add_store_options
+    from infra.cli import add_store_options
 
-    add_store_options(p)
+    add_store_options(p, database=True)
     p.set_defaults(handler=run)
 
 
@@ -55,7 +55,7 @@ def _show(actor_id: str, envs: list[Any], args: argparse.Namespace, out: Any) ->
     import msgspec
 
     from actors.registry import decider_for
-    from projections.cli import emit_json
+    from infra.cli import emit_json
     from projections.history import diff_states, fold_steps, state_json
 
     decider = decider_for(actor_id)
@@ -123,11 +123,10 @@ async def run(args: argparse.Namespace) -> int:
         raise SessiondError("give ACTOR_ID (session:<uuid> or simulator:<uuid>) or --file")
     from infra.store import open_store
     from projections.archive import PostgresArchive
-    from projections.cli import resolve
 
-    cfg = resolve(args, database=False)
-    archive = PostgresArchive(getattr(args, "database_url", None) or _database_url())
-    store = open_store(cfg.redis_url, cfg.partitions, archive=archive)
+    settings = args.settings
+    archive = PostgresArchive(settings.database_url)
+    store = open_store(settings.require_redis_url(), settings.partitions, archive=archive)
     try:
         p = await store.actors.find_partition(args.actor_id, args.session)
         if p is None:  # Redis holds nothing of it: the archive may
@@ -142,8 +141,3 @@ async def run(args: argparse.Namespace) -> int:
         await archive.close()
     return 0
 
-
-def _database_url() -> str | None:
-    from infra.config import load_settings
-
-    return load_settings().database_url

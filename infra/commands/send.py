@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from infra.cli import add_store_options, store_target
+from infra.cli import add_store_options
 
 __all__ = ["build_command", "register", "run"]
 
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--correlation-id", default="", help="correlation id (default: command id)")
     p.add_argument("--no-wait", action="store_true", help="queue the command, do not wait")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
-    add_store_options(p, metrics=False)
+    add_store_options(p)
     p.set_defaults(handler=run)
 
 
@@ -97,11 +97,9 @@ async def run(args: argparse.Namespace) -> int:
 
     from events.errors import SessiondError
     from events.ids import actor_kind, actor_uuid, session_actor
-    from infra.config import load_settings
     from infra.store import open_store
 
-    settings = load_settings()
-    url, partitions = store_target(args, settings)
+    settings = args.settings
     at = args.at if args.at is not None else int(time.time() * 1000)
     if args.target == "create-session":
         if len(args.rest) > 1:
@@ -126,7 +124,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise SessiondError("--session is required for a non-session actor")
             session_id = actor_uuid(actor_id)
         command = build_command(args.rest[0], fields, at=at, user_id=args.user)
-    store = open_store(url, partitions)
+    store = open_store(settings.require_redis_url(), settings.partitions)
     try:
         outcome = await store.commands.send(
             actor_id,

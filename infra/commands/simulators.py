@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 
-from infra.cli import add_store_options, store_target
+from infra.cli import add_knob_option, add_store_options
 
 __all__ = ["register", "run"]
 
@@ -35,16 +34,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="this process's name in the store (default: <hostname>-<pid>)",
     )
     add_store_options(p, metrics=True)
-    p.add_argument(
+    add_knob_option(
+        p,
         "--tick-hz",
-        type=float,
-        default=None,
+        "simulators.tick_hz",
+        metavar="HZ",
         help="ticks per second per simulator (default: $SIMULATOR_TICK_HZ or 10)",
     )
-    p.add_argument(
+    add_knob_option(
+        p,
         "--heartbeat-ms",
-        type=int,
-        default=None,
+        "simulators.heartbeat_interval_ms",
+        metavar="MS",
         help="heartbeat interval (default: $SIMULATOR_HEARTBEAT_INTERVAL_MS or 5000)",
     )
     p.add_argument(
@@ -90,23 +91,15 @@ async def run(args: argparse.Namespace) -> int:
     import msgspec
 
     from events.errors import SessiondError
-    from infra.config import load_settings
     from infra.exchange.control import EngineSpec
     from infra.exchange.engine import Engine
     from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
-    from infra.provisioners import load_simulator_settings
     from infra.store import open_store
 
-    settings = load_settings()
-    url, partitions = store_target(args, settings)
-    try:
-        sim = load_simulator_settings()
-    except ValueError as exc:
-        raise SessiondError(str(exc)) from None
-    tick_hz = args.tick_hz or sim.tick_hz
-    heartbeat_s = (args.heartbeat_ms or sim.heartbeat_interval_ms) / 1000
-    if tick_hz <= 0:
-        raise SessiondError("--tick-hz must be positive")
+    settings = args.settings
+    url, partitions, sim = settings.require_redis_url(), settings.partitions, settings.simulators
+    tick_hz = sim.tick_hz
+    heartbeat_s = sim.heartbeat_interval_ms / 1000
     if args.metrics_port:
         from infra.metrics import start_http_server
 
@@ -120,9 +113,8 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         if args.single:
-            raw = os.environ.get("SIMULATOR_SPEC", "")
             try:
-                spec = msgspec.json.decode(raw, type=EngineSpec)
+                spec = msgspec.json.decode(sim.spec, type=EngineSpec)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 raise SessiondError(f"--single needs a valid $SIMULATOR_SPEC: {exc}") from None
             host = SimulatorHost(

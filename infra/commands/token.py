@@ -29,15 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.auth import TokenService
-    from gateway.config import ConfigError, load_gateway_config
     from gateway.errors import ApiError
 
     try:
-        service = TokenService(load_gateway_config())
+        service = TokenService(args.settings.gateway)
         token = service.issue(
             args.user, tuple(args.role), "refresh" if args.refresh else "access", ttl_s=args.ttl
         )
-    except (ConfigError, ApiError) as exc:
+    except ApiError as exc:
         print(f"sessiond token: {exc}", file=sys.stderr)
         return 2
     print(token)

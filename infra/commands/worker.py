@@ -12,7 +12,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from infra.cli import add_store_options, store_target
+from infra.cli import add_knob_option, add_store_options
 
 if TYPE_CHECKING:
     from actors.runtime.worker import Worker
@@ -36,40 +36,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="worker name in logs and leases (default: worker-<pid>)",
     )
-    p.add_argument(
+    add_knob_option(
+        p,
         "--lease-ttl-ms",
-        type=int,
-        default=None,
+        "runtime.lease_ttl_ms",
+        metavar="MS",
         help="lease time-to-live; a dead worker's partitions move after about this "
         "long (default: $LEASE_TTL_MS)",
     )
-    p.add_argument(
+    add_knob_option(
+        p,
         "--batch-size",
-        type=int,
-        default=None,
-        help="commands per partition read and appended at once (default 500)",
+        "runtime.batch_size",
+        metavar="N",
+        help="commands per partition read and appended at once (default: $SESSIOND_BATCH_SIZE "
+        "or 500)",
     )
     p.set_defaults(handler=run)
 
 
 async def run(args: argparse.Namespace) -> int:
-    from actors.runtime.config import load_runtime_config
     from actors.runtime.worker import Worker
-    from events.errors import SessiondError
-    from infra.config import load_settings
     from infra.store import open_store
 
-    settings = load_settings()
-    url, partitions = store_target(args, settings)
-    if partitions < 1:
-        raise SessiondError("--partitions must be at least 1")
-    try:
-        config = load_runtime_config(
-            lease_ttl_ms=args.lease_ttl_ms or settings.lease_ttl_ms,
-            batch_size=args.batch_size,
-        )
-    except ValueError as exc:
-        raise SessiondError(str(exc)) from None
+    settings = args.settings
+    url = settings.require_redis_url()
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -77,9 +68,9 @@ async def run(args: argparse.Namespace) -> int:
     from infra.gctune import tune_gc
 
     tune_gc()  # the actor cache is long-lived data: see infra.gctune
-    store = open_store(url, partitions, name=f"sd-{args.worker_id or 'worker'}")
+    store = open_store(url, settings.partitions, name=f"sd-{args.worker_id or 'worker'}")
     try:
-        await serve(Worker(store, worker_id=args.worker_id, config=config))
+        await serve(Worker(store, worker_id=args.worker_id, config=settings.runtime))
     finally:
         await store.aclose()
     return 0

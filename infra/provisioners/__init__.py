@@ -12,7 +12,7 @@ from infra.provisioners.base import (
     SimulatorSpec,
 )
 from infra.provisioners.breaker import CircuitBreaker, GuardedProvisioner
-from infra.provisioners.settings import SimulatorSettings, load_simulator_settings
+from infra.sections import SimulatorSettings
 from infra.store import SimulatorHosts
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "SimulatorSettings",
     "SimulatorSpec",
     "create_provisioner",
-    "load_simulator_settings",
 ]
 
 
@@ -42,7 +41,11 @@ def create_provisioner(
 
         inner = KubernetesProvisioner(
             api_client
-            or api_client_from_env(settings.k8s_kubeconfig or None, settings.k8s_context or None),
+            or api_client_from_env(
+                settings.k8s_kubeconfig or None,
+                settings.k8s_context or None,
+                in_cluster=settings.k8s_in_cluster,
+            ),
             ManifestParams(namespace=settings.k8s_namespace, image=settings.k8s_image),
             ready_timeout_s=settings.k8s_ready_timeout_ms / 1000,
             poll_interval_s=settings.k8s_poll_ms / 1000,

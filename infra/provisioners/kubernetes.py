@@ -5,7 +5,8 @@ Created with the labels of its session and simulator, resource limits and a read
 or until the API reports that the rollout failed (the condition's reason and message become the
 simulator's ERROR reason). The official client is synchronous: calls run in a worker thread.
 
-Auth: in-cluster service account when `KUBERNETES_SERVICE_HOST` is set, else a kubeconfig
+Auth: in-cluster service account inside a pod (`KUBERNETES_SERVICE_HOST` set, read by
+`infra.config` into `SimulatorSettings.k8s_in_cluster`), else a kubeconfig
 (`SIMULATOR_K8S_KUBECONFIG`, default `~/.kube/config`), or a ready `ApiClient` (tests).
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 from collections.abc import Callable
@@ -41,11 +41,16 @@ _TRANSIENT_STATUSES = {0, 408, 429, 500, 502, 503, 504}
 
 
 def api_client_from_env(
-    kubeconfig: str | None = None, context: str | None = None, *, timeout_retries: int = 0
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    in_cluster: bool = False,
+    timeout_retries: int = 0,
 ) -> k8s.ApiClient:
-    """An `ApiClient`: in-cluster config inside a pod, otherwise the kubeconfig."""
+    """An `ApiClient`: the pod's service account `in_cluster` (inside a pod, unless a
+    `kubeconfig` is given), otherwise the kubeconfig."""
     configuration = k8s.Configuration()
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
+    if in_cluster and not kubeconfig:
         k8s_config.load_incluster_config(client_configuration=configuration)
     else:
         k8s_config.load_kube_config(

@@ -376,24 +376,23 @@ class Stack:
         self.start("projector", "projector", "--no-migrate")
         self.start_gateway()
         from gateway.auth import TokenService
-        from gateway.config import load_gateway_config
+        from infra.config import load_settings
 
-        ts = TokenService(load_gateway_config(self.env))
+        ts = TokenService(load_settings(self.env).gateway)
         self.tokens = {f"bench-{i}": ts.issue(f"bench-{i}", (), ttl_s=3600) for i in range(50)}
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, command: tuple[str, ...] = tuple(SESSIOND)) -> None:
         log = open(self.dir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
-            [*SESSIOND, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            [*command, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=raise_fd_limit)
 
     def start_gateway(self) -> None:
+        # BENCH_PROFILE_GATEWAY=FILE: the gateway runs under cProfile, its stats in FILE at exit
         prof = os.environ.get("BENCH_PROFILE_GATEWAY")
-        env = self.env
-        if prof:
-            self.env = {**env, "SESSIOND_GATEWAY_PROFILE": prof}
-        self.start("gateway", "gateway", "--port", str(self.port))
-        self.env = env
+        command = (sys.executable, "-m", "cProfile", "-o", prof, "-m", "infra.cli") if prof \
+            else tuple(SESSIOND)
+        self.start("gateway", "gateway", "--port", str(self.port), command=command)
         self.wait_ready()
 
     def wait_ready(self) -> None:

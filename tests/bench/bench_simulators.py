@@ -198,10 +198,10 @@ async def run(args: argparse.Namespace, stack: ProcessStack, redis_url: str) -> 
     import httpx
 
     from gateway.auth import TokenService
-    from gateway.config import load_gateway_config
+    from infra.config import load_settings
     from tests.rediskit import connect
 
-    token = TokenService(load_gateway_config(stack.env)).issue("bench", (), "access", ttl_s=3600)
+    token = TokenService(load_settings(stack.env).gateway).issue("bench", (), "access", ttl_s=3600)
     symbols = ["AAPL", "MSFT", "GOOG", "AMZN", "TSLA", "NVDA", "META", "NFLX"][: args.symbols]
     sessions = []
     async with httpx.AsyncClient(

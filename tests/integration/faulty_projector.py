@@ -2,8 +2,8 @@
 product): `--commit-delay-ms`, every round waits this long inside its transaction, before COMMIT
 (a wide window for a kill -9 or a SIGSTOP with a transaction open).
 
-Configured like `sessiond projector`, from the environment (REDIS_URL, DATABASE_URL,
-SESSIOND_PARTITIONS, LEASE_TTL_MS, SESSIOND_PROJECTOR_*):
+Configured as `sessiond projector` is, from the environment (REDIS_URL, DATABASE_URL,
+SESSIOND_PARTITIONS, LEASE_TTL_MS, SESSIOND_PROJECTOR_*: `infra.config`):
 
     python -m tests.integration.faulty_projector --commit-delay-ms 30
 """
@@ -15,16 +15,15 @@ import asyncio
 
 from infra.cli import run_async
 from infra.commands.projector import serve
+from infra.config import load_settings
 from infra.logging import setup_logging
-from projections.cli import resolve
-from projections.projector import ProjectorConfig
 
 
 async def main(args: argparse.Namespace) -> None:
-    cfg = resolve(args)
-    config = ProjectorConfig.from_env(
-        cfg.redis_url, cfg.database_url, cfg.partitions, cfg.lease_ttl_ms
-    )
+    settings = load_settings()
+    settings.require_redis_url()
+    settings.require_database_url()
+    config = settings.projector
     delay_s = args.commit_delay_ms / 1000
 
     async def before_commit() -> None:

@@ -55,9 +55,9 @@ class Stack:
         self.ws_base = f"ws://127.0.0.1:{port}/ws"
         self.procs: dict[str, subprocess.Popen] = {}
         from gateway.auth import TokenService
-        from gateway.config import load_gateway_config
+        from infra.config import load_settings
 
-        self.tokens = TokenService(load_gateway_config(env))
+        self.tokens = TokenService(load_settings(env).gateway)
 
     def token(self, user: str, *roles: str, kind: str = "access", ttl_s: int | None = None) -> str:
         return self.tokens.issue(user, roles, kind, ttl_s=ttl_s)

@@ -18,7 +18,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from infra.embedded import _pg_run_as, ensure_runtime_dir, start_postgres
+from infra.config import ensure_runtime_dir
+from infra.embedded import _pg_run_as, start_postgres
 from infra.embedded_root import RECORD, can_reach
 
 pytestmark = pytest.mark.anyio

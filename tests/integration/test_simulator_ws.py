@@ -58,9 +58,9 @@ def stack(redis_server_url, postgres_server_url, tmp_path_factory):
 @pytest.fixture(scope="module")
 def token(stack):
     from gateway.auth import TokenService
-    from gateway.config import load_gateway_config
+    from infra.config import load_settings
 
-    return TokenService(load_gateway_config(stack.env)).issue("alice", (), "access")
+    return TokenService(load_settings(stack.env).gateway).issue("alice", (), "access")
 
 
 async def _new_session(stack, token) -> str:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from gateway.auth import TokenService
-from gateway.config import load_gateway_config
+from infra.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,14 +26,14 @@ def test_token_is_alone_on_the_last_line_and_verifies() -> None:
     proc = _run("--user", "alice", "--role", "admin")
     assert proc.returncode == 0, proc.stderr
     token = proc.stdout.strip().splitlines()[-1]
-    claims = TokenService(load_gateway_config({})).verify(token)
+    claims = TokenService(load_settings({}).gateway).verify(token)
     assert claims.user_id == "alice" and claims.is_admin
 
 
 def test_token_uses_the_configured_secret() -> None:
     proc = _run("--user", "bob", JWT_SECRET="s" * 40)
     token = proc.stdout.strip().splitlines()[-1]
-    assert TokenService(load_gateway_config({"JWT_SECRET": "s" * 40})).verify(token).user_id \
+    assert TokenService(load_settings({"JWT_SECRET": "s" * 40}).gateway).verify(token).user_id \
         == "bob"
 
 

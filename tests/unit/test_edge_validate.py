@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ConfigError, load_gateway_config
+from gateway.config import ConfigError
 from gateway.protocol import ProtocolError, decode_inbound
 from gateway.validate import (
     InvalidInput,
@@ -20,6 +20,7 @@ from gateway.validate import (
     identifier,
     version_param,
 )
+from infra.config import load_settings
 
 
 def _code(fn, *args: Any, **kw: Any) -> str:
@@ -165,9 +166,9 @@ def test_ws_messages_are_validated_with_their_correlation_id() -> None:
 
 
 def test_the_limits_come_from_the_gateway_environment() -> None:
-    cfg = load_gateway_config({"GATEWAY_MAX_JSON_DEPTH": "16", "GATEWAY_MAX_ID_LENGTH": "40"})
+    cfg = load_settings({"GATEWAY_MAX_JSON_DEPTH": "16", "GATEWAY_MAX_ID_LENGTH": "40"}).gateway
     assert (cfg.max_json_depth, cfg.max_id_chars) == (16, 40)
-    assert (load_gateway_config({}).max_json_depth, load_gateway_config({}).max_id_chars) == (
+    assert (load_settings({}).gateway.max_json_depth, load_settings({}).gateway.max_id_chars) == (
         64,
         200,
     )
@@ -178,7 +179,7 @@ def test_the_limits_come_from_the_gateway_environment() -> None:
         {"GATEWAY_MAX_ID_LENGTH": "many"},
     ):
         with pytest.raises(ConfigError):
-            load_gateway_config(env)
+            load_settings(env)
 
 
 # ------------------------------------------------------------------ against an oracle

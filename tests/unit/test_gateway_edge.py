@@ -14,12 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from events.errors import DomainError, StoreUnavailable
 from gateway.auth import TokenService, bearer
-from gateway.config import ConfigError, GatewayConfig, load_gateway_config
+from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import ApiError, from_exception, from_outcome
 from gateway.hub import ConnState, Hub
 from gateway.protocol import Form, MessageType, ProtocolError, decode_inbound, encode_outbound
 from gateway.push import Push, push_for_event
 from gateway.ws import quality_for
+from infra.config import load_settings
 from infra.store import MemoryStore
 from tests.hubkit import MemConn
 from tests.hubkit import changes_message as _changes
@@ -91,16 +92,16 @@ def test_bearer_header_parsing() -> None:
 
 
 def test_seed004_environment_variables() -> None:
-    cfg = load_gateway_config({"SERVER_ADDR": ":9090", "REDIS_ADDR": "redis:6379",
-                               "REDIS_PASSWORD": "pw", "REDIS_DB": "2",
-                               "JWT_SECRET": "s" * 40, "JWT_REFRESH_SECRET": "r" * 40})
+    cfg = load_settings({"SERVER_ADDR": ":9090", "REDIS_ADDR": "redis:6379",
+                         "REDIS_PASSWORD": "pw", "REDIS_DB": "2",
+                         "JWT_SECRET": "s" * 40, "JWT_REFRESH_SECRET": "r" * 40}).gateway
     assert (cfg.host, cfg.port) == ("0.0.0.0", 9090)
     assert cfg.redis_url == "redis://:pw@redis:6379/2"
     assert cfg.jwt_secret == "s" * 40 and cfg.jwt_refresh_secret == "r" * 40
 
 
 def test_defaults_listen_on_loopback_8080() -> None:
-    cfg = load_gateway_config({})
+    cfg = load_settings({}).gateway
     assert (cfg.host, cfg.port) == ("127.0.0.1", 8080)
 
 
@@ -111,22 +112,19 @@ def test_maintenance_intervals_must_be_positive_and_touches_frequent_enough() ->
                        ({"GATEWAY_TOUCH_INTERVAL": "0"}, "positive"),
                        ({"GATEWAY_HEARTBEAT_INTERVAL": "-1"}, "positive")):
         with pytest.raises(ConfigError, match=words):
-            load_gateway_config(env)
-    assert load_gateway_config({"GATEWAY_TOUCH_INTERVAL": "59"}).touch_interval_s == 59
+            load_settings(env)
+    assert load_settings({"GATEWAY_TOUCH_INTERVAL": "59"}).gateway.touch_interval_s == 59
 
 
 def test_production_refuses_the_dev_secret() -> None:
-    from events.errors import SessiondError
-
-    with pytest.raises(SessiondError):
-        load_gateway_config({"SESSIOND_ENV": "production", "REDIS_URL": "redis://x:1/0",
-                             "DATABASE_URL": "postgresql://x/y"})
-    with pytest.raises(ConfigError):
-        GatewayConfig(env="production").check()
-    ok = load_gateway_config({"SESSIOND_ENV": "production", "REDIS_URL": "redis://x:1/0",
-                              "DATABASE_URL": "postgresql://x/y", "JWT_SECRET": "a" * 40,
-                              "JWT_REFRESH_SECRET": "b" * 40})
-    assert ok.env == "production"
+    prod = {"SESSIOND_ENV": "production", "REDIS_URL": "redis://x:1/0",
+            "DATABASE_URL": "postgresql://x/y"}
+    with pytest.raises(ConfigError, match="JWT_SECRET must be set"):
+        load_settings(prod)
+    with pytest.raises(ConfigError, match="JWT_SECRET: expected 32 characters"):
+        load_settings({**prod, "JWT_SECRET": "short", "JWT_REFRESH_SECRET": "b" * 40})
+    ok = load_settings({**prod, "JWT_SECRET": "a" * 40, "JWT_REFRESH_SECRET": "b" * 40}).gateway
+    assert ok.env == "prod"
 
 
 # ------------------------------------------------------------------ protocol
@@ -392,12 +390,26 @@ class _RecordingBus:
 
 
 @pytest.mark.anyio
+async def test_sessions_are_created_with_the_configured_ttl() -> None:
+    """SESSION_TTL reaches the CreateSession the gateway sends (it was read, then dropped)."""
+    from gateway.auth import Claims
+    from gateway.service import Gateway
+
+    cfg = load_settings({"SESSION_TTL": "2h"}).gateway
+    bus = _RecordingBus()
+    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
+    await gw.create_session(Claims("u"), "s-1", device_id="d")
+    (command,) = bus.sent
+    assert command.ttl_ms == 2 * 3600 * 1000
+
+
+@pytest.mark.anyio
 async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
     from gateway.service import Gateway
 
-    cfg = load_gateway_config(
+    cfg = load_settings(
         {"SIMULATOR_HEARTBEAT_TIMEOUT": "5s", "SIMULATOR_IDLE_TIMEOUT": "2m"}
-    )
+    ).gateway
     bus = _RecordingBus()
     gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
     outcome = await gw.reserve_simulator("s-1", "u", "sim-1", ["AAPL"], 500.0)
@@ -415,7 +427,8 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
     from gateway.rotation import Rotation
     from gateway.service import Gateway
 
-    cfg = load_gateway_config({"GATEWAY_HEARTBEAT_INTERVAL": "15", "GATEWAY_TOUCH_INTERVAL": "30"})
+    env = {"GATEWAY_HEARTBEAT_INTERVAL": "15", "GATEWAY_TOUCH_INTERVAL": "30"}
+    cfg = load_settings(env).gateway
     bus = _RecordingBus()
     gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
     conns = [MemConn(f"s-{i // 2}", "u", f"d-{i % 2}") for i in range(2000)]

@@ -8,11 +8,12 @@ import json
 
 import pytest
 
-from gateway.config import ConfigError, GatewayConfig, load_gateway_config
+from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import ApiError, error_response
 from gateway.idempotency import check_key, fingerprint, outcome_unknown, reused, scoped
 from gateway.ratelimit import KeyedLimiter, TokenBucket
 from gateway.slots import ConnectionSlots
+from infra.config import load_settings
 
 # ------------------------------------------------------------------ idempotency keys
 
@@ -116,7 +117,7 @@ def test_connection_slots_are_capped_per_user_and_given_back() -> None:
 
 
 def test_the_limits_are_read_from_the_environment() -> None:
-    cfg = load_gateway_config(
+    cfg = load_settings(
         {
             "GATEWAY_REST_RATE_PER_S": "5",
             "GATEWAY_REST_RATE_BURST": "7",
@@ -127,7 +128,7 @@ def test_the_limits_are_read_from_the_environment() -> None:
             "GATEWAY_TOKEN_GRACE": "0",
             "GATEWAY_RETRY_AFTER": "3",
         }
-    )
+    ).gateway
     assert (cfg.rest_rate_per_s, cfg.rest_rate_burst) == (5.0, 7.0)
     assert (cfg.max_connections_per_user, cfg.max_connections_per_session) == (3, 4)
     assert (cfg.max_devices_per_session, cfg.device_retention_s) == (6, 90.0)
@@ -145,7 +146,7 @@ def test_the_limits_are_read_from_the_environment() -> None:
 )
 def test_bad_limits_are_refused_with_their_name(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
-        load_gateway_config({name: value})
+        load_settings({name: value})
 
 
 def test_the_origin_allow_list() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from infra.config import ConfigError, load_settings
 from infra.provisioners import (
     CircuitBreaker,
     CircuitOpen,
@@ -11,7 +12,6 @@ from infra.provisioners import (
     ProvisionerUnavailable,
     ProvisionFailed,
     SimulatorSpec,
-    load_simulator_settings,
 )
 from infra.provisioners.breaker import BreakerState
 
@@ -153,14 +153,14 @@ async def test_guarded_provisioner_routes_every_call_through_the_breaker():
 
 
 def test_settings_come_from_the_environment_and_reject_unknown_provisioners():
-    s = load_simulator_settings(
+    s = load_settings(
         {
             "SIMULATOR_PROVISIONER": "kubernetes",
             "SIMULATOR_TICK_HZ": "2.5",
             "SIMULATOR_RETRIES": "1",
         }
-    )
+    ).simulators
     assert (s.provisioner, s.tick_hz, s.retries) == ("kubernetes", 2.5, 1)
-    assert load_simulator_settings({}).provisioner == "local"
-    with pytest.raises(ValueError, match="local or kubernetes"):
-        load_simulator_settings({"SIMULATOR_PROVISIONER": "docker"})
+    assert load_settings({}).simulators.provisioner == "local"
+    with pytest.raises(ConfigError, match="SIMULATOR_PROVISIONER='docker': expected one of local"):
+        load_settings({"SIMULATOR_PROVISIONER": "docker"})

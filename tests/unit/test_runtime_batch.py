@@ -14,10 +14,10 @@ import pytest
 from actors.decider import Decider, Routed, Timer
 from actors.runtime.batch import Item, new_event_id, parse_entry, plan, settle
 from actors.runtime.cache import ActorCache, CachedActor
-from actors.runtime.config import load_runtime_config
 from events.base import Command, Event
 from events.codec import decode_command_envelope, decode_event_envelope, decode_outcome, encode
 from events.errors import DomainError
+from infra.config import ConfigError, load_settings
 from infra.store import APPENDED, UNSETTLED, Snapshot, build_envelope, partition_of
 
 
@@ -315,8 +315,8 @@ def test_settle_retries_a_repeat_whose_original_was_not_stored() -> None:
 
 
 def test_runtime_config_reads_the_environment_and_names_bad_variables() -> None:
-    config = load_runtime_config({"SESSIOND_BATCH_SIZE": "50"}, lease_ttl_ms=1500)
+    config = load_settings({"SESSIOND_BATCH_SIZE": "50", "LEASE_TTL_MS": "1500"}).runtime
     assert (config.batch_size, config.lease_ttl_ms) == (50, 1500)
     assert config.renew_every_s == 0.5
-    with pytest.raises(ValueError, match="SESSIOND_SNAPSHOT_EVERY"):
-        load_runtime_config({"SESSIOND_SNAPSHOT_EVERY": "often"})
+    with pytest.raises(ConfigError, match="SESSIOND_SNAPSHOT_EVERY"):
+        load_settings({"SESSIOND_SNAPSHOT_EVERY": "often"})
