@@ -10,6 +10,8 @@
   asks for it; `redis_cluster_url` (function) flushes every master first and gives a URL naming
   one node (``REDIS_CLUSTER_URL`` names an external cluster instead). A test that changes the
   cluster's shape (moves a slot, kills a node) starts a cluster of its own.
+- `any_redis_url` (function, parametrized "redis" / "cluster"): the test runs once on the single
+  node and once on the cluster, each flushed first.
 - `database_url` (function): a fresh empty database created for the test, dropped after (leftover
   connections are terminated first).
 - `server_data_dir` (function): a fresh directory outside pytest's temp root for a test that
@@ -132,6 +134,12 @@ def redis_cluster_server_url(redis_cluster: EmbeddedCluster | None) -> str:
 def redis_cluster_url(redis_cluster_server_url: str) -> str:
     flush_all(redis_cluster_server_url)
     return redis_cluster_server_url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
+    return str(request.getfixturevalue(fixture))
 
 
 def _with_database(dsn: str, database: str) -> str:

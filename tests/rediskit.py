@@ -15,7 +15,15 @@ from typing import Any
 import redis
 import redis.asyncio
 
-__all__ = ["cluster_masters", "connect", "connect_cluster", "connect_sync", "flush_all"]
+__all__ = [
+    "cluster_masters",
+    "connect",
+    "connect_any",
+    "connect_cluster",
+    "connect_sync",
+    "flush_all",
+    "get_many",
+]
 
 _DEFAULTS: dict[str, Any] = {
     "socket_timeout": None,
@@ -40,6 +48,27 @@ def connect_cluster(url: str, **kw: Any) -> redis.asyncio.RedisCluster:
     kw = {**_DEFAULTS, **kw}
     kw.pop("max_connections", None)
     return redis.asyncio.RedisCluster.from_url(url, **kw)
+
+
+def connect_any(url: str, **kw: Any) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+    """`connect_cluster` when `url` names a cluster node, else `connect`: for white-box checks
+    that run on both (use `get_many`, not MGET, for keys of several partitions)."""
+    if _cluster_enabled(url):
+        return connect_cluster(url, **kw)
+    return connect(url, **kw)
+
+
+async def get_many(client: Any, keys: list[str]) -> list[bytes | None]:
+    """GET of each key (MGET would cross slots on a cluster)."""
+    return [await client.get(k) for k in keys]
+
+
+def _cluster_enabled(url: str) -> bool:
+    client = connect_sync(url)
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    finally:
+        client.close()
 
 
 def cluster_masters(url: str) -> list[str]:
