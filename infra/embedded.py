@@ -317,23 +317,15 @@ def start_redis(
 
 
 def _admin(port: int, *args: str | int, timeout: float = 5.0) -> object:
-    """One command to a local server, its reply (an error reply raises EmbeddedServerError)."""
-    import hiredis
+    """One command to a local server, its reply (an error reply raises EmbeddedServerError).
+    The RESP of it is the event store's (`infra.store.redis.admin`)."""
+    from events.errors import StoreUnavailable
+    from infra.store.redis.admin import admin_command
 
-    packed = b"*%d\r\n" % len(args) + b"".join(
-        b"$%d\r\n%b\r\n" % (len(a), a) for a in (str(x).encode() for x in args)
-    )
-    reader = hiredis.Reader()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(packed)
-        while (reply := reader.gets()) is False:
-            data = s.recv(65536)
-            if not data:
-                raise EmbeddedServerError(f"127.0.0.1:{port} closed the connection")
-            reader.feed(data)
-    if isinstance(reply, hiredis.ReplyError):
-        raise EmbeddedServerError(f"127.0.0.1:{port} refused {args[0]}: {reply}")
-    return reply
+    try:
+        return admin_command(port, *args, timeout=timeout)
+    except StoreUnavailable as exc:
+        raise EmbeddedServerError(str(exc)) from None
 
 
 def _info_field(text: bytes, name: str) -> str | None:

@@ -136,7 +136,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 end
 local log, cmds, timers = KEYS[2], KEYS[3], KEYS[4]
 local group, ttl = ARGV[2], ARGV[3]
-local replies = string.match(KEYS[1], '^[^}]*}') .. ':reply:'  -- "sd:{pN}:reply:"
+local replies = string.match(KEYS[1], '^[^}]*}') .. ':reply:'  -- the partition's reply prefix
 local n_actors, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out_base = 5 + 2 * n_actors
 local versions, failed = {}, {}
