@@ -162,8 +162,11 @@ async def _round_trip_after_failover(
 
 # ------------------------------------------------------------------ the shared cluster
 async def test_every_process_says_it_found_a_cluster(cluster_stack: Stack) -> None:
+    deadline = time.monotonic() + 30  # a process logs it on its first use of the store
     for name in ("worker", "projector", "gateway"):
-        assert "cluster: 3 masters (valkey " in _full_log(cluster_stack, name), name
+        while "cluster: 3 masters (valkey " not in _full_log(cluster_stack, name):
+            assert time.monotonic() < deadline, (name, _full_log(cluster_stack, name)[-2000:])
+            await asyncio.sleep(0.1)
 
 
 async def test_two_devices_round_trip_and_resume_on_a_cluster(cluster_stack: Stack) -> None:
