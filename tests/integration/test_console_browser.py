@@ -277,6 +277,13 @@ async def test_an_exported_file_of_ten_thousand_events_replays_in_the_page(
     d = browser
     await run(d.get, stack.base + "/admin")
     await run(wait, d, lambda d: d.find_elements(By.ID, "token"), message="login form")
+    # a token without the admin role, then no token at all, are refused with a reason
+    for token, reason in ((stack.token("mallory"), "no admin role"), ("junk", "sign-in failed")):
+        d.find_element(By.ID, "token").clear()
+        d.find_element(By.ID, "token").send_keys(token)
+        d.find_element(By.ID, "sign-in").click()
+        await run(wait, d, lambda d, r=reason: r in text(d, "#login"), message=reason)
+    d.find_element(By.ID, "token").clear()
     d.find_element(By.ID, "token").send_keys(stack.token("root", "admin"))
     d.find_element(By.ID, "sign-in").click()
     await run(wait, d, lambda d: d.find_elements(By.ID, "search-user"), message="signed in")

@@ -22,7 +22,7 @@ function loginPage() {
     e.preventDefault();
     auth.token = input.value.trim();
     try {
-      await api('/admin/stats');
+      await api('/admin/stats', { relogin: false });
       location.hash = '#/sessions';
       route();
     } catch (err) {

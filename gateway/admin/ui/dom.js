@@ -50,7 +50,7 @@ export const auth = {
 };
 
 /** fetch with the bearer token; JSON in and out; errors as ApiError with the API's code. */
-export async function api(path, { method = 'GET', body, raw } = {}) {
+export async function api(path, { method = 'GET', body, raw, relogin = true } = {}) {
   const headers = { Authorization: `Bearer ${auth.token}` };
   let payload = raw;
   if (body !== undefined) {
@@ -61,7 +61,7 @@ export async function api(path, { method = 'GET', body, raw } = {}) {
   const text = await response.text();
   let doc = null;
   try { doc = text ? JSON.parse(text) : null; } catch { doc = null; }
-  if (response.status === 401) {  // expired or revoked: back to the sign-in form
+  if (response.status === 401 && relogin) {  // expired or revoked: back to the sign-in form
     auth.token = '';
     window.dispatchEvent(new HashChangeEvent('hashchange'));
   }
