@@ -33,6 +33,7 @@ __all__ = [
     "build_parser",
     "emit_json",
     "main",
+    "package_version",
     "run_async",
     "wait_for_shutdown_signal",
 ]
@@ -117,11 +118,13 @@ def add_store_options(
             help="PostgreSQL DSN (default: $DATABASE_URL)",
         )
     if metrics:
-        parser.add_argument(
-            "--metrics-port",
-            type=int,
-            default=0,
-            help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+        add_knob_option(
+            parser,
+            "--metrics-addr",
+            "metrics_addr",
+            metavar="[HOST:]PORT",
+            help="serve /healthz and /metrics there; a bare port is loopback (default: "
+            "$SESSIOND_METRICS_ADDR, else off)",
         )
 
 
@@ -138,6 +141,16 @@ def emit_json(doc: Any, out: Any = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+
+
+def package_version() -> str:
+    """The installed sessiond's version (its package metadata: pyproject.toml's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sessiond")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _load_command_modules() -> list[tuple[str, Any]]:
@@ -162,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=f"Run `{PROG} COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     parser.add_argument(
         "--log-level",
         default=None,

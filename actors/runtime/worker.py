@@ -349,6 +349,7 @@ class Worker:
         self.runners: dict[int, PartitionRunner] = {}
         self.processed = 0
         self.ready = asyncio.Event()
+        self.lease_round_at = 0.0  # monotonic: when the lease loop last completed a round
         self._stop = asyncio.Event()
         self._state_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -362,12 +363,23 @@ class Worker:
     def owned(self) -> set[int]:
         return set(self.runners)
 
+    async def lease_loop_check(self) -> str | None:
+        """For `/healthz`: None while the lease loop completes its rounds (owning nothing is
+        fine), else since when it has not."""
+        late = time.monotonic() - self.lease_round_at
+        if late > max(5.0, 3 * self.config.renew_every_s):
+            if not self.lease_round_at:
+                return "the lease loop has not completed a round yet"
+            return f"the lease loop has not completed a round for {late:.0f} s"
+        return None
+
     async def run(self) -> None:
         log.info("worker %s starting (%d partitions)", self.owner, self.partitions)
         try:
             while not self._stop.is_set():
                 try:
                     await self._tick()
+                    self.lease_round_at = time.monotonic()
                 except StoreUnavailable as exc:
                     log.warning("worker %s: lease loop store error: %s", self.owner, exc)
                 self.ready.set()
