@@ -29,6 +29,7 @@ from actors.runtime.batch import Item, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
 from events.codec import decode_command_envelope
 from events.errors import Fenced, StoreUnavailable
+from infra.logging import bind_log_fields
 from infra.sections import RuntimeConfig
 from infra.store import START, CommandEntry, LeaseShare, Store, TimerFire
 
@@ -83,6 +84,7 @@ class PartitionRunner:
         return time.monotonic() < self.valid_until
 
     async def run(self) -> None:
+        bind_log_fields(partition=self.partition)  # this task's lines (its context is its own)
         try:
             await self._run()
         finally:
