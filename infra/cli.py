@@ -235,6 +235,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     from infra.config import ConfigError, load_settings
     from infra.logging import setup_logging
+    from infra.tracing import setup_tracing, shutdown_tracing
 
     try:
         args.settings = load_settings(
@@ -243,6 +244,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(e.message)
     setup_logging(args.settings.log_level, service=args.command, fmt=args.settings.log_format)
+    setup_tracing(args.command, otlp_endpoint=args.settings.otlp_endpoint)
     try:
         if inspect.iscoroutinefunction(handler):
             result = run_async(handler, args)
@@ -259,6 +261,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if unavailable is None:
             raise
         return _fail(unavailable)
+    finally:
+        shutdown_tracing()  # the spans still batched go out before the process ends
     return 0 if result is None else int(result)
 
 

@@ -41,10 +41,12 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced, StoreUnavailable
+from infra import tracing
 from infra.metrics import counter, gauge, histogram
 from infra.postgres import Outage, unreachable
 from infra.sections import ProjectorConfig
@@ -194,6 +196,7 @@ class _DecodedEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     causation_id: str
     type: str
     data: AnyEvent
+    traceparent: str = ""
 
 
 _one_pass = msgspec.msgpack.Decoder(_DecodedEnvelope)
@@ -284,6 +287,28 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         archive=archive, changes=diff((before[s], after[s]) for s in wanted),
         actors=[(a, *t) for a, t in actors.items()],
         after=after, simulators=new_sims, feed=dict(feed))
+
+
+def _untraced(session_id: str, changes: list[Any], partition: int) -> bytes:
+    return encode_changes(changes)
+
+
+def _traced(session_id: str, changes: list[Any], partition: int) -> bytes:
+    """A session's change message, with a ``sessiond.projector.change`` span (child of the
+    worker's, whose context the event carried) for each traced change, whose context the
+    change carries on to the gateway's push."""
+    out = []
+    for change in changes:
+        parent = tracing.context_of(change.traceparent)
+        if parent is not None:
+            span = tracing.tracer().start_span(
+                "sessiond.projector.change", context=parent, kind=SpanKind.PRODUCER,
+                attributes=tracing.attributes(session_id=session_id, version=change.version,
+                                              event=change.type, partition=partition))
+            change = msgspec.structs.replace(change, traceparent=tracing.traceparent_of(span))
+            span.end()
+        out.append(change)
+    return encode_changes(out)
 
 
 class PartitionsFenced(Fenced):
@@ -913,11 +938,12 @@ class Projector:
     def _announce(self, done: list[Batch]) -> int:
         """After a round's commits: count them and tell the clients (the messages go out with
         the next round's read, and their failure is raised by it); returns the events."""
+        encode = _traced if tracing.enabled() else _untraced
         changes: list[tuple[str, bytes]] = []
         events = 0
         for batch in done:
             events += batch.size
-            changes.extend((sid, encode_changes(c)) for sid, c in batch.feed.items())
+            changes.extend((sid, encode(sid, c, batch.partition)) for sid, c in batch.feed.items())
         if done:
             self.events_projected += events
             self.rounds_committed += 1

@@ -346,6 +346,7 @@ def _event_envelope(
             causation_id=env.command_id,
             type=_tag(event),
             data=_Raw(_encode(event)),
+            traceparent=env.traceparent,
         )
     )
 

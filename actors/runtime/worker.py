@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import Span, SpanKind
 
 from actors.decider import Decider
 from actors.runtime import metrics
@@ -29,6 +30,7 @@ from actors.runtime.batch import Item, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
 from events.codec import decode_command_envelope
 from events.errors import Fenced, StoreUnavailable
+from infra import tracing
 from infra.logging import bind_log_fields
 from infra.sections import RuntimeConfig
 from infra.store import START, CommandEntry, LeaseShare, Store, TimerFire
@@ -246,6 +248,17 @@ class PartitionRunner:
             )
             for entry_id, payload in entries
         ]
+        spans = _command_spans(items, p) if tracing.enabled() else []
+        try:
+            await self._process(items, read_ahead=read_ahead)
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _process(self, items: list[Item], *, read_ahead: bool = False) -> None:
+        """Plan and append `items`, deciding again those whose actor conflicted."""
+        worker = self.worker
+        p = self.partition
         rounds = 0
         while items:
             actors = await self._actors_for(items)
@@ -295,6 +308,30 @@ class PartitionRunner:
         if missing:
             actors.update(await self.worker.load_actors(self.partition, missing))
         return actors
+
+
+def _command_spans(items: list[Item], partition: int) -> list[Span]:
+    """A ``sessiond.worker.command`` span for each traced command, child of its sender's; the
+    command's envelope then carries the span's context on to its events (and the commands its
+    policy routes)."""
+    spans = []
+    for item in items:
+        env = item.env
+        parent = tracing.context_of(env.traceparent) if env is not None else None
+        if parent is None or env is None:
+            continue
+        span = tracing.tracer().start_span(
+            "sessiond.worker.command",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=tracing.attributes(
+                actor=env.actor_id, command=env.type, command_id=env.command_id,
+                partition=partition,
+            ),
+        )  # fmt: skip
+        item.env = msgspec.structs.replace(env, traceparent=tracing.traceparent_of(span))
+        spans.append(span)
+    return spans
 
 
 class _EventHead(msgspec.Struct):
