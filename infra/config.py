@@ -135,6 +135,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 _DERIVED = {
     "partitions": ("gateway.partitions", "projector.partitions"),
     "env": ("gateway.env",),
+    "metrics_addr": ("gateway.metrics_addr",),
     "session_ttl_ms": ("gateway.session_ttl_ms",),
     "lease_ttl_ms": ("runtime.lease_ttl_ms", "projector.lease_ttl_ms"),
     "simulators.heartbeat_timeout_ms": ("gateway.simulator_heartbeat_timeout_ms",),

@@ -20,6 +20,8 @@ in-memory exporter.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry import trace
@@ -27,7 +29,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import Span
+from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "enabled",
     "setup_tracing",
     "shutdown_tracing",
+    "span",
     "traceparent",
     "traceparent_of",
     "tracer",
@@ -109,3 +112,19 @@ def traceparent() -> str:
 def attributes(**values: Any) -> dict[str, Any]:
     """Span attributes without the empty ones."""
     return {f"sessiond.{k}": v for k, v in values.items() if v not in ("", None)}
+
+
+@contextlib.contextmanager
+def span(
+    name: str, *, parent: str = "", kind: SpanKind = SpanKind.INTERNAL, **attrs: Any
+) -> Iterator[Span | None]:
+    """A span around the block, current inside it (a command sent meanwhile carries it), child
+    of the `parent` traceparent when given (a client's ``traceparent`` header), else of the
+    current span; None, and no work at all, while tracing is off."""
+    if _provider is None:
+        yield None
+        return
+    with _tracer.start_as_current_span(
+        name, context=context_of(parent), kind=kind, attributes=attributes(**attrs)
+    ) as current:
+        yield current

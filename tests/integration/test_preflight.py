@@ -91,7 +91,7 @@ def _refusal(command: str, env: dict[str, str]) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("command", ["worker", "reactor", "simulators", "projector"])
+@pytest.mark.parametrize("command", ["gateway", "worker", "reactor", "simulators", "projector"])
 def test_production_refuses_a_server_that_may_evict_keys(
     command: str, valkey, database_url: str
 ) -> None:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.anyio
 
 #: process -> (its command line, a metric only it exports)
 PROCESSES = {
+    "gateway": (["gateway", "--port", "{port}"], "sessiond_gateway_connections"),
     "worker": (["worker"], "sessiond_worker_owned_partitions"),
     "projector": (["projector"], "sessiond_projector_owned_partitions"),
     "reactor": (["reactor"], "sessiond_reactor_events_total"),
@@ -102,6 +103,7 @@ def test_every_process_serves_healthz_and_metrics_on_its_metrics_addr(
     name: str, start: Callable[..., Running], redis_url: str, database_url: str
 ) -> None:
     args, own_metric = PROCESSES[name]
+    args = [a.format(port=free_port()) for a in args]
     running = start(args, _env(redis_url, database_url, free_port()))
     assert running.wait_health(200) == {"status": "ok"}
     metrics = running.get("/metrics")
@@ -146,6 +148,25 @@ def test_a_worker_that_cannot_reach_redis_answers_503_with_the_reason(
     assert body["status"] == "unavailable"
     assert body["reason"].startswith("redis: "), body
     assert body["checks"]["redis"] != "ok"
+
+
+def test_a_gateway_that_cannot_reach_postgresql_answers_503_but_keeps_serving_health(
+    start: Callable[..., Running], server_data_dir: Path, redis_url: str
+) -> None:
+    pg = start_postgres(server_data_dir / "pg", fsync=False)
+    port = free_port()
+    try:
+        running = start(["gateway", "--port", str(port)], _env(redis_url, pg.url, free_port()))
+        running.wait_health(200)
+        pg.stop()
+        body = running.wait_health(503, timeout=15)
+        # its own port still answers /health (degraded: writes go through without PostgreSQL)
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    finally:
+        pg.stop()
+    assert body["checks"]["postgres"] != "ok" and body["checks"]["redis"] == "ok", body
+    assert body["reason"].startswith("postgres: "), body
+    assert health.json()["checks"]["postgres"]["status"] == "unreachable"
 
 
 def test_a_projector_that_cannot_reach_postgresql_answers_503_with_the_reason(

@@ -1,6 +1,8 @@
-"""One trace follows a command from its sender through the worker's append, the projector's
-change and the gateway's push, on real Redis and PostgreSQL, the spans caught by OpenTelemetry's
-in-memory exporter; and with tracing off, nothing is traced and envelopes stay as they were."""
+"""One trace follows a client's write from the gateway's request through the worker's append,
+the projector's change and the gateway's push, on real Redis and PostgreSQL (the gateway on
+uvicorn, a worker and a projector, all in this process so that OpenTelemetry's in-memory
+exporter catches every span); with tracing off, nothing is traced and envelopes stay as they
+were."""
 
 from __future__ import annotations
 
@@ -169,3 +171,85 @@ async def test_without_tracing_events_encode_exactly_as_before(
     raw = [payload for _, payload in entries if decode_event_envelope(payload).actor_id
            == session_actor(sid)]  # fmt: skip
     assert raw and all(b"traceparent" not in payload for payload in raw)
+
+
+@contextlib.asynccontextmanager
+async def _gateway(redis_url: str, database_url: str) -> AsyncIterator[Any]:
+    """The real gateway app on uvicorn, in this process, on a free port."""
+    from gateway.server import build_server
+    from infra.config import load_settings
+    from tests.integration.gwstack import free_port
+
+    settings = load_settings({
+        "REDIS_URL": redis_url, "DATABASE_URL": database_url, "SESSIOND_PARTITIONS": str(P),
+        "SESSIOND_ENV": "test", "GATEWAY_PORT": str(free_port()),
+    })  # fmt: skip
+    server = build_server(settings.gateway)
+    task = asyncio.create_task(server.serve())
+    await _until(lambda: server.started or task.done())
+    assert not task.done(), task
+    try:
+        yield settings.gateway
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 20)
+
+
+async def test_one_trace_spans_the_gateway_the_worker_the_projector_and_the_push(
+    redis_url: str, database_url: str, spans: InMemorySpanExporter
+) -> None:
+    import json
+
+    import httpx
+    import websockets
+
+    from gateway.auth import TokenService
+    from infra.metrics import REGISTRY
+
+    sid = str(uuid.uuid4())
+    async with _system(redis_url, database_url), _gateway(redis_url, database_url) as config:
+        token = TokenService(config).issue("alice", (), "access")
+        base = f"127.0.0.1:{config.port}"
+        url = f"ws://{base}/ws?token={token}&session_id={sid}&device_id="
+        async with websockets.connect(url + "a") as a, websockets.connect(url + "b") as b:
+            for ws in (a, b):
+                assert json.loads(await ws.recv())["type"] == "connected"
+            spans.clear()
+            await a.send(json.dumps({"type": "state_update", "correlation_id": "c-1",
+                                     "payload": {"key": "n", "value": 1}}))  # fmt: skip
+            while json.loads(await asyncio.wait_for(b.recv(), 15))["type"] != "state_update":
+                pass
+            await _until(lambda: any(s.name == "sessiond.gateway.push"
+                                     for s in spans.get_finished_spans()))  # fmt: skip
+            ws_spans = list(spans.get_finished_spans())
+            # a REST call continues the trace of the client's traceparent header
+            spans.clear()
+            with tracing.tracer().start_as_current_span("client") as client:
+                header = tracing.traceparent()
+            async with httpx.AsyncClient(base_url=f"http://{base}") as http:
+                r = await http.get(f"/session/{sid}/devices", headers={
+                    "Authorization": f"Bearer {token}", "traceparent": header})  # fmt: skip
+            assert r.status_code == 200, r.text
+    request = next(s for s in ws_spans if s.name == "sessiond.gateway.request")
+    assert request.parent is None  # the client sent no trace: the gateway starts it
+    assert request.attributes["sessiond.ws_message"] == "STATE_UPDATE"
+    in_trace = {s.name: s for s in ws_spans if s.context.trace_id == request.context.trace_id}
+    assert set(in_trace) >= {
+        "sessiond.gateway.request",
+        "sessiond.worker.command",
+        "sessiond.projector.change",
+        "sessiond.gateway.push",
+    }, sorted(in_trace)
+    worker = in_trace["sessiond.worker.command"]
+    change = in_trace["sessiond.projector.change"]
+    push = in_trace["sessiond.gateway.push"]
+    assert worker.parent.span_id == request.context.span_id
+    assert change.parent.span_id == worker.context.span_id
+    assert push.parent.span_id == change.context.span_id
+    assert push.attributes["sessiond.connections"] == 2
+    rest = next(s for s in spans.get_finished_spans() if s.name == "sessiond.gateway.request")
+    assert rest.parent.span_id == client.get_span_context().span_id
+    assert rest.attributes["sessiond.http_route"] == "/session/{uuid}/devices"
+    assert rest.attributes["http.response.status_code"] == 200
+    labels = {"method": "GET", "route": "/session/{uuid}/devices", "status": "200"}
+    assert REGISTRY.get_sample_value("sessiond_gateway_http_requests_total", labels) >= 1
