@@ -23,7 +23,7 @@ from actors.runtime.cache import ActorCache, CachedActor
 from events.codec import encode, type_name
 from events.envelope import CommandEnvelope, EventEnvelope, Outcome
 from events.errors import DomainError
-from infra.logging import log_context
+from infra.logging import bind_log_source, unbind_log_source
 from infra.store.api import APPENDED, UNSETTLED, AppendBatch, AppendResult, Snapshot
 
 __all__ = [
@@ -230,8 +230,11 @@ def _plan_one(
     if tent is None:
         actor = actors[env.actor_id]
         tent = rnd.tentative[env.actor_id] = _Tentative(actor, batch.actor(env.actor_id))
-    with log_context(**command_log_fields(env)):
+    token = bind_log_source(command_log_fields, env)
+    try:
         return _decide_one(item, env, tent, partition, snapshot_every, batch)
+    finally:
+        unbind_log_source(token)
 
 
 def command_log_fields(env: CommandEnvelope) -> dict[str, Any]:
