@@ -73,9 +73,7 @@ def endpoint(
                 response = result if isinstance(result, Response) else json_response(result)
             except Exception as exc:
                 err = from_exception(exc)
-                response = error_response(
-                    err.status, err.code, err.message, err.headers, err.extra
-                )
+                response = error_response(err.status, err.code, err.message, err.headers, err.extra)
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status_code)
         status = str(response.status_code)

@@ -71,5 +71,3 @@ PARTITIONS = gauge("sessiond_partitions", "Partitions of the deployment (SESSION
 def render() -> bytes:
     """The text exposition of every metric in `REGISTRY`."""
     return prometheus_client.generate_latest(REGISTRY)
-
-
