@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import msgspec
@@ -22,12 +23,14 @@ from gateway.grpc import sessiond_pb2 as pb
 from gateway.grpc import sessiond_pb2_grpc as pb_grpc
 from tests.integration.gwstack import Stack, connect_ws, recv_until
 
-pytestmark = pytest.mark.anyio
+SERVICE = "sessiond.v1.SessionService"
 
 
 @pytest.fixture
-async def channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
+def channel(stack: Stack) -> Iterator[grpc.Channel]:
+    """The blocking client (grpc.aio's binds to the first event loop it meets, and each test
+    runs on a new one)."""
+    with grpc.insecure_channel(stack.grpc_target) as ch:
         yield ch
 
 
@@ -39,34 +42,33 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-async def refused(call) -> tuple[grpc.StatusCode, str, dict]:
+def refused(call: Callable[[], object]) -> tuple[grpc.StatusCode, str, dict]:
     """The status, the error code and the error body of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
+    with pytest.raises(grpc.RpcError) as info:
+        call()
     err = info.value
     trailers = dict(err.trailing_metadata() or ())
     body = msgspec.json.decode(trailers["sessiond-error-bin"]) if trailers else {}
     return err.code(), trailers.get("sessiond-error-code", ""), body
 
 
-async def started(api: pb_grpc.SessionServiceStub, md, sid: str | None = None) -> str:
+def started(api: pb_grpc.SessionServiceStub, md, sid: str | None = None) -> str:
     sid = sid or new_id()
-    await api.StartSession(pb.StartSessionRequest(session_id=sid, router_id=new_id()), metadata=md)
+    api.StartSession(pb.StartSessionRequest(session_id=sid, router_id=new_id()), metadata=md)
     return sid
 
 
+@pytest.mark.anyio
 async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
     api = pb_grpc.SessionServiceStub(channel)
     md = auth(stack, "g-alice")
     sid, router = new_id(), new_id()
-    ack = await api.StartSession(
-        pb.StartSessionRequest(session_id=sid, router_id=router), metadata=md
-    )
+    ack = api.StartSession(pb.StartSessionRequest(session_id=sid, router_id=router), metadata=md)
     assert ack.session_version >= 1 and ack.key_generated and ack.idempotency_key
-    refreshed = await api.RefreshSession(pb.RefreshSessionRequest(session_id=sid), metadata=md)
+    refreshed = api.RefreshSession(pb.RefreshSessionRequest(session_id=sid), metadata=md)
     assert refreshed.session_version > ack.session_version
 
-    saved = await api.SaveSnapshot(
+    saved = api.SaveSnapshot(
         pb.SaveSnapshotRequest(
             session_id=sid,
             state_json='{"cart": [1, 2], "n": 9007199254740993}',
@@ -76,20 +78,20 @@ async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
         metadata=md,
     )
     assert saved.state_version == 1
-    patched = await api.ApplyChanges(
+    patched = api.ApplyChanges(
         pb.ApplyChangesRequest(
             session_id=sid, changes_json='{"theme": "dark"}', deleted_keys=["cart"], base_version=1
         ),
         metadata=md,
     )
     assert patched.state_version == 2
-    session = await api.GetSession(
+    session = api.GetSession(
         pb.GetSessionRequest(session_id=sid, min_version=patched.ack.session_version),
         metadata=md,
     )
     assert json.loads(session.state_json) == {"n": 9007199254740993, "theme": "dark"}
     assert session.version == 2 and session.user_id == "g-alice" and session.status == "ACTIVE"
-    resolved = await api.ResolveConflict(
+    resolved = api.ResolveConflict(
         pb.ResolveConflictRequest(
             session_id=sid,
             client_state_json='{"theme": "light", "x": 1}',
@@ -100,18 +102,18 @@ async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
     )
     assert json.loads(resolved.state_json)["x"] == 1 and resolved.state_version == 3
 
-    issued = await api.StartHandoff(
+    issued = api.StartHandoff(
         pb.StartHandoffRequest(session_id=sid, source_device="phone", target_device="tablet"),
         metadata=md,
     )
     assert issued.token and issued.expires_in == 300
-    accepted = await api.AcceptHandoff(
+    accepted = api.AcceptHandoff(
         pb.AcceptHandoffRequest(session_id=sid, token=issued.token, device_id="tablet"),
         metadata=md,
     )
     assert accepted.state_version == 3 and json.loads(accepted.state_json)["x"] == 1
-    code, error, _ = await refused(
-        api.AcceptHandoff(
+    code, error, _ = refused(
+        lambda: api.AcceptHandoff(
             pb.AcceptHandoffRequest(session_id=sid, token=issued.token, device_id="tablet"),
             metadata=md,
         )
@@ -122,12 +124,12 @@ async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
     try:
         assert hello["type"] == "connected", hello
         for _ in range(50):
-            listed = await api.ListDevices(pb.ListDevicesRequest(session_id=sid), metadata=md)
+            listed = api.ListDevices(pb.ListDevicesRequest(session_id=sid), metadata=md)
             if any(d.device_id == "laptop" and d.online for d in listed.devices):
                 break
             await asyncio.sleep(0.1)
         assert [d.device_id for d in listed.devices if d.online] == ["laptop"]
-        gone = await api.DisconnectDevice(
+        gone = api.DisconnectDevice(
             pb.DisconnectDeviceRequest(session_id=sid, device_id="laptop"), metadata=md
         )
         assert gone.session_version > 0
@@ -136,7 +138,7 @@ async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
     finally:
         await ws.close()
 
-    sim = await api.StartSimulator(
+    sim = api.StartSimulator(
         pb.StartSimulatorRequest(session_id=sid, initial_symbols=["AAPL"], initial_cash=500.0),
         metadata=md,
     )
@@ -144,123 +146,125 @@ async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
     assert sim.initial_cash == 500.0
     for _ in range(50):
         try:
-            status = await api.GetSimulator(pb.GetSimulatorRequest(session_id=sid), metadata=md)
+            status = api.GetSimulator(pb.GetSimulatorRequest(session_id=sid), metadata=md)
             break
-        except grpc.aio.AioRpcError:
+        except grpc.RpcError:
             await asyncio.sleep(0.1)
     assert status.simulator_id == sim.simulator_id and status.session_id == sid
-    stopped = await api.StopSimulator(pb.StopSimulatorRequest(session_id=sid), metadata=md)
+    stopped = api.StopSimulator(pb.StopSimulatorRequest(session_id=sid), metadata=md)
     assert stopped.simulator_id == sim.simulator_id
 
-    ended = await api.EndSession(
-        pb.EndSessionRequest(session_id=sid, router_id=router), metadata=md
-    )
+    ended = api.EndSession(pb.EndSessionRequest(session_id=sid, router_id=router), metadata=md)
     assert ended.session_version > stopped.ack.session_version
-    code, error, _ = await refused(
-        api.RefreshSession(pb.RefreshSessionRequest(session_id=sid), metadata=md)
+    code, error, _ = refused(
+        lambda: api.RefreshSession(pb.RefreshSessionRequest(session_id=sid), metadata=md)
     )
     assert (code, error) == (grpc.StatusCode.FAILED_PRECONDITION, "SESSION_ENDED")
 
 
-async def test_bad_input_is_invalid_argument_with_its_code(stack: Stack, channel) -> None:
+def test_bad_input_is_invalid_argument_with_its_code(stack: Stack, channel) -> None:
     api = pb_grpc.SessionServiceStub(channel)
     md = auth(stack, "g-bob")
-    code, error, body = await refused(
-        api.StartSession(
+    code, error, body = refused(
+        lambda: api.StartSession(
             pb.StartSessionRequest(session_id="not-a-uuid", router_id=new_id()), metadata=md
         )
     )
     assert (code, error) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
     assert "session_id" in body["error"]["message"]
-    sid = await started(api, md)
+    sid = started(api, md)
     for state_json, expected in (
         ("[1, 2]", "INVALID_ARGUMENT"),
         ("{", "MALFORMED_JSON"),
         ('{"a": 1e999999}', None),
         ("", "INVALID_ARGUMENT"),
     ):
-        code, error, _ = await refused(
-            api.SaveSnapshot(
-                pb.SaveSnapshotRequest(session_id=sid, state_json=state_json), metadata=md
+        code, error, _ = refused(
+            lambda text=state_json: api.SaveSnapshot(
+                pb.SaveSnapshotRequest(session_id=sid, state_json=text), metadata=md
             )
         )
         assert code == grpc.StatusCode.INVALID_ARGUMENT, state_json
         assert expected is None or error == expected, (state_json, error)
     big = json.dumps({"blob": "x" * (300 * 1024)})
-    code, error, _ = await refused(
-        api.SaveSnapshot(pb.SaveSnapshotRequest(session_id=sid, state_json=big), metadata=md)
+    code, error, _ = refused(
+        lambda: api.SaveSnapshot(
+            pb.SaveSnapshotRequest(session_id=sid, state_json=big), metadata=md
+        )
     )
     assert (code, error) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "STATE_TOO_LARGE")
-    code, error, _ = await refused(
-        api.ApplyChanges(
+    code, error, _ = refused(
+        lambda: api.ApplyChanges(
             pb.ApplyChangesRequest(session_id=sid, changes_json='{"a": 1}', base_version=7),
             metadata=md,
         )
     )
     assert (code, error) == (grpc.StatusCode.FAILED_PRECONDITION, "VERSION_CONFLICT")
-    code, error, _ = await refused(
-        api.ResolveConflict(
+    code, error, _ = refused(
+        lambda: api.ResolveConflict(
             pb.ResolveConflictRequest(session_id=sid, client_state_json="{}", strategy=7),
             metadata=md,
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    code, error, _ = await refused(
-        api.GetSession(pb.GetSessionRequest(session_id=new_id()), metadata=md)
+    code, error, _ = refused(
+        lambda: api.GetSession(pb.GetSessionRequest(session_id=new_id()), metadata=md)
     )
     assert (code, error) == (grpc.StatusCode.NOT_FOUND, "SESSION_NOT_FOUND")
-    code, error, _ = await refused(
-        api.GetSimulator(pb.GetSimulatorRequest(session_id=sid), metadata=md)
+    code, error, _ = refused(
+        lambda: api.GetSimulator(pb.GetSimulatorRequest(session_id=sid), metadata=md)
     )
     assert (code, error) == (grpc.StatusCode.NOT_FOUND, "SIMULATOR_NOT_FOUND")
-    code, error, _ = await refused(
-        api.StartHandoff(
+    code, error, _ = refused(
+        lambda: api.StartHandoff(
             pb.StartHandoffRequest(session_id=sid, source_device="", target_device="b"), metadata=md
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_auth_failures(stack: Stack, channel) -> None:
+def test_auth_failures(stack: Stack, channel) -> None:
     api = pb_grpc.SessionServiceStub(channel)
     request = pb.RefreshSessionRequest(session_id=new_id())
-    code, error, _ = await refused(api.RefreshSession(request))
+    code, error, _ = refused(lambda: api.RefreshSession(request))
     assert (code, error) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_MISSING")
-    code, _, _ = await refused(
-        api.RefreshSession(request, metadata=(("authorization", "Bearer nonsense"),))
+    code, _, _ = refused(
+        lambda: api.RefreshSession(request, metadata=(("authorization", "Bearer nonsense"),))
     )
     assert code == grpc.StatusCode.UNAUTHENTICATED
     refresh = stack.token("g-carol", kind="refresh")  # a refresh token is no access token
-    code, _, _ = await refused(
-        api.RefreshSession(request, metadata=(("authorization", f"Bearer {refresh}"),))
+    code, _, _ = refused(
+        lambda: api.RefreshSession(request, metadata=(("authorization", f"Bearer {refresh}"),))
     )
     assert code == grpc.StatusCode.UNAUTHENTICATED
-    sid = await started(api, auth(stack, "g-carol"))
+    sid = started(api, auth(stack, "g-carol"))
     mallory = auth(stack, "g-mallory")
-    code, error, _ = await refused(
-        api.GetSession(pb.GetSessionRequest(session_id=sid), metadata=mallory)
+    code, error, _ = refused(
+        lambda: api.GetSession(pb.GetSessionRequest(session_id=sid), metadata=mallory)
     )
     assert (code, error) == (grpc.StatusCode.PERMISSION_DENIED, "SESSION_FORBIDDEN")
-    code, _, _ = await refused(
-        api.ApplyChanges(
+    code, _, _ = refused(
+        lambda: api.ApplyChanges(
             pb.ApplyChangesRequest(session_id=sid, changes_json='{"a": 1}'), metadata=mallory
         )
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED
-    code, _, _ = await refused(api.Watch(pb.WatchRequest(session_id=sid), metadata=mallory).read())
+    code, _, _ = refused(
+        lambda: next(api.Watch(pb.WatchRequest(session_id=sid), metadata=mallory, timeout=10))
+    )
     assert code == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_a_retry_with_its_key_is_applied_once(stack: Stack, channel) -> None:
+def test_a_retry_with_its_key_is_applied_once(stack: Stack, channel) -> None:
     api = pb_grpc.SessionServiceStub(channel)
     md = auth(stack, "g-dave")
-    sid = await started(api, md)
+    sid = started(api, md)
     request = pb.ApplyChangesRequest(session_id=sid, changes_json='{"n": 1}', idempotency_key="k-1")
-    first = await api.ApplyChanges(request, metadata=md)
-    again = await api.ApplyChanges(request, metadata=md)
+    first = api.ApplyChanges(request, metadata=md)
+    again = api.ApplyChanges(request, metadata=md)
     assert again == first and not first.ack.key_generated
-    code, error, _ = await refused(
-        api.ApplyChanges(
+    code, error, _ = refused(
+        lambda: api.ApplyChanges(
             pb.ApplyChangesRequest(session_id=sid, changes_json='{"n": 2}', idempotency_key="k-1"),
             metadata=md,
         )
@@ -268,98 +272,87 @@ async def test_a_retry_with_its_key_is_applied_once(stack: Stack, channel) -> No
     assert (code, error) == (grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED")
 
 
-async def test_health_and_reflection(stack: Stack, channel) -> None:
+def test_health_and_reflection(stack: Stack, channel) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     for service in ("", "sessiond.v1.SessionService"):
-        answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
     reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
-    call = reflect.ServerReflectionInfo()
-    await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
-    services = {s.name for s in (await call.read()).list_services_response.service}
-    await call.write(
-        reflection_pb2.ServerReflectionRequest(file_containing_symbol="sessiond.v1.SessionService")
+    listed, found = reflect.ServerReflectionInfo(
+        iter(
+            [
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+            ]
+        )
     )
-    files = (await call.read()).file_descriptor_response.file_descriptor_proto
-    await call.done_writing()
-    assert {"sessiond.v1.SessionService", "grpc.health.v1.Health"} <= services
-    assert files  # a client can build its stubs from the server alone
+    services = {s.name for s in listed.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health"} <= services
+    assert found.file_descriptor_response.file_descriptor_proto  # stubs from the server alone
 
 
-async def _changes(stream, until: int, timeout: float = 10.0) -> list[pb.Change]:
-    """Read versioned changes up to version `until`."""
+def watch(api: pb_grpc.SessionServiceStub, md, sid: str, since: int | None = None):
+    """A Watch call (bounded: a test never hangs on it) and its `connected` message."""
+    request = pb.WatchRequest(session_id=sid, since=since)
+    stream = api.Watch(request, metadata=md, timeout=30)
+    hello = next(stream)
+    assert hello.type == "connected" and not hello.HasField("version"), hello
+    return stream, json.loads(hello.payload_json)
+
+
+def changes(stream, until: int) -> list[pb.Change]:
+    """Read the versioned changes up to version `until`."""
     got: list[pb.Change] = []
-    async with asyncio.timeout(timeout):
-        while (change := await stream.read()) is not grpc.aio.EOF:
-            if change.HasField("version"):
-                got.append(change)
-                if change.version >= until:
-                    return got
+    for change in stream:
+        if change.HasField("version"):
+            got.append(change)
+            if change.version >= until:
+                return got
     raise AssertionError(f"stream ended at {[c.version for c in got]}")
 
 
-async def test_watch_resumes_after_a_dropped_connection_without_gaps(stack: Stack) -> None:
+def write(api: pb_grpc.SessionServiceStub, md, sid: str, changes: dict) -> int:
+    request = pb.ApplyChangesRequest(session_id=sid, changes_json=json.dumps(changes))
+    return api.ApplyChanges(request, metadata=md).ack.session_version
+
+
+def test_watch_resumes_after_a_dropped_connection_without_gaps(stack: Stack) -> None:
     md = auth(stack, "g-erin")
-    async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
+    with grpc.insecure_channel(stack.grpc_target) as ch:
         api = pb_grpc.SessionServiceStub(ch)
-        sid = await started(api, md)
-        stream = api.Watch(pb.WatchRequest(session_id=sid), metadata=md)
-        hello = await stream.read()
-        assert hello.type == "connected" and not hello.HasField("version")
-        joined = json.loads(hello.payload_json)["version"]
-        last = 0
-        for i in range(3):
-            last = (
-                await api.ApplyChanges(
-                    pb.ApplyChangesRequest(session_id=sid, changes_json=json.dumps({"i": i})),
-                    metadata=md,
-                )
-            ).ack.session_version
-        live = await _changes(stream, last)
-        assert [c.version for c in live] == list(range(joined + 1, last + 1))
+        sid = started(api, md)
+        stream, hello = watch(api, md, sid)
+        last = [write(api, md, sid, {"i": i}) for i in range(3)][-1]
+        live = changes(stream, last)
+        assert [c.version for c in live] == list(range(hello["version"] + 1, last + 1))
         assert all(c.type == "state_update" for c in live)
         assert json.loads(live[-1].payload_json)["changes"] == {"i": 2}
-    # the connection is gone (channel closed); writes go on meanwhile, over another channel
-    async with grpc.aio.insecure_channel(stack.grpc_target) as ch:
+    # the connection is gone (its channel closed); writes go on meanwhile, over another one
+    with grpc.insecure_channel(stack.grpc_target) as ch:
         api = pb_grpc.SessionServiceStub(ch)
-        for i in range(3, 8):
-            newest = (
-                await api.ApplyChanges(
-                    pb.ApplyChangesRequest(session_id=sid, changes_json=json.dumps({"i": i})),
-                    metadata=md,
-                )
-            ).ack.session_version
-        resumed = api.Watch(pb.WatchRequest(session_id=sid, since=live[-1].version), metadata=md)
-        hello = await resumed.read()
-        assert json.loads(hello.payload_json)["resumed_from"] == live[-1].version
-        caught_up = await _changes(resumed, newest)
+        newest = [write(api, md, sid, {"i": i}) for i in range(3, 8)][-1]
+        resumed, hello = watch(api, md, sid, since=live[-1].version)
+        assert hello["resumed_from"] == live[-1].version
+        caught_up = changes(resumed, newest)
         assert [c.version for c in caught_up] == list(range(live[-1].version + 1, newest + 1))
         assert [json.loads(c.payload_json)["changes"]["i"] for c in caught_up] == [3, 4, 5, 6, 7]
-        # and live again after the catch-up
-        after = (
-            await api.ApplyChanges(
-                pb.ApplyChangesRequest(session_id=sid, changes_json='{"i": 8}'), metadata=md
-            )
-        ).ack.session_version
-        assert [c.version for c in await _changes(resumed, after)] == [after]
+        after = write(api, md, sid, {"i": 8})  # and live again after the catch-up
+        assert [c.version for c in changes(resumed, after)] == [after]
         resumed.cancel()
 
 
+@pytest.mark.anyio
 async def test_watch_sees_what_a_websocket_sees(stack: Stack, channel) -> None:
     api = pb_grpc.SessionServiceStub(channel)
     md = auth(stack, "g-frank")
-    sid = await started(api, md)
-    stream = api.Watch(pb.WatchRequest(session_id=sid), metadata=md)
-    start = json.loads((await stream.read()).payload_json)["version"]
-    ws, _ = await connect_ws(stack, "g-frank", "laptop", sid, since=start)
+    sid = started(api, md)
+    stream, hello = watch(api, md, sid)
+    ws, _ = await connect_ws(stack, "g-frank", "laptop", sid, since=hello["version"])
     try:
-        last = (
-            await api.SaveSnapshot(
-                pb.SaveSnapshotRequest(session_id=sid, state_json='{"a": 1}'), metadata=md
-            )
-        ).ack.session_version
-        over_grpc = await _changes(stream, last)
-        over_ws = []
+        request = pb.SaveSnapshotRequest(session_id=sid, state_json='{"a": 1}')
+        last = api.SaveSnapshot(request, metadata=md).ack.session_version
+        over_grpc = changes(stream, last)
+        over_ws: list[dict] = []
         while not over_ws or over_ws[-1]["payload"]["version"] < last:
             over_ws.append(
                 await recv_until(
@@ -374,26 +367,51 @@ async def test_watch_sees_what_a_websocket_sees(stack: Stack, channel) -> None:
         stream.cancel()
 
 
-async def test_watch_ends_when_the_session_ends_and_refuses_bad_requests(
-    stack: Stack, channel
-) -> None:
+def test_watch_ends_when_the_session_ends_and_refuses_bad_requests(stack: Stack, channel) -> None:
     api = pb_grpc.SessionServiceStub(channel)
     md = auth(stack, "g-gina")
-    sid = await started(api, md)
-    stream = api.Watch(pb.WatchRequest(session_id=sid), metadata=md)
-    await stream.read()
-    await api.EndSession(pb.EndSessionRequest(session_id=sid), metadata=md)
-    seen = []
-    while (change := await stream.read()) is not grpc.aio.EOF:
-        seen.append(change)
+    sid = started(api, md)
+    stream, _ = watch(api, md, sid)
+    api.EndSession(pb.EndSessionRequest(session_id=sid), metadata=md)
+    seen = list(stream)
     assert seen and json.loads(seen[-1].payload_json)["status"] == "ENDED"
-    assert await stream.code() == grpc.StatusCode.OK
+    assert stream.code() == grpc.StatusCode.OK
     for request, expected in (
         (pb.WatchRequest(session_id="nope"), grpc.StatusCode.INVALID_ARGUMENT),
         (pb.WatchRequest(session_id=new_id()), grpc.StatusCode.NOT_FOUND),
         (pb.WatchRequest(session_id=sid, since=-1), grpc.StatusCode.INVALID_ARGUMENT),
     ):
-        code, _, _ = await refused(api.Watch(request, metadata=md).read())
+        code, _, _ = refused(lambda r=request: next(api.Watch(r, metadata=md, timeout=10)))
         assert code == expected, request
-    code, _, _ = await refused(api.Watch(pb.WatchRequest(session_id=sid)).read())
+    code, _, _ = refused(lambda: next(api.Watch(pb.WatchRequest(session_id=sid), timeout=10)))
     assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_draining_gateway_ends_watches_unavailable_and_they_resume_on_the_next(
+    stack: Stack,
+) -> None:
+    """SIGTERM: the stream ends UNAVAILABLE (after a `reconnect` advice); the client resumes
+    from its last version on the gateway that replaces it, missing nothing written between."""
+    md = auth(stack, "g-hana")
+    with grpc.insecure_channel(stack.grpc_target) as ch:
+        api = pb_grpc.SessionServiceStub(ch)
+        sid = started(api, md)
+        stream, _ = watch(api, md, sid)
+        seen = changes(stream, write(api, md, sid, {"i": 0}))
+        stack.procs["gateway"].send_signal(signal.SIGTERM)
+        types = []
+        with pytest.raises(grpc.RpcError) as ended:
+            for change in stream:
+                types.append(change.type)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "reconnect" in types
+    assert stack.stop("gateway") == 0
+    stack.start_gateway()
+    stack.wait_ready()
+    with grpc.insecure_channel(stack.grpc_target) as ch:
+        api = pb_grpc.SessionServiceStub(ch)
+        newest = [write(api, md, sid, {"i": i}) for i in (1, 2)][-1]
+        resumed, _ = watch(api, md, sid, since=seen[-1].version)
+        caught_up = changes(resumed, newest)
+        assert [c.version for c in caught_up] == list(range(seen[-1].version + 1, newest + 1))
+        resumed.cancel()
