@@ -415,3 +415,35 @@ def test_a_draining_gateway_ends_watches_unavailable_and_they_resume_on_the_next
         caught_up = changes(resumed, newest)
         assert [c.version for c in caught_up] == list(range(seen[-1].version + 1, newest + 1))
         resumed.cancel()
+
+
+def test_outcome_unknown_carries_the_key_and_its_retry_is_applied_once(stack: Stack) -> None:
+    """The worker is down: the write is UNAVAILABLE with OUTCOME_UNKNOWN and the key to retry
+    with; once a worker is back, the retry under that key is applied once."""
+    md = auth(stack, "g-ivan")
+    with grpc.insecure_channel(stack.grpc_target) as ch:
+        api = pb_grpc.SessionServiceStub(ch)
+        sid = started(api, md)
+        stack.stop("worker")
+        try:
+            request = pb.ApplyChangesRequest(session_id=sid, changes_json='{"n": 1}')
+            code, error, body = refused(lambda: api.ApplyChanges(request, metadata=md, timeout=30))
+            assert (code, error) == (grpc.StatusCode.UNAVAILABLE, "OUTCOME_UNKNOWN")
+            key = body["error"]["idempotency_key"]
+            assert key
+        finally:
+            stack.start("worker", "worker")
+        retry = pb.ApplyChangesRequest(session_id=sid, changes_json='{"n": 1}', idempotency_key=key)
+        for _ in range(100):  # until the new worker holds the partition
+            try:
+                written = api.ApplyChanges(retry, metadata=md, timeout=30)
+                break
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+        again = api.ApplyChanges(retry, metadata=md, timeout=30)
+        assert again == written and written.state_version == 1  # once, not twice
+        session = api.GetSession(
+            pb.GetSessionRequest(session_id=sid, min_version=written.ack.session_version),
+            metadata=md,
+        )
+        assert json.loads(session.state_json) == {"n": 1} and session.version == 1
