@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -21,7 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.grpc import sessiond_pb2 as pb
 from gateway.grpc import sessiond_pb2_grpc as pb_grpc
-from tests.integration.gwstack import Stack, connect_ws, recv_until
+from tests.integration.gwstack import ROOT, SESSIOND, Stack, connect_ws, free_port, recv_until
 
 SERVICE = "sessiond.v1.SessionService"
 
@@ -447,3 +448,15 @@ def test_outcome_unknown_carries_the_key_and_its_retry_is_applied_once(stack: St
             metadata=md,
         )
         assert json.loads(session.state_json) == {"n": 1} and session.version == 1
+
+
+def test_a_gateway_whose_grpc_address_is_taken_exits_with_an_error(stack: Stack) -> None:
+    """Two gateways on one GRPC_ADDR: the second says so and exits (code 3), rather than
+    serving REST without its gRPC API (or sharing the port through SO_REUSEPORT)."""
+    env = {**stack.env, "GRPC_ADDR": stack.grpc_target}
+    proc = subprocess.run(
+        [*SESSIOND, "gateway", "--port", str(free_port())],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert f"gRPC cannot listen on {stack.grpc_target}" in proc.stdout + proc.stderr
