@@ -124,7 +124,7 @@ async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
     ws, hello = await connect_ws(stack, "g-alice", "laptop", sid)
     try:
         assert hello["type"] == "connected", hello
-        for _ in range(50):
+        for _ in range(150):
             listed = api.ListDevices(pb.ListDevicesRequest(session_id=sid), metadata=md)
             if any(d.device_id == "laptop" and d.online for d in listed.devices):
                 break
@@ -145,7 +145,7 @@ async def test_every_call_of_a_session_life(stack: Stack, channel) -> None:
     )
     assert sim.simulator_id and list(sim.initial_symbols) == ["AAPL"]
     assert sim.initial_cash == 500.0
-    for _ in range(50):
+    for _ in range(150):  # until the projector has the simulator's row
         try:
             status = api.GetSimulator(pb.GetSimulatorRequest(session_id=sid), metadata=md)
             break

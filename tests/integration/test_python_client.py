@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -151,11 +152,12 @@ def test_state_handoff_device_and_simulator_calls(stack: Stack) -> None:
         assert devices.session_id == sid and devices.count == len(devices.devices)
         sim, _ = c.start_simulator(sid, symbols=["AAPL"], cash=1000.0)
         assert sim.status == "CREATING" and sim.initial_symbols == ["AAPL"]
-        status = None
-        for _ in range(50):
+        status, deadline = None, time.monotonic() + 15
+        while time.monotonic() < deadline:  # until the projector has the simulator's row
             status, error = c.simulator_status(sid)
             if error is None:
                 break
+            time.sleep(0.1)
         assert status is not None and status.simulator_id == sim.simulator_id
         stopped, _ = c.stop_simulator(sid)
         assert stopped.status == "STOPPING" and stopped.simulator_id == sim.simulator_id
@@ -169,7 +171,7 @@ async def test_async_client_and_device_disconnect(stack: Stack) -> None:
         assert error is None and started.session_id == sid
         ws, _ = await connect_ws(stack, user, "laptop", sid)
         try:
-            for _ in range(50):
+            for _ in range(150):
                 devices, _ = await c.list_devices(sid)
                 if any(d.device_id == "laptop" and d.online for d in devices.devices):
                     break
