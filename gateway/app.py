@@ -25,7 +25,9 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from gateway import market_data, upkeep
+from gateway.asyncapi import build_asyncapi
 from gateway.config import GatewayConfig
+from gateway.docs import docs_routes
 from gateway.errors import error_response
 from gateway.health import probe_checks
 from gateway.openapi import build_openapi
@@ -185,8 +187,11 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
         routes.append(Route(path, endpoint(handler, path), methods=[method]))
     routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
     openapi = msgspec.json.encode(build_openapi(API_ROUTES, VERSION))
+    asyncapi = msgspec.json.encode(build_asyncapi(VERSION, config.addr))
     routes += [
         Route("/openapi.json", lambda r: Response(openapi, media_type="application/json")),
+        Route("/asyncapi.json", lambda r: Response(asyncapi, media_type="application/json")),
+        *docs_routes(),
         Route("/metrics", _metrics),
         Route("/admin", _admin_page),
     ]

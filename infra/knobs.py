@@ -134,6 +134,12 @@ def pem(value: str) -> str:
     return content
 
 
+def address(value: str) -> str:
+    """``host:port`` (``:port`` listens on 127.0.0.1), as gRPC's listen address spells it."""
+    host, port = host_port(value, "127.0.0.1")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def url(*schemes: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if not value.startswith(tuple(f"{s}://" for s in schemes)):
@@ -238,6 +244,7 @@ KNOBS: tuple[Knob, ...] = (
     # the gateway (SERVER_ADDR sets host and port first: see infra.config)
     _k("gateway.host", "GATEWAY_HOST"),
     _k("gateway.port", "GATEWAY_PORT", integer, between(1, 65535)),
+    _k("gateway.grpc_addr", "GRPC_ADDR", address),
     _k("gateway.gateway_id", "GATEWAY_ID"),
     _k("gateway.pod_name", "POD_NAME"),
     _k("gateway.jwt_algorithm", "JWT_ALGORITHM", choice("HS256", "RS256", upper=True)),

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the gateway (WS /ws, SSE, REST, /health, /metrics) on one port",
         description=(
             "Run the gateway on uvicorn (websockets-sansio, httptools, uvloop). Listens on "
-            "127.0.0.1:8080 by default (SERVER_ADDR / GATEWAY_PORT change it). Needs REDIS_URL "
+            "127.0.0.1:8080 by default (SERVER_ADDR / GATEWAY_PORT change it), and serves the gRPC "
+            "API on GRPC_ADDR (default 127.0.0.1:50051). Needs REDIS_URL "
             "(or REDIS_ADDR) and DATABASE_URL. SIGTERM drains: clients are told to reconnect, "
             "then closed within GATEWAY_DRAIN_TIMEOUT seconds."
         ),

@@ -53,6 +53,15 @@ def test_server_addr_with_empty_host_listens_everywhere_and_port_can_be_overridd
     assert load_settings({"SERVER_ADDR": ":9000", "GATEWAY_PORT": "9001"}).gateway.port == 9001
 
 
+def test_grpc_addr_defaults_to_loopback_and_is_checked() -> None:
+    assert load_settings({}).gateway.grpc_addr == "127.0.0.1:50051"
+    assert load_settings({"GRPC_ADDR": ":6000"}).gateway.grpc_addr == "127.0.0.1:6000"
+    assert load_settings({"GRPC_ADDR": "0.0.0.0:6001"}).gateway.grpc_addr == "0.0.0.0:6001"
+    assert load_settings({"GRPC_ADDR": "[::1]:6002"}).gateway.grpc_addr == "[::1]:6002"
+    with pytest.raises(ConfigError, match="GRPC_ADDR"):
+        load_settings({"GRPC_ADDR": "localhost:99999"})
+
+
 @pytest.mark.parametrize(
     ("text", "ms"),
     [("250", 250), ("7d", 604_800_000), ("30s", 30_000), ("1h30m", 5_400_000), ("1.5s", 1500)],

@@ -368,7 +368,7 @@ def test_network_policies_deny_by_default_and_open_the_named_ports(overlay: str)
                 if isinstance(port["port"], str):  # a named port that some selected pod has
                     assert any(port["port"] in p["_ports"] for p in selected), (name, port)
                 opened.add(port["port"])
-    assert {"http", "metrics"} <= opened
+    assert {"http", "grpc", "metrics"} <= opened
     egress = {p["port"] for s in policies.values() for r in s.get("egress", []) for p in r["ports"]}
     assert {53, 6379, 5432} <= egress
 
