@@ -88,6 +88,10 @@ class Connection:
     """One client connection (WS or SSE) as the hub sees it. Subclasses write bytes."""
 
     transport = "ws"
+    #: Whether the peer sends (heartbeats, messages) so that its silence means it is gone. A
+    #: WebSocket peer answers heartbeats; an SSE or gRPC watch cannot send on its stream, so
+    #: only a failed or stalled write (the slow-client rule) tells that it left.
+    speaks = True
     __slots__ = (
         "_flusher",
         "backlog",

@@ -475,6 +475,7 @@ class GrpcWatch(Connection):
     keepalive pings), so the gateway's SSE keep-alive is dropped here."""
 
     transport = "grpc"
+    speaks = False
     __slots__ = ("_closed", "_queue", "close_code", "close_reason")
 
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -497,7 +498,6 @@ class GrpcWatch(Connection):
 
     def send(self, data: Any) -> None:
         if isinstance(data, bytes):  # the SSE keep-alive of the upkeep: not for this stream
-            self.last_rx = time.monotonic()  # (the peer's liveness is HTTP/2's to tell)
             return
         super().send(data)
 
