@@ -120,11 +120,13 @@ def add_store_options(
             help="PostgreSQL DSN (default: $DATABASE_URL)",
         )
     if metrics:
-        parser.add_argument(
-            "--metrics-port",
-            type=int,
-            default=0,
-            help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+        add_knob_option(
+            parser,
+            "--metrics-addr",
+            "metrics_addr",
+            metavar="[HOST:]PORT",
+            help="serve /healthz and /metrics there; a bare port is loopback (default: "
+            "$SESSIOND_METRICS_ADDR, else off)",
         )
 
 
@@ -200,12 +202,12 @@ class Progress:
 
 
 def package_version() -> str:
-    """The installed `sessiond` package's version (`sessiond --version`)."""
+    """The installed sessiond's version (its package metadata: pyproject.toml's `version`)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("sessiond")
-    except PackageNotFoundError:  # run from a checkout that was never installed
+    except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown"
 
 
@@ -291,6 +293,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     from infra.config import ConfigError, load_settings
     from infra.logging import setup_logging
+    from infra.tracing import setup_tracing, shutdown_tracing
 
     try:
         args.settings = load_settings(
@@ -299,6 +302,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(e.message)
     setup_logging(args.settings.log_level, service=args.command, fmt=args.settings.log_format)
+    setup_tracing(args.command, otlp_endpoint=args.settings.otlp_endpoint)
     try:
         if inspect.iscoroutinefunction(handler):
             result = run_async(handler, args)
@@ -315,6 +319,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if unavailable is None:
             raise
         return _fail(unavailable)
+    finally:
+        shutdown_tracing()  # the spans still batched go out before the process ends
     return 0 if result is None else int(result)
 
 
