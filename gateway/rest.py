@@ -425,9 +425,21 @@ async def admin_metrics(request: Request, ctx: Context) -> Any:
 
 
 async def admin_sessions(request: Request, ctx: Context) -> Any:
+    """GET /admin/sessions?user=&device=&status=&cursor=&limit= (keyset pages)."""
     claims = authenticate(request, ctx)
-    limit = version_param(request.query_params.get("limit"), "limit")
-    return await admin.admin_sessions(ctx, claims, limit)
+    q = request.query_params
+    limit = version_param(q.get("limit"), "limit")
+    return await admin.search_sessions(
+        ctx,
+        claims,
+        admin.SessionQuery(
+            user=identifier(q.get("user", ""), "user", ctx.config),
+            device=identifier(q.get("device", ""), "device", ctx.config),
+            status=q.get("status", "")[:32],
+            cursor=q.get("cursor", "")[:512],
+            limit=100 if limit is None else limit,
+        ),
+    )
 
 
 async def admin_connections(request: Request, ctx: Context) -> Any:
