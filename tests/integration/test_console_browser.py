@@ -2,14 +2,17 @@
 `chromium-driver`) against a real stack: sign in, find a session, open it, scrub its timeline
 and see the state change, follow new events live, filter, send a broadcast and see it arrive at
 a connected WebSocket client, disconnect a device, replay an exported file of 10,000 events in
-the virtualised timeline. Each page is saved as a screenshot into docs/images/ (the README
-shows them)."""
+the virtualised timeline. Each page is saved as a screenshot into a temporary directory, or into
+the directory SESSIOND_SCREENSHOTS names: `SESSIOND_SCREENSHOTS=docs/images make test` refreshes
+the README's images (a plain test run leaves the checkout untouched)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +33,8 @@ from tests.integration.gwstack import Stack, connect_ws, recv_until
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGES = ROOT / "docs" / "images"
+_SHOTS = os.environ.get("SESSIOND_SCREENSHOTS") or tempfile.mkdtemp(prefix="console-shots-")
+IMAGES = ROOT / _SHOTS  # (an absolute temporary directory stays itself)
 
 
 @pytest.fixture

@@ -183,6 +183,7 @@ async def _gateway(redis_url: str, database_url: str) -> AsyncIterator[Any]:
     settings = load_settings({
         "REDIS_URL": redis_url, "DATABASE_URL": database_url, "SESSIOND_PARTITIONS": str(P),
         "SESSIOND_ENV": "test", "GATEWAY_PORT": str(free_port()),
+        "GRPC_ADDR": f"127.0.0.1:{free_port()}",
     })  # fmt: skip
     server = build_server(settings.gateway)
     task = asyncio.create_task(server.serve())
