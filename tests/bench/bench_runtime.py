@@ -49,6 +49,7 @@ from infra.embedded import start_redis
 from infra.gctune import tune_gc
 from infra.store import build_envelope, layout, open_store
 from infra.store.redis.resp import pack
+from tests.bench.machine import MachineSample, result
 from tests.rediskit import connect
 
 BASELINE_APPEND = """
@@ -249,6 +250,7 @@ async def main(args: argparse.Namespace) -> None:
             return n / wall, n / cpu
 
         rates: dict[bool, tuple[float, float]] = {}
+        m0 = MachineSample.now()
         for raw in (False, True):
             # the baselines write to sessions of their own, so the runtime's sessions hold only
             # what the runtime wrote (a session's history is its SessionCreated when it starts)
@@ -266,7 +268,13 @@ async def main(args: argparse.Namespace) -> None:
             "cold": report("runtime, cold cache (loads 10k)", *cold),
             "warm": report("runtime, warm cache", *warm),
         }
+        pressure = MachineSample.now().pressure(m0)
         best = max(rates.values())
+        # issue 19's figure: the warm worker's commands/s against the raw RESP baseline (the
+        # same Redis work per command, framed by hand) in the same run
+        result("runtime_ratio", runtime["warm"][0] / rates[True][0], pressure,
+               f"cold={runtime['cold'][0] / rates[True][0]:.2f} "
+               f"per_python_cpu={runtime['warm'][1] / rates[True][1]:.2f}")
         for label, (rate, per_cpu) in runtime.items():
             print(
                 f"ratio runtime ({label}) / best baseline: {rate / best[0]:.2f} wall-clock, "
