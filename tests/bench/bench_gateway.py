@@ -485,7 +485,7 @@ class Stack:
         redis_url = self.redis.url if os.environ.get("BENCH_REDIS_TCP") else self.redis.local_url
         self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": self.pg.url,
                     "SESSIOND_ENV": "test", "GATEWAY_RATE_PER_S": "1000",
-                    "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "120",
+                    "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "3600",
                     "GATEWAY_REST_RATE_PER_S": "0", "GATEWAY_MAX_CONNECTIONS_PER_USER": "0",
                     "SESSIOND_LOG_LEVEL": "warning"}
         self.env.pop("SESSIOND_ORIGINS", None)
@@ -880,14 +880,14 @@ def hold_connections(urls: list[str], tokens: dict, bare: bool, server_pids: lis
              for i, part in enumerate(_split(sessions, CONN_PROCS))]
     for p in procs:
         p.start()
-    opened = failed = 0
-    secs = 0.0
-    for _ in procs:
-        _kind, v = out.get(timeout=900)
-        opened += v["open"]
-        failed += v["failed"]
-        secs = max(secs, v["seconds"])
-    held = sum(out.get(timeout=600)[1] for _ in procs)
+    got: dict[str, list[Any]] = {"open": [], "held": []}
+    while len(got["held"]) < len(procs):  # a client may hold before another has opened
+        kind, v = out.get(timeout=900)
+        got[kind].append(v)
+    opened = sum(v["open"] for v in got["open"])
+    failed = sum(v["failed"] for v in got["open"])
+    secs = max(v["seconds"] for v in got["open"])
+    held = sum(got["held"])
     after = sum(rss_kib(pid) for pid in server_pids)
     Path(close_file).touch()
     for _ in procs:
