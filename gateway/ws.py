@@ -51,6 +51,7 @@ from gateway.protocol import (
 from gateway.push import Push
 from gateway.ratelimit import TokenBucket
 from gateway.validate import identifier, parse_uuid, version_param
+from gateway.wsproto import trim_open_connection
 
 __all__ = ["WebSocketEndpoint", "WsConnection"]
 
@@ -193,6 +194,7 @@ class WebSocketEndpoint:
             del headers, event
             if conn is None:
                 return
+            trim_open_connection(scope, send)
             try:
                 await self._loop(ctx, conn, receive)
             finally:
