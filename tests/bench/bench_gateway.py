@@ -750,6 +750,9 @@ def print_step(label: str, step: Step, results: list[dict], raw: Step | None) ->
     print("    CPU (% of one core, /proc/<pid>/stat): " + ", ".join(
         f"{n} {100 * v / span:.0f}%" for n, v in step.cpu.items())
         + f"; total {100 * sum(step.cpu.values()) / span:.0f}% of {100 * (os.cpu_count() or 1)}%")
+    if step.received:
+        print("    CPU per delivered update: " + ", ".join(
+            f"{n} {1e6 * v / step.received:.0f} us" for n, v in step.cpu.items()))
     print("    waiting for a CPU (% of the run, run-queue time from schedstat): " + ", ".join(
         f"{n} {100 * v / span:.0f}%" for n, v in step.waits.items()))
     print(f"    {step.machine}", flush=True)
