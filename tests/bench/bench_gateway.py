@@ -791,9 +791,9 @@ def bench_probes(stack: Stack, clients: LatencyClients) -> None:
 
 def search_rate(clients: LatencyClients, groups: Callable[[], dict[str, list[int]]],
                 first: Step) -> int:
-    """The highest rate (a multiple of 50) at which `Step.sustained` holds: up by 1.5x from
-    the first step while it holds, down by half while it does not, then bisect, at most
-    SEARCH_STEPS steps of STEP_S seconds."""
+    """The highest rate (a multiple of 50, of 10 below 500) at which `Step.sustained` holds: up
+    by 1.5x from the first step while it holds, down by half while it does not, then bisect, at
+    most SEARCH_STEPS steps of STEP_S seconds."""
     passed: float | None = first.rate if first.sustained else None
     failed: float | None = None if first.sustained else first.rate
     for _ in range(SEARCH_STEPS):
@@ -805,7 +805,8 @@ def search_rate(clients: LatencyClients, groups: Callable[[], dict[str, list[int
             break
         else:
             rate = (passed + failed) / 2
-        rate = max(50.0, round(rate / 50) * 50)
+        quantum = 50 if rate >= 500 else 10
+        rate = max(10.0, round(rate / quantum) * quantum)
         if rate in (passed, failed) or rate > MAX_RATE:
             break
         step, _ = run_step(clients, groups, rate, STEP_S)
