@@ -82,6 +82,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     simulator_idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
     simulator_activity_interval_ms: int = 60_000  # how often client activity is reported
     session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
+    metrics_addr: str = ""  # where /healthz and /metrics are served too (SESSIOND_METRICS_ADDR)
     gateway_id: str = ""  # the loader makes it <hostname>-<pid>
     pod_name: str = ""  # the loader makes it the gateway id
     # auth

@@ -46,6 +46,7 @@ __all__ = [
     "ControlReader",
     "DeviceIndex",
     "DueTimer",
+    "Durability",
     "FeedSubscription",
     "Leases",
     "LogConsumer",
@@ -54,6 +55,7 @@ __all__ = [
     "MarketData",
     "PartitionLog",
     "PartitionWriter",
+    "Placement",
     "SimulatorHosts",
     "Snapshot",
     "StatusBoard",
@@ -99,6 +101,16 @@ def position_key(position: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+class Durability(NamedTuple):
+    """What the store's server keeps across a restart, as it reports it (`Store.durability`):
+    production refuses to start on a server that may drop acknowledged data."""
+
+    server: str  # "redis 7.2.4", "valkey 9.1.2", "memory"
+    maxmemory_policy: str  # "noeviction", "allkeys-lru", ...
+    aof: bool  # append-only file on
+    rdb: bool | None  # RDB snapshots scheduled (``save`` not empty); None: cannot be read
+
+
 class Snapshot(NamedTuple):
     """An actor's state as of `version`, encoded by the runtime (msgpack); the store keeps it
     as the msgpack array `[version, state]`."""
@@ -113,6 +125,14 @@ class ActorHistory(NamedTuple):
 
     snapshot: Snapshot | None
     events: list[tuple[int, bytes]]
+
+
+class Placement(NamedTuple):
+    """Where a partition lives: its Redis Cluster hash slot (every key of the partition is in
+    it) and the node serving that slot now."""
+
+    slot: int
+    node: str
 
 
 class DueTimer(NamedTuple):
@@ -437,6 +457,11 @@ class PartitionLog(Protocol):
 
     async def length(self, partition: int) -> int:
         """Entries the log holds now."""
+        ...
+
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        """Entries after position `after`, counted up to `limit` (a projector's lag in
+        events; the count costs the server time in proportion to it, hence the bound)."""
         ...
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
@@ -834,8 +859,22 @@ class Store(Protocol):
         """The writer of a partition whose lease `epoch` the caller holds (no I/O here)."""
         ...
 
+    async def connect(self) -> str:
+        """Reach the store now (its first use does otherwise) and say what it found: "single
+        node (valkey 9.1.2)", "cluster: 3 masters (redis 7.2.4)". Raises `StoreUnavailable`
+        when it cannot be reached or is too old (Redis < 7.0, Valkey < 7.2)."""
+        ...
+
+    async def placements(self) -> dict[int, Placement]:
+        """Each partition's slot and the node serving it now."""
+        ...
+
     async def ping(self) -> None:
-        """Raise `StoreUnavailable` unless the store answers."""
+        """Raise `StoreUnavailable` unless the store answers (every master of a cluster)."""
+        ...
+
+    async def durability(self) -> Durability:
+        """The server's eviction policy and persistence (`Durability`)."""
         ...
 
     async def aclose(self) -> None:

@@ -30,7 +30,9 @@ CPU more), BENCH_CONN_PROCS (2, (b)'s client processes; one opens at most ~20,00
 BENCH_SKIP_A / BENCH_SKIP_RAW / BENCH_SKIP_PROBES / BENCH_SKIP_B, BENCH_TIMELINE=1
 (p50/p99/max per second), BENCH_REDIS_TCP=1 (Redis through loopback TCP instead of its unix
 socket), BENCH_PG_FSYNC=0 (PostgreSQL without fsync, as the test fixtures run it; by default it
-is durable, as in `sessiond dev`), BENCH_PROFILE_GATEWAY=FILE (the gateway under cProfile).
+is durable, as in `sessiond dev`), BENCH_CLUSTER=1 (Redis is an embedded 3-master Valkey
+Cluster on this machine, through loopback TCP; the processes' REDIS_URL names one node),
+BENCH_PROFILE_GATEWAY=FILE (the gateway under cProfile).
 A quick run: `BENCH_DURATION=8 BENCH_STEP_S=8 BENCH_CONNS=4000`.
 """
 
@@ -81,6 +83,7 @@ GATEWAYS = int(os.environ.get("BENCH_GATEWAYS", "2"))
 CLIENT_PROCS = int(os.environ.get("BENCH_CLIENT_PROCS", "1"))
 CONN_PROCS = int(os.environ.get("BENCH_CONN_PROCS", "2"))  # (b)'s clients: 10,000 connections each
 GOAL_P99_MS = 25.0
+CLUSTER = os.environ.get("BENCH_CLUSTER", "") not in ("", "0")
 HEARTBEAT_S = 10.0
 SESSIOND = [sys.executable, "-m", "infra.cli"]
 
@@ -472,17 +475,22 @@ def bare_server(script: str) -> Iterator[tuple[int, int]]:
 # ------------------------------------------------------------------ the stack
 class Stack:
     def __init__(self) -> None:
-        from infra.embedded import start_postgres, start_redis
+        from infra.embedded import start_postgres, start_redis, start_redis_cluster
 
         self.dir = Path(tempfile.mkdtemp(prefix="sessiond-bench-gw-"))
         self.dir.chmod(0o755)
-        self.redis = start_redis(self.dir / "redis")
+        if CLUSTER:
+            self.redis: Any = start_redis_cluster(self.dir / "cluster", 3)
+        else:
+            self.redis = start_redis(self.dir / "redis")
+        self.redis_pids = [n.pid for n in self.redis.nodes] if CLUSTER else [self.redis.pid]
         # durable, as `sessiond dev` runs it (BENCH_PG_FSYNC=0: without fsync, for comparison)
         self.pg = start_postgres(self.dir / "pg", fsync=os.environ.get("BENCH_PG_FSYNC") != "0")
         self.port = free_port()
         # every process is on this machine: Redis through its unix socket, as PostgreSQL
         # (BENCH_REDIS_TCP=1: through loopback TCP instead, for comparison)
-        redis_url = self.redis.url if os.environ.get("BENCH_REDIS_TCP") else self.redis.local_url
+        tcp = CLUSTER or os.environ.get("BENCH_REDIS_TCP")
+        redis_url = self.redis.url if tcp else self.redis.local_url
         self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": self.pg.url,
                     "SESSIOND_ENV": "test", "GATEWAY_RATE_PER_S": "1000",
                     "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "3600",
@@ -532,7 +540,7 @@ class Stack:
     def service_pids(self) -> dict[str, list[int]]:
         """Every process of the service: sessiond's, Redis and PostgreSQL (with its backends)."""
         groups = {n: [p.pid] for n, p in self.procs.items()}
-        groups["redis"] = [self.redis.pid]
+        groups["redis"] = self.redis_pids
         groups["postgres"] = tree(self.pg.pid)
         return groups
 
@@ -939,7 +947,8 @@ def bench_connections(stack: Stack) -> None:
 
 def main() -> None:
     raise_fd_limit()
-    print("starting embedded Redis + PostgreSQL, worker, projector, gateway ...", flush=True)
+    redis = "a 3-master Redis Cluster" if CLUSTER else "Redis"
+    print(f"starting embedded {redis} + PostgreSQL, worker, projector, gateway ...", flush=True)
     stack = Stack()
     try:
         if not os.environ.get("BENCH_SKIP_A"):

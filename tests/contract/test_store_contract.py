@@ -1,5 +1,5 @@
-"""The event store's contract, once, against every backend (`store` fixture: real Redis from the
-test fixtures, and the memory store; the next issue adds a Redis Cluster).
+"""The event store's contract, once, against every backend (`store` fixture: a real Redis node
+and a real 3-master Redis Cluster from the test fixtures, and the memory store).
 
 Each test reads as the sentence in `infra.store.api` it holds the store to. Nothing here looks
 below the API, except the harness's operator actions (killing connections).
@@ -31,6 +31,7 @@ from infra.store import (
     build_envelope,
     conflict_version,
     partition_of,
+    partition_slot,
     position_key,
 )
 from tests.contract.conftest import P
@@ -607,6 +608,30 @@ async def test_the_log_keeps_append_order_and_ranges_by_position(store: Any) -> 
     assert [p for p, _ in await store.log.range(0)] == positions[2:]
 
 
+async def test_the_log_counts_the_entries_after_a_position_up_to_a_limit(store: Any) -> None:
+    a, _ = actor_in(0)
+    writer = await owner_of(store, 0)
+    for version in range(4):
+        await append_one(writer, a, f"c{version}", version)
+    positions = [pos for pos, _ in await store.log.range(0)]
+    assert await store.log.count(0, START, 100) == 4
+    assert await store.log.count(0, positions[0], 100) == 3
+    assert await store.log.count(0, positions[-1], 100) == 0
+    assert await store.log.count(0, START, 2) == 2
+    assert await store.log.count(1, START, 100) == 0
+
+
+async def test_the_store_reports_its_eviction_policy_and_persistence(
+    store: Any, backend: str
+) -> None:
+    found = await store.durability()
+    if backend == "memory":
+        assert (found.server, found.aof, found.rdb) == ("memory", False, False)
+    else:  # the test server: valkey with AOF on, no RDB schedule, the default policy
+        assert found.server.startswith(("valkey ", "redis "))
+        assert (found.maxmemory_policy, found.aof, found.rdb) == ("noeviction", True, False)
+
+
 async def test_a_log_reader_reads_partitions_together_and_publishes_with_its_reads(
     store: Any,
 ) -> None:
@@ -978,3 +1003,22 @@ async def test_status_records_are_kept_per_role_and_owner_until_they_expire(stor
 
 async def test_the_store_answers_pings(store: Any) -> None:
     await store.ping()
+
+
+async def test_connect_says_whether_it_found_a_single_node_or_a_cluster(
+    store: Any, harness: Any
+) -> None:
+    said = await store.connect()
+    expected = {"redis": "single node (", "cluster": "cluster: ", "memory": "memory"}
+    assert said.startswith(expected[harness.backend]), said
+    assert await store.connect() == said  # found out once
+
+
+async def test_placements_name_each_partitions_slot_and_the_node_serving_it(
+    store: Any, harness: Any
+) -> None:
+    placements = await store.placements()
+    assert sorted(placements) == list(range(P))
+    assert [pl.slot for pl in placements.values()] == [partition_slot(p) for p in range(P)]
+    nodes = {pl.node for pl in placements.values()}
+    assert len(nodes) == (3 if harness.backend == "cluster" else 1)

@@ -15,10 +15,10 @@ from events.codec import decode_event_envelope
 from events.envelope import EventEnvelope
 from events.errors import StoreUnavailable
 from events.ids import actor_kind, actor_uuid
-from infra.store.api import START, ActorHistory, Archive, LogEntry, Snapshot
+from infra.store.api import START, ActorHistory, Archive, Durability, LogEntry, Placement, Snapshot
 from infra.store.memory.streams import Expiring, MemoryStream, now_ms, position, wait_any
 from infra.store.memory.writer import MemoryPartitionWriter
-from infra.store.routing import DEFAULT_PARTITIONS, partition_of
+from infra.store.routing import DEFAULT_PARTITIONS, partition_of, partition_slot
 from infra.store.sending import SenderBase
 
 __all__ = ["DEFAULT_OUTCOME_TTL_MS", "MemoryStore"]
@@ -172,8 +172,21 @@ class MemoryStore:
             self, partition, epoch, consumer, outcome_ttl_ms=outcome_ttl_ms
         )
 
+    async def connect(self) -> str:
+        self.check_open()
+        return "memory (one process)"
+
+    async def placements(self) -> dict[int, Placement]:
+        self.check_open()
+        return {p: Placement(partition_slot(p), "memory") for p in range(self.partitions)}
+
     async def ping(self) -> None:
         self.check_open()
+
+    async def durability(self) -> Durability:
+        """Nothing survives the process: no persistence."""
+        self.check_open()
+        return Durability("memory", "noeviction", aof=False, rdb=False)
 
     async def aclose(self) -> None:
         if self._commands is not None:
@@ -421,6 +434,10 @@ class MemoryPartitionLog:
 
     async def length(self, partition: int) -> int:
         return len(self.store.log_stream(partition))
+
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        self.store.check_open()
+        return len(self.store.log_stream(partition).after(position(after), None, limit))
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
         return self.store.log_stream(partition).trim_below(position(below), dry_run=dry_run)
