@@ -333,9 +333,13 @@ async def main(args: argparse.Namespace) -> None:
         # issue 19's figure: the warm worker's commands/s against the better of the two
         # baselines (the same Redis work per command) in the same run; per Python CPU-second
         # beside it, which the load of the machine moves less
-        result("runtime_ratio", runtime["warm"][0] / best[0], pressure,
-               f"cold={runtime['cold'][0] / best[0]:.2f} "
-               f"per_python_cpu={runtime['warm'][1] / max(r[1] for r in rates.values()):.2f}")
+        result(
+            "runtime_ratio",
+            runtime["warm"][0] / best[0],
+            pressure,
+            f"cold={runtime['cold'][0] / best[0]:.2f} "
+            f"per_python_cpu={runtime['warm'][1] / max(r[1] for r in rates.values()):.2f}",
+        )
         for label, (rate, per_cpu) in runtime.items():
             print(
                 f"ratio runtime ({label}) / best baseline: {rate / best[0]:.2f} wall-clock, "

@@ -89,8 +89,10 @@ class MachineSample(msgspec.Struct, frozen=True):
 
     def since(self, start: MachineSample) -> str:
         p = self.pressure(start)
-        line = (f"the whole machine (/proc/stat) {p.busy:.0f}% busy of "
-                f"{100 * (os.cpu_count() or 1)}%, steal {p.steal:.0f}%")
+        line = (
+            f"the whole machine (/proc/stat) {p.busy:.0f}% busy of "
+            f"{100 * (os.cpu_count() or 1)}%, steal {p.steal:.0f}%"
+        )
         if p.psi is not None:
             line += f"; some task waiting for a CPU {p.psi:.0f}% of the time (PSI)"
         return line
