@@ -843,9 +843,12 @@ def bench_latency(stack: Stack, raw: Step | None) -> None:
             print(f"    CPU per delivered update: service {1e6 * per_update:.0f} us (worker, "
                   f"projector, gateway, Redis, PostgreSQL), bare relay "
                   f"{1e6 * raw_per_update:.0f} us")
+            # beside it: the same with the client processes counted on both sides
+            both = (step.service_cpu + step.cpu["clients"]) / step.received
+            raw_both = (raw.cpu["relay"] + raw.cpu["clients"]) / raw.received
             result("cpu_per_update_ratio", per_update / raw_per_update, step.pressure,
                    f"service={1e6 * per_update:.0f}us relay={1e6 * raw_per_update:.0f}us "
-                   f"relay_{raw.pressure}")
+                   f"with_clients={both / raw_both:.2f} relay_{raw.pressure}")
         result("a_p99_ms", step.p99, step.pressure, f"p50={step.p50:.1f} rate={RATE:.0f}")
         if not os.environ.get("BENCH_SKIP_PROBES"):
             bench_probes(stack, clients)
