@@ -52,6 +52,7 @@ from gateway.protocol import (
 from gateway.push import Push
 from gateway.ratelimit import TokenBucket
 from gateway.validate import identifier, parse_uuid, version_param
+from gateway.wsproto import trim_open_connection
 from infra import tracing
 from infra.logging import log_context
 
@@ -196,6 +197,7 @@ class WebSocketEndpoint:
             del headers, event
             if conn is None:
                 return
+            trim_open_connection(scope, send)
             try:
                 await self._loop(ctx, conn, receive)
             finally:
