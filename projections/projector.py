@@ -7,12 +7,13 @@ commits them all in ONE transaction that (1) advances every checkpoint, each fen
 partition's lease epoch, the position it read from and the tables' generation, (2) appends every
 event to `events.archive`, (3) writes the coalesced row changes of `projections.model`
 set-based, (4) records each actor's last archived version: the same handful of statements
-whatever the number of partitions. Only after COMMIT does it publish, per affected session, the
-round's `Change`s on the session's change feed (sent with the next round's read). A crash
-anywhere before COMMIT leaves nothing behind; a crash after it leaves the checkpoints past the
-batches; the next owner resumes from the checkpoint. A stale owner (paused past its lease) finds a
-checkpoint's epoch raised by the new owner: the whole round rolls back, the fenced partitions
-are let go and the others are read and committed again next round.
+whatever the number of partitions. It publishes nothing: the clients' live view is published by
+the worker's append itself (`projections.changes.live_change`, an inline projection), so no push
+waits for a SQL commit. A crash anywhere before COMMIT leaves nothing behind; a crash after it
+leaves the checkpoints past the batches; the next owner resumes from the checkpoint. A stale
+owner (paused past its lease) finds a checkpoint's epoch raised by the new owner: the whole
+round rolls back, the fenced partitions are let go and the others are read and committed again
+next round.
 
 It keeps the aggregates of the sessions it projects in memory (bounded per partition), loading
 missing ones from the tables in one query per batch, so projecting is pure computation plus a
@@ -34,7 +35,7 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +50,6 @@ from infra.metrics import counter
 from infra.postgres import Outage, unreachable
 from infra.sections import ProjectorConfig
 from infra.store import LeaseShare, LogEntry, Store, position_key
-from projections.changes import encode_changes, raw_change
 from projections.dead_letters import DeadLetter, dead_letter, write_dead_letters
 from projections.health import ROLE, ProjectorStatus, publish_status
 from projections.model import (
@@ -127,7 +127,6 @@ class Batch:
     actors: list[tuple[str, str, int, int, int]]  # (actor, session, partition, version, ts)
     after: dict[str, SessionAggregate | None]
     simulators: dict[str, str]
-    feed: dict[str, list[Any]]  # session id -> its changes in this batch
     dead: list[DeadLetter] = field(default_factory=list)  # entries skipped, recorded instead
 
     @property
@@ -241,7 +240,6 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         sid: (cache[sid] if sid in cache else loaded.get(sid)) for sid in wanted}
     after = dict(before)
     actors: dict[str, tuple[str, int, int, int]] = {}
-    feed: dict[str, list[Any]] = defaultdict(list)
     archive = []
     encode_json = _json.encode
     for (log_id, env, ev), (kind, uid, sid) in zip(items, routed, strict=True):
@@ -255,14 +253,12 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         archive.append((env.event_id, env.actor_id, env.version, env.partition, env.ts,
                         env.type, event_json.decode(), env.command_id, env.correlation_id,
                         env.causation_id, log_id))
-        if kind == "session":
-            feed[uid].append(raw_change(env, ev, event_json))
     return Batch(
         partition=partition, from_id=state.last_id, generation=state.generation,
         to_id=items[-1][0],
         archive=archive, changes=diff((before[s], after[s]) for s in wanted),
         actors=[(a, *t) for a, t in actors.items()],
-        after=after, simulators=new_sims, feed=dict(feed))
+        after=after, simulators=new_sims)
 
 
 class PartitionsFenced(Fenced):
@@ -370,8 +366,8 @@ def pool_settings(config: ProjectorConfig) -> dict[str, str]:
     model of the Redis event log, and each round's checkpoint is in the same transaction as its
     rows. A database crash can forget the last rounds (well under a second of them), but never
     part of one. It forgets their checkpoints with them, so the next owner projects those events
-    again and publishes the same changes with the same versions, which the gateway drops as
-    already sent. A durable server (`fsync=on`) thus costs no flush wait per round; measured,
+    again (the upserts are idempotent, the archive tolerates duplicates). A durable server
+    (`fsync=on`) thus costs no flush wait per round; measured,
     p99 of a state update at 1,000/s: 26-29 ms against 33-47 ms with `synchronous_commit=on`."""
     return {"idle_in_transaction_session_timeout": str(2 * config.lease_ttl_ms),
             "synchronous_commit": "off",
@@ -401,12 +397,11 @@ def _refused_rows(exc: BaseException) -> bool:
 
 
 class Projector:
-    """`sessiond projector`: lease partitions, project their logs, publish changes.
+    """`sessiond projector`: lease partitions, project their logs into the read models.
 
     Each round reads every owned partition's log at once and commits all the batches it
     got in ONE transaction on a connection the loop keeps (no pool acquire/reset per round), or,
-    for a backlog, each partition concurrently on a pooled connection; then it publishes all
-    their change messages in one write.
+    for a backlog, each partition concurrently on a pooled connection.
 
     No event stops a partition: a batch that cannot be projected is split until the event that
     cannot be projected alone is found; it is recorded as a dead letter and skipped, the rest is
@@ -617,8 +612,8 @@ class Projector:
 
     # ------------------------------------------------------------------ rounds
     async def _project_round(self, work: list[tuple[int, PartitionState, list[Any]]]) -> int:
-        """Project and commit one round (partition, state, decoded items), publish its changes;
-        returns the events committed."""
+        """Project and commit one round (partition, state, decoded items); returns the events
+        committed."""
         if len(work) > 1 and sum(len(items) for _, _, items in work) >= CONCURRENT_FROM:
             done, error = await self._commit_concurrently(work)
         else:
@@ -825,7 +820,7 @@ class Projector:
         letter = dead_letter(p, log_id, env, raw, error)
         batch = Batch(partition=p, from_id=state.last_id, generation=state.generation,
                       to_id=log_id, archive=[], changes=RowChanges(), actors=[], after={},
-                      simulators={}, feed={}, dead=[letter])
+                      simulators={}, dead=[letter])
         await commit_batches(conn, [batch], {p: state.epoch})
         self._remember(batch, state)
         self.dead_letters += 1
@@ -852,18 +847,11 @@ class Projector:
             state.simulators.clear()
 
     def _announce(self, done: list[Batch]) -> int:
-        """After a round's commits: count them and tell the clients (the messages go out with
-        the next round's read, and their failure is raised by it); returns the events."""
-        changes: list[tuple[str, bytes]] = []
-        events = 0
-        for batch in done:
-            events += batch.size
-            changes.extend((sid, encode_changes(c)) for sid, c in batch.feed.items())
+        """After a round's commits: count them; returns the events."""
+        events = sum(batch.size for batch in done)
         if done:
             self.events_projected += events
             self.rounds_committed += 1
-        if changes:
-            self._reader.publish_later(changes)
         return events
 
     async def step(self) -> int:
@@ -947,8 +935,6 @@ class Projector:
     async def aclose(self) -> None:
         """Give back the loop's connections and every lease (`run` does it on its way out); the
         event store itself stays open (its opener closes it)."""
-        with contextlib.suppress(Exception):  # the last round's change messages
-            await self._reader.flush(2.0)
         with contextlib.suppress(Exception):
             await self._reader.close()
         with contextlib.suppress(Exception):

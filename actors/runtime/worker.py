@@ -25,7 +25,7 @@ import msgspec
 
 from actors.decider import Decider
 from actors.runtime import metrics
-from actors.runtime.batch import Item, parse_entry, plan, settle, timer_envelope
+from actors.runtime.batch import Item, LiveView, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
 from events.codec import decode_command_envelope
 from events.errors import Fenced, StoreUnavailable
@@ -247,7 +247,14 @@ class PartitionRunner:
         rounds = 0
         while items:
             actors = await self._actors_for(items)
-            rnd = plan(items, actors, p, worker.config.snapshot_every, self.writer.new_batch())
+            rnd = plan(
+                items,
+                actors,
+                p,
+                worker.config.snapshot_every,
+                self.writer.new_batch(),
+                worker.live,
+            )
             self._check_lease()
             ahead = read_ahead and rounds == 0 and self._may_read_ahead()
             t0 = time.perf_counter()
@@ -310,7 +317,9 @@ class Worker:
 
     `decider_for`, `state_type_for`, `decode_command` and `decode_event` default to the real
     registry and codec; tests inject toy actors through them. `config` is the runtime's section
-    of the settings (`infra.config`; its defaults when None), `overrides` replace some of its
+    of the settings (`infra.config`; its defaults when None), `live` the live view its appends
+    publish (the session's change feed: `sessiond worker` passes
+    `projections.changes.live_change`; None publishes nothing), `overrides` replace some of its
     fields (tests).
     """
 
@@ -324,9 +333,11 @@ class Worker:
         decode_command: Callable[[Any], Any] | None = None,
         decode_event: Callable[[Any, str], Any] | None = None,
         config: RuntimeConfig | None = None,
+        live: LiveView | None = None,
         **overrides: int,
     ) -> None:
         self.store = store
+        self.live = live
         self.partitions = store.partitions
         self.worker_id = worker_id or f"worker-{os.getpid()}"
         # unique per incarnation: a restarted worker with the same id is a new owner

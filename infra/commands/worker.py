@@ -70,7 +70,10 @@ async def run(args: argparse.Namespace) -> int:
     tune_gc()  # the actor cache is long-lived data: see infra.gctune
     store = open_store(url, settings.partitions, name=f"sd-{args.worker_id or 'worker'}")
     try:
-        await serve(Worker(store, worker_id=args.worker_id, config=settings.runtime))
+        from projections.changes import live_change
+
+        worker = Worker(store, worker_id=args.worker_id, config=settings.runtime, live=live_change)
+        await serve(worker)
     finally:
         await store.aclose()
     return 0

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 __all__ = [
     "ADMIN_CHANNEL",
-    "CHANGE_PREFIX",
+    "CHANGE_MARK",
     "COMMAND_GROUP",
     "GATEWAYS",
     "SIM_HOSTS",
     "SIM_LOAD",
     "change_channel",
+    "change_session",
     "command_stream",
     "device_session_key",
     "epoch_key",
@@ -107,15 +108,23 @@ def reply_channel(name: str) -> str:
     return f"sd:reply:{name}"
 
 
-#: Prefix of the per-session change channels.
-CHANGE_PREFIX = b"sd:chg:"
+#: What separates a change channel's partition tag from its session id.
+CHANGE_MARK = b":chg:"
 #: The admin broadcast channel.
 ADMIN_CHANNEL = "sd:admin:broadcast"
 
 
-def change_channel(session_id: str) -> str:
-    """Pub/sub channel of a session's committed changes (the live view)."""
-    return f"sd:chg:{session_id}"
+def change_channel(partition: int, session_id: str) -> str:
+    """Pub/sub channel of a session's changes (the live view), published by the append script
+    when it accepts the session's events: in the partition's slot (`{pN}`), so the script's
+    publish stays on the partition's node in a cluster."""
+    return f"{partition_tag(partition)}:chg:{session_id}"
+
+
+def change_session(channel: bytes) -> str | None:
+    """The session id of a change channel (None: not a change channel)."""
+    head, mark, sid = channel.partition(CHANGE_MARK)
+    return sid.decode() if mark and head.startswith(b"sd:{p") else None
 
 
 def status_key(role: str, owner: str) -> str:

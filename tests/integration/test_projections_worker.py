@@ -99,7 +99,7 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         sids = [str(uuid.uuid4()) for _ in range(12)]
         watched = sids[0]
         pubsub = redis.pubsub()
-        await pubsub.subscribe(change_channel(watched))
+        await pubsub.subscribe(change_channel(store.partition_of(watched), watched))
         now = int(time.time() * 1000)
         sims = {}
 

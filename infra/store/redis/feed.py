@@ -1,4 +1,5 @@
-"""The change feed on Redis pub/sub: `sd:chg:<session_id>` per session, and the admin broadcast.
+"""The change feed on Redis pub/sub: `sd:{pN}:chg:<session_id>` per session (published by the
+append script, see `lua.APPEND`), and the admin broadcast.
 
 One subscriber connection per `FeedSubscription` (a raw RESP subscriber: no redis-py on this
 path); publishing goes through the store's shared connection.
@@ -11,11 +12,9 @@ from collections.abc import Callable
 from infra.store import layout
 from infra.store.redis.client import RedisClient
 from infra.store.redis.connection import Subscriber
+from infra.store.routing import partition_of
 
 __all__ = ["RedisChangeFeed", "RedisFeedSubscription"]
-
-_PREFIX = layout.CHANGE_PREFIX
-_CUT = len(_PREFIX)
 
 
 class RedisFeedSubscription:
@@ -24,12 +23,14 @@ class RedisFeedSubscription:
     def __init__(
         self,
         client: RedisClient,
+        partitions: int,
         on_change: Callable[[str, bytes], None],
         *,
         on_broadcast: Callable[[bytes], None] | None,
         on_reconnect: Callable[[], None] | None,
         name: str,
     ) -> None:
+        self._partitions = partitions
         self._on_change = on_change
         self._on_broadcast = on_broadcast
         self._sub = Subscriber(
@@ -41,8 +42,9 @@ class RedisFeedSubscription:
         return self._sub.reconnects
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        if channel.startswith(_PREFIX):
-            self._on_change(channel[_CUT:].decode(), data)
+        session_id = layout.change_session(channel)
+        if session_id is not None:
+            self._on_change(session_id, data)
         elif self._on_broadcast is not None:
             self._on_broadcast(data)
 
@@ -51,11 +53,14 @@ class RedisFeedSubscription:
         if self._on_broadcast is not None:
             await self._sub.subscribe(layout.ADMIN_CHANNEL)
 
+    def _channel(self, session_id: str) -> str:
+        return layout.change_channel(partition_of(session_id, self._partitions), session_id)
+
     async def subscribe(self, session_id: str) -> None:
-        await self._sub.subscribe(layout.change_channel(session_id))
+        await self._sub.subscribe(self._channel(session_id))
 
     async def unsubscribe(self, session_id: str) -> None:
-        await self._sub.unsubscribe(layout.change_channel(session_id))
+        await self._sub.unsubscribe(self._channel(session_id))
 
     async def close(self) -> None:
         await self._sub.close()
@@ -64,11 +69,13 @@ class RedisFeedSubscription:
 class RedisChangeFeed:
     """See `api.ChangeFeed`."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, partitions: int) -> None:
         self.client = client
+        self.partitions = partitions
 
     async def publish(self, session_id: str, payload: bytes) -> int:
-        return int(await self.client.call("PUBLISH", layout.change_channel(session_id), payload))
+        channel = layout.change_channel(partition_of(session_id, self.partitions), session_id)
+        return int(await self.client.call("PUBLISH", channel, payload))
 
     async def broadcast(self, payload: bytes) -> int:
         return int(await self.client.call("PUBLISH", layout.ADMIN_CHANNEL, payload))
@@ -82,5 +89,10 @@ class RedisChangeFeed:
         name: str = "",
     ) -> RedisFeedSubscription:
         return RedisFeedSubscription(
-            self.client, on_change, on_broadcast=on_broadcast, on_reconnect=on_reconnect, name=name
+            self.client,
+            self.partitions,
+            on_change,
+            on_broadcast=on_broadcast,
+            on_reconnect=on_reconnect,
+            name=name,
         )

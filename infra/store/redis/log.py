@@ -3,8 +3,6 @@ reader and consumer groups (the reactor)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -99,33 +97,11 @@ class RedisPartitionLog:
 
 
 class RedisLogReader:
-    """See `api.LogReader`: XREAD and PUBLISH framed raw on a connection of its own; the
-    PUBLISHes queued by `publish_later` go out in the same write as the next XREAD."""
+    """See `api.LogReader`: XREAD framed raw on a connection of its own."""
 
     def __init__(self, client: RedisClient, name: str) -> None:
         self._pipe = client.dedicated(name)
-        self._published: list[asyncio.Future[Any]] = []
         self._keys: dict[bytes, int] = {}
-
-    def publish_later(self, changes: Sequence[tuple[str, bytes]]) -> None:
-        submit = self._pipe.submit
-        self._published.extend(
-            submit(pack(("PUBLISH", layout.change_channel(sid), payload)))
-            for sid, payload in changes
-        )
-
-    def _check_published(self) -> None:
-        """Raise the first failure of the PUBLISHes queued so far (all answered by now: Redis
-        answers one connection's commands in order)."""
-        published, self._published = self._published, []
-        error = None
-        for fut in published:
-            if not fut.done():
-                fut.cancel()
-            elif not fut.cancelled():
-                error = error or fut.exception()
-        if error is not None:
-            raise error
 
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
@@ -148,22 +124,13 @@ class RedisLogReader:
                 ]
             )
         )
-        try:
-            reply = await read
-        finally:
-            self._check_published()
+        reply = await read
         out: dict[int, list[LogEntry]] = {}
         for key, entries in reply or ():
             got = log_entries(entries)
             if got:
                 out[self._keys[key]] = got
         return out
-
-    async def flush(self, timeout: float) -> None:
-        if self._published:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.gather(*self._published), timeout)
-            self._check_published()
 
     async def close(self) -> None:
         self._pipe.close()

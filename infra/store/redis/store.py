@@ -48,7 +48,7 @@ class RedisStore:
         self.actors = RedisActorReader(self.client, partitions, archive)
         self.log = RedisPartitionLog(self.client, partitions)
         self.leases = RedisLeases(self.client, partitions)
-        self.feed = RedisChangeFeed(self.client)
+        self.feed = RedisChangeFeed(self.client, partitions)
         self.connections = RedisConnectionRegistry(self.client)
         self.devices = RedisDeviceIndex(self.client)
         self.market_data = RedisMarketData(self.client)
