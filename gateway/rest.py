@@ -425,6 +425,12 @@ async def auth_refresh(request: Request, ctx: Context) -> Any:
     return access.refresh_tokens(ctx, req.refresh_token)
 
 
+def _hours(ms: int) -> int | float:
+    """SESSION_TTL in hours, as seed 004's health shows it: whole hours as an integer (168)."""
+    hours = ms / 3_600_000
+    return int(hours) if hours.is_integer() else round(hours, 4)
+
+
 def _uptime(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}h{(s % 3600) // 60}m{s % 60}s"
@@ -442,7 +448,9 @@ async def health(request: Request, ctx: Context) -> Any:
             uptime=_uptime(time.time() - ctx.started_at),
             active_connections=len(ctx.hub.conns),
             metrics=S.HealthMetrics(
-                snapshot_ttl_hours=168, multi_device_enabled=True, versioning_enabled=True
+                snapshot_ttl_hours=_hours(ctx.config.session_ttl_ms),
+                multi_device_enabled=True,
+                versioning_enabled=True,
             ),
             checks=found,
         ),

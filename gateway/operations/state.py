@@ -135,6 +135,7 @@ async def save_snapshot(ctx: Context, claims: Claims, req: SnapshotWrite) -> Sta
             version=req.version,
             device_id=req.device_id,
             app_version=req.app_version,
+            ttl_ms=ctx.config.session_ttl_ms,
         ),
         idempotency=key,
     )
