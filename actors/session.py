@@ -401,6 +401,10 @@ def _end(command: EndSession, state: SessionState) -> list[Any]:
     _authorize(state, command)
     if isinstance(state, Ended):
         return []
+    if command.router_id and state.router_id and command.router_id != state.router_id:
+        raise DomainError(
+            "ROUTER_MISMATCH", f"the session was started on router {state.router_id}"
+        )
     return [
         SessionEnded(
             at=command.at, reason=command.reason or "ended", simulator_id=_active_simulator(state)

@@ -187,7 +187,7 @@ async def session_start(request: Request, ctx: Context) -> Any:
     req = await body(request, ctx, S.SessionStartRequest)
     sid = parse_uuid(req.sessionId, "sessionId")
     router = parse_uuid(req.routerId, "routerId")
-    await sessions.start_session(
+    started = await sessions.start_session(
         ctx,
         claims,
         sessions.SessionStart(
@@ -200,8 +200,8 @@ async def session_start(request: Request, ctx: Context) -> Any:
     )
     return S.SessionStartResponse(
         session_id=sid,
-        router_reachable=True,
-        infrastructure_ready=True,
+        router_reachable=started.router_reachable,
+        infrastructure_ready=started.infrastructure_ready,
         message="Session established successfully",
     )
 

@@ -111,3 +111,40 @@ async def test_an_expired_session_is_refused_and_its_state_can_be_restored(stack
         assert r.status_code == 200, r.text
         r = await http.get(f"/session/{sid}", headers=h)
         assert r.json()["status"] == "ACTIVE" and r.json()["state_data"] == {}
+
+
+async def test_seed003_start_answers_from_real_checks_and_end_checks_the_router(
+    stack: Stack,
+) -> None:
+    sid, router, h = str(uuid.uuid4()), str(uuid.uuid4()), stack.headers("s003")
+    async with httpx.AsyncClient(base_url=stack.base, timeout=15) as http:
+        start = {"sessionId": sid, "routerId": router}
+        r = await http.post("/api/session/start", headers=h, json=start)
+        assert r.status_code == 200, r.text
+        assert r.json()["router_reachable"] and r.json()["infrastructure_ready"]
+        r = await http.post(
+            "/api/session/end", headers=h, json={"sessionId": sid, "routerId": str(uuid.uuid4())}
+        )
+        assert r.status_code == 403 and r.json()["error"]["code"] == "ROUTER_MISMATCH", r.text
+        # no projector: the session starts, the read models would not follow it
+        stack.stop("projector")
+        try:
+            other = {"sessionId": str(uuid.uuid4()), "routerId": router}
+            r = await http.post("/api/session/start", headers=h, json=other)
+            assert r.status_code == 200, r.text
+            assert r.json()["router_reachable"] and not r.json()["infrastructure_ready"]
+            # no worker either: the start cannot be applied, seed 003's 500 shape
+            stack.stop("worker")
+            r = await http.post(
+                "/api/session/start", headers=h, json={**other, "sessionId": str(uuid.uuid4())}
+            )
+            assert r.status_code == 500, r.text
+            error = r.json()["error"]
+            assert error["code"] == "SESSION_START_FAILED"
+            assert error["message"].startswith("Session start failed: ")
+        finally:
+            stack.start("worker", "worker")
+            stack.start("projector", "projector", "--no-migrate")
+            stack.wait_ready()
+        r = await http.post("/api/session/end", headers=h, json=start)
+        assert r.status_code == 200 and r.json() == {"message": "Session ended"}, r.text

@@ -225,6 +225,18 @@ def test_refresh_of_an_expired_session_is_refused(spec: Spec) -> None:
 # ----------------------------------------------------------------------------- end, expire
 
 
+def test_end_from_another_router_is_refused(spec: Spec) -> None:
+    on_router = SessionCreated(
+        at=1000, session_id=SID, user_id=USER, expires_at=1000 + TTL, ttl_ms=TTL, router_id="r-1"
+    )
+    spec.given(on_router).when(EndSession(at=2000, user_id=USER, router_id="r-2")).fails(
+        "ROUTER_MISMATCH"
+    )
+    spec.given(on_router).when(EndSession(at=2000, user_id=USER, router_id="r-1")).then(
+        SessionEnded(at=2000, reason="ended")
+    )
+
+
 def test_end_ends_the_session(spec: Spec) -> None:
     state = (
         spec.given(CREATED)
