@@ -422,9 +422,7 @@ class Projector:
             f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.leases = LeaseShare(store.leases, ROLE, self.owner, config.partitions,
                                  config.lease_ttl_ms)
-        # the loop's reader, on a connection of its own: a round's change messages go out
-        # with the next round's read
-        self._reader = store.log.reader(self.owner)
+        self._reader = store.log.reader(self.owner)  # the loop's, on a connection of its own
         self._round_at = 0.0  # when the last round's read returned (see round_min_ms)
         self.parts: dict[int, PartitionState] = {}
         self.events_projected = 0
@@ -445,6 +443,8 @@ class Projector:
         self._conn: asyncpg.Connection | None = None  # the loop's own, held across rounds
         self._solo_until = 0.0  # monotonic: commit partition by partition until then
         self._before_commit = before_commit
+        # the first housekeeping runs one interval after the start (`projections.housekeeping`)
+        self._housekeep_at = time.monotonic() + config.housekeeping_interval_ms / 1000
 
     def stop(self) -> None:
         self._stop.set()
@@ -863,6 +863,8 @@ class Projector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.config.block_ms / 1000)
             return 0
+        if self.config.housekeeping_interval_ms and time.monotonic() >= self._housekeep_at:
+            await self._housekeep()
         wait = self._round_at + self.config.round_min_ms / 1000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -896,6 +898,21 @@ class Projector:
             return 0
         self._pg_answered()
         return events
+
+    async def _housekeep(self) -> None:
+        """Between two rounds: trim the owned partitions and, as partition 0's holder, delete
+        the expired sessions' rows; the caches are dropped after a deletion (their sessions'
+        rows may be gone). A failure waits for the next interval."""
+        from projections.housekeeping import housekeep  # (it imports this module)
+
+        self._housekeep_at = time.monotonic() + self.config.housekeeping_interval_ms / 1000
+        cleanup = 0 in self.parts
+        with contextlib.suppress(Exception):  # logged and counted by `housekeep`
+            done = await housekeep(self.store, await self._connection(), sorted(self.parts),
+                                   cleanup=cleanup, keep=self.config.retention_keep)
+            if done["sessions_deleted"]:
+                for state in self.parts.values():
+                    state.cache.clear()
 
     async def run(self) -> None:
         """Until `stop()`: keep leases, project, publish, keep the status record up to date.
