@@ -156,18 +156,24 @@ async def authorize_read(
 # ------------------------------------------------------------------ the session's rows, now
 
 
-async def session_view(ctx: Context, session_id: str) -> tuple[SessionAggregate | None, int]:
+async def session_view(
+    ctx: Context, session_id: str, *, during_outage: bool = False
+) -> tuple[SessionAggregate | None, int]:
     """Every row of the session as it is now (None: ended, or never created) and the version
     of the session actor it reflects (0: never created).
 
     The base is the read model (rows and actor versions from one snapshot of PostgreSQL); the
     events of the session actor, and of its simulators, after the versions the rows were
-    projected at come from the store and are folded over them. Without a database (none
-    configured, or unreachable) every event is folded from the first (what Redis no longer
-    holds needs the archive: then DatabaseUnavailable)."""
+    projected at come from the store and are folded over them. Without a database configured
+    every event is folded from the first; while it is unreachable a client's read is 503
+    DatabaseUnavailable (issue 15's contract), unless `during_outage` (the writes' liveness
+    checks, which go on without PostgreSQL) folds from the first too (what Redis no longer
+    holds needs the archive: then DatabaseUnavailable all the same)."""
     try:
         agg, version, sims = await _stored_view(ctx, session_id)
     except DatabaseUnavailable:
+        if not during_outage:
+            raise
         agg, version, sims = None, 0, {}
     partition = ctx.store.partition_of(session_id)
     for env in await ctx.store.actors.read(partition, session_actor(session_id), after=version):
@@ -214,8 +220,9 @@ async def _stored_view(
 
 async def current_session(ctx: Context, session_id: str) -> tuple[SessionRow | None, int]:
     """The session's row as it is now (None: ended, or never created) and the version of the
-    session actor it reflects (0: the session never existed): `session_view`'s session."""
-    agg, version = await session_view(ctx, session_id)
+    session actor it reflects (0: the session never existed): `session_view`'s session, also
+    while PostgreSQL is unreachable (writes go on without it, so must their checks)."""
+    agg, version = await session_view(ctx, session_id, during_outage=True)
     return (agg.session if agg is not None else None), version
 
 
