@@ -186,11 +186,14 @@ def decode_entries(entries: list[LogEntry]) -> list[tuple[str, Any, Any]]:
     for log_id, payload in entries:
         try:
             if not UPCASTERS:
-                env = _one_pass.decode(payload)
-                out.append((log_id, env, env.data))
-            else:
-                env = decode_event_envelope(payload)
-                out.append((log_id, env, decode_event(env.data, env.type)))
+                try:
+                    env = _one_pass.decode(payload)
+                    out.append((log_id, env, env.data))
+                    continue
+                except msgspec.ValidationError:  # a compressed body (`events.codec.deflate`)
+                    pass
+            env = decode_event_envelope(payload)
+            out.append((log_id, env, decode_event(env.data, env.type)))
         except Exception as e:  # whatever it is, this entry cannot be read
             out.append((log_id, None, e))
     return out

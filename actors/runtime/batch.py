@@ -20,7 +20,7 @@ import msgspec
 
 from actors.decider import Decider, Routed, Timer
 from actors.runtime.cache import ActorCache, CachedActor
-from events.codec import encode, type_name
+from events.codec import deflate, encode, type_name
 from events.envelope import CommandEnvelope, EventEnvelope, Outcome
 from events.errors import DomainError
 from infra.store.api import APPENDED, UNSETTLED, AppendBatch, AppendResult, Snapshot
@@ -344,7 +344,7 @@ def _event_envelope(
         correlation_id=correlation,
         causation_id=env.command_id,
         type=_tag(event),
-        data=_Raw(_encode(event)),
+        data=_Raw(deflate(_encode(event))),
     )
 
 
@@ -392,7 +392,7 @@ def _snapshot_due(tent: _Tentative, version: int, state: Any, every: int) -> Sna
     if version - tent.snap_version < every:
         return None
     tent.snap_version = version
-    return Snapshot(version, _encode(state))
+    return Snapshot(version, deflate(_encode(state)))
 
 
 def _outcome(

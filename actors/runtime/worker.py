@@ -27,7 +27,7 @@ from actors.decider import Decider
 from actors.runtime import metrics
 from actors.runtime.batch import Item, LiveView, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
-from events.codec import decode_command_envelope
+from events.codec import decode_command_envelope, inflate
 from events.errors import Fenced, StoreUnavailable
 from infra.sections import RuntimeConfig
 from infra.store import START, CommandEntry, LeaseShare, Store, TimerFire
@@ -487,7 +487,7 @@ class Worker:
             try:
                 start[actor_id] = (
                     snap.version,
-                    self._state_decoder(actor_id, decider).decode(snap.state),
+                    self._state_decoder(actor_id, decider).decode(inflate(snap.state)),
                 )
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                 log.warning("ignoring unreadable snapshot of %s: %s", actor_id, exc)

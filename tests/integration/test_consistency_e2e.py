@@ -197,3 +197,47 @@ async def test_a_refused_write_pushes_nothing(gateways: TwoGateways) -> None:
             assert json.dumps(push).find('"v": 99') == -1
         finally:
             await ws.close()
+
+
+async def test_a_large_state_is_stored_compressed_and_read_back_whole(
+    gateways: TwoGateways,
+) -> None:
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    from infra.store import layout
+    from infra.store.routing import partition_of
+    from tests.unit.test_codec_compression import state_of
+
+    stack, sid = gateways.stack, str(uuid.uuid4())
+    h, state = stack.headers("big"), state_of(200)
+    raw = len(json.dumps(state))
+    redis = aioredis.Redis.from_url(stack.env["REDIS_URL"])
+    db = await asyncpg.connect(stack.env["DATABASE_URL"])
+    try:
+        async with (
+            httpx.AsyncClient(base_url=gateways.a, timeout=10) as a,
+            httpx.AsyncClient(base_url=gateways.b, timeout=10) as b,
+        ):
+            written = await _save(a, h, sid, state)
+            stream = layout.event_stream(partition_of(sid, 4), f"session:{sid}")
+            (entry,) = await redis.xrevrange(stream, count=1)
+            assert len(entry[1][b"e"]) < raw / 2  # Redis holds it compressed
+            r = await b.get(f"/session/{sid}", headers=h)
+            assert r.status_code == 200 and r.json()["state_data"] == state
+            deadline = time.monotonic() + 15
+            while True:  # the projection's row: TOAST-compressed by PostgreSQL
+                row = await db.fetchrow(
+                    "SELECT pg_column_size(state) AS stored, octet_length(state::text) AS raw"
+                    " FROM session.state_snapshots WHERE session_id = $1",
+                    sid,
+                )
+                if row is not None:
+                    break
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            assert row["stored"] < row["raw"] / 2, dict(row)
+            assert written["session_version"] >= 1
+    finally:
+        await db.close()
+        await redis.aclose()
