@@ -1,21 +1,26 @@
 """Where everything lives in Redis: the only module that spells key and channel names.
 
 Every key of a partition shares the hash tag `{pN}`, so a partition lives in one Redis Cluster
-slot and each Lua script touches one slot. Used by the Redis store, and read by white-box tests
-that look at Redis directly; everything else goes through the store's API.
+slot and each Lua script touches one slot. The partition's pub/sub channels (its senders' reply
+channels, its sessions' change channels) carry the same tag: they are shard channels
+(`SPUBLISH` / `SSUBSCRIBE`) of that slot, so the append script may publish to them on a
+cluster. Market-data streams are spread over `MARKET_DATA_BUCKETS` tags so that one blocking
+read per tag covers any number of simulators. Used by the Redis store, and read by white-box
+tests that look at Redis directly; everything else goes through the store's API.
 """
 
 from __future__ import annotations
 
+import zlib
+
 __all__ = [
     "ADMIN_CHANNEL",
-    "CHANGE_MARK",
     "COMMAND_GROUP",
     "GATEWAYS",
+    "MARKET_DATA_BUCKETS",
     "SIM_HOSTS",
     "SIM_LOAD",
     "change_channel",
-    "change_session",
     "command_stream",
     "device_session_key",
     "epoch_key",
@@ -30,6 +35,7 @@ __all__ = [
     "partition_tag",
     "projector_status_key",
     "reply_channel",
+    "session_of_change_channel",
     "session_simulator_key",
     "sim_ack_key",
     "sim_control_stream",
@@ -103,28 +109,29 @@ def members_key(role: str) -> str:
     return f"sd:members:{role}"
 
 
-def reply_channel(name: str) -> str:
-    """Pub/sub channel of one command sender's outcomes."""
-    return f"sd:reply:{name}"
+def reply_channel(partition: int, name: str) -> str:
+    """Shard channel of one command sender's outcomes for the commands it sends to the
+    partition (one per sender and partition: the append script publishes in its own slot)."""
+    return f"{partition_tag(partition)}:reply:{name}"
 
 
-#: What separates a change channel's partition tag from its session id.
-CHANGE_MARK = b":chg:"
-#: The admin broadcast channel.
+#: The admin broadcast (a shard channel of its own: every gateway subscribes to it).
 ADMIN_CHANNEL = "sd:admin:broadcast"
+
+_CHANGE_MARK = b"}:chg:"
 
 
 def change_channel(partition: int, session_id: str) -> str:
-    """Pub/sub channel of a session's changes (the live view), published by the append script
-    when it accepts the session's events: in the partition's slot (`{pN}`), so the script's
-    publish stays on the partition's node in a cluster."""
+    """Shard channel of a session's committed changes (the live view), in its partition's slot."""
     return f"{partition_tag(partition)}:chg:{session_id}"
 
 
-def change_session(channel: bytes) -> str | None:
-    """The session id of a change channel (None: not a change channel)."""
-    head, mark, sid = channel.partition(CHANGE_MARK)
-    return sid.decode() if mark and head.startswith(b"sd:{p") else None
+def session_of_change_channel(channel: bytes) -> str | None:
+    """The session a change channel belongs to, None for any other channel."""
+    if not channel.startswith(b"sd:{p"):
+        return None
+    mark = channel.find(_CHANGE_MARK)
+    return None if mark < 0 else channel[mark + len(_CHANGE_MARK) :].decode()
 
 
 def status_key(role: str, owner: str) -> str:
@@ -136,9 +143,14 @@ def projector_status_key(owner: str) -> str:
     return status_key("projector", owner)
 
 
+#: Hash tags the market-data streams are spread over (a blocking read per tag on a cluster).
+MARKET_DATA_BUCKETS = 16
+
+
 def market_data_stream(simulator_id: str) -> str:
-    """Capped stream of one simulator's ticks (field `d`: JSON)."""
-    return f"sd:md:{simulator_id}"
+    """Capped stream of one simulator's ticks (field `d`: JSON), tagged with its bucket."""
+    bucket = zlib.crc32(simulator_id.encode()) % MARKET_DATA_BUCKETS
+    return f"sd:md:{{m{bucket}}}:{simulator_id}"
 
 
 def session_simulator_key(session_id: str) -> str:

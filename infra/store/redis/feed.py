@@ -1,8 +1,9 @@
-"""The change feed on Redis pub/sub: `sd:{pN}:chg:<session_id>` per session (published by the
-append script, see `lua.APPEND`), and the admin broadcast.
+"""The change feed on sharded pub/sub: `sd:{pN}:chg:<session_id>` per session (a shard channel
+in the session's partition slot: a publish reaches that shard only, and the append script can
+publish there), and the admin broadcast `sd:admin:broadcast` (a shard channel of its own).
 
-One subscriber connection per `FeedSubscription` (a raw RESP subscriber: no redis-py on this
-path); publishing goes through the store's shared connection.
+One `Subscriber` per `FeedSubscription` (raw RESP, one connection per master serving a
+subscribed channel); publishing goes through the store's shared link.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from collections.abc import Callable
 
 from infra.store import layout
 from infra.store.redis.client import RedisClient
-from infra.store.redis.connection import Subscriber
+from infra.store.redis.subscriber import Subscriber
 from infra.store.routing import partition_of
 
 __all__ = ["RedisChangeFeed", "RedisFeedSubscription"]
+
+_ADMIN = layout.ADMIN_CHANNEL.encode()
 
 
 class RedisFeedSubscription:
@@ -34,7 +37,7 @@ class RedisFeedSubscription:
         self._on_change = on_change
         self._on_broadcast = on_broadcast
         self._sub = Subscriber(
-            client.endpoint, self._on_message, on_reconnect=on_reconnect, name=name or "sd-feed"
+            client.router, self._on_message, on_reconnect=on_reconnect, name=name or "sd-feed"
         )
 
     @property
@@ -42,19 +45,21 @@ class RedisFeedSubscription:
         return self._sub.reconnects
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        session_id = layout.change_session(channel)
+        if channel == _ADMIN:
+            if self._on_broadcast is not None:
+                self._on_broadcast(data)
+            return
+        session_id = layout.session_of_change_channel(channel)
         if session_id is not None:
             self._on_change(session_id, data)
-        elif self._on_broadcast is not None:
-            self._on_broadcast(data)
+
+    def _channel(self, session_id: str) -> str:
+        return layout.change_channel(partition_of(session_id, self._partitions), session_id)
 
     async def start(self) -> None:
         await self._sub.start()
         if self._on_broadcast is not None:
-            await self._sub.subscribe(layout.ADMIN_CHANNEL)
-
-    def _channel(self, session_id: str) -> str:
-        return layout.change_channel(partition_of(session_id, self._partitions), session_id)
+            await self._sub.subscribe(_ADMIN)
 
     async def subscribe(self, session_id: str) -> None:
         await self._sub.subscribe(self._channel(session_id))
@@ -75,10 +80,10 @@ class RedisChangeFeed:
 
     async def publish(self, session_id: str, payload: bytes) -> int:
         channel = layout.change_channel(partition_of(session_id, self.partitions), session_id)
-        return int(await self.client.call("PUBLISH", channel, payload))
+        return int(await self.client.call("SPUBLISH", channel, payload))
 
     async def broadcast(self, payload: bytes) -> int:
-        return int(await self.client.call("PUBLISH", layout.ADMIN_CHANNEL, payload))
+        return int(await self.client.call("SPUBLISH", layout.ADMIN_CHANNEL, payload))
 
     def subscriber(
         self,

@@ -1,5 +1,5 @@
 """The partition logs on Redis (`sd:{pN}:log`): ranges, trims, the projector's multi-partition
-reader and consumer groups (the reactor)."""
+reader and consumer groups (the reactor). Every command names one partition's log (one slot)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 from infra.store import layout
 from infra.store.api import START, LogEntry, position_key
 from infra.store.redis.client import RedisClient, flat_pairs
-from infra.store.redis.connection import Pipeline, ReplyError
+from infra.store.redis.connection import ReplyError
+from infra.store.redis.reads import StreamReader
 from infra.store.redis.resp import pack
+from infra.store.redis.router import Link
 
 __all__ = ["RedisLogConsumer", "RedisLogReader", "RedisPartitionLog", "log_entries"]
 
@@ -90,50 +92,39 @@ class RedisPartitionLog:
         return floor
 
     def reader(self, name: str) -> RedisLogReader:
-        return RedisLogReader(self.client, name)
+        return RedisLogReader(self.client, self.partitions, name)
 
     def consumer(self, group: str, consumer: str) -> RedisLogConsumer:
         return RedisLogConsumer(self.client, group, consumer)
 
 
 class RedisLogReader:
-    """See `api.LogReader`: XREAD framed raw on a connection of its own."""
+    """See `api.LogReader`: XREADs on connections of its own (`StreamReader`: one XREAD on a
+    single node, one standing read per partition slot on a cluster)."""
 
-    def __init__(self, client: RedisClient, name: str) -> None:
-        self._pipe = client.dedicated(name)
+    def __init__(self, client: RedisClient, partitions: int, name: str) -> None:
+        self._partitions = partitions
+        self._reads = StreamReader(client, name)
         self._keys: dict[bytes, int] = {}
 
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
     ) -> dict[int, list[LogEntry]]:
-        owned = list(positions.items())
-        keys = [layout.partition_log(p) for p, _ in owned]
-        for p, key in zip(positions, keys, strict=True):
-            self._keys.setdefault(key.encode(), p)
-        read = self._pipe.submit(
-            pack(
-                [
-                    "XREAD",
-                    "COUNT",
-                    count,
-                    "BLOCK",
-                    block_ms,
-                    "STREAMS",
-                    *keys,
-                    *(pos for _, pos in owned),
-                ]
-            )
-        )
-        reply = await read
+        wanted: dict[bytes, str] = {}
+        for p, position in positions.items():
+            key = layout.partition_log(p).encode()
+            self._keys.setdefault(key, p)
+            wanted[key] = position
+        reply = await self._reads.read(wanted, count, block_ms)
         out: dict[int, list[LogEntry]] = {}
-        for key, entries in reply or ():
+        for key, entries in reply:
             got = log_entries(entries)
             if got:
                 out[self._keys[key]] = got
         return out
 
     async def close(self) -> None:
-        self._pipe.close()
+        self._reads.close()
 
 
 class RedisLogConsumer:
@@ -143,7 +134,7 @@ class RedisLogConsumer:
         self.client = client
         self.group = group
         self.consumer = consumer
-        self._pipes: dict[int, Pipeline] = {}
+        self._pipes: dict[int, Link] = {}
 
     async def ensure(self, partition: int) -> None:
         try:
@@ -171,7 +162,9 @@ class RedisLogConsumer:
     async def read_new(self, partition: int, count: int, block_ms: int) -> list[LogEntry]:
         pipe = self._pipes.get(partition)
         if pipe is None:
-            pipe = self._pipes[partition] = self.client.dedicated(f"{self.consumer}-p{partition}")
+            pipe = self._pipes[partition] = self.client.dedicated(
+                f"{self.consumer}-p{partition}", layout.partition_log(partition)
+            )
         reply = await pipe.submit(
             pack(
                 (
