@@ -342,6 +342,9 @@ async def reset_state(ctx: Context, session_id: str) -> tuple[dict[str, Any], in
     agg, version = await session_view(ctx, session_id)
     if agg is None:
         raise ApiError(404, "SESSION_NOT_FOUND", f"session {session_id} does not exist")
-    state = {"session": _snapshot(agg, version), "devices": _devices(agg),
-             "simulator": _simulator(agg)}
+    state = {
+        "session": _snapshot(agg, version),
+        "devices": _devices(agg),
+        "simulator": _simulator(agg),
+    }
     return state, version

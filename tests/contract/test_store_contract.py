@@ -646,9 +646,7 @@ async def test_an_accepted_append_publishes_its_change_and_a_refused_or_repeated
         # a stale expected version: refused, nothing published
         stale = await append_one(writer, a, "c2", 0, entry=b"0-3", change=(sid, b"stale"))
         assert conflict_version(stale[0]) == 1
-        assert await append_one(writer, a, "c3", 1, entry=b"0-4", change=(sid, b"v2")) == [
-            APPENDED
-        ]
+        assert await append_one(writer, a, "c3", 1, entry=b"0-4", change=(sid, b"v2")) == [APPENDED]
         await eventually(lambda: _true(len(seen) >= 2))
         await asyncio.sleep(0.05)
         assert seen == [(sid, b"v1"), (sid, b"v2")]
