@@ -1,5 +1,5 @@
 """A session's lifetime end to end (issue 14), real worker, projector and gateway processes with
-`SESSION_TTL=6s`: activity keeps a session alive with a handful of refresh events, `/health`
+`SESSION_TTL=4s`: activity keeps a session alive with a handful of refresh events, `/health`
 shows the configured TTL, and an expired session is refused (WS error, REST 410), never started
 again empty; its last state can be restored into a new session, or the session restarted fresh.
 """
@@ -20,7 +20,7 @@ from tests.integration.gwstack import Stack, connect_ws, recv_until, running_sta
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(180)]
 
-TTL_S = 6
+TTL_S = 4
 
 
 @pytest.fixture(scope="module")
