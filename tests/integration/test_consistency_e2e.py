@@ -43,7 +43,12 @@ def gateways(redis_server_url: str, postgres_server_url: str, tmp_path_factory) 
     logs = tmp_path_factory.mktemp("consistency-logs")
     with running_stack(redis_server_url, postgres_server_url, logs) as s:
         port_b = free_port()
-        s.start("gateway-b", "gateway", "--port", str(port_b), "--drain-timeout", "2")
+        shared_env = s.env
+        s.env = {**shared_env, "GRPC_ADDR": f"127.0.0.1:{free_port()}"}  # its own gRPC port
+        try:
+            s.start("gateway-b", "gateway", "--port", str(port_b), "--drain-timeout", "2")
+        finally:
+            s.env = shared_env
         deadline = time.monotonic() + 60
         while True:
             with contextlib.suppress(httpx.HTTPError):
