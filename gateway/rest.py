@@ -211,7 +211,7 @@ async def session_start(request: Request, ctx: Context) -> Any:
     req = await body(request, ctx, S.SessionStartRequest)
     sid = parse_uuid(req.sessionId, "sessionId")
     router = parse_uuid(req.routerId, "routerId")
-    await sessions.start_session(
+    started = await sessions.start_session(
         ctx,
         claims,
         sessions.SessionStart(
@@ -224,8 +224,8 @@ async def session_start(request: Request, ctx: Context) -> Any:
     )
     return S.SessionStartResponse(
         session_id=sid,
-        router_reachable=True,
-        infrastructure_ready=True,
+        router_reachable=started.router_reachable,
+        infrastructure_ready=started.infrastructure_ready,
         message="Session established successfully",
     )
 
@@ -467,6 +467,12 @@ async def auth_refresh(request: Request, ctx: Context) -> Any:
     return access.refresh_tokens(ctx, req.refresh_token)
 
 
+def _hours(ms: int) -> int | float:
+    """SESSION_TTL in hours, as seed 004's health shows it: whole hours as an integer (168)."""
+    hours = ms / 3_600_000
+    return int(hours) if hours.is_integer() else round(hours, 4)
+
+
 def _uptime(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}h{(s % 3600) // 60}m{s % 60}s"
@@ -484,7 +490,9 @@ async def health(request: Request, ctx: Context) -> Any:
             uptime=_uptime(time.time() - ctx.started_at),
             active_connections=len(ctx.hub.conns),
             metrics=S.HealthMetrics(
-                snapshot_ttl_hours=168, multi_device_enabled=True, versioning_enabled=True
+                snapshot_ttl_hours=_hours(ctx.config.session_ttl_ms),
+                multi_device_enabled=True,
+                versioning_enabled=True,
             ),
             checks=found,
         ),

@@ -27,6 +27,7 @@ __all__ = [
     "ACTIVE",
     "EXPIRED",
     "INACTIVE",
+    "ONLINE",
     "RECONNECTING",
     "ActorRow",
     "DeviceRow",
