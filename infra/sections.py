@@ -182,7 +182,7 @@ class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Rounds start at most this often: under load, events that arrive meanwhile share one
     # round (one statement, one XREAD wake-up) instead of paying a round each; an idle
     # projector still starts a round the moment an event arrives.
-    round_min_ms: int = 5
+    round_min_ms: int = 50
     # `sessiond projections rebuild`'s folding processes: one by default, since on the 2-core
     # machines we measure on more processes only compete with PostgreSQL for the cores.
     rebuild_workers: int = 1
