@@ -35,7 +35,7 @@ from gateway.health import probe_checks
 from gateway.openapi import build_openapi
 from gateway.operations import Context
 from gateway.protocol import MessageType
-from gateway.push import Push
+from gateway.push import Push, session_closed_by
 from gateway.rest import API_ROUTES, EXTRA_ROUTES, VERSION, endpoint
 from gateway.sse import SseEndpoint
 from gateway.ws import WebSocketEndpoint
@@ -210,8 +210,6 @@ def _on_change(ctx: Context, push: Push) -> None:
         for conn in ctx.hub.connections_of(push.session_id):
             if conn.device_id == payload.get("device_id"):
                 conn.close_soon(4000, "DEVICE_DISCONNECTED")
-    elif event == "SessionExpired" or (event == "SessionEnded"
-                                       and payload.get("reason") != "restarted"):
+    elif (reason := session_closed_by(push)) is not None:
         for conn in ctx.hub.connections_of(push.session_id):
-            conn.close_soon(4410, "SESSION_" + ("ENDED" if event == "SessionEnded"
-                                                else "EXPIRED"))
+            conn.close_soon(4410, reason)

@@ -40,7 +40,7 @@ from opentelemetry.trace import SpanKind
 from events.envelope import EventEnvelope
 from events.ids import session_actor
 from gateway.protocol import Form, MessageType
-from gateway.push import Push, push_for_event
+from gateway.push import Push, push_for_event, session_closed_by
 from infra import tracing
 from infra.store import ChangeFeed, FeedSubscription, Store
 from projections.changes import Change, change_for, decode_changes
@@ -82,6 +82,21 @@ _MOVES: dict[ConnState, frozenset[ConnState]] = {
 class InvalidConnectionState(RuntimeError):
     """A connection was asked for a move its state does not allow: a bug in the caller, raised
     loudly (as websockets' `InvalidState` and Starlette's `client_state` checks do)."""
+
+
+def _close_if_history_ended(conn: Connection, pushes: list[Push]) -> None:
+    """A catch-up that read its session's end from history closes the connection as the live
+    feed would have (the end was appended while the client attached, so no live change of it
+    reaches this connection); a later restart in the same history keeps it open."""
+    reason = None
+    for push in pushes:
+        ended = session_closed_by(push)
+        if ended is not None:
+            reason = ended
+        elif isinstance(push.payload, dict) and push.payload.get("event") == "SessionCreated":
+            reason = None
+    if reason is not None:
+        conn.close_soon(4410, reason)
 
 
 class Connection:
@@ -552,6 +567,7 @@ class Hub:
                                                                   current)
                 if complete:
                     conn.deliver_history(pushes, last)
+                    _close_if_history_ended(conn, pushes)
                 else:
                     await self._reset(conn)
         finally:

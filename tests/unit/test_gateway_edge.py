@@ -603,3 +603,31 @@ async def test_only_a_peer_that_can_speak_is_closed_for_its_silence() -> None:
         await asyncio.sleep(0.01)
     assert {"closed": 4408, "reason": "IDLE_TIMEOUT"} in ws.frames
     assert sse.frames == [{"raw": b": keep-alive\n\n"}]
+
+
+@pytest.mark.anyio
+async def test_a_catch_up_that_reads_the_sessions_end_closes_the_connection() -> None:
+    """A client that attaches just as its session ends gets the end from history, not from the
+    live feed: it is closed as the feed would have closed it; a later restart keeps it open."""
+    from gateway.hub import _close_if_history_ended
+    from gateway.protocol import MessageType
+    from gateway.push import Push
+
+    def change(version: int, event: str, **more: str) -> Push:
+        return Push(MessageType.SESSION_UPDATE, {"event": event, **more}, session_id="s",
+                    version=version)  # fmt: skip
+
+    cases = [
+        ([("SessionEnded", {})], {"closed": 4410, "reason": "SESSION_ENDED"}),
+        ([("SessionExpired", {})], {"closed": 4410, "reason": "SESSION_EXPIRED"}),
+        ([("SessionEnded", {"reason": "restarted"})], None),
+        ([("SessionEnded", {}), ("SessionCreated", {})], None),
+        ([("StateChanged", {})], None),
+    ]
+    for history, expected in cases:
+        conn = MemConn("s", "u", "d")
+        conn.state = ConnState.LIVE
+        pushes = [change(v, event, **more) for v, (event, more) in enumerate(history, 1)]
+        _close_if_history_ended(conn, pushes)
+        await asyncio.sleep(0.01)
+        assert (conn.frames[-1] if conn.frames else None) == expected, history
