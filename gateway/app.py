@@ -32,6 +32,7 @@ from gateway.rest import API_ROUTES, VERSION, endpoint
 from gateway.service import Gateway
 from gateway.sse import SseEndpoint
 from gateway.ws import WebSocketEndpoint
+from infra.backoff import wait_until_up
 from infra.store import CommandSender, Store, open_store
 
 __all__ = ["create_app", "drain"]
@@ -120,9 +121,12 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
         if p is None and config.database_url:
             from infra.postgres import create_pool
 
-            p = await create_pool(config.database_url, max_size=10)
+            # no connection at start: PostgreSQL may be down (reads answer 503 until it is back)
+            p = await create_pool(config.database_url, max_size=10, init_size=0)
         b = bus if bus is not None else s.command_sender(name=f"gw-{config.gateway_id}")
-        await b.start()
+        # Redis may be down or not started yet: wait for it rather than exit (infra.backoff)
+        await wait_until_up("Redis", s.ping, log)
+        await wait_until_up("Redis", b.start, log)
         gw = Gateway(config, s, p, b)
         await gw.start()
         gw.hub.on_change.append(lambda push: _on_change(gw, push))

@@ -44,13 +44,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from infra.backoff import wait_until_up
+    from infra.postgres import pg_outage
     from projections.migrate import migrate
 
     settings = args.settings
     settings.require_redis_url()
     database_url = settings.require_database_url()
     if settings.env != "prod" and not args.no_migrate:
-        await migrate(database_url)
+        # PostgreSQL may be down or still starting: wait for it rather than exit
+        await wait_until_up(
+            "PostgreSQL", lambda: migrate(database_url), log, retry_if=pg_outage
+        )
     await serve(settings.projector)
     return 0
 
@@ -60,15 +65,23 @@ async def serve(
 ) -> None:
     """Open the event store and the PostgreSQL pool, run a projector until SIGTERM / SIGINT
     (it then gives its leases back), close them. `before_commit`: see `Projector`."""
+    from infra.backoff import wait_until_up
     from infra.cli import wait_for_shutdown_signal
     from infra.gctune import tune_gc
-    from infra.postgres import create_pool
+    from infra.postgres import create_pool, pg_outage
     from infra.store import open_store
     from projections.projector import Projector, pool_settings
 
     store = open_store(config.redis_url, config.partitions)
-    pool = await create_pool(
-        config.database_url, max_size=config.pool_size + 1, server_settings=pool_settings(config)
+    pool = await wait_until_up(
+        "PostgreSQL",
+        lambda: create_pool(
+            config.database_url,
+            max_size=config.pool_size + 1,
+            server_settings=pool_settings(config),
+        ),
+        log,
+        retry_if=pg_outage,
     )
     tune_gc()
     projector = Projector(config, store, pool, before_commit=before_commit)

@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 async def run(args: argparse.Namespace) -> int:
     from actors.reactor import Reactor
     from events.errors import SessiondError
+    from infra.backoff import wait_until_up
     from infra.provisioners import create_provisioner
     from infra.store import open_store
 
@@ -68,8 +69,10 @@ async def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # e.g. no kubeconfig
         await store.aclose()
         raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
+    # Redis may be down or not started yet: wait for it rather than exit (infra.backoff)
+    await wait_until_up("Redis", store.ping, log)
     bus = store.command_sender(name=args.name)
-    await bus.start()
+    await wait_until_up("Redis", bus.start, log)
     reactor = Reactor(store, bus, provisioner, name=args.name, concurrency=args.concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
