@@ -96,6 +96,7 @@ class Device:
         self.gateway = home
         self.state: dict = {}
         self.last: int | None = None
+        self.base: int | None = None  # the session version its first connection started from
         self.received: list[int] = []
         self.resets: list[int] = []
         self.duplicates = 0
@@ -115,8 +116,9 @@ class Device:
                 f"{self.ws_bases[self.gateway]}?token={self.token}&device_id={self.device_id}"
                 f"&session_id={self.session_id}"
             )
-            if self.last is not None:
-                url += f"&since={self.last}"
+            since = self.last if self.last is not None else self.base
+            if since is not None:
+                url += f"&since={since}"
             try:
                 async with websockets.connect(
                     url,
@@ -170,6 +172,8 @@ class Device:
                 fut.set_result(msg)
             return
         if kind == "connected":
+            if self.base is None and isinstance(payload.get("version"), int):
+                self.base = payload["version"]
             self.connects += 1
             self.connected.set()
             return

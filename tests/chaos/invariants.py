@@ -62,6 +62,26 @@ def visible_versions(sid: str, log: list[tuple[int, str, dict]]) -> list[int]:
     return [v for v, t, _ in log if push_for_event(sid, v, t, {}) is not None]
 
 
+def fold_state(log: list[tuple[int, str, dict]]) -> dict:
+    """The session's state as its events make it (what GET and every device must show)."""
+    state: dict = {}
+    for _, t, d in log:
+        if t in ("StateReplaced", "ConflictResolved"):
+            state = dict(d.get("state") or {})
+        elif t == "StateChanged":
+            state.update(d.get("changes") or {})
+            for key in d.get("deleted_keys") or ():
+                state.pop(key, None)
+    return state
+
+
+def _differs(a: dict, b: dict | None) -> str:
+    if b is None:
+        return "no GET"
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k, ...) != b.get(k, ...))
+    return f"{len(keys)} keys differ, e.g. {[(k, a.get(k), b.get(k)) for k in keys[:3]]}"
+
+
 def lost_writes(acks: list[Ack], logs: Log) -> list[Ack]:
     by_version = {sid: {v: (t, d) for v, t, d in log} for sid, log in logs.items()}
     lost = []
@@ -166,14 +186,29 @@ def check_all(
         read = reads.get(d.session_id)
         visible = visible_versions(d.session_id, logs[d.session_id])
         last = visible[-1] if visible else None
-        if read is None or d.state != read.get("state_data") or d.last != last:
-            diverged.append((d.session_id, d.device_id, d.last, last))
+        truth = fold_state(logs[d.session_id])
+        got = read.get("state_data") if read is not None else None
+        if d.state != truth or got != truth or d.last != last:
+            diverged.append(
+                (
+                    d.session_id,
+                    d.device_id,
+                    d.last,
+                    last,
+                    f"device vs log: {_differs(d.state, truth)};"
+                    f" GET vs log: {_differs(got or {}, truth) if read else 'no GET'}",
+                )
+            )
     results.append(
         Result(
-            "every device converged to the state of GET",
+            "every device converged to the state of GET (and of the log)",
             not diverged,
             f"{len(devices)} devices; {len(diverged)} differ"
-            + (f"; first (session, device, its version, log's): {diverged[0]}" if diverged else ""),
+            + (
+                f"; first (session, device, its version, log's, diff): {diverged[0]}"
+                if diverged
+                else ""
+            ),
         )
     )
 

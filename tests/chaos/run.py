@@ -320,7 +320,7 @@ class Run:
             print(
                 f"storm: {s['connections']} connections dropped at once over both gateways;"
                 f" all resumed in {s['resumed_s']:.1f} s; gaps {s['gaps']}, duplicates"
-                f" {s['duplicates']}, not resumed {s['missing']}"
+                f" {s['duplicates']}, not resumed {s['missing']}, diverged {s['diverged']}"
             )
         failed = None
         for r in results:
@@ -332,8 +332,11 @@ class Run:
             print(f"[{state}] {r.name}: {r.detail}")
             if not r.ok and failed is None and (not r.pending or a.strict):
                 failed = r
-        if self.storm and (self.storm["gaps"] or self.storm["duplicates"] or self.storm["missing"]):
-            failed = failed or Result("storm: 0 gaps, 0 duplicates, all resumed", False, "")
+        s = self.storm
+        if s and (s["gaps"] or s["duplicates"] or s["missing"] or s["diverged"]):
+            failed = failed or Result(
+                "storm: 0 gaps, 0 duplicates, all resumed and converged", False, str(s)
+            )
         if failed is not None:
             print(f"\nFAILED seed {self.seed}: first violated invariant: {failed.name}:")
             print(f"  {failed.detail}")
