@@ -41,7 +41,12 @@ class Routed(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True)
 class Decider(Generic[S]):
-    """One actor kind. `react` is the kind's policy: events -> commands to other actors."""
+    """One actor kind. `react` is the kind's policy: events -> commands to other actors.
+
+    `result(command, events, state)` (optional) says what the sender's answer needs from the
+    events a command caused (`state` is the state after them); the runtime stores it in the
+    command's `Outcome.result`, so the edge answers from the outcome instead of reading the
+    events back. Pure, like the rest."""
 
     kind: str
     initial_state: S
@@ -50,6 +55,7 @@ class Decider(Generic[S]):
     is_terminal: Callable[[S], bool]
     deadlines: Callable[[S], list[Timer]]
     react: Callable[[S, Any], list[Routed]]
+    result: Callable[[Any, list[Event], S], dict[str, Any]] | None = None
 
     def fold(self, events: Iterable[Event], state: S | None = None) -> S:
         """The state after `events`, starting from `state` (default: the initial state)."""

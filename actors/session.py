@@ -60,7 +60,6 @@ from events.session import (
     TouchDevices,
     Transport,
     UpdateMetadata,
-    ValidateSession,
 )
 from events.simulator import ACTIVE_STATUSES, CreateSimulator, SimulatorStatus, StopSimulator
 
@@ -78,6 +77,7 @@ __all__ = [
     "evolve",
     "is_terminal",
     "react",
+    "result",
 ]
 
 V = TypeVar("V")
@@ -188,8 +188,6 @@ def decide(command: Any, state: SessionState) -> list[Any]:
             return _create(command, state)
         case EndSession():
             return _end(command, state)
-        case ValidateSession():
-            return _validate(command, state)
         case RefreshSession():
             return _refresh(command, state)
         case ExpireSession():
@@ -238,9 +236,10 @@ def _require(condition: bool, message: str) -> None:
         raise DomainError("INVALID_ARGUMENT", message)
 
 
-def _authorize(state: Active | Ended, user_id: str) -> None:
-    """A user reaches only their own sessions; "" is the system (timers, reactors, admins)."""
-    if user_id and user_id != state.user_id:
+def _authorize(state: Active | Ended, command: Command) -> None:
+    """A user reaches only their own sessions, an admin every one; "" is the system (timers,
+    reactors). This is the one authorization of a write: the edge does not check first."""
+    if command.user_id and command.user_id != state.user_id and not command.admin:
         raise DomainError("SESSION_FORBIDDEN", "this session belongs to another user")
 
 
@@ -252,13 +251,13 @@ def _live(state: SessionState, command: Command) -> Active:
         case NotStarted():
             raise DomainError("SESSION_NOT_FOUND", "no such session")
         case Ended(reason="expired"):
-            _authorize(state, command.user_id)
+            _authorize(state, command)
             raise DomainError("SESSION_EXPIRED", "the session has expired")
         case Ended():
-            _authorize(state, command.user_id)
+            _authorize(state, command)
             raise DomainError("SESSION_ENDED", "the session has ended")
         case Active():
-            _authorize(state, command.user_id)
+            _authorize(state, command)
             if command.at >= state.expires_at:
                 raise DomainError("SESSION_EXPIRED", "the session has expired")
             return state
@@ -285,10 +284,10 @@ def _create(command: CreateSession, state: SessionState) -> list[Any]:
         case NotStarted():
             return [_created(command)]
         case Ended():
-            _authorize(state, command.user_id)
+            _authorize(state, command)
             return [_created(command)]
         case Active():
-            _authorize(state, command.user_id)
+            _authorize(state, command)
             if command.at >= state.expires_at:
                 return [
                     SessionExpired(at=command.at, simulator_id=_active_simulator(state)),
@@ -356,7 +355,7 @@ def _end(command: EndSession, state: SessionState) -> list[Any]:
     one that never existed is the caller's mistake."""
     if isinstance(state, NotStarted):
         raise DomainError("SESSION_NOT_FOUND", "no such session")
-    _authorize(state, command.user_id)
+    _authorize(state, command)
     if isinstance(state, Ended):
         return []
     return [
@@ -364,12 +363,6 @@ def _end(command: EndSession, state: SessionState) -> list[Any]:
             at=command.at, reason=command.reason or "ended", simulator_id=_active_simulator(state)
         )
     ]
-
-
-def _validate(command: ValidateSession, state: SessionState) -> list[Any]:
-    """A question, not a change: the liveness guard's verdict is the whole answer."""
-    _live(state, command)
-    return []
 
 
 def _refresh(command: RefreshSession, state: SessionState) -> list[Any]:
@@ -965,6 +958,39 @@ def react(state: SessionState, event: Any) -> list[Routed]:
     return []
 
 
+def result(command: Any, events: list[Any], state: SessionState) -> dict[str, Any]:
+    """What the sender's answer needs from the events `command` caused (`state`: after them):
+    the new state version of a state write, the resolved state, a handoff's token, or the
+    state a handoff carries. Stored in the command's outcome, so a retry gets it too."""
+    match command:
+        case ReplaceState() | ApplyStateChanges():
+            written = _last_of(events, StateReplaced | StateChanged)
+            return {} if written is None else {"state_version": written.state_version}
+        case ResolveConflict():
+            resolved = _last_of(events, ConflictResolved)
+            if resolved is None:
+                return {}
+            return {"state": resolved.state, "state_version": resolved.state_version}
+        case StartHandoff():
+            started = _last_of(events, HandoffStarted)
+            return {} if started is None else {"token": started.token,
+                                               "expires_at": started.expires_at}
+        case AcceptHandoff() if isinstance(state, Active) and command.token in state.handoffs:
+            handoff = state.handoffs[command.token]
+            return {"source_device": handoff.source_device,
+                    "target_device": handoff.target_device,
+                    "state": handoff.state, "state_version": handoff.state_version}
+    return {}
+
+
+def _last_of(events: list[Any], kind: Any) -> Any:
+    """The last event of `kind` (a type or a union of types), or None."""
+    for event in reversed(events):
+        if isinstance(event, kind):
+            return event
+    return None
+
+
 decider: Decider[SessionState] = Decider(
     kind="session",
     initial_state=NotStarted(),
@@ -973,4 +999,5 @@ decider: Decider[SessionState] = Decider(
     is_terminal=is_terminal,
     deadlines=deadlines,
     react=react,
+    result=result,
 )

@@ -76,10 +76,12 @@ class Simulator(msgspec.Struct, frozen=True, tag="Simulator"):
 SimulatorState = NoSimulator | Simulator
 
 
-def _existing(state: SimulatorState, user_id: str) -> Simulator:
+def _existing(state: SimulatorState, command: Any) -> Simulator:
+    """The simulator, if it exists and the command's user may act on it: its owner or an
+    admin ("" is the system: the session's policy, the reactor, timers)."""
     if isinstance(state, NoSimulator):
         raise DomainError("SIMULATOR_NOT_FOUND", "no such simulator")
-    if user_id and user_id != state.owner_id:
+    if command.user_id and command.user_id != state.owner_id and not command.admin:
         raise DomainError("SESSION_FORBIDDEN", "this simulator belongs to another user")
     return state
 
@@ -113,7 +115,7 @@ def decide(command: Any, state: SimulatorState) -> list[Any]:
         return _create(command, state)
     if isinstance(command, CheckHeartbeat | CheckActivity) and isinstance(state, NoSimulator):
         return []
-    sim = _existing(state, command.user_id)
+    sim = _existing(state, command)
     status = sim.status
     match command:
         case RecordProvisioned():

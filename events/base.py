@@ -12,10 +12,14 @@ __all__ = ["Command", "Event"]
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    """A request to an actor. `user_id` is who asks ("" = the system itself: timers, reactors)."""
+    """A request to an actor. `user_id` is who asks ("" = the system itself: timers, reactors);
+    `admin` says the asker holds the admin role. The deciders authorize with both: a user
+    reaches only their own sessions and simulators, an admin reaches every one. (The field is
+    keyword-only and stored by name, so older commands without it decode as not admin.)"""
 
     at: int
     user_id: str = ""
+    admin: bool = False
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):

@@ -29,8 +29,6 @@ __all__ = [
     "decode_outcome",
     "encode",
     "envelope_to_json",
-    "json_decode",
-    "json_encode",
     "type_name",
 ]
 
@@ -54,7 +52,6 @@ _event_decoder = msgspec.msgpack.Decoder(AnyEvent)
 _event_env_decoder = msgspec.msgpack.Decoder(EventEnvelope)
 _command_env_decoder = msgspec.msgpack.Decoder(CommandEnvelope)
 _outcome_decoder = msgspec.msgpack.Decoder(Outcome)
-_json_encoder = msgspec.json.Encoder()
 
 
 def type_name(message: Command | Event) -> str:
@@ -89,14 +86,6 @@ def decode_command_envelope(data: bytes) -> CommandEnvelope:
 
 def decode_outcome(data: bytes) -> Outcome:
     return _outcome_decoder.decode(data)
-
-
-def json_encode(obj: Any) -> bytes:
-    return _json_encoder.encode(obj)
-
-
-def json_decode(data: bytes | str, type_: Any = Any) -> Any:
-    return msgspec.json.decode(data, type=type_)
 
 
 def envelope_to_json(env: EventEnvelope) -> dict[str, Any]:

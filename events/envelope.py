@@ -7,6 +7,8 @@ can route millions of messages without decoding bodies they only pass along.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 __all__ = ["CommandEnvelope", "EventEnvelope", "Outcome"]
@@ -48,6 +50,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What became of a command: stored under its id (for retries) and published to `reply_to`.
 
     `version` is the actor's version after the command (unchanged when it emitted nothing).
+    `result` is what the caller's answer needs from the events the command caused (a new
+    state version, a handoff token...), filled by the actor kind's `result` function, so an
+    answer never reads the events back; {} when the kind has nothing to say.
     """
 
     command_id: str
@@ -58,3 +63,4 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     error_code: str = ""
     error_message: str = ""
     fingerprint: str = ""  # the fingerprint of the command that settled this command id
+    result: dict[str, Any] = {}

@@ -4,6 +4,18 @@ Deciders raise `DomainError`s (a rejected request: the caller did something the 
 does not allow). Adapters raise `InfraError`s (the outside world failed us). The gateway turns
 both into ``{"error": {"code", "message"}}``; the code is the contract, the message is for people.
 Nothing here does I/O, so the deciders and the edge can share it.
+
+The tree::
+
+    SessiondError                  code, message
+    ├── DomainError                a refused command (CODES: code -> HTTP status)
+    ├── InfraError                 the outside world failed (503)
+    │   ├── StoreUnavailable       Redis (infra.store), and DatabaseUnavailable (infra.postgres)
+    │   └── Fenced                 a write with a stale lease epoch
+    ├── ApiError                   the edge's refusals, with their HTTP status (gateway.errors):
+    │   ├── InvalidInput           input the stores cannot hold (gateway.validate)
+    │   └── ProtocolError          a WebSocket message the gateway cannot read (gateway.protocol)
+    └── ConfigError                a configuration value missing or unsafe
 """
 
 from __future__ import annotations

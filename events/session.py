@@ -1,6 +1,9 @@
 """Commands to and events of the session actor (`session:<uuid>`).
 
 Schemas only grow: add fields last with defaults, never change a type, never reuse a tag.
+Retired tags (never to be reused): `ValidateSession` (a question asked as a command; the edge
+reads the session's state instead). A queued command with a retired tag is refused by the
+worker as INVALID_COMMAND, as any undecodable command is.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ __all__ = [
     "TouchDevices",
     "Transport",
     "UpdateMetadata",
-    "ValidateSession",
 ]
 
 DEFAULT_SESSION_TTL_MS = 7 * 24 * 3600 * 1000  # seed 004: 7-day TTL
@@ -100,10 +102,6 @@ class CreateSession(Command, frozen=True, tag="CreateSession"):
     ttl_ms: int = DEFAULT_SESSION_TTL_MS
     presence_timeout_ms: int = DEFAULT_PRESENCE_TIMEOUT_MS
     restart: bool = False
-
-
-class ValidateSession(Command, frozen=True, tag="ValidateSession"):
-    """Ask whether the session is live and `user_id`'s; emits nothing, errors say why not."""
 
 
 class RefreshSession(Command, frozen=True, tag="RefreshSession"):
@@ -253,7 +251,6 @@ class RecordSimulatorStatus(Command, frozen=True, tag="RecordSimulatorStatus"):
 
 SessionCommand = (
     CreateSession
-    | ValidateSession
     | RefreshSession
     | EndSession
     | ExpireSession

@@ -1,7 +1,10 @@
 """The gateway ASGI app: a list of routes, shared resources in the lifespan (Starlette style).
 
 `create_app(config)` builds it; `gateway.server.serve(config)` runs it on uvicorn
-(websockets-sansio, httptools, uvloop) with a graceful drain on SIGTERM.
+(websockets-sansio, httptools, uvloop) with a graceful drain on SIGTERM. The lifespan makes the
+process `Context` (store, database, token service, hub, metrics) that every adapter hands to
+the operations, starts the hub, the connection upkeep and the market data relay, and closes
+them in reverse.
 """
 
 from __future__ import annotations
@@ -21,15 +24,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from gateway import market_data, simulator_routes
+from gateway import market_data, upkeep
 from gateway.config import GatewayConfig
 from gateway.errors import error_response
-from gateway.hub import ConnState
 from gateway.openapi import build_openapi
+from gateway.operations import Context
 from gateway.protocol import MessageType
 from gateway.push import Push
-from gateway.rest import API_ROUTES, VERSION, endpoint
-from gateway.service import Gateway
+from gateway.rest import API_ROUTES, EXTRA_ROUTES, VERSION, endpoint
 from gateway.sse import SseEndpoint
 from gateway.ws import WebSocketEndpoint
 from infra.backoff import wait_until_up
@@ -40,22 +42,21 @@ __all__ = ["create_app", "drain"]
 log = logging.getLogger("sessiond.gateway")
 
 
-async def drain(gw: Gateway, timeout: float | None = None) -> None:
+async def drain(ctx: Context, timeout: float | None = None) -> None:
     """Graceful drain: refuse new connections, tell clients to reconnect elsewhere, give them
     `timeout` seconds to leave, close the rest (1012), and send LeaveDevice for every one."""
-    timeout = gw.config.drain_timeout_s if timeout is None else timeout
-    gw.draining = True
+    timeout = ctx.config.drain_timeout_s if timeout is None else timeout
+    ctx.draining = True
     deadline = time.monotonic() + timeout
     advice = Push(MessageType.RECONNECT, {"reason": "server_draining",
                                           "retry_after_ms": 100})
-    for conn in tuple(gw.hub.conns.values()):
+    for conn in tuple(ctx.hub.conns.values()):
         conn.deliver(advice)
-    while gw.hub.conns and time.monotonic() < deadline - timeout / 2:
+    while ctx.hub.conns and time.monotonic() < deadline - timeout / 2:
         await asyncio.sleep(0.05)
-    for conn in tuple(gw.hub.conns.values()):
-        if conn.state < ConnState.CLOSING:
-            conn.close_soon(1012, "SERVER_DRAINING")
-    pending = {t for t in gw.handlers if not t.done()}
+    for conn in tuple(ctx.hub.conns.values()):
+        conn.close_soon(1012, "SERVER_DRAINING")
+    pending = {t for t in ctx.handlers if not t.done()}
     left = max(0.1, deadline - time.monotonic())
     if pending:
         await asyncio.wait(pending, timeout=left)
@@ -107,6 +108,64 @@ class GatewayApp:
             await self.app(scope, receive, send)
 
 
+@contextlib.asynccontextmanager
+async def _resources(config: GatewayConfig, store: Store | None, pool: Any,
+                     bus: CommandSender | None) -> AsyncIterator[Context]:
+    """The process's event store, PostgreSQL pool and command sender as a `Context`: each
+    made from `config` unless given, and closed on the way out only when made here."""
+    async with contextlib.AsyncExitStack() as made:
+        s = store
+        if s is None:
+            s = open_store(config.redis_url, config.partitions, name=f"gw-{config.gateway_id}")
+            made.push_async_callback(s.aclose)
+        p = pool
+        if p is None and config.database_url:
+            from infra.postgres import create_pool
+
+            # no connection at start: PostgreSQL may be down (reads answer 503 until it is back)
+            p = await create_pool(config.database_url, max_size=10, init_size=0)
+            made.push_async_callback(p.close)
+        b = bus
+        if b is None:
+            b = s.command_sender(name=f"gw-{config.gateway_id}")
+            made.push_async_callback(b.close)
+        # Redis may be down or not started yet: wait for it rather than exit (infra.backoff)
+        await wait_until_up("Redis", s.ping, log)
+        await wait_until_up("Redis", b.start, log)
+        yield Context(config, s, p, b)
+
+
+@contextlib.asynccontextmanager
+async def _serving(ctx: Context) -> AsyncIterator[None]:
+    """The hub, the connection upkeep, this gateway's registration and the market data relay,
+    while the app serves; on the way out, a drain first (unless one ran), then each stopped."""
+    await ctx.hub.start()
+    upkeep_task = asyncio.get_running_loop().create_task(upkeep.run(ctx))
+    gateway_id = ctx.config.gateway_id
+    with contextlib.suppress(Exception):
+        await ctx.store.connections.announce(gateway_id)
+    ctx.hub.on_change.append(lambda push: _on_change(ctx, push))
+    relay = await market_data.install(
+        ctx.store.market_data,
+        ctx.hub,
+        ctx.sender,
+        activity_interval_s=ctx.config.simulator_activity_interval_ms / 1000,
+    )
+    try:
+        yield
+    finally:
+        if not ctx.draining:
+            await drain(ctx, min(1.0, ctx.config.drain_timeout_s))
+        with contextlib.suppress(Exception):
+            await relay.close()
+        upkeep_task.cancel()
+        with contextlib.suppress(BaseException):
+            await upkeep_task
+        await ctx.hub.close()
+        with contextlib.suppress(Exception):
+            await ctx.store.connections.remove_gateway(gateway_id)
+
+
 def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any = None,
                bus: CommandSender | None = None) -> GatewayApp:
     """The gateway app. The event store, the Postgres pool and the command sender (`bus`) are
@@ -115,41 +174,13 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        s = store if store is not None else open_store(
-            config.redis_url, config.partitions, name=f"gw-{config.gateway_id}")
-        p = pool
-        if p is None and config.database_url:
-            from infra.postgres import create_pool
-
-            # no connection at start: PostgreSQL may be down (reads answer 503 until it is back)
-            p = await create_pool(config.database_url, max_size=10, init_size=0)
-        b = bus if bus is not None else s.command_sender(name=f"gw-{config.gateway_id}")
-        # Redis may be down or not started yet: wait for it rather than exit (infra.backoff)
-        await wait_until_up("Redis", s.ping, log)
-        await wait_until_up("Redis", b.start, log)
-        gw = Gateway(config, s, p, b)
-        await gw.start()
-        gw.hub.on_change.append(lambda push: _on_change(gw, push))
-        relay = await market_data.install(gw)
-        app.state.gateway = gw
-        try:
-            yield {"gateway": gw}
-        finally:
-            if not gw.draining:
-                await drain(gw, min(1.0, config.drain_timeout_s))
-            with contextlib.suppress(Exception):
-                await relay.close()
-            await gw.close()
-            if bus is None:
-                await b.close()
-            if store is None:
-                await s.aclose()
-            if pool is None and p is not None:
-                await p.close()
+        async with _resources(config, store, pool, bus) as ctx, _serving(ctx):
+            app.state.context = ctx
+            yield {"context": ctx}
 
     ws_endpoint = WebSocketEndpoint()
-    routes: list[Any] = [WebSocketRoute("/ws", ws_endpoint), *simulator_routes.routes]
-    for method, path, handler, *_ in API_ROUTES:
+    routes: list[Any] = [WebSocketRoute("/ws", ws_endpoint)]
+    for method, path, handler, *_ in (*API_ROUTES, *EXTRA_ROUTES):
         routes.append(Route(path, endpoint(handler), methods=[method]))
     routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
     openapi = msgspec.json.encode(build_openapi(API_ROUTES, VERSION))
@@ -183,17 +214,17 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
     return GatewayApp(app, ws_endpoint)
 
 
-def _on_change(gw: Gateway, push: Push) -> None:
+def _on_change(ctx: Context, push: Push) -> None:
     """Changes that act on local connections: a device disconnected (forced or timed out)
     loses its connections here; an ended session closes its connections."""
     payload = push.payload if isinstance(push.payload, dict) else {}
     event = payload.get("event")
     if event == "DeviceLeft" and payload.get("reason") in ("disconnected", "timeout"):
-        for conn in gw.hub.connections_of(push.session_id):
+        for conn in ctx.hub.connections_of(push.session_id):
             if conn.device_id == payload.get("device_id"):
                 conn.close_soon(4000, "DEVICE_DISCONNECTED")
     elif event == "SessionExpired" or (event == "SessionEnded"
                                        and payload.get("reason") != "restarted"):
-        for conn in gw.hub.connections_of(push.session_id):
+        for conn in ctx.hub.connections_of(push.session_id):
             conn.close_soon(4410, "SESSION_" + ("ENDED" if event == "SessionEnded"
                                                 else "EXPIRED"))

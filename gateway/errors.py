@@ -1,9 +1,13 @@
 """The edge's one error shape: ``{"error": {"code", "message"}}`` with the right HTTP status.
 
-Domain rejections keep their stable codes (events.errors.CODES gives the status); infrastructure
-failures become 503 without internals, with a Retry-After header (PostgreSQL unreachable:
-DATABASE_UNAVAILABLE); anything unexpected becomes a 500 with a generic message (the detail goes
-to the log, never to the client).
+`ApiError` is the edge's branch of the one exception tree (`events.errors.SessiondError`): a
+refusal with a stable code and the HTTP status it is answered with (the WebSocket and gRPC
+adapters map the same code to their own close codes and statuses). Domain rejections keep their
+stable codes (events.errors.CODES gives the status); infrastructure failures become 503 without
+internals, with a Retry-After header (PostgreSQL unreachable: DATABASE_UNAVAILABLE); anything
+unexpected becomes a 500 with a generic message (the detail goes to the log, never to the
+client). Errors are values at the edges: every adapter turns an exception into its error
+message with `from_exception`, never lets one through.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import asyncpg
 import msgspec
 from starlette.responses import Response
 
-from events.errors import CODES, DomainError, InfraError
+from events.errors import CODES, DomainError, InfraError, SessiondError
 from infra.postgres import DatabaseUnavailable, unreachable
 
 __all__ = [
@@ -50,7 +54,7 @@ RETRY_AFTER_S = 1
 DATABASE_RETRY_AFTER_S = 2
 
 
-class ApiError(Exception):
+class ApiError(SessiondError):
     """Raised anywhere in the gateway to answer a request (or a WS message) with an error.
 
     A 503 carries `retry_after` (seconds; RETRY_AFTER_S unless given), sent as `Retry-After`;
@@ -61,10 +65,8 @@ class ApiError(Exception):
                  headers: dict[str, str] | None = None,
                  extra: dict[str, Any] | None = None,
                  retry_after: int | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, code)
         self.status = status
-        self.code = code
-        self.message = message
         self.extra = extra
         self._headers = headers
         self.retry_after = RETRY_AFTER_S if retry_after is None and status == 503 \

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from infra.store import Store
 from projections.health import ROLE as PROJECTOR_ROLE
-from projections.health import ProjectorStatus, describe
+from projections.health import describe, read_statuses
+
+if TYPE_CHECKING:
+    from gateway.operations import Context
 
 __all__ = [
     "DEGRADED",
@@ -39,7 +39,6 @@ __all__ = [
     "UNHEALTHY",
     "health_checks",
     "overall",
-    "projector_statuses",
     "readiness",
 ]
 
@@ -57,75 +56,54 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-async def _store(gw: Any) -> dict[str, Any]:
+async def _store(ctx: Context) -> dict[str, Any]:
     try:
-        await _timed(gw.store.ping())
+        await _timed(ctx.store.ping())
     except Exception as exc:
         return {"status": "unreachable", "error": _failure(exc)}
     return {"status": "ok"}
 
 
-async def _postgres(gw: Any) -> dict[str, Any]:
-    if gw.pool is None:
+async def _postgres(ctx: Context) -> dict[str, Any]:
+    if ctx.db is None:
         return {"status": "unconfigured", "error": "no DATABASE_URL"}
     try:
-        await _timed(gw.pool.fetchval("SELECT 1"))
+        await _timed(ctx.db.fetchval("SELECT 1"))
     except Exception as exc:
         out = {"status": "unreachable", "error": _failure(exc)}
-        since = gw.pool.outage.down_since
+        since = ctx.db.outage.down_since
         if since is not None:
             out["since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
         return out
     return {"status": "ok"}
 
 
-async def _leases_held(gw: Any, role: str) -> int:
-    return len(await _timed(gw.store.leases.holders(role)))
+async def _leases_held(ctx: Context, role: str) -> int:
+    return len(await _timed(ctx.store.leases.holders(role)))
 
 
-_status = msgspec.json.Decoder(ProjectorStatus)
-
-
-async def projector_statuses(store: Store) -> list[ProjectorStatus]:
-    """The status record of every live projector (a live member of the projector role, or the
-    holder of a projector lease), ordered by owner; one without a record is listed as unknown."""
-    holders = await store.leases.holders(PROJECTOR_ROLE)
-    owners = sorted({*await store.leases.members(PROJECTOR_ROLE), *holders.values()})
-    out: list[ProjectorStatus] = []
-    for owner, raw in (await store.statuses.get(PROJECTOR_ROLE, owners)).items():
-        try:
-            out.append(
-                _status.decode(raw)
-                if raw
-                else ProjectorStatus(owner=owner, last_error="no status record (yet)")
-            )
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            out.append(ProjectorStatus(owner=owner, last_error="unreadable status record"))
-    return out
-
-
-async def _workers(gw: Any) -> dict[str, Any]:
-    partitions = gw.config.partitions
+async def _workers(ctx: Context) -> dict[str, Any]:
+    partitions = ctx.config.partitions
     try:
-        held = await _leases_held(gw, "worker")
+        held = await _leases_held(ctx, "worker")
     except Exception as exc:
         return {"status": "unknown", "error": _failure(exc)}
     status = "ok" if held == partitions else ("none" if held == 0 else "partial")
     return {"status": status, "leases": f"{held}/{partitions}"}
 
 
-async def _dead_letters(gw: Any) -> int | None:
+async def _dead_letters(ctx: Context) -> int | None:
     try:
-        return await _timed(gw.pool.fetchval("SELECT count(*) FROM projection.dead_letters"))
+        return await _timed(ctx.db.fetchval("SELECT count(*) FROM projection.dead_letters"))
     except Exception:  # unreachable meanwhile, or migration 006 not applied yet
         return None
 
 
-async def _projectors(gw: Any, postgres_ok: bool) -> dict[str, Any]:
-    partitions = gw.config.partitions
+async def _projectors(ctx: Context, postgres_ok: bool) -> dict[str, Any]:
+    partitions = ctx.config.partitions
     try:
-        statuses = await _timed(projector_statuses(gw.store))
-        held = await _leases_held(gw, PROJECTOR_ROLE)
+        statuses = await _timed(read_statuses(ctx.store))
+        held = await _leases_held(ctx, PROJECTOR_ROLE)
     except Exception as exc:
         return {"status": "unknown", "error": _failure(exc)}
     problems = [f"{s.owner}: {describe(s)}" for s in statuses if describe(s) != "ok"]
@@ -134,8 +112,8 @@ async def _projectors(gw: Any, postgres_ok: bool) -> dict[str, Any]:
         problems.append("no projector is running")
     if held < partitions:
         problems.append(f"{partitions - held} partitions have no projector")
-    if lag > gw.config.health_max_lag_s:
-        problems.append(f"projection lag {lag:.1f} s (over {gw.config.health_max_lag_s:g} s)")
+    if lag > ctx.config.health_max_lag_s:
+        problems.append(f"projection lag {lag:.1f} s (over {ctx.config.health_max_lag_s:g} s)")
     out: dict[str, Any] = {
         "status": "ok" if not problems else "degraded",
         "running": len(statuses),
@@ -144,8 +122,8 @@ async def _projectors(gw: Any, postgres_ok: bool) -> dict[str, Any]:
     }
     if problems:
         out["problems"] = problems
-    if postgres_ok and gw.pool is not None:
-        out["dead_letters"] = await _dead_letters(gw)
+    if postgres_ok and ctx.db is not None:
+        out["dead_letters"] = await _dead_letters(ctx)
     return out
 
 
@@ -160,22 +138,22 @@ def overall(checks: dict[str, dict[str, Any]], *, draining: bool = False) -> str
     return HEALTHY
 
 
-async def health_checks(gw: Any) -> tuple[str, dict[str, dict[str, Any]]]:
+async def health_checks(ctx: Context) -> tuple[str, dict[str, dict[str, Any]]]:
     """(status, checks): every dependency checked at once, each within CHECK_TIMEOUT_S."""
-    store, postgres, workers = await asyncio.gather(_store(gw), _postgres(gw), _workers(gw))
-    projector = await _projectors(gw, postgres["status"] == "ok")
+    store, postgres, workers = await asyncio.gather(_store(ctx), _postgres(ctx), _workers(ctx))
+    projector = await _projectors(ctx, postgres["status"] == "ok")
     checks = {"redis": store, "postgres": postgres, "workers": workers, "projector": projector}
-    return overall(checks, draining=gw.draining), checks
+    return overall(checks, draining=ctx.draining), checks
 
 
-async def readiness(gw: Any) -> dict[str, Any]:
+async def readiness(ctx: Context) -> dict[str, Any]:
     """Whether this gateway can serve: Redis and PostgreSQL answer, and it is not draining.
     Worker lease coverage is reported, not required (see the module docstring)."""
-    store, postgres, workers = await asyncio.gather(_store(gw), _postgres(gw), _workers(gw))
+    store, postgres, workers = await asyncio.gather(_store(ctx), _postgres(ctx), _workers(ctx))
     checks = {
         "redis": store["status"],
         "postgres": postgres["status"],
         "worker_leases": workers.get("leases", workers["status"]),
     }
-    ok = store["status"] == "ok" and postgres["status"] == "ok" and not gw.draining
-    return {"ready": ok, "draining": gw.draining, "checks": checks}
+    ok = store["status"] == "ok" and postgres["status"] == "ok" and not ctx.draining
+    return {"ready": ok, "draining": ctx.draining, "checks": checks}

@@ -43,16 +43,43 @@ from gateway.push import Push, push_for_event
 from infra.store import ChangeFeed, FeedSubscription, Store
 from projections.changes import Change, change_for, decode_changes
 
-__all__ = ["ConnState", "Connection", "EventHistory", "Hub"]
+__all__ = [
+    "ConnState",
+    "Connection",
+    "EventHistory",
+    "Hub",
+    "InvalidConnectionState",
+    "ResetState",
+]
 
 log = logging.getLogger("sessiond.gateway.hub")
 
 
 class ConnState(IntEnum):
+    """A connection's life: catching up (history read, live changes buffered) <-> live, then
+    closing (a close was asked for) and closed (the socket is done). Once closing, a
+    connection never opens again. Changed only through `Connection.move_to`."""
+
     CATCHING_UP = 1
     LIVE = 2
     CLOSING = 3
     CLOSED = 4
+
+
+#: The moves `Connection.move_to` allows: catching up and live alternate (a resumed client
+#: catches up again), any open state may close, and closing ends closed. A connection closed
+#: twice (the reader and a failed write both notice) stays closed.
+_MOVES: dict[ConnState, frozenset[ConnState]] = {
+    ConnState.CATCHING_UP: frozenset(ConnState),
+    ConnState.LIVE: frozenset({ConnState.CATCHING_UP, ConnState.CLOSING, ConnState.CLOSED}),
+    ConnState.CLOSING: frozenset({ConnState.CLOSED}),
+    ConnState.CLOSED: frozenset({ConnState.CLOSED}),
+}
+
+
+class InvalidConnectionState(RuntimeError):
+    """A connection was asked for a move its state does not allow: a bug in the caller, raised
+    loudly (as websockets' `InvalidState` and Starlette's `client_state` checks do)."""
 
 
 class Connection:
@@ -105,6 +132,28 @@ class Connection:
         self.last_rx = time.monotonic()
         self.expires_at = 0  # the token's `exp` (s since the epoch): closed after it; 0 = never
 
+    # ------------------------------------------------------------------ state
+    def move_to(self, state: ConnState) -> None:
+        """The one way a connection changes state (see `ConnState`); an illegal move raises
+        `InvalidConnectionState`."""
+        if state not in _MOVES[self.state]:
+            raise InvalidConnectionState(
+                f"connection {self.conn_id}: {self.state.name} -> {state.name} is not a move"
+            )
+        self.state = state
+
+    @property
+    def closing(self) -> bool:
+        """Closing or closed: nothing more is sent, and it never opens again."""
+        return self.state >= ConnState.CLOSING
+
+    def token_expired(self, grace_s: float, now: float | None = None) -> bool:
+        """Whether the token the connection was opened (or last re-authenticated) with has
+        expired, `grace_s` allowed: the upkeep closes such a connection (4401 TOKEN_EXPIRED)
+        within one heartbeat interval, and a WS message on it is refused."""
+        exp = self.expires_at
+        return bool(exp) and (time.time() if now is None else now) >= exp + grace_s
+
     # ------------------------------------------------------------------ to implement
     def encode(self, push: Push) -> Any:
         return push.frame(self.form)
@@ -142,9 +191,12 @@ class Connection:
         self.last_version = max(self.last_version, upto)
 
     def go_live(self) -> None:
-        """End of catch-up: drain what arrived meanwhile, in order, skipping what was sent."""
+        """End of catch-up: drain what arrived meanwhile, in order, skipping what was sent (a
+        connection closed meanwhile just drops it)."""
         buffered, self.buffer = self.buffer or [], None
-        self.state = ConnState.LIVE
+        if self.closing:
+            return
+        self.move_to(ConnState.LIVE)
         for push in sorted(buffered, key=lambda p: p.version or 0):
             self.deliver(push)
 
@@ -186,7 +238,7 @@ class Connection:
         except Exception:  # the peer went away: the reader side cleans up
             self.backlog = None
             self.backlog_bytes = 0
-            self.state = ConnState.CLOSED
+            self.move_to(ConnState.CLOSED)
         finally:
             if not self.backlog:
                 self.backlog = None
@@ -200,9 +252,10 @@ class Connection:
                 await asyncio.wait_for(asyncio.shield(flusher), timeout)
 
     def close_soon(self, code: int, reason: str) -> None:
-        if self.state >= ConnState.CLOSING:
+        """Close with `code` in the background (once; later calls do nothing)."""
+        if self.closing:
             return
-        self.state = ConnState.CLOSING
+        self.move_to(ConnState.CLOSING)
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _close(self, code: int, reason: str) -> None:
@@ -443,8 +496,8 @@ class Hub:
         """Register `conn` and bring it up to date: after `since` when given (resume), else
         from the current version on. Live changes arriving meanwhile are buffered."""
         conn.hub = self
-        conn.state = ConnState.CATCHING_UP
-        conn.buffer = []
+        if conn.closing:  # closed before it was attached (a slow first write): nothing to do
+            return
         self.conns[conn.conn_id] = conn
         feed = self.feeds.get(conn.session_id)
         first = feed is None
@@ -466,7 +519,9 @@ class Hub:
     async def resync(self, conn: Connection, since: int | None) -> None:
         """Bring `conn` up to date after `since` (None: from the current version on), buffering
         live changes meanwhile; then deliver those, each version once."""
-        conn.state = ConnState.CATCHING_UP
+        if conn.closing:
+            return
+        conn.move_to(ConnState.CATCHING_UP)
         conn.buffer = []
         try:
             current = await self.history.current_version(conn.session_id)
@@ -499,7 +554,7 @@ class Hub:
             conn.deliver_history(pushes, last)
 
     async def detach(self, conn: Connection) -> None:
-        conn.state = ConnState.CLOSED
+        conn.move_to(ConnState.CLOSED)
         self.conns.pop(conn.conn_id, None)
         feed = self.feeds.get(conn.session_id)
         if feed is None:

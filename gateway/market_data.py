@@ -290,11 +290,12 @@ class MarketDataRelay:
                 )
 
 
-async def install(gateway: Any, **kw: Any) -> MarketDataRelay:
-    """Create, hook into `gateway.hub` and start the relay (the gateway's start-up calls it).
-    Client activity is reported every `simulator_activity_interval_ms` of the gateway's config
-    (SIMULATOR_ACTIVITY_INTERVAL_MS)."""
-    kw.setdefault("activity_interval_s", gateway.config.simulator_activity_interval_ms / 1000)
-    relay = MarketDataRelay(gateway.store.market_data, gateway.hub, bus=gateway.bus, **kw)
+async def install(
+    market_data: MarketData, hub: Any, bus: CommandSender, **kw: Any
+) -> MarketDataRelay:
+    """Create, hook into `hub` and start the relay (the gateway's start-up calls it). Pass
+    `activity_interval_s`: how often client activity is reported (the gateway's
+    `simulator_activity_interval_ms`, SIMULATOR_ACTIVITY_INTERVAL_MS)."""
+    relay = MarketDataRelay(market_data, hub, bus=bus, **kw)
     await relay.start()
     return relay

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.errors import ApiError
 from gateway.validate import (
     DEFAULT_LIMITS,
     InputLimits,
@@ -95,13 +96,12 @@ ALIASES: dict[str, MessageType] = {
 _KNOWN_CODES = frozenset(int(t) for t in MessageType)
 
 
-class ProtocolError(Exception):
-    """A message the gateway cannot accept; `code` is what the client's ERROR carries."""
+class ProtocolError(ApiError):
+    """A message the gateway cannot accept (a 400); `code` is what the client's ERROR carries,
+    echoing the message's `correlation_id` when it could be read."""
 
     def __init__(self, code: str, message: str, correlation_id: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(400, code, message)
         self.correlation_id = correlation_id
 
 

@@ -11,6 +11,44 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from gateway.operations.access import TokenPair
+from gateway.operations.simulators import DEFAULT_CASH, DEFAULT_SYMBOLS
+
+__all__ = [
+    "BroadcastRequest",
+    "BroadcastResponse",
+    "ConflictRequest",
+    "ConflictResponse",
+    "CreateSessionRequest",
+    "CreateSessionResponse",
+    "Device",
+    "DevicesResponse",
+    "DisconnectResponse",
+    "ErrorDetailSchema",
+    "ErrorSchema",
+    "HandoffRequest",
+    "HandoffResponse",
+    "HandoffValidation",
+    "HealthMetrics",
+    "HealthResponse",
+    "IncrementalRequest",
+    "IncrementalResponse",
+    "MessageResponse",
+    "ReadyResponse",
+    "RefreshRequest",
+    "SessionEndRequest",
+    "SessionRefreshRequest",
+    "SessionStartRequest",
+    "SessionStartResponse",
+    "SimulatorInfo",
+    "SnapshotRequest",
+    "SnapshotResponse",
+    "SnapshotWriteResponse",
+    "StartSimulatorRequest",
+    "TokenPair",
+    "UUIDStr",
+]
+
 #: A UUID as text (validated by the handlers, which answer 400 with the field's name).
 UUIDStr = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
 
@@ -34,8 +72,8 @@ class CreateSessionResponse(msgspec.Struct, kw_only=True):
 
 
 class StartSimulatorRequest(_Req):
-    initial_symbols: list[str] = msgspec.field(default_factory=lambda: ["AAPL", "MSFT", "GOOG"])
-    initial_cash: float = 100000.0
+    initial_symbols: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    initial_cash: float = DEFAULT_CASH
 
 
 class SimulatorInfo(msgspec.Struct, kw_only=True):
@@ -212,13 +250,6 @@ class BroadcastResponse(msgspec.Struct, kw_only=True):
 
 class RefreshRequest(_Req):
     refresh_token: str
-
-
-class TokenPair(msgspec.Struct, kw_only=True):
-    access_token: str
-    refresh_token: str
-    token_type: str
-    expires_in: int
 
 
 class HealthMetrics(msgspec.Struct, kw_only=True):

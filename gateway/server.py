@@ -26,15 +26,12 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
-        gw = getattr(self.config.loaded_app_state, "gateway", None) if hasattr(
-            self.config, "loaded_app_state") else None
-        if gw is None:
-            gw = getattr(getattr(self, "_sessiond_app", None), "state", None)
-            gw = getattr(gw, "gateway", None)
-        if gw is not None and not gw.draining:
-            log.info("draining %d connections", len(gw.hub.conns))
+        ctx = getattr(getattr(getattr(self, "_sessiond_app", None), "state", None),
+                      "context", None)
+        if ctx is not None and not ctx.draining:
+            log.info("draining %d connections", len(ctx.hub.conns))
             try:
-                await drain(gw)
+                await drain(ctx)
             except Exception:
                 log.exception("drain failed")
         await super().shutdown(sockets)

@@ -22,6 +22,7 @@ connection is kept; a refused handshake closes with 4400). Pure: no I/O.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ __all__ = [
     "decode_json",
     "identifier",
     "parse_json",
+    "parse_uuid",
     "version_param",
 ]
 
@@ -284,3 +286,14 @@ def version_param(value: Any, field: str) -> int | None:
     if not 0 <= number <= _BIGINT_MAX:
         raise InvalidInput("INVALID_ARGUMENT", f"{field} must be between 0 and 2**63-1")
     return number
+
+
+def parse_uuid(value: Any, field: str) -> str:
+    """`value` as a canonical UUID string (a session id), or a 400 INVALID_ARGUMENT naming
+    `field`."""
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "INVALID_ARGUMENT", f"{field} is required and must be a UUID")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ApiError(400, "INVALID_ARGUMENT", f"{field} must be a UUID, got {value!r}") from None

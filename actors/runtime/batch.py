@@ -254,7 +254,8 @@ def _decide_one(
     version = expected + len(events)
     timers, upserts, removals = _timer_changes(tent.timers, decider.deadlines(state))
     snapshot = _snapshot_due(tent, version, state, snapshot_every)
-    outcome = _outcome(env, version=version, events=len(events))
+    answer = decider.result(item.command, events, state) if decider.result is not None else None
+    outcome = _outcome(env, version=version, events=len(events), result=answer)
     batch.append(
         item.entry_id,
         env.command_id,
@@ -384,7 +385,12 @@ def _snapshot_due(tent: _Tentative, version: int, state: Any, every: int) -> Sna
 
 
 def _outcome(
-    env: CommandEnvelope, *, version: int, events: int = 0, error: tuple[str, str] | None = None
+    env: CommandEnvelope,
+    *,
+    version: int,
+    events: int = 0,
+    error: tuple[str, str] | None = None,
+    result: dict[str, Any] | None = None,
 ) -> bytes:
     if error is not None:
         return _encode(
@@ -406,6 +412,7 @@ def _outcome(
             version=version,
             events=events,
             fingerprint=env.fingerprint,
+            result=result or {},
         )
     )
 

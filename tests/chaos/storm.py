@@ -90,7 +90,7 @@ async def _child(args: argparse.Namespace) -> None:
     from gateway.auth import TokenService
     from infra.config import load_settings
     from tests.chaos.clients import Device, Ledger
-    from tests.chaos.invariants import _differs, fold_state, gaps, read_logs
+    from tests.chaos.invariants import fold_state, gaps, read_logs
 
     tokens = TokenService(load_settings(dict(os.environ)).gateway)
     ws_bases = [b.replace("http://", "ws://") + "/ws" for b in args.bases]

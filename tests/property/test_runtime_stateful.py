@@ -40,7 +40,6 @@ from events.session import (
     ReplaceState,
     StartHandoff,
     UpdateMetadata,
-    ValidateSession,
 )
 from infra.store import layout, open_store
 from infra.store.routing import partition_of
@@ -58,7 +57,7 @@ small = st.integers(min_value=0, max_value=3)
 def command_for(session_id: str, at: int, user: str, data: Any) -> Any:
     """One session command, built from drawn `data`."""
     kind = data.draw(st.sampled_from(
-        ["create", "refresh", "validate", "end", "metadata", "join", "leave", "replace",
+        ["create", "refresh", "end", "metadata", "join", "leave", "replace",
          "changes", "quality", "handoff", "accept"]
     ))  # fmt: skip
     if kind == "create":
@@ -66,8 +65,6 @@ def command_for(session_id: str, at: int, user: str, data: Any) -> Any:
                              restart=data.draw(st.booleans()))  # fmt: skip
     if kind == "refresh":
         return RefreshSession(at=at, user_id=user)
-    if kind == "validate":
-        return ValidateSession(at=at, user_id=user)
     if kind == "end":
         return EndSession(at=at, user_id=user)
     if kind == "metadata":

@@ -17,9 +17,9 @@ from gateway.auth import TokenService, bearer
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import ApiError, from_exception, from_outcome
 from gateway.hub import ConnState, Hub
+from gateway.operations.presence import quality_for
 from gateway.protocol import Form, MessageType, ProtocolError, decode_inbound, encode_outbound
 from gateway.push import Push, push_for_event
-from gateway.ws import quality_for
 from infra.config import load_settings
 from infra.store import MemoryStore
 from tests.hubkit import MemConn
@@ -389,33 +389,91 @@ class _RecordingBus:
         return Outcome(command_id="c", actor_id=actor_id, ok=True, version=2, events=1)
 
 
+# ------------------------------------------------------------------ connection states
+
+
+def test_a_connection_moves_between_catching_up_and_live_then_closes_for_good() -> None:
+    from gateway.hub import InvalidConnectionState
+
+    conn = MemConn("s", "u", "d")
+    assert conn.state is ConnState.CATCHING_UP
+    for state in (ConnState.LIVE, ConnState.CATCHING_UP, ConnState.LIVE, ConnState.CLOSING,
+                  ConnState.CLOSED, ConnState.CLOSED):
+        conn.move_to(state)
+        assert conn.state is state
+    for illegal in (ConnState.CATCHING_UP, ConnState.LIVE, ConnState.CLOSING):
+        with pytest.raises(InvalidConnectionState):
+            conn.move_to(illegal)
+    assert conn.state is ConnState.CLOSED
+    closing = MemConn("s", "u", "d")
+    closing.move_to(ConnState.CLOSING)
+    with pytest.raises(InvalidConnectionState):
+        closing.move_to(ConnState.LIVE)
+
+
+@pytest.mark.anyio
+async def test_a_connection_closed_while_catching_up_stays_closed() -> None:
+    """The client went away while its history was read: going live must not reopen it."""
+    h = FakeHistory()
+    h.add("s", 3)
+    hub = _hub(h)
+    conn = MemConn("s", "u", "d")
+    original = h.after
+
+    async def closing_after(sid, since, upto=None):
+        conn.close_soon(1000, "BYE")
+        return await original(sid, since, upto)
+
+    h.after = closing_after  # type: ignore[method-assign]
+    await hub.attach(conn, since=0)
+    await asyncio.sleep(0)
+    assert conn.state is ConnState.CLOSED and conn.versions() == []
+    await hub.detach(conn)
+    assert conn.state is ConnState.CLOSED and not hub.conns
+    late = MemConn("s", "u", "d2")
+    late.close_soon(1000, "BYE")  # closed before it was attached
+    await hub.attach(late)
+    assert late.conn_id not in hub.conns
+
+
+def test_a_token_expires_after_its_grace() -> None:
+    conn = MemConn("s", "u", "d")
+    assert not conn.token_expired(5.0, now=1e12)  # 0: never
+    conn.expires_at = 1000
+    assert not conn.token_expired(5.0, now=1004.9) and conn.token_expired(5.0, now=1005)
+
+
 @pytest.mark.anyio
 async def test_sessions_are_created_with_the_configured_ttl() -> None:
     """SESSION_TTL reaches the CreateSession the gateway sends (it was read, then dropped)."""
     from gateway.auth import Claims
-    from gateway.service import Gateway
+    from gateway.operations import Context
+    from gateway.operations.sessions import create_session
 
     cfg = load_settings({"SESSION_TTL": "2h"}).gateway
     bus = _RecordingBus()
-    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
-    await gw.create_session(Claims("u"), "s-1", device_id="d")
+    ctx = Context(cfg, MemoryStore(cfg.partitions), None, bus)
+    await create_session(ctx, Claims("u"), "s-1", device_id="d")
     (command,) = bus.sent
     assert command.ttl_ms == 2 * 3600 * 1000
 
 
 @pytest.mark.anyio
 async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
-    from gateway.service import Gateway
+    from gateway.auth import Claims
+    from gateway.operations import Context
+    from gateway.operations.simulators import SimulatorStart, start_simulator
 
     cfg = load_settings(
         {"SIMULATOR_HEARTBEAT_TIMEOUT": "5s", "SIMULATOR_IDLE_TIMEOUT": "2m"}
     ).gateway
     bus = _RecordingBus()
-    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
-    outcome = await gw.reserve_simulator("s-1", "u", "sim-1", ["AAPL"], 500.0)
+    ctx = Context(cfg, MemoryStore(cfg.partitions), None, bus)
+    started = await start_simulator(ctx, Claims("u"), SimulatorStart(
+        session_id="s-1", initial_symbols=["AAPL"], initial_cash=500.0))
     (command,) = bus.sent
     assert (command.heartbeat_timeout_ms, command.idle_timeout_ms) == (5_000, 120_000)
-    assert outcome.version == 2
+    assert started.session_version == 2
 
 
 @pytest.mark.anyio
@@ -423,14 +481,15 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
     """Each tick handles one share: every connection gets one heartbeat per interval and every
     session one touch, but no tick writes to more than its share."""
     from events.session import TouchDevices
+    from gateway import upkeep
     from gateway.hub import _Feed
+    from gateway.operations import Context
     from gateway.rotation import Rotation
-    from gateway.service import Gateway
 
     env = {"GATEWAY_HEARTBEAT_INTERVAL": "15", "GATEWAY_TOUCH_INTERVAL": "30"}
     cfg = load_settings(env).gateway
     bus = _RecordingBus()
-    gw = Gateway(cfg, store=MemoryStore(cfg.partitions), pool=None, bus=bus)
+    gw = Context(cfg, MemoryStore(cfg.partitions), None, bus)
     conns = [MemConn(f"s-{i // 2}", "u", f"d-{i % 2}") for i in range(2000)]
     for c in conns:
         c.state = ConnState.LIVE
@@ -441,7 +500,7 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
     now = time.monotonic()
     for _ in range(150):
         before = sum(len(c.frames) for c in conns)
-        gw._heartbeat(now, beats.share())
+        upkeep.heartbeat(gw, now, beats.share())
         await asyncio.sleep(0)
         per_tick.append(sum(len(c.frames) for c in conns) - before)
     assert all(sum(f["type"] == "heartbeat" for f in c.frames) == 1 for c in conns)
@@ -459,7 +518,7 @@ async def test_maintenance_spreads_heartbeats_and_touches_over_the_interval() ->
         before = len(sessions)
         assert not touches.period_starts or not sessions  # (period start: registry renewed)
         share = touches.share()
-        await gw._touch(share, registry=False)
+        await upkeep.touch(gw, share, registry=False)
         sizes.append(len(sessions) - before)
     assert sorted(sessions) == sorted(gw.hub.feeds)  # each session once
     assert max(sizes) < 4 * 1000 / 300

@@ -187,3 +187,18 @@ def test_only_the_store_layout_names_redis_keys() -> None:
         if _rel(p) != layout and '"sd:' in p.read_text()
     ]
     assert offenders == []
+
+
+def test_deciders_import_only_events_and_the_decider_record() -> None:
+    """Issue 12's rule: a decider reads like the domain it models, with nothing of the runtime."""
+    allowed = {"events", "actors.decider"}
+    offenders = []
+    for rel in ("actors/session.py", "actors/simulator.py"):
+        for node in ast.walk(ast.parse((ROOT / rel).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                ours = node.module.split(".")[0] in PACKAGES
+                if ours and not any(
+                    node.module == a or node.module.startswith("events") for a in allowed
+                ):
+                    offenders.append(f"{rel}: from {node.module}")
+    assert offenders == []

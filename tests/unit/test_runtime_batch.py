@@ -244,6 +244,24 @@ def test_every_outcome_carries_the_fingerprint_of_its_command() -> None:
     assert decode_outcome(rnd.outcomes[0]).fingerprint == "f-misrouted"
 
 
+def test_an_outcome_carries_the_result_its_kind_draws_from_the_decided_events() -> None:
+    """The edge answers from the outcome (a new state version, a handoff token...) instead of
+    reading the events back; a kind without a `result` function leaves it empty."""
+    import dataclasses
+
+    def answer(command: Any, events: list[Any], state: Box) -> dict[str, Any]:
+        return {"n": state.n, "events": len(events)}
+
+    counting = dataclasses.replace(BOX, result=answer)
+    items = [item(3), item(3), item(-1)]  # a change, a no-op, a refusal
+    for it in items:
+        it.decider = counting
+    rnd, _ = planned(items, {ACTOR: CachedActor(ACTOR, PART, counting, 0, Box())})
+    assert [decode_outcome(o).result for o in rnd.outcomes] == [{"n": 3, "events": 1}, {}, {}]
+    rnd, _ = planned([item(4)], actors())
+    assert decode_outcome(rnd.outcomes[0]).result == {}
+
+
 def test_plan_snapshots_when_enough_events_passed() -> None:
     _, batch = planned([item(1), item(2), item(3)], actors(version=8), snapshot_every=10)
     snaps = [c.snapshot for c in batch.commands if c.snapshot is not None]

@@ -51,7 +51,6 @@ from events.session import (
     TouchDevices,
     Transport,
     UpdateMetadata,
-    ValidateSession,
 )
 from events.simulator import CreateSimulator, StopSimulator
 from tests.unit.decider_spec import Spec
@@ -143,31 +142,40 @@ def test_create_with_bad_arguments_is_refused(spec: Spec, command: CreateSession
     spec.when(command).fails("INVALID_ARGUMENT")
 
 
-# ----------------------------------------------------------------------------- validate, refresh
+# ----------------------------------------------------------------------------- the liveness guard
+# Every client request passes the same guard first (`_live`); RefreshSession probes it here.
 
 
-def test_validate_a_live_session_emits_nothing(spec: Spec) -> None:
-    spec.given(CREATED).when(ValidateSession(at=2000, user_id=USER)).then()
+def test_a_request_to_an_unknown_session_says_not_found(spec: Spec) -> None:
+    spec.when(RefreshSession(at=2000, user_id=USER)).fails("SESSION_NOT_FOUND")
 
 
-def test_validate_an_unknown_session_says_not_found(spec: Spec) -> None:
-    spec.when(ValidateSession(at=2000, user_id=USER)).fails("SESSION_NOT_FOUND")
+def test_a_request_past_expires_at_says_expired_before_the_timer_fires(spec: Spec) -> None:
+    spec.given(CREATED).when(RefreshSession(at=1000 + TTL)).fails("SESSION_EXPIRED")
 
 
-def test_validate_an_expired_session_says_expired(spec: Spec) -> None:
-    spec.given(CREATED, SessionExpired(at=5)).when(ValidateSession(at=6)).fails("SESSION_EXPIRED")
+def test_a_request_to_an_ended_session_says_ended(spec: Spec) -> None:
+    spec.given(CREATED, SessionEnded(at=5)).when(RefreshSession(at=6)).fails("SESSION_ENDED")
 
 
-def test_validate_past_expires_at_says_expired_before_the_timer_fires(spec: Spec) -> None:
-    spec.given(CREATED).when(ValidateSession(at=1000 + TTL)).fails("SESSION_EXPIRED")
+def test_a_request_by_another_user_is_forbidden(spec: Spec) -> None:
+    spec.given(CREATED).when(RefreshSession(at=2000, user_id="x")).fails("SESSION_FORBIDDEN")
 
 
-def test_validate_an_ended_session_says_ended(spec: Spec) -> None:
-    spec.given(CREATED, SessionEnded(at=5)).when(ValidateSession(at=6)).fails("SESSION_ENDED")
+def test_a_request_by_another_user_to_an_ended_session_is_forbidden_not_ended(spec: Spec) -> None:
+    spec.given(CREATED, SessionEnded(at=5)).when(RefreshSession(at=6, user_id="x")).fails(
+        "SESSION_FORBIDDEN"
+    )
 
 
-def test_validate_by_another_user_is_forbidden(spec: Spec) -> None:
-    spec.given(CREATED).when(ValidateSession(at=2000, user_id="x")).fails("SESSION_FORBIDDEN")
+def test_an_admin_reaches_another_users_session(spec: Spec) -> None:
+    command = ApplyStateChanges(at=2000, user_id="root", admin=True, changes={"a": 9})
+    spec.given(CREATED, STATE_V1).when(command).then(
+        StateChanged(at=2000, changes={"a": 9}, deleted_keys=[], state_version=2)
+    )
+    spec.given(CREATED).when(EndSession(at=2000, user_id="root", admin=True)).then(
+        SessionEnded(at=2000, reason="ended")
+    )
 
 
 def test_refresh_extends_expiry_by_the_ttl(spec: Spec) -> None:
@@ -825,3 +833,46 @@ def test_an_ended_session_still_records_its_simulator_stopping(spec: Spec) -> No
         .then(SimulatorStatusRecorded(at=1550, simulator_id="sim-1", status="STOPPED"))
     )
     assert isinstance(state, s.Ended) and not state.simulator.active
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def test_a_state_write_results_in_its_new_state_version() -> None:
+    state = s.decider.fold([CREATED, STATE_V1])
+    changes = ApplyStateChanges(at=2000, changes={"a": 9})
+    events = s.decide(changes, state)
+    assert s.result(changes, events, s.decider.fold(events, state)) == {"state_version": 2}
+    snapshot = ReplaceState(at=1, session_id=SID, user_id=USER, state={"n": 1})
+    events = s.decide(snapshot, s.NotStarted())  # creates the session, then the state
+    assert s.result(snapshot, events, s.decider.fold(events)) == {"state_version": 1}
+    nothing = ApplyStateChanges(at=2000, changes={})
+    assert s.result(nothing, [], state) == {}
+
+
+def test_a_conflict_results_in_the_resolved_state() -> None:
+    state = s.decider.fold([CREATED, STATE_V1])
+    command = ResolveConflict(at=2000, client_state={"c": 3}, strategy=ConflictStrategy.MERGE)
+    events = s.decide(command, state)
+    after = s.decider.fold(events, state)
+    assert s.result(command, events, after) == {
+        "state": {"a": 1, "b": 2, "c": 3}, "state_version": 2}
+
+
+def test_a_handoff_results_in_its_token_and_its_acceptance_in_the_state_it_carries() -> None:
+    state = s.decider.fold([CREATED, STATE_V1])
+    start = StartHandoff(at=2000, token="t1", source_device="d1", target_device="d2")
+    events = s.decide(start, state)
+    state = s.decider.fold(events, state)
+    assert s.result(start, events, state) == {"token": "t1", "expires_at": 2000 + 300_000}
+    accept = AcceptHandoff(at=2500, token="t1", device_id="d2")
+    events = s.decide(accept, state)
+    assert s.result(accept, events, s.decider.fold(events, state)) == {
+        "source_device": "d1", "target_device": "d2", "state": {"a": 1, "b": 2},
+        "state_version": 1}
+
+
+def test_commands_without_an_answer_result_in_nothing() -> None:
+    state = s.decider.fold([CREATED])
+    refresh = RefreshSession(at=2000)
+    assert s.result(refresh, s.decide(refresh, state), state) == {}

@@ -98,6 +98,12 @@ def test_commands_from_another_user_are_forbidden(spec: Spec) -> None:
     spec.given(REQUESTED).when(StopSimulator(at=5, user_id="mallory")).fails("SESSION_FORBIDDEN")
 
 
+def test_an_admin_may_stop_another_users_simulator(spec: Spec) -> None:
+    spec.given(REQUESTED).when(StopSimulator(at=5, user_id="root", admin=True)).then(
+        SimulatorStopping(at=5, reason="requested")
+    )
+
+
 def test_the_status_walks_creating_starting_running_stopping_stopped(spec: Spec) -> None:
     spec.given(REQUESTED).when(RecordProvisioned(at=2000, endpoint="local://h/sim-1")).then(
         PROVISIONED
