@@ -352,9 +352,7 @@ def _watch_server(srv: _Server, out: _Output, now: float) -> bool:
     return True
 
 
-def _watch_child(
-    child: _Child, out: _Output, now: float, *, restart: bool
-) -> str:
+def _watch_child(child: _Child, out: _Output, now: float, *, restart: bool) -> str:
     """What a child needs: "" (nothing), "exited" (it just exited and is not to be restarted),
     "scheduled" (it just exited, restart planned), "due" (restart it now)."""
     if child.restart_at is not None:
@@ -383,9 +381,7 @@ def _watch_child(
     return "scheduled"
 
 
-def _restart_child(
-    child: _Child, env: dict[str, str], out: _Output, watchdog: _Watchdog
-) -> _Child:
+def _restart_child(child: _Child, env: dict[str, str], out: _Output, watchdog: _Watchdog) -> _Child:
     watchdog.forget(child.proc.pid)
     child.pump.join(1.0)
     fresh = _start_child(child.name, child.command, env, out, watchdog)

@@ -53,9 +53,7 @@ async def run(args: argparse.Namespace) -> int:
     database_url = settings.require_database_url()
     if settings.env != "prod" and not args.no_migrate:
         # PostgreSQL may be down or still starting: wait for it rather than exit
-        await wait_until_up(
-            "PostgreSQL", lambda: migrate(database_url), log, retry_if=pg_outage
-        )
+        await wait_until_up("PostgreSQL", lambda: migrate(database_url), log, retry_if=pg_outage)
     await serve(settings.projector)
     return 0
 
