@@ -420,6 +420,12 @@ async def admin_broadcast(request: Request, ctx: Context) -> Any:
 
 
 # ------------------------------------------------------------------ auth, health
+async def sse_ticket(request: Request, ctx: Context) -> Any:
+    """A ticket for the session's SSE stream (EventSource cannot send the access token)."""
+    claims = authenticate(request, ctx)
+    return await access.mint_sse_ticket(ctx, claims, path_uuid(request, "session_id"))
+
+
 async def auth_refresh(request: Request, ctx: Context) -> Any:
     req = await body(request, ctx, S.RefreshRequest)
     return access.refresh_tokens(ctx, req.refresh_token)
@@ -602,6 +608,14 @@ API_ROUTES: list[tuple[str, str, Any, Any, Any, str]] = [
         S.BroadcastRequest,
         S.BroadcastResponse,
         "seed 004: broadcast a message to every client",
+    ),
+    (
+        "POST",
+        "/api/sessions/{session_id}/events/ticket",
+        sse_ticket,
+        None,
+        access.SseTicket,
+        "a one-minute ticket that opens this session's SSE stream (`?ticket=`), for EventSource",
     ),
     (
         "POST",

@@ -3,7 +3,9 @@ Events.
 
 The same pushes as the WebSocket, in the same order: each record's `id` is the session version,
 so a browser's automatic reconnect (`Last-Event-ID`) resumes gap-free. Browsers cannot set an
-Authorization header on EventSource, so `?token=` is accepted too. A request from an origin
+Authorization header on EventSource: they open the stream with `?ticket=`, a one-minute ticket
+for this session minted by `POST /api/sessions/{id}/events/ticket` (gateway/auth.py says why);
+`?token=<access token>` still works, answered with a `Deprecation` header. A request from an origin
 outside the allow-list is refused (403 ORIGIN_FORBIDDEN) before anything is done: a browser
 would not let the page read the stream, but the device would have joined.
 
@@ -18,7 +20,7 @@ import contextlib
 from typing import Any
 from urllib.parse import parse_qs
 
-from gateway.auth import bearer
+from gateway.auth import Claims, bearer
 from gateway.errors import ApiError, error_body, from_exception
 from gateway.hub import Connection, ConnState
 from gateway.operations import Context, access, presence
@@ -61,7 +63,7 @@ class SseEndpoint:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         ctx: Context = scope["app"].state.context
         try:
-            conn, since, joined = await self._open(ctx, scope, send)
+            conn, since, joined, deprecation = await self._open(ctx, scope, send)
         except Exception as exc:
             err = from_exception(exc)
             headers = [(b"content-type", b"application/json")]
@@ -82,6 +84,7 @@ class SseEndpoint:
                         (b"cache-control", b"no-cache"),
                         (b"x-accel-buffering", b"no"),
                         (b"connection", b"keep-alive"),
+                        *deprecation,
                     ],
                 }
             )
@@ -113,19 +116,17 @@ class SseEndpoint:
 
     async def _open(
         self, ctx: Context, scope: dict, send: Any
-    ) -> tuple[SseConnection, int | None, int]:
+    ) -> tuple[SseConnection, int | None, int, list[tuple[bytes, bytes]]]:
         """Decode the request and join: (the connection, the version to resume after, the
-        version joined at)."""
+        version joined at, the headers that mark a deprecated way in)."""
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode()).items()}
         if not ctx.config.origin_allowed(headers.get("origin")):
             raise ApiError(403, "ORIGIN_FORBIDDEN", "this origin is not allowed")
         if ctx.draining:
             raise ApiError(503, "DRAINING", "this gateway is shutting down, reconnect")
-        claims = access.authenticate(
-            ctx, bearer(headers.get("authorization")) or query.get("token")
-        )
         sid = parse_uuid(scope["path_params"]["session_id"], "session_id")
+        claims = _caller(ctx, headers, query, sid)
         since_raw = headers.get("last-event-id") or query.get("since") or query.get("last_event_id")
         since = version_param(
             None if since_raw == "None" else since_raw,
@@ -147,7 +148,26 @@ class SseEndpoint:
         joined = await presence.open_connection(
             ctx, claims, conn, presence.Opening(ip_address=client[0])
         )
-        return conn, since, joined
+        return conn, since, joined, _deprecated(headers, query)
+
+
+def _caller(ctx: Context, headers: dict[str, str], query: dict[str, str], sid: str) -> Claims:
+    """Who opens the stream: `Authorization: Bearer`, an SSE ticket (`?ticket=`, what a
+    browser's EventSource uses), or the deprecated `?token=<access token>`."""
+    if "ticket" in query:
+        return access.authenticate_sse(ctx, query["ticket"], sid)
+    return access.authenticate(ctx, bearer(headers.get("authorization")) or query.get("token"))
+
+
+def _deprecated(headers: dict[str, str], query: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Headers that mark an access token in the URL as deprecated (RFC 9745), pointing at
+    the ticket endpoint that replaces it."""
+    if "token" not in query or bearer(headers.get("authorization")):
+        return []
+    return [
+        (b"deprecation", b"true"),
+        (b"link", b'<./events/ticket>; rel="alternate"; title="POST for an SSE ticket"'),
+    ]
 
 
 async def _until_gone(conn: SseConnection, receive: Any) -> None:

@@ -1,7 +1,8 @@
 """Real Redis and PostgreSQL servers run as child processes, for `sessiond dev` and the tests.
 
 Call `start_redis` / `start_postgres` when no external server is configured (no `REDIS_URL` /
-`DATABASE_URL`). Each server:
+`DATABASE_URL`); `start_redis_cluster` starts a real Valkey Cluster (masters, optionally with
+replicas) from the same prebuilt `valkey-server`, for tests and benchmarks. Each server:
 
 - keeps its data in the directory you give it, so a second start on the same directory finds the
   data again (Redis with the append-only file on, PostgreSQL with its normal data directory; as
@@ -38,6 +39,8 @@ from infra.embedded_root import SHARED_ROOT, EmbeddedServerError, reachable_inst
 
 __all__ = [
     "DEV_EXTRA_INSTALL",
+    "ClusterNode",
+    "EmbeddedCluster",
     "EmbeddedPostgres",
     "EmbeddedRedis",
     "EmbeddedServerError",
@@ -46,6 +49,7 @@ __all__ = [
     "redis_executable",
     "start_postgres",
     "start_redis",
+    "start_redis_cluster",
 ]
 
 _PR_SET_PDEATHSIG = 1
@@ -220,6 +224,59 @@ def _redis_ping(port: int) -> bytes:
         return s.recv(64)
 
 
+def _redis_args(exe: str, port: int, data_dir: Path, appendfsync: str) -> list[str]:
+    """The command line of one embedded `valkey-server` (AOF on, loopback only)."""
+    args = [
+        exe,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--appendfsync", appendfsync,
+        "--save", "",
+        "--daemonize", "no",
+        "--protected-mode", "yes",
+        "--logfile", str(data_dir / "redis.log"),
+        "--loglevel", "notice",
+        "--tcp-backlog", "511",
+        "--maxclients", "10000",
+    ]  # fmt: skip
+    sock = _redis_socket(data_dir)
+    if sock is not None:
+        args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]
+    return args
+
+
+def _check_fsync(appendfsync: str) -> None:
+    if appendfsync not in ("always", "everysec", "no"):
+        raise EmbeddedServerError(
+            f"appendfsync must be always, everysec or no, not {appendfsync!r}"
+        )
+
+
+def _spawn(args: list[str], lock_fd: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        pass_fds=(lock_fd,) if lock_fd >= 0 else (),
+        preexec_fn=_preexec(signal.SIGTERM),
+    )
+
+
+def _answers(proc: subprocess.Popen, port: int, deadline: float) -> bool:
+    """Wait until the server on `port` answers PING (False: it exited or the deadline passed)."""
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if _redis_ping(port).startswith(b"+PONG"):
+                return True
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return False
+
+
 def start_redis(
     data_dir: Path,
     port: int | None = None,
@@ -232,10 +289,7 @@ def start_redis(
     `appendfsync` is ``always`` (every acknowledged write is on disk), ``everysec`` (up to about
     one second of writes at risk on a machine crash) or ``no`` (the OS decides).
     """
-    if appendfsync not in ("always", "everysec", "no"):
-        raise EmbeddedServerError(
-            f"appendfsync must be always, everysec or no, not {appendfsync!r}"
-        )
+    _check_fsync(appendfsync)
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock_fd = _lock_dir(data_dir)
@@ -245,41 +299,10 @@ def start_redis(
     try:
         for _ in range(attempts):
             chosen = port if port is not None else free_port()
-            args = [
-                exe,
-                "--port", str(chosen),
-                "--bind", "127.0.0.1",
-                "--dir", str(data_dir),
-                "--appendonly", "yes",
-                "--appendfsync", appendfsync,
-                "--save", "",
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-                "--logfile", str(log),
-                "--loglevel", "notice",
-                "--databases", "16",
-                "--tcp-backlog", "511",
-                "--maxclients", "10000",
-            ]  # fmt: skip
-            sock = _redis_socket(data_dir)
-            if sock is not None:
-                args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(lock_fd,),
-                preexec_fn=_preexec(signal.SIGTERM),
-            )
-            deadline = time.monotonic() + timeout
-            while proc.poll() is None and time.monotonic() < deadline:
-                try:
-                    if _redis_ping(chosen).startswith(b"+PONG"):
-                        return EmbeddedRedis(proc, chosen, data_dir, lock_fd)
-                except OSError:
-                    pass
-                time.sleep(0.02)
+            args = [*_redis_args(exe, chosen, data_dir, appendfsync), "--databases", "16"]
+            proc = _spawn(args, lock_fd)
+            if _answers(proc, chosen, time.monotonic() + timeout):
+                return EmbeddedRedis(proc, chosen, data_dir, lock_fd)
             if proc.poll() is None:  # still loading or hung past the deadline
                 _stop_process(proc, signal.SIGTERM, 5)
                 raise EmbeddedServerError(
@@ -293,6 +316,237 @@ def start_redis(
     except BaseException:
         os.close(lock_fd)
         raise
+
+
+# --------------------------------------------------------------------------- redis cluster
+
+
+def _admin(port: int, *args: str | int, timeout: float = 5.0) -> object:
+    """One command to a local server, its reply (an error reply raises EmbeddedServerError).
+    The RESP of it is the event store's (`infra.store.redis.admin`)."""
+    from events.errors import StoreUnavailable
+    from infra.store.redis.admin import admin_command
+
+    try:
+        return admin_command(port, *args, timeout=timeout)
+    except StoreUnavailable as exc:
+        raise EmbeddedServerError(str(exc)) from None
+
+
+def _info_field(text: bytes, name: str) -> str | None:
+    for line in text.decode().splitlines():
+        key, _, value = line.partition(":")
+        if key == name:
+            return value.strip()
+    return None
+
+
+class ClusterNode:
+    """One `valkey-server` of an embedded cluster: a master or a replica (`role` as started;
+    a failover changes the truth, `CLUSTER NODES` tells it). `kill()` plays a crash,
+    `restart()` starts it again on its port and data (it rejoins the cluster)."""
+
+    def __init__(self, args: list[str], port: int, bus: int, data_dir: Path, role: str) -> None:
+        self._args = args
+        self._proc: subprocess.Popen | None = None
+        self.port = port
+        self.bus_port = bus
+        self.data_dir = data_dir
+        self.role = role
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.node_id = ""
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def launch(self) -> None:
+        self._proc = _spawn(self._args, -1)
+
+    def wait_answering(self, deadline: float) -> None:
+        assert self._proc is not None
+        if not _answers(self._proc, self.port, deadline):
+            log = self.data_dir / "redis.log"
+            raise EmbeddedServerError(
+                f"cluster node :{self.port} did not start; log {log}:\n{_tail(log)}"
+            )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the node (SIGKILL by default: a crash, no AOF flush)."""
+        if self.alive():
+            assert self._proc is not None
+            self._proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                self._proc.wait()
+
+    def restart(self, timeout: float = 30.0) -> None:
+        self.launch()
+        self.wait_answering(time.monotonic() + timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._proc is not None:
+            _stop_process(self._proc, signal.SIGTERM, timeout)
+
+    def __repr__(self) -> str:
+        return f"ClusterNode(:{self.port}, {self.role}, pid={self._proc and self._proc.pid})"
+
+
+class EmbeddedCluster:
+    """A running Valkey Cluster of child processes (see `start_redis_cluster`). `url` names
+    one master (any node's URL serves a cluster client); `stop()` is idempotent."""
+
+    def __init__(self, nodes: list[ClusterNode], data_dir: Path, lock_fd: int) -> None:
+        self.nodes = nodes
+        self.data_dir = data_dir
+        self._lock_fd = lock_fd
+        self.url = nodes[0].url
+
+    @property
+    def masters(self) -> list[ClusterNode]:
+        """The nodes started as masters (in slot order)."""
+        return [n for n in self.nodes if n.role == "master"]
+
+    def node(self, port: int) -> ClusterNode:
+        return next(n for n in self.nodes if n.port == port)
+
+    def live_masters(self) -> list[int]:
+        """Ports of the nodes that serve slots now, as a live node sees it."""
+        for n in self.nodes:
+            if not n.alive():
+                continue
+            try:
+                text = _admin(n.port, "CLUSTER", "NODES")
+            except (OSError, EmbeddedServerError):
+                continue
+            ports = []
+            for line in text.decode().splitlines():  # type: ignore[union-attr]
+                fields = line.split()
+                if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8:
+                    ports.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+            return sorted(ports)
+        return []
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node says cluster_state:ok and agrees on the masters."""
+        deadline = time.monotonic() + timeout
+        live = [n for n in self.nodes if n.alive()]
+        while True:
+            try:
+                states = [_admin(n.port, "CLUSTER", "INFO") for n in live]
+                if all(_info_field(s, "cluster_state") == "ok" for s in states):  # type: ignore[arg-type]
+                    return
+            except (OSError, EmbeddedServerError):
+                pass
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(f"cluster not ok within {timeout}s")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for n in self.nodes:
+            n.stop(timeout)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedCluster({self.nodes!r})"
+
+
+def start_redis_cluster(
+    data_dir: Path,
+    masters: int = 3,
+    *,
+    replicas: int = 0,
+    appendfsync: str = "everysec",
+    node_timeout_ms: int = 1000,
+    timeout: float = 30.0,
+) -> EmbeddedCluster:
+    """Start a Valkey Cluster from the same prebuilt `valkey-server`: `masters` nodes sharing
+    the 16384 slots evenly, each with `replicas` replicas, on free loopback ports, data under
+    `data_dir` (one directory per node). Returns once every node says cluster_state:ok (and
+    every replica is in sync): about a second for 3 masters.
+
+    `node_timeout_ms` is how long a master may be unreachable before its replica takes over:
+    short here, so that a failover test takes a second or two, not fifteen.
+    """
+    _check_fsync(appendfsync)
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock_fd = _lock_dir(data_dir)
+    exe = redis_executable()
+    nodes: list[ClusterNode] = []
+    try:
+        for i in range(masters * (1 + replicas)):
+            port, bus = free_port(), free_port()
+            node_dir = data_dir / f"node-{i}"
+            node_dir.mkdir(exist_ok=True)
+            args = [
+                *_redis_args(exe, port, node_dir, appendfsync),
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-port", str(bus),  # the default, port + 10000, may not exist
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--cluster-replica-validity-factor", "0",
+                "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not in 5 s
+            ]  # fmt: skip
+            role = "master" if i < masters else "replica"
+            nodes.append(ClusterNode(args, port, bus, node_dir, role))
+        for n in nodes:
+            n.launch()
+        deadline = time.monotonic() + timeout
+        for n in nodes:
+            n.wait_answering(deadline)
+        _form_cluster(nodes, masters, deadline)
+        cluster = EmbeddedCluster(nodes, data_dir, lock_fd)
+        cluster.wait_ok(max(1.0, deadline - time.monotonic()))
+        return cluster
+    except BaseException:
+        for n in nodes:
+            n.stop(5)
+        os.close(lock_fd)
+        raise
+
+
+def _in_sync(port: int) -> bool:
+    info = _admin(port, "INFO", "replication")
+    return _info_field(info, "master_link_status") == "up"  # type: ignore[arg-type]
+
+
+def _form_cluster(nodes: list[ClusterNode], masters: int, deadline: float) -> None:
+    """Slots to the masters, every node met, each replica attached to its master."""
+    for i, n in enumerate(nodes):
+        n.node_id = _admin(n.port, "CLUSTER", "MYID").decode()  # type: ignore[union-attr]
+        _admin(n.port, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+    for i, n in enumerate(nodes[:masters]):
+        first, last = i * 16384 // masters, (i + 1) * 16384 // masters - 1
+        _admin(n.port, "CLUSTER", "ADDSLOTSRANGE", first, last)
+    for n in nodes[1:]:
+        _admin(nodes[0].port, "CLUSTER", "MEET", "127.0.0.1", n.port, n.bus_port)
+    for i, replica in enumerate(nodes[masters:]):
+        master = nodes[i % masters]
+        while True:  # the replica must know its master before it can follow it
+            try:
+                _admin(replica.port, "CLUSTER", "REPLICATE", master.node_id)
+                break
+            except EmbeddedServerError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    for replica in nodes[masters:]:
+        while not _in_sync(replica.port):
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(f"replica :{replica.port} did not sync in time")
+            time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- postgres

@@ -5,6 +5,13 @@
   ``REDIS_URL`` / ``DATABASE_URL`` when set. Started lazily: a run that needs neither starts
   neither. Several pytest processes may run at once; each gets its own servers.
 - `redis_url` (function): the same server, ``FLUSHALL`` first.
+- `redis_cluster` (session): a real 3-master Valkey Cluster from the same binary
+  (`infra.embedded.start_redis_cluster`), about two seconds to start, shared by every test that
+  asks for it; `redis_cluster_url` (function) flushes every master first and gives a URL naming
+  one node (``REDIS_CLUSTER_URL`` names an external cluster instead). A test that changes the
+  cluster's shape (moves a slot, kills a node) starts a cluster of its own.
+- `any_redis_url` (function, parametrized "redis" / "cluster"): the test runs once on the single
+  node and once on the cluster, each flushed first.
 - `database_url` (function): a fresh empty database created for the test, dropped after (leftover
   connections are terminated first).
 - `server_data_dir` (function): a fresh directory outside pytest's temp root for a test that
@@ -26,7 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from infra.embedded import start_postgres, start_redis
+from infra.embedded import EmbeddedCluster, start_postgres, start_redis, start_redis_cluster
+from tests.rediskit import flush_all
 
 
 @pytest.fixture(scope="session")
@@ -100,14 +108,38 @@ def postgres_server_url(_server_root: Path) -> Iterator[str]:
 
 @pytest.fixture
 def redis_url(redis_server_url: str) -> str:
-    import redis
-
-    client = redis.Redis.from_url(redis_server_url)
-    try:
-        client.flushall()
-    finally:
-        client.close()
+    flush_all(redis_server_url)
     return redis_server_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(_server_root: Path) -> Iterator[EmbeddedCluster | None]:
+    """The embedded 3-master cluster (None when ``REDIS_CLUSTER_URL`` names another)."""
+    if os.environ.get("REDIS_CLUSTER_URL"):
+        yield None
+        return
+    cluster = start_redis_cluster(_server_root / "cluster", 3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_server_url(redis_cluster: EmbeddedCluster | None) -> str:
+    return os.environ.get("REDIS_CLUSTER_URL") or redis_cluster.url  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_server_url: str) -> str:
+    flush_all(redis_cluster_server_url)
+    return redis_cluster_server_url
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def any_redis_url(request: pytest.FixtureRequest) -> str:
+    fixture = "redis_url" if request.param == "redis" else "redis_cluster_url"
+    return str(request.getfixturevalue(fixture))
 
 
 def _with_database(dsn: str, database: str) -> str:

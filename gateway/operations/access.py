@@ -13,16 +13,20 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from gateway.auth import Claims
+from gateway.auth import SSE_TICKET_TTL_S, Claims
 from gateway.errors import ApiError
+from gateway.operations import reads
 
 if TYPE_CHECKING:
     from gateway.operations.context import Context
 
 __all__ = [
+    "SseTicket",
     "TokenPair",
     "authenticate",
+    "authenticate_sse",
     "check_stated_user",
+    "mint_sse_ticket",
     "rate_limit",
     "reauthenticate",
     "refresh_tokens",
@@ -40,6 +44,32 @@ class TokenPair(msgspec.Struct, frozen=True, kw_only=True):
 def authenticate(ctx: Context, token: str | None) -> Claims:
     """The claims of an access token, or a 401 saying what is wrong with it."""
     return ctx.tokens.verify(token)
+
+
+class SseTicket(msgspec.Struct, frozen=True, kw_only=True):
+    session_id: str
+    ticket: str
+    expires_in: int
+    url: str
+
+
+async def mint_sse_ticket(ctx: Context, claims: Claims, session_id: str) -> SseTicket:
+    """A short-lived ticket that opens `session_id`'s SSE stream, for a browser's EventSource
+    (it cannot send the access token in a header). Only for a session the caller may read."""
+    await reads.authorize_read(ctx, claims, session_id)
+    ticket = ctx.tokens.issue_ticket(claims, session_id)
+    return SseTicket(
+        session_id=session_id,
+        ticket=ticket,
+        expires_in=SSE_TICKET_TTL_S,
+        url=f"/api/sessions/{session_id}/events?ticket={ticket}",
+    )
+
+
+def authenticate_sse(ctx: Context, ticket: str | None, session_id: str) -> Claims:
+    """The caller of an SSE stream opened with a ticket: 401 if it is expired, not an SSE
+    ticket, or another session's."""
+    return ctx.tokens.verify_ticket(ticket, session_id)
 
 
 def rate_limit(ctx: Context, claims: Claims) -> None:

@@ -459,6 +459,28 @@ def _child_env(settings, redis_url: str, database_url: str, data_dir: Path) -> d
     return env
 
 
+def _describe_redis(url: str, partitions: int) -> str:
+    """What `url` names, as the event store finds it ("single node (valkey 9.1.2)", "cluster: 3
+    masters (...)"): said once up front, and a server the store refuses (too old, unreachable)
+    stops `sessiond dev` here in one line rather than in every process it would start."""
+    import asyncio
+
+    from events.errors import StoreUnavailable
+    from infra.store import open_store
+
+    async def connect() -> str:
+        store = open_store(url, partitions, name="sd-dev")
+        try:
+            return await store.connect()
+        finally:
+            await store.aclose()
+
+    try:
+        return asyncio.run(connect())
+    except StoreUnavailable as exc:
+        raise DevError(f"redis at {url}: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from infra.cli import available_commands
     from infra.embedded import start_postgres, start_redis
@@ -521,6 +543,7 @@ def run(args: argparse.Namespace) -> int:
             out.say(f"embedded postgres pid {server.pid} at {database_url} (data {server.pgdata})")
         if stop.is_set():
             return 0
+        found = _describe_redis(redis_url or "", settings.partitions)
         env = _child_env(settings, redis_url or "", database_url or "", data_dir)
         published = _publish_servers(data_dir, redis_url or "", database_url or "")
         available = set(available_commands())
@@ -559,7 +582,7 @@ def run(args: argparse.Namespace) -> int:
             f"gateway  {base}",
             f"ws       {ws}/ws",
             f"admin    {base}/admin",
-            f"redis    {redis_url}",
+            f"redis    {redis_url} ({found})",
             f"postgres {database_url}",
             f"data     {data_dir} (other terminals: sessiond send / events find the servers"
             f" through {published})",

@@ -1,9 +1,11 @@
 """The event store: the one layer that owns Redis (key layout, Lua scripts, RESP framing,
 leases), behind small protocols (`infra.store.api`).
 
-- `open_store(url, partitions)`: the Redis (or Valkey) store; `MemoryStore(partitions)`: the
-  same contracts in one process, for tests and tools.
-- `partition_of`, `build_envelope`, `new_command_id`: routing and command envelopes, pure.
+- `open_store(url, partitions)`: the Redis (or Valkey) store, on a single node or a cluster
+  (found out on first use); `MemoryStore(partitions)`: the same contracts in one process, for
+  tests and tools.
+- `partition_of`, `partition_slot`, `build_envelope`, `new_command_id`: routing (a session's
+  partition, a partition's Redis Cluster slot) and command envelopes, pure.
 - `LeaseShare`: a process's fair share of a role's partition leases, on any store.
 
 Everything the store raises is `StoreUnavailable` or `Fenced` (`events.errors`).
@@ -36,6 +38,7 @@ from infra.store.api import (
     MarketData,
     PartitionLog,
     PartitionWriter,
+    Placement,
     SimulatorHosts,
     Snapshot,
     StatusBoard,
@@ -45,7 +48,7 @@ from infra.store.api import (
     position_key,
 )
 from infra.store.envelopes import build_envelope, new_command_id
-from infra.store.routing import DEFAULT_PARTITIONS, partition_of
+from infra.store.routing import DEFAULT_PARTITIONS, partition_of, partition_slot
 from infra.store.share import LeaseShare, ShareRound, fair_share
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ __all__ = [
     "MemoryStore",
     "PartitionLog",
     "PartitionWriter",
+    "Placement",
     "ShareRound",
     "SimulatorHosts",
     "Snapshot",
@@ -90,6 +94,7 @@ __all__ = [
     "new_command_id",
     "open_store",
     "partition_of",
+    "partition_slot",
     "position_key",
 ]
 

@@ -54,6 +54,7 @@ __all__ = [
     "MarketData",
     "PartitionLog",
     "PartitionWriter",
+    "Placement",
     "SimulatorHosts",
     "Snapshot",
     "StatusBoard",
@@ -113,6 +114,14 @@ class ActorHistory(NamedTuple):
 
     snapshot: Snapshot | None
     events: list[tuple[int, bytes]]
+
+
+class Placement(NamedTuple):
+    """Where a partition lives: its Redis Cluster hash slot (every key of the partition is in
+    it) and the node serving that slot now."""
+
+    slot: int
+    node: str
 
 
 class DueTimer(NamedTuple):
@@ -834,8 +843,18 @@ class Store(Protocol):
         """The writer of a partition whose lease `epoch` the caller holds (no I/O here)."""
         ...
 
+    async def connect(self) -> str:
+        """Reach the store now (its first use does otherwise) and say what it found: "single
+        node (valkey 9.1.2)", "cluster: 3 masters (redis 7.2.4)". Raises `StoreUnavailable`
+        when it cannot be reached or is too old (Redis < 7.0, Valkey < 7.2)."""
+        ...
+
+    async def placements(self) -> dict[int, Placement]:
+        """Each partition's slot and the node serving it now."""
+        ...
+
     async def ping(self) -> None:
-        """Raise `StoreUnavailable` unless the store answers."""
+        """Raise `StoreUnavailable` unless the store answers (every master of a cluster)."""
         ...
 
     async def aclose(self) -> None:

@@ -1,17 +1,23 @@
 """Where everything lives in Redis: the only module that spells key and channel names.
 
 Every key of a partition shares the hash tag `{pN}`, so a partition lives in one Redis Cluster
-slot and each Lua script touches one slot. Used by the Redis store, and read by white-box tests
-that look at Redis directly; everything else goes through the store's API.
+slot and each Lua script touches one slot. The partition's pub/sub channels (its senders' reply
+channels, its sessions' change channels) carry the same tag: they are shard channels
+(`SPUBLISH` / `SSUBSCRIBE`) of that slot, so the append script may publish to them on a
+cluster. Market-data streams are spread over `MARKET_DATA_BUCKETS` tags so that one blocking
+read per tag covers any number of simulators. Used by the Redis store, and read by white-box
+tests that look at Redis directly; everything else goes through the store's API.
 """
 
 from __future__ import annotations
 
+import zlib
+
 __all__ = [
     "ADMIN_CHANNEL",
-    "CHANGE_PREFIX",
     "COMMAND_GROUP",
     "GATEWAYS",
+    "MARKET_DATA_BUCKETS",
     "SIM_HOSTS",
     "SIM_LOAD",
     "change_channel",
@@ -29,6 +35,7 @@ __all__ = [
     "partition_tag",
     "projector_status_key",
     "reply_channel",
+    "session_of_change_channel",
     "session_simulator_key",
     "sim_ack_key",
     "sim_control_stream",
@@ -102,20 +109,29 @@ def members_key(role: str) -> str:
     return f"sd:members:{role}"
 
 
-def reply_channel(name: str) -> str:
-    """Pub/sub channel of one command sender's outcomes."""
-    return f"sd:reply:{name}"
+def reply_channel(partition: int, name: str) -> str:
+    """Shard channel of one command sender's outcomes for the commands it sends to the
+    partition (one per sender and partition: the append script publishes in its own slot)."""
+    return f"{partition_tag(partition)}:reply:{name}"
 
 
-#: Prefix of the per-session change channels.
-CHANGE_PREFIX = b"sd:chg:"
-#: The admin broadcast channel.
+#: The admin broadcast (a shard channel of its own: every gateway subscribes to it).
 ADMIN_CHANNEL = "sd:admin:broadcast"
 
+_CHANGE_MARK = b"}:chg:"
 
-def change_channel(session_id: str) -> str:
-    """Pub/sub channel of a session's committed changes (the live view)."""
-    return f"sd:chg:{session_id}"
+
+def change_channel(partition: int, session_id: str) -> str:
+    """Shard channel of a session's committed changes (the live view), in its partition's slot."""
+    return f"{partition_tag(partition)}:chg:{session_id}"
+
+
+def session_of_change_channel(channel: bytes) -> str | None:
+    """The session a change channel belongs to, None for any other channel."""
+    if not channel.startswith(b"sd:{p"):
+        return None
+    mark = channel.find(_CHANGE_MARK)
+    return None if mark < 0 else channel[mark + len(_CHANGE_MARK) :].decode()
 
 
 def status_key(role: str, owner: str) -> str:
@@ -127,9 +143,14 @@ def projector_status_key(owner: str) -> str:
     return status_key("projector", owner)
 
 
+#: Hash tags the market-data streams are spread over (a blocking read per tag on a cluster).
+MARKET_DATA_BUCKETS = 16
+
+
 def market_data_stream(simulator_id: str) -> str:
-    """Capped stream of one simulator's ticks (field `d`: JSON)."""
-    return f"sd:md:{simulator_id}"
+    """Capped stream of one simulator's ticks (field `d`: JSON), tagged with its bucket."""
+    bucket = zlib.crc32(simulator_id.encode()) % MARKET_DATA_BUCKETS
+    return f"sd:md:{{m{bucket}}}:{simulator_id}"
 
 
 def session_simulator_key(session_id: str) -> str:

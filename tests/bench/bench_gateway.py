@@ -19,7 +19,8 @@ BENCH_SKIP_B, BENCH_WATCH_FEED=1 (also time command -> change published, with on
 subscriber of the change feed), BENCH_TIMELINE=1 (p50/p99/max per second),
 BENCH_REDIS_TCP=1 (Redis through loopback TCP instead of its unix socket), BENCH_PG_FSYNC=0
 (PostgreSQL without fsync, as the test fixtures run it; by default it is durable, as in
-`sessiond dev`).
+`sessiond dev`), BENCH_CLUSTER=1 (Redis is an embedded 3-master Valkey Cluster on this machine,
+through loopback TCP; the processes' REDIS_URL names one node).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ CONN_PROCS = int(os.environ.get("BENCH_CONN_PROCS", "2"))  # (b)'s clients: 5,00
 # the feed watcher is one more subscriber of every change (Redis writes each one twice) and one
 # more process thread on the machine: it splits the latency into stages but adds to it
 WATCH_FEED = os.environ.get("BENCH_WATCH_FEED", "") not in ("", "0")
+CLUSTER = os.environ.get("BENCH_CLUSTER", "") not in ("", "0")
 HEARTBEAT_S = 10.0
 SESSIOND = [sys.executable, "-m", "infra.cli"]
 
@@ -352,17 +354,22 @@ def bare_server(script: str) -> Iterator[tuple[int, int]]:
 # ------------------------------------------------------------------ the stack
 class Stack:
     def __init__(self) -> None:
-        from infra.embedded import start_postgres, start_redis
+        from infra.embedded import start_postgres, start_redis, start_redis_cluster
 
         self.dir = Path(tempfile.mkdtemp(prefix="sessiond-bench-gw-"))
         self.dir.chmod(0o755)
-        self.redis = start_redis(self.dir / "redis")
+        if CLUSTER:
+            self.redis: Any = start_redis_cluster(self.dir / "cluster", 3)
+        else:
+            self.redis = start_redis(self.dir / "redis")
+        self.redis_pids = [n.pid for n in self.redis.nodes] if CLUSTER else [self.redis.pid]
         # durable, as `sessiond dev` runs it (BENCH_PG_FSYNC=0: without fsync, for comparison)
         self.pg = start_postgres(self.dir / "pg", fsync=os.environ.get("BENCH_PG_FSYNC") != "0")
         self.port = free_port()
         # every process is on this machine: Redis through its unix socket, as PostgreSQL
         # (BENCH_REDIS_TCP=1: through loopback TCP instead, for comparison)
-        redis_url = self.redis.url if os.environ.get("BENCH_REDIS_TCP") else self.redis.local_url
+        tcp = CLUSTER or os.environ.get("BENCH_REDIS_TCP")
+        redis_url = self.redis.url if tcp else self.redis.local_url
         self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": self.pg.url,
                     "SESSIOND_ENV": "test", "GATEWAY_RATE_PER_S": "1000",
                     "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "120",
@@ -623,7 +630,7 @@ def bench_latency(stack: Stack, raw_ms: list[float] | None = None) -> None:
     def started() -> None:
         nonlocal groups, cpu0, bench_cpu0
         groups = {n: [p.pid] for n, p in stack.procs.items()}
-        groups["redis"] = [stack.redis.pid]
+        groups["redis"] = stack.redis_pids
         groups["postgres"] = tree(stack.pg.pid)
         cpu0 = {n: sched_seconds(pids) for n, pids in groups.items()}
         bench_cpu0 = time.process_time()
@@ -753,7 +760,8 @@ def bench_connections(stack: Stack) -> None:
 
 def main() -> None:
     raise_fd_limit()
-    print("starting embedded Redis + PostgreSQL, worker, projector, gateway ...", flush=True)
+    redis = "a 3-master Redis Cluster" if CLUSTER else "Redis"
+    print(f"starting embedded {redis} + PostgreSQL, worker, projector, gateway ...", flush=True)
     stack = Stack()
     try:
         if not os.environ.get("BENCH_SKIP_A"):

@@ -1,6 +1,7 @@
-"""Benchmark: the worker runtime against a raw Redis baseline, on one embedded Redis.
+"""Benchmark: the worker runtime against a raw Redis baseline, on one embedded Redis (or, with
+`--cluster`, an embedded 3-master Valkey Cluster).
 
-    .venv/bin/python tests/bench/bench_runtime.py [--commands 100000] [--sessions 10000]
+    .venv/bin/python tests/bench/bench_runtime.py [--commands 100000] [--sessions 10000] [--cluster]
 
 1. Creates `--sessions` sessions through the runtime (CreateSession, real deciders).
    (The baselines below write to separate session ids, so they do not lengthen the histories
@@ -19,6 +20,16 @@ Prints commands/s of each (wall clock), commands per second of Python CPU (the b
 CPU time: a figure that holds when other processes share the cores) and Redis CPU seconds, and
 the ratios. Runs on uvloop, as `sessiond worker` does. `--profile FILE` writes a cProfile of
 the runtime phase.
+
+With `--cluster` the same runs on a 3-master cluster on this machine: the baselines' loop of a
+partition talks to the master of the partition's slot (plain connections, one per master: the
+least a cluster-aware client does), the runtime goes through the store's router; Redis CPU is the
+sum over the masters.
+
+Durability knobs, to measure what they cost: `--appendfsync always` (fsync before every reply,
+on every node), `--replicas 1` (a replica per master of the cluster) and `--wait 1` (the
+baselines send `WAIT 1 1000` after each batch's pipeline: the batch's writes are on a replica
+before the next batch is read; the runtime has no such option, so its phase is skipped).
 """
 
 from __future__ import annotations
@@ -45,11 +56,11 @@ from events.codec import decode_command_envelope, encode
 from events.envelope import EventEnvelope, Outcome
 from events.ids import session_actor
 from events.session import CreateSession, RefreshSession, SessionRefreshed
-from infra.embedded import start_redis
+from infra.embedded import start_redis, start_redis_cluster
 from infra.gctune import tune_gc
-from infra.store import build_envelope, layout, open_store
+from infra.store import build_envelope, layout, open_store, partition_slot
 from infra.store.redis.resp import pack
-from tests.rediskit import connect
+from tests.rediskit import cluster_masters, connect, connect_any
 
 BASELINE_APPEND = """
 local stored = redis.call('GET', KEYS[3])
@@ -108,9 +119,34 @@ def refresh_envelopes(sessions: list[str], n: int, partitions: int) -> list[tupl
     return out
 
 
-async def redis_cpu(redis) -> float:
-    info = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+async def redis_cpu(url: str) -> float:
+    """CPU seconds of the server, or of every master of the cluster `url` belongs to."""
+    total = 0.0
+    for master in cluster_masters(url):
+        redis = connect(master)
+        info = await redis.info("cpu")
+        await redis.aclose()
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
+
+
+def master_of(url: str, partitions: int) -> dict[int, str]:
+    """partition -> URL of the master serving its slot (`url` itself on a single node)."""
+    from tests.rediskit import connect_sync
+
+    masters = cluster_masters(url)
+    if len(masters) == 1:
+        return dict.fromkeys(range(partitions), url)
+    client = connect_sync(url)
+    slots = client.execute_command("CLUSTER", "SLOTS")
+    client.close()
+    out = {}
+    for p in range(partitions):
+        slot = partition_slot(p)
+        m = next(r[2] for r in slots if r[0] <= slot <= r[1])
+        host = m[0].decode() if isinstance(m[0], bytes) else m[0]
+        out[p] = f"redis://{host or '127.0.0.1'}:{m[1]}/0"
+    return out
 
 
 async def run_worker_until(
@@ -122,8 +158,7 @@ async def run_worker_until(
     store = open_store(url, partitions)
     worker = Worker(store, worker_id="bench", lease_ttl_ms=10_000)
     prof = cProfile.Profile() if profile else None
-    redis = connect(url)
-    t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(redis)
+    t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(url)
     if prof:
         prof.enable()
     task = asyncio.create_task(worker.run())
@@ -135,7 +170,7 @@ async def run_worker_until(
                 raise RuntimeError("worker stopped early")
             await asyncio.sleep(0.002)
         times.append(
-            (time.perf_counter() - t0, time.process_time() - c0, await redis_cpu(redis) - r0)
+            (time.perf_counter() - t0, time.process_time() - c0, await redis_cpu(url) - r0)
         )
         print(f"  [{mark}] append script calls: {_append_stats()}", file=sys.stderr)
     if prof:
@@ -144,7 +179,6 @@ async def run_worker_until(
     worker.stop()
     await task
     await store.aclose()
-    await redis.aclose()
     return times
 
 
@@ -158,19 +192,22 @@ def _append_stats() -> str:
 
 
 async def baseline(
-    url: str, partitions: int, total: int, raw: bool, batch: int = 500
+    url: str, partitions: int, total: int, raw: bool, batch: int = 500, wait: int = 0
 ) -> tuple[float, float, float]:
     """`raw`: the pipeline framed by hand and sent in one write (as the runtime does), else
     redis-py's pipeline."""
-    redis = connect(url)
-    sha = await redis.script_load(BASELINE_APPEND)
+    owners = master_of(url, partitions)
+    clients = {u: connect(u) for u in set(owners.values())}
+    for client in clients.values():
+        sha = await client.script_load(BASELINE_APPEND)
     group = layout.COMMAND_GROUP
     consumer = "baseline"
     done = 0
-    t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(redis)
+    t0, c0, r0 = time.perf_counter(), time.process_time(), await redis_cpu(url)
 
     async def loop(p: int) -> None:
         nonlocal done
+        redis = clients[owners[p]]
         stream = layout.command_stream(p)
         log = layout.partition_log(p)
         while done < total:
@@ -198,28 +235,47 @@ async def baseline(
                 else:
                     pipe.evalsha(*args)
             if raw:
+                if wait:
+                    packed.append(pack(("WAIT", wait, 1000)))
                 results = await execute_packed_many(redis, b"".join(packed), len(packed))
+                results = results[:-1] if wait else results
             else:
+                if wait:
+                    pipe.execute_command("WAIT", wait, 1000)
                 results = await pipe.execute()
+                results = results[:-1] if wait else results
             done += len(results)
 
     await asyncio.gather(*(loop(p) for p in range(partitions)))
-    elapsed = (time.perf_counter() - t0, time.process_time() - c0, await redis_cpu(redis) - r0)
-    await redis.aclose()
+    elapsed = (time.perf_counter() - t0, time.process_time() - c0, await redis_cpu(url) - r0)
+    for client in clients.values():
+        await client.aclose()
     return elapsed
 
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
     data = Path(tempfile.mkdtemp(prefix="sessiond-bench-"))
-    server = start_redis(data / "redis")
+    if args.cluster:
+        server = start_redis_cluster(
+            data / "cluster", 3, replicas=args.replicas, appendfsync=args.appendfsync
+        )
+    else:
+        server = start_redis(data / "redis", appendfsync=args.appendfsync)
     url = server.url
     P = args.partitions
     try:
-        redis = connect(url)
-        # AOF stays on (appendfsync everysec), but no automatic AOF rewrite: its forked child
-        # takes a core for seconds once the file doubled, i.e. in whichever phase runs last
-        await redis.config_set("auto-aof-rewrite-percentage", 0)
+        redis = connect_any(url)
+        shape = "single node"
+        if args.cluster:
+            shape = f"3-master cluster, {args.replicas} replica(s) each"
+        print(f"redis: {shape} at {url}, appendfsync {args.appendfsync}, WAIT {args.wait}")
+        for master in cluster_masters(url):
+            # AOF stays on (appendfsync everysec), but no automatic AOF rewrite: its forked
+            # child takes a core for seconds once the file doubled, in whichever phase runs last
+            client = connect(master)
+            await client.config_set("auto-aof-rewrite-percentage", 0)
+            await client.aclose()
         for p in range(P):
             await redis.xgroup_create(layout.command_stream(p), layout.COMMAND_GROUP, "0",
                                       mkstream=True)  # fmt: skip
@@ -253,10 +309,14 @@ async def main(args: argparse.Namespace) -> None:
             # the baselines write to sessions of their own, so the runtime's sessions hold only
             # what the runtime wrote (a session's history is its SessionCreated when it starts)
             await queue(redis, refresh_envelopes(baseline_sessions[raw], n, P))
-            wall, cpu, rcpu = await baseline(url, P, n, raw)
+            wall, cpu, rcpu = await baseline(url, P, n, raw, wait=args.wait)
             label = "baseline, raw RESP pipeline" if raw else "baseline, redis-py pipeline"
             rates[raw] = report(label, wall, cpu, rcpu)
 
+        if args.wait:
+            print("runtime: skipped (it has no WAIT option)")
+            await redis.aclose()
+            return
         # the runtime: a fresh worker (cold cache) gets the same load twice in a row; the first
         # half includes loading every session, the second runs on warm actors
         await queue(redis, refresh_envelopes(sessions, 2 * n, P))
@@ -279,7 +339,7 @@ async def main(args: argparse.Namespace) -> None:
             stream = layout.command_stream(p)
             pending += (await redis.xpending(stream, layout.COMMAND_GROUP))["pending"]
         print(f"pending commands left: {pending}")
-        if args.stats:
+        if args.stats and not args.cluster:
             stats = await redis.info("commandstats")
             for name, st in sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:12]:
                 print(f"  {name}: calls={st['calls']} usec={st['usec']} "
@@ -297,6 +357,12 @@ if __name__ == "__main__":
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--profile", default=None, help="write a cProfile of the runtime phase")
     parser.add_argument("--stats", action="store_true", help="print Redis command stats")
+    parser.add_argument(
+        "--cluster", action="store_true", help="run on an embedded 3-master cluster"
+    )
+    parser.add_argument("--replicas", type=int, default=0, help="replicas per master (--cluster)")
+    parser.add_argument("--appendfsync", default="everysec", choices=["always", "everysec", "no"])
+    parser.add_argument("--wait", type=int, default=0, help="baselines: WAIT N after each batch")
     args = parser.parse_args()
     try:  # `sessiond worker` runs on uvloop when it is installed (infra.cli.run_async): so do we
         import uvloop

@@ -1,5 +1,6 @@
-"""The `store` fixture of the contract suite: one parameter per backend (the next issue adds a
-Redis Cluster), each with a harness for what only the backend's operator can do."""
+"""The `store` fixture of the contract suite: one parameter per backend (a single Redis node, a
+3-master Redis Cluster, the memory store), each with a harness for what only the backend's
+operator can do."""
 
 from __future__ import annotations
 
@@ -9,27 +10,31 @@ from typing import Any
 import pytest
 
 from infra.store import MemoryStore, open_store
+from tests.rediskit import cluster_masters
 
 P = 4
 
 
 class RedisHarness:
-    """The Redis server as its operator sees it (redis-py, outside the store)."""
+    """The Redis server (or every master of the cluster) as its operator sees it (redis-py,
+    outside the store)."""
 
-    backend = "redis"
-
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, backend: str) -> None:
         self.url = url
+        self.backend = backend
 
     async def drop_subscribers(self) -> None:
         """Kill every pub/sub connection (CLIENT KILL), as a network cut would."""
         import redis.asyncio as aioredis
 
-        admin = aioredis.Redis.from_url(self.url)
-        try:
-            assert await admin.client_kill_filter(_type="pubsub") >= 1
-        finally:
-            await admin.aclose()
+        killed = 0
+        for master in cluster_masters(self.url):
+            admin = aioredis.Redis.from_url(master)
+            try:
+                killed += await admin.client_kill_filter(_type="pubsub")
+            finally:
+                await admin.aclose()
+        assert killed >= 1
 
 
 class MemoryHarness:
@@ -42,7 +47,7 @@ class MemoryHarness:
         self.store.drop_subscribers()
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "cluster", "memory"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -51,10 +56,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def store_and_harness(
     backend: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[tuple[Any, Any]]:
-    if backend == "redis":
-        url = request.getfixturevalue("redis_url")
+    if backend in ("redis", "cluster"):
+        url = request.getfixturevalue("redis_url" if backend == "redis" else "redis_cluster_url")
         store: Any = open_store(url, P)
-        harness: Any = RedisHarness(url)
+        harness: Any = RedisHarness(url, backend)
     else:
         store = MemoryStore(P)
         harness = MemoryHarness(store)

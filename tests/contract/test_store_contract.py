@@ -1,5 +1,5 @@
-"""The event store's contract, once, against every backend (`store` fixture: real Redis from the
-test fixtures, and the memory store; the next issue adds a Redis Cluster).
+"""The event store's contract, once, against every backend (`store` fixture: a real Redis node
+and a real 3-master Redis Cluster from the test fixtures, and the memory store).
 
 Each test reads as the sentence in `infra.store.api` it holds the store to. Nothing here looks
 below the API, except the harness's operator actions (killing connections).
@@ -31,6 +31,7 @@ from infra.store import (
     build_envelope,
     conflict_version,
     partition_of,
+    partition_slot,
     position_key,
 )
 from tests.contract.conftest import P
@@ -978,3 +979,22 @@ async def test_status_records_are_kept_per_role_and_owner_until_they_expire(stor
 
 async def test_the_store_answers_pings(store: Any) -> None:
     await store.ping()
+
+
+async def test_connect_says_whether_it_found_a_single_node_or_a_cluster(
+    store: Any, harness: Any
+) -> None:
+    said = await store.connect()
+    expected = {"redis": "single node (", "cluster": "cluster: ", "memory": "memory"}
+    assert said.startswith(expected[harness.backend]), said
+    assert await store.connect() == said  # found out once
+
+
+async def test_placements_name_each_partitions_slot_and_the_node_serving_it(
+    store: Any, harness: Any
+) -> None:
+    placements = await store.placements()
+    assert sorted(placements) == list(range(P))
+    assert [pl.slot for pl in placements.values()] == [partition_slot(p) for p in range(P)]
+    nodes = {pl.node for pl in placements.values()}
+    assert len(nodes) == (3 if harness.backend == "cluster" else 1)

@@ -1,5 +1,6 @@
 """A real sessiond stack for end-to-end tests: worker, projector and gateway processes on the
-session's real Redis and PostgreSQL (a fresh database per stack), and helpers to talk to it.
+session's real Redis (a node or a cluster) and PostgreSQL (a fresh database per stack), and
+helpers to talk to it.
 
 `running_stack(...)` starts one (extra environment variables tune it); the module-scoped `stack`
 fixture in `conftest.py` shares one per test module.
@@ -132,11 +133,10 @@ def running_stack(
     """A worker, a projector and a gateway on a flushed Redis and a new database; `env_overrides`
     are added to (or, with an empty value, removed from) the processes' environment."""
     import asyncpg
-    import redis as redis_sync
 
-    r = redis_sync.Redis.from_url(redis_server_url)
-    r.flushall()
-    r.close()
+    from tests.rediskit import flush_all
+
+    flush_all(redis_server_url)  # every master of a cluster
     name = f"gw_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
     async def create() -> None:

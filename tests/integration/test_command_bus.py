@@ -104,7 +104,7 @@ def actor_in(partition: int) -> tuple[str, str]:
 
 
 def _count_writes(bus: CommandSender) -> list[bytes]:
-    return count_writes(bus._pipeline())
+    return count_writes(bus._links())
 
 
 async def _queued(redis: aioredis.Redis, partition: int) -> list[CommandEnvelope]:
@@ -244,7 +244,8 @@ async def test_replies_resume_after_the_reply_connection_is_killed(
         while sub.reconnects < 1:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        assert dict(await redis.pubsub_numsub(bus.channel))[bus.channel.encode()] == 1
+        channel = layout.reply_channel(2, bus.channel)
+        assert dict(await redis.pubsub_shardnumsub(channel))[channel.encode()] == 1
         started = time.monotonic()
         out = await bus.send(actor, sid, BusAdd(at=now_ms(), n=2), timeout=8)
         assert out is not None and out.ok and out.version == 2
@@ -256,7 +257,8 @@ async def test_a_missed_reply_is_read_from_the_stored_outcome(redis_url: str) ->
     async with worker_running(redis_url), bus_for(redis_url) as (_, bus):
         await bus.start()
         assert bus._sub is not None
-        await bus._sub.unsubscribe(bus.channel)  # the worker publishes to no one now
+        # the worker publishes to no one now
+        await bus._sub.unsubscribe(*(layout.reply_channel(p, bus.channel) for p in range(P)))
         out = await bus.send(actor, sid, BusAdd(at=now_ms(), n=5), command_id="missed",
                              timeout=5)
         assert out is not None and out.ok and out.command_id == "missed"
@@ -305,7 +307,8 @@ async def test_credentials_and_db_come_from_the_client_url(redis_url: str) -> No
         finally:
             await db6.aclose()
         assert await admin.xlen(layout.command_stream(1)) == 0
-        assert dict(await admin.pubsub_numsub(bus.channel))[bus.channel.encode()] == 0
+        channel = layout.reply_channel(1, bus.channel)
+        assert dict(await admin.pubsub_shardnumsub(channel))[channel.encode()] == 0
     finally:
         await admin.execute_command("ACL", "DELUSER", "bus-user")
         await admin.aclose()

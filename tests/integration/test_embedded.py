@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import redis
 
-from infra.embedded import EmbeddedServerError, start_postgres, start_redis
+from infra.embedded import EmbeddedServerError, start_postgres, start_redis, start_redis_cluster
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
@@ -74,6 +74,34 @@ def test_redis_data_dir_cannot_be_shared_by_two_servers(server_data_dir: Path) -
 def test_redis_rejects_unknown_fsync_policy(server_data_dir: Path) -> None:
     with pytest.raises(EmbeddedServerError, match="appendfsync"):
         start_redis(server_data_dir / "r", appendfsync="sometimes")
+
+
+def test_a_cluster_with_replicas_starts_in_seconds_from_the_same_binary(
+    server_data_dir: Path,
+) -> None:
+    started = time.monotonic()
+    cluster = start_redis_cluster(server_data_dir / "c", 3, replicas=1)
+    elapsed = time.monotonic() - started
+    try:
+        assert elapsed < 10, elapsed  # about two seconds here
+        assert len(cluster.masters) == 3 and len(cluster.nodes) == 6
+        assert cluster.live_masters() == sorted(n.port for n in cluster.masters)
+        client = redis.RedisCluster.from_url(cluster.url)
+        info = client.cluster_info()
+        assert info["cluster_state"] == "ok" and int(info["cluster_slots_assigned"]) == 16384
+        assert int(info["cluster_known_nodes"]) == 6
+        for master in cluster.masters:  # each with its replica in sync
+            node = redis.Redis.from_url(master.url)
+            assert node.info("replication")["connected_slaves"] == 1
+            node.close()
+        for i in range(30):  # keys of every master
+            client.set(f"k{i}", i)
+        assert [int(client.get(f"k{i}")) for i in range(30)] == list(range(30))
+        client.close()
+        pids = [n.pid for n in cluster.nodes]
+    finally:
+        cluster.stop()
+    assert all(_gone(pid) for pid in pids)
 
 
 def test_embedded_servers_die_with_their_parent(server_data_dir: Path) -> None:

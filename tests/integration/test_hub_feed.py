@@ -16,12 +16,20 @@ import redis.asyncio as aioredis
 from gateway.hub import Hub
 from gateway.protocol import MessageType
 from gateway.push import Push
-from infra.store import open_store
-from infra.store.layout import ADMIN_CHANNEL
+from infra.store import DEFAULT_PARTITIONS, open_store, partition_of
+from infra.store.layout import ADMIN_CHANNEL, change_channel
 from tests.hubkit import MemConn
 from tests.hubkit import changes_message as _changes
 
 pytestmark = pytest.mark.anyio
+
+#: the shard channels of the sessions these tests publish to
+S1 = change_channel(partition_of("s1", DEFAULT_PARTITIONS), "s1")
+S2 = change_channel(partition_of("s2", DEFAULT_PARTITIONS), "s2")
+
+
+async def _subscribers(redis: aioredis.Redis, channel: str) -> int:
+    return dict(await redis.pubsub_shardnumsub(channel))[channel.encode()]
 
 
 class History:
@@ -72,39 +80,39 @@ async def test_feed_delivers_survives_a_killed_connection_and_catches_up(redis_u
         other = MemConn("s2", "u", "c")
         for c in (a, b, other):
             await hub.attach(c)
-        assert dict(await redis.pubsub_numsub("sd:chg:s1"))[b"sd:chg:s1"] == 1
+        assert await _subscribers(redis, S1) == 1
 
         history.versions["s1"] = 3
-        assert await redis.publish("sd:chg:s1", _changes("s1", 3)) == 1
+        assert await redis.spublish(S1, _changes("s1", 3)) == 1
         await _until(lambda: a.versions() == [3] and b.versions() == [3])
         assert other.frames == []
 
-        await redis.publish(ADMIN_CHANNEL, json.dumps({"payload": {"note": "hi"}}))
+        await redis.spublish(ADMIN_CHANNEL, json.dumps({"payload": {"note": "hi"}}))
         await _until(lambda: len(other.frames) == 1)
         assert other.frames[0]["type"] == "broadcast"
 
         # the feed connection dies; versions 4 and 5 are published while it is away
         assert await redis.client_kill_filter(_type="pubsub") >= 1
         history.versions["s1"] = 5
-        await redis.publish("sd:chg:s1", _changes("s1", 4, 5))
+        await redis.spublish(S1, _changes("s1", 4, 5))
         await _until(lambda: hub.pubsub.reconnects == 1)
         # on reconnect each session is caught up from history
         await _until(lambda: a.versions() == [3, 4, 5] and b.versions() == [3, 4, 5])
         assert ("s1", 3, None) in history.reads
         # and live changes flow again on the re-subscribed channels
         history.versions["s1"] = 6
-        assert await redis.publish("sd:chg:s1", _changes("s1", 6)) == 1
+        assert await redis.spublish(S1, _changes("s1", 6)) == 1
         await _until(lambda: a.versions() == [3, 4, 5, 6])
-        assert await redis.publish(ADMIN_CHANNEL, json.dumps({"payload": {}})) == 1
+        assert await redis.spublish(ADMIN_CHANNEL, json.dumps({"payload": {}})) == 1
         await _until(lambda: len(other.frames) == 2)
 
         for c in (a, b):
             await hub.detach(c)
         deadline = time.monotonic() + 5
-        while dict(await redis.pubsub_numsub("sd:chg:s1"))[b"sd:chg:s1"] != 0:
+        while await _subscribers(redis, S1) != 0:
             assert time.monotonic() < deadline, "still subscribed after the last detach"
             await asyncio.sleep(0.01)
-        assert dict(await redis.pubsub_numsub("sd:chg:s2"))[b"sd:chg:s2"] == 1
+        assert await _subscribers(redis, S2) == 1
 
 
 class SlowHistory(History):
@@ -124,13 +132,13 @@ async def test_gaps_are_filled_from_history_in_order_and_nothing_overtakes_a_fil
         history.versions["s1"] = 1
         a = MemConn("s1", "u", "a")
         await hub.attach(a)
-        await redis.publish("sd:chg:s1", _changes("s1", 2))
+        await redis.spublish(S1, _changes("s1", 2))
         await _until(lambda: a.versions() == [2])
         assert history.reads == []  # in sequence: pushed without reading history
         history.versions["s1"] = 7
-        await redis.publish("sd:chg:s1", _changes("s1", 5))  # 3 and 4 were missed
-        await redis.publish("sd:chg:s1", _changes("s1", 6))  # arrives during the fill
-        await redis.publish("sd:chg:s1", _changes("s1", 6, 7))  # a duplicate, then new
+        await redis.spublish(S1, _changes("s1", 5))  # 3 and 4 were missed
+        await redis.spublish(S1, _changes("s1", 6))  # arrives during the fill
+        await redis.spublish(S1, _changes("s1", 6, 7))  # a duplicate, then new
         await _until(lambda: a.versions()[-1:] == [7])
         assert a.versions() == [2, 3, 4, 5, 6, 7]
         assert history.reads == [("s1", 2, 4)]

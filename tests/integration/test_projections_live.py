@@ -20,7 +20,7 @@ import pytest
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError, Fenced
-from infra.store import LeaseShare, open_store
+from infra.store import LeaseShare, open_store, partition_of
 from infra.store.layout import change_channel
 from projections.changes import decode_changes
 from projections.health import ROLE
@@ -224,7 +224,7 @@ async def test_each_commit_publishes_the_sessions_changes_in_version_order(redis
     actors = LocalActors(store)
     sid = str(uuid.uuid4())
     pubsub = redis.pubsub()
-    await pubsub.subscribe(change_channel(sid))
+    await pubsub.ssubscribe(change_channel(partition_of(sid, P), sid))
     now = 1_800_000_000_000
     await actors.send(f"session:{sid}", se.CreateSession(at=now, user_id="u", session_id=sid,
                                                          token="secret-token"))

@@ -1,5 +1,6 @@
 """Real processes: `sessiond worker` + `sessiond projector` subprocesses, commands through the
-store's command sender; and a projector frozen with SIGSTOP whose successor takes over."""
+store's command sender; and a projector frozen with SIGSTOP whose successor takes over, exactly
+once, on a single node and on a 3-master cluster."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 from events import session as se
 from events import simulator as si
 from events.errors import DomainError
-from infra.store import open_store
+from infra.store import open_store, partition_of
 from infra.store.layout import change_channel
 from projections.changes import decode_changes
 from projections.migrate import migrate
@@ -99,7 +100,7 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         sids = [str(uuid.uuid4()) for _ in range(12)]
         watched = sids[0]
         pubsub = redis.pubsub()
-        await pubsub.subscribe(change_channel(watched))
+        await pubsub.ssubscribe(change_channel(partition_of(watched, P), watched))
         now = int(time.time() * 1000)
         sims = {}
 
@@ -180,11 +181,11 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         await redis.aclose()
 
 
-async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis_url,
+async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(any_redis_url,
                                                                            database_url,
                                                                            tmp_path):
     await migrate(database_url)
-    store = open_store(redis_url, P)
+    store = open_store(any_redis_url, P)
     actors = LocalActors(store)
     rng = random.Random(9)
     ids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(60)]
@@ -208,7 +209,7 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
     # renewals every ~0.33 s a CPU-starved machine made the leases churn until the test timed out
     lease = {"LEASE_TTL_MS": "2000"}
     slow = {"SESSIOND_PROJECTOR_BATCH": "40", **lease}
-    a = _spawn_slow_projector(redis_url, database_url, log_a, 150, **slow)
+    a = _spawn_slow_projector(any_redis_url, database_url, log_a, 150, **slow)
     b = None
     try:
         deadline = time.monotonic() + 60
@@ -217,7 +218,7 @@ async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(redis
             await asyncio.sleep(0.05)
         a.send_signal(signal.SIGSTOP)  # frozen, most likely inside a transaction
         frozen_at = await conn.fetchval("SELECT count(*) FROM events.archive")
-        b = _spawn("projector", redis_url, database_url, log_b, **lease)
+        b = _spawn("projector", any_redis_url, database_url, log_b, **lease)
         await _caught_up(store, conn, 60, log_b)
         assert frozen_at < await log_length(store)
         a.send_signal(signal.SIGCONT)  # A wakes up: every write it attempts must be refused

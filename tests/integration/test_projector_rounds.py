@@ -14,7 +14,7 @@ import pytest
 import projections.projector as projector_module
 from events import session as se
 from infra.store import open_store
-from infra.store.layout import partition_log
+from infra.store.layout import change_channel, partition_log
 from infra.store.routing import partition_of
 from projections.changes import decode_changes
 from projections.health import ROLE
@@ -75,6 +75,16 @@ async def dsn(database_url: str) -> str:
     return database_url
 
 
+def _sessions(per_partition: int = 3, first: int = 0) -> list[str]:
+    """The deterministic session ids of `_history`: at least `per_partition` in each."""
+    sessions: list[str] = []
+    n = 0
+    while min(sum(partition_of(s, P) == p for s in sessions) for p in range(P)) < per_partition:
+        sessions.append(str(uuid.UUID(int=(first + n) * 7919 + 1)))
+        n += 1
+    return sessions
+
+
 async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, first: int = 0
                    ) -> dict[int, int]:
     """Sessions in every partition, each created and changed a few times; events per partition.
@@ -82,11 +92,7 @@ async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, fir
     store = open_store(redis_url, P)
     actors = LocalActors(store)
     counts = dict.fromkeys(range(P), 0)
-    sessions: list[str] = []
-    n = 0
-    while min(sum(partition_of(s, P) == p for s in sessions) for p in range(P)) < per_partition:
-        sessions.append(str(uuid.UUID(int=(first + n) * 7919 + 1)))
-        n += 1
+    sessions = _sessions(per_partition, first)
     now = 1_800_000_000_000
     for sid in sessions:
         before = actors.appended
@@ -168,7 +174,7 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
     commits = _count_commits(monkeypatch, projector, path)
     redis = connect(redis_url)
     pubsub = redis.pubsub()
-    await pubsub.psubscribe("sd:chg:*")
+    await pubsub.ssubscribe(*(change_channel(partition_of(s, P), s) for s in _sessions()))
     try:
         assert await projector.step() == total  # every partition's log in one round
         assert commits == [_as(path, *range(P))] and projector.rounds_committed == 1

@@ -18,7 +18,7 @@ from infra.exchange.host import SimulatorHost
 from infra.provisioners import ProvisionerUnavailable, ProvisionState
 from infra.provisioners.local import LocalProvisioner
 from infra.store import open_store
-from infra.store.layout import SIM_HOSTS, sim_placement_key
+from infra.store.layout import SIM_HOSTS, market_data_stream, sim_placement_key
 from tests.integration.simkit import wait_for
 from tests.integration.simstack import free_port
 from tests.rediskit import connect
@@ -65,7 +65,7 @@ async def test_placement_on_the_least_loaded_host_start_stop_and_status(redis_ur
         assert sum(len(h.engines) for h in hosts) == 2
         status = await prov.status("sim-1")
         assert status.state is ProvisionState.READY and status.endpoint == endpoints[0]
-        await wait_for(lambda: redis.xlen("sd:md:sim-1"), 3, what="ticks")
+        await wait_for(lambda: redis.xlen(market_data_stream("sim-1")), 3, what="ticks")
         await prov.deprovision("sim-1")
         assert "sim-1" not in hosts[0].engines and "sim-1" not in hosts[1].engines
         assert (await prov.status("sim-1")).state is ProvisionState.ABSENT
@@ -93,7 +93,7 @@ async def test_an_engine_does_not_tick_before_its_actor_is_running(redis_url):
     try:
         host.start_engine(_spec())
         await asyncio.sleep(0.3)
-        assert await redis.xlen("sd:md:sim-1") == 0
+        assert await redis.xlen(market_data_stream("sim-1")) == 0
     finally:
         host.stop()
         await task

@@ -84,6 +84,24 @@ def test_send_and_events_show_versions_times_and_correlation_ids(
     assert "VERSION" in table and "SessionRefreshed" in table and "SessionCreated" not in table
 
 
+def test_partitions_on_a_single_node_show_one_node_and_the_owners(
+    redis_url: str, worker: subprocess.Popen[bytes]
+) -> None:
+    out = run(redis_url, "partitions", "--output", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["redis"].startswith("single node (valkey ")
+    rows = doc["partitions"]
+    assert [r["partition"] for r in rows] == list(range(P))
+    assert len({r["node"] for r in rows}) == 1
+    owner = rows[0]["worker"]
+    assert owner.startswith("cli") and [r["worker"] for r in rows] == [owner] * P
+    assert [r["projector"] for r in rows] == [None] * P  # no projector runs
+    text = run(redis_url, "partitions").stdout.splitlines()
+    assert text[0].startswith("redis: single node") and len(text) == 2 + P
+    assert text[2].split()[3:] == [owner, "-"]
+
+
 def test_send_rejects_bad_input_with_one_clear_line(redis_url: str) -> None:
     for args, message in [
         (["send", "session:x", "NoSuchCommand"], "unknown command type"),

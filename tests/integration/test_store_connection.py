@@ -1,6 +1,7 @@
 """The Redis store's own connections (`infra.store.redis.connection`) against a real Redis:
-pipelining, FIFO replies, errors, lost connections, cancellation, pub/sub with re-subscription,
-AUTH/SELECT from the URL; and what the store raises when Redis is out of reach."""
+pipelining, FIFO replies, errors, lost connections, cancellation, sharded pub/sub with
+re-subscription (`infra.store.redis.subscriber`), AUTH/SELECT from the URL; and what the store
+raises when Redis is out of reach."""
 
 from __future__ import annotations
 
@@ -15,12 +16,18 @@ import redis.asyncio as aioredis
 from events.errors import StoreUnavailable
 from infra.embedded import start_redis
 from infra.store import open_store
-from infra.store.redis.connection import ConnectionLost, Endpoint, Pipeline, Subscriber
+from infra.store.redis.connection import ConnectionLost, Endpoint, Pipeline
 from infra.store.redis.connection import ReplyError as ResponseError
 from infra.store.redis.resp import pack
+from infra.store.redis.router import Router
+from infra.store.redis.subscriber import Subscriber
 from tests.integration.rawkit import count_writes
 
 pytestmark = pytest.mark.anyio
+
+
+def _subscriber(url: str, on_message, **kw) -> Subscriber:
+    return Subscriber(Router(Endpoint.from_url(url), "t-router"), on_message, **kw)
 
 
 async def _eventually(check, timeout: float = 5.0) -> None:
@@ -171,20 +178,20 @@ async def test_subscriber_delivers_and_resubscribes_after_a_kill(redis_url: str)
     got: list[tuple[bytes, bytes]] = []
     reconnected = asyncio.Event()
     pub = aioredis.Redis.from_url(redis_url)
-    sub = Subscriber(Endpoint.from_url(redis_url), lambda ch, d: got.append((ch, d)),
-                     on_reconnect=reconnected.set, name="t-sub")
+    sub = _subscriber(redis_url, lambda ch, d: got.append((ch, d)),
+                      on_reconnect=reconnected.set, name="t-sub")
     await sub.start()
     try:
         await sub.subscribe("raw:a", b"raw:b")
-        assert await pub.publish("raw:a", b"1") == 1
-        assert await pub.publish("raw:b", b"2") == 1
+        assert await pub.spublish("raw:a", b"1") == 1
+        assert await pub.spublish("raw:b", b"2") == 1
         await _eventually(lambda: len(got) == 2)
         assert got == [(b"raw:a", b"1"), (b"raw:b", b"2")]
 
         await sub.unsubscribe("raw:b")
         await sub.subscribe("raw:c")
-        await pub.publish("raw:b", b"lost")
-        await pub.publish("raw:c", b"3")
+        await pub.spublish("raw:b", b"lost")
+        await pub.spublish("raw:c", b"3")
         await _eventually(lambda: len(got) == 3)
         assert got[-1] == (b"raw:c", b"3")
 
@@ -193,14 +200,14 @@ async def test_subscriber_delivers_and_resubscribes_after_a_kill(redis_url: str)
         await asyncio.wait_for(reconnected.wait(), 10)
         assert sub.reconnects == 1
         # every wanted channel is back (confirmed before on_reconnect): later messages arrive
-        assert await pub.publish("raw:a", b"4") == 1
-        assert await pub.publish("raw:c", b"5") == 1
-        assert await pub.publish("raw:b", b"gone") == 0
+        assert await pub.spublish("raw:a", b"4") == 1
+        assert await pub.spublish("raw:c", b"5") == 1
+        assert await pub.spublish("raw:b", b"gone") == 0
         await _eventually(lambda: len(got) == 5)
         assert got[3:] == [(b"raw:a", b"4"), (b"raw:c", b"5")]
         # a channel subscribed after the reconnect works too
         await sub.subscribe("raw:d")
-        assert await pub.publish("raw:d", b"6") == 1
+        assert await pub.spublish("raw:d", b"6") == 1
         await _eventually(lambda: len(got) == 6)
     finally:
         await sub.close()
@@ -211,7 +218,7 @@ async def test_subscriber_delivers_and_resubscribes_after_a_kill(redis_url: str)
 async def _numsub(url: str, channel: str) -> int:
     r = aioredis.Redis.from_url(url)
     try:
-        return dict(await r.pubsub_numsub(channel))[channel.encode()]
+        return dict(await r.pubsub_shardnumsub(channel))[channel.encode()]
     finally:
         await r.aclose()
 
@@ -219,13 +226,13 @@ async def _numsub(url: str, channel: str) -> int:
 async def test_subscribe_waits_through_a_reconnect(redis_url: str) -> None:
     got: list[bytes] = []
     pub = aioredis.Redis.from_url(redis_url)
-    sub = Subscriber(Endpoint.from_url(redis_url), lambda ch, d: got.append(d))
+    sub = _subscriber(redis_url, lambda ch, d: got.append(d))
     await sub.start()
     try:
         await pub.client_kill_filter(_type="pubsub")
         # asked while the connection is down: confirmed once it is back
         await sub.subscribe("raw:late")
-        assert await pub.publish("raw:late", b"x") == 1
+        assert await pub.spublish("raw:late", b"x") == 1
         await _eventually(lambda: got == [b"x"])
     finally:
         await sub.close()
@@ -239,7 +246,7 @@ async def test_username_password_and_db_from_the_url(redis_url: str) -> None:
     url = f"redis://raw-user:s3cr3t@{u.hostname}:{u.port}/5"
     pipe = Pipeline(Endpoint.from_url(url))
     got: list[bytes] = []
-    sub = Subscriber(Endpoint.from_url(url), lambda ch, d: got.append(d))
+    sub = _subscriber(url, lambda ch, d: got.append(d))
     try:
         assert await pipe.execute(pack(("ACL", "WHOAMI"))) == b"raw-user"
         assert await pipe.execute(pack(("SET", "raw:where", "db5"))) == b"OK"
@@ -247,7 +254,7 @@ async def test_username_password_and_db_from_the_url(redis_url: str) -> None:
         assert admin.get("raw:where") is None  # not in db 0
         await sub.start()
         await sub.subscribe("raw:auth")
-        assert admin.publish("raw:auth", b"ok") == 1
+        assert admin.spublish("raw:auth", b"ok") == 1
         await _eventually(lambda: got == [b"ok"])
         bad = Pipeline(Endpoint.from_url(f"redis://raw-user:wrong@{u.hostname}:{u.port}/5"))
         with pytest.raises(ResponseError, match=r"WRONGPASS|invalid"):
@@ -307,8 +314,7 @@ def test_under_uvloop_as_the_gateway_runs_it(redis_url: str) -> None:
         pipe = Pipeline(Endpoint.from_url(redis_url))
         got: list[bytes] = []
         back = asyncio.Event()
-        sub = Subscriber(Endpoint.from_url(redis_url), lambda ch, d: got.append(d),
-                         on_reconnect=back.set)
+        sub = _subscriber(redis_url, lambda ch, d: got.append(d), on_reconnect=back.set)
         try:
             assert await asyncio.gather(*(pipe.execute(pack(("INCR", "uv:n")))
                                           for _ in range(100))) == list(range(1, 101))
@@ -323,7 +329,7 @@ def test_under_uvloop_as_the_gateway_runs_it(redis_url: str) -> None:
             await sub.subscribe("uv:ch")
             await admin.client_kill_filter(_type="pubsub")
             await asyncio.wait_for(back.wait(), 10)
-            assert await admin.publish("uv:ch", b"after") == 1
+            assert await admin.spublish("uv:ch", b"after") == 1
             await _eventually(lambda: got == [b"after"])
         finally:
             pipe.close()

@@ -1,4 +1,5 @@
-"""Failover with real `sessiond worker` processes on real Redis: kill -9 and SIGSTOP/SIGCONT.
+"""Failover with real `sessiond worker` processes on real Redis (a single node and a 3-master
+cluster): kill -9 and SIGSTOP/SIGCONT.
 
 Every accepted command must end with exactly one set of events (none lost, none doubled), the
 actor streams must stay gap-free, and a paused worker whose lease was taken over must have
@@ -26,7 +27,7 @@ from events.ids import session_actor
 from events.session import CreateSession, RefreshSession, UpdateMetadata
 from infra.store import CommandSender, layout, open_store
 from infra.store.routing import partition_of
-from tests.rediskit import connect
+from tests.rediskit import connect_any, get_many
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -96,13 +97,13 @@ def workers(tmp_path: Path):
 
 
 async def owners(redis: Any) -> list[str]:
-    values = await redis.mget([layout.lease_key(p) for p in range(P)])
+    values = await get_many(redis, [layout.lease_key(p) for p in range(P)])
     return [(v or b"").decode().split(":")[0] for v in values]
 
 
 async def fenced_replies(redis: Any) -> int:
     """Writes the append and timer scripts refused to a stale owner, over all partitions."""
-    values = await redis.mget([layout.fenced_key(p) for p in range(P)])
+    values = await get_many(redis, [layout.fenced_key(p) for p in range(P)])
     return sum(int(v or 0) for v in values)
 
 
@@ -160,8 +161,8 @@ class Load:
 
         async def all_settled() -> bool:
             missing = [(s, c) for s, c in self.sent if c not in outcomes]
-            values = await redis.mget(
-                [layout.outcome_key(partition_of(s, P), c) for s, c in missing]
+            values = await get_many(
+                redis, [layout.outcome_key(partition_of(s, P), c) for s, c in missing]
             )
             for (_, cid), raw in zip(missing, values, strict=True):
                 if raw:
@@ -190,13 +191,13 @@ class Load:
 
 
 async def test_killed_worker_is_replaced_within_the_lease_ttl_and_nothing_is_lost(
-    redis_url: str, workers: Any
+    any_redis_url: str, workers: Any
 ) -> None:
     # wa holds each decided batch 200 ms before appending: killed, it is almost surely mid-batch
-    a = workers(redis_url, "wa", faults=["--append-delay-ms", "200"])
-    b = workers(redis_url, "wb")
-    redis = connect(redis_url)
-    store = open_store(redis_url, P)
+    a = workers(any_redis_url, "wa", faults=["--append-delay-ms", "200"])
+    b = workers(any_redis_url, "wb")
+    redis = connect_any(any_redis_url)
+    store = open_store(any_redis_url, P)
     bus = store.commands
     try:
 
@@ -228,15 +229,15 @@ async def test_killed_worker_is_replaced_within_the_lease_ttl_and_nothing_is_los
 
 
 async def test_paused_worker_is_fenced_after_takeover_and_streams_stay_consistent(
-    redis_url: str, workers: Any
+    any_redis_url: str, workers: Any
 ) -> None:
     # The paused worker plays a process stopped between its lease check and its write: its
     # local lease check is off and it holds every decided batch 300 ms before appending, so it
     # has commands in hand when stopped. Only the fencing epoch in the script can stop it.
-    a = workers(redis_url, "wa", faults=["--no-local-lease-check", "--append-delay-ms", "300"])
-    workers(redis_url, "wb")
-    redis = connect(redis_url)
-    store = open_store(redis_url, P)
+    a = workers(any_redis_url, "wa", faults=["--no-local-lease-check", "--append-delay-ms", "300"])
+    workers(any_redis_url, "wb")
+    redis = connect_any(any_redis_url)
+    store = open_store(any_redis_url, P)
     bus = store.commands
     try:
 

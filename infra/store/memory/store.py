@@ -15,10 +15,10 @@ from events.codec import decode_event_envelope
 from events.envelope import EventEnvelope
 from events.errors import StoreUnavailable
 from events.ids import actor_kind, actor_uuid
-from infra.store.api import START, ActorHistory, Archive, LogEntry, Snapshot
+from infra.store.api import START, ActorHistory, Archive, LogEntry, Placement, Snapshot
 from infra.store.memory.streams import Expiring, MemoryStream, now_ms, position, wait_any
 from infra.store.memory.writer import MemoryPartitionWriter
-from infra.store.routing import DEFAULT_PARTITIONS, partition_of
+from infra.store.routing import DEFAULT_PARTITIONS, partition_of, partition_slot
 from infra.store.sending import SenderBase
 
 __all__ = ["DEFAULT_OUTCOME_TTL_MS", "MemoryStore"]
@@ -171,6 +171,14 @@ class MemoryStore:
         return MemoryPartitionWriter(
             self, partition, epoch, consumer, outcome_ttl_ms=outcome_ttl_ms
         )
+
+    async def connect(self) -> str:
+        self.check_open()
+        return "memory (one process)"
+
+    async def placements(self) -> dict[int, Placement]:
+        self.check_open()
+        return {p: Placement(partition_slot(p), "memory") for p in range(self.partitions)}
 
     async def ping(self) -> None:
         self.check_open()

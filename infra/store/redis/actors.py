@@ -151,8 +151,8 @@ class RedisActorReader:
     async def follow(
         self, partition: int, actor_id: str, *, after: int = 0, block_ms: int = 1000
     ) -> AsyncIterator[EventEnvelope]:
-        pipe = self.client.dedicated(f"follow-{actor_id}")
         key = layout.event_stream(partition, actor_id)
+        pipe = self.client.dedicated(f"follow-{actor_id}", key)
         last: bytes | str = f"{after}-0"
         try:
             while True:

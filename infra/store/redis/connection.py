@@ -9,9 +9,8 @@ per-argument packing, one write plus one read per command), so the store talks R
   desynchronise the FIFO: its reply is read and dropped. An error reply fails that caller only
   (`ReplyError`); a lost connection fails every command in flight (`ConnectionLost`: they may
   or may not have been executed) and the next command reconnects.
-- `Subscriber`: one pub/sub connection; SUBSCRIBE/UNSUBSCRIBE channels and get each message
-  through a callback. On connection loss it reconnects with backoff, re-subscribes every channel
-  and then calls `on_reconnect` (messages published meanwhile are lost: the caller catches up).
+- `_Conn` with a push handler: a pub/sub connection (`infra.store.redis.subscriber` keeps the
+  shard channels subscribed on it).
 
 Both errors are `StoreUnavailable`: nothing of redis-py leaves the store. `Endpoint.from_url`
 reads a ``redis://``, ``rediss://`` or ``unix://`` URL with redis-py's parser (a cold path).
@@ -36,7 +35,7 @@ import hiredis
 from events.errors import StoreUnavailable
 from infra.store.redis.resp import pack
 
-__all__ = ["ConnectionLost", "Endpoint", "Pipeline", "ReplyError", "Subscriber"]
+__all__ = ["ConnectionLost", "Endpoint", "Pipeline", "ReplyError"]
 
 log = logging.getLogger("sessiond.store")
 
@@ -86,6 +85,23 @@ class Endpoint:
     def __repr__(self) -> str:
         where = self.path or f"{self.host}:{self.port}"
         return f"Endpoint({where}, db={self.db}, tls={self.ssl is not None})"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port); a unix socket's path with port 0."""
+        return (self.path, 0) if self.path else (self.host, self.port)
+
+    def at(self, host: str, port: int) -> Endpoint:
+        """Another node of the same cluster: same credentials, TLS and timeouts, database 0
+        (a cluster has no other)."""
+        other = Endpoint(
+            host=host,
+            port=port,
+            ssl_context=self.ssl,
+            connect_timeout=self.connect_timeout,
+            credentials=self.credentials,
+        )
+        return other
 
     @classmethod
     def from_url(cls, url: str) -> Endpoint:
@@ -169,7 +185,18 @@ class Endpoint:
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.:@/-]")
 
 _PUSH_KINDS = frozenset(
-    (b"message", b"pmessage", b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe", b"pong")
+    (
+        b"message",
+        b"pmessage",
+        b"smessage",
+        b"subscribe",
+        b"unsubscribe",
+        b"psubscribe",
+        b"punsubscribe",
+        b"ssubscribe",
+        b"sunsubscribe",
+        b"pong",
+    )
 )
 
 
@@ -178,6 +205,8 @@ class _Conn(asyncio.Protocol):
     pub/sub pushes (lists whose first element is a push kind) go there instead."""
 
     def __init__(self, on_push: Callable[[list], None] | None = None) -> None:
+        self.on_error: Callable[[str], None] | None = None
+        self.close_when_idle = False
         self.loop = asyncio.get_running_loop()
         self.transport: Any = None
         self.reader = hiredis.Reader()
@@ -210,7 +239,9 @@ class _Conn(asyncio.Protocol):
                     continue
                 if not pending:
                     if on_push is not None:  # a PING's PONG while nothing is subscribed
-                        if reply != b"PONG":
+                        if reply.__class__ is hiredis.ReplyError and self.on_error is not None:
+                            self.on_error(str(reply))  # a subscription refused (MOVED)
+                        elif reply != b"PONG":
                             log.warning("subscriber: unexpected reply %r", reply)
                         continue
                     raise hiredis.ProtocolError(f"unexpected reply {reply!r:.80}")
@@ -221,6 +252,8 @@ class _Conn(asyncio.Protocol):
                     fut.set_exception(ReplyError(str(reply)))
                 else:
                     fut.set_result(reply)
+            if self.close_when_idle and not pending:
+                self.abort(ConnectionLost("connection closed (idle)"))
         except hiredis.ProtocolError as exc:
             log.warning("Redis protocol error, dropping the connection: %s", exc)
             self.abort(ConnectionLost(f"Redis protocol error: {exc}"))
@@ -374,6 +407,18 @@ class Pipeline:
     def connected(self) -> bool:
         return self._conn is not None and self._conn.error is None
 
+    def close_when_idle(self) -> None:
+        """Take no more commands; close once those in flight are answered (a slot moved to
+        another node: what was sent here still gets its reply)."""
+        if self._connecting is not None:
+            return  # its backlog is still to be sent: leave it be
+        conn = self._conn
+        if conn is None or conn.error is not None or not conn.pending:
+            self.close()
+            return
+        self._closed = True
+        conn.close_when_idle = True
+
     def close(self) -> None:
         """Drop the connection; commands in flight fail with `ConnectionLost`."""
         self._closed = True
@@ -382,202 +427,3 @@ class Pipeline:
         if self._conn is not None:
             self._conn.abort(ConnectionLost("connection closed"))
             self._conn = None
-
-
-class Subscriber:
-    """One pub/sub connection that keeps a set of channels subscribed (see the module).
-
-    `on_message(channel, data)` is called from the protocol callback for every message, in
-    order; it must not block. `on_reconnect()` is called after a lost connection was replaced
-    and every channel re-subscribed.
-    """
-
-    #: a PING when nothing arrived for this long; the connection is dropped if the next interval
-    #: also passes in silence
-    HEALTH_S = 15.0
-
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        on_message: Callable[[bytes, bytes], None],
-        *,
-        on_reconnect: Callable[[], None] | None = None,
-        name: str = "",
-        confirm_timeout: float = 5.0,
-    ) -> None:
-        self.endpoint = endpoint
-        self.on_message = on_message
-        self.on_reconnect = on_reconnect
-        self.name = name
-        self.confirm_timeout = confirm_timeout
-        self.channels: set[bytes] = set()
-        self._conn: _Conn | None = None
-        self._ready = False  # connected, and every wanted channel asked for
-        self._confirm: dict[bytes, list[asyncio.Future]] = {}
-        self._task: asyncio.Task | None = None
-        self.reconnects = 0
-
-    # -------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Connect (raising `ConnectionLost` if Redis cannot be reached) and keep the
-        connection up."""
-        if self._task is not None:
-            return
-        conn = await _open(self.endpoint, self.name, self._on_push)
-        self._go(conn)
-        self._task = asyncio.get_running_loop().create_task(
-            self._supervise(conn), name=f"subscriber-{self.name}"
-        )
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-        if self._conn is not None:
-            self._conn.abort()
-            self._conn = None
-        self._ready = False
-        for waiters in self._confirm.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.cancel()
-        self._confirm.clear()
-
-    # -------------------------------------------------------------- channels
-    async def subscribe(self, *channels: str | bytes) -> None:
-        """Subscribe `channels` (kept across reconnects); returns once Redis confirmed them.
-        Raises `ConnectionLost` if that takes longer than `confirm_timeout` (they stay wanted
-        and are subscribed when the connection comes back)."""
-        chans = [c.encode() if isinstance(c, str) else c for c in channels]
-        if not chans:
-            return
-        loop = asyncio.get_running_loop()
-        waits = []
-        for ch in chans:
-            self.channels.add(ch)
-            fut = loop.create_future()
-            self._confirm.setdefault(ch, []).append(fut)
-            waits.append(fut)
-        if self._ready and self._conn is not None and self._conn.error is None:
-            self._conn.send_only(pack((b"SUBSCRIBE", *chans)))
-        try:
-            async with asyncio.timeout(self.confirm_timeout):
-                for fut in waits:
-                    await fut
-        except TimeoutError:
-            raise ConnectionLost(
-                f"Redis did not confirm the subscription to {len(chans)} channel(s)"
-            ) from None
-        finally:
-            for ch, fut in zip(chans, waits, strict=True):
-                waiters = self._confirm.get(ch)
-                if waiters is not None and fut in waiters:
-                    waiters.remove(fut)
-                    if not waiters:
-                        del self._confirm[ch]
-
-    async def unsubscribe(self, *channels: str | bytes) -> None:
-        chans = [c.encode() if isinstance(c, str) else c for c in channels]
-        for ch in chans:
-            self.channels.discard(ch)
-        if chans and self._ready and self._conn is not None and self._conn.error is None:
-            self._conn.send_only(pack((b"UNSUBSCRIBE", *chans)))
-
-    # -------------------------------------------------------------- internals
-    def _on_push(self, reply: list) -> None:
-        kind = reply[0]
-        if kind == b"message":
-            try:
-                self.on_message(reply[1], reply[2])
-            except Exception:
-                log.exception("subscriber %s: message handler failed", self.name)
-        elif kind == b"subscribe":
-            waiters = self._confirm.pop(reply[1], None)
-            if waiters:
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_result(None)
-
-    def _go(self, conn: _Conn) -> list[bytes]:
-        """Make `conn` the live connection and ask for every wanted channel (no await between
-        the two: a channel added meanwhile is not missed)."""
-        self._conn = conn
-        self._ready = True
-        chans = list(self.channels)
-        if chans:
-            conn.send_only(pack((b"SUBSCRIBE", *chans)))
-        return chans
-
-    async def _supervise(self, conn: _Conn) -> None:
-        while True:
-            await self._watch(conn)
-            self._ready = False
-            self._conn = None
-            log.warning("subscriber %s: connection lost (%s); reconnecting", self.name, conn.error)
-            conn = await self._reconnect()
-            self.reconnects += 1
-            if self.on_reconnect is not None:
-                try:
-                    self.on_reconnect()
-                except Exception:
-                    log.exception("subscriber %s: on_reconnect failed", self.name)
-
-    async def _reconnect(self) -> _Conn:
-        """A new connection with every wanted channel subscribed (confirmed), retrying with
-        backoff."""
-        backoff = 0.05
-        while True:
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-            try:
-                conn = await _open(self.endpoint, self.name, self._on_push)
-            except (StoreUnavailable, OSError) as exc:
-                log.warning("subscriber %s: reconnect failed: %s", self.name, exc)
-                continue
-            chans = self._go(conn)
-            if chans:
-                # Redis confirms in order: the last channel's confirmation covers them all
-                last = asyncio.get_running_loop().create_future()
-                self._confirm.setdefault(chans[-1], []).append(last)
-                try:
-                    await asyncio.wait(
-                        (last, conn.lost),
-                        timeout=self.confirm_timeout,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    waiters = self._confirm.get(chans[-1])
-                    if waiters is not None and last in waiters:
-                        waiters.remove(last)
-                        if not waiters:
-                            del self._confirm[chans[-1]]
-                if not last.done():
-                    log.warning("subscriber %s: re-subscribe not confirmed", self.name)
-                    conn.abort()
-            if conn.closed:
-                self._ready = False
-                self._conn = None
-                continue
-            log.info("subscriber %s: reconnected, %d channel(s)", self.name, len(chans))
-            return conn
-
-    async def _watch(self, conn: _Conn) -> None:
-        """Until `conn` is lost; a PING keeps silence from hiding a dead peer."""
-        pinged = False
-        while not conn.closed:
-            try:
-                async with asyncio.timeout(self.HEALTH_S):
-                    await asyncio.shield(conn.lost)
-                return
-            except TimeoutError:
-                pass
-            if time.monotonic() - conn.last_rx < self.HEALTH_S:
-                pinged = False
-                continue
-            if pinged:
-                conn.abort(ConnectionLost("no answer to PING"))
-                return
-            conn.send_only(b"*1\r\n$4\r\nPING\r\n")
-            pinged = True

@@ -1,7 +1,9 @@
-"""The change feed on Redis pub/sub: `sd:chg:<session_id>` per session, and the admin broadcast.
+"""The change feed on sharded pub/sub: `sd:{pN}:chg:<session_id>` per session (a shard channel
+in the session's partition slot: a publish reaches that shard only, and the append script can
+publish there), and the admin broadcast `sd:admin:broadcast` (a shard channel of its own).
 
-One subscriber connection per `FeedSubscription` (a raw RESP subscriber: no redis-py on this
-path); publishing goes through the store's shared connection.
+One `Subscriber` per `FeedSubscription` (raw RESP, one connection per master serving a
+subscribed channel); publishing goes through the store's shared link.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from collections.abc import Callable
 
 from infra.store import layout
 from infra.store.redis.client import RedisClient
-from infra.store.redis.connection import Subscriber
+from infra.store.redis.subscriber import Subscriber
+from infra.store.routing import partition_of
 
 __all__ = ["RedisChangeFeed", "RedisFeedSubscription"]
 
-_PREFIX = layout.CHANGE_PREFIX
-_CUT = len(_PREFIX)
+_ADMIN = layout.ADMIN_CHANNEL.encode()
 
 
 class RedisFeedSubscription:
@@ -24,16 +26,18 @@ class RedisFeedSubscription:
     def __init__(
         self,
         client: RedisClient,
+        partitions: int,
         on_change: Callable[[str, bytes], None],
         *,
         on_broadcast: Callable[[bytes], None] | None,
         on_reconnect: Callable[[], None] | None,
         name: str,
     ) -> None:
+        self._partitions = partitions
         self._on_change = on_change
         self._on_broadcast = on_broadcast
         self._sub = Subscriber(
-            client.endpoint, self._on_message, on_reconnect=on_reconnect, name=name or "sd-feed"
+            client.router, self._on_message, on_reconnect=on_reconnect, name=name or "sd-feed"
         )
 
     @property
@@ -41,21 +45,27 @@ class RedisFeedSubscription:
         return self._sub.reconnects
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
-        if channel.startswith(_PREFIX):
-            self._on_change(channel[_CUT:].decode(), data)
-        elif self._on_broadcast is not None:
-            self._on_broadcast(data)
+        if channel == _ADMIN:
+            if self._on_broadcast is not None:
+                self._on_broadcast(data)
+            return
+        session_id = layout.session_of_change_channel(channel)
+        if session_id is not None:
+            self._on_change(session_id, data)
+
+    def _channel(self, session_id: str) -> str:
+        return layout.change_channel(partition_of(session_id, self._partitions), session_id)
 
     async def start(self) -> None:
         await self._sub.start()
         if self._on_broadcast is not None:
-            await self._sub.subscribe(layout.ADMIN_CHANNEL)
+            await self._sub.subscribe(_ADMIN)
 
     async def subscribe(self, session_id: str) -> None:
-        await self._sub.subscribe(layout.change_channel(session_id))
+        await self._sub.subscribe(self._channel(session_id))
 
     async def unsubscribe(self, session_id: str) -> None:
-        await self._sub.unsubscribe(layout.change_channel(session_id))
+        await self._sub.unsubscribe(self._channel(session_id))
 
     async def close(self) -> None:
         await self._sub.close()
@@ -64,14 +74,16 @@ class RedisFeedSubscription:
 class RedisChangeFeed:
     """See `api.ChangeFeed`."""
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, partitions: int) -> None:
         self.client = client
+        self.partitions = partitions
 
     async def publish(self, session_id: str, payload: bytes) -> int:
-        return int(await self.client.call("PUBLISH", layout.change_channel(session_id), payload))
+        channel = layout.change_channel(partition_of(session_id, self.partitions), session_id)
+        return int(await self.client.call("SPUBLISH", channel, payload))
 
     async def broadcast(self, payload: bytes) -> int:
-        return int(await self.client.call("PUBLISH", layout.ADMIN_CHANNEL, payload))
+        return int(await self.client.call("SPUBLISH", layout.ADMIN_CHANNEL, payload))
 
     def subscriber(
         self,
@@ -82,5 +94,10 @@ class RedisChangeFeed:
         name: str = "",
     ) -> RedisFeedSubscription:
         return RedisFeedSubscription(
-            self.client, on_change, on_broadcast=on_broadcast, on_reconnect=on_reconnect, name=name
+            self.client,
+            self.partitions,
+            on_change,
+            on_broadcast=on_broadcast,
+            on_reconnect=on_reconnect,
+            name=name,
         )

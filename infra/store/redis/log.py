@@ -1,5 +1,5 @@
 """The partition logs on Redis (`sd:{pN}:log`): ranges, trims, the projector's multi-partition
-reader and consumer groups (the reactor)."""
+reader and consumer groups (the reactor). Every command names one partition's log (one slot)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from typing import Any
 from infra.store import layout
 from infra.store.api import START, LogEntry, position_key
 from infra.store.redis.client import RedisClient, flat_pairs
-from infra.store.redis.connection import Pipeline, ReplyError
+from infra.store.redis.cluster import key_slot
+from infra.store.redis.connection import ReplyError
+from infra.store.redis.reads import StreamReader
 from infra.store.redis.resp import pack
+from infra.store.redis.router import Link
+from infra.store.routing import partition_of
 
 __all__ = ["RedisLogConsumer", "RedisLogReader", "RedisPartitionLog", "log_entries"]
 
@@ -92,31 +96,33 @@ class RedisPartitionLog:
         return floor
 
     def reader(self, name: str) -> RedisLogReader:
-        return RedisLogReader(self.client, name)
+        return RedisLogReader(self.client, self.partitions, name)
 
     def consumer(self, group: str, consumer: str) -> RedisLogConsumer:
         return RedisLogConsumer(self.client, group, consumer)
 
 
 class RedisLogReader:
-    """See `api.LogReader`: XREAD and PUBLISH framed raw on a connection of its own; the
-    PUBLISHes queued by `publish_later` go out in the same write as the next XREAD."""
+    """See `api.LogReader`: XREADs on connections of its own (`StreamReader`: one XREAD on a
+    single node, one standing read per partition slot on a cluster). The SPUBLISHes queued by
+    `publish_later` go out before the next XREAD (in the same write on a single node)."""
 
-    def __init__(self, client: RedisClient, name: str) -> None:
-        self._pipe = client.dedicated(name)
+    def __init__(self, client: RedisClient, partitions: int, name: str) -> None:
+        self._partitions = partitions
+        self._reads = StreamReader(client, name)
         self._published: list[asyncio.Future[Any]] = []
         self._keys: dict[bytes, int] = {}
 
     def publish_later(self, changes: Sequence[tuple[str, bytes]]) -> None:
-        submit = self._pipe.submit
-        self._published.extend(
-            submit(pack(("PUBLISH", layout.change_channel(sid), payload)))
-            for sid, payload in changes
-        )
+        submit = self._reads.submit
+        for sid, payload in changes:
+            p = partition_of(sid, self._partitions)
+            channel = layout.change_channel(p, sid)
+            self._published.append(submit(key_slot(channel), pack(("SPUBLISH", channel, payload))))
 
     def _check_published(self) -> None:
-        """Raise the first failure of the PUBLISHes queued so far (all answered by now: Redis
-        answers one connection's commands in order)."""
+        """Raise the first failure of the SPUBLISHes queued so far (on a single node all are
+        answered by now: Redis answers one connection's commands in order)."""
         published, self._published = self._published, []
         error = None
         for fut in published:
@@ -130,30 +136,17 @@ class RedisLogReader:
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
     ) -> dict[int, list[LogEntry]]:
-        owned = list(positions.items())
-        keys = [layout.partition_log(p) for p, _ in owned]
-        for p, key in zip(positions, keys, strict=True):
-            self._keys.setdefault(key.encode(), p)
-        read = self._pipe.submit(
-            pack(
-                [
-                    "XREAD",
-                    "COUNT",
-                    count,
-                    "BLOCK",
-                    block_ms,
-                    "STREAMS",
-                    *keys,
-                    *(pos for _, pos in owned),
-                ]
-            )
-        )
+        wanted: dict[bytes, str] = {}
+        for p, position in positions.items():
+            key = layout.partition_log(p).encode()
+            self._keys.setdefault(key, p)
+            wanted[key] = position
         try:
-            reply = await read
+            reply = await self._reads.read(wanted, count, block_ms)
         finally:
             self._check_published()
         out: dict[int, list[LogEntry]] = {}
-        for key, entries in reply or ():
+        for key, entries in reply:
             got = log_entries(entries)
             if got:
                 out[self._keys[key]] = got
@@ -166,7 +159,7 @@ class RedisLogReader:
             self._check_published()
 
     async def close(self) -> None:
-        self._pipe.close()
+        self._reads.close()
 
 
 class RedisLogConsumer:
@@ -176,7 +169,7 @@ class RedisLogConsumer:
         self.client = client
         self.group = group
         self.consumer = consumer
-        self._pipes: dict[int, Pipeline] = {}
+        self._pipes: dict[int, Link] = {}
 
     async def ensure(self, partition: int) -> None:
         try:
@@ -204,7 +197,9 @@ class RedisLogConsumer:
     async def read_new(self, partition: int, count: int, block_ms: int) -> list[LogEntry]:
         pipe = self._pipes.get(partition)
         if pipe is None:
-            pipe = self._pipes[partition] = self.client.dedicated(f"{self.consumer}-p{partition}")
+            pipe = self._pipes[partition] = self.client.dedicated(
+                f"{self.consumer}-p{partition}", layout.partition_log(partition)
+            )
         reply = await pipe.submit(
             pack(
                 (

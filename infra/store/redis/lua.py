@@ -115,7 +115,9 @@ return fired
 #:       then per command:
 #:         entry id (to XACK), actor index (0 = none), expected version (-1 = no check,
 #:         -2 = a repeat of an earlier command of this batch: replay its outcome once stored),
-#:         reply channel ('' = none), outcome (msgpack; '' = only ack / replay stored outcome),
+#:         reply address ('' = none: the outcome is published to the shard channel
+#:         `sd:{pN}:reply:<address>` of the partition, in the script's own slot),
+#:         outcome (msgpack; '' = only ack / replay stored outcome),
 #:         n events, events..., n routed, routed command envelopes...,
 #:         n timer upserts, (member, due)..., n timer removals, members...,
 #:         snapshot ('' = none)
@@ -134,6 +136,7 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
 end
 local log, cmds, timers = KEYS[2], KEYS[3], KEYS[4]
 local group, ttl = ARGV[2], ARGV[3]
+local replies = string.match(KEYS[1], '^[^}]*}') .. ':reply:'  -- the partition's reply prefix
 local n_actors, n = tonumber(ARGV[4]), tonumber(ARGV[5])
 local out_base = 5 + 2 * n_actors
 local versions, failed = {}, {}
@@ -177,7 +180,7 @@ for i = 1, n do
   local okey = KEYS[out_base + i]
   local stored = redis.call('GET', okey)
   if stored then
-    if reply ~= '' then redis.call('PUBLISH', reply, stored) end
+    if reply ~= '' then redis.call('SPUBLISH', replies .. reply, stored) end
     acks[#acks + 1] = entry_id
     result[i] = stored
   elseif expected == -2 then
@@ -213,7 +216,7 @@ for i = 1, n do
       if snap ~= '' then redis.call('SET', KEYS[5 + 2 * actor], snap) end
       if outcome ~= '' then
         redis.call('SET', okey, outcome, 'PX', ttl)
-        if reply ~= '' then redis.call('PUBLISH', reply, outcome) end
+        if reply ~= '' then redis.call('SPUBLISH', replies .. reply, outcome) end
       end
       acks[#acks + 1] = entry_id
       result[i] = 1

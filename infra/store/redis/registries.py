@@ -10,6 +10,7 @@ from typing import Any
 from infra.store import layout
 from infra.store.redis.client import RedisClient, as_str, flat_pairs
 from infra.store.redis.lua import UNMARK
+from infra.store.redis.reads import StreamReader
 from infra.store.redis.resp import pack
 
 __all__ = [
@@ -100,33 +101,32 @@ class RedisDeviceIndex:
 
 
 class RedisTickReader:
-    """See `api.TickReader`."""
+    """See `api.TickReader`: XREADs on connections of its own (`StreamReader`: one per
+    market-data tag on a cluster)."""
 
     def __init__(self, client: RedisClient, name: str) -> None:
-        self._pipe = client.dedicated(name or "ticks")
+        self._reads = StreamReader(client, name or "ticks")
 
     async def read(
         self, positions: Mapping[str, str], count: int, block_ms: int
     ) -> dict[str, list[tuple[str, bytes]]]:
         if not positions:
             return {}
-        sims = list(positions)
-        keys = [layout.market_data_stream(s) for s in sims]
-        by_key = {k.encode(): s for k, s in zip(keys, sims, strict=True)}
-        reply = await self._pipe.submit(
-            pack(
-                ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", *keys, *positions.values()]
-            )
-        )
+        wanted: dict[bytes, str] = {}
+        by_key: dict[bytes, str] = {}
+        for sim, position in positions.items():
+            key = layout.market_data_stream(sim).encode()
+            wanted[key] = position
+            by_key[key] = sim
         out: dict[str, list[tuple[str, bytes]]] = {}
-        for key, entries in reply or ():
+        for key, entries in await self._reads.read(wanted, count, block_ms):
             ticks = [(e[0].decode(), _field(e[1], b"d")) for e in entries if e and e[1]]
             if ticks:
                 out[by_key[key]] = ticks
         return out
 
     async def close(self) -> None:
-        self._pipe.close()
+        self._reads.close()
 
 
 class RedisMarketData:
@@ -177,7 +177,7 @@ class RedisControlReader:
     def __init__(self, client: RedisClient, host_id: str) -> None:
         self.client = client
         self._key = layout.sim_control_stream(host_id)
-        self._pipe = client.dedicated(f"control-{host_id}")
+        self._pipe = client.dedicated(f"control-{host_id}", self._key)
 
     async def read(self, after: str, count: int, block_ms: int) -> list[tuple[str, bytes]]:
         reply = await self._pipe.submit(
@@ -270,11 +270,10 @@ class RedisSimulatorHosts:
         )
 
     async def wait_ack(self, request_id: str, timeout_s: float) -> bytes | None:
-        pipe = self.client.dedicated(f"ack-{request_id}")
+        key = layout.sim_ack_key(request_id)
+        pipe = self.client.dedicated(f"ack-{request_id}", key)
         try:
-            got = await pipe.submit(
-                pack(("BLPOP", layout.sim_ack_key(request_id), f"{max(0.01, timeout_s):.3f}"))
-            )
+            got = await pipe.submit(pack(("BLPOP", key, f"{max(0.01, timeout_s):.3f}")))
         finally:
             pipe.close()
         return None if got is None else got[1]

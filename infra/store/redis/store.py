@@ -1,11 +1,12 @@
-"""The Redis store: every protocol of `infra.store.api` on one Redis (or Valkey) server."""
+"""The Redis store: every protocol of `infra.store.api` on one Redis (or Valkey) server, or on a
+Redis / Valkey Cluster (found out on first use: see `infra.store.redis.router`)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 
-from infra.store.api import Archive
+from infra.store.api import Archive, Placement
 from infra.store.redis.actors import RedisActorReader
 from infra.store.redis.client import RedisClient
 from infra.store.redis.connection import Endpoint
@@ -21,7 +22,7 @@ from infra.store.redis.registries import (
 )
 from infra.store.redis.sender import RedisCommandSender
 from infra.store.redis.writer import RedisPartitionWriter
-from infra.store.routing import DEFAULT_PARTITIONS, partition_of
+from infra.store.routing import DEFAULT_PARTITIONS, partition_of, partition_slot
 
 __all__ = ["DEFAULT_OUTCOME_TTL_MS", "RedisStore", "open_store"]
 
@@ -48,7 +49,7 @@ class RedisStore:
         self.actors = RedisActorReader(self.client, partitions, archive)
         self.log = RedisPartitionLog(self.client, partitions)
         self.leases = RedisLeases(self.client, partitions)
-        self.feed = RedisChangeFeed(self.client)
+        self.feed = RedisChangeFeed(self.client, partitions)
         self.connections = RedisConnectionRegistry(self.client)
         self.devices = RedisDeviceIndex(self.client)
         self.market_data = RedisMarketData(self.client)
@@ -69,11 +70,11 @@ class RedisStore:
     @property
     def commands(self) -> RedisCommandSender:
         if self._commands is None:
-            self._commands = RedisCommandSender(self.endpoint, self.partitions, self.name)
+            self._commands = RedisCommandSender(self.client, self.partitions, self.name)
         return self._commands
 
     def command_sender(self, name: str | None = None) -> RedisCommandSender:
-        return RedisCommandSender(self.endpoint, self.partitions, name)
+        return RedisCommandSender(self.client, self.partitions, name)
 
     def partition_of(self, session_id: str) -> int:
         return partition_of(session_id, self.partitions)
@@ -95,8 +96,22 @@ class RedisStore:
             key_cache=self._keys.setdefault(partition, {}),
         )
 
+    async def connect(self) -> str:
+        await self.client.ready()
+        return self.client.router.describe()
+
+    async def placements(self) -> dict[int, Placement]:
+        await self.client.ready()
+        router = self.client.router
+        out = {}
+        for p in range(self.partitions):
+            slot = partition_slot(p)
+            host, port = router.owner(slot) if router.slots is not None else router.seed.address
+            out[p] = Placement(slot, f"{host}:{port}" if port else host)
+        return out
+
     async def ping(self) -> None:
-        await self.client.call("PING")
+        await self.client.ping()
 
     async def aclose(self) -> None:
         if self._commands is not None:
@@ -112,6 +127,7 @@ def open_store(
     archive: Archive | None = None,
     name: str = "",
 ) -> RedisStore:
-    """The Redis store at `url` (``redis://``, ``rediss://`` or ``unix://``); nothing connects
-    before the first use. Raises `StoreUnavailable` for a URL it cannot read."""
+    """The Redis store at `url` (``redis://``, ``rediss://`` or ``unix://``: a single node, or
+    any node of a cluster); nothing connects before the first use (or `connect`). Raises
+    `StoreUnavailable` for a URL it cannot read."""
     return RedisStore(Endpoint.from_url(url), partitions, archive=archive, name=name)

@@ -1,9 +1,10 @@
 """The Redis partition writer: command reads, the one-script batch append, timers.
 
-The hot path runs on a connection of the writer's own: `read_commands` blocks there, and an
-append with `read_ahead` sends the next XREADGROUP in the same socket write, so the runner is
-waiting for the next batch as soon as Redis has run the append (one write and one wake-up less
-per batch). Everything else goes through the store's shared connection. `RedisAppendBatch`
+The hot path runs on a connection of the writer's own, to the master of the partition's slot:
+`read_commands` blocks there, and an append with `read_ahead` sends the next XREADGROUP in the
+same socket write, so the runner is waiting for the next batch as soon as Redis has run the
+append (one write and one wake-up less per batch). Everything else goes through the store's
+shared link. `RedisAppendBatch`
 frames the append script's arguments in RESP while the planner adds commands.
 """
 
@@ -20,6 +21,7 @@ from events.errors import Fenced, StoreUnavailable
 from infra.store import layout
 from infra.store.api import AppendResult, CommandEntry, DueTimer, Snapshot, TimerFire
 from infra.store.redis.client import RedisClient, flat_pairs
+from infra.store.redis.cluster import key_slot
 from infra.store.redis.connection import ReplyError
 from infra.store.redis.lua import APPEND, FIRE_TIMERS
 from infra.store.redis.resp import EMPTY, frame, frame_int, frame_str, pack
@@ -259,7 +261,8 @@ class RedisPartitionWriter:
             )
         )
         self._group = frame_str(layout.COMMAND_GROUP)
-        self._pipe = client.dedicated(f"{consumer}-p{partition}")
+        self._slot = key_slot(self.stream)
+        self._pipe = client.dedicated(f"{consumer}-p{partition}", self.stream)
         self._next_read: asyncio.Future[Any] | None = None
         self._read_args = (500, 100)
         self._read_packed = self._pack_read(*self._read_args)
@@ -379,7 +382,7 @@ class RedisPartitionWriter:
         packed = batch.packed(self._fixed, self.epoch, self._group, self.outcome_ttl_ms)
         if self._next_read is not None:
             # a read sent ahead may block our own connection until entries arrive
-            reply = self.client.pipe.submit(packed)
+            reply = self.client.send(self._slot, packed)
         else:
             reply = self._pipe.submit(packed)
             if read_ahead:
@@ -396,10 +399,10 @@ class RedisPartitionWriter:
             if read is not None and read.done():  # failed with the append: nothing to wait for
                 self._next_read = None
             raise
-        # the server lost its scripts (a restart, SCRIPT FLUSH): load, then append again
-        await self.client.load(APPEND)
+        # the server lost its scripts (a restart, SCRIPT FLUSH, a failover): load, append again
+        await self.client.load(APPEND, self._slot)
         try:
-            return await self.client.pipe.submit(packed)
+            return await self.client.send(self._slot, packed)
         except ReplyError as exc:
             if _is_fenced(exc.reply):
                 raise self._fenced() from None
