@@ -85,10 +85,18 @@ class Device:
         device_id: str,
         home: int,
         ping_interval: float | None = 2.0,
+        gate: asyncio.Semaphore | None = None,
+        max_delay: float = 2.0,
     ) -> None:
         self.ledger = ledger
         # pings find a stopped (SIGSTOP) gateway; a storm of thousands does without them
         self.ping_interval = ping_interval
+        # the client process's cap on handshakes in flight (held from the connect until the
+        # gateway's `connected`, i.e. through its catch-up): thousands of devices reconnecting
+        # at once otherwise time each other out and retry without end
+        self.gate = gate
+        self.max_delay = max_delay
+        self._holding = False
         self.ws_bases = ws_bases
         self.token = token
         self.session_id = session_id
@@ -101,6 +109,7 @@ class Device:
         self.resets: list[int] = []
         self.duplicates = 0
         self.connects = 0
+        self.attempts = 0  # connections tried (`connects`: those the gateway accepted)
         self.connected = asyncio.Event()
         self.ws: websockets.ClientConnection | None = None
         self._pending: dict[str, asyncio.Future] = {}
@@ -120,6 +129,10 @@ class Device:
             if since is not None:
                 url += f"&since={since}"
             try:
+                if self.gate is not None:
+                    await self.gate.acquire()
+                    self._holding = True
+                self.attempts += 1
                 async with websockets.connect(
                     url,
                     max_size=8 << 20,
@@ -135,6 +148,7 @@ class Device:
             except (OSError, websockets.WebSocketException, TimeoutError):
                 pass
             finally:
+                self._release_gate()
                 self.ws = None
                 self.connected.clear()
                 for fut in self._pending.values():
@@ -144,11 +158,17 @@ class Device:
             if stop.is_set():
                 break
             self.gateway = 1 - self.gateway  # resume on the other gateway
-            await asyncio.sleep(delay * (1 + random.random()))
-            delay = min(2.0, delay * 2)
+            await asyncio.sleep(delay * (0.5 + random.random()))  # jittered: no lockstep
+            delay = min(self.max_delay, delay * 2)
+
+    def _release_gate(self) -> None:
+        if self._holding:
+            self._holding = False
+            self.gate.release()
 
     async def _read(self, ws, stop: asyncio.Event) -> None:
         stopper = asyncio.ensure_future(stop.wait())
+        recv: asyncio.Future | None = None
         try:
             while True:
                 recv = asyncio.ensure_future(ws.recv())
@@ -159,8 +179,10 @@ class Device:
                         await recv
                     return
                 self._handle(json.loads(recv.result()))
-        finally:
+        finally:  # a cancelled device leaves no pending recv to log "never retrieved"
             stopper.cancel()
+            if recv is not None and not recv.done():
+                recv.cancel()
 
     def _handle(self, msg: dict) -> None:
         kind = _name(msg.get("type"))
@@ -176,6 +198,7 @@ class Device:
                 self.base = payload["version"]
             self.connects += 1
             self.connected.set()
+            self._release_gate()
             return
         if kind == "error":
             code = payload.get("code", "?")

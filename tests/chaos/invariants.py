@@ -216,7 +216,7 @@ def check_all(
         Result(
             "projections verify: the tables equal the fold of the log",
             verify[0],
-            verify[1].strip().splitlines()[-1] if verify[1].strip() else "",
+            verify[1].strip(),
         )
     )
 

@@ -321,6 +321,11 @@ class Run:
                 f"storm: {s['connections']} connections dropped at once over both gateways;"
                 f" all resumed in {s['resumed_s']:.1f} s; gaps {s['gaps']}, duplicates"
                 f" {s['duplicates']}, not resumed {s['missing']}, diverged {s['diverged']}"
+                f"{'; CUT BY ITS DEADLINE' if s['timed_out'] else ''}"
+            )
+            print(
+                f"storm load: {s['reconnect_attempts']} connection attempts; CPU while resuming"
+                f" (cores): {s['cpu']}; client loop lag max {s['loop_lag_max_s']:.2f} s"
             )
         failed = None
         for r in results:
@@ -333,7 +338,7 @@ class Run:
             if not r.ok and failed is None and (not r.pending or a.strict):
                 failed = r
         s = self.storm
-        if s and (s["gaps"] or s["duplicates"] or s["missing"] or s["diverged"]):
+        if s and (s["gaps"] or s["duplicates"] or s["missing"] or s["diverged"] or s["timed_out"]):
             failed = failed or Result(
                 "storm: 0 gaps, 0 duplicates, all resumed and converged", False, str(s)
             )
