@@ -15,7 +15,7 @@ from tests.chaos.faults import KINDS
 from tests.chaos.run import main
 
 
-@pytest.mark.timeout(300)  # about 2 minutes; the margin is for a machine shared with others
+@pytest.mark.timeout(300)  # about 65 s; the margin is for a machine shared with others
 def test_short_chaos_run_keeps_every_invariant() -> None:
     seed = random.randrange(1, 1 << 31)
     code = main(
