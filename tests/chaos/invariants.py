@@ -196,7 +196,9 @@ def check_all(
                     d.last,
                     last,
                     f"device vs log: {_differs(d.state, truth)};"
-                    f" GET vs log: {_differs(got or {}, truth) if read else 'no GET'}",
+                    f" GET vs log: {_differs(got or {}, truth) if read else 'no GET'};"
+                    f" device received {d.received[-4:]}; log ends"
+                    f" {[(v, t) for v, t, _ in logs[d.session_id][-4:]]}",
                 )
             )
     results.append(

@@ -211,17 +211,30 @@ class Run:
     # ------------------------------------------------------------------ the end
 
     async def settle(self, timeout: float = 120.0) -> tuple[dict, dict]:
-        """Wait until every device has every visible version of its session and GET shows the
-        log's last version; return the logs and the reads."""
+        """Wait until the log is quiet (commands the gateways answered OUTCOME_UNKNOWN for may
+        still be applied after the load stops: its last versions unchanged over two reads a
+        second apart) and every device has every visible version of its session, read GET
+        until it shows the log's last version, and return the log as read after the GETs with
+        the reads."""
         info = self.cluster.info()
         sids = [r.session_id for r in self.readers + self.rest]
+
+        async def read() -> dict:
+            return await read_logs(info["redis_url"], self.cluster.partitions, sids)
+
+        def tails(logs: dict) -> dict:
+            return {s: (lg[-1][0] if lg else None) for s, lg in logs.items()}
+
         deadline = time.monotonic() + timeout
+        before = None
         while True:
-            logs = await read_logs(info["redis_url"], self.cluster.partitions, sids)
+            logs = await read()
             last = {s: (visible_versions(s, lg) or [None])[-1] for s, lg in logs.items()}
             behind = [d for d in self.devices if d.last != last[d.session_id]]
-            if not behind or time.monotonic() > deadline:
+            quiet = before is not None and tails(before) == tails(logs)
+            if (not behind and quiet) or time.monotonic() > deadline:
                 break
+            before = logs
             await asyncio.sleep(1.0)
         reads: dict[str, dict | None] = {}
         async with httpx.AsyncClient(timeout=15) as http:
@@ -239,7 +252,7 @@ class Run:
                             break
                     await asyncio.sleep(0.5)
                 reads[reader.session_id] = got
-        return logs, reads
+        return await read(), reads
 
     async def execute(self) -> list[Result]:
         a = self.args
