@@ -97,6 +97,7 @@ class Device:
         self.gate = gate
         self.max_delay = max_delay
         self._holding = False
+        self._frozen = False
         self.ws_bases = ws_bases
         self.token = token
         self.session_id = session_id
@@ -184,7 +185,15 @@ class Device:
             if recv is not None and not recv.done():
                 recv.cancel()
 
+    def freeze(self) -> None:
+        """Stop taking in messages: what the device shows now is what the invariants check
+        (the harness's own disconnects append ConnectionClosed events that the other device
+        of a session would receive after the log was read)."""
+        self._frozen = True
+
     def _handle(self, msg: dict) -> None:
+        if self._frozen:
+            return
         kind = _name(msg.get("type"))
         payload = msg.get("payload") or {}
         corr = msg.get("correlation_id")

@@ -252,7 +252,10 @@ class Run:
                             break
                     await asyncio.sleep(0.5)
                 reads[reader.session_id] = got
-        return await read(), reads
+        logs = await read()
+        for d in self.devices:  # log quiet, devices caught up: freeze what they show
+            d.freeze()
+        return logs, reads
 
     async def execute(self) -> list[Result]:
         a = self.args
