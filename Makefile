@@ -7,7 +7,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.synced
 PYTEST_ARGS ?=
 
-.PHONY: all run test chaos lint format bench venv clean clean-data
+.PHONY: all run test chaos lint format bench venv clean clean-data proto
 
 all: test
 
@@ -45,6 +45,10 @@ bench: $(STAMP)
 		case "$$(basename "$$f")" in _*|conftest.py) continue;; esac; \
 		echo "== $$f"; $(VENV)/bin/python "$$f"; \
 	done
+
+# regenerates gateway/grpc/sessiond_pb2*.py from gateway/grpc/sessiond.proto (committed)
+proto: $(STAMP)
+	$(VENV)/bin/python -m gateway.grpc.codegen
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

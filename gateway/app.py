@@ -25,8 +25,11 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from gateway import market_data, upkeep
+from gateway.asyncapi import build_asyncapi
 from gateway.config import GatewayConfig
+from gateway.docs import docs_routes
 from gateway.errors import error_response
+from gateway.health import probe_checks
 from gateway.openapi import build_openapi
 from gateway.operations import Context
 from gateway.protocol import MessageType
@@ -35,6 +38,7 @@ from gateway.rest import API_ROUTES, EXTRA_ROUTES, VERSION, endpoint
 from gateway.sse import SseEndpoint
 from gateway.ws import WebSocketEndpoint
 from infra.backoff import wait_until_up
+from infra.probe import probe_server
 from infra.store import CommandSender, Store, open_store
 
 __all__ = ["create_app", "drain"]
@@ -174,18 +178,24 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with _resources(config, store, pool, bus) as ctx, _serving(ctx):
-            app.state.context = ctx
-            yield {"context": ctx}
+        async with _resources(config, store, pool, bus) as ctx:
+            async with _serving(ctx), probe_server(
+                config.metrics_addr, probe_checks(ctx), partitions=config.partitions
+            ):
+                app.state.context = ctx
+                yield {"context": ctx}
 
     ws_endpoint = WebSocketEndpoint()
     routes: list[Any] = [WebSocketRoute("/ws", ws_endpoint)]
     for method, path, handler, *_ in (*API_ROUTES, *EXTRA_ROUTES):
-        routes.append(Route(path, endpoint(handler), methods=[method]))
+        routes.append(Route(path, endpoint(handler, path), methods=[method]))
     routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
     openapi = msgspec.json.encode(build_openapi(API_ROUTES, VERSION))
+    asyncapi = msgspec.json.encode(build_asyncapi(VERSION, config.addr))
     routes += [
         Route("/openapi.json", lambda r: Response(openapi, media_type="application/json")),
+        Route("/asyncapi.json", lambda r: Response(asyncapi, media_type="application/json")),
+        *docs_routes(),
         Route("/metrics", _metrics),
         Route("/admin", _admin_page),
     ]

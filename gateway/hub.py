@@ -35,12 +35,14 @@ from enum import IntEnum
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from events.envelope import EventEnvelope
 from events.errors import StoreUnavailable
 from events.ids import session_actor
 from gateway.protocol import Form, MessageType
 from gateway.push import Push, push_for_event
+from infra import tracing
 from infra.store import ChangeFeed, FeedSubscription, Store
 from projections.changes import Change, change_for, decode_changes
 
@@ -87,6 +89,10 @@ class Connection:
     """One client connection (WS or SSE) as the hub sees it. Subclasses write bytes."""
 
     transport = "ws"
+    #: Whether the peer sends (heartbeats, messages) so that its silence means it is gone. A
+    #: WebSocket peer answers heartbeats; an SSE or gRPC watch cannot send on its stream, so
+    #: only a failed or stalled write (the slow-client rule) tells that it left.
+    speaks = True
     __slots__ = (
         "_flusher",
         "backlog",
@@ -473,7 +479,17 @@ class Hub:
             return
         feed.last_version = change.version
         push = push_for_change(change)
-        if push is not None:
+        if push is None:
+            return
+        parent = tracing.context_of(change.traceparent) if tracing.enabled() else None
+        if parent is None:
+            self._fan_out(feed, push)
+            return
+        with tracing.tracer().start_as_current_span(
+            "sessiond.gateway.push", context=parent, kind=SpanKind.CONSUMER,
+            attributes=tracing.attributes(session_id=feed.session_id, version=change.version,
+                                          event=change.type, connections=len(feed.conns)),
+        ):  # fmt: skip
             self._fan_out(feed, push)
 
     def _push_inline(self, session_id: str, data: bytes) -> bool:

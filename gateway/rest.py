@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,6 +33,8 @@ from gateway.validate import (
     parse_uuid,
     version_param,
 )
+from infra import tracing
+from infra.logging import log_context
 
 __all__ = ["API_ROUTES", "EXTRA_ROUTES", "VERSION", "endpoint"]
 
@@ -43,20 +46,41 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(_enc.encode(obj), status_code=status, media_type="application/json")
 
 
-def endpoint(fn: Callable[[Request, Context], Awaitable[Any]]) -> Callable[[Request], Any]:
-    """Wrap a handler: errors become the error shape, results become JSON, metrics count."""
+def endpoint(
+    fn: Callable[[Request, Context], Awaitable[Any]], route: str = ""
+) -> Callable[[Request], Any]:
+    """Wrap a handler: errors become the error shape, results become JSON, metrics count (by
+    `route`, the path template), and the request gets its span (a child of the client's
+    ``traceparent`` header, if any) and its log fields."""
 
     async def handler(request: Request) -> Response:
         ctx: Context = request.app.state.context
         started = time.perf_counter()
-        try:
-            result = await fn(request, ctx)
-            response = result if isinstance(result, Response) else json_response(result)
-        except Exception as exc:
-            err = from_exception(exc)
-            response = error_response(err.status, err.code, err.message, err.headers, err.extra)
-        ctx.metrics.http_requests.labels(request.method, str(response.status_code)).inc()
-        ctx.metrics.http_latency.labels(request.method).observe(time.perf_counter() - started)
+        headers = request.headers
+        with (
+            log_context(
+                correlation_id=headers.get("x-correlation-id", ""),
+                session_id=request.path_params.get("session_id")
+                or request.path_params.get("uuid", ""),
+            ),
+            tracing.span(
+                "sessiond.gateway.request", parent=headers.get("traceparent", ""),
+                kind=SpanKind.SERVER, http_method=request.method, http_route=route,
+            ) as span,
+        ):  # fmt: skip
+            try:
+                result = await fn(request, ctx)
+                response = result if isinstance(result, Response) else json_response(result)
+            except Exception as exc:
+                err = from_exception(exc)
+                response = error_response(err.status, err.code, err.message, err.headers, err.extra)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+        status = str(response.status_code)
+        ctx.metrics.http_requests.labels(request.method, route, status).inc()
+        ctx.metrics.http_latency.labels(request.method, route).observe(
+            time.perf_counter() - started
+        )
         return response
 
     handler.__name__ = fn.__name__

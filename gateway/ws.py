@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from gateway.auth import Claims, bearer
 from gateway.errors import ApiError, from_exception
@@ -51,6 +52,8 @@ from gateway.protocol import (
 from gateway.push import Push
 from gateway.ratelimit import TokenBucket
 from gateway.validate import identifier, parse_uuid, version_param
+from infra import tracing
+from infra.logging import log_context
 
 __all__ = ["WebSocketEndpoint", "WsConnection"]
 
@@ -413,7 +416,15 @@ class WebSocketEndpoint:
                 conn.close_soon(4401, "TOKEN_EXPIRED")
                 continue
             try:
-                await self._dispatch(ctx, conn, msg)
+                with log_context(correlation_id=msg.correlation_id, session_id=conn.session_id):
+                    if msg.type in _UNTRACED:
+                        await self._dispatch(ctx, conn, msg)
+                    else:
+                        with tracing.span(
+                            "sessiond.gateway.request", kind=SpanKind.SERVER,
+                            ws_message=msg.type.name, session_id=conn.session_id,
+                        ):  # fmt: skip
+                            await self._dispatch(ctx, conn, msg)
             except Exception as exc:
                 err = from_exception(exc)
                 ctx.metrics.ws_errors.labels(err.code).inc()
@@ -433,6 +444,9 @@ class WebSocketEndpoint:
             )
         await handler(ctx, conn, msg)
 
+
+#: Messages that get no span of their own: the keep-alives, every few seconds per connection.
+_UNTRACED = frozenset({MessageType.HEARTBEAT, MessageType.HEARTBEAT_ACK})
 
 # ------------------------------------------------------------------ one handler per message
 

@@ -33,6 +33,7 @@ __all__ = [
     "build_parser",
     "emit_json",
     "main",
+    "package_version",
     "run_async",
     "wait_for_shutdown_signal",
 ]
@@ -117,11 +118,13 @@ def add_store_options(
             help="PostgreSQL DSN (default: $DATABASE_URL)",
         )
     if metrics:
-        parser.add_argument(
-            "--metrics-port",
-            type=int,
-            default=0,
-            help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+        add_knob_option(
+            parser,
+            "--metrics-addr",
+            "metrics_addr",
+            metavar="[HOST:]PORT",
+            help="serve /healthz and /metrics there; a bare port is loopback (default: "
+            "$SESSIOND_METRICS_ADDR, else off)",
         )
 
 
@@ -138,6 +141,16 @@ def emit_json(doc: Any, out: Any = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+
+
+def package_version() -> str:
+    """The installed sessiond's version (its package metadata: pyproject.toml's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sessiond")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _load_command_modules() -> list[tuple[str, Any]]:
@@ -162,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=f"Run `{PROG} COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     parser.add_argument(
         "--log-level",
         default=None,
@@ -221,6 +235,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     from infra.config import ConfigError, load_settings
     from infra.logging import setup_logging
+    from infra.tracing import setup_tracing, shutdown_tracing
 
     try:
         args.settings = load_settings(
@@ -229,6 +244,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(e.message)
     setup_logging(args.settings.log_level, service=args.command, fmt=args.settings.log_format)
+    setup_tracing(args.command, otlp_endpoint=args.settings.otlp_endpoint)
     try:
         if inspect.iscoroutinefunction(handler):
             result = run_async(handler, args)
@@ -245,6 +261,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if unavailable is None:
             raise
         return _fail(unavailable)
+    finally:
+        shutdown_tracing()  # the spans still batched go out before the process ends
     return 0 if result is None else int(result)
 
 

@@ -36,11 +36,13 @@ HIDDEN_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-class Change(msgspec.Struct, frozen=True, kw_only=True):
+class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One fact of a session, as its clients receive it.
 
     `type` is the event's stable tag (e.g. "DeviceJoined", "StateChanged"); `data` the event's
     fields as JSON (including its `type` tag and `at`, minus secrets); `ts` the event time (ms).
+    `traceparent`: the trace context of the projector's span that published it (for the
+    gateway's push span; not sent to clients, left out when empty).
     """
 
     session_id: str
@@ -48,9 +50,10 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
     type: str
     data: dict[str, Any]
     ts: int
+    traceparent: str = ""
 
 
-class _RawChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class _RawChange(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """`Change` with its data already encoded (the projector's path: no re-encoding)."""
 
     session_id: str
@@ -58,6 +61,7 @@ class _RawChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     type: str
     data: msgspec.Raw
     ts: int
+    traceparent: str = ""
 
 
 _decoder = msgspec.json.Decoder(list[Change])
@@ -85,7 +89,8 @@ def raw_change(env: EventEnvelope, event: Any, event_json: bytes) -> _RawChange:
     if env.type in HIDDEN_FIELDS:
         event_json = _encoder.encode(_data(env.type, event))
     return _RawChange(session_id=env.actor_id.partition(":")[2], version=env.version,
-                      type=env.type, data=msgspec.Raw(event_json), ts=env.ts)
+                      type=env.type, data=msgspec.Raw(event_json), ts=env.ts,
+                      traceparent=env.traceparent)
 
 
 def change_for(env: EventEnvelope) -> Change | None:

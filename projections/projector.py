@@ -41,17 +41,19 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced, StoreUnavailable
-from infra.metrics import counter
+from infra import tracing
+from infra.metrics import counter, gauge, histogram
 from infra.postgres import Outage, unreachable
 from infra.sections import ProjectorConfig
 from infra.store import LeaseShare, LogEntry, Store, position_key
 from projections.changes import encode_changes, raw_change
 from projections.dead_letters import DeadLetter, dead_letter, write_dead_letters
-from projections.health import ROLE, ProjectorStatus, publish_status
+from projections.health import ROLE, ProjectorStatus, describe, publish_status
 from projections.model import (
     RowChanges,
     SessionAggregate,
@@ -90,6 +92,27 @@ _json = msgspec.json.Encoder()
 DEAD_LETTERS = counter("sessiond_projector_dead_letters_total",
                        "Events the projector could not project, recorded and skipped",
                        ("partition",))
+OWNED = gauge("sessiond_projector_owned_partitions",
+              "Partitions whose projector lease this process holds")
+EVENTS = counter("sessiond_projector_events_total", "Events projected into PostgreSQL")
+ROUND_SECONDS = histogram(
+    "sessiond_projector_batch_seconds",
+    "Time of one round: projecting its batches and committing them",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LAG_SECONDS = gauge("sessiond_projector_lag_seconds",
+                    "Age of the oldest event of the partition log not in PostgreSQL yet"
+                    " (0: caught up)", ("partition",))
+LAG_EVENTS = gauge("sessiond_projector_lag_events",
+                   "Events of the partition log after the checkpoint (counted up to 10,000)",
+                   ("partition",))
+
+#: Lag in events is counted up to this many per partition, once every `LAG_EVENTS_EVERY`
+#: status rounds: counting blocks Redis in proportion (measured on 200-byte entries: 10,000
+#: in 6 ms, 100,000 in 90 ms), so 16 partitions far behind cost Redis about 2% of its time;
+#: beyond the limit the answer is "far behind" anyway (the backlog alert fires at it). The lag
+#: in seconds, one entry read per partition, is measured every round.
+LAG_EVENTS_LIMIT = 10_000
+LAG_EVENTS_EVERY = 5
 
 CHECKPOINT_NAME = "live"
 
@@ -173,6 +196,7 @@ class _DecodedEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     causation_id: str
     type: str
     data: AnyEvent
+    traceparent: str = ""
 
 
 _one_pass = msgspec.msgpack.Decoder(_DecodedEnvelope)
@@ -263,6 +287,28 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         archive=archive, changes=diff((before[s], after[s]) for s in wanted),
         actors=[(a, *t) for a, t in actors.items()],
         after=after, simulators=new_sims, feed=dict(feed))
+
+
+def _untraced(session_id: str, changes: list[Any], partition: int) -> bytes:
+    return encode_changes(changes)
+
+
+def _traced(session_id: str, changes: list[Any], partition: int) -> bytes:
+    """A session's change message, with a ``sessiond.projector.change`` span (child of the
+    worker's, whose context the event carried) for each traced change, whose context the
+    change carries on to the gateway's push."""
+    out = []
+    for change in changes:
+        parent = tracing.context_of(change.traceparent)
+        if parent is not None:
+            span = tracing.tracer().start_span(
+                "sessiond.projector.change", context=parent, kind=SpanKind.PRODUCER,
+                attributes=tracing.attributes(session_id=session_id, version=change.version,
+                                              event=change.type, partition=partition))
+            change = msgspec.structs.replace(change, traceparent=tracing.traceparent_of(span))
+            span.end()
+        out.append(change)
+    return encode_changes(out)
 
 
 class PartitionsFenced(Fenced):
@@ -442,6 +488,9 @@ class Projector:
         self._pg_ok_at = 0.0  # monotonic: the last time PostgreSQL answered
         self._unclaimed: set[int] = set()  # leased partitions whose claim failed (retried)
         self._lag_seconds = 0.0
+        self._lag_labels: set[int] = set()  # partitions whose lag the metrics report
+        self._lag_rounds = 0  # lag measurements so far (events are counted every few)
+        self.lease_round_at = 0.0  # monotonic: when the last lease round completed
         self._status_period_s = status_period_s
         self._stop = asyncio.Event()
         self._lease_soon = asyncio.Event()  # a lease was handed back: take partitions again now
@@ -457,6 +506,19 @@ class Projector:
         self._retry_now.set()
 
     # ------------------------------------------------------------------ status
+    async def health_check(self) -> str | None:
+        """For `/healthz`: None while it reaches PostgreSQL, has claimed the checkpoint of every
+        partition it leases and its lease loop completes its rounds; else what is wrong."""
+        status = self.status()
+        if not status.healthy:
+            return describe(status)
+        late = time.monotonic() - self.lease_round_at
+        if late > max(5.0, self.config.lease_ttl_ms / 1000):
+            if not self.lease_round_at:
+                return "the lease loop has not completed a round yet"
+            return f"the lease loop has not completed a round for {late:.0f} s"
+        return None
+
     def status(self) -> ProjectorStatus:
         """This projector's health now (what `_status_loop` publishes)."""
         down = self.pg.down_since
@@ -493,17 +555,35 @@ class Projector:
         self._pg_answered()
 
     async def _measure_lag(self) -> float:
-        """Age in seconds of the oldest log entry of an owned partition not projected yet."""
+        """Age in seconds of the oldest log entry of an owned partition not projected yet; the
+        per-partition lag (seconds and events) goes to the metrics."""
         owned = list(self.parts.items())
+        for p in self._lag_labels - set(self.parts):
+            LAG_SECONDS.remove(str(p))
+            LAG_EVENTS.remove(str(p))
+        self._lag_labels = set(self.parts)
         if not owned:
             return 0.0
         log_ = self.store.log
         nexts = await asyncio.gather(*(log_.range(p, after=state.last_id, count=1)
                                        for p, state in owned))
-        firsts = [position_key(got[0][0])[0] for got in nexts if got]
-        if not firsts:
-            return 0.0
-        return max(0.0, time.time() - min(firsts) / 1000)
+        behind = [(p, state) for (p, state), got in zip(owned, nexts, strict=True) if got]
+        self._lag_rounds += 1
+        count = self._lag_rounds % LAG_EVENTS_EVERY == 1
+        counts = await asyncio.gather(*(log_.count(p, state.last_id, LAG_EVENTS_LIMIT)
+                                        for p, state in (behind if count else ())))
+        waiting = dict(zip((p for p, _ in behind), counts, strict=True)) if count else {}
+        now = time.time()
+        oldest = 0.0
+        for (p, _), got in zip(owned, nexts, strict=True):
+            age = max(0.0, now - position_key(got[0][0])[0] / 1000) if got else 0.0
+            oldest = max(oldest, age)
+            LAG_SECONDS.labels(str(p)).set(age)
+            if not got:
+                LAG_EVENTS.labels(str(p)).set(0)
+            elif p in waiting:
+                LAG_EVENTS.labels(str(p)).set(waiting[p])
+        return oldest
 
     async def _status_loop(self) -> None:
         """Publish the status record every period; while PostgreSQL is unreachable, probe it
@@ -537,6 +617,7 @@ class Projector:
             self.parts.pop(p, None)
             await self.leases.release(p)
             log.info("partition handed over", extra={"partition": p})
+        OWNED.set(len(self.leases.held))
         for p, epoch in sorted(self.leases.held.items()):
             if p in self.parts:
                 continue
@@ -577,6 +658,7 @@ class Projector:
                 await asyncio.sleep(0.1)
             try:
                 await self._rebalance()
+                self.lease_round_at = time.monotonic()
             except Exception as e:  # Redis or Postgres hiccup: keep what we have, try again
                 if isinstance(e, StoreUnavailable) or (isinstance(e, OSError) and self.pg.up):
                     self.store_outage.failed(e)
@@ -619,10 +701,12 @@ class Projector:
     async def _project_round(self, work: list[tuple[int, PartitionState, list[Any]]]) -> int:
         """Project and commit one round (partition, state, decoded items), publish its changes;
         returns the events committed."""
+        started = time.perf_counter()
         if len(work) > 1 and sum(len(items) for _, _, items in work) >= CONCURRENT_FROM:
             done, error = await self._commit_concurrently(work)
         else:
             done, error = await self._commit_together(work)
+        ROUND_SECONDS.observe(time.perf_counter() - started)
         events = self._announce(done)
         if error is not None:
             raise error
@@ -854,14 +938,16 @@ class Projector:
     def _announce(self, done: list[Batch]) -> int:
         """After a round's commits: count them and tell the clients (the messages go out with
         the next round's read, and their failure is raised by it); returns the events."""
+        encode = _traced if tracing.enabled() else _untraced
         changes: list[tuple[str, bytes]] = []
         events = 0
         for batch in done:
             events += batch.size
-            changes.extend((sid, encode_changes(c)) for sid, c in batch.feed.items())
+            changes.extend((sid, encode(sid, c, batch.partition)) for sid, c in batch.feed.items())
         if done:
             self.events_projected += events
             self.rounds_committed += 1
+            EVENTS.inc(events)
         if changes:
             self._reader.publish_later(changes)
         return events
@@ -914,6 +1000,7 @@ class Projector:
         Releases the leases on the way out."""
         try:
             await self._rebalance()
+            self.lease_round_at = time.monotonic()
         except Exception as e:
             if not _outage(e):
                 log.exception("first lease round failed")
@@ -955,5 +1042,6 @@ class Projector:
             await self._release_connection()
         with contextlib.suppress(Exception):
             await self.leases.release_all()
+        OWNED.set(0)
         with contextlib.suppress(Exception):
             await self.store.statuses.delete(ROLE, self.owner)

@@ -23,6 +23,7 @@ from actors.runtime.cache import ActorCache, CachedActor
 from events.codec import encode, type_name
 from events.envelope import CommandEnvelope, EventEnvelope, Outcome
 from events.errors import DomainError
+from infra.logging import bind_log_source, unbind_log_source
 from infra.store.api import APPENDED, UNSETTLED, AppendBatch, AppendResult, Snapshot
 
 __all__ = [
@@ -229,7 +230,23 @@ def _plan_one(
     if tent is None:
         actor = actors[env.actor_id]
         tent = rnd.tentative[env.actor_id] = _Tentative(actor, batch.actor(env.actor_id))
-    return _decide_one(item, env, tent, partition, snapshot_every, batch)
+    token = bind_log_source(command_log_fields, env)
+    try:
+        return _decide_one(item, env, tent, partition, snapshot_every, batch)
+    finally:
+        unbind_log_source(token)
+
+
+def command_log_fields(env: CommandEnvelope) -> dict[str, Any]:
+    """What a log line about this command carries (`infra.logging.log_context`)."""
+    kind, _, key = env.actor_id.partition(":")
+    return {
+        "correlation_id": env.correlation_id or env.command_id,
+        "command_id": env.command_id,
+        "actor": env.actor_id,
+        "session_id": key if kind == "session" else "",
+        "partition": env.partition,
+    }
 
 
 def _decide_one(
@@ -333,6 +350,7 @@ def _event_envelope(
             causation_id=env.command_id,
             type=_tag(event),
             data=_Raw(_encode(event)),
+            traceparent=env.traceparent,
         )
     )
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import Span, SpanKind
 
 from actors.decider import Decider
 from actors.runtime import metrics
@@ -29,6 +30,8 @@ from actors.runtime.batch import Item, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
 from events.codec import decode_command_envelope
 from events.errors import Fenced, StoreUnavailable
+from infra import tracing
+from infra.logging import bind_log_fields
 from infra.sections import RuntimeConfig
 from infra.store import START, CommandEntry, LeaseShare, Store, TimerFire
 
@@ -83,6 +86,7 @@ class PartitionRunner:
         return time.monotonic() < self.valid_until
 
     async def run(self) -> None:
+        bind_log_fields(partition=self.partition)  # this task's lines (its context is its own)
         try:
             await self._run()
         finally:
@@ -244,6 +248,17 @@ class PartitionRunner:
             )
             for entry_id, payload in entries
         ]
+        spans = _command_spans(items, p) if tracing.enabled() else []
+        try:
+            await self._process(items, read_ahead=read_ahead)
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _process(self, items: list[Item], *, read_ahead: bool = False) -> None:
+        """Plan and append `items`, deciding again those whose actor conflicted."""
+        worker = self.worker
+        p = self.partition
         rounds = 0
         while items:
             actors = await self._actors_for(items)
@@ -293,6 +308,30 @@ class PartitionRunner:
         if missing:
             actors.update(await self.worker.load_actors(self.partition, missing))
         return actors
+
+
+def _command_spans(items: list[Item], partition: int) -> list[Span]:
+    """A ``sessiond.worker.command`` span for each traced command, child of its sender's; the
+    command's envelope then carries the span's context on to its events (and the commands its
+    policy routes)."""
+    spans = []
+    for item in items:
+        env = item.env
+        parent = tracing.context_of(env.traceparent) if env is not None else None
+        if parent is None or env is None:
+            continue
+        span = tracing.tracer().start_span(
+            "sessiond.worker.command",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=tracing.attributes(
+                actor=env.actor_id, command=env.type, command_id=env.command_id,
+                partition=partition,
+            ),
+        )  # fmt: skip
+        item.env = msgspec.structs.replace(env, traceparent=tracing.traceparent_of(span))
+        spans.append(span)
+    return spans
 
 
 class _EventHead(msgspec.Struct):
@@ -349,6 +388,7 @@ class Worker:
         self.runners: dict[int, PartitionRunner] = {}
         self.processed = 0
         self.ready = asyncio.Event()
+        self.lease_round_at = 0.0  # monotonic: when the lease loop last completed a round
         self._stop = asyncio.Event()
         self._state_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -362,12 +402,23 @@ class Worker:
     def owned(self) -> set[int]:
         return set(self.runners)
 
+    async def lease_loop_check(self) -> str | None:
+        """For `/healthz`: None while the lease loop completes its rounds (owning nothing is
+        fine), else since when it has not."""
+        late = time.monotonic() - self.lease_round_at
+        if late > max(5.0, 3 * self.config.renew_every_s):
+            if not self.lease_round_at:
+                return "the lease loop has not completed a round yet"
+            return f"the lease loop has not completed a round for {late:.0f} s"
+        return None
+
     async def run(self) -> None:
         log.info("worker %s starting (%d partitions)", self.owner, self.partitions)
         try:
             while not self._stop.is_set():
                 try:
                     await self._tick()
+                    self.lease_round_at = time.monotonic()
                 except StoreUnavailable as exc:
                     log.warning("worker %s: lease loop store error: %s", self.owner, exc)
                 self.ready.set()

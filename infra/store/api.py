@@ -46,6 +46,7 @@ __all__ = [
     "ControlReader",
     "DeviceIndex",
     "DueTimer",
+    "Durability",
     "FeedSubscription",
     "Leases",
     "LogConsumer",
@@ -98,6 +99,16 @@ def position_key(position: str) -> tuple[int, int]:
     """Sort key of a stream position ("<ms>-<seq>")."""
     ms, _, seq = position.partition("-")
     return int(ms), int(seq or 0)
+
+
+class Durability(NamedTuple):
+    """What the store's server keeps across a restart, as it reports it (`Store.durability`):
+    production refuses to start on a server that may drop acknowledged data."""
+
+    server: str  # "redis 7.2.4", "valkey 9.1.2", "memory"
+    maxmemory_policy: str  # "noeviction", "allkeys-lru", ...
+    aof: bool  # append-only file on
+    rdb: bool | None  # RDB snapshots scheduled (``save`` not empty); None: cannot be read
 
 
 class Snapshot(NamedTuple):
@@ -446,6 +457,11 @@ class PartitionLog(Protocol):
 
     async def length(self, partition: int) -> int:
         """Entries the log holds now."""
+        ...
+
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        """Entries after position `after`, counted up to `limit` (a projector's lag in
+        events; the count costs the server time in proportion to it, hence the bound)."""
         ...
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
@@ -855,6 +871,10 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers (every master of a cluster)."""
+        ...
+
+    async def durability(self) -> Durability:
+        """The server's eviction policy and persistence (`Durability`)."""
         ...
 
     async def aclose(self) -> None:

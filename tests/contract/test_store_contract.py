@@ -608,6 +608,30 @@ async def test_the_log_keeps_append_order_and_ranges_by_position(store: Any) -> 
     assert [p for p, _ in await store.log.range(0)] == positions[2:]
 
 
+async def test_the_log_counts_the_entries_after_a_position_up_to_a_limit(store: Any) -> None:
+    a, _ = actor_in(0)
+    writer = await owner_of(store, 0)
+    for version in range(4):
+        await append_one(writer, a, f"c{version}", version)
+    positions = [pos for pos, _ in await store.log.range(0)]
+    assert await store.log.count(0, START, 100) == 4
+    assert await store.log.count(0, positions[0], 100) == 3
+    assert await store.log.count(0, positions[-1], 100) == 0
+    assert await store.log.count(0, START, 2) == 2
+    assert await store.log.count(1, START, 100) == 0
+
+
+async def test_the_store_reports_its_eviction_policy_and_persistence(
+    store: Any, backend: str
+) -> None:
+    found = await store.durability()
+    if backend == "memory":
+        assert (found.server, found.aof, found.rdb) == ("memory", False, False)
+    else:  # the test server: valkey with AOF on, no RDB schedule, the default policy
+        assert found.server.startswith(("valkey ", "redis "))
+        assert (found.maxmemory_policy, found.aof, found.rdb) == ("noeviction", True, False)
+
+
 async def test_a_log_reader_reads_partitions_together_and_publishes_with_its_reads(
     store: Any,
 ) -> None:

@@ -443,3 +443,35 @@ async def test_a_big_round_commits_each_partition_concurrently_and_fences_only_o
         await _assert_exactly_once(redis_url, pool, total)
     finally:
         await _close(projector, pool)
+
+
+async def test_the_lag_metrics_count_what_waits_per_partition_and_fall_to_zero(
+    redis_url: str, dsn: str
+) -> None:
+    from infra.metrics import REGISTRY
+
+    def lag(name: str, p: int) -> float | None:
+        return REGISTRY.get_sample_value(f"sessiond_projector_lag_{name}", {"partition": str(p)})
+
+    projector, pool = await _projector(redis_url, dsn)
+    try:
+        counts = await _history(redis_url)
+        await asyncio.sleep(0.05)
+        await projector._measure_lag()  # the first measurement counts events too
+        assert {p: lag("events", p) for p in range(P)} == {p: float(n) for p, n in counts.items()}
+        assert all(lag("seconds", p) > 0 for p in range(P))
+        assert REGISTRY.get_sample_value("sessiond_projector_owned_partitions") == P
+        events_before = REGISTRY.get_sample_value("sessiond_projector_events_total")
+        rounds_before = REGISTRY.get_sample_value("sessiond_projector_batch_seconds_count")
+        while await projector.step():
+            pass
+        await projector._measure_lag()
+        assert {lag("events", p) for p in range(P)} == {0.0}
+        assert {lag("seconds", p) for p in range(P)} == {0.0}
+        total = sum(counts.values())
+        assert REGISTRY.get_sample_value("sessiond_projector_events_total") == (
+            events_before + total
+        )
+        assert REGISTRY.get_sample_value("sessiond_projector_batch_seconds_count") > rounds_before
+    finally:
+        await _close(projector, pool)

@@ -15,7 +15,7 @@ from events.codec import decode_event_envelope
 from events.envelope import EventEnvelope
 from events.errors import StoreUnavailable
 from events.ids import actor_kind, actor_uuid
-from infra.store.api import START, ActorHistory, Archive, LogEntry, Placement, Snapshot
+from infra.store.api import START, ActorHistory, Archive, Durability, LogEntry, Placement, Snapshot
 from infra.store.memory.streams import Expiring, MemoryStream, now_ms, position, wait_any
 from infra.store.memory.writer import MemoryPartitionWriter
 from infra.store.routing import DEFAULT_PARTITIONS, partition_of, partition_slot
@@ -182,6 +182,11 @@ class MemoryStore:
 
     async def ping(self) -> None:
         self.check_open()
+
+    async def durability(self) -> Durability:
+        """Nothing survives the process: no persistence."""
+        self.check_open()
+        return Durability("memory", "noeviction", aof=False, rdb=False)
 
     async def aclose(self) -> None:
         if self._commands is not None:
@@ -429,6 +434,10 @@ class MemoryPartitionLog:
 
     async def length(self, partition: int) -> int:
         return len(self.store.log_stream(partition))
+
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        self.store.check_open()
+        return len(self.store.log_stream(partition).after(position(after), None, limit))
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
         return self.store.log_stream(partition).trim_below(position(below), dry_run=dry_run)

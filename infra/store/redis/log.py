@@ -13,6 +13,7 @@ from infra.store.api import START, LogEntry, position_key
 from infra.store.redis.client import RedisClient, flat_pairs
 from infra.store.redis.cluster import key_slot
 from infra.store.redis.connection import ReplyError
+from infra.store.redis.lua import COUNT_AFTER
 from infra.store.redis.reads import StreamReader
 from infra.store.redis.resp import pack
 from infra.store.redis.router import Link
@@ -70,6 +71,10 @@ class RedisPartitionLog:
 
     async def length(self, partition: int) -> int:
         return int(await self.client.call("XLEN", layout.partition_log(partition)))
+
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        key = layout.partition_log(partition)
+        return int(await self.client.run(COUNT_AFTER, [key], [_after(after), limit]))
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
         if below == START:

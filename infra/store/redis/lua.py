@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["ACQUIRE", "APPEND", "FIRE_TIMERS", "RELEASE", "RENEW", "UNMARK", "Script"]
+__all__ = [
+    "ACQUIRE",
+    "APPEND",
+    "COUNT_AFTER",
+    "FIRE_TIMERS",
+    "RELEASE",
+    "RENEW",
+    "UNMARK",
+    "Script",
+]
 
 
 class Script:
@@ -27,6 +36,15 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
+
+#: KEYS[1] a stream. ARGV[1] the first id to count, ARGV[2] the most to count.
+#: The number of entries from ARGV[1] on, without sending them: only the count crosses the wire.
+COUNT_AFTER = Script(
+    "count_after",
+    """
+return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+""",
+)
 
 #: KEYS[1] lease, KEYS[2] epoch. ARGV[1] owner, ARGV[2] ttl ms.
 #: Takes the lease when it is free or already the owner's; each acquisition bumps the epoch
