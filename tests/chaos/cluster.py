@@ -46,8 +46,11 @@ class DevCluster:
         self.data = self.root / "data"
         self.ports = {"gateway-a": free_port(), "gateway-b": free_port()}
         self.bases = [f"http://127.0.0.1:{self.ports[g]}" for g in PROCESSES["gateway"]]
+        # each gateway its own gRPC port (never the shared default 50051); `env` execs the
+        # gateway, so the pid sessiond dev records is still the gateway's
         lines = [
-            f"{g}: sessiond gateway --port {self.ports[g]} --drain-timeout 1"
+            f"{g}: env GRPC_ADDR=127.0.0.1:{free_port()} sessiond gateway"
+            f" --port {self.ports[g]} --drain-timeout 1"
             for g in PROCESSES["gateway"]
         ]
         lines += [f"{w}: sessiond worker --id {w}" for w in PROCESSES["worker"]]
