@@ -62,6 +62,10 @@ def visible_versions(sid: str, log: list[tuple[int, str, dict]]) -> list[int]:
     return [v for v, t, _ in log if push_for_event(sid, v, t, {}) is not None]
 
 
+#: the events that change a session's state (`fold_state`)
+STATE_EVENTS = ("StateReplaced", "ConflictResolved", "StateChanged")
+
+
 def fold_state(log: list[tuple[int, str, dict]]) -> dict:
     """The session's state as its events make it (what GET and every device must show)."""
     state: dict = {}
@@ -181,14 +185,20 @@ def check_all(
         )
     )
 
+    # Devices are frozen before the log is read, and connection events (a device whose ping
+    # timed out reconnecting) may be appended meanwhile: a device has converged when its state
+    # is the log's up to its last version, and no state was written after that version.
     diverged = []
     for d in devices:
         read = reads.get(d.session_id)
-        visible = visible_versions(d.session_id, logs[d.session_id])
-        last = visible[-1] if visible else None
-        truth = fold_state(logs[d.session_id])
+        log_ = logs[d.session_id]
+        seen = d.last if d.last is not None else (d.base or 0)
+        writes_after = [v for v, t, _ in log_ if v > seen and t in STATE_EVENTS]
+        last = writes_after[-1] if writes_after else seen
+        truth = fold_state(log_)
+        then = fold_state([e for e in log_ if e[0] <= seen])
         got = read.get("state_data") if read is not None else None
-        if d.state != truth or got != truth or d.last != last:
+        if d.state != then or got != truth or writes_after:
             diverged.append(
                 (
                     d.session_id,
