@@ -21,10 +21,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from gateway import market_data, upkeep
+from gateway.admin.routes import ADMIN_ROUTES, page_routes
+from gateway.admin.routes import document as document_admin
 from gateway.asyncapi import build_asyncapi
 from gateway.config import GatewayConfig
 from gateway.docs import docs_routes
@@ -64,28 +66,6 @@ async def drain(ctx: Context, timeout: float | None = None) -> None:
     left = max(0.1, deadline - time.monotonic())
     if pending:
         await asyncio.wait(pending, timeout=left)
-
-
-def _admin_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(_ADMIN_HTML)
-
-
-_ADMIN_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>sessiond admin</title>
-<style>body{font:14px system-ui;margin:2em}pre{background:#f4f4f4;padding:1em}
-input{width:40em}</style></head>
-<body><h1>sessiond admin</h1>
-<p>Admin token: <input id="t" placeholder="paste a token with the admin role">
-<button onclick="load()">load</button></p>
-<h2>metrics</h2><pre id="m">-</pre>
-<h2>connections</h2><pre id="c">-</pre>
-<script>
-async function get(p){const r=await fetch(p,{headers:{Authorization:'Bearer '+
-document.getElementById('t').value}});return JSON.stringify(await r.json(),null,2)}
-async function load(){document.getElementById('m').textContent=await get('/admin/metrics/all');
-document.getElementById('c').textContent=await get('/admin/connections')}
-setInterval(()=>{if(document.getElementById('t').value)load()},5000)
-</script></body></html>"""
 
 
 def _metrics(request: Request) -> Response:
@@ -187,17 +167,18 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
 
     ws_endpoint = WebSocketEndpoint()
     routes: list[Any] = [WebSocketRoute("/ws", ws_endpoint)]
-    for method, path, handler, *_ in (*API_ROUTES, *EXTRA_ROUTES):
+    for method, path, handler, *_ in (*API_ROUTES, *ADMIN_ROUTES, *EXTRA_ROUTES):
         routes.append(Route(path, endpoint(handler, path), methods=[method]))
     routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
-    openapi = msgspec.json.encode(build_openapi(API_ROUTES, VERSION))
+    openapi = msgspec.json.encode(document_admin(build_openapi([*API_ROUTES, *ADMIN_ROUTES],
+                                                               VERSION)))
     asyncapi = msgspec.json.encode(build_asyncapi(VERSION, config.addr))
     routes += [
         Route("/openapi.json", lambda r: Response(openapi, media_type="application/json")),
         Route("/asyncapi.json", lambda r: Response(asyncapi, media_type="application/json")),
         *docs_routes(),
         Route("/metrics", _metrics),
-        Route("/admin", _admin_page),
+        *page_routes(),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

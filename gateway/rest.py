@@ -211,7 +211,7 @@ async def session_start(request: Request, ctx: Context) -> Any:
     req = await body(request, ctx, S.SessionStartRequest)
     sid = parse_uuid(req.sessionId, "sessionId")
     router = parse_uuid(req.routerId, "routerId")
-    await sessions.start_session(
+    started = await sessions.start_session(
         ctx,
         claims,
         sessions.SessionStart(
@@ -224,8 +224,8 @@ async def session_start(request: Request, ctx: Context) -> Any:
     )
     return S.SessionStartResponse(
         session_id=sid,
-        router_reachable=True,
-        infrastructure_ready=True,
+        router_reachable=started.router_reachable,
+        infrastructure_ready=started.infrastructure_ready,
         message="Session established successfully",
     )
 
@@ -425,9 +425,21 @@ async def admin_metrics(request: Request, ctx: Context) -> Any:
 
 
 async def admin_sessions(request: Request, ctx: Context) -> Any:
+    """GET /admin/sessions?user=&device=&status=&cursor=&limit= (keyset pages)."""
     claims = authenticate(request, ctx)
-    limit = version_param(request.query_params.get("limit"), "limit")
-    return await admin.admin_sessions(ctx, claims, limit)
+    q = request.query_params
+    limit = version_param(q.get("limit"), "limit")
+    return await admin.search_sessions(
+        ctx,
+        claims,
+        admin.SessionQuery(
+            user=identifier(q.get("user", ""), "user", ctx.config),
+            device=identifier(q.get("device", ""), "device", ctx.config),
+            status=q.get("status", "")[:32],
+            cursor=q.get("cursor", "")[:512],
+            limit=100 if limit is None else limit,
+        ),
+    )
 
 
 async def admin_connections(request: Request, ctx: Context) -> Any:
@@ -455,6 +467,12 @@ async def auth_refresh(request: Request, ctx: Context) -> Any:
     return access.refresh_tokens(ctx, req.refresh_token)
 
 
+def _hours(ms: int) -> int | float:
+    """SESSION_TTL in hours, as seed 004's health shows it: whole hours as an integer (168)."""
+    hours = ms / 3_600_000
+    return int(hours) if hours.is_integer() else round(hours, 4)
+
+
 def _uptime(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}h{(s % 3600) // 60}m{s % 60}s"
@@ -472,7 +490,9 @@ async def health(request: Request, ctx: Context) -> Any:
             uptime=_uptime(time.time() - ctx.started_at),
             active_connections=len(ctx.hub.conns),
             metrics=S.HealthMetrics(
-                snapshot_ttl_hours=168, multi_device_enabled=True, versioning_enabled=True
+                snapshot_ttl_hours=_hours(ctx.config.session_ttl_ms),
+                multi_device_enabled=True,
+                versioning_enabled=True,
             ),
             checks=found,
         ),

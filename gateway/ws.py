@@ -52,6 +52,7 @@ from gateway.protocol import (
 from gateway.push import Push
 from gateway.ratelimit import TokenBucket
 from gateway.validate import identifier, parse_uuid, version_param
+from gateway.wsproto import trim_open_connection
 from infra import tracing
 from infra.logging import log_context
 
@@ -166,7 +167,7 @@ class _Refused(ApiError):
 #: Close codes of a refused handshake, by HTTP status (else 4400; 5xx: 1011).
 _HANDSHAKE_CLOSE = {401: 4401, 403: 4403, 408: 4408}
 #: ... and of a refused join: 1013 "try again later" for a store that is down.
-_JOIN_CLOSE = {401: 4401, 403: 4403, 429: 4429, 503: 1013}
+_JOIN_CLOSE = {401: 4401, 403: 4403, 410: 4410, 429: 4429, 503: 1013}
 
 
 def _since(value: Any) -> int | None:
@@ -196,6 +197,7 @@ class WebSocketEndpoint:
             del headers, event
             if conn is None:
                 return
+            trim_open_connection(scope, send)
             try:
                 await self._loop(ctx, conn, receive)
             finally:

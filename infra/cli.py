@@ -27,7 +27,9 @@ from typing import Any, TypeVar
 from events.errors import SessiondError
 
 __all__ = [
+    "Progress",
     "add_knob_option",
+    "add_output_option",
     "add_store_options",
     "available_commands",
     "build_parser",
@@ -141,6 +143,62 @@ def emit_json(doc: Any, out: Any = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+
+
+def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -> None:
+    """`--output json|table` (and `--json`, its older spelling) on a read command: JSON lines
+    for scripts, an aligned table (or readable text) for people. Read it as `args.output`."""
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=("json", "table"),
+        default=default,
+        help=f"json: one JSON object per line; table: readable (default: {default})",
+    )
+    parser.add_argument(
+        "--json", dest="output", action="store_const", const="json", help="same as --output json"
+    )
+
+
+class Progress:
+    """A one-line progress report on stderr (`label [####....] done/total unit  rate/s`),
+    redrawn at most five times a second, so a long `export`, `verify` or `trim` shows it is
+    moving without touching what it prints on stdout. `out=None` (`--quiet`) prints nothing."""
+
+    def __init__(self, label: str, total: int, unit: str, out: Any = sys.stderr) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.label, self.total, self.unit, self.out = label, max(total, 0), unit, out
+        self.done = 0
+        self.started = self._clock()
+        self._drawn = 0.0
+
+    def advance(self, n: int = 1, *, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
+        self.done += n
+        self._draw(final=False)
+
+    def finish(self) -> None:
+        self._draw(final=True)
+
+    def _draw(self, final: bool) -> None:
+        if self.out is None:
+            return
+        now = self._clock()
+        if not final and now - self._drawn < 0.2:
+            return
+        self._drawn = now
+        rate = self.done / max(now - self.started, 1e-9)
+        width = 24
+        filled = width if not self.total else int(width * min(self.done, self.total) / self.total)
+        of = f"/{self.total:,}" if self.total else ""
+        self.out.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done:,}{of}"
+            f" {self.unit}  {rate:,.0f}/s" + ("\n" if final else "")
+        )
+        self.out.flush()
 
 
 def package_version() -> str:

@@ -292,6 +292,8 @@ KNOBS: tuple[Knob, ...] = (
     _k("projector.pool_size", "SESSIOND_PROJECTOR_POOL", integer, at_least(1)),
     _ms("projector.round_min_ms", "SESSIOND_PROJECTOR_ROUND_MIN_MS", minimum=0),
     _k("projector.rebuild_workers", "SESSIOND_REBUILD_WORKERS", integer, at_least(1)),
+    _ms("projector.housekeeping_interval_ms", "SESSIOND_HOUSEKEEPING_INTERVAL_MS", minimum=0),
+    _k("projector.retention_keep", "SESSIOND_RETENTION_KEEP", integer, at_least(1)),
     # simulators
     _k("simulators.provisioner", "SIMULATOR_PROVISIONER", choice("local", "kubernetes")),
     _k("simulators.tick_hz", "SIMULATOR_TICK_HZ", number, POSITIVE),

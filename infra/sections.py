@@ -182,10 +182,14 @@ class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Rounds start at most this often: under load, events that arrive meanwhile share one
     # round (one statement, one XREAD wake-up) instead of paying a round each; an idle
     # projector still starts a round the moment an event arrives.
-    round_min_ms: int = 5
+    round_min_ms: int = 50
     # `sessiond projections rebuild`'s folding processes: one by default, since on the 2-core
     # machines we measure on more processes only compete with PostgreSQL for the cores.
     rebuild_workers: int = 1
+    # Housekeeping between rounds (`projections.housekeeping`): Redis retention of the owned
+    # partitions, and seed 002's cleanup of expired sessions by partition 0's holder; 0 = off.
+    housekeeping_interval_ms: int = 600_000
+    retention_keep: int = 100  # newest versions of an actor always kept in Redis
 
 
 class SimulatorSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,12 +3,12 @@ push, as one trace.
 
 The context travels with the work as a W3C ``traceparent`` string: in the command envelope
 (`CommandEnvelope.traceparent`, filled by the store's sender from the current span), in the event
-envelopes the worker appends, and in the change the projector publishes. Each process adds its
+envelopes the worker appends, and in the change its append publishes. Each process adds its
 span as a child of the one it received:
 
 - ``sessiond.gateway.request`` (the gateway, per HTTP request or WS message);
-- ``sessiond.worker.command`` (the worker: decide and append one command);
-- ``sessiond.projector.change`` (the projector: the committed change it publishes);
+- ``sessiond.worker.command`` (the worker: decide and append one command, which publishes its
+  change);
 - ``sessiond.gateway.push`` (a gateway pushing the change to its connections).
 
 Off by default: until `setup_tracing` installs a provider, `tracer()` is OpenTelemetry's no-op

@@ -7,12 +7,13 @@ commits them all in ONE transaction that (1) advances every checkpoint, each fen
 partition's lease epoch, the position it read from and the tables' generation, (2) appends every
 event to `events.archive`, (3) writes the coalesced row changes of `projections.model`
 set-based, (4) records each actor's last archived version: the same handful of statements
-whatever the number of partitions. Only after COMMIT does it publish, per affected session, the
-round's `Change`s on the session's change feed (sent with the next round's read). A crash
-anywhere before COMMIT leaves nothing behind; a crash after it leaves the checkpoints past the
-batches; the next owner resumes from the checkpoint. A stale owner (paused past its lease) finds a
-checkpoint's epoch raised by the new owner: the whole round rolls back, the fenced partitions
-are let go and the others are read and committed again next round.
+whatever the number of partitions. It publishes nothing: the clients' live view is published by
+the worker's append itself (`projections.changes.live_change`, an inline projection), so no push
+waits for a SQL commit. A crash anywhere before COMMIT leaves nothing behind; a crash after it
+leaves the checkpoints past the batches; the next owner resumes from the checkpoint. A stale
+owner (paused past its lease) finds a checkpoint's epoch raised by the new owner: the whole
+round rolls back, the fenced partitions are let go and the others are read and committed again
+next round.
 
 It keeps the aggregates of the sessions it projects in memory (bounded per partition), loading
 missing ones from the tables in one query per batch, so projecting is pure computation plus a
@@ -34,24 +35,21 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import msgspec
-from opentelemetry.trace import SpanKind
 
 from events import simulator as si
 from events.codec import UPCASTERS, AnyEvent, decode_event, decode_event_envelope
 from events.errors import Fenced, StoreUnavailable
-from infra import tracing
 from infra.metrics import counter, gauge, histogram
 from infra.postgres import Outage, unreachable
 from infra.sections import ProjectorConfig
 from infra.store import LeaseShare, LogEntry, Store, position_key
-from projections.changes import encode_changes, raw_change
 from projections.dead_letters import DeadLetter, dead_letter, write_dead_letters
 from projections.health import ROLE, ProjectorStatus, describe, publish_status
 from projections.model import (
@@ -150,7 +148,6 @@ class Batch:
     actors: list[tuple[str, str, int, int, int]]  # (actor, session, partition, version, ts)
     after: dict[str, SessionAggregate | None]
     simulators: dict[str, str]
-    feed: dict[str, list[Any]]  # session id -> its changes in this batch
     dead: list[DeadLetter] = field(default_factory=list)  # entries skipped, recorded instead
 
     @property
@@ -211,11 +208,14 @@ def decode_entries(entries: list[LogEntry]) -> list[tuple[str, Any, Any]]:
     for log_id, payload in entries:
         try:
             if not UPCASTERS:
-                env = _one_pass.decode(payload)
-                out.append((log_id, env, env.data))
-            else:
-                env = decode_event_envelope(payload)
-                out.append((log_id, env, decode_event(env.data, env.type)))
+                try:
+                    env = _one_pass.decode(payload)
+                    out.append((log_id, env, env.data))
+                    continue
+                except msgspec.ValidationError:  # a compressed body (`events.codec.deflate`)
+                    pass
+            env = decode_event_envelope(payload)
+            out.append((log_id, env, decode_event(env.data, env.type)))
         except Exception as e:  # whatever it is, this entry cannot be read
             out.append((log_id, None, e))
     return out
@@ -265,7 +265,6 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         sid: (cache[sid] if sid in cache else loaded.get(sid)) for sid in wanted}
     after = dict(before)
     actors: dict[str, tuple[str, int, int, int]] = {}
-    feed: dict[str, list[Any]] = defaultdict(list)
     archive = []
     encode_json = _json.encode
     for (log_id, env, ev), (kind, uid, sid) in zip(items, routed, strict=True):
@@ -279,36 +278,12 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
         archive.append((env.event_id, env.actor_id, env.version, env.partition, env.ts,
                         env.type, event_json.decode(), env.command_id, env.correlation_id,
                         env.causation_id, log_id))
-        if kind == "session":
-            feed[uid].append(raw_change(env, ev, event_json))
     return Batch(
         partition=partition, from_id=state.last_id, generation=state.generation,
         to_id=items[-1][0],
         archive=archive, changes=diff((before[s], after[s]) for s in wanted),
         actors=[(a, *t) for a, t in actors.items()],
-        after=after, simulators=new_sims, feed=dict(feed))
-
-
-def _untraced(session_id: str, changes: list[Any], partition: int) -> bytes:
-    return encode_changes(changes)
-
-
-def _traced(session_id: str, changes: list[Any], partition: int) -> bytes:
-    """A session's change message, with a ``sessiond.projector.change`` span (child of the
-    worker's, whose context the event carried) for each traced change, whose context the
-    change carries on to the gateway's push."""
-    out = []
-    for change in changes:
-        parent = tracing.context_of(change.traceparent)
-        if parent is not None:
-            span = tracing.tracer().start_span(
-                "sessiond.projector.change", context=parent, kind=SpanKind.PRODUCER,
-                attributes=tracing.attributes(session_id=session_id, version=change.version,
-                                              event=change.type, partition=partition))
-            change = msgspec.structs.replace(change, traceparent=tracing.traceparent_of(span))
-            span.end()
-        out.append(change)
-    return encode_changes(out)
+        after=after, simulators=new_sims)
 
 
 class PartitionsFenced(Fenced):
@@ -416,8 +391,8 @@ def pool_settings(config: ProjectorConfig) -> dict[str, str]:
     model of the Redis event log, and each round's checkpoint is in the same transaction as its
     rows. A database crash can forget the last rounds (well under a second of them), but never
     part of one. It forgets their checkpoints with them, so the next owner projects those events
-    again and publishes the same changes with the same versions, which the gateway drops as
-    already sent. A durable server (`fsync=on`) thus costs no flush wait per round; measured,
+    again (the upserts are idempotent, the archive tolerates duplicates). A durable server
+    (`fsync=on`) thus costs no flush wait per round; measured,
     p99 of a state update at 1,000/s: 26-29 ms against 33-47 ms with `synchronous_commit=on`."""
     return {"idle_in_transaction_session_timeout": str(2 * config.lease_ttl_ms),
             "synchronous_commit": "off",
@@ -447,12 +422,11 @@ def _refused_rows(exc: BaseException) -> bool:
 
 
 class Projector:
-    """`sessiond projector`: lease partitions, project their logs, publish changes.
+    """`sessiond projector`: lease partitions, project their logs into the read models.
 
     Each round reads every owned partition's log at once and commits all the batches it
     got in ONE transaction on a connection the loop keeps (no pool acquire/reset per round), or,
-    for a backlog, each partition concurrently on a pooled connection; then it publishes all
-    their change messages in one write.
+    for a backlog, each partition concurrently on a pooled connection.
 
     No event stops a partition: a batch that cannot be projected is split until the event that
     cannot be projected alone is found; it is recorded as a dead letter and skipped, the rest is
@@ -473,9 +447,7 @@ class Projector:
             f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.leases = LeaseShare(store.leases, ROLE, self.owner, config.partitions,
                                  config.lease_ttl_ms)
-        # the loop's reader, on a connection of its own: a round's change messages go out
-        # with the next round's read
-        self._reader = store.log.reader(self.owner)
+        self._reader = store.log.reader(self.owner)  # the loop's, on a connection of its own
         self._round_at = 0.0  # when the last round's read returned (see round_min_ms)
         self.parts: dict[int, PartitionState] = {}
         self.events_projected = 0
@@ -499,6 +471,8 @@ class Projector:
         self._conn: asyncpg.Connection | None = None  # the loop's own, held across rounds
         self._solo_until = 0.0  # monotonic: commit partition by partition until then
         self._before_commit = before_commit
+        # the first housekeeping runs one interval after the start (`projections.housekeeping`)
+        self._housekeep_at = time.monotonic() + config.housekeeping_interval_ms / 1000
 
     def stop(self) -> None:
         self._stop.set()
@@ -699,8 +673,8 @@ class Projector:
 
     # ------------------------------------------------------------------ rounds
     async def _project_round(self, work: list[tuple[int, PartitionState, list[Any]]]) -> int:
-        """Project and commit one round (partition, state, decoded items), publish its changes;
-        returns the events committed."""
+        """Project and commit one round (partition, state, decoded items); returns the events
+        committed."""
         started = time.perf_counter()
         if len(work) > 1 and sum(len(items) for _, _, items in work) >= CONCURRENT_FROM:
             done, error = await self._commit_concurrently(work)
@@ -909,7 +883,7 @@ class Projector:
         letter = dead_letter(p, log_id, env, raw, error)
         batch = Batch(partition=p, from_id=state.last_id, generation=state.generation,
                       to_id=log_id, archive=[], changes=RowChanges(), actors=[], after={},
-                      simulators={}, feed={}, dead=[letter])
+                      simulators={}, dead=[letter])
         await commit_batches(conn, [batch], {p: state.epoch})
         self._remember(batch, state)
         self.dead_letters += 1
@@ -936,20 +910,12 @@ class Projector:
             state.simulators.clear()
 
     def _announce(self, done: list[Batch]) -> int:
-        """After a round's commits: count them and tell the clients (the messages go out with
-        the next round's read, and their failure is raised by it); returns the events."""
-        encode = _traced if tracing.enabled() else _untraced
-        changes: list[tuple[str, bytes]] = []
-        events = 0
-        for batch in done:
-            events += batch.size
-            changes.extend((sid, encode(sid, c, batch.partition)) for sid, c in batch.feed.items())
+        """After a round's commits: count them; returns the events."""
+        events = sum(batch.size for batch in done)
         if done:
             self.events_projected += events
             self.rounds_committed += 1
             EVENTS.inc(events)
-        if changes:
-            self._reader.publish_later(changes)
         return events
 
     async def step(self) -> int:
@@ -961,6 +927,8 @@ class Projector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.config.block_ms / 1000)
             return 0
+        if self.config.housekeeping_interval_ms and time.monotonic() >= self._housekeep_at:
+            await self._housekeep()
         wait = self._round_at + self.config.round_min_ms / 1000 - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -994,6 +962,21 @@ class Projector:
             return 0
         self._pg_answered()
         return events
+
+    async def _housekeep(self) -> None:
+        """Between two rounds: trim the owned partitions and, as partition 0's holder, delete
+        the expired sessions' rows; the caches are dropped after a deletion (their sessions'
+        rows may be gone). A failure waits for the next interval."""
+        from projections.housekeeping import housekeep  # (it imports this module)
+
+        self._housekeep_at = time.monotonic() + self.config.housekeeping_interval_ms / 1000
+        cleanup = 0 in self.parts
+        with contextlib.suppress(Exception):  # logged and counted by `housekeep`
+            done = await housekeep(self.store, await self._connection(), sorted(self.parts),
+                                   cleanup=cleanup, keep=self.config.retention_keep)
+            if done["sessions_deleted"]:
+                for state in self.parts.values():
+                    state.cache.clear()
 
     async def run(self) -> None:
         """Until `stop()`: keep leases, project, publish, keep the status record up to date.
@@ -1034,8 +1017,6 @@ class Projector:
     async def aclose(self) -> None:
         """Give back the loop's connections and every lease (`run` does it on its way out); the
         event store itself stays open (its opener closes it)."""
-        with contextlib.suppress(Exception):  # the last round's change messages
-            await self._reader.flush(2.0)
         with contextlib.suppress(Exception):
             await self._reader.close()
         with contextlib.suppress(Exception):

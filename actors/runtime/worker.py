@@ -26,9 +26,9 @@ from opentelemetry.trace import Span, SpanKind
 
 from actors.decider import Decider
 from actors.runtime import metrics
-from actors.runtime.batch import Item, parse_entry, plan, settle, timer_envelope
+from actors.runtime.batch import Item, LiveView, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
-from events.codec import decode_command_envelope
+from events.codec import decode_command_envelope, inflate
 from events.errors import Fenced, StoreUnavailable
 from infra import tracing
 from infra.logging import bind_log_fields
@@ -262,7 +262,14 @@ class PartitionRunner:
         rounds = 0
         while items:
             actors = await self._actors_for(items)
-            rnd = plan(items, actors, p, worker.config.snapshot_every, self.writer.new_batch())
+            rnd = plan(
+                items,
+                actors,
+                p,
+                worker.config.snapshot_every,
+                self.writer.new_batch(),
+                worker.live,
+            )
             self._check_lease()
             ahead = read_ahead and rounds == 0 and self._may_read_ahead()
             t0 = time.perf_counter()
@@ -349,7 +356,9 @@ class Worker:
 
     `decider_for`, `state_type_for`, `decode_command` and `decode_event` default to the real
     registry and codec; tests inject toy actors through them. `config` is the runtime's section
-    of the settings (`infra.config`; its defaults when None), `overrides` replace some of its
+    of the settings (`infra.config`; its defaults when None), `live` the live view its appends
+    publish (the session's change feed: `sessiond worker` passes
+    `projections.changes.live_change`; None publishes nothing), `overrides` replace some of its
     fields (tests).
     """
 
@@ -363,9 +372,11 @@ class Worker:
         decode_command: Callable[[Any], Any] | None = None,
         decode_event: Callable[[Any, str], Any] | None = None,
         config: RuntimeConfig | None = None,
+        live: LiveView | None = None,
         **overrides: int,
     ) -> None:
         self.store = store
+        self.live = live
         self.partitions = store.partitions
         self.worker_id = worker_id or f"worker-{os.getpid()}"
         # unique per incarnation: a restarted worker with the same id is a new owner
@@ -527,7 +538,7 @@ class Worker:
             try:
                 start[actor_id] = (
                     snap.version,
-                    self._state_decoder(actor_id, decider).decode(snap.state),
+                    self._state_decoder(actor_id, decider).decode(inflate(snap.state)),
                 )
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                 log.warning("ignoring unreadable snapshot of %s: %s", actor_id, exc)

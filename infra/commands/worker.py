@@ -67,8 +67,10 @@ async def run(args: argparse.Namespace) -> int:
     tune_gc()  # the actor cache is long-lived data: see infra.gctune
     store = open_store(url, settings.partitions, name=f"sd-{args.worker_id or 'worker'}")
     try:
+        from projections.changes import live_change
+
         await check_redis(store, settings.env)
-        worker = Worker(store, worker_id=args.worker_id, config=settings.runtime)
+        worker = Worker(store, worker_id=args.worker_id, config=settings.runtime, live=live_change)
         checks = {"redis": answers(store.ping), "leases": worker.lease_loop_check}
         async with probe_server(settings.metrics_addr, checks, partitions=settings.partitions):
             await serve(worker)

@@ -217,11 +217,15 @@ class AppendBatch(Protocol):
         timers_set: Sequence[tuple[str, int]],
         timers_removed: Sequence[str],
         snapshot: Snapshot | None,
+        change: tuple[str, bytes] | None = None,
     ) -> None:
         """A command decided on `actor` at version `expected` with `events` (encoded
         `EventEnvelope`s, versions expected+1..): `routed` (encoded `CommandEnvelope`s) go to
         the partition's command stream, `timers_set` (key, due) and `timers_removed` (keys) are
-        the actor's deadline changes, `snapshot` is written when given."""
+        the actor's deadline changes, `snapshot` is written when given. `change` (session id,
+        message) is published on the session's change feed in the same atomic step, only if
+        this command's append is accepted (never for a refused or deduplicated one): the live
+        view is an inline projection of the append."""
         ...
 
 
@@ -378,24 +382,13 @@ class ActorReader(Protocol):
 
 
 class LogReader(Protocol):
-    """A reader of several partition logs at once, on a connection of its own (the projector).
-    Change messages queued with `publish_later` go out with the next `read`."""
+    """A reader of several partition logs at once, on a connection of its own (the projector)."""
 
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
     ) -> dict[int, list[LogEntry]]:
         """Up to `count` entries per partition after each given position, waiting up to
-        `block_ms` for the first; only partitions with entries appear. Raises the first failure
-        of the publishes queued before it (`StoreUnavailable`)."""
-        ...
-
-    def publish_later(self, changes: Sequence[tuple[str, bytes]]) -> None:
-        """Queue change messages (session id, payload) for the change feed; they are sent
-        with the next `read` (in the same write on Redis) and checked when it returns."""
-        ...
-
-    async def flush(self, timeout: float) -> None:
-        """Send what `publish_later` queued and wait (up to `timeout`) for it to be answered."""
+        `block_ms` for the first; only partitions with entries appear."""
         ...
 
     async def close(self) -> None:

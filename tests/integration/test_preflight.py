@@ -86,7 +86,9 @@ def _refusal(command: str, env: dict[str, str]) -> str:
         [*SESSIOND, command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 2, (out.stdout, out.stderr)
-    lines = out.stderr.strip().splitlines()
+    # The process's log lines (JSON, e.g. the store's "single node" line) may come first; the
+    # refusal itself is one plain line, and nothing follows it (no traceback).
+    lines = [line for line in out.stderr.strip().splitlines() if not line.startswith("{")]
     assert len(lines) == 1, out.stderr
     return lines[0]
 

@@ -16,7 +16,6 @@ from events import session as se
 from infra.store import open_store
 from infra.store.layout import change_channel, partition_log
 from infra.store.routing import partition_of
-from projections.changes import decode_changes
 from projections.health import ROLE
 from projections.migrate import migrate
 from projections.projector import Projector, ProjectorConfig, pool_settings
@@ -178,18 +177,8 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
     try:
         assert await projector.step() == total  # every partition's log in one round
         assert commits == [_as(path, *range(P))] and projector.rounds_committed == 1
-        # the round's changes went out after the commit: every session's, in version order
-        feed: dict[str, list[int]] = {}
-        deadline = time.monotonic() + 10
-        while sum(map(len, feed.values())) < total:
-            assert time.monotonic() < deadline, feed
-            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
-            if msg is None:
-                continue
-            for change in decode_changes(msg["data"]):
-                feed.setdefault(change.session_id, []).append(change.version)
-        assert len(feed) == total // 5 >= 3 * P  # sessions: created, then changed 4 times
-        assert all(v == [1, 2, 3, 4, 5] for v in feed.values())
+        # the changes went out with the appends: the projector publishes nothing
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
         # every row the round wrote carries the same transaction id
         xids = set()
         for table in ("events.archive", "projection.actor_versions",

@@ -211,12 +211,12 @@ async def test_a_write_whose_answer_was_lost_is_retried_and_applied_once(
 async def test_watch_resumes_after_its_connection_is_cut_without_gaps(
     stack: Stack, proxy: Proxy
 ) -> None:
-    user, sid = "pc-erin", new_id()
+    user, sid, router = "pc-erin", new_id(), new_id()
     writer = AsyncSessiondClient(stack.base, stack.token(user))
     policy = RetryPolicy(attempts=5, backoff_s=0.05)
     watcher = AsyncSessiondClient(proxy.url, stack.token(user), retry=policy)
     try:
-        assert (await writer.start_session(user, new_id(), sid))[1] is None
+        assert (await writer.start_session(user, router, sid))[1] is None
         stream = watcher.watch(sid, device_id="watcher")
         hello = await anext(stream)
         assert hello.type == "connected"
@@ -241,7 +241,7 @@ async def test_watch_resumes_after_its_connection_is_cut_without_gaps(
         await read_until(last)
         assert values == list(range(7))  # every change once, in order, across the cut
         assert versions == sorted(set(versions))
-        assert (await writer.end_session(user, new_id(), sid))[1] is None
+        assert (await writer.end_session(user, router, sid))[1] is None  # its own router
         async with asyncio.timeout(15):
             rest = [change async for change in stream]  # ends with the session
         assert rest[-1].payload["status"] == "ENDED"

@@ -129,6 +129,10 @@ class MemoryStore:
                 loop.call_soon(_deliver, sub, channel, data)
         return len(receivers)
 
+    def publish_change(self, session_id: str, data: bytes) -> int:
+        """Publish on a session's change feed."""
+        return self.publish(_change(session_id), data)
+
     def drop_subscribers(self, down_ms: int = 50) -> None:
         """What a lost connection does to every subscriber (on Redis: a restart, CLIENT
         KILL): messages published in the next `down_ms` are lost, then each one is
@@ -332,21 +336,11 @@ class MemoryLogReader:
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
-        self._queued: list[tuple[str, bytes]] = []
-
-    def publish_later(self, changes: Sequence[tuple[str, bytes]]) -> None:
-        self._queued.extend(changes)
-
-    def _send(self) -> None:
-        queued, self._queued = self._queued, []
-        for session_id, payload in queued:
-            self.store.publish(_change(session_id), payload)
 
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
     ) -> dict[int, list[LogEntry]]:
         self.store.check_open()
-        self._send()
         streams = {p: self.store.log_stream(p) for p in positions}
 
         def collect() -> dict[int, list[LogEntry]]:
@@ -363,11 +357,8 @@ class MemoryLogReader:
             out = collect()
         return out
 
-    async def flush(self, timeout: float) -> None:
-        self._send()
-
     async def close(self) -> None:
-        self._queued.clear()
+        return None
 
 
 class MemoryLogConsumer:
