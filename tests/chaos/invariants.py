@@ -1,9 +1,8 @@
 """The invariants checked at the end of every chaos run, against the event log in Valkey (the
 system of record) and what the clients saw.
 
-Each check returns a `Result`; `pending` marks the checks that need issue 14 (read-your-writes,
-the live push from the append): they run and their violations are reported, but they do not fail
-the run until that issue is built (`--strict` makes them fail).
+Each check returns a `Result`; `pending` marks issue 14's checks (read-your-writes, the live push
+from the append): they fail the run by default, and only report with `--no-strict`.
 """
 
 from __future__ import annotations
