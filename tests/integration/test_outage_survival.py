@@ -65,6 +65,7 @@ class Processes:
             "LEASE_TTL_MS": "3000",
             "SESSIOND_ENV": "test",
             "PYTHONUNBUFFERED": "1",
+            "GRPC_ADDR": f"127.0.0.1:{free_port()}",  # never the shared default 50051
         }
         self.procs: dict[str, subprocess.Popen] = {}
 
