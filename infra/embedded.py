@@ -108,11 +108,20 @@ def child_preexec(sig: int = signal.SIGTERM, *, new_session: bool = False):
 _preexec = child_preexec
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the caller retries if someone takes it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A TCP port that was free a moment ago (the caller retries if someone takes it first),
+    never one this process was handed before: the kernel readily gives a just-released port
+    again, so two calls in a row (an HTTP and a gRPC port) could otherwise name the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _lock_dir(data_dir: Path) -> int:

@@ -36,6 +36,7 @@ PROCESSES = {
 SERVERS = ("valkey-server", "postgres")
 
 
+
 class DevCluster:
     """`sessiond dev` on a Procfile of its own, in a fresh data directory (removed on close)."""
 
@@ -45,11 +46,12 @@ class DevCluster:
         self.root.chmod(0o755)  # the embedded PostgreSQL runs as its own user under root
         self.data = self.root / "data"
         self.ports = {"gateway-a": free_port(), "gateway-b": free_port()}
+        grpc_ports = {g: free_port() for g in PROCESSES["gateway"]}
         self.bases = [f"http://127.0.0.1:{self.ports[g]}" for g in PROCESSES["gateway"]]
         # each gateway its own gRPC port (never the shared default 50051); `env` execs the
         # gateway, so the pid sessiond dev records is still the gateway's
         lines = [
-            f"{g}: env GRPC_ADDR=127.0.0.1:{free_port()} sessiond gateway"
+            f"{g}: env GRPC_ADDR=127.0.0.1:{grpc_ports[g]} sessiond gateway"
             f" --port {self.ports[g]} --drain-timeout 1"
             for g in PROCESSES["gateway"]
         ]

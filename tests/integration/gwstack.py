@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import websockets
+
+from infra.embedded import free_port
 
 __all__ = [
     "ROOT",
@@ -38,12 +39,6 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSIOND = [sys.executable, "-m", "infra.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Stack:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,16 +16,12 @@ from typing import Any
 
 import websockets
 
+from infra.embedded import free_port
+
 __all__ = ["Client", "ProcessStack", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SESSIOND = str(Path(sys.executable).parent / "sessiond")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ProcessStack:
