@@ -7,7 +7,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.synced
 PYTEST_ARGS ?=
 
-.PHONY: all run test lint format bench venv clean clean-data
+.PHONY: all run test lint format bench bench-perf venv clean clean-data proto
 
 all: test
 
@@ -39,6 +39,17 @@ bench: $(STAMP)
 		case "$$(basename "$$f")" in _*|conftest.py) continue;; esac; \
 		echo "== $$f"; $(VENV)/bin/python "$$f"; \
 	done
+
+# regenerates gateway/grpc/sessiond_pb2*.py from gateway/grpc/sessiond.proto (committed)
+proto: $(STAMP)
+	$(VENV)/bin/python -m gateway.grpc.codegen
+
+# issue 19's figures in one run (docs/benchmarks.md): every `RESULT` line, then a summary
+bench-perf: $(STAMP)
+	@set -e; log=$$(mktemp); \
+	$(VENV)/bin/python tests/bench/bench_gateway.py 2>&1 | tee $$log; \
+	$(VENV)/bin/python tests/bench/bench_runtime.py 2>&1 | tee -a $$log; \
+	echo "== summary"; grep '^RESULT' $$log; rm -f $$log
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -43,6 +43,7 @@ from events.simulator import (
     SimulatorRequested,
     SimulatorStopping,
 )
+from infra.logging import bind_log_fields
 from infra.metrics import counter, histogram
 from infra.provisioners.base import ProvisionerError, SimulatorSpec
 from infra.store import START, CommandSender, LogEntry, Store
@@ -217,6 +218,12 @@ class Reactor:
             await self.group.ack(partition, skip)
 
     async def _handle_entry(self, partition: int, entry_id: str, env: EventEnvelope) -> None:
+        bind_log_fields(  # this task's lines (its context is its own)
+            correlation_id=env.correlation_id,
+            actor=env.actor_id,
+            partition=partition,
+            session_id=self._sessions.get(env.actor_id, ""),
+        )
         lock, users = self._locks.get(env.actor_id, (asyncio.Lock(), 0))
         self._locks[env.actor_id] = (lock, users + 1)
         try:

@@ -64,6 +64,7 @@ from events.session import (
 from events.simulator import ACTIVE_STATUSES, CreateSimulator, SimulatorStatus, StopSimulator
 
 __all__ = [
+    "REFRESH_EVERY_MS",
     "Active",
     "Device",
     "Ended",
@@ -178,11 +179,53 @@ SessionState = NotStarted | Active | Ended
 # --------------------------------------------------------------------------- decide
 
 
+#: Commands that are activity of the session's users: seed 002, "update session activity:
+#: prevents expiration for active users". State writes, device joins and the gateway's presence
+#: reports (its heartbeats, coalesced per touch interval) move the expiry one TTL past now.
+_ACTIVITY = (
+    JoinDevice,
+    TouchDevices,
+    ReplaceState,
+    ApplyStateChanges,
+    ResolveConflict,
+    StartHandoff,
+    AcceptHandoff,
+    UpdateMetadata,
+)
+
+#: Activity moves the expiry at most this often (then by at least this much), so it costs no
+#: event per write or heartbeat: one `SessionRefreshed` a minute at most for a busy session.
+REFRESH_EVERY_MS = 60_000
+
+
 def decide(command: Any, state: SessionState) -> list[Any]:
     """The events `command` causes in `state`, or a `DomainError` saying why it is refused.
 
     Each handler checks its guards first. A client's request passes `_live` (an unknown, ended,
-    expired or foreign session is refused alike); timers and the gateway's reports never fail."""
+    expired or foreign session is refused alike); timers and the gateway's reports never fail.
+    Activity (`_ACTIVITY`) that changed something also pushes the expiry (`_kept_alive`)."""
+    events = _decide(command, state)
+    if events and isinstance(command, _ACTIVITY):
+        return _kept_alive(command, state, events)
+    return events
+
+
+def _kept_alive(command: Any, state: SessionState, events: list[Any]) -> list[Any]:
+    """`events`, and a `SessionRefreshed` to one TTL past now when that moves the expiry by
+    `REFRESH_EVERY_MS` at least (a quarter of the TTL for TTLs under four minutes): the
+    refreshes of a session in constant use are coalesced to about one a minute."""
+    after = state
+    for event in events:
+        after = evolve(after, event)
+    if not isinstance(after, Active):
+        return events
+    due = command.at + after.ttl_ms
+    if due - after.expires_at < min(REFRESH_EVERY_MS, after.ttl_ms // 4):
+        return events
+    return [*events, SessionRefreshed(at=command.at, expires_at=due)]
+
+
+def _decide(command: Any, state: SessionState) -> list[Any]:
     match command:
         case CreateSession():
             return _create(command, state)
@@ -358,6 +401,10 @@ def _end(command: EndSession, state: SessionState) -> list[Any]:
     _authorize(state, command)
     if isinstance(state, Ended):
         return []
+    if command.router_id and state.router_id and command.router_id != state.router_id:
+        raise DomainError(
+            "ROUTER_MISMATCH", f"the session was started on router {state.router_id}"
+        )
     return [
         SessionEnded(
             at=command.at, reason=command.reason or "ended", simulator_id=_active_simulator(state)

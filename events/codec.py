@@ -2,10 +2,16 @@
 
 Encoders and decoders are built once here and reused (msgspec's advice). Old event shapes are
 upcast on read by `UPCASTERS`, never rewritten in the store.
+
+Large bodies (an event or an actor snapshot carrying a big shared state, seed 004) are stored
+compressed: `deflate` turns a msgpack body above `COMPRESS_ABOVE` bytes into a msgpack `bin` of
+its zlib stream, and `inflate` undoes it. A body is otherwise always a msgpack map or array,
+never a `bin`, so the marker needs no flag and old entries read unchanged.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +24,7 @@ from events.simulator import SimulatorCommand, SimulatorEvent
 
 __all__ = [
     "COMMAND_TYPES",
+    "COMPRESS_ABOVE",
     "EVENT_TYPES",
     "UPCASTERS",
     "AnyCommand",
@@ -27,8 +34,10 @@ __all__ = [
     "decode_event",
     "decode_event_envelope",
     "decode_outcome",
+    "deflate",
     "encode",
     "envelope_to_json",
+    "inflate",
     "type_name",
 ]
 
@@ -64,8 +73,31 @@ def encode(obj: Any) -> bytes:
     return _encoder.encode(obj)
 
 
+#: Bodies larger than this (bytes of msgpack) are stored zlib-compressed (level 1: measured
+#: on a 200 KiB state, see docs/store.md).
+COMPRESS_ABOVE = 16 * 1024
+_BIN = frozenset({0xC4, 0xC5, 0xC6})  # msgpack bin 8 / 16 / 32
+
+
+def deflate(body: bytes) -> bytes:
+    """`body`, or above `COMPRESS_ABOVE` its zlib stream as a msgpack `bin`."""
+    if len(body) <= COMPRESS_ABOVE:
+        return body
+    return _encoder.encode(zlib.compress(body, 1))
+
+
+def inflate(data: bytes | msgspec.Raw) -> bytes | msgspec.Raw:
+    """A body as `deflate` stored it -> the msgpack body (unchanged when not compressed)."""
+    view = memoryview(data)
+    if view.nbytes and view[0] in _BIN:
+        return zlib.decompress(msgspec.msgpack.decode(view))
+    return data
+
+
 def decode_event(data: bytes | msgspec.Raw, type_: str = "") -> Any:
-    """Decode an event body, upcasting an old shape when an upcaster is registered."""
+    """Decode an event body (stored compressed or not), upcasting an old shape when an
+    upcaster is registered."""
+    data = inflate(data)
     if type_ in UPCASTERS:
         raw = msgspec.msgpack.decode(data)
         return msgspec.convert(UPCASTERS[type_](raw), AnyEvent)

@@ -14,8 +14,11 @@ import msgspec
 __all__ = ["CommandEnvelope", "EventEnvelope", "Outcome"]
 
 
-class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
-    """One fact in an actor's history; `version` (1, 2, 3... per actor) is its stream id."""
+class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One fact in an actor's history; `version` (1, 2, 3... per actor) is its stream id.
+
+    Only `traceparent` has a default (and is left out of the encoding when empty), so events
+    without a trace encode exactly as before it existed."""
 
     event_id: str
     actor_id: str
@@ -27,6 +30,8 @@ class EventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     causation_id: str
     type: str
     data: msgspec.Raw
+    #: W3C trace context of the worker's span that appended it (`infra.tracing`); "" untraced
+    traceparent: str = ""
 
 
 class CommandEnvelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +49,8 @@ class CommandEnvelope(msgspec.Struct, frozen=True, kw_only=True):
     # What the sender asked for, digested (e.g. an idempotency key's request body): stored in
     # the outcome, so a later command reusing this command id with another request is told.
     fingerprint: str = ""
+    #: W3C trace context of the sender's span (`infra.tracing`); "" when not traced
+    traceparent: str = ""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

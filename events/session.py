@@ -109,7 +109,10 @@ class RefreshSession(Command, frozen=True, tag="RefreshSession"):
 
 
 class EndSession(Command, frozen=True, tag="EndSession"):
+    """`router_id` (seed 003's end), when given, must be the router the session started on."""
+
     reason: str = "ended"
+    router_id: str = ""
 
 
 class ExpireSession(Command, frozen=True, tag="ExpireSession"):

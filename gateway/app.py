@@ -21,19 +21,25 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 
 from gateway import market_data, upkeep
+from gateway.admin.routes import ADMIN_ROUTES, page_routes
+from gateway.admin.routes import document as document_admin
+from gateway.asyncapi import build_asyncapi
 from gateway.config import GatewayConfig
+from gateway.docs import docs_routes
 from gateway.errors import error_response
+from gateway.health import probe_checks
 from gateway.openapi import build_openapi
 from gateway.operations import Context
 from gateway.protocol import MessageType
-from gateway.push import Push
+from gateway.push import Push, session_closed_by
 from gateway.rest import API_ROUTES, EXTRA_ROUTES, VERSION, endpoint
 from gateway.sse import SseEndpoint
 from gateway.ws import WebSocketEndpoint
+from infra.probe import probe_server
 from infra.store import CommandSender, Store, open_store
 
 __all__ = ["create_app", "drain"]
@@ -59,28 +65,6 @@ async def drain(ctx: Context, timeout: float | None = None) -> None:
     left = max(0.1, deadline - time.monotonic())
     if pending:
         await asyncio.wait(pending, timeout=left)
-
-
-def _admin_page(request: Request) -> HTMLResponse:
-    return HTMLResponse(_ADMIN_HTML)
-
-
-_ADMIN_HTML = """<!doctype html>
-<html><head><meta charset="utf-8"><title>sessiond admin</title>
-<style>body{font:14px system-ui;margin:2em}pre{background:#f4f4f4;padding:1em}
-input{width:40em}</style></head>
-<body><h1>sessiond admin</h1>
-<p>Admin token: <input id="t" placeholder="paste a token with the admin role">
-<button onclick="load()">load</button></p>
-<h2>metrics</h2><pre id="m">-</pre>
-<h2>connections</h2><pre id="c">-</pre>
-<script>
-async function get(p){const r=await fetch(p,{headers:{Authorization:'Bearer '+
-document.getElementById('t').value}});return JSON.stringify(await r.json(),null,2)}
-async function load(){document.getElementById('m').textContent=await get('/admin/metrics/all');
-document.getElementById('c').textContent=await get('/admin/connections')}
-setInterval(()=>{if(document.getElementById('t').value)load()},5000)
-</script></body></html>"""
 
 
 def _metrics(request: Request) -> Response:
@@ -170,20 +154,27 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with _resources(config, store, pool, bus) as ctx, _serving(ctx):
-            app.state.context = ctx
-            yield {"context": ctx}
+        async with _resources(config, store, pool, bus) as ctx:
+            async with _serving(ctx), probe_server(
+                config.metrics_addr, probe_checks(ctx), partitions=config.partitions
+            ):
+                app.state.context = ctx
+                yield {"context": ctx}
 
     ws_endpoint = WebSocketEndpoint()
     routes: list[Any] = [WebSocketRoute("/ws", ws_endpoint)]
-    for method, path, handler, *_ in (*API_ROUTES, *EXTRA_ROUTES):
-        routes.append(Route(path, endpoint(handler), methods=[method]))
+    for method, path, handler, *_ in (*API_ROUTES, *ADMIN_ROUTES, *EXTRA_ROUTES):
+        routes.append(Route(path, endpoint(handler, path), methods=[method]))
     routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
-    openapi = msgspec.json.encode(build_openapi(API_ROUTES, VERSION))
+    openapi = msgspec.json.encode(document_admin(build_openapi([*API_ROUTES, *ADMIN_ROUTES],
+                                                               VERSION)))
+    asyncapi = msgspec.json.encode(build_asyncapi(VERSION, config.addr))
     routes += [
         Route("/openapi.json", lambda r: Response(openapi, media_type="application/json")),
+        Route("/asyncapi.json", lambda r: Response(asyncapi, media_type="application/json")),
+        *docs_routes(),
         Route("/metrics", _metrics),
-        Route("/admin", _admin_page),
+        *page_routes(),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -219,8 +210,6 @@ def _on_change(ctx: Context, push: Push) -> None:
         for conn in ctx.hub.connections_of(push.session_id):
             if conn.device_id == payload.get("device_id"):
                 conn.close_soon(4000, "DEVICE_DISCONNECTED")
-    elif event == "SessionExpired" or (event == "SessionEnded"
-                                       and payload.get("reason") != "restarted"):
+    elif (reason := session_closed_by(push)) is not None:
         for conn in ctx.hub.connections_of(push.session_id):
-            conn.close_soon(4410, "SESSION_" + ("ENDED" if event == "SessionEnded"
-                                                else "EXPIRED"))
+            conn.close_soon(4410, reason)

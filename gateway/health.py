@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from projections.health import ROLE as PROJECTOR_ROLE
@@ -39,6 +40,7 @@ __all__ = [
     "UNHEALTHY",
     "health_checks",
     "overall",
+    "probe_checks",
     "readiness",
 ]
 
@@ -157,3 +159,21 @@ async def readiness(ctx: Context) -> dict[str, Any]:
     }
     ok = store["status"] == "ok" and postgres["status"] == "ok" and not ctx.draining
     return {"ready": ok, "draining": ctx.draining, "checks": checks}
+
+
+def probe_checks(ctx: Context) -> dict[str, Callable[[], Awaitable[str | None]]]:
+    """The checks of the gateway's ``/healthz`` on SESSIOND_METRICS_ADDR (`infra.probe`): those
+    of `/ready`, each a failure line or None."""
+
+    async def redis() -> str | None:
+        found = await _store(ctx)
+        return found.get("error") if found["status"] != "ok" else None
+
+    async def postgres() -> str | None:
+        found = await _postgres(ctx)
+        return found.get("error", found["status"]) if found["status"] != "ok" else None
+
+    async def serving() -> str | None:
+        return "draining: shutting down" if ctx.draining else None
+
+    return {"redis": redis, "postgres": postgres, "serving": serving}

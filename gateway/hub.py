@@ -35,11 +35,13 @@ from enum import IntEnum
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from events.envelope import EventEnvelope
 from events.ids import session_actor
 from gateway.protocol import Form, MessageType
-from gateway.push import Push, push_for_event
+from gateway.push import Push, push_for_event, session_closed_by
+from infra import tracing
 from infra.store import ChangeFeed, FeedSubscription, Store
 from projections.changes import Change, change_for, decode_changes
 
@@ -82,10 +84,29 @@ class InvalidConnectionState(RuntimeError):
     loudly (as websockets' `InvalidState` and Starlette's `client_state` checks do)."""
 
 
+def _close_if_history_ended(conn: Connection, pushes: list[Push]) -> None:
+    """A catch-up that read its session's end from history closes the connection as the live
+    feed would have (the end was appended while the client attached, so no live change of it
+    reaches this connection); a later restart in the same history keeps it open."""
+    reason = None
+    for push in pushes:
+        ended = session_closed_by(push)
+        if ended is not None:
+            reason = ended
+        elif isinstance(push.payload, dict) and push.payload.get("event") == "SessionCreated":
+            reason = None
+    if reason is not None:
+        conn.close_soon(4410, reason)
+
+
 class Connection:
     """One client connection (WS or SSE) as the hub sees it. Subclasses write bytes."""
 
     transport = "ws"
+    #: Whether the peer sends (heartbeats, messages) so that its silence means it is gone. A
+    #: WebSocket peer answers heartbeats; an SSE or gRPC watch cannot send on its stream, so
+    #: only a failed or stalled write (the slow-client rule) tells that it left.
+    speaks = True
     __slots__ = (
         "_flusher",
         "backlog",
@@ -440,7 +461,17 @@ class Hub:
             return
         feed.last_version = change.version
         push = push_for_change(change)
-        if push is not None:
+        if push is None:
+            return
+        parent = tracing.context_of(change.traceparent) if tracing.enabled() else None
+        if parent is None:
+            self._fan_out(feed, push)
+            return
+        with tracing.tracer().start_as_current_span(
+            "sessiond.gateway.push", context=parent, kind=SpanKind.CONSUMER,
+            attributes=tracing.attributes(session_id=feed.session_id, version=change.version,
+                                          event=change.type, connections=len(feed.conns)),
+        ):  # fmt: skip
             self._fan_out(feed, push)
 
     def _push_inline(self, session_id: str, data: bytes) -> bool:
@@ -536,6 +567,7 @@ class Hub:
                                                                   current)
                 if complete:
                     conn.deliver_history(pushes, last)
+                    _close_if_history_ended(conn, pushes)
                 else:
                     await self._reset(conn)
         finally:

@@ -44,11 +44,13 @@ class GatewayMetrics:
         self.command_errors = _Cached(counter(
             "sessiond_gateway_command_errors_total", "commands refused or failed", ("code",)
         ))
+        # `route`: the route's path template (`/api/sessions/{session_id}`), never the raw
+        # path, so the series stay few whatever the ids
         self.http_requests = _Cached(counter(
-            "sessiond_gateway_http_requests_total", "HTTP requests", ("method", "status")
+            "sessiond_gateway_http_requests_total", "HTTP requests", ("method", "route", "status")
         ))
         self.http_latency = _Cached(histogram(
-            "sessiond_gateway_http_seconds", "HTTP request latency", ("method",)
+            "sessiond_gateway_http_seconds", "HTTP request latency", ("method", "route")
         ))
         self.command_seconds = histogram(
             "sessiond_gateway_command_seconds", "command round trip (send -> outcome)",

@@ -15,7 +15,7 @@ import msgspec
 
 from gateway.protocol import Form, MessageType, encode_outbound, name_of
 
-__all__ = ["Push", "push_for_event"]
+__all__ = ["Push", "push_for_event", "session_closed_by"]
 
 _json = msgspec.json.Encoder()
 
@@ -133,3 +133,17 @@ def push_for_event(
         mtype, payload, session_id=session_id, version=version,
         timestamp=(ts // 1000) if ts else None,
     )
+
+
+def session_closed_by(push: Push) -> str | None:
+    """The close reason (`SESSION_ENDED` / `SESSION_EXPIRED`) when `push` ends its session's
+    connections, else None; an end that is a restart's first half does not. One rule for the
+    live feed and for a catch-up that reads the end from history (a client that attached just
+    as its session ended)."""
+    payload = push.payload if isinstance(push.payload, dict) else {}
+    event = payload.get("event")
+    if event == "SessionExpired":
+        return "SESSION_EXPIRED"
+    if event == "SessionEnded" and payload.get("reason") != "restarted":
+        return "SESSION_ENDED"
+    return None

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import SpanKind
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,6 +33,8 @@ from gateway.validate import (
     parse_uuid,
     version_param,
 )
+from infra import tracing
+from infra.logging import log_context
 
 __all__ = ["API_ROUTES", "EXTRA_ROUTES", "VERSION", "endpoint"]
 
@@ -43,20 +46,41 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(_enc.encode(obj), status_code=status, media_type="application/json")
 
 
-def endpoint(fn: Callable[[Request, Context], Awaitable[Any]]) -> Callable[[Request], Any]:
-    """Wrap a handler: errors become the error shape, results become JSON, metrics count."""
+def endpoint(
+    fn: Callable[[Request, Context], Awaitable[Any]], route: str = ""
+) -> Callable[[Request], Any]:
+    """Wrap a handler: errors become the error shape, results become JSON, metrics count (by
+    `route`, the path template), and the request gets its span (a child of the client's
+    ``traceparent`` header, if any) and its log fields."""
 
     async def handler(request: Request) -> Response:
         ctx: Context = request.app.state.context
         started = time.perf_counter()
-        try:
-            result = await fn(request, ctx)
-            response = result if isinstance(result, Response) else json_response(result)
-        except Exception as exc:
-            err = from_exception(exc)
-            response = error_response(err.status, err.code, err.message, err.headers, err.extra)
-        ctx.metrics.http_requests.labels(request.method, str(response.status_code)).inc()
-        ctx.metrics.http_latency.labels(request.method).observe(time.perf_counter() - started)
+        headers = request.headers
+        with (
+            log_context(
+                correlation_id=headers.get("x-correlation-id", ""),
+                session_id=request.path_params.get("session_id")
+                or request.path_params.get("uuid", ""),
+            ),
+            tracing.span(
+                "sessiond.gateway.request", parent=headers.get("traceparent", ""),
+                kind=SpanKind.SERVER, http_method=request.method, http_route=route,
+            ) as span,
+        ):  # fmt: skip
+            try:
+                result = await fn(request, ctx)
+                response = result if isinstance(result, Response) else json_response(result)
+            except Exception as exc:
+                err = from_exception(exc)
+                response = error_response(err.status, err.code, err.message, err.headers, err.extra)
+            if span is not None:
+                span.set_attribute("http.response.status_code", response.status_code)
+        status = str(response.status_code)
+        ctx.metrics.http_requests.labels(request.method, route, status).inc()
+        ctx.metrics.http_latency.labels(request.method, route).observe(
+            time.perf_counter() - started
+        )
         return response
 
     handler.__name__ = fn.__name__
@@ -187,7 +211,7 @@ async def session_start(request: Request, ctx: Context) -> Any:
     req = await body(request, ctx, S.SessionStartRequest)
     sid = parse_uuid(req.sessionId, "sessionId")
     router = parse_uuid(req.routerId, "routerId")
-    await sessions.start_session(
+    started = await sessions.start_session(
         ctx,
         claims,
         sessions.SessionStart(
@@ -200,8 +224,8 @@ async def session_start(request: Request, ctx: Context) -> Any:
     )
     return S.SessionStartResponse(
         session_id=sid,
-        router_reachable=True,
-        infrastructure_ready=True,
+        router_reachable=started.router_reachable,
+        infrastructure_ready=started.infrastructure_ready,
         message="Session established successfully",
     )
 
@@ -401,9 +425,21 @@ async def admin_metrics(request: Request, ctx: Context) -> Any:
 
 
 async def admin_sessions(request: Request, ctx: Context) -> Any:
+    """GET /admin/sessions?user=&device=&status=&cursor=&limit= (keyset pages)."""
     claims = authenticate(request, ctx)
-    limit = version_param(request.query_params.get("limit"), "limit")
-    return await admin.admin_sessions(ctx, claims, limit)
+    q = request.query_params
+    limit = version_param(q.get("limit"), "limit")
+    return await admin.search_sessions(
+        ctx,
+        claims,
+        admin.SessionQuery(
+            user=identifier(q.get("user", ""), "user", ctx.config),
+            device=identifier(q.get("device", ""), "device", ctx.config),
+            status=q.get("status", "")[:32],
+            cursor=q.get("cursor", "")[:512],
+            limit=100 if limit is None else limit,
+        ),
+    )
 
 
 async def admin_connections(request: Request, ctx: Context) -> Any:
@@ -431,6 +467,12 @@ async def auth_refresh(request: Request, ctx: Context) -> Any:
     return access.refresh_tokens(ctx, req.refresh_token)
 
 
+def _hours(ms: int) -> int | float:
+    """SESSION_TTL in hours, as seed 004's health shows it: whole hours as an integer (168)."""
+    hours = ms / 3_600_000
+    return int(hours) if hours.is_integer() else round(hours, 4)
+
+
 def _uptime(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}h{(s % 3600) // 60}m{s % 60}s"
@@ -448,7 +490,9 @@ async def health(request: Request, ctx: Context) -> Any:
             uptime=_uptime(time.time() - ctx.started_at),
             active_connections=len(ctx.hub.conns),
             metrics=S.HealthMetrics(
-                snapshot_ttl_hours=168, multi_device_enabled=True, versioning_enabled=True
+                snapshot_ttl_hours=_hours(ctx.config.session_ttl_ms),
+                multi_device_enabled=True,
+                versioning_enabled=True,
             ),
             checks=found,
         ),

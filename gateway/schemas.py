@@ -253,7 +253,7 @@ class RefreshRequest(_Req):
 
 
 class HealthMetrics(msgspec.Struct, kw_only=True):
-    snapshot_ttl_hours: int
+    snapshot_ttl_hours: int | float  # SESSION_TTL
     multi_device_enabled: bool
     versioning_enabled: bool
 

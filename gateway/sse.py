@@ -33,6 +33,7 @@ __all__ = ["SseConnection", "SseEndpoint"]
 
 class SseConnection(Connection):
     transport = "sse"
+    speaks = False
     __slots__ = ("_closed", "_send")
 
     def __init__(self, send: Any, *args: Any, **kw: Any) -> None:

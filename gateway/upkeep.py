@@ -75,7 +75,7 @@ def heartbeat(ctx: Context, now: float, conn_ids: list[str]) -> None:
             conn.deliver(admin)
         if conn.token_expired(cfg.token_grace_s, wall):
             conn.close_soon(4401, "TOKEN_EXPIRED")
-        elif now - conn.last_rx > cfg.idle_timeout_s:
+        elif conn.speaks and now - conn.last_rx > cfg.idle_timeout_s:
             conn.close_soon(4408, "IDLE_TIMEOUT")
         elif conn.transport == "ws":
             conn.deliver(beat)

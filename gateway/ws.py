@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import msgspec
+from opentelemetry.trace import SpanKind
 
 from gateway.auth import Claims, bearer
 from gateway.errors import ApiError, from_exception
@@ -51,6 +52,9 @@ from gateway.protocol import (
 from gateway.push import Push
 from gateway.ratelimit import TokenBucket
 from gateway.validate import identifier, parse_uuid, version_param
+from gateway.wsproto import trim_open_connection
+from infra import tracing
+from infra.logging import log_context
 
 __all__ = ["WebSocketEndpoint", "WsConnection"]
 
@@ -163,7 +167,7 @@ class _Refused(ApiError):
 #: Close codes of a refused handshake, by HTTP status (else 4400; 5xx: 1011).
 _HANDSHAKE_CLOSE = {401: 4401, 403: 4403, 408: 4408}
 #: ... and of a refused join: 1013 "try again later" for a store that is down.
-_JOIN_CLOSE = {401: 4401, 403: 4403, 429: 4429, 503: 1013}
+_JOIN_CLOSE = {401: 4401, 403: 4403, 410: 4410, 429: 4429, 503: 1013}
 
 
 def _since(value: Any) -> int | None:
@@ -193,6 +197,7 @@ class WebSocketEndpoint:
             del headers, event
             if conn is None:
                 return
+            trim_open_connection(scope, send)
             try:
                 await self._loop(ctx, conn, receive)
             finally:
@@ -413,7 +418,15 @@ class WebSocketEndpoint:
                 conn.close_soon(4401, "TOKEN_EXPIRED")
                 continue
             try:
-                await self._dispatch(ctx, conn, msg)
+                with log_context(correlation_id=msg.correlation_id, session_id=conn.session_id):
+                    if msg.type in _UNTRACED:
+                        await self._dispatch(ctx, conn, msg)
+                    else:
+                        with tracing.span(
+                            "sessiond.gateway.request", kind=SpanKind.SERVER,
+                            ws_message=msg.type.name, session_id=conn.session_id,
+                        ):  # fmt: skip
+                            await self._dispatch(ctx, conn, msg)
             except Exception as exc:
                 err = from_exception(exc)
                 ctx.metrics.ws_errors.labels(err.code).inc()
@@ -433,6 +446,9 @@ class WebSocketEndpoint:
             )
         await handler(ctx, conn, msg)
 
+
+#: Messages that get no span of their own: the keep-alives, every few seconds per connection.
+_UNTRACED = frozenset({MessageType.HEARTBEAT, MessageType.HEARTBEAT_ACK})
 
 # ------------------------------------------------------------------ one handler per message
 

@@ -27,12 +27,15 @@ from typing import Any, TypeVar
 from events.errors import SessiondError
 
 __all__ = [
+    "Progress",
     "add_knob_option",
+    "add_output_option",
     "add_store_options",
     "available_commands",
     "build_parser",
     "emit_json",
     "main",
+    "package_version",
     "run_async",
     "wait_for_shutdown_signal",
 ]
@@ -117,11 +120,13 @@ def add_store_options(
             help="PostgreSQL DSN (default: $DATABASE_URL)",
         )
     if metrics:
-        parser.add_argument(
-            "--metrics-port",
-            type=int,
-            default=0,
-            help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+        add_knob_option(
+            parser,
+            "--metrics-addr",
+            "metrics_addr",
+            metavar="[HOST:]PORT",
+            help="serve /healthz and /metrics there; a bare port is loopback (default: "
+            "$SESSIOND_METRICS_ADDR, else off)",
         )
 
 
@@ -138,6 +143,72 @@ def emit_json(doc: Any, out: Any = None) -> None:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+
+
+def add_output_option(parser: argparse.ArgumentParser, default: str = "table") -> None:
+    """`--output json|table` (and `--json`, its older spelling) on a read command: JSON lines
+    for scripts, an aligned table (or readable text) for people. Read it as `args.output`."""
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=("json", "table"),
+        default=default,
+        help=f"json: one JSON object per line; table: readable (default: {default})",
+    )
+    parser.add_argument(
+        "--json", dest="output", action="store_const", const="json", help="same as --output json"
+    )
+
+
+class Progress:
+    """A one-line progress report on stderr (`label [####....] done/total unit  rate/s`),
+    redrawn at most five times a second, so a long `export`, `verify` or `trim` shows it is
+    moving without touching what it prints on stdout. `out=None` (`--quiet`) prints nothing."""
+
+    def __init__(self, label: str, total: int, unit: str, out: Any = sys.stderr) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.label, self.total, self.unit, self.out = label, max(total, 0), unit, out
+        self.done = 0
+        self.started = self._clock()
+        self._drawn = 0.0
+
+    def advance(self, n: int = 1, *, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
+        self.done += n
+        self._draw(final=False)
+
+    def finish(self) -> None:
+        self._draw(final=True)
+
+    def _draw(self, final: bool) -> None:
+        if self.out is None:
+            return
+        now = self._clock()
+        if not final and now - self._drawn < 0.2:
+            return
+        self._drawn = now
+        rate = self.done / max(now - self.started, 1e-9)
+        width = 24
+        filled = width if not self.total else int(width * min(self.done, self.total) / self.total)
+        of = f"/{self.total:,}" if self.total else ""
+        self.out.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done:,}{of}"
+            f" {self.unit}  {rate:,.0f}/s" + ("\n" if final else "")
+        )
+        self.out.flush()
+
+
+def package_version() -> str:
+    """The installed sessiond's version (its package metadata: pyproject.toml's `version`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sessiond")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def _load_command_modules() -> list[tuple[str, Any]]:
@@ -162,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=f"Run `{PROG} COMMAND --help` for a command's options.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     parser.add_argument(
         "--log-level",
         default=None,
@@ -221,6 +293,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 2
     from infra.config import ConfigError, load_settings
     from infra.logging import setup_logging
+    from infra.tracing import setup_tracing, shutdown_tracing
 
     try:
         args.settings = load_settings(
@@ -229,6 +302,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         return _fail(e.message)
     setup_logging(args.settings.log_level, service=args.command, fmt=args.settings.log_format)
+    setup_tracing(args.command, otlp_endpoint=args.settings.otlp_endpoint)
     try:
         if inspect.iscoroutinefunction(handler):
             result = run_async(handler, args)
@@ -245,6 +319,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if unavailable is None:
             raise
         return _fail(unavailable)
+    finally:
+        shutdown_tracing()  # the spans still batched go out before the process ends
     return 0 if result is None else int(result)
 
 

@@ -99,6 +99,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "json"
     no_color: bool = False
+    #: where `/healthz` and `/metrics` are served (``host:port``); empty: nowhere (`infra.probe`)
+    metrics_addr: str = ""
+    #: an OpenTelemetry collector's OTLP/HTTP base URL; empty: no traces leave the process
+    otlp_endpoint: str = ""
     gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
     projector: ProjectorConfig = msgspec.field(default_factory=ProjectorConfig)
@@ -131,6 +135,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 _DERIVED = {
     "partitions": ("gateway.partitions", "projector.partitions"),
     "env": ("gateway.env",),
+    "metrics_addr": ("gateway.metrics_addr",),
     "session_ttl_ms": ("gateway.session_ttl_ms",),
     "lease_ttl_ms": ("runtime.lease_ttl_ms", "projector.lease_ttl_ms"),
     "simulators.heartbeat_timeout_ms": ("gateway.simulator_heartbeat_timeout_ms",),

@@ -134,6 +134,12 @@ def pem(value: str) -> str:
     return content
 
 
+def address(value: str) -> str:
+    """``host:port`` (``:port`` listens on 127.0.0.1), as gRPC's listen address spells it."""
+    host, port = host_port(value, "127.0.0.1")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def url(*schemes: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if not value.startswith(tuple(f"{s}://" for s in schemes)):
@@ -141,6 +147,13 @@ def url(*schemes: str) -> Callable[[str], str]:
         return value
 
     return parse
+
+
+def listen_addr(value: str) -> str:
+    """``host:port`` to listen on; a bare ``:port`` (or ``port``) is loopback."""
+    raw = value.strip()
+    host, port = host_port(raw if ":" in raw else f":{raw}", "127.0.0.1")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def host_port(value: str, default_host: str) -> tuple[str, int]:
@@ -226,9 +239,12 @@ KNOBS: tuple[Knob, ...] = (
     _k("log_level", "SESSIOND_LOG_LEVEL", choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True)),
     _k("log_format", "SESSIOND_LOG_FORMAT", choice("json", "text")),
     _k("no_color", "NO_COLOR", present),
+    _k("metrics_addr", "SESSIOND_METRICS_ADDR", listen_addr),
+    _k("otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", url("http", "https")),
     # the gateway (SERVER_ADDR sets host and port first: see infra.config)
     _k("gateway.host", "GATEWAY_HOST"),
     _k("gateway.port", "GATEWAY_PORT", integer, between(1, 65535)),
+    _k("gateway.grpc_addr", "GRPC_ADDR", address),
     _k("gateway.gateway_id", "GATEWAY_ID"),
     _k("gateway.pod_name", "POD_NAME"),
     _k("gateway.jwt_algorithm", "JWT_ALGORITHM", choice("HS256", "RS256", upper=True)),
@@ -276,6 +292,8 @@ KNOBS: tuple[Knob, ...] = (
     _k("projector.pool_size", "SESSIOND_PROJECTOR_POOL", integer, at_least(1)),
     _ms("projector.round_min_ms", "SESSIOND_PROJECTOR_ROUND_MIN_MS", minimum=0),
     _k("projector.rebuild_workers", "SESSIOND_REBUILD_WORKERS", integer, at_least(1)),
+    _ms("projector.housekeeping_interval_ms", "SESSIOND_HOUSEKEEPING_INTERVAL_MS", minimum=0),
+    _k("projector.retention_keep", "SESSIOND_RETENTION_KEEP", integer, at_least(1)),
     # simulators
     _k("simulators.provisioner", "SIMULATOR_PROVISIONER", choice("local", "kubernetes")),
     _k("simulators.tick_hz", "SIMULATOR_TICK_HZ", number, POSITIVE),

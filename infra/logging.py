@@ -1,9 +1,12 @@
-"""Structured logs: one JSON object per line on stderr, carrying the current correlation id.
+"""Structured logs: one JSON object per line on stderr, carrying what the code is working on.
 
-Call `setup_logging(level)` once at process start (the CLI does). Bind a correlation id around the
-handling of one request or command with ``with correlation(cid): ...`` (or `set_correlation_id`);
-every record logged in that context, including from tasks it spawns, carries it. Extra fields go
-through ``logger.info("msg", extra={"session_id": sid})``.
+Call `setup_logging(level)` once at process start (the CLI does). The edges bind the fields of
+the work at hand with ``with log_context(correlation_id=..., session_id=..., actor=...,
+partition=...): ...`` (the gateway per request or message, the reactor per event; the worker,
+per command, with the cheaper `bind_log_source`); every record logged in that context,
+including from tasks it spawns, carries them (`LOG_FIELDS`; fields left empty are left out).
+``with correlation(cid)`` binds the correlation id alone. A record's own fields, given with
+``logger.info("msg", extra={"session_id": sid})``, win over the context's.
 """
 
 from __future__ import annotations
@@ -13,41 +16,85 @@ import contextvars
 import datetime
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 import msgspec
 
 __all__ = [
+    "LOG_FIELDS",
     "JsonFormatter",
+    "bind_log_fields",
+    "bind_log_source",
     "correlation",
+    "log_context",
     "set_correlation_id",
     "setup_logging",
+    "unbind_log_source",
 ]
 
-_correlation: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="")
+#: The fields the edges bind (`log_context`), in the order a line shows them.
+LOG_FIELDS = ("correlation_id", "session_id", "actor", "partition", "command_id", "trace_id")
+
+_NONE: dict[str, Any] = {}
+_fields: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_fields")
 
 # attributes every LogRecord has; anything else came from `extra=` and is emitted as a field
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
-def set_correlation_id(value: str) -> contextvars.Token[str]:
-    return _correlation.set(value)
+def bind_log_fields(**fields: Any) -> contextvars.Token[dict[str, Any]]:
+    """Add `fields` (empty values ignored) to this context's log fields until the returned
+    token is reset (``_fields.reset(token)``, or use `log_context`). For a task that works on
+    one thing for its whole life (a partition runner), binding once at its start is enough:
+    a task has a context of its own."""
+    current = _fields.get(_NONE)
+    return _fields.set({**current, **{k: v for k, v in fields.items() if v not in ("", None)}})
 
 
 @contextlib.contextmanager
-def correlation(value: str) -> Iterator[None]:
-    """Bind `value` as the correlation id of every log record in this context."""
-    token = _correlation.set(value)
+def log_context(**fields: Any) -> Iterator[None]:
+    """Bind `fields` (see `LOG_FIELDS`) to every log record in this context."""
+    token = bind_log_fields(**fields)
     try:
         yield
     finally:
-        _correlation.reset(token)
+        _fields.reset(token)
+
+
+#: A hot path's log fields, computed only if a line is written (`bind_log_source`).
+_source: contextvars.ContextVar[tuple[Callable[[Any], Mapping[str, Any]], Any] | None] = (
+    contextvars.ContextVar("log_source", default=None)
+)
+
+
+def bind_log_source(
+    fields_of: Callable[[Any], Mapping[str, Any]], value: Any
+) -> contextvars.Token[Any]:
+    """Like `log_context`, for a path that runs for every command: until
+    `unbind_log_source(token)`, a line logged here carries ``fields_of(value)``, computed only
+    when a line is written (measured: 0.7 us to bind and unbind, against about 10 us for a
+    `log_context` of the same five fields)."""
+    return _source.set((fields_of, value))
+
+
+def unbind_log_source(token: contextvars.Token[Any]) -> None:
+    _source.reset(token)
+
+
+def set_correlation_id(value: str) -> contextvars.Token[dict[str, Any]]:
+    return bind_log_fields(correlation_id=value)
+
+
+def correlation(value: str) -> contextlib.AbstractContextManager[None]:
+    """Bind `value` as the correlation id of every log record in this context."""
+    return log_context(correlation_id=value)
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", "pid", "correlation_id"?, "exc"?, **extra}``."""
+    """``{"ts", "level", "logger", "msg", "pid", "service"?, **context fields, **extra,
+    "exc"?}``: the context's fields (`log_context`), then the record's own (they win)."""
 
     def __init__(self, service: str = "") -> None:
         super().__init__()
@@ -65,11 +112,13 @@ class JsonFormatter(logging.Formatter):
         }
         if self.service:
             out["service"] = self.service
-        cid = getattr(record, "correlation_id", None) or _correlation.get()
-        if cid:
-            out["correlation_id"] = cid
+        base = set(out)
+        out.update(_fields.get(_NONE))
+        source = _source.get()
+        if source is not None:
+            out.update((k, v) for k, v in source[0](source[1]).items() if v not in ("", None))
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and key not in out:
+            if key not in _STANDARD and key not in base:
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

@@ -2,8 +2,10 @@
 
 Define metrics at module level of the component that owns them with `counter` / `gauge` /
 `histogram` (they register in `REGISTRY`, and defining the same name twice returns the first, so
-re-imports and tests do not fail). Serve them with `render()` (the gateway's ``/metrics``) or
-`start_http_server(port)` for processes without HTTP (workers, projectors).
+re-imports and tests do not fail). Serve them with `render()`: every process serves it on
+`SESSIOND_METRICS_ADDR` (`infra.probe`), the gateway also at ``/metrics`` on its own port. The
+registry carries prometheus_client's process, platform and GC collectors (``process_*``,
+``python_*``), so every process reports its CPU, memory, open files and collections.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "CONTENT_TYPE",
+    "PARTITIONS",
     "REGISTRY",
     "counter",
     "gauge",
     "histogram",
     "render",
-    "start_http_server",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+prometheus_client.ProcessCollector(registry=REGISTRY)
+prometheus_client.PlatformCollector(registry=REGISTRY)
+prometheus_client.GCCollector(registry=REGISTRY)
 CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 _lock = threading.Lock()
 _made: dict[str, Any] = {}
@@ -59,11 +64,10 @@ def histogram(
     return _get_or_make(Histogram, name, doc, **kw)
 
 
+#: The deployment's partition count P, exported by every process (`infra.probe.probe_server`).
+PARTITIONS = gauge("sessiond_partitions", "Partitions of the deployment (SESSIOND_PARTITIONS)")
+
+
 def render() -> bytes:
     """The text exposition of every metric in `REGISTRY`."""
     return prometheus_client.generate_latest(REGISTRY)
-
-
-def start_http_server(port: int, addr: str = "127.0.0.1") -> None:
-    """Serve `REGISTRY` on http://addr:port/metrics from a daemon thread."""
-    prometheus_client.start_http_server(port, addr=addr, registry=REGISTRY)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -166,3 +166,18 @@ class Database:
 
     async def execute(self, *args: Any, **kw: Any) -> Any:
         return await self._call("execute", *args, **kw)
+
+    async def snapshot(self, read: Callable[[Any], Awaitable[Any]]) -> Any:
+        """`read(connection)` in one read-only REPEATABLE READ transaction: its queries see one
+        state of the database (rows and the versions they were projected at, together)."""
+        try:
+            async with self.pool.acquire() as conn:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    result = await read(conn)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self.outage.failed(exc)
+            raise DatabaseUnavailable(f"PostgreSQL is unreachable: {exc}") from exc
+        self.outage.ok()
+        return result

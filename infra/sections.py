@@ -21,6 +21,7 @@ from events.session import DEFAULT_SESSION_TTL_MS
 from events.simulator import DEFAULT_HEARTBEAT_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS
 
 __all__ = [
+    "DEFAULT_GRPC_ADDR",
     "DEFAULT_LEASE_TTL_MS",
     "DEFAULT_PARTITIONS",
     "DEFAULT_PORT",
@@ -43,6 +44,7 @@ DEFAULT_PARTITIONS = 16
 #: How long a partition lease lives: a dead worker's or projector's partitions move after it.
 DEFAULT_LEASE_TTL_MS = 10_000
 DEFAULT_PORT = 8080
+DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
 
 #: Development-only signing secrets, refused when SESSIOND_ENV=prod. The same everywhere, so
 #: tokens minted in dev (`sessiond token`) verify in every dev process.
@@ -73,6 +75,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    grpc_addr: str = DEFAULT_GRPC_ADDR  # the gRPC API (seed 001), served by the same process
     # derived from the shared values (one source each)
     redis_url: str = ""
     database_url: str = ""
@@ -82,6 +85,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     simulator_idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
     simulator_activity_interval_ms: int = 60_000  # how often client activity is reported
     session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
+    metrics_addr: str = ""  # where /healthz and /metrics are served too (SESSIOND_METRICS_ADDR)
     gateway_id: str = ""  # the loader makes it <hostname>-<pid>
     pod_name: str = ""  # the loader makes it the gateway id
     # auth
@@ -178,10 +182,14 @@ class ProjectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Rounds start at most this often: under load, events that arrive meanwhile share one
     # round (one statement, one XREAD wake-up) instead of paying a round each; an idle
     # projector still starts a round the moment an event arrives.
-    round_min_ms: int = 5
+    round_min_ms: int = 50
     # `sessiond projections rebuild`'s folding processes: one by default, since on the 2-core
     # machines we measure on more processes only compete with PostgreSQL for the cores.
     rebuild_workers: int = 1
+    # Housekeeping between rounds (`projections.housekeeping`): Redis retention of the owned
+    # partitions, and seed 002's cleanup of expired sessions by partition 0's holder; 0 = off.
+    housekeeping_interval_ms: int = 600_000
+    retention_keep: int = 100  # newest versions of an actor always kept in Redis
 
 
 class SimulatorSettings(msgspec.Struct, frozen=True, kw_only=True):

@@ -17,7 +17,7 @@ import msgspec
 from events.codec import AnyEvent, encode
 from events.envelope import EventEnvelope
 
-__all__ = ["PostgresArchive", "archived_events"]
+__all__ = ["PostgresArchive", "archived_events", "correlated_events"]
 
 _event_json = msgspec.json.Decoder(AnyEvent)
 
@@ -49,6 +49,18 @@ async def archived_events(
         actor_id,
         since,
         before,
+    )
+    return [_from_row(r) for r in rows]
+
+
+async def correlated_events(db: Any, correlation_id: str, limit: int = 1000
+                            ) -> list[EventEnvelope]:
+    """Archived events of every actor that carry `correlation_id`, in projection order, at
+    most `limit` (migration 007's index serves it)."""
+    rows = await db.fetch(
+        "SELECT * FROM events.archive WHERE correlation_id = $1 ORDER BY seq LIMIT $2",
+        correlation_id,
+        limit,
     )
     return [_from_row(r) for r in rows]
 

@@ -1,13 +1,14 @@
 """The change a session's clients see for each event of the session actor.
 
-A pure function of one event envelope, so the projector (which publishes changes on the
-session's change feed after each commit) and the gateway (which rebuilds the changes a client
-missed from the session's Redis stream) always agree. `version` is the session actor's event
+A pure function of one event envelope, so the worker (whose append publishes the changes of the
+events it appends on the session's change feed: `live_change`, the inline projection) and the
+gateway (which rebuilds the changes a client missed from the session's Redis stream) always
+agree. `version` is the session actor's event
 version: consecutive for one session, with no holes, so a client resuming with `since=V` knows it
 got everything after V.
 
-Published message on a session's change feed: a JSON array of `Change` objects (one commit may carry
-several events of a session), in version order.
+Published message on a session's change feed: a JSON array of `Change` objects (one command may
+append several events of a session), in version order.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "change_from_event",
     "decode_changes",
     "encode_changes",
+    "live_change",
     "raw_change",
 ]
 
@@ -36,11 +38,13 @@ HIDDEN_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-class Change(msgspec.Struct, frozen=True, kw_only=True):
+class Change(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One fact of a session, as its clients receive it.
 
     `type` is the event's stable tag (e.g. "DeviceJoined", "StateChanged"); `data` the event's
     fields as JSON (including its `type` tag and `at`, minus secrets); `ts` the event time (ms).
+    `traceparent`: the trace context of the worker's span whose append published it (for the
+    gateway's push span; not sent to clients, left out when empty).
     """
 
     session_id: str
@@ -48,9 +52,10 @@ class Change(msgspec.Struct, frozen=True, kw_only=True):
     type: str
     data: dict[str, Any]
     ts: int
+    traceparent: str = ""
 
 
-class _RawChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+class _RawChange(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
     """`Change` with its data already encoded (the projector's path: no re-encoding)."""
 
     session_id: str
@@ -58,6 +63,7 @@ class _RawChange(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     type: str
     data: msgspec.Raw
     ts: int
+    traceparent: str = ""
 
 
 _decoder = msgspec.json.Decoder(list[Change])
@@ -85,7 +91,19 @@ def raw_change(env: EventEnvelope, event: Any, event_json: bytes) -> _RawChange:
     if env.type in HIDDEN_FIELDS:
         event_json = _encoder.encode(_data(env.type, event))
     return _RawChange(session_id=env.actor_id.partition(":")[2], version=env.version,
-                      type=env.type, data=msgspec.Raw(event_json), ts=env.ts)
+                      type=env.type, data=msgspec.Raw(event_json), ts=env.ts,
+                      traceparent=env.traceparent)
+
+
+def live_change(envs: list[EventEnvelope], events: list[Any]) -> tuple[str, bytes] | None:
+    """The live view of one command's appended events (`envs`, and `events` decoded): the
+    session they belong to and the change message its clients receive; None for another
+    actor's events. The worker runtime's `LiveView`, injected by `sessiond worker`."""
+    if not envs or actor_kind(envs[0].actor_id) != "session":
+        return None
+    changes = [raw_change(env, event, _encoder.encode(event))
+               for env, event in zip(envs, events, strict=True)]
+    return changes[0].session_id, _encoder.encode(changes)
 
 
 def change_for(env: EventEnvelope) -> Change | None:

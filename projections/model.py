@@ -27,6 +27,7 @@ __all__ = [
     "ACTIVE",
     "EXPIRED",
     "INACTIVE",
+    "ONLINE",
     "RECONNECTING",
     "ActorRow",
     "DeviceRow",
@@ -42,6 +43,7 @@ __all__ = [
     "project_session",
     "project_simulator",
     "session_of",
+    "simulator_row",
     "to_datetime",
 ]
 
@@ -475,32 +477,39 @@ def project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any
     """The aggregate of the simulator's session after the simulator's event `e`."""
     if agg is None:
         return None  # the session is gone, and its simulators with it (cascade)
+    old = agg.simulators.get(sim_id)
+    new = simulator_row(old, sim_id, e)
+    if new is old or new is None:
+        return agg
+    return _replace(agg, simulators={**agg.simulators, sim_id: new})
+
+
+def simulator_row(old: SimulatorRow | None, sim_id: str, e: Any) -> SimulatorRow | None:
+    """Simulator `sim_id`'s row after its own event `e` (`old` itself when `e` changes nothing;
+    None before its `SimulatorRequested`)."""
     if isinstance(e, si.SimulatorRequested):
-        row = SimulatorRow(
+        return SimulatorRow(
             simulator_id=sim_id, session_id=e.session_id, user_id=e.owner_id,
             status=_S["CREATING"], endpoint=None, created_at=e.at,
             last_active=e.at, initial_symbols=list(e.initial_symbols),
             initial_cash=float(e.initial_cash))
-        return _replace(agg, simulators={**agg.simulators, sim_id: row})
-    old = agg.simulators.get(sim_id)
     if old is None:
-        return agg
+        return None
     match e:
         case si.SimulatorProvisioned(endpoint=endpoint):
-            new = _replace(old, status=_S["STARTING"], endpoint=endpoint)
+            return _replace(old, status=_S["STARTING"], endpoint=endpoint)
         case si.SimulatorRunning():
-            new = _replace(old, status=_S["RUNNING"], last_active=e.at)
+            return _replace(old, status=_S["RUNNING"], last_active=e.at)
         case si.SimulatorHeartbeatRecorded() | si.SimulatorActivityRecorded():
-            new = _replace(old, last_active=e.at)
+            return _replace(old, last_active=e.at)
         case si.SimulatorStopping():
-            new = _replace(old, status=_S["STOPPING"])
+            return _replace(old, status=_S["STOPPING"])
         case si.SimulatorStopped():
-            new = _replace(old, status=_S["STOPPED"])
+            return _replace(old, status=_S["STOPPED"])
         case si.SimulatorFailed():
-            new = _replace(old, status=_S["ERROR"])
+            return _replace(old, status=_S["ERROR"])
         case _:
-            return agg
-    return _replace(agg, simulators={**agg.simulators, sim_id: new})
+            return old
 
 
 def session_of(env: EventEnvelope, event: Any, simulator_sessions: dict[str, str]) -> str | None:

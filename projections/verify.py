@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 from events.codec import decode_event, decode_event_envelope
 from infra.store import START, Store
@@ -15,10 +15,15 @@ __all__ = ["fold_logs", "log_length"]
 _PAGE = 5000
 
 
-async def fold_logs(store: Store, skip: Collection[tuple[int, str]] = ()) -> Model:
+async def fold_logs(
+    store: Store,
+    skip: Collection[tuple[int, str]] = (),
+    on_progress: Callable[[int], None] | None = None,
+) -> Model:
     """The read model as a fold of every partition log of `store`, in memory (what the tables
     must equal). `skip` names log entries (partition, position) to leave out: the projector's
-    dead letters, which it recorded instead of projecting."""
+    dead letters, which it recorded instead of projecting. `on_progress(n)` hears of every
+    page of n entries folded."""
     model = Model()
     for p in range(store.partitions):
         last = START
@@ -29,6 +34,8 @@ async def fold_logs(store: Store, skip: Collection[tuple[int, str]] = ()) -> Mod
                     continue
                 env = decode_event_envelope(payload)
                 model.apply(env, decode_event(env.data, env.type))
+            if on_progress is not None:
+                on_progress(len(entries))
     return model
 
 

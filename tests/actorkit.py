@@ -2,7 +2,8 @@
 
 `LocalActors` runs commands through the real deciders (and their policies) in the test process
 and appends the events through the store's one fenced append (`PartitionWriter.append`), as a
-worker owning the partition would, minus the command streams, outcomes and timers. It takes the
+worker owning the partition would (with the live change its append publishes), minus the command
+streams, outcomes and timers. It takes the
 worker lease's epoch of each partition it writes to (acquired and at once released), so a worker
 started later fences it: use it only where no worker runs on the same partitions. It works on
 any store (`open_store`, `MemoryStore`).
@@ -21,6 +22,7 @@ from events.envelope import EventEnvelope
 from events.errors import DomainError
 from events.ids import actor_kind, actor_uuid
 from infra.store import APPENDED, PartitionWriter, Store
+from projections.changes import live_change
 
 __all__ = ["LocalActors", "random_command"]
 
@@ -40,8 +42,8 @@ class LocalActors:
         self.history: dict[str, list[tuple[int, Any]]] = {}  # actor -> [(version, state)]
         self.appended = 0
         self._writers: dict[int, PartitionWriter] = {}
-        # per partition: (command id, actor, expected version, encoded events) to append
-        self._queued: dict[int, list[tuple[str, str, int, list[bytes]]]] = {}
+        # per partition: (command id, actor, expected version, encoded events, live change)
+        self._queued: dict[int, list[tuple[str, str, int, list[bytes], Any]]] = {}
 
     @property
     def pending(self) -> int:
@@ -90,7 +92,8 @@ class LocalActors:
             routed.extend((f"{env.event_id}/{i}", r) for r in decider.react(state, event))
         if out:
             queued = self._queued.setdefault(p, [])
-            queued.append((command_id, actor_id, expected, [encode(env) for env in out]))
+            change = live_change(out, events)  # what a worker's append publishes
+            queued.append((command_id, actor_id, expected, [encode(env) for env in out], change))
         self.states[actor_id] = (version, state)
         self.appended += len(out)
         for cid, r in routed:
@@ -117,7 +120,7 @@ class LocalActors:
         for p, commands in queued.items():
             writer = await self._writer(p)
             batch = writer.new_batch()
-            for command_id, actor_id, expected, events in commands:
+            for command_id, actor_id, expected, events, change in commands:
                 batch.append(
                     _NO_ENTRY,
                     command_id,
@@ -130,6 +133,7 @@ class LocalActors:
                     [],
                     [],
                     None,
+                    change,
                 )
             results = await writer.append(batch)
             if any(r != APPENDED for r in results):

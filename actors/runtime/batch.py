@@ -20,13 +20,15 @@ import msgspec
 
 from actors.decider import Decider, Routed, Timer
 from actors.runtime.cache import ActorCache, CachedActor
-from events.codec import encode, type_name
+from events.codec import deflate, encode, type_name
 from events.envelope import CommandEnvelope, EventEnvelope, Outcome
 from events.errors import DomainError
+from infra.logging import bind_log_source, unbind_log_source
 from infra.store.api import APPENDED, UNSETTLED, AppendBatch, AppendResult, Snapshot
 
 __all__ = [
     "Item",
+    "LiveView",
     "Round",
     "Settled",
     "new_event_id",
@@ -38,6 +40,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("sessiond.runtime")
+
+#: The live view of an append, injected by whoever wires the worker (`sessiond worker` passes
+#: `projections.changes.live_change`; the runtime imports nothing of `projections/`): one
+#: command's appended events (envelopes, decoded events) -> (session id, change message) to
+#: publish with the append, or None when no client watches them.
+LiveView = Callable[[list[EventEnvelope], list[Any]], "tuple[str, bytes] | None"]
 
 _encode = encode
 _Raw = msgspec.Raw
@@ -191,15 +199,17 @@ def plan(
     partition: int,
     snapshot_every: int,
     batch: AppendBatch,
+    live: LiveView | None = None,
 ) -> Round:
     """Decide `items` in order against `actors` (every item's actor must be present) and fill
     `batch` (empty, from the partition's writer). Nothing in `actors` is modified (the cache is
-    updated by `settle`)."""
+    updated by `settle`). With `live`, each command's events also carry their change message,
+    which the append publishes if it accepts them."""
     rnd = Round(batch)
     seen: set[str] = set()
     for item in items:
         rnd.items.append(item)
-        rnd.outcomes.append(_plan_one(item, seen, actors, partition, snapshot_every, rnd))
+        rnd.outcomes.append(_plan_one(item, seen, actors, partition, snapshot_every, rnd, live))
     return rnd
 
 
@@ -210,6 +220,7 @@ def _plan_one(
     partition: int,
     snapshot_every: int,
     rnd: Round,
+    live: LiveView | None,
 ) -> bytes:
     """Add one item to the batch; returns the outcome it would store (b"" = none)."""
     env, batch = item.env, rnd.batch
@@ -229,7 +240,23 @@ def _plan_one(
     if tent is None:
         actor = actors[env.actor_id]
         tent = rnd.tentative[env.actor_id] = _Tentative(actor, batch.actor(env.actor_id))
-    return _decide_one(item, env, tent, partition, snapshot_every, batch)
+    token = bind_log_source(command_log_fields, env)
+    try:
+        return _decide_one(item, env, tent, partition, snapshot_every, batch, live)
+    finally:
+        unbind_log_source(token)
+
+
+def command_log_fields(env: CommandEnvelope) -> dict[str, Any]:
+    """What a log line about this command carries (`infra.logging.log_context`)."""
+    kind, _, key = env.actor_id.partition(":")
+    return {
+        "correlation_id": env.correlation_id or env.command_id,
+        "command_id": env.command_id,
+        "actor": env.actor_id,
+        "session_id": key if kind == "session" else "",
+        "partition": env.partition,
+    }
 
 
 def _decide_one(
@@ -239,6 +266,7 @@ def _decide_one(
     partition: int,
     snapshot_every: int,
     batch: AppendBatch,
+    live: LiveView | None,
 ) -> bytes:
     """Decide one command on its actor's tentative state, add the result to the batch and
     advance the tentative state; returns the outcome."""
@@ -250,7 +278,8 @@ def _decide_one(
         outcome = _outcome(env, version=expected, error=error)
         batch.settle(item.entry_id, env.command_id, tent.slot, expected, env.reply_to, outcome)
         return outcome
-    encoded, routed, state = _record(decider, env, events, expected, tent.state, partition)
+    envelopes, routed, state = _record(decider, env, events, expected, tent.state, partition)
+    change = live(envelopes, events) if live is not None else None
     version = expected + len(events)
     timers, upserts, removals = _timer_changes(tent.timers, decider.deadlines(state))
     snapshot = _snapshot_due(tent, version, state, snapshot_every)
@@ -263,11 +292,12 @@ def _decide_one(
         expected,
         env.reply_to,
         outcome,
-        encoded,
+        [_encode(e) for e in envelopes],
         routed,
         upserts,
         removals,
         snapshot,
+        change,
     )
     tent.version, tent.state, tent.timers = version, state, timers
     return outcome
@@ -294,12 +324,12 @@ def _record(
     expected: int,
     state: Any,
     partition: int,
-) -> tuple[list[bytes], list[bytes], Any]:
-    """The events as encoded envelopes (versions after `expected`), the commands the actor's
-    policy routes because of them, and the state after them."""
+) -> tuple[list[EventEnvelope], list[bytes], Any]:
+    """The events' envelopes (versions after `expected`), the commands the actor's policy
+    routes because of them, and the state after them."""
     correlation = env.correlation_id or env.command_id
     evolve, react = decider.evolve, decider.react
-    encoded: list[bytes] = []
+    encoded: list[EventEnvelope] = []
     routed: list[bytes] = []
     version = expected
     for event in events:
@@ -320,20 +350,19 @@ def _event_envelope(
     version: int,
     partition: int,
     correlation: str,
-) -> bytes:
-    return _encode(
-        EventEnvelope(
-            event_id=event_id,
-            actor_id=env.actor_id,
-            version=version,
-            partition=partition,
-            ts=event.at,
-            command_id=env.command_id,
-            correlation_id=correlation,
-            causation_id=env.command_id,
-            type=_tag(event),
-            data=_Raw(_encode(event)),
-        )
+) -> EventEnvelope:
+    return EventEnvelope(
+        event_id=event_id,
+        actor_id=env.actor_id,
+        version=version,
+        partition=partition,
+        ts=event.at,
+        command_id=env.command_id,
+        correlation_id=correlation,
+        causation_id=env.command_id,
+        type=_tag(event),
+        data=_Raw(deflate(_encode(event))),
+        traceparent=env.traceparent,
     )
 
 
@@ -381,7 +410,7 @@ def _snapshot_due(tent: _Tentative, version: int, state: Any, every: int) -> Sna
     if version - tent.snap_version < every:
         return None
     tent.snap_version = version
-    return Snapshot(version, _encode(state))
+    return Snapshot(version, deflate(_encode(state)))
 
 
 def _outcome(

@@ -22,13 +22,16 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from opentelemetry.trace import Span, SpanKind
 
 from actors.decider import Decider
 from actors.runtime import metrics
-from actors.runtime.batch import Item, parse_entry, plan, settle, timer_envelope
+from actors.runtime.batch import Item, LiveView, parse_entry, plan, settle, timer_envelope
 from actors.runtime.cache import ActorCache, CachedActor
-from events.codec import decode_command_envelope
+from events.codec import decode_command_envelope, inflate
 from events.errors import Fenced, StoreUnavailable
+from infra import tracing
+from infra.logging import bind_log_fields
 from infra.sections import RuntimeConfig
 from infra.store import START, CommandEntry, LeaseShare, Store, TimerFire
 
@@ -83,6 +86,7 @@ class PartitionRunner:
         return time.monotonic() < self.valid_until
 
     async def run(self) -> None:
+        bind_log_fields(partition=self.partition)  # this task's lines (its context is its own)
         try:
             await self._run()
         finally:
@@ -244,10 +248,28 @@ class PartitionRunner:
             )
             for entry_id, payload in entries
         ]
+        spans = _command_spans(items, p) if tracing.enabled() else []
+        try:
+            await self._process(items, read_ahead=read_ahead)
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _process(self, items: list[Item], *, read_ahead: bool = False) -> None:
+        """Plan and append `items`, deciding again those whose actor conflicted."""
+        worker = self.worker
+        p = self.partition
         rounds = 0
         while items:
             actors = await self._actors_for(items)
-            rnd = plan(items, actors, p, worker.config.snapshot_every, self.writer.new_batch())
+            rnd = plan(
+                items,
+                actors,
+                p,
+                worker.config.snapshot_every,
+                self.writer.new_batch(),
+                worker.live,
+            )
             self._check_lease()
             ahead = read_ahead and rounds == 0 and self._may_read_ahead()
             t0 = time.perf_counter()
@@ -295,6 +317,30 @@ class PartitionRunner:
         return actors
 
 
+def _command_spans(items: list[Item], partition: int) -> list[Span]:
+    """A ``sessiond.worker.command`` span for each traced command, child of its sender's; the
+    command's envelope then carries the span's context on to its events (and the commands its
+    policy routes)."""
+    spans = []
+    for item in items:
+        env = item.env
+        parent = tracing.context_of(env.traceparent) if env is not None else None
+        if parent is None or env is None:
+            continue
+        span = tracing.tracer().start_span(
+            "sessiond.worker.command",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=tracing.attributes(
+                actor=env.actor_id, command=env.type, command_id=env.command_id,
+                partition=partition,
+            ),
+        )  # fmt: skip
+        item.env = msgspec.structs.replace(env, traceparent=tracing.traceparent_of(span))
+        spans.append(span)
+    return spans
+
+
 class _EventHead(msgspec.Struct):
     """The two fields of an `EventEnvelope` a fold needs (the others are skipped unread)."""
 
@@ -310,7 +356,9 @@ class Worker:
 
     `decider_for`, `state_type_for`, `decode_command` and `decode_event` default to the real
     registry and codec; tests inject toy actors through them. `config` is the runtime's section
-    of the settings (`infra.config`; its defaults when None), `overrides` replace some of its
+    of the settings (`infra.config`; its defaults when None), `live` the live view its appends
+    publish (the session's change feed: `sessiond worker` passes
+    `projections.changes.live_change`; None publishes nothing), `overrides` replace some of its
     fields (tests).
     """
 
@@ -324,9 +372,11 @@ class Worker:
         decode_command: Callable[[Any], Any] | None = None,
         decode_event: Callable[[Any, str], Any] | None = None,
         config: RuntimeConfig | None = None,
+        live: LiveView | None = None,
         **overrides: int,
     ) -> None:
         self.store = store
+        self.live = live
         self.partitions = store.partitions
         self.worker_id = worker_id or f"worker-{os.getpid()}"
         # unique per incarnation: a restarted worker with the same id is a new owner
@@ -349,6 +399,7 @@ class Worker:
         self.runners: dict[int, PartitionRunner] = {}
         self.processed = 0
         self.ready = asyncio.Event()
+        self.lease_round_at = 0.0  # monotonic: when the lease loop last completed a round
         self._stop = asyncio.Event()
         self._state_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
 
@@ -362,12 +413,23 @@ class Worker:
     def owned(self) -> set[int]:
         return set(self.runners)
 
+    async def lease_loop_check(self) -> str | None:
+        """For `/healthz`: None while the lease loop completes its rounds (owning nothing is
+        fine), else since when it has not."""
+        late = time.monotonic() - self.lease_round_at
+        if late > max(5.0, 3 * self.config.renew_every_s):
+            if not self.lease_round_at:
+                return "the lease loop has not completed a round yet"
+            return f"the lease loop has not completed a round for {late:.0f} s"
+        return None
+
     async def run(self) -> None:
         log.info("worker %s starting (%d partitions)", self.owner, self.partitions)
         try:
             while not self._stop.is_set():
                 try:
                     await self._tick()
+                    self.lease_round_at = time.monotonic()
                 except StoreUnavailable as exc:
                     log.warning("worker %s: lease loop store error: %s", self.owner, exc)
                 self.ready.set()
@@ -476,7 +538,7 @@ class Worker:
             try:
                 start[actor_id] = (
                     snap.version,
-                    self._state_decoder(actor_id, decider).decode(snap.state),
+                    self._state_decoder(actor_id, decider).decode(inflate(snap.state)),
                 )
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                 log.warning("ignoring unreadable snapshot of %s: %s", actor_id, exc)

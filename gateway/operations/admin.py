@@ -8,6 +8,9 @@ admins only. `Broadcast.notification` builds seed 004's notification payload.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,23 +25,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METRIC_KINDS",
+    "SESSION_STATUSES",
     "AdminSession",
     "Broadcast",
     "Broadcasted",
     "ConnectionList",
     "SessionList",
+    "SessionQuery",
     "admin_connections",
     "admin_metrics",
     "admin_sessions",
     "broadcast",
     "now_iso",
+    "search_sessions",
 ]
 
 #: The admin metrics, by name (`all`: every one of them).
 METRIC_KINDS = ("sessions", "connections", "snapshots")
 
-#: The most sessions one `admin_sessions` call lists.
+#: The most sessions one page of `search_sessions` lists.
 MAX_SESSIONS = 1000
+#: `status=` values of the session search (`ANY`: expired ones too; none: every live one).
+SESSION_STATUSES = ("ACTIVE", "RECONNECTING", "INACTIVE", "EXPIRED", "ANY")
 
 _broadcast = msgspec.json.Encoder()
 
@@ -72,6 +80,7 @@ class AdminSession(msgspec.Struct, frozen=True, kw_only=True):
 class SessionList(msgspec.Struct, frozen=True, kw_only=True):
     sessions: list[AdminSession]
     count: int
+    next_cursor: str | None = None  # `cursor` for the next page (None: this was the last)
 
 
 class ConnectionList(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,19 +118,73 @@ async def admin_metrics(ctx: Context, claims: Claims, kind: str) -> dict[str, An
 
 async def admin_sessions(ctx: Context, claims: Claims, limit: int | None) -> SessionList:
     """The live sessions, most recently active first (at most `limit`, default 100)."""
+    return await search_sessions(ctx, claims, SessionQuery(limit=limit or 100))
+
+
+class SessionQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """The session search: `user` (a user id or its beginning), `device` (a device id the
+    session has), `status` (one of `SESSION_STATUSES`; default: every live one), `cursor`
+    (the page's `next_cursor` to go on), `limit`."""
+
+    user: str = ""
+    device: str = ""
+    status: str = ""
+    cursor: str = ""
+    limit: int = 50
+
+
+def _encode_cursor(last_active: datetime, session_id: str) -> str:
+    raw = msgspec.json.encode([last_active.isoformat(), session_id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, sid = msgspec.json.decode(raw, type=tuple[str, str])
+        return datetime.fromisoformat(when), str(uuid.UUID(sid))
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise ApiError(400, "INVALID_ARGUMENT", "cursor is not one this API returned") from None
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def search_sessions(ctx: Context, claims: Claims, q: SessionQuery) -> SessionList:
+    """Sessions, most recently active first, one page at a time (keyset pagination on
+    `(last_active, session_id)`: a page is as fast at the millionth session as at the first,
+    and a session that moves while paging is neither lost nor repeated within its place)."""
     require_admin(claims)
-    limit = min(limit or 100, MAX_SESSIONS)
-    rows = (
-        await ctx.db.fetch(
-            "SELECT s.session_id, s.user_id, s.status, s.created_at, s.last_active, s.expires_at,"
-            " m.metadata FROM session.active_sessions s LEFT JOIN session.session_metadata m"
-            " ON m.session_id = s.session_id WHERE s.status <> 'EXPIRED' AND s.expires_at > now()"
-            " ORDER BY s.last_active DESC LIMIT $1",
-            limit,
-        )
-        if ctx.db is not None
-        else []
+    status = q.status.upper()
+    if status and status not in SESSION_STATUSES:
+        raise ApiError(400, "INVALID_ARGUMENT", f"status must be one of {SESSION_STATUSES}")
+    limit = max(1, min(q.limit, MAX_SESSIONS))
+    after_ts, after_sid = _decode_cursor(q.cursor) if q.cursor else (None, "")
+    if ctx.db is None:
+        return SessionList(sessions=[], count=0)
+    rows = await ctx.db.fetch(
+        "SELECT s.session_id, s.user_id, s.status, s.created_at, s.last_active, s.expires_at,"
+        " m.metadata FROM session.active_sessions s LEFT JOIN session.session_metadata m"
+        " ON m.session_id = s.session_id"
+        " WHERE ($1 = '' OR s.user_id LIKE $2)"
+        " AND ($3 = '' OR EXISTS (SELECT 1 FROM session.devices d"
+        "     WHERE d.session_id = s.session_id AND d.device_id = $3))"
+        " AND (CASE WHEN $4 = 'ANY' THEN true"
+        "      WHEN $4 = '' THEN s.status <> 'EXPIRED' AND s.expires_at > now()"
+        "      ELSE s.status = $4 END)"
+        " AND ($5::timestamptz IS NULL OR (s.last_active, s.session_id) < ($5, $6))"
+        " ORDER BY s.last_active DESC, s.session_id DESC LIMIT $7",
+        q.user,
+        _like_prefix(q.user),
+        q.device,
+        status,
+        after_ts,
+        after_sid,
+        limit + 1,
     )
+    more = len(rows) > limit
+    rows = rows[:limit]
     sessions = [
         AdminSession(
             session_id=r["session_id"],
@@ -136,7 +199,8 @@ async def admin_sessions(ctx: Context, claims: Claims, limit: int | None) -> Ses
         )
         for r in rows
     ]
-    return SessionList(sessions=sessions, count=len(sessions))
+    cursor = _encode_cursor(rows[-1]["last_active"], rows[-1]["session_id"]) if more else None
+    return SessionList(sessions=sessions, count=len(sessions), next_cursor=cursor)
 
 
 async def admin_connections(ctx: Context, claims: Claims) -> ConnectionList:

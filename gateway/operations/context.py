@@ -20,6 +20,7 @@ from gateway.auth import TokenService
 from gateway.config import GatewayConfig
 from gateway.hub import EventHistory, Hub
 from gateway.metrics import GatewayMetrics
+from gateway.operations.console import ConsoleState
 from gateway.operations.reads import reset_state
 from gateway.ratelimit import KeyedLimiter
 from gateway.slots import ConnectionSlots
@@ -43,6 +44,7 @@ class Context:
 
     __slots__ = (
         "config",
+        "console",
         "db",
         "draining",
         "handlers",
@@ -78,6 +80,9 @@ class Context:
             metrics=self.metrics,
             reset_state=functools.partial(reset_state, self),
         )
+        #: the admin console's caches and the live charts' measurements
+        self.console = ConsoleState()
+        self.hub.on_change.append(self.console.live.on_change)
         self.started_at = time.time()
         self.draining = False
         #: REST (and gRPC) requests per user on this process; WS messages have their own

@@ -44,13 +44,17 @@ __all__ = [
 log = logging.getLogger("sessiond.gateway")
 
 #: A join refused for these reasons creates the session first, when the opening asks for it.
-_RESTARTABLE = frozenset({"SESSION_NOT_FOUND", "SESSION_ENDED", "SESSION_EXPIRED"})
+#: Not SESSION_EXPIRED: an expired session is never silently started again empty; the client
+#: gets the error and restores its last state into a new session, or starts afresh explicitly
+#: (`POST /api/session/start` with `restart`), see the README's "Session lifetime".
+_RESTARTABLE = frozenset({"SESSION_NOT_FOUND", "SESSION_ENDED"})
 
 
 class Opening(msgspec.Struct, frozen=True, kw_only=True):
     """What a client says when it opens a connection. `conn.session_id` "" asks for the
     user's session on the device (created when needed); `create` creates a named session
-    that does not exist, or ended (seed 000's WebSocket "creates session if needed")."""
+    that does not exist, or ended (seed 000's WebSocket "creates session if needed"), but
+    not an expired one (SESSION_EXPIRED)."""
 
     device_type: str = ""
     device_name: str = ""

@@ -1,10 +1,13 @@
 """Reads: the read models (PostgreSQL) and the session's live state, and who may read them.
 
 A read is not a command: it is authorized here, with one owner lookup (`authorize_read`), and
-answered from the projections. `current_session` is the read-your-writes view of a session's
-lifecycle: the read model's row with the tail of the actor's events the projector has not
-applied yet folded over it, by the same pure code the projector runs
-(`projections.model.project_session`), so a session created a moment ago is already there.
+answered from the projections, read-your-writes: `session_view` takes the read model's rows of
+the session with the actor version they were projected at (one consistent PostgreSQL snapshot)
+and folds the tail of the actors' events the projector has not applied yet over them, with the
+same pure code the projector runs (`projections.model`). Every read of a session (its snapshot,
+its devices, its simulator, a client's `reset`) therefore reflects every write acknowledged
+before it, through any gateway, whether or not the projector keeps up; a read never returns a
+version below one a client was already given.
 """
 
 from __future__ import annotations
@@ -16,11 +19,22 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from events.codec import decode_event
-from events.ids import session_actor
+from events.ids import session_actor, simulator_actor
 from gateway.auth import Claims
 from gateway.errors import ApiError
 from infra.postgres import DatabaseUnavailable
-from projections.model import EXPIRED, SessionAggregate, SessionRow, project_session
+from projections.model import (
+    EXPIRED,
+    ONLINE,
+    DeviceRow,
+    SessionAggregate,
+    SessionRow,
+    SimulatorRow,
+    iso,
+    project_session,
+    project_simulator,
+)
+from projections.store import load_sessions
 
 if TYPE_CHECKING:
     from gateway.operations.context import Context
@@ -35,10 +49,13 @@ __all__ = [
     "is_live",
     "reset_state",
     "session_owner",
+    "session_view",
     "simulator_row",
     "snapshot_row",
-    "wait_projected",
 ]
+
+#: How long a read with `min_version` waits for the session to reach it.
+MIN_VERSION_WAIT_S = 2.0
 
 
 class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,27 +153,76 @@ async def authorize_read(
         raise ApiError(403, "SESSION_FORBIDDEN", "this session belongs to another user")
 
 
-# ------------------------------------------------------------------ the session, now
+# ------------------------------------------------------------------ the session's rows, now
+
+
+async def session_view(
+    ctx: Context, session_id: str, *, during_outage: bool = False
+) -> tuple[SessionAggregate | None, int]:
+    """Every row of the session as it is now (None: ended, or never created) and the version
+    of the session actor it reflects (0: never created).
+
+    The base is the read model (rows and actor versions from one snapshot of PostgreSQL); the
+    events of the session actor, and of its simulators, after the versions the rows were
+    projected at come from the store and are folded over them. Without a database configured
+    every event is folded from the first; while it is unreachable a client's read is 503
+    DatabaseUnavailable (issue 15's contract), unless `during_outage` (the writes' liveness
+    checks, which go on without PostgreSQL) folds from the first too (what Redis no longer
+    holds needs the archive: then DatabaseUnavailable all the same)."""
+    try:
+        agg, version, sims = await _stored_view(ctx, session_id)
+    except DatabaseUnavailable:
+        if not during_outage:
+            raise
+        agg, version, sims = None, 0, {}
+    partition = ctx.store.partition_of(session_id)
+    for env in await ctx.store.actors.read(partition, session_actor(session_id), after=version):
+        agg = project_session(agg, session_id, decode_event(env.data, env.type))
+        version = env.version
+    if agg is None:
+        return None, version
+    sim_ids = set(agg.simulators)
+    if agg.session.metadata.get("simulator_id"):
+        sim_ids.add(agg.session.metadata["simulator_id"])
+    for sim_id in sorted(sim_ids):
+        tail = await ctx.store.actors.read(
+            partition, simulator_actor(sim_id), after=sims.get(sim_id, 0)
+        )
+        for env in tail:
+            agg = project_simulator(agg, sim_id, decode_event(env.data, env.type))
+    return agg, version
+
+
+async def _stored_view(
+    ctx: Context, session_id: str
+) -> tuple[SessionAggregate | None, int, dict[str, int]]:
+    """The read model's aggregate of the session, the session actor's projected version and
+    its simulators' (simulator id -> version), read in one snapshot."""
+    if ctx.db is None:
+        return None, 0, {}
+
+    async def read(conn: Any) -> tuple[SessionAggregate | None, int, dict[str, int]]:
+        agg = (await load_sessions(conn, [session_id])).get(session_id)
+        sim_ids = list(agg.simulators) if agg is not None else []
+        if agg is not None and agg.session.metadata.get("simulator_id"):
+            sim_ids.append(agg.session.metadata["simulator_id"])
+        actor_ids = [session_actor(session_id), *(simulator_actor(s) for s in sim_ids)]
+        rows = await conn.fetch(
+            "SELECT actor_id, version FROM projection.actor_versions WHERE actor_id = ANY($1)",
+            actor_ids,
+        )
+        versions = {r["actor_id"]: r["version"] for r in rows}
+        sims = {s: versions.get(simulator_actor(s), 0) for s in sim_ids}
+        return agg, versions.get(session_actor(session_id), 0), sims
+
+    return await ctx.db.snapshot(read)
 
 
 async def current_session(ctx: Context, session_id: str) -> tuple[SessionRow | None, int]:
     """The session's row as it is now (None: ended, or never created) and the version of the
-    session actor it reflects (0: the session never existed).
-
-    The read model's row (with the version it was projected at) is the base; the events after
-    that version, from the store, are folded over it. Without a database (none configured, or
-    unreachable: writes go on without PostgreSQL, so must this) every event is folded, from
-    the first."""
-    try:
-        agg, version = await _projected_session(ctx, session_id)
-    except DatabaseUnavailable:
-        agg, version = None, 0
-    tail = await ctx.store.actors.read(
-        ctx.store.partition_of(session_id), session_actor(session_id), after=version
-    )
-    for env in tail:
-        agg = project_session(agg, session_id, decode_event(env.data, env.type))
-        version = env.version
+    session actor it reflects (0: the session never existed): `session_view`'s session, also
+    while PostgreSQL is unreachable (writes go on without it, so must their checks)."""
+    agg, version = await session_view(ctx, session_id, during_outage=True)
     return (agg.session if agg is not None else None), version
 
 
@@ -166,159 +232,119 @@ def is_live(session: SessionRow | None, now: int) -> bool:
     return session is not None and session.status != EXPIRED and now < session.expires_at
 
 
-async def _projected_session(ctx: Context, session_id: str) -> tuple[SessionAggregate | None, int]:
-    """The read model's session row and the actor version it reflects, read together (the
-    projector writes both in one transaction)."""
-    if ctx.db is None:
-        return None, 0
-    row = await ctx.db.fetchrow(
-        "SELECT v.version, s.user_id, s.status, s.created_at, s.last_active, s.expires_at"
-        " FROM projection.actor_versions v"
-        " LEFT JOIN session.active_sessions s ON s.session_id = $1"
-        " WHERE v.actor_id = $2",
-        session_id,
-        session_actor(session_id),
-    )
-    if row is None:
-        return None, 0
-    if row["user_id"] is None:  # ended: its rows are gone
-        return None, row["version"]
-    session = SessionRow(
-        session_id=session_id,
-        user_id=row["user_id"],
-        status=row["status"],
-        created_at=_ms(row["created_at"]),
-        last_active=_ms(row["last_active"]),
-        expires_at=_ms(row["expires_at"]),
-        token=None,
-        metadata={},
-    )
-    return SessionAggregate(session=session), row["version"]
+# ------------------------------------------------------------------ what clients read
 
 
-# ------------------------------------------------------------------ the read models
-
-
-async def snapshot_row(ctx: Context, session_id: str) -> SessionSnapshot:
-    """The session's snapshot from the read model (404 when it has no row)."""
-    if ctx.db is None:
-        raise ApiError(503, "STORE_UNAVAILABLE", "no projection database configured")
-    row = await ctx.db.fetchrow(
-        "SELECT s.session_id, s.user_id, s.status, s.created_at, s.last_active, s.expires_at,"
-        " st.state, coalesce(st.state_version, 0) AS state_version, st.device_id,"
-        " st.app_version, st.updated_at, coalesce(v.version, 0) AS session_version"
-        " FROM session.active_sessions s"
-        " LEFT JOIN session.state_snapshots st ON st.session_id = s.session_id"
-        " LEFT JOIN projection.actor_versions v ON v.actor_id = 'session:' || s.session_id"
-        " WHERE s.session_id = $1",
-        session_id,
-    )
-    if row is None:
+async def snapshot_row(ctx: Context, session_id: str, min_version: int = 0) -> SessionSnapshot:
+    """The session's snapshot now (404 when it has no row). With `min_version`, a session
+    below that version is waited for (bounded by `MIN_VERSION_WAIT_S`), then refused with
+    409 VERSION_NOT_REACHED rather than answered with an older state."""
+    agg, version = await session_view(ctx, session_id)
+    if min_version > version:
+        agg, version = await _reach(ctx, session_id, min_version, version)
+    if agg is None:
         raise ApiError(404, "SESSION_NOT_FOUND", f"session {session_id} does not exist")
-    state = row["state"]
+    return _snapshot(agg, version)
+
+
+async def _reach(
+    ctx: Context, session_id: str, min_version: int, version: int
+) -> tuple[SessionAggregate | None, int]:
+    """Wait for the session actor to reach `min_version`, then read the view again."""
+    partition, actor = ctx.store.partition_of(session_id), session_actor(session_id)
+    deadline = time.monotonic() + MIN_VERSION_WAIT_S
+    while version < min_version and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        version = await ctx.store.actors.last_version(partition, actor)
+    if version < min_version:
+        raise ApiError(
+            409,
+            "VERSION_NOT_REACHED",
+            f"session {session_id} is at version {version}, below min_version {min_version}",
+        )
+    return await session_view(ctx, session_id)
+
+
+def _snapshot(agg: SessionAggregate, version: int) -> SessionSnapshot:
+    s, st = agg.session, agg.state
     return SessionSnapshot(
-        session_id=row["session_id"],
-        user_id=row["user_id"],
-        status=row["status"],
-        state_data=_json(state) if state is not None else {},
-        version=row["state_version"],
-        session_version=row["session_version"],
-        device_id=row["device_id"] or "",
-        app_version=row["app_version"] or "",
-        created_at=_iso(row["created_at"]),
-        updated_at=_iso(row["updated_at"] or row["last_active"]),
-        expires_at=_iso(row["expires_at"]),
+        session_id=s.session_id,
+        user_id=s.user_id,
+        status=s.status,
+        state_data=st.state if st is not None else {},
+        version=st.state_version if st is not None else 0,
+        session_version=version,
+        device_id=st.device_id if st is not None else "",
+        app_version=st.app_version if st is not None else "",
+        created_at=iso(s.created_at),
+        updated_at=iso(st.updated_at if st is not None else s.last_active),
+        expires_at=iso(s.expires_at),
+    )
+
+
+def _device(d: DeviceRow) -> DeviceView:
+    return DeviceView(
+        device_id=d.device_id,
+        device_type=d.device_type,
+        device_name=d.device_name,
+        os=d.os,
+        status=d.status,
+        online=d.status == ONLINE,
+        connections=len(d.connection_ids),
+        ws_connections=d.ws_connections,
+        sse_connections=d.sse_connections,
+        pod_name=d.pod_name,
+        joined_at=iso(d.joined_at),
+        last_seen=iso(d.last_seen),
+        left_reason=d.left_reason,
+    )
+
+
+def _devices(agg: SessionAggregate | None) -> list[DeviceView]:
+    if agg is None:
+        return []
+    return [_device(d) for d in sorted(agg.devices.values(), key=lambda d: d.joined_at)]
+
+
+def _simulator(agg: SessionAggregate | None) -> SimulatorView | None:
+    """The session's newest simulator."""
+    if agg is None or not agg.simulators:
+        return None
+    r: SimulatorRow = max(agg.simulators.values(), key=lambda r: r.created_at)
+    return SimulatorView(
+        simulator_id=r.simulator_id,
+        session_id=r.session_id,
+        user_id=r.user_id,
+        status=r.status,
+        endpoint=r.endpoint,
+        created_at=iso(r.created_at),
+        last_active=iso(r.last_active),
+        initial_symbols=list(r.initial_symbols),
+        initial_cash=r.initial_cash,
     )
 
 
 async def device_rows(ctx: Context, session_id: str) -> list[DeviceView]:
-    """The session's devices from the read model (none without a database)."""
-    if ctx.db is None:
-        return []
-    rows = await ctx.db.fetch(
-        "SELECT device_id, device_type, device_name, os, status, connections,"
-        " ws_connections, sse_connections, pod_name, joined_at, last_seen, left_reason"
-        " FROM session.devices WHERE session_id = $1 ORDER BY joined_at",
-        session_id,
-    )
-    return [
-        DeviceView(
-            device_id=r["device_id"],
-            device_type=r["device_type"],
-            device_name=r["device_name"],
-            os=r["os"],
-            status=r["status"],
-            online=r["status"] == "online",
-            connections=r["connections"],
-            ws_connections=r["ws_connections"],
-            sse_connections=r["sse_connections"],
-            pod_name=r["pod_name"],
-            joined_at=_iso(r["joined_at"]),
-            last_seen=_iso(r["last_seen"]),
-            left_reason=r["left_reason"],
-        )
-        for r in rows
-    ]
+    """The session's devices now (none when the session has no rows)."""
+    agg, _ = await session_view(ctx, session_id)
+    return _devices(agg)
 
 
 async def simulator_row(ctx: Context, session_id: str) -> SimulatorView | None:
-    """The session's newest simulator from the read model (None: none, or no database)."""
-    if ctx.db is None:
-        return None
-    r = await ctx.db.fetchrow(
-        "SELECT simulator_id, session_id, user_id, status, endpoint, created_at, last_active,"
-        " initial_symbols, initial_cash FROM simulator.instances WHERE session_id = $1"
-        " ORDER BY created_at DESC LIMIT 1",
-        session_id,
-    )
-    if r is None:
-        return None
-    return SimulatorView(
-        simulator_id=r["simulator_id"],
-        session_id=r["session_id"],
-        user_id=r["user_id"],
-        status=r["status"],
-        endpoint=r["endpoint"],
-        created_at=_iso(r["created_at"]),
-        last_active=_iso(r["last_active"]),
-        initial_symbols=_json(r["initial_symbols"]) if r["initial_symbols"] else [],
-        initial_cash=r["initial_cash"],
-    )
-
-
-async def wait_projected(ctx: Context, session_id: str, version: int, timeout: float = 2.0) -> None:
-    """Read-your-writes: wait (bounded) until the read models reflect `version`."""
-    if ctx.db is None or version <= 0:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = await ctx.db.fetchval(
-            "SELECT version FROM projection.actor_versions WHERE actor_id = $1",
-            session_actor(session_id),
-        )
-        if v is not None and v >= version:
-            return
-        await asyncio.sleep(0.01)
+    """The session's newest simulator now (None: none)."""
+    agg, _ = await session_view(ctx, session_id)
+    return _simulator(agg)
 
 
 async def reset_state(ctx: Context, session_id: str) -> tuple[dict[str, Any], int]:
-    """The session's whole state from the read models, and its version: what a client whose
-    history is gone starts again from (the hub's `reset`)."""
-    snap = await snapshot_row(ctx, session_id)
-    devices = await device_rows(ctx, session_id)
-    sim = await simulator_row(ctx, session_id)
-    return {"session": snap, "devices": devices, "simulator": sim}, snap.session_version
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, (str, bytes)):
-        return msgspec.json.decode(value)
-    return value
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)
+    """The session's whole state now, and its version: what a client whose history is gone
+    starts again from (the hub's `reset`); the changes after that version follow it."""
+    agg, version = await session_view(ctx, session_id)
+    if agg is None:
+        raise ApiError(404, "SESSION_NOT_FOUND", f"session {session_id} does not exist")
+    state = {
+        "session": _snapshot(agg, version),
+        "devices": _devices(agg),
+        "simulator": _simulator(agg),
+    }
+    return state, version

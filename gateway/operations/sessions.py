@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from events.errors import StoreUnavailable
 from events.session import CreateSession, EndSession, RefreshSession
 from gateway.auth import Claims
 from gateway.errors import ApiError
 from gateway.idempotency import IdempotencyKey, check_key, new_key
 from gateway.operations.commands import WriteResult, idempotency, now_ms, send, written
 from gateway.operations.reads import current_session, is_live
+from infra.postgres import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from gateway.operations.context import Context
@@ -31,6 +33,7 @@ __all__ = [
     "SessionChange",
     "SessionOnDevice",
     "SessionStart",
+    "SessionStarted",
     "create_session",
     "end_session",
     "refresh_session",
@@ -79,27 +82,73 @@ class SessionOnDevice(msgspec.Struct, frozen=True, kw_only=True):
     created: bool
 
 
-async def start_session(ctx: Context, claims: Claims, req: SessionStart) -> WriteResult:
+class SessionStarted(WriteResult, frozen=True, kw_only=True):
+    """Seed 003's answer, from real checks made after the start: `router_reachable`, the
+    worker that routes the session's commands (its partition's lease holder) is there;
+    `infrastructure_ready`, PostgreSQL answers and a projector holds the partition (the read
+    models follow the session)."""
+
+    router_reachable: bool
+    infrastructure_ready: bool
+
+
+async def start_session(ctx: Context, claims: Claims, req: SessionStart) -> SessionStarted:
     """Create the session (a no-op when it is live, unless `restart`); the decider refuses
-    another user's session."""
+    another user's session. An infrastructure failure is seed 003's 500 SESSION_START_FAILED
+    (with the idempotency key to retry with)."""
     key = idempotency(
         claims, req.session_id, "start_session", req.idempotency_key, req.router_id, req.restart
     )
-    outcome = await create_session(
-        ctx,
-        claims,
-        req.session_id,
-        router_id=req.router_id,
-        restart=req.restart,
-        ip_address=req.ip_address,
-        idempotency=key,
+    try:
+        outcome = await create_session(
+            ctx,
+            claims,
+            req.session_id,
+            router_id=req.router_id,
+            restart=req.restart,
+            ip_address=req.ip_address,
+            idempotency=key,
+        )
+    except ApiError as exc:
+        if exc.status != 503:
+            raise
+        raise ApiError(
+            500, "SESSION_START_FAILED", f"Session start failed: {exc.message}", extra=exc.extra
+        ) from None
+    router, infrastructure = await _start_checks(ctx, req.session_id)
+    return SessionStarted(
+        **written(outcome, key), router_reachable=router, infrastructure_ready=infrastructure
     )
-    return WriteResult(**written(outcome, key))
+
+
+async def _start_checks(ctx: Context, session_id: str) -> tuple[bool, bool]:
+    """(a worker holds the session's partition, PostgreSQL answers and a projector holds it)."""
+    partition = ctx.store.partition_of(session_id)
+    try:
+        workers, projectors = await asyncio.gather(
+            ctx.store.leases.holders("worker"), ctx.store.leases.holders("projector")
+        )
+    except StoreUnavailable:
+        return False, False
+    database = ctx.db is not None
+    if database:
+        try:
+            await ctx.db.fetchval("SELECT 1")
+        except DatabaseUnavailable:
+            database = False
+    return partition in workers, database and partition in projectors
 
 
 async def end_session(ctx: Context, claims: Claims, req: SessionChange) -> WriteResult:
+    """Seed 003's end: `router_id`, when given, must be the session's (403 ROUTER_MISMATCH)."""
     key = idempotency(claims, req.session_id, "end_session", req.idempotency_key, req.router_id)
-    command = EndSession(at=now_ms(), user_id=claims.user_id, admin=claims.is_admin, reason="ended")
+    command = EndSession(
+        at=now_ms(),
+        user_id=claims.user_id,
+        admin=claims.is_admin,
+        reason="ended",
+        router_id=req.router_id,
+    )
     return WriteResult(**written(await send(ctx, req.session_id, command, idempotency=key), key))
 
 

@@ -21,7 +21,6 @@ from gateway.operations.reads import (
     SessionSnapshot,
     authorize_read,
     snapshot_row,
-    wait_projected,
 )
 
 if TYPE_CHECKING:
@@ -79,8 +78,9 @@ class ConflictResolution(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SnapshotRead(msgspec.Struct, frozen=True, kw_only=True):
-    """`min_version`: wait (bounded) until the read model holds at least this session
-    version (read-your-writes after a write answered with it)."""
+    """Every read already reflects every acknowledged write; `min_version` (a session version
+    the client saw elsewhere) is waited for, bounded, then refused with 409
+    VERSION_NOT_REACHED rather than answered with an older state."""
 
     session_id: str
     min_version: int | None = None
@@ -135,6 +135,7 @@ async def save_snapshot(ctx: Context, claims: Claims, req: SnapshotWrite) -> Sta
             version=req.version,
             device_id=req.device_id,
             app_version=req.app_version,
+            ttl_ms=ctx.config.session_ttl_ms,
         ),
         idempotency=key,
     )
@@ -211,6 +212,4 @@ async def resolve_conflict(ctx: Context, claims: Claims, req: ConflictResolution
 
 async def read_snapshot(ctx: Context, claims: Claims, req: SnapshotRead) -> SessionSnapshot:
     await authorize_read(ctx, claims, req.session_id)
-    if req.min_version:
-        await wait_projected(ctx, req.session_id, req.min_version)
-    return await snapshot_row(ctx, req.session_id)
+    return await snapshot_row(ctx, req.session_id, req.min_version or 0)

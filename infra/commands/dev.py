@@ -459,6 +459,7 @@ def run(args: argparse.Namespace) -> int:
         for text in (
             f"gateway  {base}",
             f"ws       {ws}/ws",
+            f"grpc     {settings.gateway.grpc_addr} (sessiond.v1.SessionService)",
             f"admin    {base}/admin",
             f"redis    {redis_url} ({found})",
             f"postgres {database_url}",

@@ -24,13 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from infra.cli import add_store_options
 
     add_store_options(p, database=True)
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=run)
 
 
 async def run(args: argparse.Namespace) -> int:
     from events.codec import decode_event
     from events.errors import SessiondError
-    from infra.cli import emit_json
+    from infra.cli import Progress, emit_json
     from infra.store import open_store
     from projections.archive import PostgresArchive
     from projections.history import envelope_json, read_history, session_simulators
@@ -45,11 +46,18 @@ async def run(args: argparse.Namespace) -> int:
             raise SessiondError(f"no events for session {sid}")
         decoded = [(env, decode_event(env.data, env.type)) for env in session_events]
         out = sys.stdout
+        progress = Progress("export", len(session_events), "events",
+                            None if args.quiet else sys.stderr)
         for env in session_events:
             emit_json(envelope_json(env), out)
+            progress.advance()
         for sim in session_simulators(decoded):
-            for env in await read_history(store, sim, session_id=sid):
+            sim_events = await read_history(store, sim, session_id=sid)
+            progress.total += len(sim_events)
+            for env in sim_events:
                 emit_json(envelope_json(env), out)
+                progress.advance()
+        progress.finish()
     finally:
         await store.aclose()
         await archive.close()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from infra.cli import add_knob_option
+
+if TYPE_CHECKING:
+    from infra.sections import GatewayConfig
 
 __all__ = ["register", "run"]
 
@@ -15,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the gateway (WS /ws, SSE, REST, /health, /metrics) on one port",
         description=(
             "Run the gateway on uvicorn (websockets-sansio, httptools, uvloop). Listens on "
-            "127.0.0.1:8080 by default (SERVER_ADDR / GATEWAY_PORT change it). Needs REDIS_URL "
+            "127.0.0.1:8080 by default (SERVER_ADDR / GATEWAY_PORT change it), and serves the gRPC "
+            "API on GRPC_ADDR (default 127.0.0.1:50051). Needs REDIS_URL "
             "(or REDIS_ADDR) and DATABASE_URL. SIGTERM drains: clients are told to reconnect, "
             "then closed within GATEWAY_DRAIN_TIMEOUT seconds."
         ),
@@ -28,8 +33,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from gateway.server import serve
 
-    args.settings.require_redis_url()
-    serve(args.settings.gateway)
+    settings = args.settings
+    settings.require_redis_url()
+    if settings.env == "prod":
+        asyncio.run(_preflight(settings.gateway))
+    serve(settings.gateway)
     return 0
+
+
+async def _preflight(config: GatewayConfig) -> None:
+    """Refuse servers that could lose what the gateway acknowledges (`infra.preflight`),
+    before uvicorn starts: a refusal is then one line, not a failed lifespan."""
+    from infra.postgres import create_pool
+    from infra.preflight import check_postgres, check_redis
+    from infra.store import open_store
+
+    store = open_store(config.redis_url, config.partitions)
+    try:
+        await check_redis(store, config.env)
+    finally:
+        await store.aclose()
+    if config.database_url:
+        pool = await create_pool(config.database_url, min_size=1, max_size=1)
+        try:
+            await check_postgres(pool, config.env)
+        finally:
+            await pool.close()

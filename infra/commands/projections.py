@@ -1,6 +1,6 @@
 """`sessiond projections`: operate the PostgreSQL read models.
 
-  sessiond projections status [--json]        lag per partition, dead letters, projectors
+  sessiond projections status [--output json] lag per partition, dead letters, projectors
   sessiond projections rebuild [--name N]     read models again from events.archive, swapped in
   sessiond projections trim [--keep N] [--dry-run]
                                               trim Redis below what is archived and snapshotted
@@ -16,7 +16,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from infra.cli import add_knob_option, add_store_options
+    from infra.cli import add_knob_option, add_output_option, add_store_options
 
     p = subparsers.add_parser(
         "projections",
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "own status (e.g. 'cannot reach PostgreSQL since T'). Exit code 1 "
                             "when PostgreSQL cannot be reached.")
     add_store_options(status, database=True)
-    status.add_argument("--json", action="store_true", help="one JSON object per partition")
+    add_output_option(status)
     status.set_defaults(handler=_status)
 
     rebuild = sub.add_parser(
@@ -61,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     trim.add_argument("--keep", type=int, default=100,
                       help="versions kept per actor stream regardless (default 100)")
     trim.add_argument("--dry-run", action="store_true", help="only report what would go")
+    trim.add_argument("--quiet", action="store_true", help="no progress on stderr")
     trim.set_defaults(handler=_trim)
 
     verify = sub.add_parser(
@@ -69,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "meaningful while Redis still holds the full logs, i.e. before any trim). Entries the "
         "projector dead-lettered are left out of the fold and counted in the report.")
     add_store_options(verify, database=True)
+    verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     verify.set_defaults(handler=_verify)
 
 
@@ -112,7 +114,7 @@ async def _status(args: argparse.Namespace) -> int:
                 await conn.close()
     finally:
         await store.aclose()
-    if args.json:
+    if args.output == "json":
         for row in rows:
             emit_json({"kind": "partition", **row})
         for projector in projectors:
@@ -183,7 +185,7 @@ async def _rebuild(args: argparse.Namespace) -> int:
 async def _trim(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from infra.cli import emit_json
+    from infra.cli import Progress, emit_json
     from infra.store import open_store
     from projections.retention import trim_partition
 
@@ -191,10 +193,14 @@ async def _trim(args: argparse.Namespace) -> int:
     redis_url, database_url = settings.require_redis_url(), settings.require_database_url()
     store = open_store(redis_url, settings.partitions)
     conn = await asyncpg.connect(database_url)
+    progress = Progress("trim", settings.partitions, "partitions",
+                        None if args.quiet else sys.stderr)
     try:
         for p in range(settings.partitions):
             emit_json(await trim_partition(store, conn, p, keep=args.keep,
                                            dry_run=args.dry_run))
+            progress.advance()
+        progress.finish()
     finally:
         await conn.close()
         await store.aclose()
@@ -204,12 +210,12 @@ async def _trim(args: argparse.Namespace) -> int:
 async def _verify(args: argparse.Namespace) -> int:
     import asyncpg
 
-    from infra.cli import emit_json
+    from infra.cli import Progress, emit_json
     from infra.store import open_store
     from projections.dead_letters import dead_letter_keys, dead_letter_summary
     from projections.projector import CHECKPOINT_NAME
     from projections.store import load_model
-    from projections.verify import fold_logs
+    from projections.verify import fold_logs, log_length
 
     settings = args.settings
     redis_url, database_url = settings.require_redis_url(), settings.require_database_url()
@@ -219,7 +225,10 @@ async def _verify(args: argparse.Namespace) -> int:
         dead = await dead_letter_summary(conn, CHECKPOINT_NAME)
         skip = await dead_letter_keys(conn, CHECKPOINT_NAME) if dead["total"] else set()
         # the projector recorded its dead letters instead of projecting them: leave them out
-        expected = await fold_logs(store, skip)
+        progress = Progress("verify", await log_length(store), "log entries",
+                            None if args.quiet else sys.stderr)
+        expected = await fold_logs(store, skip, on_progress=progress.advance)
+        progress.finish()
         actual = await load_model(conn)
     finally:
         await conn.close()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from infra.sections import ProjectorConfig
+    from projections.projector import Projector
 
 __all__ = ["register", "run", "serve"]
 
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     from infra.cli import add_store_options
 
-    add_store_options(p, database=True)
+    add_store_options(p, database=True, metrics=True)
     p.add_argument(
         "--no-migrate",
         action="store_true",
@@ -51,29 +52,59 @@ async def run(args: argparse.Namespace) -> int:
     database_url = settings.require_database_url()
     if settings.env != "prod" and not args.no_migrate:
         await migrate(database_url)
-    await serve(settings.projector)
+    await serve(settings.projector, env=settings.env, metrics_addr=settings.metrics_addr)
     return 0
 
 
 async def serve(
-    config: ProjectorConfig, *, before_commit: Callable[[], Awaitable[None]] | None = None
+    config: ProjectorConfig,
+    *,
+    env: str = "dev",
+    metrics_addr: str = "",
+    before_commit: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Open the event store and the PostgreSQL pool, run a projector until SIGTERM / SIGINT
-    (it then gives its leases back), close them. `before_commit`: see `Projector`."""
+    (it then gives its leases back), close them. In prod, refuse unsafe servers first
+    (`infra.preflight`). `metrics_addr`: where `/healthz` and `/metrics` are served.
+    `before_commit`: see `Projector`."""
     from infra.cli import wait_for_shutdown_signal
     from infra.gctune import tune_gc
     from infra.postgres import create_pool
+    from infra.preflight import check_postgres, check_redis
+    from infra.probe import answers, probe_server
     from infra.store import open_store
     from projections.projector import Projector, pool_settings
 
     store = open_store(config.redis_url, config.partitions)
-    pool = await create_pool(
-        config.database_url, max_size=config.pool_size + 1, server_settings=pool_settings(config)
-    )
-    tune_gc()
-    projector = Projector(config, store, pool, before_commit=before_commit)
+    try:
+        await check_redis(store, env)
+        pool = await create_pool(
+            config.database_url,
+            max_size=config.pool_size + 1,
+            server_settings=pool_settings(config),
+        )
+    except BaseException:
+        await store.aclose()
+        raise
+    try:
+        await check_postgres(pool, env)
+        tune_gc()
+        projector = Projector(config, store, pool, before_commit=before_commit)
+        checks = {
+            "redis": answers(store.ping),
+            "postgres": answers(lambda: pool.fetchval("SELECT 1")),
+            "projector": projector.health_check,
+        }
+        async with probe_server(metrics_addr, checks, partitions=config.partitions):
+            await _run_until_signal(projector, wait_for_shutdown_signal)
+    finally:
+        await pool.close()
+        await store.aclose()
+
+
+async def _run_until_signal(projector: Projector, signalled: Callable[[], Awaitable[int]]) -> None:
     task = asyncio.create_task(projector.run())
-    signal_task = asyncio.create_task(wait_for_shutdown_signal())
+    signal_task = asyncio.create_task(signalled())
     log.info("projector started", extra={"owner": projector.owner})
     try:
         await asyncio.wait({task, signal_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -81,5 +112,3 @@ async def serve(
         projector.stop()
         signal_task.cancel()
         await task
-        await pool.close()
-        await store.aclose()

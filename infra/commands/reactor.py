@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import logging
 import signal
+from typing import Any
 
 from infra.cli import add_knob_option, add_store_options
 
@@ -51,23 +52,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from actors.reactor import Reactor
     from events.errors import SessiondError
+    from infra.preflight import check_redis
+    from infra.probe import answers, probe_server
     from infra.provisioners import create_provisioner
     from infra.store import open_store
 
     settings = args.settings
     url, partitions, sim = settings.require_redis_url(), settings.partitions, settings.simulators
-    if args.metrics_port:
-        from infra.metrics import start_http_server
-
-        start_http_server(args.metrics_port)
     store = open_store(url, partitions)
     try:
+        await check_redis(store, settings.env)
         provisioner = create_provisioner(sim, store.simulator_hosts)
+    except SessiondError:
+        await store.aclose()
+        raise
     except Exception as exc:  # e.g. no kubeconfig
         await store.aclose()
         raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
+    checks = {"redis": answers(store.ping), "provisioner": provisioner.health_check}
+    async with probe_server(settings.metrics_addr, checks, partitions=partitions):
+        return await _serve(args, store, provisioner)
+
+
+async def _serve(args: argparse.Namespace, store: Any, provisioner: Any) -> int:
+    from actors.reactor import Reactor
+
+    settings = args.settings
+    partitions, sim = settings.partitions, settings.simulators
     bus = store.command_sender(name=args.name)
     await bus.start()
     reactor = Reactor(store, bus, provisioner, name=args.name, concurrency=args.concurrency)

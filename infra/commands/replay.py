@@ -5,7 +5,7 @@ Examples:
   sessiond replay session:<id> --to-version 12      # the state right after version 12
   sessiond replay session:<id> --at 2026-11-21T08:00:00Z
   sessiond replay session:<id> --diff               # what each event changed, one line each
-  sessiond replay --file history.jsonl [--json]     # an `sessiond export` file, elsewhere
+  sessiond replay --file history.jsonl --output json   # an `sessiond export` file, elsewhere
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="stop after the last event at or before TIME (ISO 8601 or ms)")
     p.add_argument("--diff", action="store_true", help="print each step's state difference")
     p.add_argument("--file", default=None, help="replay an exported JSONL file instead")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of readable output")
-    p.add_argument("--session", default=None, help="session id of a simulator actor")
-    from infra.cli import add_store_options
+    from infra.cli import add_output_option, add_store_options
 
+    add_output_option(p)
+    p.add_argument("--session", default=None, help="session id of a simulator actor")
     add_store_options(p, database=True)
     p.set_defaults(handler=run)
 
@@ -71,7 +71,7 @@ def _show(actor_id: str, envs: list[Any], args: argparse.Namespace, out: Any) ->
         version, ts = env.version, env.ts
         if args.diff:
             changes = diff_states(previous, state)
-            if args.json:
+            if args.output == "json":
                 emit_json({"actor_id": actor_id, "version": env.version, "ts": env.ts,
                            "type": env.type, "changes": changes}, out)
             else:
@@ -86,7 +86,7 @@ def _show(actor_id: str, envs: list[Any], args: argparse.Namespace, out: Any) ->
                          f" (last: {version})")
     if args.diff:
         return
-    if args.json:
+    if args.output == "json":
         emit_json({"actor_id": actor_id, "version": version, "ts": ts, "state": state}, out)
     else:
         pretty = msgspec.json.format(msgspec.json.encode(state), indent=2).decode()

@@ -94,17 +94,20 @@ async def run(args: argparse.Namespace) -> int:
     from infra.exchange.control import EngineSpec
     from infra.exchange.engine import Engine
     from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
+    from infra.preflight import check_redis
+    from infra.probe import answers, probe_server
     from infra.store import open_store
 
     settings = args.settings
     url, partitions, sim = settings.require_redis_url(), settings.partitions, settings.simulators
     tick_hz = sim.tick_hz
     heartbeat_s = sim.heartbeat_interval_ms / 1000
-    if args.metrics_port:
-        from infra.metrics import start_http_server
-
-        start_http_server(args.metrics_port)
     store = open_store(url, partitions)
+    try:
+        await check_redis(store, settings.env)
+    except BaseException:
+        await store.aclose()
+        raise
     bus = store.commands
     await bus.start()
     loop = asyncio.get_running_loop()
@@ -126,25 +129,28 @@ async def run(args: argparse.Namespace) -> int:
                 md_maxlen=sim.md_maxlen,
             )
             ready = asyncio.Event()
-            server = await _serve_health(args.health_port, ready)
-            publisher = asyncio.create_task(host.publisher.run())
-            engine = Engine(
-                spec,
-                publisher=host.publisher,
-                heartbeat=bus_heartbeat(bus),
-                tick_hz=tick_hz,
-                heartbeat_interval_s=heartbeat_s,
-            )
-            await store.ping()
-            ready.set()
-            task = asyncio.create_task(engine.run())
-            await asyncio.wait(
-                [task, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
-            )
-            for t in (task, publisher):
-                t.cancel()
-            await asyncio.gather(task, publisher, return_exceptions=True)
-            server.close()
+            checks = {"redis": answers(store.ping)}
+            async with probe_server(settings.metrics_addr, checks, partitions=partitions):
+                server = await _serve_health(args.health_port, ready)
+                publisher = asyncio.create_task(host.publisher.run())
+                engine = Engine(
+                    spec,
+                    publisher=host.publisher,
+                    heartbeat=bus_heartbeat(bus),
+                    tick_hz=tick_hz,
+                    heartbeat_interval_s=heartbeat_s,
+                )
+                await store.ping()
+                ready.set()
+                task = asyncio.create_task(engine.run())
+                await asyncio.wait(
+                    [task, asyncio.create_task(stopping.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for t in (task, publisher):
+                    t.cancel()
+                await asyncio.gather(task, publisher, return_exceptions=True)
+                server.close()
         else:
             host = SimulatorHost(
                 store,
@@ -162,12 +168,15 @@ async def run(args: argparse.Namespace) -> int:
                 tick_hz,
                 heartbeat_s,
             )
-            runner = asyncio.create_task(host.run())
-            await asyncio.wait(
-                [runner, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED
-            )
-            host.stop()
-            await runner
+            checks = {"redis": answers(store.ping), "host": host.health_check}
+            async with probe_server(settings.metrics_addr, checks, partitions=partitions):
+                runner = asyncio.create_task(host.run())
+                await asyncio.wait(
+                    [runner, asyncio.create_task(stopping.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                host.stop()
+                await runner
             log.info(
                 "simulators host %s stopped (%d ticks published)",
                 host.host_id,

@@ -57,20 +57,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from actors.runtime.worker import Worker
+    from infra.gctune import tune_gc
+    from infra.preflight import check_redis
+    from infra.probe import answers, probe_server
     from infra.store import open_store
 
     settings = args.settings
     url = settings.require_redis_url()
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr="127.0.0.1")
-    from infra.gctune import tune_gc
-
     tune_gc()  # the actor cache is long-lived data: see infra.gctune
     store = open_store(url, settings.partitions, name=f"sd-{args.worker_id or 'worker'}")
     try:
-        await serve(Worker(store, worker_id=args.worker_id, config=settings.runtime))
+        from projections.changes import live_change
+
+        await check_redis(store, settings.env)
+        worker = Worker(store, worker_id=args.worker_id, config=settings.runtime, live=live_change)
+        checks = {"redis": answers(store.ping), "leases": worker.lease_loop_check}
+        async with probe_server(settings.metrics_addr, checks, partitions=settings.partitions):
+            await serve(worker)
     finally:
         await store.aclose()
     return 0

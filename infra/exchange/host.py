@@ -99,6 +99,7 @@ class SimulatorHost:
         self.register_ttl_s = register_ttl_s
         self.publisher = TickPublisher(store.market_data, maxlen=md_maxlen)
         self.engines: dict[str, tuple[Engine, asyncio.Task]] = {}
+        self.registered_at = 0.0  # monotonic: when the host record was last written
         self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ engines
@@ -172,6 +173,18 @@ class SimulatorHost:
 
     async def register(self) -> None:
         await self.hosts.register(self.host_id, int(self.register_ttl_s * 1000), len(self.engines))
+        self.registered_at = time.monotonic()
+
+    async def health_check(self) -> str | None:
+        """For `/healthz`: None while the host record is fresh (written within its TTL), else
+        how stale it is: the reactor places no simulator on a host it cannot see."""
+        age = time.monotonic() - self.registered_at
+        if age > self.register_ttl_s:
+            if not self.registered_at:
+                return "the host record has not been written yet"
+            ttl = self.register_ttl_s
+            return f"the host record was last written {age:.0f} s ago (TTL {ttl:g} s)"
+        return None
 
     async def _register_loop(self) -> None:
         while True:

@@ -136,3 +136,9 @@ class GuardedProvisioner:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    async def health_check(self) -> str | None:
+        """For `/healthz`: None unless the breaker is open (the provisioner keeps failing)."""
+        if self.breaker.state is BreakerState.OPEN:
+            return f"the {self.name} provisioner's circuit breaker is open"
+        return None

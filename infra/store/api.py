@@ -46,6 +46,7 @@ __all__ = [
     "ControlReader",
     "DeviceIndex",
     "DueTimer",
+    "Durability",
     "FeedSubscription",
     "Leases",
     "LogConsumer",
@@ -98,6 +99,16 @@ def position_key(position: str) -> tuple[int, int]:
     """Sort key of a stream position ("<ms>-<seq>")."""
     ms, _, seq = position.partition("-")
     return int(ms), int(seq or 0)
+
+
+class Durability(NamedTuple):
+    """What the store's server keeps across a restart, as it reports it (`Store.durability`):
+    production refuses to start on a server that may drop acknowledged data."""
+
+    server: str  # "redis 7.2.4", "valkey 9.1.2", "memory"
+    maxmemory_policy: str  # "noeviction", "allkeys-lru", ...
+    aof: bool  # append-only file on
+    rdb: bool | None  # RDB snapshots scheduled (``save`` not empty); None: cannot be read
 
 
 class Snapshot(NamedTuple):
@@ -206,11 +217,15 @@ class AppendBatch(Protocol):
         timers_set: Sequence[tuple[str, int]],
         timers_removed: Sequence[str],
         snapshot: Snapshot | None,
+        change: tuple[str, bytes] | None = None,
     ) -> None:
         """A command decided on `actor` at version `expected` with `events` (encoded
         `EventEnvelope`s, versions expected+1..): `routed` (encoded `CommandEnvelope`s) go to
         the partition's command stream, `timers_set` (key, due) and `timers_removed` (keys) are
-        the actor's deadline changes, `snapshot` is written when given."""
+        the actor's deadline changes, `snapshot` is written when given. `change` (session id,
+        message) is published on the session's change feed in the same atomic step, only if
+        this command's append is accepted (never for a refused or deduplicated one): the live
+        view is an inline projection of the append."""
         ...
 
 
@@ -367,24 +382,13 @@ class ActorReader(Protocol):
 
 
 class LogReader(Protocol):
-    """A reader of several partition logs at once, on a connection of its own (the projector).
-    Change messages queued with `publish_later` go out with the next `read`."""
+    """A reader of several partition logs at once, on a connection of its own (the projector)."""
 
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
     ) -> dict[int, list[LogEntry]]:
         """Up to `count` entries per partition after each given position, waiting up to
-        `block_ms` for the first; only partitions with entries appear. Raises the first failure
-        of the publishes queued before it (`StoreUnavailable`)."""
-        ...
-
-    def publish_later(self, changes: Sequence[tuple[str, bytes]]) -> None:
-        """Queue change messages (session id, payload) for the change feed; they are sent
-        with the next `read` (in the same write on Redis) and checked when it returns."""
-        ...
-
-    async def flush(self, timeout: float) -> None:
-        """Send what `publish_later` queued and wait (up to `timeout`) for it to be answered."""
+        `block_ms` for the first; only partitions with entries appear."""
         ...
 
     async def close(self) -> None:
@@ -446,6 +450,11 @@ class PartitionLog(Protocol):
 
     async def length(self, partition: int) -> int:
         """Entries the log holds now."""
+        ...
+
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        """Entries after position `after`, counted up to `limit` (a projector's lag in
+        events; the count costs the server time in proportion to it, hence the bound)."""
         ...
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
@@ -855,6 +864,10 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the store answers (every master of a cluster)."""
+        ...
+
+    async def durability(self) -> Durability:
+        """The server's eviction policy and persistence (`Durability`)."""
         ...
 
     async def aclose(self) -> None:

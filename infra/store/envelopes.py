@@ -53,10 +53,12 @@ def build_envelope(
     causation_id: str = "",
     reply_to: str = "",
     fingerprint: str = "",
+    traceparent: str = "",
 ) -> CommandEnvelope:
     """The envelope of `command` for `actor_id`; the partition follows from the session id.
     `fingerprint` (a digest of what the sender asked for) comes back in the outcome, so a
-    sender reusing a command id for another request can tell."""
+    sender reusing a command id for another request can tell. `traceparent`: the sender's
+    trace context (`infra.tracing`)."""
     cid = command_id or new_command_id()
     return CommandEnvelope(
         command_id=cid,
@@ -69,4 +71,5 @@ def build_envelope(
         causation_id=causation_id,
         reply_to=reply_to,
         fingerprint=fingerprint,
+        traceparent=traceparent,
     )

@@ -23,6 +23,7 @@ from events.envelope import Outcome
 from events.errors import StoreUnavailable
 from infra.store.envelopes import build_envelope
 from infra.store.routing import partition_of
+from infra.tracing import traceparent
 
 __all__ = ["RECHECK_S", "SenderBase"]
 
@@ -160,6 +161,7 @@ class SenderBase(ABC):
             correlation_id=correlation_id,
             reply_to=self.channel if wait else "",
             fingerprint=fingerprint,
+            traceparent=traceparent(),  # the caller's span, if any: the worker's parent
         )
         if not wait:
             await self._queue(env.partition, encode(env))

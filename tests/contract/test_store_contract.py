@@ -129,6 +129,7 @@ async def append_one(
     timers: list[tuple[str, int]] | None = None,
     removed: list[str] | None = None,
     routed: list[bytes] | None = None,
+    change: tuple[str, bytes] | None = None,
 ) -> list[Any]:
     batch = writer.new_batch()
     slot = batch.actor(actor)
@@ -145,6 +146,7 @@ async def append_one(
         timers or [],
         removed or [],
         snapshot,
+        change,
     )
     return await writer.append(batch)
 
@@ -608,18 +610,36 @@ async def test_the_log_keeps_append_order_and_ranges_by_position(store: Any) -> 
     assert [p for p, _ in await store.log.range(0)] == positions[2:]
 
 
-async def test_a_log_reader_reads_partitions_together_and_publishes_with_its_reads(
-    store: Any,
+async def test_the_log_counts_the_entries_after_a_position_up_to_a_limit(store: Any) -> None:
+    a, _ = actor_in(0)
+    writer = await owner_of(store, 0)
+    for version in range(4):
+        await append_one(writer, a, f"c{version}", version)
+    positions = [pos for pos, _ in await store.log.range(0)]
+    assert await store.log.count(0, START, 100) == 4
+    assert await store.log.count(0, positions[0], 100) == 3
+    assert await store.log.count(0, positions[-1], 100) == 0
+    assert await store.log.count(0, START, 2) == 2
+    assert await store.log.count(1, START, 100) == 0
+
+
+async def test_the_store_reports_its_eviction_policy_and_persistence(
+    store: Any, backend: str
 ) -> None:
-    a, sid = actor_in(1)
+    found = await store.durability()
+    if backend == "memory":
+        assert (found.server, found.aof, found.rdb) == ("memory", False, False)
+    else:  # the test server: valkey with AOF on, no RDB schedule, the default policy
+        assert found.server.startswith(("valkey ", "redis "))
+        assert (found.maxmemory_policy, found.aof, found.rdb) == ("noeviction", True, False)
+
+
+async def test_a_log_reader_reads_partitions_together(store: Any) -> None:
+    a, _ = actor_in(1)
     b, _ = actor_in(2)
     w1, w2 = await owner_of(store, 1), await owner_of(store, 2)
     reader = store.log.reader("proj")
-    seen: list[tuple[str, bytes]] = []
-    sub = store.feed.subscriber(lambda s, d: seen.append((s, d)))
     try:
-        await sub.start()
-        await sub.subscribe(sid)
         assert await reader.read({1: START, 2: START}, 10, 50) == {}
         reading = asyncio.ensure_future(reader.read({1: START, 2: START}, 10, 3000))
         await asyncio.sleep(0.05)
@@ -627,16 +647,35 @@ async def test_a_log_reader_reads_partitions_together_and_publishes_with_its_rea
         got = await asyncio.wait_for(reading, 3)
         assert list(got) == [1] and len(got[1]) == 2
         await append_one(w2, b, "b", 0)
-        reader.publish_later([(sid, b"change-1")])
         got = await reader.read({1: got[1][-1][0], 2: START}, 10, 1000)
         assert list(got) == [2]
-        await eventually(lambda: _true(seen == [(sid, b"change-1")]))
-        reader.publish_later([(sid, b"change-2")])
-        await reader.flush(2.0)
-        await eventually(lambda: _true(len(seen) == 2))
+    finally:
+        await reader.close()
+
+
+async def test_an_accepted_append_publishes_its_change_and_a_refused_or_repeated_one_does_not(
+    store: Any,
+) -> None:
+    a, sid = actor_in(3)
+    writer = await owner_of(store, 3)
+    seen: list[tuple[str, bytes]] = []
+    sub = store.feed.subscriber(lambda s, d: seen.append((s, d)))
+    try:
+        await sub.start()
+        await sub.subscribe(sid)
+        assert await append_one(writer, a, "c1", 0, change=(sid, b"v1")) == [APPENDED]
+        # the same command again (a retry): its stored outcome, no second publish
+        again = await append_one(writer, a, "c1", 0, entry=b"0-2", change=(sid, b"v1"))
+        assert again != [APPENDED]
+        # a stale expected version: refused, nothing published
+        stale = await append_one(writer, a, "c2", 0, entry=b"0-3", change=(sid, b"stale"))
+        assert conflict_version(stale[0]) == 1
+        assert await append_one(writer, a, "c3", 1, entry=b"0-4", change=(sid, b"v2")) == [APPENDED]
+        await eventually(lambda: _true(len(seen) >= 2))
+        await asyncio.sleep(0.05)
+        assert seen == [(sid, b"v1"), (sid, b"v2")]
     finally:
         await sub.close()
-        await reader.close()
 
 
 async def _true(value: bool) -> bool:

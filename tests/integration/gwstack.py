@@ -53,6 +53,8 @@ class Stack:
         self.env = env
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
+        #: the gateway's gRPC address (GRPC_ADDR: a free port of its own)
+        self.grpc_target = env["GRPC_ADDR"]
         self.ws_base = f"ws://127.0.0.1:{port}/ws"
         self.procs: dict[str, subprocess.Popen] = {}
         from gateway.auth import TokenService
@@ -160,6 +162,7 @@ def running_stack(
         "GATEWAY_REST_RATE_PER_S": "1000",  # fuzzers send many requests as one user
         "GATEWAY_REST_RATE_BURST": "1000",
         "PYTHONUNBUFFERED": "1",
+        "GRPC_ADDR": f"127.0.0.1:{free_port()}",  # never the shared default 50051
     }
     env.pop("SESSIOND_ORIGINS", None)
     env["ALLOWED_ORIGINS"] = "http://allowed.example"

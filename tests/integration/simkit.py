@@ -19,6 +19,7 @@ from infra.exchange.host import SimulatorHost, bus_heartbeat
 from infra.provisioners import SimulatorSettings, create_provisioner
 from infra.store import CommandSender, layout, open_store
 from infra.store.routing import partition_of
+from projections.changes import live_change
 from tests.rediskit import connect
 
 __all__ = ["Stack", "actor_events", "now_ms", "running_stack", "wait_for"]
@@ -139,6 +140,7 @@ async def running_stack(
     worker = Worker(
         store,
         worker_id="w-test",
+        live=live_change,
         lease_ttl_ms=2000,
         timer_poll_ms=50,
     )

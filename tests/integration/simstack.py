@@ -44,6 +44,7 @@ class ProcessStack:
             "SESSIOND_BLOCK_MS": "50",
             "LEASE_TTL_MS": "2000",
             "SERVER_ADDR": f"127.0.0.1:{self.port}",
+            "GRPC_ADDR": f"127.0.0.1:{free_port()}",  # never the shared default 50051
             "SIMULATOR_HEARTBEAT_INTERVAL_MS": "300",
             "SIMULATOR_HOST_TTL_MS": "1500",
             "SIMULATOR_TICK_HZ": "10",

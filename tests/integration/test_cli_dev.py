@@ -36,6 +36,7 @@ class DevProcess:
         }
         env["SESSIOND_DATA_DIR"] = str(data)
         env["SERVER_ADDR"] = f"127.0.0.1:{free_port()}"
+        env["GRPC_ADDR"] = f"127.0.0.1:{free_port()}"
         self.lines: list[str] = []
         self._queue: queue.Queue[str | None] = queue.Queue()
         self.proc = subprocess.Popen(

@@ -22,6 +22,7 @@ from gateway.operations import Context, devices, sessions
 from gateway.operations import state as states
 from gateway.operations.reads import current_session, is_live
 from infra.store import MemoryStore
+from projections.changes import live_change
 from projections.migrate import migrate
 from projections.model import Model
 from projections.store import write_actor_versions, write_changes
@@ -38,7 +39,7 @@ async def ctx(database_url: str) -> AsyncIterator[Context]:
     await migrate(database_url)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     store = MemoryStore(4)
-    worker = Worker(store, worker_id="ops-reads", lease_ttl_ms=5000)
+    worker = Worker(store, worker_id="ops-reads", live=live_change, lease_ttl_ms=5000)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 10)
     sender = store.command_sender("ops-reads")

@@ -116,7 +116,7 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
     for version, state in live.items():
         buf = io.StringIO()
         replay_cmd._show(f"session:{sid}", envs, argparse.Namespace(
-            to_version=version, at=None, diff=False, json=True), buf)
+            to_version=version, at=None, diff=False, output="json"), buf)
         doc = json.loads(buf.getvalue())
         assert doc["version"] == version
         assert doc["state"] == msgspec.to_builtins(state), version
@@ -131,7 +131,7 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
     at_ts = envs[at_version - 1].ts
     buf = io.StringIO()
     replay_cmd._show(f"session:{sid}", envs, argparse.Namespace(
-        to_version=None, at=str(at_ts), diff=False, json=True), buf)
+        to_version=None, at=str(at_ts), diff=False, output="json"), buf)
     assert json.loads(buf.getvalue())["version"] == max(
         e.version for e in envs if e.ts <= at_ts)
     last = max(sim_live)

@@ -576,3 +576,52 @@ async def test_reading_ahead_processes_each_command_once_across_redrives_and_sto
         for actor, sid in actors:
             envs = await stream(redis, sid, actor)
             assert len({e.command_id for e in envs}) == len(envs)
+
+
+async def test_a_log_line_about_a_command_carries_its_correlation_session_actor_and_partition(
+    redis_url: str,
+) -> None:
+    import dataclasses
+    import io
+    import json
+
+    from infra.logging import setup_logging
+
+    def explode_on_13(command: Any, state: Counter) -> list[Any]:
+        if isinstance(command, Add) and command.n == 13:
+            raise RuntimeError("a decider bug")
+        return _decide(command, state)
+
+    buggy = dataclasses.replace(TOY, decide=explode_on_13)
+    sid = str(uuid.uuid4())
+    actor = session_actor(sid)
+    lines = io.StringIO()
+    setup_logging("INFO", service="worker", stream=lines)
+    worker = Worker(
+        open_store(redis_url, P),
+        worker_id="logs",
+        decider_for=lambda actor_id: buggy,
+        decode_command=_commands.decode,
+        decode_event=lambda data, type_: _events.decode(data),
+        lease_ttl_ms=2000,
+    )
+    try:
+        async with running(worker), bus_for(redis_url) as (_, bus):
+            out = await bus.send(actor, sid, Add(at=now_ms(), n=13), command_id="c-13",
+                                 correlation_id="corr-13")  # fmt: skip
+            assert out is not None and out.error_code == "INTERNAL"
+    finally:
+        setup_logging("WARNING")
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    failed = [r for r in records if r["msg"].startswith("decider toy failed")]
+    assert len(failed) == 1, records
+    line = failed[0]
+    assert line["correlation_id"] == "corr-13"
+    assert line["command_id"] == "c-13"
+    assert line["session_id"] == sid
+    assert line["actor"] == actor
+    assert line["partition"] == partition_of(sid, P)
+    assert "RuntimeError: a decider bug" in line["exc"]
+    # the partition runner's own lines carry its partition, and no command's fields
+    acquired = [r for r in records if r["msg"].startswith("acquired partition")]
+    assert acquired and all("actor" not in r for r in acquired)

@@ -251,4 +251,5 @@ def test_compose_processes_reach_the_stores_by_service_name_as_the_image_user(
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
     assert "noeviction" in services["valkey"]["command"]
     assert services["gateway"]["environment"]["SERVER_ADDR"].endswith(":8080")
-    assert services["gateway"]["ports"] == ["127.0.0.1:8080:8080"]
+    assert services["gateway"]["environment"]["GRPC_ADDR"] == "0.0.0.0:50051"
+    assert services["gateway"]["ports"] == ["127.0.0.1:8080:8080", "127.0.0.1:50051:50051"]

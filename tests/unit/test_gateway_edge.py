@@ -570,3 +570,64 @@ async def test_history_reads_trimmed_versions_from_the_archive_and_tells_a_gap()
     assert [x.payload["changes"] for x in pushes[:2]] == [{"n": 2}, {"n": 3}]
     archive.envelopes = [envs[0], envs[2]]  # the archive misses version 2
     assert await history.after(sid, 1) == ([], 1, False)
+
+
+class _SilentStream(MemConn):
+    """A watch that cannot send on its stream (SSE, a gRPC Watch): keep-alives are raw bytes."""
+
+    transport = "sse"
+    speaks = False
+    __slots__ = ()
+
+    async def write(self, data) -> None:
+        self.frames.append({"raw": bytes(data)} if isinstance(data, bytes) else json.loads(data))
+
+
+@pytest.mark.anyio
+async def test_only_a_peer_that_can_speak_is_closed_for_its_silence() -> None:
+    """A WebSocket peer silent for the idle timeout is gone (4408); an SSE stream cannot send,
+    so its silence says nothing: it gets its keep-alive and stays open however long it lasts."""
+    from gateway import upkeep
+    from gateway.operations import Context
+
+    cfg = load_settings({"GATEWAY_IDLE_TIMEOUT": "60"}).gateway
+    gw = Context(cfg, MemoryStore(cfg.partitions), None, _RecordingBus())
+    ws, sse = MemConn("s", "u", "d-ws"), _SilentStream("s", "u", "d-sse")
+    now = time.monotonic()
+    for conn in (ws, sse):
+        conn.state = ConnState.LIVE
+        conn.last_rx = now - 61
+        gw.hub.conns[conn.conn_id] = conn
+    upkeep.heartbeat(gw, now, [ws.conn_id, sse.conn_id])
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert {"closed": 4408, "reason": "IDLE_TIMEOUT"} in ws.frames
+    assert sse.frames == [{"raw": b": keep-alive\n\n"}]
+
+
+@pytest.mark.anyio
+async def test_a_catch_up_that_reads_the_sessions_end_closes_the_connection() -> None:
+    """A client that attaches just as its session ends gets the end from history, not from the
+    live feed: it is closed as the feed would have closed it; a later restart keeps it open."""
+    from gateway.hub import _close_if_history_ended
+    from gateway.protocol import MessageType
+    from gateway.push import Push
+
+    def change(version: int, event: str, **more: str) -> Push:
+        return Push(MessageType.SESSION_UPDATE, {"event": event, **more}, session_id="s",
+                    version=version)  # fmt: skip
+
+    cases = [
+        ([("SessionEnded", {})], {"closed": 4410, "reason": "SESSION_ENDED"}),
+        ([("SessionExpired", {})], {"closed": 4410, "reason": "SESSION_EXPIRED"}),
+        ([("SessionEnded", {"reason": "restarted"})], None),
+        ([("SessionEnded", {}), ("SessionCreated", {})], None),
+        ([("StateChanged", {})], None),
+    ]
+    for history, expected in cases:
+        conn = MemConn("s", "u", "d")
+        conn.state = ConnState.LIVE
+        pushes = [change(v, event, **more) for v, (event, more) in enumerate(history, 1)]
+        _close_if_history_ended(conn, pushes)
+        await asyncio.sleep(0.01)
+        assert (conn.frames[-1] if conn.frames else None) == expected, history

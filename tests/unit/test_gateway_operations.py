@@ -22,6 +22,7 @@ from gateway.operations import Context, admin, devices, handoffs, sessions, simu
 from gateway.operations import state as states
 from gateway.operations.reads import current_session, is_live
 from infra.store import MemoryStore
+from projections.changes import live_change
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +35,7 @@ ROOT = Claims("root", ("admin",))
 async def ctx() -> AsyncIterator[Context]:
     """A gateway process's context on a memory store, with a worker deciding its commands."""
     store = MemoryStore(4)
-    worker = Worker(store, worker_id="ops", lease_ttl_ms=5000, timer_poll_ms=50)
+    worker = Worker(store, worker_id="ops", live=live_change, lease_ttl_ms=5000, timer_poll_ms=50)
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 10)
     sender = store.command_sender("ops-test")

@@ -81,3 +81,15 @@ def test_a_command_module_that_fails_to_import_fails_the_cli_loudly(tmp_path, mo
     monkeypatch.setattr(infra.commands, "__path__", [*infra.commands.__path__, str(tmp_path)])
     with pytest.raises(ImportError, match="a missing dependency"):
         cli.build_parser()
+
+
+def test_version_prints_the_package_version_and_exits_0() -> None:
+    import tomllib
+    from pathlib import Path
+
+    declared = tomllib.loads(Path(__file__).parents[2].joinpath("pyproject.toml").read_text())
+    out = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"sessiond {declared['project']['version']}"

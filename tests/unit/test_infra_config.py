@@ -53,6 +53,15 @@ def test_server_addr_with_empty_host_listens_everywhere_and_port_can_be_overridd
     assert load_settings({"SERVER_ADDR": ":9000", "GATEWAY_PORT": "9001"}).gateway.port == 9001
 
 
+def test_grpc_addr_defaults_to_loopback_and_is_checked() -> None:
+    assert load_settings({}).gateway.grpc_addr == "127.0.0.1:50051"
+    assert load_settings({"GRPC_ADDR": ":6000"}).gateway.grpc_addr == "127.0.0.1:6000"
+    assert load_settings({"GRPC_ADDR": "0.0.0.0:6001"}).gateway.grpc_addr == "0.0.0.0:6001"
+    assert load_settings({"GRPC_ADDR": "[::1]:6002"}).gateway.grpc_addr == "[::1]:6002"
+    with pytest.raises(ConfigError, match="GRPC_ADDR"):
+        load_settings({"GRPC_ADDR": "localhost:99999"})
+
+
 @pytest.mark.parametrize(
     ("text", "ms"),
     [("250", 250), ("7d", 604_800_000), ("30s", 30_000), ("1h30m", 5_400_000), ("1.5s", 1500)],
@@ -365,3 +374,36 @@ def test_describe_lists_every_knob_of_every_section_masked() -> None:
     )
     assert entries["runtime.batch_size"].variables == ("SESSIOND_BATCH_SIZE",)
     assert "hunter2" not in msgspec.json.encode(list(entries.values())).decode()
+
+
+def test_log_context_fields_nest_and_a_records_own_fields_win() -> None:
+    from infra.logging import bind_log_fields, log_context
+
+    stream = io.StringIO()
+    setup_logging("INFO", service="test", stream=stream)
+    try:
+        log = logging.getLogger("sessiond.test")
+        with log_context(correlation_id="c1", session_id="s1", actor="session:s1", partition=3):
+            with log_context(command_id="k1", session_id=""):  # empty: the outer value stays
+                log.info("inner")
+            log.info("own", extra={"partition": 9})
+        log.info("outside")
+
+        async def task() -> None:
+            bind_log_fields(partition=5)  # a task's binding stays in its own context
+            log.info("in task")
+
+        import asyncio
+
+        asyncio.run(task())
+        log.info("after task")
+    finally:
+        setup_logging("WARNING")
+    inner, own, outside, in_task, after = (
+        json.loads(line) for line in stream.getvalue().splitlines()
+    )
+    fields = ("correlation_id", "session_id", "actor", "partition", "command_id")
+    assert [inner[k] for k in fields] == ["c1", "s1", "session:s1", 3, "k1"]
+    assert own["partition"] == 9 and "command_id" not in own
+    assert not {"correlation_id", "session_id", "actor", "partition"} & set(outside)
+    assert in_task["partition"] == 5 and "partition" not in after

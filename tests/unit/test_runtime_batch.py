@@ -69,6 +69,7 @@ class Recorded(msgspec.Struct):
     timers_set: list[tuple[str, int]] = []
     timers_removed: list[str] = []
     snapshot: Snapshot | None = None
+    change: tuple[str, bytes] | None = None
 
 
 class RecordingBatch:
@@ -125,6 +126,7 @@ class RecordingBatch:
         timers_set: Any,
         timers_removed: Any,
         snapshot: Snapshot | None,
+        change: tuple[str, bytes] | None = None,
     ) -> None:
         self.commands.append(
             Recorded(
@@ -140,6 +142,7 @@ class RecordingBatch:
                 list(timers_set),
                 list(timers_removed),
                 snapshot,
+                change,
             )
         )
 
@@ -192,6 +195,22 @@ def test_plan_adds_events_with_consecutive_versions_and_timers() -> None:
     assert second.timers_set == [("t", 1004)]
     assert rnd.tentative[ACTOR].version == 7
     assert batch.actors == [ACTOR]
+
+
+def test_plan_gives_each_appending_command_the_live_change_of_its_own_events() -> None:
+    seen: list[list[int]] = []
+
+    def live(envs: list[Any], events: list[Any]) -> tuple[str, bytes]:
+        seen.append([e.version for e in envs])
+        return "s", b"%d" % envs[-1].version
+
+    batch = RecordingBatch()
+    plan([item(3), item(-1), item(4)], actors(version=5), PART, 100, batch, live)
+    first, refused, second = batch.commands
+    assert (first.change, second.change) == (("s", b"6"), ("s", b"7"))
+    assert refused.kind == "settle" and seen == [[6], [7]]  # no events: no change
+    _, without = planned([item(3)], actors(version=5))
+    assert without.commands[0].change is None
 
 
 def test_plan_refuses_domain_errors_without_events_but_checks_the_version() -> None:

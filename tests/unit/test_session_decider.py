@@ -187,11 +187,54 @@ def test_refresh_extends_expiry_by_the_ttl(spec: Spec) -> None:
     assert state.last_active == 5000 and state.expires_at == 5000 + TTL
 
 
+def test_a_state_write_a_minute_after_the_last_refresh_keeps_the_session_alive(
+    spec: Spec,
+) -> None:
+    at = 1000 + s.REFRESH_EVERY_MS
+    state = (
+        spec.given(CREATED, JOINED, STATE_V1)
+        .when(ApplyStateChanges(at=at, user_id=USER, changes={"a": 9}))
+        .then(
+            StateChanged(at=at, changes={"a": 9}, deleted_keys=[], state_version=2),
+            SessionRefreshed(at=at, expires_at=at + TTL),
+        )
+    )
+    assert state.expires_at == at + TTL and s.deadlines(state)[0].due == at + TTL
+
+
+def test_activity_within_a_minute_of_the_last_refresh_adds_no_event(spec: Spec) -> None:
+    at = 1000 + s.REFRESH_EVERY_MS - 1
+    spec.given(CREATED, JOINED).when(TouchDevices(at=at, device_ids=["d1"])).then(
+        DevicesSeen(at=at, device_ids=["d1"])
+    )
+
+
+def test_a_short_ttl_is_refreshed_by_activity_every_quarter_of_it(spec: Spec) -> None:
+    short = SessionCreated(at=0, session_id=SID, user_id=USER, expires_at=15_000, ttl_ms=15_000)
+    joined = DeviceJoined(at=1, device_id="d1", connection_id="c1")
+    spec.given(short, joined).when(TouchDevices(at=4_000, device_ids=["d1"])).then(
+        DevicesSeen(at=4_000, device_ids=["d1"]),
+        SessionRefreshed(at=4_000, expires_at=19_000),
+    )
+
+
 def test_refresh_of_an_expired_session_is_refused(spec: Spec) -> None:
     spec.given(CREATED, SessionExpired(at=5)).when(RefreshSession(at=6)).fails("SESSION_EXPIRED")
 
 
 # ----------------------------------------------------------------------------- end, expire
+
+
+def test_end_from_another_router_is_refused(spec: Spec) -> None:
+    on_router = SessionCreated(
+        at=1000, session_id=SID, user_id=USER, expires_at=1000 + TTL, ttl_ms=TTL, router_id="r-1"
+    )
+    spec.given(on_router).when(EndSession(at=2000, user_id=USER, router_id="r-2")).fails(
+        "ROUTER_MISMATCH"
+    )
+    spec.given(on_router).when(EndSession(at=2000, user_id=USER, router_id="r-1")).then(
+        SessionEnded(at=2000, reason="ended")
+    )
 
 
 def test_end_ends_the_session(spec: Spec) -> None:

@@ -44,6 +44,7 @@ def test_the_batch_frames_keys_then_the_append_scripts_arguments() -> None:
         [("t", 1003)],
         ["gone"],
         Snapshot(7, msgspec.msgpack.encode({"n": 1})),
+        ("a", b"[change]"),
     )
     batch.settle(b"2-0", "c2", a, 7, "", b"OUT2")
     batch.repeat(b"3-0", "c1", "r2")
@@ -84,11 +85,12 @@ def test_the_batch_frames_keys_then_the_append_scripts_arguments() -> None:
     ]
     assert rest[:15] == first
     assert msgspec.msgpack.decode(rest[15]) == [7, {"n": 1}]  # the snapshot: [version, state]
-    noop = [b"0", b"0", b"0", b"0", b""]
-    assert rest[16:26] == [b"2-0", b"1", b"7", b"", b"OUT2", *noop]
-    assert rest[26:36] == [b"3-0", b"0", b"-2", b"r2", b"", *noop]
-    assert rest[36:46] == [b"4-0", b"0", b"-1", b"", b"OUT4", *noop]
-    assert rest[46:] == [b"5-0", b"0", b"-1", b"", b"", *noop]
+    assert rest[16:18] == [L.change_channel(P, "a").encode(), b"[change]"]
+    noop = [b"0", b"0", b"0", b"0", b"", b"", b""]
+    assert rest[18:30] == [b"2-0", b"1", b"7", b"", b"OUT2", *noop]
+    assert rest[30:42] == [b"3-0", b"0", b"-2", b"r2", b"", *noop]
+    assert rest[42:54] == [b"4-0", b"0", b"-1", b"", b"OUT4", *noop]
+    assert rest[54:] == [b"5-0", b"0", b"-1", b"", b"", *noop]
 
 
 def test_pack_frames_a_command_in_resp() -> None:

@@ -15,7 +15,7 @@ from events.codec import decode_event_envelope
 from events.envelope import EventEnvelope
 from events.errors import StoreUnavailable
 from events.ids import actor_kind, actor_uuid
-from infra.store.api import START, ActorHistory, Archive, LogEntry, Placement, Snapshot
+from infra.store.api import START, ActorHistory, Archive, Durability, LogEntry, Placement, Snapshot
 from infra.store.memory.streams import Expiring, MemoryStream, now_ms, position, wait_any
 from infra.store.memory.writer import MemoryPartitionWriter
 from infra.store.routing import DEFAULT_PARTITIONS, partition_of, partition_slot
@@ -129,6 +129,10 @@ class MemoryStore:
                 loop.call_soon(_deliver, sub, channel, data)
         return len(receivers)
 
+    def publish_change(self, session_id: str, data: bytes) -> int:
+        """Publish on a session's change feed."""
+        return self.publish(_change(session_id), data)
+
     def drop_subscribers(self, down_ms: int = 50) -> None:
         """What a lost connection does to every subscriber (on Redis: a restart, CLIENT
         KILL): messages published in the next `down_ms` are lost, then each one is
@@ -182,6 +186,11 @@ class MemoryStore:
 
     async def ping(self) -> None:
         self.check_open()
+
+    async def durability(self) -> Durability:
+        """Nothing survives the process: no persistence."""
+        self.check_open()
+        return Durability("memory", "noeviction", aof=False, rdb=False)
 
     async def aclose(self) -> None:
         if self._commands is not None:
@@ -327,21 +336,11 @@ class MemoryLogReader:
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
-        self._queued: list[tuple[str, bytes]] = []
-
-    def publish_later(self, changes: Sequence[tuple[str, bytes]]) -> None:
-        self._queued.extend(changes)
-
-    def _send(self) -> None:
-        queued, self._queued = self._queued, []
-        for session_id, payload in queued:
-            self.store.publish(_change(session_id), payload)
 
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
     ) -> dict[int, list[LogEntry]]:
         self.store.check_open()
-        self._send()
         streams = {p: self.store.log_stream(p) for p in positions}
 
         def collect() -> dict[int, list[LogEntry]]:
@@ -358,11 +357,8 @@ class MemoryLogReader:
             out = collect()
         return out
 
-    async def flush(self, timeout: float) -> None:
-        self._send()
-
     async def close(self) -> None:
-        self._queued.clear()
+        return None
 
 
 class MemoryLogConsumer:
@@ -429,6 +425,10 @@ class MemoryPartitionLog:
 
     async def length(self, partition: int) -> int:
         return len(self.store.log_stream(partition))
+
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        self.store.check_open()
+        return len(self.store.log_stream(partition).after(position(after), None, limit))
 
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
         return self.store.log_stream(partition).trim_below(position(below), dry_run=dry_run)

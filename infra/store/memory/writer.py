@@ -48,16 +48,16 @@ class MemoryAppendBatch:
         return slot
 
     def acknowledge(self, entry_id: bytes) -> None:
-        self.commands.append((_ACK, entry_id, "", 0, -1, "", b"", (), (), (), (), None))
+        self.commands.append((_ACK, entry_id, "", 0, -1, "", b"", (), (), (), (), None, None))
 
     def repeat(self, entry_id: bytes, command_id: str, reply_to: str) -> None:
         self.commands.append(
-            (_REPEAT, entry_id, command_id, 0, -2, reply_to, b"", (), (), (), (), None)
+            (_REPEAT, entry_id, command_id, 0, -2, reply_to, b"", (), (), (), (), None, None)
         )
 
     def refuse(self, entry_id: bytes, command_id: str, reply_to: str, outcome: bytes) -> None:
         self.commands.append(
-            (_REFUSE, entry_id, command_id, 0, -1, reply_to, outcome, (), (), (), (), None)
+            (_REFUSE, entry_id, command_id, 0, -1, reply_to, outcome, (), (), (), (), None, None)
         )
 
     def settle(
@@ -83,6 +83,7 @@ class MemoryAppendBatch:
                 (),
                 (),
                 None,
+                None,
             )
         )
 
@@ -99,6 +100,7 @@ class MemoryAppendBatch:
         timers_set: Sequence[tuple[str, int]],
         timers_removed: Sequence[str],
         snapshot: Snapshot | None,
+        change: tuple[str, bytes] | None = None,
     ) -> None:
         self.commands.append(
             (
@@ -114,6 +116,7 @@ class MemoryAppendBatch:
                 tuple(timers_set),
                 tuple(timers_removed),
                 snapshot,
+                change,
             )
         )
 
@@ -188,6 +191,7 @@ class MemoryPartitionWriter:
             tset,
             tremoved,
             snapshot,
+            change,
         ) in batch.commands:
             stored = store.outcomes.get((p, cid)) if kind != _ACK else None
             if stored is not None:
@@ -225,6 +229,8 @@ class MemoryPartitionWriter:
                 timers.pop((actor_id, key), None)
             if snapshot is not None:
                 store.snapshots[(p, actor_id)] = snapshot
+            if change is not None:
+                store.publish_change(*change)
             if outcome:
                 store.outcomes.set((p, cid), outcome, self.outcome_ttl_ms)
                 if reply_to:

@@ -3,20 +3,17 @@ reader and consumer groups (the reactor). Every command names one partition's lo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from infra.store import layout
 from infra.store.api import START, LogEntry, position_key
 from infra.store.redis.client import RedisClient, flat_pairs
-from infra.store.redis.cluster import key_slot
 from infra.store.redis.connection import ReplyError
+from infra.store.redis.lua import COUNT_AFTER
 from infra.store.redis.reads import StreamReader
 from infra.store.redis.resp import pack
 from infra.store.redis.router import Link
-from infra.store.routing import partition_of
 
 __all__ = ["RedisLogConsumer", "RedisLogReader", "RedisPartitionLog", "log_entries"]
 
@@ -71,6 +68,10 @@ class RedisPartitionLog:
     async def length(self, partition: int) -> int:
         return int(await self.client.call("XLEN", layout.partition_log(partition)))
 
+    async def count(self, partition: int, after: str, limit: int) -> int:
+        key = layout.partition_log(partition)
+        return int(await self.client.run(COUNT_AFTER, [key], [_after(after), limit]))
+
     async def trim(self, partition: int, below: str, *, dry_run: bool = False) -> int:
         if below == START:
             return 0
@@ -104,34 +105,12 @@ class RedisPartitionLog:
 
 class RedisLogReader:
     """See `api.LogReader`: XREADs on connections of its own (`StreamReader`: one XREAD on a
-    single node, one standing read per partition slot on a cluster). The SPUBLISHes queued by
-    `publish_later` go out before the next XREAD (in the same write on a single node)."""
+    single node, one standing read per partition slot on a cluster)."""
 
     def __init__(self, client: RedisClient, partitions: int, name: str) -> None:
         self._partitions = partitions
         self._reads = StreamReader(client, name)
-        self._published: list[asyncio.Future[Any]] = []
         self._keys: dict[bytes, int] = {}
-
-    def publish_later(self, changes: Sequence[tuple[str, bytes]]) -> None:
-        submit = self._reads.submit
-        for sid, payload in changes:
-            p = partition_of(sid, self._partitions)
-            channel = layout.change_channel(p, sid)
-            self._published.append(submit(key_slot(channel), pack(("SPUBLISH", channel, payload))))
-
-    def _check_published(self) -> None:
-        """Raise the first failure of the SPUBLISHes queued so far (on a single node all are
-        answered by now: Redis answers one connection's commands in order)."""
-        published, self._published = self._published, []
-        error = None
-        for fut in published:
-            if not fut.done():
-                fut.cancel()
-            elif not fut.cancelled():
-                error = error or fut.exception()
-        if error is not None:
-            raise error
 
     async def read(
         self, positions: Mapping[int, str], count: int, block_ms: int
@@ -141,22 +120,13 @@ class RedisLogReader:
             key = layout.partition_log(p).encode()
             self._keys.setdefault(key, p)
             wanted[key] = position
-        try:
-            reply = await self._reads.read(wanted, count, block_ms)
-        finally:
-            self._check_published()
+        reply = await self._reads.read(wanted, count, block_ms)
         out: dict[int, list[LogEntry]] = {}
         for key, entries in reply:
             got = log_entries(entries)
             if got:
                 out[self._keys[key]] = got
         return out
-
-    async def flush(self, timeout: float) -> None:
-        if self._published:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.gather(*self._published), timeout)
-            self._check_published()
 
     async def close(self) -> None:
         self._reads.close()

@@ -14,7 +14,16 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["ACQUIRE", "APPEND", "FIRE_TIMERS", "RELEASE", "RENEW", "UNMARK", "Script"]
+__all__ = [
+    "ACQUIRE",
+    "APPEND",
+    "COUNT_AFTER",
+    "FIRE_TIMERS",
+    "RELEASE",
+    "RENEW",
+    "UNMARK",
+    "Script",
+]
 
 
 class Script:
@@ -27,6 +36,15 @@ class Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
+
+#: KEYS[1] a stream. ARGV[1] the first id to count, ARGV[2] the most to count.
+#: The number of entries from ARGV[1] on, without sending them: only the count crosses the wire.
+COUNT_AFTER = Script(
+    "count_after",
+    """
+return #redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+""",
+)
 
 #: KEYS[1] lease, KEYS[2] epoch. ARGV[1] owner, ARGV[2] ttl ms.
 #: Takes the lease when it is free or already the owner's; each acquisition bumps the epoch
@@ -120,7 +138,9 @@ return fired
 #:         outcome (msgpack; '' = only ack / replay stored outcome),
 #:         n events, events..., n routed, routed command envelopes...,
 #:         n timer upserts, (member, due)..., n timer removals, members...,
-#:         snapshot ('' = none)
+#:         snapshot ('' = none), change channel ('' = none), change message
+#: The change message is published on its channel only when the command's append is accepted:
+#: the session's live view, an inline projection (never for a refused or duplicate command).
 #: Result, per command: 1 appended (or acked), the stored outcome (a duplicate command id:
 #: nothing appended), 0 (a repeat whose original is not stored yet: not acked), or
 #: -(actual version + 1) when the expected version did not match (nothing appended, not acked;
@@ -174,8 +194,8 @@ for i = 1, n do
   local n_del = tonumber(ARGV[p])
   local td0 = p + 1
   p = td0 + n_del
-  local snap = ARGV[p]
-  p = p + 1
+  local snap, chan, change = ARGV[p], ARGV[p + 1], ARGV[p + 2]
+  p = p + 3
 
   local okey = KEYS[out_base + i]
   local stored = redis.call('GET', okey)
@@ -214,6 +234,7 @@ for i = 1, n do
         redis.call('ZREM', timers, ARGV[td0 + k])
       end
       if snap ~= '' then redis.call('SET', KEYS[5 + 2 * actor], snap) end
+      if chan ~= '' then redis.call('SPUBLISH', chan, change) end
       if outcome ~= '' then
         redis.call('SET', okey, outcome, 'PX', ttl)
         if reply ~= '' then redis.call('SPUBLISH', replies .. reply, outcome) end

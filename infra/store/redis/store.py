@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 import uuid
 
-from infra.store.api import Archive, Placement
+from infra.store.api import Archive, Durability, Placement
 from infra.store.redis.actors import RedisActorReader
 from infra.store.redis.client import RedisClient
-from infra.store.redis.connection import Endpoint
+from infra.store.redis.connection import Endpoint, ReplyError
 from infra.store.redis.feed import RedisChangeFeed
 from infra.store.redis.leases import RedisLeases
 from infra.store.redis.log import RedisPartitionLog
@@ -112,6 +112,28 @@ class RedisStore:
 
     async def ping(self) -> None:
         await self.client.ping()
+
+    async def durability(self) -> Durability:
+        info: dict[str, str] = {}
+        for section in ("server", "memory", "persistence"):
+            raw = await self.client.call("INFO", section)
+            for line in bytes(raw).decode().splitlines():
+                key, sep, value = line.partition(":")
+                if sep:
+                    info[key] = value.strip()
+        try:  # managed services may rename or refuse CONFIG
+            reply = await self.client.call("CONFIG", "GET", "save")
+            rdb: bool | None = bool(reply) and bool(bytes(reply[1]).strip())
+        except ReplyError:
+            rdb = None
+        name = "valkey" if "valkey_version" in info else "redis"
+        version = info.get("valkey_version") or info.get("redis_version", "?")
+        return Durability(
+            server=f"{name} {version}",
+            maxmemory_policy=info.get("maxmemory_policy", "?"),
+            aof=info.get("aof_enabled") == "1",
+            rdb=rdb,
+        )
 
     async def aclose(self) -> None:
         if self._commands is not None:

@@ -33,7 +33,8 @@ _SMALL = [frame_int(i) for i in range(-2, 1025)]  # framed ints, index n + 2
 _NONE = frame_int(0)
 _NO_CHECK = frame_int(-1)
 _REPEAT = frame_int(-2)
-_NOOP_TAIL = (_NONE, _NONE, _NONE, _NONE, EMPTY)  # no events, routed, timers; no snapshot
+#: no events, routed, timers; no snapshot, no change to publish
+_NOOP_TAIL = (_NONE, _NONE, _NONE, _NONE, EMPTY, EMPTY, EMPTY)
 _EVALSHA = frame(b"EVALSHA")
 _APPEND_SHA = frame_str(APPEND.sha)
 #: framed stream and snapshot keys per actor, kept across batches (bounded)
@@ -160,6 +161,7 @@ class RedisAppendBatch:
         timers_set: Sequence[tuple[str, int]],
         timers_removed: Sequence[str],
         snapshot: Snapshot | None,
+        change: tuple[str, bytes] | None = None,
     ) -> None:
         # the hot path of planning: framed inline, small counts from the table
         okey = (self._out_prefix + command_id).encode()
@@ -205,6 +207,12 @@ class RedisAppendBatch:
             argv.append(EMPTY)
         else:  # msgpack [version, state]: a 2-array header, then the two encoded values
             argv.append(frame(b"\x92" + _encode(snapshot.version) + snapshot.state))
+        if change is None:
+            argv.extend((EMPTY, EMPTY))
+        else:
+            session_id, message = change
+            argv.append(frame_str(layout.change_channel(self._partition, session_id)))
+            argv.append(b"$%d\r\n%b\r\n" % (len(message), message))
 
     def packed(self, fixed_keys: bytes, epoch: int, group: bytes, ttl_ms: int) -> bytes:
         """The whole EVALSHA of `APPEND`, RESP-framed (`fixed_keys`: the 5 partition keys)."""
