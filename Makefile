@@ -7,7 +7,7 @@ VENV   := .venv
 STAMP  := $(VENV)/.synced
 PYTEST_ARGS ?=
 
-.PHONY: all run test lint format bench bench-perf venv clean clean-data proto
+.PHONY: all run test chaos lint format bench bench-perf venv clean clean-data proto
 
 all: test
 
@@ -24,6 +24,12 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q --durations=10 --ignore=tests/bench $(PYTEST_ARGS) tests
+
+# the full chaos suite: 100+ faults from a printed seed under load, then a 10,000-connection
+# reconnect storm (tests/chaos/run.py; CHAOS_ARGS="--seed N" reruns a schedule)
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(VENV)/bin/python -m tests.chaos.run --faults 120 $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -39,6 +39,7 @@ from gateway.push import Push, session_closed_by
 from gateway.rest import API_ROUTES, EXTRA_ROUTES, VERSION, endpoint
 from gateway.sse import SseEndpoint
 from gateway.ws import WebSocketEndpoint
+from infra.backoff import wait_until_up
 from infra.probe import probe_server
 from infra.store import CommandSender, Store, open_store
 
@@ -105,13 +106,16 @@ async def _resources(config: GatewayConfig, store: Store | None, pool: Any,
         if p is None and config.database_url:
             from infra.postgres import create_pool
 
-            p = await create_pool(config.database_url, max_size=10)
+            # no connection at start: PostgreSQL may be down (reads answer 503 until it is back)
+            p = await create_pool(config.database_url, max_size=10, init_size=0)
             made.push_async_callback(p.close)
         b = bus
         if b is None:
             b = s.command_sender(name=f"gw-{config.gateway_id}")
             made.push_async_callback(b.close)
-        await b.start()
+        # Redis may be down or not started yet: wait for it rather than exit (infra.backoff)
+        await wait_until_up("Redis", s.ping, log)
+        await wait_until_up("Redis", b.start, log)
         yield Context(config, s, p, b)
 
 

@@ -38,6 +38,7 @@ import msgspec
 from opentelemetry.trace import SpanKind
 
 from events.envelope import EventEnvelope
+from events.errors import StoreUnavailable
 from events.ids import session_actor
 from gateway.protocol import Form, MessageType
 from gateway.push import Push, push_for_event, session_closed_by
@@ -361,6 +362,10 @@ class Hub:
             maxsize=100_000)
         self._worker: asyncio.Task | None = None
         self._busy = False  # `_process` is handling a message (it may be awaiting history)
+        #: backoff while the store is unavailable (a message is retried, never dropped)
+        self.retry_initial_s = 0.1
+        self.retry_max_s = 2.0
+        self.retry_give_up_s = 60.0
         self.on_attach: list[Callable[[str], Awaitable[None]]] = []
         self.on_detach: list[Callable[[str], Awaitable[None]]] = []
         self.on_change: list[Callable[[Push], None]] = []
@@ -418,10 +423,7 @@ class Hub:
             session_id, data = await self._inbox.get()
             self._busy = True
             try:
-                if session_id is not None:
-                    await self._on_change(session_id, data)
-                elif data is not None:
-                    self._on_admin(data)
+                await self._process_one(session_id, data)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -429,6 +431,37 @@ class Hub:
                               session_id)
             finally:
                 self._busy = False
+
+    async def _process_one(self, session_id: str | None, data: bytes | None) -> None:
+        """Handle one inbox message; while the store is unavailable (connection lost, or a
+        restarting Valkey answering LOADING) wait with backoff and retry the same message,
+        which keeps every session's order: one line when the outage starts, one when it ends,
+        no traceback per message."""
+        delay = self.retry_initial_s
+        failing = False
+        give_up = time.monotonic() + self.retry_give_up_s
+        while True:
+            try:
+                if session_id is not None:
+                    await self._on_change(session_id, data)
+                elif data is not None:
+                    self._on_admin(data)
+            except StoreUnavailable as e:
+                if not failing:
+                    log.warning("change feed: the store is unavailable (%s); waiting to"
+                                " catch session %s up", e, session_id)
+                    failing = True
+                if time.monotonic() > give_up:  # the session's next change fills the gap
+                    log.error("change feed: gave up on a message of session %s after %.0f s",
+                              session_id, self.retry_give_up_s)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(self.retry_max_s, delay * 2)
+                continue
+            if failing:
+                log.warning("change feed: the store answers again; session %s caught up",
+                            session_id)
+            return
 
     # ------------------------------------------------------------------ changes
     async def _on_change(self, session_id: str, data: bytes | None) -> None:

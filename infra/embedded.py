@@ -194,7 +194,12 @@ class EmbeddedRedis:
         return self._proc.pid
 
     def alive(self) -> bool:
+        """Whether the server runs; a dead one is reaped by the check (no zombie is left)."""
         return self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (Redis flushes the append-only file and exits), SIGKILL after `timeout`."""
@@ -577,7 +582,12 @@ class EmbeddedPostgres:
         return self._proc.pid
 
     def alive(self) -> bool:
+        """Whether the server runs; a dead one is reaped by the check (no zombie is left)."""
         return self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
 
     def stop(self, timeout: float = 15.0) -> None:
         """Fast shutdown (SIGINT: disconnect clients, checkpoint, exit); SIGKILL after `timeout`."""
@@ -631,6 +641,25 @@ def _pg_status(data_dir: Path) -> str | None:
     except OSError:
         return None
     return lines[7].strip() if len(lines) >= 8 else None
+
+
+def _clear_stale_pidfile(pgdata: Path) -> None:
+    """Remove ``postmaster.pid`` of a server that is gone (killed: no shutdown removed it).
+
+    Only when the pid it records no longer exists: a live process under that pid (the server
+    itself, or its pid reused) keeps the file, and PostgreSQL's own check decides. The data
+    directory's lock (`_lock_dir`) is held by then, so no other starter races us."""
+    path = pgdata / "postmaster.pid"
+    try:
+        pid = int(path.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+    except PermissionError:  # it exists (another user's process): not ours to judge
+        pass
 
 
 def _give_to(owner: tuple[int, int], pgdata: Path, sock: Path) -> None:
@@ -757,6 +786,7 @@ def start_postgres(
         bin_path = Path(install) / "bin"
         if not (pgdata / "PG_VERSION").exists():
             _initdb(bin_path / "initdb", pgdata, owner)
+        _clear_stale_pidfile(pgdata)
         return _launch_postgres(
             bin_path, data_dir, pgdata, _socket_dir_for(sock, owner), owner, lock_fd,
             fsync=fsync, max_connections=max_connections, timeout=timeout,

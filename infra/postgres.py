@@ -21,7 +21,14 @@ import asyncpg
 
 from events.errors import StoreUnavailable
 
-__all__ = ["Database", "DatabaseUnavailable", "Outage", "create_pool", "unreachable"]
+__all__ = [
+    "Database",
+    "DatabaseUnavailable",
+    "Outage",
+    "create_pool",
+    "pg_outage",
+    "unreachable",
+]
 
 log = logging.getLogger("sessiond.postgres")
 
@@ -70,6 +77,12 @@ def unreachable(exc: BaseException) -> bool:
     # asyncpg's client-side errors: a closed connection or pool; its DataError (a value it
     # cannot encode) is also a ValueError and is the query's fault, not an outage
     return isinstance(exc, asyncpg.InterfaceError) and not isinstance(exc, ValueError)
+
+
+def pg_outage(exc: BaseException) -> bool:
+    """Whether a start-up step that failed with `exc` should wait for PostgreSQL and retry:
+    the server is down or starting (`unreachable`), or `create_pool` said it cannot connect."""
+    return isinstance(exc, StoreUnavailable) or unreachable(exc)
 
 
 class Outage:

@@ -11,14 +11,19 @@ It needs the ``dev`` extra (the embedded servers and the Procfile parser), which
 install such as the container image leaves out: without it, it says in one line what to install.
 
 Procfile entries of the form ``sessiond <command>`` whose command does not exist (yet) are
-skipped with a warning. By default, when one process exits, everything stops (like foreman and
-honcho) so a crash is never hidden; ``--keep-going`` keeps the others running.
+skipped with a warning. A process that exits is restarted with backoff, with a line saying how
+it ended; a crash loop is reported in one line and restarts go on at the capped delay
+(`infra.supervise`). The embedded Valkey and PostgreSQL are watched too: one that dies is
+reaped and started again on its data directory and port. ``--no-restart`` stops everything
+when one process exits (like foreman and honcho); ``--keep-going`` leaves it stopped and keeps
+the others running.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import os
 import shlex
@@ -27,11 +32,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from events.errors import SessiondError
 from infra.config import child_environment
+from infra.supervise import RestartPolicy, describe_exit
 
 __all__ = ["register", "run"]
 
@@ -87,7 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--keep-going",
         action="store_true",
-        help="when one process exits, keep the others running instead of stopping everything",
+        help="when one process exits, leave it stopped and keep the others running",
+    )
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="when one process exits, stop everything (default: restart it with backoff)",
     )
     p.add_argument(
         "--no-migrate", action="store_true", help="do not run `sessiond migrate` before starting"
@@ -206,6 +219,9 @@ class _Child:
     proc: subprocess.Popen
     pump: threading.Thread
     reported: bool = field(default=False)
+    started: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 def _start_child(
@@ -289,11 +305,103 @@ def _missing_subcommand(command: str, available: set[str]) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------- supervision
+
+
+@dataclass
+class _Server:
+    """An embedded server `sessiond dev` started, and how to start it again."""
+
+    kind: str  # "valkey-server" or "postgres"
+    server: Any
+    restart: Callable[[], Any]
+    started: float = field(default_factory=time.monotonic)
+    restart_at: float | None = None
+    policy: RestartPolicy = field(default_factory=lambda: RestartPolicy(first=0.2, cap=5.0))
+
+
+def _watch_server(srv: _Server, out: _Output, now: float) -> bool:
+    """Reap a dead server and start it again when its delay is over; True when it restarted."""
+    if srv.restart_at is None:
+        if srv.server.alive():
+            return False
+        pid, code = srv.server.pid, srv.server.returncode
+        srv.server.stop()  # reaped already (no zombie); lets go of the data directory's lock
+        verdict = srv.policy.exited(now, now - srv.started)
+        out.say(
+            f"embedded {srv.kind} (pid {pid}) {describe_exit(code)}; restarting it in"
+            f" {verdict.delay:.1f} s"
+        )
+        srv.restart_at = now + verdict.delay
+        return False
+    if now < srv.restart_at:
+        return False
+    from infra.embedded import EmbeddedServerError
+
+    try:
+        srv.server = srv.restart()
+    except EmbeddedServerError as e:
+        verdict = srv.policy.exited(now, 0.0)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        out.say(f"embedded {srv.kind} did not start ({first}); retrying in {verdict.delay:.1f} s")
+        srv.restart_at = time.monotonic() + verdict.delay
+        return False
+    srv.restart_at = None
+    srv.started = time.monotonic()
+    out.say(f"embedded {srv.kind} restarted (pid {srv.server.pid})")
+    return True
+
+
+def _watch_child(child: _Child, out: _Output, now: float, *, restart: bool) -> str:
+    """What a child needs: "" (nothing), "exited" (it just exited and is not to be restarted),
+    "scheduled" (it just exited, restart planned), "due" (restart it now)."""
+    if child.restart_at is not None:
+        return "due" if now >= child.restart_at else ""
+    code = child.proc.poll()
+    if code is None or child.reported:
+        return ""
+    child.reported = True
+    _signal_group(child, signal.SIGKILL)  # what it left behind in its group
+    how = describe_exit(code)
+    if not restart:
+        out.say(f"{child.name} {how}")
+        return "exited"
+    verdict = child.policy.exited(now, now - child.started)
+    out.say(
+        f"{child.name} (pid {child.proc.pid}) {how} after {now - child.started:.1f} s;"
+        f" restarting in {verdict.delay:.1f} s"
+    )
+    if verdict.crash_loop:
+        out.say(
+            f"{child.name} is crash-looping: {verdict.exits} exits in"
+            f" {child.policy.loop_window_s:.0f} s (last: {how}); restarting every"
+            f" {child.policy.cap:.0f} s until it stays up {child.policy.stable_s:.0f} s"
+        )
+    child.restart_at = now + verdict.delay
+    return "scheduled"
+
+
+def _restart_child(child: _Child, env: dict[str, str], out: _Output, watchdog: _Watchdog) -> _Child:
+    watchdog.forget(child.proc.pid)
+    child.pump.join(1.0)
+    fresh = _start_child(child.name, child.command, env, out, watchdog)
+    fresh.policy = child.policy
+    return fresh
+
+
 # --------------------------------------------------------------------------- main
 
 
-def _publish_servers(data_dir: Path, redis_url: str, database_url: str) -> Path:
-    """Write where the stores are, for `sessiond` commands run from other terminals."""
+def _publish_servers(
+    data_dir: Path,
+    redis_url: str,
+    database_url: str,
+    servers: list[_Server] | None = None,
+    children: list[_Child] | None = None,
+) -> Path:
+    """Write where the stores are, for `sessiond` commands run from other terminals, and the
+    current pid of every server and process (rewritten at each restart: operators and the
+    chaos suite find what runs there)."""
     import msgspec
 
     from infra.config import DEV_SERVERS_FILE
@@ -301,7 +409,13 @@ def _publish_servers(data_dir: Path, redis_url: str, database_url: str) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / DEV_SERVERS_FILE
     tmp = path.with_suffix(".tmp")
-    info = {"pid": os.getpid(), "redis_url": redis_url, "database_url": database_url}
+    info = {
+        "pid": os.getpid(),
+        "redis_url": redis_url,
+        "database_url": database_url,
+        "servers": {s.kind: s.server.pid for s in servers or () if s.restart_at is None},
+        "processes": {c.name: c.proc.pid for c in children or () if c.proc.poll() is None},
+    }
     tmp.write_bytes(msgspec.json.encode(info))
     tmp.replace(path)
     return path
@@ -396,6 +510,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     servers: list = []
+    supervised: list[_Server] = []
     children: list[_Child] = []
     published: Path | None = None
     watchdog = _Watchdog()
@@ -408,6 +523,9 @@ def run(args: argparse.Namespace) -> int:
         if not redis_url:
             server = start_redis(data_dir / "redis", appendfsync=settings.redis_appendfsync)
             servers.append(server)
+            supervised.append(_Server("valkey-server", server, functools.partial(
+                start_redis, server.data_dir, port=server.port,
+                appendfsync=settings.redis_appendfsync)))  # fmt: skip
             # the processes it runs share this machine: the unix socket costs each message
             # less than loopback TCP (which stays open for redis-cli and friends)
             redis_url = server.local_url
@@ -418,6 +536,9 @@ def run(args: argparse.Namespace) -> int:
         if not database_url and not stop.is_set():
             server = start_postgres(data_dir / "pg")
             servers.append(server)
+            supervised.append(
+                _Server("postgres", server, functools.partial(start_postgres, data_dir / "pg"))
+            )
             database_url = server.url
             out.say(f"embedded postgres pid {server.pid} at {database_url} (data {server.pgdata})")
         if stop.is_set():
@@ -453,6 +574,7 @@ def run(args: argparse.Namespace) -> int:
             children.append(_start_child(name, command, env, out, watchdog))
         if not children:
             out.say("warning: no Procfile process could be started")
+        _publish_servers(data_dir, redis_url or "", database_url or "", supervised, children)
 
         base = settings.gateway.public_base_url
         ws = base.replace("http://", "ws://", 1)
@@ -472,14 +594,21 @@ def run(args: argparse.Namespace) -> int:
         if any(c.name == "gateway" for c in children):
             _announce_when_ready(f"{base}/health", stop, out)
 
+        restart = not (args.keep_going or args.no_restart)
         while not stop.wait(0.2):
-            for child in children:
-                if child.proc.poll() is not None and not child.reported:
-                    child.reported = True
-                    out.say(f"{child.name} exited with code {child.proc.returncode}")
-                    if not args.keep_going:
-                        code = child.proc.returncode or 1
-                        stop.set()
+            now = time.monotonic()
+            changed = any([_watch_server(srv, out, now) for srv in supervised])
+            for i, child in enumerate(children):
+                what = _watch_child(child, out, now, restart=restart)
+                if what == "due":
+                    children[i] = _restart_child(child, env, out, watchdog)
+                    changed = True
+                elif what == "exited" and args.no_restart:
+                    code = child.proc.returncode or 1
+                    stop.set()
+            if changed:
+                _publish_servers(data_dir, redis_url or "", database_url or "", supervised,
+                                 children)  # fmt: skip
             if args.keep_going and children and all(c.reported for c in children):
                 stop.set()
         if received:
@@ -493,7 +622,8 @@ def run(args: argparse.Namespace) -> int:
         watchdog.close()
         if published is not None:
             published.unlink(missing_ok=True)
-        for server in reversed(servers):
+        current = [srv.server for srv in supervised] or servers
+        for server in reversed(current):
             out.say(f"stopping {type(server).__name__} (pid {server.pid})")
             server.stop()
         out.say("stopped")

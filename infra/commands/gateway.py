@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING
 
 from infra.cli import add_knob_option
@@ -11,6 +12,8 @@ if TYPE_CHECKING:
     from infra.sections import GatewayConfig
 
 __all__ = ["register", "run"]
+
+log = logging.getLogger("sessiond.gateway")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -48,17 +51,25 @@ def run(args: argparse.Namespace) -> int:
 async def _preflight(config: GatewayConfig) -> None:
     """Refuse servers that could lose what the gateway acknowledges (`infra.preflight`),
     before uvicorn starts: a refusal is then one line, not a failed lifespan."""
-    from infra.postgres import create_pool
+    from infra.backoff import wait_until_up
+    from infra.postgres import create_pool, pg_outage
     from infra.preflight import check_postgres, check_redis
     from infra.store import open_store
 
+    if config.env != "prod":
+        return  # the checks are prod's; a server that is away is waited for by the app
     store = open_store(config.redis_url, config.partitions)
     try:
-        await check_redis(store, config.env)
+        await wait_until_up("Redis", lambda: check_redis(store, config.env), log)
     finally:
         await store.aclose()
     if config.database_url:
-        pool = await create_pool(config.database_url, min_size=1, max_size=1)
+        pool = await wait_until_up(
+            "PostgreSQL",
+            lambda: create_pool(config.database_url, min_size=1, max_size=1),
+            log,
+            retry_if=pg_outage,
+        )
         try:
             await check_postgres(pool, config.env)
         finally:

@@ -45,13 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from infra.backoff import wait_until_up
+    from infra.postgres import pg_outage
     from projections.migrate import migrate
 
     settings = args.settings
     settings.require_redis_url()
     database_url = settings.require_database_url()
     if settings.env != "prod" and not args.no_migrate:
-        await migrate(database_url)
+        # PostgreSQL may be down or still starting: wait for it rather than exit
+        await wait_until_up("PostgreSQL", lambda: migrate(database_url), log, retry_if=pg_outage)
     await serve(settings.projector, env=settings.env, metrics_addr=settings.metrics_addr)
     return 0
 
@@ -66,10 +69,11 @@ async def serve(
     """Open the event store and the PostgreSQL pool, run a projector until SIGTERM / SIGINT
     (it then gives its leases back), close them. In prod, refuse unsafe servers first
     (`infra.preflight`). `metrics_addr`: where `/healthz` and `/metrics` are served.
-    `before_commit`: see `Projector`."""
+    `before_commit`: see `Projector`. Redis or PostgreSQL away at start-up is waited for."""
+    from infra.backoff import wait_until_up
     from infra.cli import wait_for_shutdown_signal
     from infra.gctune import tune_gc
-    from infra.postgres import create_pool
+    from infra.postgres import create_pool, pg_outage
     from infra.preflight import check_postgres, check_redis
     from infra.probe import answers, probe_server
     from infra.store import open_store
@@ -77,11 +81,16 @@ async def serve(
 
     store = open_store(config.redis_url, config.partitions)
     try:
-        await check_redis(store, env)
-        pool = await create_pool(
-            config.database_url,
-            max_size=config.pool_size + 1,
-            server_settings=pool_settings(config),
+        await wait_until_up("Redis", lambda: check_redis(store, env), log)
+        pool = await wait_until_up(
+            "PostgreSQL",
+            lambda: create_pool(
+                config.database_url,
+                max_size=config.pool_size + 1,
+                server_settings=pool_settings(config),
+            ),
+            log,
+            retry_if=pg_outage,
         )
     except BaseException:
         await store.aclose()

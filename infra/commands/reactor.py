@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     from events.errors import SessiondError
+    from infra.backoff import wait_until_up
     from infra.preflight import check_redis
     from infra.probe import answers, probe_server
     from infra.provisioners import create_provisioner
@@ -62,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
     url, partitions, sim = settings.require_redis_url(), settings.partitions, settings.simulators
     store = open_store(url, partitions)
     try:
-        await check_redis(store, settings.env)
+        await wait_until_up("Redis", lambda: check_redis(store, settings.env), log)
         provisioner = create_provisioner(sim, store.simulator_hosts)
     except SessiondError:
         await store.aclose()
@@ -70,6 +71,8 @@ async def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # e.g. no kubeconfig
         await store.aclose()
         raise SessiondError(f"cannot set up the {sim.provisioner} provisioner: {exc}") from None
+    # Redis may be down or not started yet: wait for it rather than exit (infra.backoff)
+    await wait_until_up("Redis", store.ping, log)
     checks = {"redis": answers(store.ping), "provisioner": provisioner.health_check}
     async with probe_server(settings.metrics_addr, checks, partitions=partitions):
         return await _serve(args, store, provisioner)
@@ -77,11 +80,12 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _serve(args: argparse.Namespace, store: Any, provisioner: Any) -> int:
     from actors.reactor import Reactor
+    from infra.backoff import wait_until_up
 
     settings = args.settings
     partitions, sim = settings.partitions, settings.simulators
     bus = store.command_sender(name=args.name)
-    await bus.start()
+    await wait_until_up("Redis", bus.start, log)
     reactor = Reactor(store, bus, provisioner, name=args.name, concurrency=args.concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

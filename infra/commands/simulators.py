@@ -91,6 +91,7 @@ async def run(args: argparse.Namespace) -> int:
     import msgspec
 
     from events.errors import SessiondError
+    from infra.backoff import wait_until_up
     from infra.exchange.control import EngineSpec
     from infra.exchange.engine import Engine
     from infra.exchange.host import SimulatorHost, bus_heartbeat, bus_stop
@@ -109,7 +110,9 @@ async def run(args: argparse.Namespace) -> int:
         await store.aclose()
         raise
     bus = store.commands
-    await bus.start()
+    # Redis may be down or not started yet: wait for it rather than exit (infra.backoff)
+    await wait_until_up("Redis", store.ping, log)
+    await wait_until_up("Redis", bus.start, log)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,8 +17,10 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
+from events.errors import StoreUnavailable
 from events.ids import simulator_actor
 from events.simulator import RecordHeartbeat, StopSimulator
+from infra.backoff import Backoff
 from infra.exchange.control import ACK_TTL_S, ControlReply, ControlRequest, EngineSpec
 from infra.exchange.engine import Engine, HeartbeatFn, TickPublisher
 from infra.store import START, Store
@@ -195,16 +197,30 @@ class SimulatorHost:
             await asyncio.sleep(self.register_ttl_s / 3)
 
     async def _control_loop(self) -> None:
-        reader = self.hosts.control_reader(self.host_id)
+        """Read the host's control stream; a Redis outage is waited out (the engines keep
+        running meanwhile), never the end of the host."""
         last = START
-        try:
-            while True:
-                for position, payload in await reader.read(last, 100, 1000):
-                    last = position
-                    await self._handle(payload or None)
-                    await reader.remove(position)
-        finally:
-            await reader.close()
+        delays = Backoff()
+        failing = False
+        while True:
+            reader = self.hosts.control_reader(self.host_id)
+            try:
+                while True:
+                    for position, payload in await reader.read(last, 100, 1000):
+                        last = position
+                        await self._handle(payload or None)
+                        await reader.remove(position)
+                    if failing:
+                        log.warning("control stream readable again")
+                        failing = False
+                        delays.reset()
+            except StoreUnavailable as exc:
+                if not failing:
+                    log.warning("control stream unreadable (%s); retrying with backoff", exc)
+                    failing = True
+                await asyncio.sleep(delays.next())
+            finally:
+                await reader.close()
 
     async def _handle(self, raw: bytes | None) -> None:
         if raw is None:

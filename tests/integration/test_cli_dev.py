@@ -216,3 +216,64 @@ def test_dev_with_only_an_unknown_process_fails_with_one_line(
     assert code == 2
     assert "--only: no process nope" in output
     assert "Traceback" not in output
+
+
+def _dev_info(data: Path) -> dict:
+    import json
+
+    return json.loads((data / "dev.json").read_text())
+
+
+def _wait_pid_change(data: Path, key: str, name: str, old: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with_pid = _dev_info(data)[key].get(name)
+        if with_pid and with_pid != old and _alive(with_pid):
+            return with_pid
+        time.sleep(0.1)
+    raise AssertionError(f"{name} was not restarted: {_dev_info(data)}")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.anyio
+async def test_dev_restarts_what_dies_and_reports_a_crash_loop(
+    tmp_path: Path, server_data_dir: Path, procfile: Path
+) -> None:
+    procfile.write_text(procfile.read_text() + "crasher: python -c 'import sys; sys.exit(3)'\n")
+    dev = DevProcess(tmp_path, server_data_dir, procfile)
+    try:
+        dev.wait_for(UP)
+        sleeper = _read_pids(tmp_path / "pids.txt")[0]
+        (tmp_path / "pids.txt").unlink()
+        os.kill(sleeper, signal.SIGKILL)
+        dev.wait_for(rf"sleeper \(pid {sleeper}\) killed by SIGKILL after [\d.]+ s; restarting in")
+        assert _read_pids(tmp_path / "pids.txt")[0] != sleeper  # a new sleeper runs
+        assert _wait_pid_change(server_data_dir, "processes", "sleeper", sleeper)
+
+        # a process that keeps failing: one line says so, and restarts go on
+        dev.wait_for(r"crasher \(pid \d+\) exited with code 3")
+        dev.wait_for(r"crasher is crash-looping: 5 exits in 60 s \(last: exited with code 3\)")
+
+        for kind in ("valkey-server", "postgres"):
+            old = _dev_info(server_data_dir)["servers"][kind]
+            os.kill(old, signal.SIGKILL)
+            dev.wait_for(rf"embedded {kind} \(pid {old}\) killed by SIGKILL; restarting it in")
+            dev.wait_for(rf"embedded {kind} restarted \(pid \d+\)")
+            new = _wait_pid_change(server_data_dir, "servers", kind, old)
+            assert not _zombie(old), f"{kind} {old} left a zombie"
+            assert _alive(new)
+        info = _dev_info(server_data_dir)
+        client = redis.Redis.from_url(info["redis_url"])
+        assert client.ping()
+        client.close()
+        assert await _pg(info["database_url"], "SELECT 1") == 1
+    finally:
+        code = dev.stop(signal.SIGTERM)
+    assert code == 0, "\n".join(dev.lines)
+    assert len([ln for ln in dev.lines if "crash-looping" in ln]) == 1

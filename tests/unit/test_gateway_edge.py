@@ -263,6 +263,41 @@ async def test_resume_gets_missed_changes_in_order_once_then_live() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_change_that_meets_a_loading_store_waits_and_is_pushed_once_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A restarting Valkey answers LOADING: the change feed waits and retries the message (one
+    line when it starts failing, one when it answers again), as for a lost connection; the
+    versions still arrive in order."""
+    h = FakeHistory()
+    h.add("s", 1)
+    hub = _hub(h)
+    hub.retry_initial_s = 0.01
+    conn = MemConn("s", "u", "d")
+    await hub.attach(conn)
+    h.add("s", 3)  # 2, 3, 4 appended; only 4's message arrives while Valkey loads its data
+    original, refusals = h.after, [3]
+
+    async def loading(sid, since, upto=None):
+        if refusals[0]:
+            refusals[0] -= 1
+            raise StoreUnavailable("Redis refused a command: LOADING Valkey is loading")
+        return await original(sid, since, upto)
+
+    h.after = loading  # type: ignore[method-assign]
+    worker = asyncio.create_task(hub._process())
+    hub._on_message("s", _changes("s", 4))
+    for _ in range(200):
+        if conn.versions() == [2, 3, 4]:
+            break
+        await asyncio.sleep(0.01)
+    worker.cancel()
+    assert conn.versions() == [2, 3, 4]
+    lines = [r for r in caplog.records if r.name == "sessiond.gateway.hub"]
+    assert len(lines) == 2 and not any(r.exc_info for r in lines)
+
+
+@pytest.mark.anyio
 async def test_a_skipped_version_is_filled_from_history() -> None:
     h = FakeHistory()
     h.add("s", 1)
