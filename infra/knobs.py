@@ -2,7 +2,7 @@
 
 One row per knob of `infra.config.Settings` that a variable (or a command-line option) can set,
 addressed by its path (``"partitions"``, ``"gateway.port"``). The loader (`infra.config`) walks
-this table; `sessiond config` shows its variables; the README's table lists the same. Defaults
+this table; `sessiond config` shows its variables; docs/configuration.md lists the same. Defaults
 are not here: each knob's one default is its field's in `infra.sections` / `Settings`.
 
 Parsers turn the text into the value or raise `ValueError` saying what was expected; a `Check`

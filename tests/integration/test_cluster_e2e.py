@@ -255,7 +255,7 @@ async def test_a_killed_master_fails_over_to_its_replica_and_every_process_recov
             await asyncio.sleep(0.1)
         cluster.wait_ok(30)
         # writes acknowledged just before the crash may be lost (asynchronous replication:
-        # see the README); a device whose connection the gateway closed while the store was
+        # see docs/cluster.md); a device whose connection the gateway closed while the store was
         # unreachable (1013, try again later) reconnects, as clients do; what is written after
         # the failover must flow end to end again, without restarting any process
         deadline = time.monotonic() + 30

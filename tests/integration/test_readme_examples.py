@@ -1,6 +1,6 @@
-"""The README's "Connect a client" examples run, as printed, against a real stack (only the
-addresses are changed to the stack's), so they cannot rot: the Python client's block and the
-gRPC block."""
+"""The documentation's client examples run, as printed, against a real stack (only the
+addresses are changed to the stack's), so they cannot rot: the Python client's block in the
+README's "Connect a client" and the gRPC block in docs/clients.md."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from tests.integration.gwstack import ROOT, Stack
 
 
-def example(marker: str) -> str:
-    """The code block that follows `<!-- {marker}: ... -->` in the README."""
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(rf"<!-- {marker}:[^>]*-->\n```python\n(.*?)```", readme, re.S)
-    assert found, f"no {marker} block in the README"
+def example(marker: str, page: str = "README.md") -> str:
+    """The code block that follows `<!-- {marker}: ... -->` in `page`."""
+    text = (ROOT / page).read_text()
+    found = re.search(rf"<!-- {marker}:[^>]*-->\n```python\n(.*?)```", text, re.S)
+    assert found, f"no {marker} block in {page}"
     return found.group(1)
 
 
@@ -47,5 +47,5 @@ def test_the_python_client_example_runs(stack: Stack) -> None:
 
 @pytest.mark.timeout(90)
 def test_the_grpc_example_runs(stack: Stack) -> None:
-    out = run(stack, example("grpc-example"), "alice")
+    out = run(stack, example("grpc-example", "docs/clients.md"), "alice")
     assert re.search(r'^\d+ state_update \{.*"theme":"dark"', out, re.M), out

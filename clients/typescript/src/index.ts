@@ -1,4 +1,4 @@
-/** sessiond's browser (and Node) client. See README "The TypeScript client". */
+/** sessiond's browser (and Node) client. See docs/clients.md. */
 export { SessiondClient, SessiondError } from "./client.js";
 export type {
   ClientEvents, ClientOptions, Change, Conflict, ConnectionState, EventSourceCtor,

@@ -1,7 +1,7 @@
 /**
  * The gateway's WebSocket / SSE protocol, hand-written to match `gateway/protocol.py`,
- * `gateway/push.py` and the README's message table (names form: the client always speaks names,
- * so the server answers with names).
+ * `gateway/push.py` and the message table of docs/protocol.md (names form: the client always
+ * speaks names, so the server answers with names).
  */
 
 /** Every message, both ways: seed 004's envelope. `version` is on every message that carries a
@@ -115,7 +115,7 @@ export interface ErrorPayload {
 
 export type ConflictStrategy = "server_wins" | "client_wins" | "merge";
 
-/** Close codes after which reconnecting cannot help (the README's WebSocket section). */
+/** Close codes after which reconnecting cannot help (docs/protocol.md, WebSocket). */
 export const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   4400, // bad handshake
   4403, // forbidden
