@@ -216,4 +216,4 @@ def _on_change(ctx: Context, push: Push) -> None:
                 conn.close_soon(4000, "DEVICE_DISCONNECTED")
     elif (reason := session_closed_by(push)) is not None:
         for conn in ctx.hub.connections_of(push.session_id):
-            conn.close_soon(4410, reason)
+            conn.close_when_caught_up(4410, reason)

@@ -97,7 +97,7 @@ def _close_if_history_ended(conn: Connection, pushes: list[Push]) -> None:
         elif isinstance(push.payload, dict) and push.payload.get("event") == "SessionCreated":
             reason = None
     if reason is not None:
-        conn.close_soon(4410, reason)
+        conn.close_when_caught_up(4410, reason)
 
 
 class Connection:
@@ -109,6 +109,7 @@ class Connection:
     #: only a failed or stalled write (the slow-client rule) tells that it left.
     speaks = True
     __slots__ = (
+        "_close_after_catch_up",
         "_flusher",
         "backlog",
         "backlog_bytes",
@@ -152,6 +153,7 @@ class Connection:
         self.rtt_ms = 0.0
         self.connected_at = time.time()
         self.last_rx = time.monotonic()
+        self._close_after_catch_up: tuple[int, str] | None = None
         self.expires_at = 0  # the token's `exp` (s since the epoch): closed after it; 0 = never
 
     # ------------------------------------------------------------------ state
@@ -221,6 +223,9 @@ class Connection:
         self.move_to(ConnState.LIVE)
         for push in sorted(buffered, key=lambda p: p.version or 0):
             self.deliver(push)
+        pending, self._close_after_catch_up = self._close_after_catch_up, None
+        if pending is not None:
+            self.close_soon(*pending)
 
     def send(self, data: Any) -> None:
         """Queue one frame; never blocks. A client whose backlog passes the limit is dropped."""
@@ -272,6 +277,15 @@ class Connection:
         if flusher is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(flusher), timeout)
+
+    def close_when_caught_up(self, code: int, reason: str) -> None:
+        """`close_soon`, but a connection still catching up first gets what it is owed (the
+        history it is reading and the changes buffered meanwhile end with the change that
+        closes it: a session's end must reach the client before the close)."""
+        if self.state is ConnState.CATCHING_UP:
+            self._close_after_catch_up = (code, reason)
+        else:
+            self.close_soon(code, reason)
 
     def close_soon(self, code: int, reason: str) -> None:
         """Close with `code` in the background (once; later calls do nothing)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from dataclasses import dataclass
 
 from tests.chaos.cluster import PROCESSES, DevCluster
@@ -63,12 +64,19 @@ def plan(seed: int, count: int, *, max_pause_s: float = 5.0) -> list[Fault]:
 
 def inject(cluster: DevCluster, fault: Fault) -> int:
     """Send the fault's signal to its target's current pid; return that pid."""
-    pid = cluster.pid(fault.target)
-    if pid is None:
-        raise RuntimeError(f"{fault.target} is not running: {cluster.info()}")
     sig = signal.SIGSTOP if fault.kind.startswith("stop:") else signal.SIGKILL
-    os.kill(pid, sig)
-    return pid
+    deadline = time.monotonic() + 30
+    while True:  # the recorded pid may have just exited (being restarted): ask again
+        pid = cluster.pid(fault.target)
+        if pid is not None:
+            try:
+                os.kill(pid, sig)
+                return pid
+            except ProcessLookupError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{fault.target} is not running: {cluster.info()}")
+        time.sleep(0.2)
 
 
 def resume(pid: int) -> None:

@@ -661,8 +661,11 @@ async def test_a_catch_up_that_reads_the_sessions_end_closes_the_connection() ->
     ]
     for history, expected in cases:
         conn = MemConn("s", "u", "d")
-        conn.state = ConnState.LIVE
+        conn.state = ConnState.CATCHING_UP
         pushes = [change(v, event, **more) for v, (event, more) in enumerate(history, 1)]
         _close_if_history_ended(conn, pushes)
+        await asyncio.sleep(0.01)
+        assert conn.frames == []  # nothing closes a connection before its catch-up ends
+        conn.go_live()
         await asyncio.sleep(0.01)
         assert (conn.frames[-1] if conn.frames else None) == expected, history
