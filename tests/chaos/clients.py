@@ -49,7 +49,7 @@ class Ledger:
     ryw_checked: int = 0
     ryw_stale: list[tuple[str, int, int]] = field(default_factory=list)  # issue 14
     push_delays: list[tuple[float, float]] = field(default_factory=list)  # (sent at, delay)
-    sent_at: dict[tuple[str, int], float] = field(default_factory=dict)
+    sent_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (session, key)
     unacked: int = 0
 
     def answer(self, status: int, what: str, body: str = "") -> None:
@@ -229,12 +229,13 @@ class Device:
             return
         self.last = version
         self.received.append(version)
-        sent = self.ledger.sent_at.pop((self.session_id, version), None)
-        if sent is not None:
-            self.ledger.push_delays.append((sent, time.monotonic() - sent))
         if kind == "state_update":
             op = payload.get("operation")
             if op == "PATCH":
+                for key in payload.get("changes") or ():
+                    sent = self.ledger.sent_at.pop((self.session_id, key), None)
+                    if sent is not None:
+                        self.ledger.push_delays.append((sent, time.monotonic() - sent))
                 self.state.update(payload.get("changes") or {})
                 for key in payload.get("deleted_keys") or ():
                     self.state.pop(key, None)
@@ -262,6 +263,8 @@ class Device:
                 "idempotency_key": ikey,
                 "payload": {"changes": {key: value}},
             }
+            # the push may reach a device before the ack reaches the writer: timed from here
+            self.ledger.sent_at.setdefault((self.session_id, key), sent)
             try:
                 await ws.send(json.dumps(msg))
                 answer = await asyncio.wait_for(fut, timeout)
@@ -273,7 +276,6 @@ class Device:
             payload = answer.get("payload") or {}
             if _name(answer.get("type")) == "state_update" and payload.get("accepted"):
                 version = int(payload["version"])
-                self.ledger.sent_at[(self.session_id, version)] = sent
                 ack = Ack(self.session_id, version, key, value, "ws", time.monotonic())
                 self.ledger.acks.append(ack)
                 return ack

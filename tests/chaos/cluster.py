@@ -36,7 +36,6 @@ PROCESSES = {
 SERVERS = ("valkey-server", "postgres")
 
 
-
 class DevCluster:
     """`sessiond dev` on a Procfile of its own, in a fresh data directory (removed on close)."""
 
@@ -99,7 +98,7 @@ class DevCluster:
         )
         self.wait_healthy(timeout)
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -107,6 +106,9 @@ class DevCluster:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if keep:  # a post-mortem: the servers' data and dev.log stay
+            print(f"  kept {self.root} (data/, dev.log)", flush=True)
+            return
         import shutil
 
         shutil.rmtree(self.root, ignore_errors=True)

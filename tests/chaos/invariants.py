@@ -20,8 +20,10 @@ from tests.chaos.clients import Ack, Device, Ledger
 
 __all__ = ["Log", "Result", "check_all", "percentile", "read_logs", "visible_versions"]
 
-#: session id -> [(version, event type, event fields)], oldest first
+#: session id -> [(version, event type, event fields)], oldest first; the fields also hold the
+#: command id of the command that caused the event, under `COMMAND_ID`
 Log = dict[str, list[tuple[int, str, dict[str, Any]]]]
+COMMAND_ID = "__command_id"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,14 @@ async def read_logs(redis_url: str, partitions: int, session_ids: list[str]) -> 
         for sid in session_ids:
             events = await store.actors.read(store.partition_of(sid), f"session:{sid}", after=0)
             logs[sid] = [
-                (e.version, e.type, msgspec.to_builtins(decode_event(e.data, e.type)))
+                (
+                    e.version,
+                    e.type,
+                    {
+                        **msgspec.to_builtins(decode_event(e.data, e.type)),
+                        COMMAND_ID: e.command_id,
+                    },
+                )
                 for e in events
             ]
     finally:
@@ -86,15 +95,75 @@ def _differs(a: dict, b: dict | None) -> str:
 
 
 def lost_writes(acks: list[Ack], logs: Log) -> list[Ack]:
-    by_version = {sid: {v: (t, d) for v, t, d in log} for sid, log in logs.items()}
+    """Acknowledged writes the log does not hold as acknowledged. An ack's version is the
+    session's version after the command's events (a write that keeps its session alive is
+    followed by `SessionRefreshed`): the write's `StateChanged` is at or before it, and every
+    event after it up to the ack's version was caused by the same command."""
     lost = []
     for ack in acks:
-        event = by_version.get(ack.session_id, {}).get(ack.version)
-        if event is None or event[0] != "StateChanged":
+        log = logs.get(ack.session_id, [])
+        found = [
+            (i, v)
+            for i, (v, t, d) in enumerate(log)
+            if t == "StateChanged" and d.get("changes", {}).get(ack.key) == ack.value
+        ]
+        if len(found) != 1:
             lost.append(ack)
-        elif event[1].get("changes", {}).get(ack.key) != ack.value:
+            continue
+        i, version = found[0]
+        command = log[i][2].get(COMMAND_ID)
+        tail = [e for e in log[i:] if e[0] <= ack.version]
+        if version > ack.version or tail[-1][0] != ack.version:
+            lost.append(ack)
+        elif any(d.get(COMMAND_ID) != command for _, _, d in tail):
             lost.append(ack)
     return lost
+
+
+def explain_lost(lost: list[Ack], logs: Log) -> str:
+    """Why each lost write counts as lost, by kind, with an example of each."""
+    kinds: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for ack in lost:
+        log = logs.get(ack.session_id, [])
+        found = [v for v, t, d in log if t == "StateChanged" and ack.key in d.get("changes", {})]
+        at = {v: (t, d.get(COMMAND_ID)) for v, t, d in log}
+        if not found:
+            kind = "not in the log"
+            example = f"{ack.key} acked at v{ack.version}; the log ends at v{max(at, default=0)}"
+        else:
+            kind = "in the log, not as acknowledged"
+            example = (
+                f"{ack.key} acked at v{ack.version}, found at {found};"
+                f" v{ack.version} holds {at.get(ack.version)}"
+            )
+        kinds[kind] += 1
+        examples.setdefault(kind, f"{example} ({ack.via}, session {ack.session_id})")
+    return "; ".join(f"{n} {k} (e.g. {examples[k]})" for k, n in kinds.most_common())
+
+
+PROJECTOR_FAULTS = ("kill:projector", "stop:projector")
+
+
+def pushes_while_only_a_projector_was_down(
+    push_delays: list[tuple[float, float]], windows: list[tuple[float, float, str]]
+) -> list[float]:
+    """The delays of pushes sent while a projector was down and during which no other fault
+    began or lasted (a fault's window includes a grace after its recovery that can outlast
+    the gap to the next fault: a worker killed then delays a push for its own reason)."""
+    chosen = []
+    for sent, delay in push_delays:
+        arrived = sent + delay
+        projector = any(
+            start <= sent <= end and kind in PROJECTOR_FAULTS for start, end, kind in windows
+        )
+        other = any(
+            start <= arrived and sent <= end and kind not in PROJECTOR_FAULTS
+            for start, end, kind in windows
+        )
+        if projector and not other:
+            chosen.append(delay)
+    return chosen
 
 
 def duplicate_events(logs: Log) -> int:
@@ -145,7 +214,7 @@ def check_all(
                 not lost,
                 f"{len(ledger.acks)} acknowledged ({sum(a.via == 'ws' for a in ledger.acks)} WS,"
                 f" {sum(a.via == 'rest' for a in ledger.acks)} REST), {len(lost)} lost"
-                + (f"; first: {lost[0]}" if lost else ""),
+                + (f": {explain_lost(lost, logs)}" if lost else ""),
             )
         )
     else:
@@ -268,8 +337,7 @@ def check_all(
             pending="issue 14 item 1",
         )
     )
-    projector = ("kill:projector", "stop:projector")
-    in_fault = [delay for sent, delay in ledger.push_delays if in_outage(sent, projector)]
+    in_fault = pushes_while_only_a_projector_was_down(ledger.push_delays, windows)
     calm = [delay for sent, delay in ledger.push_delays if not in_outage(sent)]
     late = [x for x in in_fault if x > 1.0]
     results.append(

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storm-procs", type=int, default=2)
     p.add_argument("--appendfsync", choices=("always", "everysec"), default="always")
     p.add_argument("--max-pause", type=float, default=5.0, help="longest SIGSTOP, seconds")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the servers' data and dev.log after the run"
+    )
     p.add_argument("--bound", type=float, default=30.0, help="recovery bound per fault, seconds")
     p.add_argument(
         "--strict",
@@ -375,7 +378,7 @@ async def run(args: argparse.Namespace) -> int:
         raise
     finally:
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(r.cluster.close)
+            await asyncio.to_thread(r.cluster.close, args.keep)
     return r.report(results)
 
 
