@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.operations.access import TokenPair
+from gateway.operations.reads import Device
 from gateway.operations.simulators import DEFAULT_CASH, DEFAULT_SYMBOLS
 
 __all__ = [
@@ -181,22 +182,6 @@ class ConflictResponse(msgspec.Struct, kw_only=True):
     resolved_state: dict[str, Any]
     version: int
     session_version: int
-
-
-class Device(msgspec.Struct, kw_only=True):
-    device_id: str
-    device_type: str
-    device_name: str
-    os: str
-    status: str
-    online: bool
-    connections: int
-    ws_connections: int
-    sse_connections: int
-    pod_name: str
-    joined_at: str | None
-    last_seen: str | None
-    left_reason: str | None = None
 
 
 class DevicesResponse(msgspec.Struct, kw_only=True):

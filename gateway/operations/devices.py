@@ -11,7 +11,7 @@ import msgspec
 from events.session import DisconnectDevice
 from gateway.auth import Claims
 from gateway.operations.commands import WriteResult, idempotency, now_ms, send, written
-from gateway.operations.reads import DeviceView, authorize_read, device_rows
+from gateway.operations.reads import Device, authorize_read, device_rows
 
 if TYPE_CHECKING:
     from gateway.operations.context import Context
@@ -25,7 +25,7 @@ class DeviceDisconnect(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
 
 
-async def list_devices(ctx: Context, claims: Claims, session_id: str) -> list[DeviceView]:
+async def list_devices(ctx: Context, claims: Claims, session_id: str) -> list[Device]:
     await authorize_read(ctx, claims, session_id)
     return await device_rows(ctx, session_id)
 

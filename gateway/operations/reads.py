@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from gateway.operations.context import Context
 
 __all__ = [
-    "DeviceView",
+    "Device",
     "SessionSnapshot",
     "SimulatorView",
     "authorize_read",
@@ -74,7 +74,9 @@ class SessionSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: str | None
 
 
-class DeviceView(msgspec.Struct, frozen=True, kw_only=True):
+class Device(msgspec.Struct, frozen=True, kw_only=True):
+    """A device of a session as the read model holds it (the REST body's `devices` items)."""
+
     device_id: str
     device_type: str
     device_name: str
@@ -87,7 +89,7 @@ class DeviceView(msgspec.Struct, frozen=True, kw_only=True):
     pod_name: str
     joined_at: str | None
     last_seen: str | None
-    left_reason: str | None
+    left_reason: str | None = None
 
 
 class SimulatorView(msgspec.Struct, frozen=True, kw_only=True):
@@ -282,8 +284,8 @@ def _snapshot(agg: SessionAggregate, version: int) -> SessionSnapshot:
     )
 
 
-def _device(d: DeviceRow) -> DeviceView:
-    return DeviceView(
+def _device(d: DeviceRow) -> Device:
+    return Device(
         device_id=d.device_id,
         device_type=d.device_type,
         device_name=d.device_name,
@@ -300,7 +302,7 @@ def _device(d: DeviceRow) -> DeviceView:
     )
 
 
-def _devices(agg: SessionAggregate | None) -> list[DeviceView]:
+def _devices(agg: SessionAggregate | None) -> list[Device]:
     if agg is None:
         return []
     return [_device(d) for d in sorted(agg.devices.values(), key=lambda d: d.joined_at)]
@@ -324,7 +326,7 @@ def _simulator(agg: SessionAggregate | None) -> SimulatorView | None:
     )
 
 
-async def device_rows(ctx: Context, session_id: str) -> list[DeviceView]:
+async def device_rows(ctx: Context, session_id: str) -> list[Device]:
     """The session's devices now (none when the session has no rows)."""
     agg, _ = await session_view(ctx, session_id)
     return _devices(agg)
