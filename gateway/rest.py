@@ -24,8 +24,10 @@ from gateway import health as checks
 from gateway import schemas as S
 from gateway.auth import Claims, bearer
 from gateway.errors import ApiError, error_response, from_exception
+from gateway.idempotency import check_key
 from gateway.operations import Context, access, admin, devices, handoffs, sessions, simulators
 from gateway.operations import state as states
+from gateway.operations.commands import correlated
 from gateway.validate import (
     check_identifiers,
     decode_json,
@@ -51,15 +53,17 @@ def endpoint(
 ) -> Callable[[Request], Any]:
     """Wrap a handler: errors become the error shape, results become JSON, metrics count (by
     `route`, the path template), and the request gets its span (a child of the client's
-    ``traceparent`` header, if any) and its log fields."""
+    ``traceparent`` header, if any) and its log fields. An ``X-Correlation-ID`` header is
+    echoed on the response and carried by the events the request's commands cause."""
 
     async def handler(request: Request) -> Response:
         ctx: Context = request.app.state.context
         started = time.perf_counter()
         headers = request.headers
+        correlation_id = headers.get("x-correlation-id", "")
         with (
             log_context(
-                correlation_id=headers.get("x-correlation-id", ""),
+                correlation_id=correlation_id,
                 session_id=request.path_params.get("session_id")
                 or request.path_params.get("uuid", ""),
             ),
@@ -69,11 +73,14 @@ def endpoint(
             ) as span,
         ):  # fmt: skip
             try:
-                result = await fn(request, ctx)
+                with correlated(correlation_id):
+                    result = await fn(request, ctx)
                 response = result if isinstance(result, Response) else json_response(result)
             except Exception as exc:
                 err = from_exception(exc)
                 response = error_response(err.status, err.code, err.message, err.headers, err.extra)
+            if correlation_id and _echoable(correlation_id):
+                response.headers.setdefault("x-correlation-id", correlation_id)
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status_code)
         status = str(response.status_code)
@@ -86,6 +93,15 @@ def endpoint(
     handler.__name__ = fn.__name__
     handler.__doc__ = fn.__doc__
     return handler
+
+
+def _echoable(correlation_id: str) -> bool:
+    """Whether a client's correlation id is one we accept (a refused one is not echoed)."""
+    try:
+        check_key(correlation_id)
+    except ApiError:
+        return False
+    return True
 
 
 def authenticate(request: Request, ctx: Context) -> Claims:

@@ -27,7 +27,7 @@ from gateway.grpc.status import close_status, status_of, trailers_of
 from gateway.hub import Connection, ConnState
 from gateway.operations import Context, access, devices, handoffs, reads, sessions, simulators
 from gateway.operations import state as states
-from gateway.operations.commands import WriteResult
+from gateway.operations.commands import WriteResult, correlated
 from gateway.protocol import name_of
 from gateway.push import Push
 from gateway.validate import decode_json, identifier, parse_uuid
@@ -56,6 +56,13 @@ def _token(context: grpc.aio.ServicerContext) -> str | None:
         if key == "authorization" and isinstance(value, str):
             return bearer(value)
     return None
+
+
+def _correlation_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-correlation-id" and isinstance(value, str):
+            return value
+    return ""
 
 
 def _key(value: str) -> str | None:
@@ -99,7 +106,8 @@ def unary(
         try:
             claims = access.authenticate(ctx, _token(context))
             access.rate_limit(ctx, claims)
-            return await fn(self, ctx, claims, request)
+            with correlated(_correlation_id(context)):
+                return await fn(self, ctx, claims, request)
         except Exception as exc:
             await _abort(context, exc)
             raise  # unreachable: abort raises

@@ -15,7 +15,10 @@ it (`idempotency`), not how it was spelled on the wire.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -30,10 +33,40 @@ from gateway.idempotency import IdempotencyKey, check_key, outcome_unknown, reus
 if TYPE_CHECKING:
     from gateway.operations.context import Context
 
-__all__ = ["KEY_SCOPE", "WriteResult", "idempotency", "now_ms", "send", "written"]
+__all__ = [
+    "KEY_SCOPE",
+    "WriteResult",
+    "correlated",
+    "idempotency",
+    "now_ms",
+    "send",
+    "written",
+]
 
 #: The scope of client keys in command ids (`client:<user>:<session>:<operation>:<key>`).
 KEY_SCOPE = "client"
+
+
+#: The correlation id a client gave its request (REST `X-Correlation-ID`, gRPC
+#: `x-correlation-id` metadata); the command's events, and the commands and events they cause
+#: on other actors, carry it, so `sessiond events --correlation-id` and the console find them
+#: by the id the client knows. Without one, the command id correlates.
+_request_correlation: ContextVar[str] = ContextVar("request_correlation", default="")
+
+
+@contextlib.contextmanager
+def correlated(correlation_id: str) -> Iterator[None]:
+    """Every command sent in this context carries `correlation_id` (checked: 1..200 visible
+    ASCII characters, as it is stored with every event; else a 400)."""
+    if not correlation_id:
+        yield
+        return
+    check_key(correlation_id, "correlation id")
+    token = _request_correlation.set(correlation_id)
+    try:
+        yield
+    finally:
+        _request_correlation.reset(token)
 
 
 def now_ms() -> int:
@@ -79,7 +112,7 @@ async def send(
             session_id,
             command,
             command_id=command_id,
-            correlation_id=correlation_id,
+            correlation_id=correlation_id or _request_correlation.get(),
             wait=wait,
             timeout=config.command_timeout_s,
             fingerprint=idempotency.fingerprint if idempotency is not None else "",

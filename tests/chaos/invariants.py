@@ -166,6 +166,11 @@ def pushes_while_only_a_projector_was_down(
     return chosen
 
 
+def late_share(delays: list[float], bound_s: float = 1.0) -> str:
+    late = sum(1 for d in delays if d > bound_s)
+    return f"{late} of {len(delays)}"
+
+
 def duplicate_events(logs: Log) -> int:
     """Writes (unique keys) that appear in more than one event."""
     seen: Counter[tuple[str, str]] = Counter()
@@ -203,7 +208,9 @@ def check_all(
     verify: tuple[bool, str],
     appendfsync: str,
     valkey_kills: list[float],
+    storm: tuple[float, float] = (0.0, -1.0),
 ) -> list[Result]:
+    """`storm`: when the storm ran (pushes then are not the calm baseline)."""
     results: list[Result] = []
 
     lost = lost_writes(ledger.acks, logs)
@@ -338,18 +345,21 @@ def check_all(
         )
     )
     in_fault = pushes_while_only_a_projector_was_down(ledger.push_delays, windows)
-    calm = [delay for sent, delay in ledger.push_delays if not in_outage(sent)]
-    late = [x for x in in_fault if x > 1.0]
+    calm = [
+        delay
+        for sent, delay in ledger.push_delays
+        if not in_outage(sent) and not (storm[0] <= sent + delay and sent <= storm[1])
+    ]
+    p99 = percentile(in_fault, 99)
     results.append(
         Result(
-            "live push from the append: a push never waits for a projector"
-            " (< 1 s while one is down)",
-            not late,
-            f"push delay p50/p99 {percentile(calm, 50) * 1000:.0f}/"
-            f"{percentile(calm, 99) * 1000:.0f}"
-            f" ms outside faults, {percentile(in_fault, 50) * 1000:.0f}/"
-            f"{percentile(in_fault, 99) * 1000:.0f} ms during projector faults; {len(late)} of"
-            f" {len(in_fault)} over 1 s then",
+            "live push from the append: pushes do not wait for a projector"
+            " (p99 < 1 s while one alone is down)",
+            p99 < 1.0 and (bool(in_fault) or not any(k in PROJECTOR_FAULTS for *_, k in windows)),
+            f"push delay p50/p99 {percentile(in_fault, 50) * 1000:.0f}/{p99 * 1000:.0f} ms"
+            f" during projector faults ({late_share(in_fault)} over 1 s);"
+            f" {percentile(calm, 50) * 1000:.0f}/{percentile(calm, 99) * 1000:.0f} ms"
+            f" outside faults and the storm ({late_share(calm)} over 1 s)",
             pending="issue 14 item 2",
         )
     )

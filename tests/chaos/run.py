@@ -85,6 +85,7 @@ class Run:
         self.recoveries: dict[str, list[float]] = defaultdict(list)
         self.valkey_kills: list[float] = []
         self.storm: dict | None = None
+        self.storm_window = (0.0, -1.0)
         self._counter = itertools.count(1)
 
     # ------------------------------------------------------------------ set-up
@@ -297,7 +298,9 @@ class Run:
                 if a.storm:
                     from tests.chaos.storm import run_storm
 
+                    began = time.monotonic()
                     self.storm = await run_storm(self.cluster, a.storm, a.storm_procs)
+                    self.storm_window = (began, time.monotonic())
             finally:
                 stop_load.set()
                 await asyncio.gather(*load, return_exceptions=True)
@@ -317,6 +320,7 @@ class Run:
             verify=verify,
             appendfsync=a.appendfsync,
             valkey_kills=self.valkey_kills,
+            storm=self.storm_window,
         )
 
     def report(self, results: list[Result]) -> int:
