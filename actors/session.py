@@ -402,9 +402,7 @@ def _end(command: EndSession, state: SessionState) -> list[Any]:
     if isinstance(state, Ended):
         return []
     if command.router_id and state.router_id and command.router_id != state.router_id:
-        raise DomainError(
-            "ROUTER_MISMATCH", f"the session was started on router {state.router_id}"
-        )
+        raise DomainError("ROUTER_MISMATCH", f"the session was started on router {state.router_id}")
     return [
         SessionEnded(
             at=command.at, reason=command.reason or "ended", simulator_id=_active_simulator(state)
@@ -1020,13 +1018,19 @@ def result(command: Any, events: list[Any], state: SessionState) -> dict[str, An
             return {"state": resolved.state, "state_version": resolved.state_version}
         case StartHandoff():
             started = _last_of(events, HandoffStarted)
-            return {} if started is None else {"token": started.token,
-                                               "expires_at": started.expires_at}
+            return (
+                {}
+                if started is None
+                else {"token": started.token, "expires_at": started.expires_at}
+            )
         case AcceptHandoff() if isinstance(state, Active) and command.token in state.handoffs:
             handoff = state.handoffs[command.token]
-            return {"source_device": handoff.source_device,
-                    "target_device": handoff.target_device,
-                    "state": handoff.state, "state_version": handoff.state_version}
+            return {
+                "source_device": handoff.source_device,
+                "target_device": handoff.target_device,
+                "state": handoff.state,
+                "state_version": handoff.state_version,
+            }
     return {}
 
 

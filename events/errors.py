@@ -94,4 +94,3 @@ class Fenced(InfraError):
     """A newer owner holds the partition: this process must stop writing to it."""
 
     code = "FENCED"
-

@@ -54,8 +54,7 @@ async def drain(ctx: Context, timeout: float | None = None) -> None:
     timeout = ctx.config.drain_timeout_s if timeout is None else timeout
     ctx.draining = True
     deadline = time.monotonic() + timeout
-    advice = Push(MessageType.RECONNECT, {"reason": "server_draining",
-                                          "retry_after_ms": 100})
+    advice = Push(MessageType.RECONNECT, {"reason": "server_draining", "retry_after_ms": 100})
     for conn in tuple(ctx.hub.conns.values()):
         conn.deliver(advice)
     while ctx.hub.conns and time.monotonic() < deadline - timeout / 2:
@@ -93,8 +92,9 @@ class GatewayApp:
 
 
 @contextlib.asynccontextmanager
-async def _resources(config: GatewayConfig, store: Store | None, pool: Any,
-                     bus: CommandSender | None) -> AsyncIterator[Context]:
+async def _resources(
+    config: GatewayConfig, store: Store | None, pool: Any, bus: CommandSender | None
+) -> AsyncIterator[Context]:
     """The process's event store, PostgreSQL pool and command sender as a `Context`: each
     made from `config` unless given, and closed on the way out only when made here."""
     async with contextlib.AsyncExitStack() as made:
@@ -150,8 +150,13 @@ async def _serving(ctx: Context) -> AsyncIterator[None]:
             await ctx.store.connections.remove_gateway(gateway_id)
 
 
-def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any = None,
-               bus: CommandSender | None = None) -> GatewayApp:
+def create_app(
+    config: GatewayConfig,
+    *,
+    store: Store | None = None,
+    pool: Any = None,
+    bus: CommandSender | None = None,
+) -> GatewayApp:
     """The gateway app. The event store, the Postgres pool and the command sender (`bus`) are
     made in the lifespan from `config` unless given (tests may inject them); what is given is
     not closed here."""
@@ -159,8 +164,9 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with _resources(config, store, pool, bus) as ctx:
-            async with _serving(ctx), probe_server(
-                config.metrics_addr, probe_checks(ctx), partitions=config.partitions
+            async with (
+                _serving(ctx),
+                probe_server(config.metrics_addr, probe_checks(ctx), partitions=config.partitions),
             ):
                 app.state.context = ctx
                 yield {"context": ctx}
@@ -170,8 +176,9 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
     for method, path, handler, *_ in (*API_ROUTES, *ADMIN_ROUTES, *EXTRA_ROUTES):
         routes.append(Route(path, endpoint(handler, path), methods=[method]))
     routes.append(Route("/api/sessions/{session_id}/events", SseEndpoint(), methods=["GET"]))
-    openapi = msgspec.json.encode(document_admin(build_openapi([*API_ROUTES, *ADMIN_ROUTES],
-                                                               VERSION)))
+    openapi = msgspec.json.encode(
+        document_admin(build_openapi([*API_ROUTES, *ADMIN_ROUTES], VERSION))
+    )
     asyncapi = msgspec.json.encode(build_asyncapi(VERSION, config.addr))
     routes += [
         Route("/openapi.json", lambda r: Response(openapi, media_type="application/json")),
@@ -195,10 +202,16 @@ def create_app(config: GatewayConfig, *, store: Store | None = None, pool: Any =
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["*"],
-            allow_headers=["*"], allow_credentials="*" not in origins, max_age=600,
-        )],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                allow_credentials="*" not in origins,
+                max_age=600,
+            )
+        ],
         exception_handlers={404: not_found, 405: method_not_allowed, 500: server_error},
     )
     app.state.config = config

@@ -61,16 +61,21 @@ class ApiError(SessiondError):
     other `headers` go on an HTTP answer too; `extra` fields join `code` and `message` in the
     error object, on every transport (e.g. the key to retry with)."""
 
-    def __init__(self, status: int, code: str, message: str, *,
-                 headers: dict[str, str] | None = None,
-                 extra: dict[str, Any] | None = None,
-                 retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message, code)
         self.status = status
         self.extra = extra
         self._headers = headers
-        self.retry_after = RETRY_AFTER_S if retry_after is None and status == 503 \
-            else retry_after
+        self.retry_after = RETRY_AFTER_S if retry_after is None and status == 503 else retry_after
 
     @property
     def headers(self) -> dict[str, str] | None:
@@ -86,10 +91,17 @@ def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> 
     return _encoder.encode(ErrorBody(ErrorDetail(code, message)))
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None,
-                   extra: dict[str, Any] | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Response:
     return Response(
-        error_body(code, message, extra), status_code=status, media_type="application/json",
+        error_body(code, message, extra),
+        status_code=status,
+        media_type="application/json",
         headers=headers,
     )
 
@@ -101,17 +113,22 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(exc, DomainError):
         return ApiError(exc.http_status, exc.code, exc.message)
     if isinstance(exc, DatabaseUnavailable) or (
-            isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and unreachable(exc)):
-        return ApiError(503, DatabaseUnavailable.code,
-                        "the database is unavailable, retry later",
-                        retry_after=DATABASE_RETRY_AFTER_S)
+        isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and unreachable(exc)
+    ):
+        return ApiError(
+            503,
+            DatabaseUnavailable.code,
+            "the database is unavailable, retry later",
+            retry_after=DATABASE_RETRY_AFTER_S,
+        )
     if isinstance(exc, InfraError):  # e.g. the event store failed outside the command path
         return ApiError(503, exc.code, "the service is temporarily unavailable, retry later")
     if isinstance(exc, TimeoutError):
         return ApiError(503, "TIMEOUT", "the service did not answer in time, retry later")
     if isinstance(exc, OverflowError):
-        return ApiError(400, "INVALID_ARGUMENT",
-                        "a number is out of range: integers must fit in 64 bits")
+        return ApiError(
+            400, "INVALID_ARGUMENT", "a number is out of range: integers must fit in 64 bits"
+        )
     if isinstance(exc, msgspec.ValidationError):
         return ApiError(400, "INVALID_ARGUMENT", str(exc))
     if isinstance(exc, msgspec.DecodeError):

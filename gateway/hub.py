@@ -132,8 +132,14 @@ class Connection:
     )
 
     def __init__(
-        self, session_id: str, user_id: str, device_id: str, *, form: Form = Form.NAMES,
-        max_outgoing: int = 1 << 20, is_admin: bool = False,
+        self,
+        session_id: str,
+        user_id: str,
+        device_id: str,
+        *,
+        form: Form = Form.NAMES,
+        max_outgoing: int = 1 << 20,
+        is_admin: bool = False,
     ) -> None:
         self.conn_id = uuid.uuid4().hex
         self.session_id = session_id
@@ -233,8 +239,9 @@ class Connection:
             return
         size = len(data)
         if self.backlog_bytes + size > self.max_outgoing:
-            log.warning("slow client %s: backlog over %d bytes, closing", self.conn_id,
-                        self.max_outgoing)
+            log.warning(
+                "slow client %s: backlog over %d bytes, closing", self.conn_id, self.max_outgoing
+            )
             if self.hub is not None and self.hub.metrics is not None:
                 self.hub.metrics.slow_clients.inc()
             self.backlog = None
@@ -311,8 +318,9 @@ class EventHistory:
             self.store.partition_of(session_id), session_actor(session_id)
         )
 
-    async def after(self, session_id: str, since: int, upto: int | None = None
-                    ) -> tuple[list[Push], int, bool]:
+    async def after(
+        self, session_id: str, since: int, upto: int | None = None
+    ) -> tuple[list[Push], int, bool]:
         """Pushes for the events after `since` (up to `upto`, else the current version), the
         last version read, and whether history reached back to `since` gap-free (False: a
         reset is needed)."""
@@ -321,8 +329,10 @@ class EventHistory:
         if upto <= since:
             return [], since, True
         envs = await self.store.actors.read(
-            self.store.partition_of(session_id), session_actor(session_id),
-            after=since, upto=upto,
+            self.store.partition_of(session_id),
+            session_actor(session_id),
+            after=since,
+            upto=upto,
         )
         if not _gap_free(envs, since):
             return [], since, False
@@ -332,8 +342,7 @@ class EventHistory:
 
 def _gap_free(envs: list[EventEnvelope], since: int) -> bool:
     """Whether `envs` are the versions since+1, since+2, ... (at least one)."""
-    return bool(envs) and all(env.version == since + i
-                              for i, env in enumerate(envs, start=1))
+    return bool(envs) and all(env.version == since + i for i, env in enumerate(envs, start=1))
 
 
 def _push(session_id: str, env: Any) -> Push | None:
@@ -343,8 +352,7 @@ def _push(session_id: str, env: Any) -> Push | None:
 
 def push_for_change(change: Change) -> Push | None:
     """The client message for one `projections.changes.Change` (live or rebuilt)."""
-    return push_for_event(change.session_id, change.version, change.type, change.data,
-                          change.ts)
+    return push_for_event(change.session_id, change.version, change.type, change.data, change.ts)
 
 
 class _Feed:
@@ -364,16 +372,21 @@ ResetState = Callable[[str], Awaitable[tuple[dict, int]]]
 class Hub:
     """All local connections, and the change feed shared by the connections of a session."""
 
-    def __init__(self, feed: ChangeFeed, history: EventHistory, *, metrics: Any = None,
-                 reset_state: ResetState | None = None) -> None:
+    def __init__(
+        self,
+        feed: ChangeFeed,
+        history: EventHistory,
+        *,
+        metrics: Any = None,
+        reset_state: ResetState | None = None,
+    ) -> None:
         self.feed = feed
         self.history = history
         self.conns: dict[str, Connection] = {}
         self.feeds: dict[str, _Feed] = {}
         self.pubsub: FeedSubscription | None = None
         #: (session id, change message; None: catch up) or (None, admin broadcast)
-        self._inbox: asyncio.Queue[tuple[str | None, bytes | None]] = asyncio.Queue(
-            maxsize=100_000)
+        self._inbox: asyncio.Queue[tuple[str | None, bytes | None]] = asyncio.Queue(maxsize=100_000)
         self._worker: asyncio.Task | None = None
         self._busy = False  # `_process` is handling a message (it may be awaiting history)
         #: backoff while the store is unavailable (a message is retried, never dropped)
@@ -390,8 +403,11 @@ class Hub:
     async def start(self) -> None:
         """Open the change feed subscription (the admin broadcast included)."""
         self.pubsub = self.feed.subscriber(
-            self._on_message, on_broadcast=self._on_broadcast,
-            on_reconnect=self._on_reconnect, name="sd-gateway-changes")
+            self._on_message,
+            on_broadcast=self._on_broadcast,
+            on_reconnect=self._on_reconnect,
+            name="sd-gateway-changes",
+        )
         await self.pubsub.start()
         self._worker = asyncio.get_running_loop().create_task(self._process())
 
@@ -409,8 +425,7 @@ class Hub:
         common case, the next versions of a ready session with nothing queued before them, is
         pushed right here; anything that must wait (history to read, a feed being set up) goes
         through the inbox, and so does everything behind it, to keep the order."""
-        if not self._busy and self._inbox.empty() and data \
-                and self._push_inline(session_id, data):
+        if not self._busy and self._inbox.empty() and data and self._push_inline(session_id, data):
             return
         try:
             self._inbox.put_nowait((session_id, data))
@@ -441,8 +456,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("change feed: failed to process a message of session %s",
-                              session_id)
+                log.exception("change feed: failed to process a message of session %s", session_id)
             finally:
                 self._busy = False
 
@@ -462,19 +476,27 @@ class Hub:
                     self._on_admin(data)
             except StoreUnavailable as e:
                 if not failing:
-                    log.warning("change feed: the store is unavailable (%s); waiting to"
-                                " catch session %s up", e, session_id)
+                    log.warning(
+                        "change feed: the store is unavailable (%s); waiting to"
+                        " catch session %s up",
+                        e,
+                        session_id,
+                    )
                     failing = True
                 if time.monotonic() > give_up:  # the session's next change fills the gap
-                    log.error("change feed: gave up on a message of session %s after %.0f s",
-                              session_id, self.retry_give_up_s)
+                    log.error(
+                        "change feed: gave up on a message of session %s after %.0f s",
+                        session_id,
+                        self.retry_give_up_s,
+                    )
                     return
                 await asyncio.sleep(delay)
                 delay = min(self.retry_max_s, delay * 2)
                 continue
             if failing:
-                log.warning("change feed: the store answers again; session %s caught up",
-                            session_id)
+                log.warning(
+                    "change feed: the store answers again; session %s caught up", session_id
+                )
             return
 
     # ------------------------------------------------------------------ changes
@@ -610,8 +632,7 @@ class Hub:
             else:
                 conn.last_version = since
                 # later versions reach `conn` through the feed meanwhile (buffered)
-                pushes, last, complete = await self.history.after(conn.session_id, since,
-                                                                  current)
+                pushes, last, complete = await self.history.after(conn.session_id, since, current)
                 if complete:
                     conn.deliver_history(pushes, last)
                     _close_if_history_ended(conn, pushes)
@@ -623,11 +644,20 @@ class Hub:
     async def _reset(self, conn: Connection) -> None:
         """History no longer reaches back to what the client has: send the full current state
         (version V, from the projections), then everything after V."""
-        state, version = ({}, 0) if self.reset_state is None \
-            else await self.reset_state(conn.session_id)
+        state, version = (
+            ({}, 0) if self.reset_state is None else await self.reset_state(conn.session_id)
+        )
         conn.last_version = version
-        conn.send(conn.encode(Push(MessageType.RESET, {**state, "version": version},
-                                   session_id=conn.session_id, version=version)))
+        conn.send(
+            conn.encode(
+                Push(
+                    MessageType.RESET,
+                    {**state, "version": version},
+                    session_id=conn.session_id,
+                    version=version,
+                )
+            )
+        )
         pushes, last, complete = await self.history.after(conn.session_id, version)
         if complete:
             conn.deliver_history(pushes, last)

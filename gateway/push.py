@@ -130,7 +130,10 @@ def push_for_event(
     if ts:
         payload["ts"] = ts  # the event's time (ms)
     return Push(
-        mtype, payload, session_id=session_id, version=version,
+        mtype,
+        payload,
+        session_id=session_id,
+        version=version,
         timestamp=(ts // 1000) if ts else None,
     )
 

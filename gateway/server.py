@@ -34,8 +34,9 @@ class DrainingServer(uvicorn.Server):
     grpc_failed = False
 
     def _context(self) -> Any:
-        return getattr(getattr(getattr(self, "_sessiond_app", None), "state", None),
-                       "context", None)
+        return getattr(
+            getattr(getattr(self, "_sessiond_app", None), "state", None), "context", None
+        )
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

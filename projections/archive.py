@@ -53,8 +53,7 @@ async def archived_events(
     return [_from_row(r) for r in rows]
 
 
-async def correlated_events(db: Any, correlation_id: str, limit: int = 1000
-                            ) -> list[EventEnvelope]:
+async def correlated_events(db: Any, correlation_id: str, limit: int = 1000) -> list[EventEnvelope]:
     """Archived events of every actor that carry `correlation_id`, in projection order, at
     most `limit` (migration 007's index serves it)."""
     rows = await db.fetch(

@@ -81,8 +81,13 @@ def change_from_event(env: EventEnvelope, event: Any) -> Change | None:
     """Like `change_for`, with the body already decoded (the projector decodes it once)."""
     if actor_kind(env.actor_id) != "session":
         return None
-    return Change(session_id=actor_uuid(env.actor_id), version=env.version, type=env.type,
-                  data=_data(env.type, event), ts=env.ts)
+    return Change(
+        session_id=actor_uuid(env.actor_id),
+        version=env.version,
+        type=env.type,
+        data=_data(env.type, event),
+        ts=env.ts,
+    )
 
 
 def raw_change(env: EventEnvelope, event: Any, event_json: bytes) -> _RawChange:
@@ -90,9 +95,14 @@ def raw_change(env: EventEnvelope, event: Any, event_json: bytes) -> _RawChange:
     same JSON as `change_from_event` (for a session actor's event)."""
     if env.type in HIDDEN_FIELDS:
         event_json = _encoder.encode(_data(env.type, event))
-    return _RawChange(session_id=env.actor_id.partition(":")[2], version=env.version,
-                      type=env.type, data=msgspec.Raw(event_json), ts=env.ts,
-                      traceparent=env.traceparent)
+    return _RawChange(
+        session_id=env.actor_id.partition(":")[2],
+        version=env.version,
+        type=env.type,
+        data=msgspec.Raw(event_json),
+        ts=env.ts,
+        traceparent=env.traceparent,
+    )
 
 
 def live_change(envs: list[EventEnvelope], events: list[Any]) -> tuple[str, bytes] | None:
@@ -101,8 +111,10 @@ def live_change(envs: list[EventEnvelope], events: list[Any]) -> tuple[str, byte
     actor's events. The worker runtime's `LiveView`, injected by `sessiond worker`."""
     if not envs or actor_kind(envs[0].actor_id) != "session":
         return None
-    changes = [raw_change(env, event, _encoder.encode(event))
-               for env, event in zip(envs, events, strict=True)]
+    changes = [
+        raw_change(env, event, _encoder.encode(event))
+        for env, event in zip(envs, events, strict=True)
+    ]
     return changes[0].session_id, _encoder.encode(changes)
 
 

@@ -28,8 +28,9 @@ __all__ = [
 ]
 
 
-async def read_history(store: Store, actor_id: str, since: int = 0,
-                       session_id: str | None = None) -> list[EventEnvelope]:
+async def read_history(
+    store: Store, actor_id: str, since: int = 0, session_id: str | None = None
+) -> list[EventEnvelope]:
     """Every event of `actor_id` after `since`, oldest first, gap-free where the stores allow:
     Redis first; the versions Redis no longer holds come from the store's archive (also every
     version, when Redis holds nothing of the actor)."""
@@ -55,10 +56,17 @@ def envelope_from_json(doc: dict[str, Any]) -> EventEnvelope:
     body = {"type": doc["type"], **doc["data"]}
     event = msgspec.convert(body, AnyEvent)
     return EventEnvelope(
-        event_id=doc["event_id"], actor_id=doc["actor_id"], version=doc["version"],
-        partition=doc["partition"], ts=doc["ts"], command_id=doc.get("command_id", ""),
-        correlation_id=doc.get("correlation_id", ""), causation_id=doc.get("causation_id", ""),
-        type=doc["type"], data=msgspec.Raw(encode(event)))
+        event_id=doc["event_id"],
+        actor_id=doc["actor_id"],
+        version=doc["version"],
+        partition=doc["partition"],
+        ts=doc["ts"],
+        command_id=doc.get("command_id", ""),
+        correlation_id=doc.get("correlation_id", ""),
+        causation_id=doc.get("causation_id", ""),
+        type=doc["type"],
+        data=msgspec.Raw(encode(event)),
+    )
 
 
 def state_json(state: Any) -> Any:
@@ -66,8 +74,9 @@ def state_json(state: Any) -> Any:
     return msgspec.to_builtins(state)
 
 
-def fold_steps(decider: Any, envelopes: Iterable[EventEnvelope]
-               ) -> Iterator[tuple[EventEnvelope, Any]]:
+def fold_steps(
+    decider: Any, envelopes: Iterable[EventEnvelope]
+) -> Iterator[tuple[EventEnvelope, Any]]:
     """(envelope, state after it) for each event, folding with the decider's `evolve`."""
     state = decider.initial_state
     for env in envelopes:

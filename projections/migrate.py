@@ -70,8 +70,9 @@ async def applied(conn: asyncpg.Connection) -> dict[int, str]:
     return {r["version"]: r["checksum"] for r in rows}
 
 
-async def migrate(dsn_or_conn: str | asyncpg.Connection,
-                  directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+async def migrate(
+    dsn_or_conn: str | asyncpg.Connection, directory: Path = MIGRATIONS_DIR
+) -> list[Migration]:
     """Apply every pending migration; returns those applied by this call (empty if none)."""
     own = isinstance(dsn_or_conn, str)
     conn = await asyncpg.connect(dsn_or_conn) if own else dsn_or_conn
@@ -86,13 +87,18 @@ async def migrate(dsn_or_conn: str | asyncpg.Connection,
                     if done[mig.version] != mig.checksum:
                         raise MigrationError(
                             f"migration {mig.version:03d}_{mig.name} changed after it was "
-                            "applied; add a new migration instead")
+                            "applied; add a new migration instead"
+                        )
                     continue
                 async with conn.transaction():
                     await conn.execute(mig.sql)
                     await conn.execute(
                         "INSERT INTO projection.schema_migrations (version, name, checksum)"
-                        " VALUES ($1, $2, $3)", mig.version, mig.name, mig.checksum)
+                        " VALUES ($1, $2, $3)",
+                        mig.version,
+                        mig.name,
+                        mig.checksum,
+                    )
                 ran.append(mig)
             return ran
         finally:

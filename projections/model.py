@@ -182,8 +182,9 @@ def _metadata(agg: SessionAggregate, **values: Any) -> SessionAggregate:
     return _replace(agg, session=_replace(agg.session, metadata={**agg.session.metadata, **values}))
 
 
-def _with_devices(agg: SessionAggregate, devices: dict[str, DeviceRow], at: int,
-                  reason: str | None = None) -> SessionAggregate:
+def _with_devices(
+    agg: SessionAggregate, devices: dict[str, DeviceRow], at: int, reason: str | None = None
+) -> SessionAggregate:
     """Store `devices` and recompute what the metadata and the status derive from them."""
     online = [d for d in devices.values() if d.status == ONLINE]
     ws = sse = 0
@@ -237,8 +238,7 @@ def _new_session(sid: str, e: se.SessionCreated) -> SessionAggregate:
     )
 
 
-def _created(agg: SessionAggregate | None, sid: str, e: se.SessionCreated
-             ) -> SessionAggregate:
+def _created(agg: SessionAggregate | None, sid: str, e: se.SessionCreated) -> SessionAggregate:
     # a restart replaces every row of the old incarnation, except (as the actor does) a
     # simulator of the old incarnation that is still active: it keeps the session's slot
     fresh = _new_session(sid, e)
@@ -247,9 +247,12 @@ def _created(agg: SessionAggregate | None, sid: str, e: se.SessionCreated
     meta = agg.session.metadata
     if meta.get("simulator_status") in _ACTIVE_SIM:
         sim_id = meta.get("simulator_id")
-        fresh = _metadata(fresh, simulator_id=sim_id,
-                          simulator_status=meta.get("simulator_status"),
-                          simulator_endpoint=meta.get("simulator_endpoint"))
+        fresh = _metadata(
+            fresh,
+            simulator_id=sim_id,
+            simulator_status=meta.get("simulator_status"),
+            simulator_endpoint=meta.get("simulator_endpoint"),
+        )
         if sim_id in agg.simulators:
             fresh = _replace(fresh, simulators={sim_id: agg.simulators[sim_id]})
     return fresh
@@ -264,15 +267,25 @@ def _state_changed(agg: SessionAggregate, sid: str, e: se.StateChanged) -> Sessi
         state.update(e.changes)
     else:
         state = {**old_state, **e.changes}
-    return _replace(agg, state=StateRow(
-        session_id=sid, state=state, state_version=e.state_version,
-        device_id=e.device_id or (agg.state.device_id if agg.state else ""),
-        app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
+    return _replace(
+        agg,
+        state=StateRow(
+            session_id=sid,
+            state=state,
+            state_version=e.state_version,
+            device_id=e.device_id or (agg.state.device_id if agg.state else ""),
+            app_version=agg.state.app_version if agg.state else "",
+            updated_at=e.at,
+        ),
+    )
 
 
 def _devices_seen(agg: SessionAggregate, sid: str, e: se.DevicesSeen) -> SessionAggregate:
-    seen = {d: _replace(agg.devices[d], last_seen=e.at)
-            for d in e.device_ids if d in agg.devices and agg.devices[d].status == ONLINE}
+    seen = {
+        d: _replace(agg.devices[d], last_seen=e.at)
+        for d in e.device_ids
+        if d in agg.devices and agg.devices[d].status == ONLINE
+    }
     return _replace(agg, devices={**agg.devices, **seen}) if seen else agg
 
 
@@ -288,17 +301,16 @@ def _refreshed(agg: SessionAggregate, sid: str, e: se.SessionRefreshed) -> Sessi
     status = agg.session.status
     if status == EXPIRED:
         status = ACTIVE
-    return _replace(agg, session=_replace(
-        agg.session, last_active=e.at, expires_at=e.expires_at, status=status))
+    return _replace(
+        agg, session=_replace(agg.session, last_active=e.at, expires_at=e.expires_at, status=status)
+    )
 
 
-def _quality(agg: SessionAggregate, sid: str, e: se.ConnectionQualityChanged
-             ) -> SessionAggregate:
+def _quality(agg: SessionAggregate, sid: str, e: se.ConnectionQualityChanged) -> SessionAggregate:
     return _metadata(agg, connection_quality=str(e.quality), rtt_ms=e.rtt_ms)
 
 
-def _metadata_updated(agg: SessionAggregate, sid: str, e: se.MetadataUpdated
-                      ) -> SessionAggregate:
+def _metadata_updated(agg: SessionAggregate, sid: str, e: se.MetadataUpdated) -> SessionAggregate:
     # as the actor does: a None value removes the key
     values = e.values
     meta = {**agg.session.metadata, **values}
@@ -310,16 +322,27 @@ def _metadata_updated(agg: SessionAggregate, sid: str, e: se.MetadataUpdated
 
 def _device_joined(agg: SessionAggregate, sid: str, e: se.DeviceJoined) -> SessionAggregate:
     device = DeviceRow(
-        session_id=sid, device_id=e.device_id, device_type=e.device_type,
-        device_name=e.device_name, os=e.os, status=ONLINE,
-        connection_ids={e.connection_id: str(e.transport)}, pod_name=e.pod_name,
-        ip_address=e.ip_address, left_reason=None, joined_at=e.at, last_seen=e.at,
+        session_id=sid,
+        device_id=e.device_id,
+        device_type=e.device_type,
+        device_name=e.device_name,
+        os=e.os,
+        status=ONLINE,
+        connection_ids={e.connection_id: str(e.transport)},
+        pod_name=e.pod_name,
+        ip_address=e.ip_address,
+        left_reason=None,
+        joined_at=e.at,
+        last_seen=e.at,
     )
     old = agg.devices.get(e.device_id)
     if old is not None:  # a known device coming back keeps what it said before
-        device = _replace(device, device_type=e.device_type or old.device_type,
-                          device_name=e.device_name or old.device_name,
-                          os=e.os or old.os)
+        device = _replace(
+            device,
+            device_type=e.device_type or old.device_type,
+            device_name=e.device_name or old.device_name,
+            os=e.os or old.os,
+        )
     agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
     extra: dict[str, Any] = {}
     if e.transport == _WS:
@@ -331,23 +354,25 @@ def _device_joined(agg: SessionAggregate, sid: str, e: se.DeviceJoined) -> Sessi
     return _metadata(agg, **extra) if extra else agg
 
 
-def _connection_opened(agg: SessionAggregate, sid: str, e: se.ConnectionOpened
-                       ) -> SessionAggregate:
+def _connection_opened(agg: SessionAggregate, sid: str, e: se.ConnectionOpened) -> SessionAggregate:
     old = agg.devices.get(e.device_id)
     if old is None:
         return agg
-    device = _replace(old, status=ONLINE, left_reason=None, last_seen=e.at,
-                      connection_ids={**old.connection_ids,
-                                      e.connection_id: str(e.transport)},
-                      pod_name=e.pod_name or old.pod_name)
+    device = _replace(
+        old,
+        status=ONLINE,
+        left_reason=None,
+        last_seen=e.at,
+        connection_ids={**old.connection_ids, e.connection_id: str(e.transport)},
+        pod_name=e.pod_name or old.pod_name,
+    )
     agg = _with_devices(agg, {**agg.devices, e.device_id: device}, e.at)
     if e.transport == _WS:
         return _metadata(agg, last_ws_connection=iso(e.at))
     return agg
 
 
-def _connection_closed(agg: SessionAggregate, sid: str, e: se.ConnectionClosed
-                       ) -> SessionAggregate:
+def _connection_closed(agg: SessionAggregate, sid: str, e: se.ConnectionClosed) -> SessionAggregate:
     old = agg.devices.get(e.device_id)
     if old is None:
         return agg
@@ -360,13 +385,11 @@ def _device_left(agg: SessionAggregate, sid: str, e: se.DeviceLeft) -> SessionAg
     old = agg.devices.get(e.device_id)
     if old is None:
         return agg
-    device = _replace(old, status=OFFLINE, connection_ids={}, last_seen=e.at,
-                      left_reason=e.reason)
+    device = _replace(old, status=OFFLINE, connection_ids={}, last_seen=e.at, left_reason=e.reason)
     return _with_devices(agg, {**agg.devices, e.device_id: device}, e.at, e.reason)
 
 
-def _device_forgotten(agg: SessionAggregate, sid: str, e: se.DeviceForgotten
-                      ) -> SessionAggregate:
+def _device_forgotten(agg: SessionAggregate, sid: str, e: se.DeviceForgotten) -> SessionAggregate:
     # the row goes (an offline device: the session's connection counts do not change)
     if e.device_id not in agg.devices:
         return agg
@@ -375,48 +398,71 @@ def _device_forgotten(agg: SessionAggregate, sid: str, e: se.DeviceForgotten
 
 
 def _state_replaced(agg: SessionAggregate, sid: str, e: se.StateReplaced) -> SessionAggregate:
-    return _replace(agg, state=StateRow(
-        session_id=sid, state=e.state, state_version=e.state_version,
-        device_id=e.device_id, app_version=e.app_version, updated_at=e.at))
+    return _replace(
+        agg,
+        state=StateRow(
+            session_id=sid,
+            state=e.state,
+            state_version=e.state_version,
+            device_id=e.device_id,
+            app_version=e.app_version,
+            updated_at=e.at,
+        ),
+    )
 
 
-def _conflict_resolved(agg: SessionAggregate, sid: str, e: se.ConflictResolved
-                       ) -> SessionAggregate:
-    return _replace(agg, state=StateRow(
-        session_id=sid, state=e.state, state_version=e.state_version,
-        device_id=agg.state.device_id if agg.state else "",
-        app_version=agg.state.app_version if agg.state else "", updated_at=e.at))
+def _conflict_resolved(agg: SessionAggregate, sid: str, e: se.ConflictResolved) -> SessionAggregate:
+    return _replace(
+        agg,
+        state=StateRow(
+            session_id=sid,
+            state=e.state,
+            state_version=e.state_version,
+            device_id=agg.state.device_id if agg.state else "",
+            app_version=agg.state.app_version if agg.state else "",
+            updated_at=e.at,
+        ),
+    )
 
 
-def _handoff_started(agg: SessionAggregate, sid: str, e: se.HandoffStarted
-                     ) -> SessionAggregate:
-    row = HandoffRow(token=e.token, session_id=sid, source_device=e.source_device,
-                     target_device=e.target_device, status="PENDING",
-                     state_version=e.state_version, created_at=e.at,
-                     expires_at=e.expires_at, accepted_at=None)
+def _handoff_started(agg: SessionAggregate, sid: str, e: se.HandoffStarted) -> SessionAggregate:
+    row = HandoffRow(
+        token=e.token,
+        session_id=sid,
+        source_device=e.source_device,
+        target_device=e.target_device,
+        status="PENDING",
+        state_version=e.state_version,
+        created_at=e.at,
+        expires_at=e.expires_at,
+        accepted_at=None,
+    )
     return _replace(agg, handoffs={**agg.handoffs, e.token: row})
 
 
-def _handoff_ended(agg: SessionAggregate, sid: str, e: se.HandoffAccepted | se.HandoffExpired
-                   ) -> SessionAggregate:
+def _handoff_ended(
+    agg: SessionAggregate, sid: str, e: se.HandoffAccepted | se.HandoffExpired
+) -> SessionAggregate:
     old_h = agg.handoffs.get(e.token)
     if old_h is None:
         return agg
     if isinstance(e, se.HandoffExpired):  # a used or lapsed token is gone
-        return _replace(agg, handoffs={k: v for k, v in agg.handoffs.items()
-                                       if k != e.token})
+        return _replace(agg, handoffs={k: v for k, v in agg.handoffs.items() if k != e.token})
     new_h = _replace(old_h, status="ACCEPTED", accepted_at=e.at)
     return _replace(agg, handoffs={**agg.handoffs, e.token: new_h})
 
 
-def _simulator_reserved(agg: SessionAggregate, sid: str, e: se.SimulatorReserved
-                        ) -> SessionAggregate:
-    return _metadata(agg, simulator_id=e.simulator_id, simulator_status="CREATING",
-                     simulator_endpoint=None)
+def _simulator_reserved(
+    agg: SessionAggregate, sid: str, e: se.SimulatorReserved
+) -> SessionAggregate:
+    return _metadata(
+        agg, simulator_id=e.simulator_id, simulator_status="CREATING", simulator_endpoint=None
+    )
 
 
-def _simulator_status(agg: SessionAggregate, sid: str, e: se.SimulatorStatusRecorded
-                      ) -> SessionAggregate:
+def _simulator_status(
+    agg: SessionAggregate, sid: str, e: se.SimulatorStatusRecorded
+) -> SessionAggregate:
     values: dict[str, Any] = {"simulator_id": e.simulator_id, "simulator_status": e.status}
     if e.endpoint:
         values["simulator_endpoint"] = e.endpoint
@@ -472,8 +518,7 @@ def project_session(agg: SessionAggregate | None, sid: str, e: Any) -> SessionAg
     return handler(agg, sid, e)
 
 
-def project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any
-                      ) -> SessionAggregate | None:
+def project_simulator(agg: SessionAggregate | None, sim_id: str, e: Any) -> SessionAggregate | None:
     """The aggregate of the simulator's session after the simulator's event `e`."""
     if agg is None:
         return None  # the session is gone, and its simulators with it (cascade)
@@ -489,10 +534,16 @@ def simulator_row(old: SimulatorRow | None, sim_id: str, e: Any) -> SimulatorRow
     None before its `SimulatorRequested`)."""
     if isinstance(e, si.SimulatorRequested):
         return SimulatorRow(
-            simulator_id=sim_id, session_id=e.session_id, user_id=e.owner_id,
-            status=_S["CREATING"], endpoint=None, created_at=e.at,
-            last_active=e.at, initial_symbols=list(e.initial_symbols),
-            initial_cash=float(e.initial_cash))
+            simulator_id=sim_id,
+            session_id=e.session_id,
+            user_id=e.owner_id,
+            status=_S["CREATING"],
+            endpoint=None,
+            created_at=e.at,
+            last_active=e.at,
+            initial_symbols=list(e.initial_symbols),
+            initial_cash=float(e.initial_cash),
+        )
     if old is None:
         return None
     match e:
@@ -528,8 +579,9 @@ def session_of(env: EventEnvelope, event: Any, simulator_sessions: dict[str, str
     return None
 
 
-def project(agg: SessionAggregate | None, env: EventEnvelope, event: Any
-            ) -> SessionAggregate | None:
+def project(
+    agg: SessionAggregate | None, env: EventEnvelope, event: Any
+) -> SessionAggregate | None:
     """The session aggregate after `event` (None: the session has no rows)."""
     kind = actor_kind(env.actor_id)
     if kind == "session":
@@ -557,8 +609,9 @@ class RowChanges(msgspec.Struct, kw_only=True):
         return any(getattr(self, f) for f in self.__struct_fields__)
 
 
-def _diff_children(before: dict[str, Any], after: dict[str, Any], upserts: list[Any],
-                   deletes: list[Any], key: Any) -> None:
+def _diff_children(
+    before: dict[str, Any], after: dict[str, Any], upserts: list[Any], deletes: list[Any], key: Any
+) -> None:
     for k, row in after.items():
         if before.get(k) != row:
             upserts.append(row)
@@ -584,12 +637,27 @@ def diff(pairs: Iterable[tuple[SessionAggregate | None, SessionAggregate | None]
             continue
         if before is None or before.session != after.session:
             out.sessions.append(after.session)
-        _diff_children(before.devices if before else empty, after.devices, out.devices,
-                       out.device_deletes, lambda d: (d.session_id, d.device_id))
-        _diff_children(before.handoffs if before else empty, after.handoffs, out.handoffs,
-                       out.handoff_deletes, lambda h: h.token)
-        _diff_children(before.simulators if before else empty, after.simulators,
-                       out.simulators, out.simulator_deletes, lambda s: s.simulator_id)
+        _diff_children(
+            before.devices if before else empty,
+            after.devices,
+            out.devices,
+            out.device_deletes,
+            lambda d: (d.session_id, d.device_id),
+        )
+        _diff_children(
+            before.handoffs if before else empty,
+            after.handoffs,
+            out.handoffs,
+            out.handoff_deletes,
+            lambda h: h.token,
+        )
+        _diff_children(
+            before.simulators if before else empty,
+            after.simulators,
+            out.simulators,
+            out.simulator_deletes,
+            lambda s: s.simulator_id,
+        )
         b_state = before.state if before else None
         if after.state != b_state:
             if after.state is None:
@@ -613,22 +681,27 @@ class Model:
     def actors(self) -> dict[str, ActorRow]:
         if self._actor_rows is None:
             self._actor_rows = {
-                a: ActorRow(actor_id=a, session_id=t[0], partition=t[1], version=t[2],
-                            updated_at=t[3]) for a, t in self._actors.items()}
+                a: ActorRow(
+                    actor_id=a, session_id=t[0], partition=t[1], version=t[2], updated_at=t[3]
+                )
+                for a, t in self._actors.items()
+            }
         return self._actor_rows
 
     @actors.setter
     def actors(self, rows: dict[str, ActorRow]) -> None:
-        self._actors = {a: (r.session_id, r.partition, r.version, r.updated_at)
-                        for a, r in rows.items()}
+        self._actors = {
+            a: (r.session_id, r.partition, r.version, r.updated_at) for a, r in rows.items()
+        }
         self._actor_rows = None
 
     def apply(self, env: EventEnvelope, event: Any) -> str | None:
         """Fold one event in; returns the session it touched (None if none)."""
         return self.apply_fields(env.actor_id, env.partition, env.version, env.ts, event)
 
-    def apply_fields(self, actor_id: str, partition: int, version: int, ts: int, event: Any
-                     ) -> str | None:
+    def apply_fields(
+        self, actor_id: str, partition: int, version: int, ts: int, event: Any
+    ) -> str | None:
         """`apply` without an envelope (the rebuild's hot path)."""
         kind, _, uid = actor_id.partition(":")
         sid: str | None

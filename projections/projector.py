@@ -87,22 +87,30 @@ __all__ = [
 log = logging.getLogger("sessiond.projector")
 _json = msgspec.json.Encoder()
 
-DEAD_LETTERS = counter("sessiond_projector_dead_letters_total",
-                       "Events the projector could not project, recorded and skipped",
-                       ("partition",))
-OWNED = gauge("sessiond_projector_owned_partitions",
-              "Partitions whose projector lease this process holds")
+DEAD_LETTERS = counter(
+    "sessiond_projector_dead_letters_total",
+    "Events the projector could not project, recorded and skipped",
+    ("partition",),
+)
+OWNED = gauge(
+    "sessiond_projector_owned_partitions", "Partitions whose projector lease this process holds"
+)
 EVENTS = counter("sessiond_projector_events_total", "Events projected into PostgreSQL")
 ROUND_SECONDS = histogram(
     "sessiond_projector_batch_seconds",
     "Time of one round: projecting its batches and committing them",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-LAG_SECONDS = gauge("sessiond_projector_lag_seconds",
-                    "Age of the oldest event of the partition log not in PostgreSQL yet"
-                    " (0: caught up)", ("partition",))
-LAG_EVENTS = gauge("sessiond_projector_lag_events",
-                   "Events of the partition log after the checkpoint (counted up to 10,000)",
-                   ("partition",))
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LAG_SECONDS = gauge(
+    "sessiond_projector_lag_seconds",
+    "Age of the oldest event of the partition log not in PostgreSQL yet (0: caught up)",
+    ("partition",),
+)
+LAG_EVENTS = gauge(
+    "sessiond_projector_lag_events",
+    "Events of the partition log after the checkpoint (counted up to 10,000)",
+    ("partition",),
+)
 
 #: Lag in events is counted up to this many per partition, once every `LAG_EVENTS_EVERY`
 #: status rounds: counting blocks Redis in proportion (measured on 200-byte entries: 10,000
@@ -123,6 +131,7 @@ _SOLO_SECONDS = 30.0
 #: PostgreSQL's work on another's, which one connection cannot do (measured: about 1.5x the
 #: backlog throughput). Smaller rounds (live traffic) go in one statement (`commit_batches`).
 CONCURRENT_FROM = 2000
+
 
 @dataclass
 class PartitionState:
@@ -155,14 +164,21 @@ class Batch:
         return len(self.archive)
 
 
-async def claim_partition(conn: asyncpg.Connection, partition: int, epoch: int,
-                          name: str = CHECKPOINT_NAME, lock_timeout_ms: int = 2000
-                          ) -> tuple[str, int]:
+async def claim_partition(
+    conn: asyncpg.Connection,
+    partition: int,
+    epoch: int,
+    name: str = CHECKPOINT_NAME,
+    lock_timeout_ms: int = 2000,
+) -> tuple[str, int]:
     """Raise the checkpoint's epoch to ours (fencing every older owner out) and return the
     position to resume from. Raises `Fenced` if a newer owner already claimed it."""
     await conn.execute(
         "INSERT INTO projection.checkpoints (name, partition) VALUES ($1, $2)"
-        " ON CONFLICT DO NOTHING", name, partition)
+        " ON CONFLICT DO NOTHING",
+        name,
+        partition,
+    )
     try:
         async with conn.transaction():
             # an old owner frozen inside its transaction holds the row: do not wait forever
@@ -171,10 +187,16 @@ async def claim_partition(conn: asyncpg.Connection, partition: int, epoch: int,
             row = await conn.fetchrow(
                 "UPDATE projection.checkpoints SET epoch = $3, updated_at = now()"
                 " WHERE name = $1 AND partition = $2 AND epoch <= $3"
-                " RETURNING last_id, generation", name, partition, epoch)
+                " RETURNING last_id, generation",
+                name,
+                partition,
+                epoch,
+            )
     except asyncpg.LockNotAvailableError:
-        raise Fenced(f"partition {partition}: the previous owner still holds the checkpoint"
-                     " row; retrying later") from None
+        raise Fenced(
+            f"partition {partition}: the previous owner still holds the checkpoint"
+            " row; retrying later"
+        ) from None
     if row is None:
         raise Fenced(f"partition {partition}: a newer projector owns the checkpoint")
     return row["last_id"], row["generation"]
@@ -227,8 +249,12 @@ def decode_entries(entries: list[LogEntry]) -> list[tuple[str, Any, Any]]:
 _REFUSED_DATA_CLASSES = ("22", "23", "54")
 
 
-async def prepare_batch(conn: asyncpg.Connection, partition: int, state: PartitionState,
-                        items: list[tuple[str, Any, Any]]) -> Batch:
+async def prepare_batch(
+    conn: asyncpg.Connection,
+    partition: int,
+    state: PartitionState,
+    items: list[tuple[str, Any, Any]],
+) -> Batch:
     """Project `items` (log id, envelope, event) on top of what the tables hold; no writes."""
     # which session each event belongs to: unknown simulators are looked up once per batch
     routed: list[tuple[str, str, str | None]] = []  # (kind, actor uuid, session id)
@@ -237,8 +263,12 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
     new_sims: dict[str, str] = {}
     for _, env, ev in items:
         kind, _, uid = env.actor_id.partition(":")
-        if kind == "simulator" and type(ev) is not si.SimulatorRequested \
-                and uid not in sims and uid not in new_sims:
+        if (
+            kind == "simulator"
+            and type(ev) is not si.SimulatorRequested
+            and uid not in sims
+            and uid not in new_sims
+        ):
             unknown.add(uid)
         elif type(ev) is si.SimulatorRequested:
             new_sims[uid] = ev.session_id
@@ -262,7 +292,8 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
     missing = [sid for sid in wanted if sid not in cache]
     loaded = await load_sessions(conn, missing) if missing else {}
     before: dict[str, SessionAggregate | None] = {
-        sid: (cache[sid] if sid in cache else loaded.get(sid)) for sid in wanted}
+        sid: (cache[sid] if sid in cache else loaded.get(sid)) for sid in wanted
+    }
     after = dict(before)
     actors: dict[str, tuple[str, int, int, int]] = {}
     archive = []
@@ -275,15 +306,32 @@ async def prepare_batch(conn: asyncpg.Connection, partition: int, state: Partiti
             else:
                 after[sid] = project_simulator(after[sid], uid, ev)
         event_json = encode_json(ev)
-        archive.append((env.event_id, env.actor_id, env.version, env.partition, env.ts,
-                        env.type, event_json.decode(), env.command_id, env.correlation_id,
-                        env.causation_id, log_id))
+        archive.append(
+            (
+                env.event_id,
+                env.actor_id,
+                env.version,
+                env.partition,
+                env.ts,
+                env.type,
+                event_json.decode(),
+                env.command_id,
+                env.correlation_id,
+                env.causation_id,
+                log_id,
+            )
+        )
     return Batch(
-        partition=partition, from_id=state.last_id, generation=state.generation,
+        partition=partition,
+        from_id=state.last_id,
+        generation=state.generation,
         to_id=items[-1][0],
-        archive=archive, changes=diff((before[s], after[s]) for s in wanted),
+        archive=archive,
+        changes=diff((before[s], after[s]) for s in wanted),
         actors=[(a, *t) for a, t in actors.items()],
-        after=after, simulators=new_sims)
+        after=after,
+        simulators=new_sims,
+    )
 
 
 class PartitionsFenced(Fenced):
@@ -301,8 +349,12 @@ def merge_changes(changes: Sequence[RowChanges]) -> RowChanges:
     nonempty = [c for c in changes if c]
     if len(nonempty) <= 1:
         return nonempty[0] if nonempty else RowChanges()
-    return RowChanges(**{f: [row for c in nonempty for row in getattr(c, f)]
-                         for f in RowChanges.__struct_fields__})
+    return RowChanges(
+        **{
+            f: [row for c in nonempty for row in getattr(c, f)]
+            for f in RowChanges.__struct_fields__
+        }
+    )
 
 
 #: Advance every partition's checkpoint at once, fenced per partition by its lease epoch, the
@@ -323,9 +375,13 @@ _ADVANCE = (
 )
 
 
-async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
-                         epochs: Mapping[int, int], name: str = CHECKPOINT_NAME,
-                         before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+async def commit_batches(
+    conn: asyncpg.Connection,
+    batches: Sequence[Batch],
+    epochs: Mapping[int, int],
+    name: str = CHECKPOINT_NAME,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Write batches of distinct partitions and advance their checkpoints in ONE transaction:
     one statement (`write_round`) when the round is small and no `before_commit` hook is given,
     else as many statements as one batch (checkpoints, archive, one per changed table, actor
@@ -337,9 +393,14 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
     parts = [b.partition for b in batches]
     if len(set(parts)) != len(parts):
         raise ValueError(f"one batch per partition, got partitions {parts}")
-    fence = (parts, [b.from_id for b in batches], [b.to_id for b in batches],
-             [epochs[p] for p in parts], [b.size for b in batches],
-             [b.generation for b in batches])
+    fence = (
+        parts,
+        [b.from_id for b in batches],
+        [b.to_id for b in batches],
+        [epochs[p] for p in parts],
+        [b.size for b in batches],
+        [b.generation for b in batches],
+    )
     if len(batches) == 1:
         archive, changes, actors = batches[0].archive, batches[0].changes, batches[0].actors
     else:
@@ -347,15 +408,21 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
         changes = merge_changes([b.changes for b in batches])
         actors = [row for b in batches for row in b.actors]
     dead = [row for b in batches for row in b.dead]
-    if before_commit is None and len(archive) < COPY_THRESHOLD and not dead \
-            and not conn.is_in_transaction():
+    if (
+        before_commit is None
+        and len(archive) < COPY_THRESHOLD
+        and not dead
+        and not conn.is_in_transaction()
+    ):
         # the common case (a few events per round): everything in ONE statement, one round trip
         passed = await write_round(conn, name, *fence, archive, changes, actors)
         fenced = set(parts) - passed
         if fenced:
             raise PartitionsFenced(
                 f"partitions {sorted(fenced)}: checkpoint moved, a newer projector took over,"
-                " or the tables were rebuilt; nothing of the round was written", fenced)
+                " or the tables were rebuilt; nothing of the round was written",
+                fenced,
+            )
         return
     # big rounds (the archive goes by COPY), dead letters, or a hook to run before COMMIT:
     # a transaction block
@@ -365,7 +432,9 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
         if fenced:
             raise PartitionsFenced(
                 f"partitions {sorted(fenced)}: checkpoint moved, a newer projector took over,"
-                " or the tables were rebuilt; the round's batches were dropped", fenced)
+                " or the tables were rebuilt; the round's batches were dropped",
+                fenced,
+            )
         await write_archive(conn, archive)
         await write_changes(conn, changes)
         await write_actor_versions(conn, actors)
@@ -374,9 +443,13 @@ async def commit_batches(conn: asyncpg.Connection, batches: Sequence[Batch],
             await before_commit()
 
 
-async def commit_batch(conn: asyncpg.Connection, batch: Batch, epoch: int,
-                       name: str = CHECKPOINT_NAME,
-                       before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+async def commit_batch(
+    conn: asyncpg.Connection,
+    batch: Batch,
+    epoch: int,
+    name: str = CHECKPOINT_NAME,
+    before_commit: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     """Write the batch and advance the checkpoint in one transaction, or raise `Fenced`."""
     await commit_batches(conn, [batch], {batch.partition: epoch}, name, before_commit)
 
@@ -394,9 +467,11 @@ def pool_settings(config: ProjectorConfig) -> dict[str, str]:
     again (the upserts are idempotent, the archive tolerates duplicates). A durable server
     (`fsync=on`) thus costs no flush wait per round; measured,
     p99 of a state update at 1,000/s: 26-29 ms against 33-47 ms with `synchronous_commit=on`."""
-    return {"idle_in_transaction_session_timeout": str(2 * config.lease_ttl_ms),
-            "synchronous_commit": "off",
-            "application_name": "sessiond-projector"}
+    return {
+        "idle_in_transaction_session_timeout": str(2 * config.lease_ttl_ms),
+        "synchronous_commit": "off",
+        "application_name": "sessiond-projector",
+    }
 
 
 #: Waits between failed rounds while a store is down or restarting: doubling from the first
@@ -434,9 +509,16 @@ class Projector:
     with a growing wait, keeps its leases, claims the checkpoints of leased partitions as soon
     as PostgreSQL answers again, and says what is wrong in its status record (`status()`)."""
 
-    def __init__(self, config: ProjectorConfig, store: Store, pool: asyncpg.Pool,
-                 owner: str | None = None, *, status_period_s: float = STATUS_PERIOD_S,
-                 before_commit: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        config: ProjectorConfig,
+        store: Store,
+        pool: asyncpg.Pool,
+        owner: str | None = None,
+        *,
+        status_period_s: float = STATUS_PERIOD_S,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """`before_commit` is awaited inside every round's transaction, before COMMIT (tests
         widen the crash window with a sleep); with it, every round goes as a transaction
         block."""
@@ -444,9 +526,11 @@ class Projector:
         self.store = store
         self.pool = pool
         self.owner = owner or (
-            f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-        self.leases = LeaseShare(store.leases, ROLE, self.owner, config.partitions,
-                                 config.lease_ttl_ms)
+            f"projector-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.leases = LeaseShare(
+            store.leases, ROLE, self.owner, config.partitions, config.lease_ttl_ms
+        )
         self._reader = store.log.reader(self.owner)  # the loop's, on a connection of its own
         self._round_at = 0.0  # when the last round's read returned (see round_min_ms)
         self.parts: dict[int, PartitionState] = {}
@@ -497,15 +581,21 @@ class Projector:
         """This projector's health now (what `_status_loop` publishes)."""
         down = self.pg.down_since
         return ProjectorStatus(
-            owner=self.owner, host=socket.gethostname(), pid=os.getpid(),
-            started_at=self.started_at, updated_at=int(time.time() * 1000),
+            owner=self.owner,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self.started_at,
+            updated_at=int(time.time() * 1000),
             postgres="ok" if down is None else "unreachable",
             postgres_down_since=0 if down is None else int(down * 1000),
             last_error="" if down is None else self.pg.last_error,
-            leases=sorted(self.leases.held), projecting=sorted(self.parts),
+            leases=sorted(self.leases.held),
+            projecting=sorted(self.parts),
             unclaimed=sorted(self._unclaimed & set(self.leases.held)),
-            lag_seconds=round(self._lag_seconds, 3), events_projected=self.events_projected,
-            dead_letters=self.dead_letters)
+            lag_seconds=round(self._lag_seconds, 3),
+            events_projected=self.events_projected,
+            dead_letters=self.dead_letters,
+        )
 
     def _pg_answered(self) -> None:
         self._pg_ok_at = time.monotonic()
@@ -539,13 +629,18 @@ class Projector:
         if not owned:
             return 0.0
         log_ = self.store.log
-        nexts = await asyncio.gather(*(log_.range(p, after=state.last_id, count=1)
-                                       for p, state in owned))
+        nexts = await asyncio.gather(
+            *(log_.range(p, after=state.last_id, count=1) for p, state in owned)
+        )
         behind = [(p, state) for (p, state), got in zip(owned, nexts, strict=True) if got]
         self._lag_rounds += 1
         count = self._lag_rounds % LAG_EVENTS_EVERY == 1
-        counts = await asyncio.gather(*(log_.count(p, state.last_id, LAG_EVENTS_LIMIT)
-                                        for p, state in (behind if count else ())))
+        counts = await asyncio.gather(
+            *(
+                log_.count(p, state.last_id, LAG_EVENTS_LIMIT)
+                for p, state in (behind if count else ())
+            )
+        )
         waiting = dict(zip((p for p, _ in behind), counts, strict=True)) if count else {}
         now = time.time()
         oldest = 0.0
@@ -598,7 +693,8 @@ class Projector:
             try:
                 async with self.pool.acquire() as conn:
                     last, generation = await claim_partition(
-                        conn, p, epoch, lock_timeout_ms=self.config.lease_ttl_ms / 2)
+                        conn, p, epoch, lock_timeout_ms=self.config.lease_ttl_ms / 2
+                    )
             except Fenced:
                 await self.leases.release(p)
                 continue
@@ -611,9 +707,15 @@ class Projector:
             self._pg_answered()
             self._unclaimed.discard(p)
             self.parts[p] = PartitionState(epoch=epoch, last_id=last, generation=generation)
-            log.info("partition acquired", extra={"partition": p, "epoch": epoch,
-                                                  "checkpoint": last,
-                                                  "retried": p not in share.gained})
+            log.info(
+                "partition acquired",
+                extra={
+                    "partition": p,
+                    "epoch": epoch,
+                    "checkpoint": last,
+                    "retried": p not in share.gained,
+                },
+            )
 
     async def _lease_loop(self) -> None:
         """Lease rounds every third of the lease TTL; sooner while leased partitions wait for
@@ -623,8 +725,9 @@ class Projector:
         while not self._stop.is_set():
             unclaimed = any(p not in self.parts for p in self.leases.held)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lease_soon.wait(), min(period, 0.5) if unclaimed
-                                       else period)
+                await asyncio.wait_for(
+                    self._lease_soon.wait(), min(period, 0.5) if unclaimed else period
+                )
             if self._stop.is_set():
                 break
             if self._lease_soon.is_set():
@@ -686,14 +789,14 @@ class Projector:
             raise error
         return events
 
-    async def _commit_concurrently(self, work: list[tuple[int, PartitionState, list[Any]]]
-                                   ) -> tuple[list[Batch], Exception | None]:
+    async def _commit_concurrently(
+        self, work: list[tuple[int, PartitionState, list[Any]]]
+    ) -> tuple[list[Batch], Exception | None]:
         """A big round: every partition in its own transaction on its own pooled connection,
         all at once. A partition that fails is let go; the others' commits stand. A partition
         whose events cannot all be projected gets past the ones that cannot (`_isolate`)."""
 
-        async def one(p: int, state: PartitionState, items: list[Any],
-                      out: list[Batch]) -> None:
+        async def one(p: int, state: PartitionState, items: list[Any], out: list[Batch]) -> None:
             async with self.pool.acquire() as conn:
                 try:
                     batch = await prepare_batch(conn, p, state, items)
@@ -703,8 +806,9 @@ class Projector:
                     await self._isolate(conn, p, state, items, e, out)
                     return
                 try:
-                    await commit_batches(conn, [batch], {p: state.epoch},
-                                         before_commit=self._before_commit)
+                    await commit_batches(
+                        conn, [batch], {p: state.epoch}, before_commit=self._before_commit
+                    )
                 except Exception as e:
                     if not _refused_rows(e):
                         raise
@@ -714,9 +818,10 @@ class Projector:
                 out.append(batch)
 
         outs: list[list[Batch]] = [[] for _ in work]
-        results = await asyncio.gather(*(one(p, s, items, out) for (p, s, items), out
-                                         in zip(work, outs, strict=True)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(one(p, s, items, out) for (p, s, items), out in zip(work, outs, strict=True)),
+            return_exceptions=True,
+        )
         done: list[Batch] = [b for out in outs for b in out]  # committed, even before a failure
         error: Exception | None = None
         for (p, state, _), result in zip(work, results, strict=True):
@@ -733,8 +838,9 @@ class Projector:
                 raise result
         return done, error
 
-    async def _commit_together(self, work: list[tuple[int, PartitionState, list[Any]]]
-                               ) -> tuple[list[Batch], Exception | None]:
+    async def _commit_together(
+        self, work: list[tuple[int, PartitionState, list[Any]]]
+    ) -> tuple[list[Batch], Exception | None]:
         """A round in one transaction on the loop's connection (see `commit_batches`).
 
         A partition whose batch cannot be projected, or whose rows PostgreSQL refuses, gets past
@@ -767,9 +873,12 @@ class Projector:
             if not group:
                 continue
             try:
-                await commit_batches(conn, [b for b, _ in group],
-                                     {b.partition: s.epoch for b, s in group},
-                                     before_commit=self._before_commit)
+                await commit_batches(
+                    conn,
+                    [b for b, _ in group],
+                    {b.partition: s.epoch for b, s in group},
+                    before_commit=self._before_commit,
+                )
             except PartitionsFenced as e:
                 # rolled back as a whole: the fenced partitions are someone else's now; the
                 # others stay as they were (nothing committed), their entries are read again
@@ -807,8 +916,9 @@ class Projector:
                 raise
         return done, error
 
-    async def _uncertain(self, group: list[tuple[int, PartitionState]],
-                         error: BaseException) -> Exception | None:
+    async def _uncertain(
+        self, group: list[tuple[int, PartitionState]], error: BaseException
+    ) -> Exception | None:
         """A commit failed without saying whether it landed: forget the partitions' caches and
         re-read their checkpoints when claiming them again; commit partition by partition for
         a while. Returns `error` for the round to raise once its commits are announced."""
@@ -820,8 +930,15 @@ class Projector:
             self._solo_until = time.monotonic() + _SOLO_SECONDS
         return error if isinstance(error, Exception) else None
 
-    async def _isolate(self, conn: asyncpg.Connection, p: int, state: PartitionState,
-                       items: list[Any], error: Exception, committed: list[Batch]) -> None:
+    async def _isolate(
+        self,
+        conn: asyncpg.Connection,
+        p: int,
+        state: PartitionState,
+        items: list[Any],
+        error: Exception,
+        committed: list[Batch],
+    ) -> None:
         """Partition `p`'s batch `items` could not be projected as a whole (`error`): commit
         the longest prefixes that can be, and dead-letter each event that cannot be projected
         even alone (`_bury`), until the batch is through; each commit is appended to
@@ -831,8 +948,14 @@ class Projector:
         Every commit is an ordinary fenced one, checkpoint included (rows and archive, or the
         dead letter), so every other event is still projected exactly once. An outage, a
         fence or any failure that is not the events' fault is raised as from any round."""
-        log.warning("partition %d: %d events cannot be projected together (%s: %s); finding"
-                    " the event at fault", p, len(items), type(error).__name__, error)
+        log.warning(
+            "partition %d: %d events cannot be projected together (%s: %s); finding"
+            " the event at fault",
+            p,
+            len(items),
+            type(error).__name__,
+            error,
+        )
         rest = items
         # the whole batch is known to fail: start with half of it (a single event: bury it)
         size = len(rest) // 2 if len(rest) > 1 else 1
@@ -853,8 +976,9 @@ class Projector:
                 refused: Exception | None = e
             else:
                 try:
-                    await commit_batches(conn, [batch], {p: state.epoch},
-                                         before_commit=self._before_commit)
+                    await commit_batches(
+                        conn, [batch], {p: state.epoch}, before_commit=self._before_commit
+                    )
                     refused = None
                 except Exception as e:
                     if not _refused_rows(e):
@@ -872,8 +996,14 @@ class Projector:
                 rest = rest[1:]
                 size = len(rest)
 
-    async def _bury(self, conn: asyncpg.Connection, p: int, state: PartitionState,
-                    item: tuple[str, Any, Any], error: BaseException) -> Batch:
+    async def _bury(
+        self,
+        conn: asyncpg.Connection,
+        p: int,
+        state: PartitionState,
+        item: tuple[str, Any, Any],
+        error: BaseException,
+    ) -> Batch:
         """Record one log entry as a dead letter and move the checkpoint past it, in one fenced
         transaction; count it and say so at error level. Everything before the entry is
         committed, so it is the one right after the checkpoint: read again for its raw bytes."""
@@ -881,18 +1011,38 @@ class Projector:
         entries = await self.store.log.range(p, after=state.last_id, count=1)
         raw = entries[0][1] if entries and entries[0][0] == log_id else b""
         letter = dead_letter(p, log_id, env, raw, error)
-        batch = Batch(partition=p, from_id=state.last_id, generation=state.generation,
-                      to_id=log_id, archive=[], changes=RowChanges(), actors=[], after={},
-                      simulators={}, dead=[letter])
+        batch = Batch(
+            partition=p,
+            from_id=state.last_id,
+            generation=state.generation,
+            to_id=log_id,
+            archive=[],
+            changes=RowChanges(),
+            actors=[],
+            after={},
+            simulators={},
+            dead=[letter],
+        )
         await commit_batches(conn, [batch], {p: state.epoch})
         self._remember(batch, state)
         self.dead_letters += 1
         DEAD_LETTERS.labels(str(p)).inc()
-        log.error("partition %d: log entry %s (%s v%d, %s) cannot be projected: %s;"
-                  " recorded in projection.dead_letters and skipped", p, log_id,
-                  letter.actor_id or "?", letter.version, letter.type or "?", letter.error,
-                  extra={"partition": p, "log_id": log_id, "actor": letter.actor_id,
-                         "version": letter.version})
+        log.error(
+            "partition %d: log entry %s (%s v%d, %s) cannot be projected: %s;"
+            " recorded in projection.dead_letters and skipped",
+            p,
+            log_id,
+            letter.actor_id or "?",
+            letter.version,
+            letter.type or "?",
+            letter.error,
+            extra={
+                "partition": p,
+                "log_id": log_id,
+                "actor": letter.actor_id,
+                "version": letter.version,
+            },
+        )
         return batch
 
     def _remember(self, batch: Batch, state: PartitionState) -> None:
@@ -934,8 +1084,7 @@ class Projector:
             await asyncio.sleep(wait)
         positions = {p: state.last_id for p, state in self.parts.items()}
         try:
-            got = await self._reader.read(positions, self.config.batch_size,
-                                          self.config.block_ms)
+            got = await self._reader.read(positions, self.config.batch_size, self.config.block_ms)
         except Exception as e:
             if _outage(e):
                 self.store_outage.failed(e)
@@ -972,8 +1121,13 @@ class Projector:
         self._housekeep_at = time.monotonic() + self.config.housekeeping_interval_ms / 1000
         cleanup = 0 in self.parts
         with contextlib.suppress(Exception):  # logged and counted by `housekeep`
-            done = await housekeep(self.store, await self._connection(), sorted(self.parts),
-                                   cleanup=cleanup, keep=self.config.retention_keep)
+            done = await housekeep(
+                self.store,
+                await self._connection(),
+                sorted(self.parts),
+                cleanup=cleanup,
+                keep=self.config.retention_keep,
+            )
             if done["sessions_deleted"]:
                 for state in self.parts.values():
                     state.cache.clear()
@@ -987,8 +1141,7 @@ class Projector:
         except Exception as e:
             if not _outage(e):
                 log.exception("first lease round failed")
-        tasks = [asyncio.create_task(self._lease_loop()),
-                 asyncio.create_task(self._status_loop())]
+        tasks = [asyncio.create_task(self._lease_loop()), asyncio.create_task(self._status_loop())]
         backoff = BACKOFF_S[0]
         try:
             while not self._stop.is_set():

@@ -41,8 +41,14 @@ REBUILD_SCHEMA = "rebuild"
 
 #: projection name -> the live tables it owns (children after their parent).
 PROJECTIONS: dict[str, list[str]] = {
-    "sessions": ["session.active_sessions", "session.session_metadata", "session.devices",
-                 "session.state_snapshots", "session.handoffs", "simulator.instances"],
+    "sessions": [
+        "session.active_sessions",
+        "session.session_metadata",
+        "session.devices",
+        "session.state_snapshots",
+        "session.handoffs",
+        "simulator.instances",
+    ],
     "actor_versions": ["projection.actor_versions"],
 }
 
@@ -68,9 +74,10 @@ def _fresh(name: str) -> str:
 
 def _tables(selected: list[str]) -> Tables:
     live = Tables()
-    kw = {f: (_fresh(getattr(live, f)) if getattr(live, f) in selected else getattr(live, f))
-          for f in ("sessions", "metadata", "devices", "states", "handoffs", "simulators",
-                    "actors")}
+    kw = {
+        f: (_fresh(getattr(live, f)) if getattr(live, f) in selected else getattr(live, f))
+        for f in ("sessions", "metadata", "devices", "states", "handoffs", "simulators", "actors")
+    }
     return Tables(**kw)
 
 
@@ -86,14 +93,18 @@ async def _add_foreign_keys(conn: asyncpg.Connection, selected: list[str]) -> No
     for table in selected:
         rows = await conn.fetch(
             "SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint"
-            " WHERE conrelid = $1::regclass AND contype = 'f'", table)
+            " WHERE conrelid = $1::regclass AND contype = 'f'",
+            table,
+        )
         for r in rows:
             definition = r["def"]
             for parent in selected:
-                definition = definition.replace(f"REFERENCES {parent}(",
-                                                f"REFERENCES {_fresh(parent)}(")
+                definition = definition.replace(
+                    f"REFERENCES {parent}(", f"REFERENCES {_fresh(parent)}("
+                )
             await conn.execute(
-                f'ALTER TABLE {_fresh(table)} ADD CONSTRAINT "{r["conname"]}" {definition}')
+                f'ALTER TABLE {_fresh(table)} ADD CONSTRAINT "{r["conname"]}" {definition}'
+            )
 
 
 def _copy_rows(changes: RowChanges) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
@@ -103,53 +114,155 @@ def _copy_rows(changes: RowChanges) -> dict[str, tuple[list[str], list[tuple[Any
     d = to_datetime
     return {
         "session.active_sessions": (
-            ["session_id", "user_id", "status", "created_at", "last_active", "expires_at",
-             "token"],
-            [(r.session_id, r.user_id, r.status, d(r.created_at), d(r.last_active),
-              d(r.expires_at), r.token) for r in changes.sessions]),
+            ["session_id", "user_id", "status", "created_at", "last_active", "expires_at", "token"],
+            [
+                (
+                    r.session_id,
+                    r.user_id,
+                    r.status,
+                    d(r.created_at),
+                    d(r.last_active),
+                    d(r.expires_at),
+                    r.token,
+                )
+                for r in changes.sessions
+            ],
+        ),
         "session.session_metadata": (
             ["session_id", "metadata"],
-            [(r.session_id, j(r.metadata)) for r in changes.sessions]),
+            [(r.session_id, j(r.metadata)) for r in changes.sessions],
+        ),
         "session.devices": (
-            ["session_id", "device_id", "device_type", "device_name", "os", "status",
-             "connections", "ws_connections", "sse_connections", "connection_ids", "pod_name",
-             "ip_address", "left_reason", "joined_at", "last_seen"],
-            [(r.session_id, r.device_id, r.device_type, r.device_name, r.os, r.status,
-              len(r.connection_ids), r.ws_connections, r.sse_connections, j(r.connection_ids),
-              r.pod_name, r.ip_address, r.left_reason, d(r.joined_at), d(r.last_seen))
-             for r in changes.devices]),
+            [
+                "session_id",
+                "device_id",
+                "device_type",
+                "device_name",
+                "os",
+                "status",
+                "connections",
+                "ws_connections",
+                "sse_connections",
+                "connection_ids",
+                "pod_name",
+                "ip_address",
+                "left_reason",
+                "joined_at",
+                "last_seen",
+            ],
+            [
+                (
+                    r.session_id,
+                    r.device_id,
+                    r.device_type,
+                    r.device_name,
+                    r.os,
+                    r.status,
+                    len(r.connection_ids),
+                    r.ws_connections,
+                    r.sse_connections,
+                    j(r.connection_ids),
+                    r.pod_name,
+                    r.ip_address,
+                    r.left_reason,
+                    d(r.joined_at),
+                    d(r.last_seen),
+                )
+                for r in changes.devices
+            ],
+        ),
         "session.state_snapshots": (
             ["session_id", "state", "state_version", "device_id", "app_version", "updated_at"],
-            [(r.session_id, j(r.state), r.state_version, r.device_id, r.app_version,
-              d(r.updated_at)) for r in changes.states]),
+            [
+                (
+                    r.session_id,
+                    j(r.state),
+                    r.state_version,
+                    r.device_id,
+                    r.app_version,
+                    d(r.updated_at),
+                )
+                for r in changes.states
+            ],
+        ),
         "session.handoffs": (
-            ["token", "session_id", "source_device", "target_device", "status",
-             "state_version", "created_at", "expires_at", "accepted_at"],
-            [(r.token, r.session_id, r.source_device, r.target_device, r.status,
-              r.state_version, d(r.created_at), d(r.expires_at),
-              d(r.accepted_at) if r.accepted_at is not None else None)
-             for r in changes.handoffs]),
+            [
+                "token",
+                "session_id",
+                "source_device",
+                "target_device",
+                "status",
+                "state_version",
+                "created_at",
+                "expires_at",
+                "accepted_at",
+            ],
+            [
+                (
+                    r.token,
+                    r.session_id,
+                    r.source_device,
+                    r.target_device,
+                    r.status,
+                    r.state_version,
+                    d(r.created_at),
+                    d(r.expires_at),
+                    d(r.accepted_at) if r.accepted_at is not None else None,
+                )
+                for r in changes.handoffs
+            ],
+        ),
         "simulator.instances": (
-            ["simulator_id", "session_id", "user_id", "status", "endpoint", "created_at",
-             "last_active", "initial_symbols", "initial_cash"],
-            [(r.simulator_id, r.session_id, r.user_id, r.status, r.endpoint, d(r.created_at),
-              d(r.last_active), j(r.initial_symbols), r.initial_cash)
-             for r in changes.simulators]),
+            [
+                "simulator_id",
+                "session_id",
+                "user_id",
+                "status",
+                "endpoint",
+                "created_at",
+                "last_active",
+                "initial_symbols",
+                "initial_cash",
+            ],
+            [
+                (
+                    r.simulator_id,
+                    r.session_id,
+                    r.user_id,
+                    r.status,
+                    r.endpoint,
+                    d(r.created_at),
+                    d(r.last_active),
+                    j(r.initial_symbols),
+                    r.initial_cash,
+                )
+                for r in changes.simulators
+            ],
+        ),
     }
 
 
-_FOLD_QUERY = ("SELECT seq, actor_id, version, partition, ts, data FROM events.archive"
-               " WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+_FOLD_QUERY = (
+    "SELECT seq, actor_id, version, partition, ts, data FROM events.archive"
+    " WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+)
 # one of several parallel folders: its share of the partitions (sessions never span partitions)
-_SHARD_QUERY = ("SELECT seq, actor_id, version, partition, ts, data FROM events.archive"
-                " WHERE seq > $1 AND seq <= $2 AND partition % $4 = $5 ORDER BY seq LIMIT $3")
+_SHARD_QUERY = (
+    "SELECT seq, actor_id, version, partition, ts, data FROM events.archive"
+    " WHERE seq > $1 AND seq <= $2 AND partition % $4 = $5 ORDER BY seq LIMIT $3"
+)
 _CHUNK = 20_000
 
 
-async def _fold_range(conn: asyncpg.Connection, model: Model, low: int, high: int,
-                      on_progress: Callable[[int], None] | None = None,
-                      spare: asyncpg.Connection | None = None,
-                      shard: tuple[int, int] | None = None) -> int:
+async def _fold_range(
+    conn: asyncpg.Connection,
+    model: Model,
+    low: int,
+    high: int,
+    on_progress: Callable[[int], None] | None = None,
+    spare: asyncpg.Connection | None = None,
+    shard: tuple[int, int] | None = None,
+) -> int:
     """Fold archive rows low < seq <= high into `model`, in chunks (keyset pagination);
     with a `spare` connection, the next chunk is fetched while the current one is folded;
     with a `shard` (k, n), only the partitions p with p % n == k.
@@ -169,7 +282,7 @@ async def _fold_range(conn: asyncpg.Connection, model: Model, low: int, high: in
         for i in range(0, len(rows), step):
             if ahead is not None:
                 await asyncio.sleep(0)  # let the next chunk stream in while this one folds
-            for _seq, actor_id, version, partition, ts, data in rows[i:i + step]:
+            for _seq, actor_id, version, partition, ts, data in rows[i : i + step]:
                 apply(actor_id, partition, version, ts, decode(data))
         n += len(rows)
         if on_progress is not None:
@@ -200,8 +313,10 @@ class _Progress:
         rate = done / max(now - self.start, 1e-9)
         width = 30
         filled = int(width * min(done, self.total) / self.total)
-        self.out.write(f"\rrebuild [{'#' * filled}{'.' * (width - filled)}]"
-                       f" {done:,}/{self.total:,} events  {rate:,.0f} events/s")
+        self.out.write(
+            f"\rrebuild [{'#' * filled}{'.' * (width - filled)}]"
+            f" {done:,}/{self.total:,} events  {rate:,.0f} events/s"
+        )
         if final:
             self.out.write("\n")
         self.out.flush()
@@ -219,17 +334,23 @@ async def _swap(conn: asyncpg.Connection, selected: list[str]) -> None:
         await conn.execute(f"ALTER TABLE {_fresh(table)} SET SCHEMA {schema}")
 
 
-async def _canonical_index_names(conn: asyncpg.Connection, selected: list[str]
-                                 ) -> list[tuple[str, str]]:
+async def _canonical_index_names(
+    conn: asyncpg.Connection, selected: list[str]
+) -> list[tuple[str, str]]:
     """(fresh index name, live index name) pairs, matched by definition."""
     pairs = []
     for table in selected:
         schema, name = table.split(".", 1)
-        live = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes"
-                                " WHERE schemaname = $1 AND tablename = $2", schema, name)
-        fresh = await conn.fetch("SELECT indexname, indexdef FROM pg_indexes"
-                                 " WHERE schemaname = $1 AND tablename = $2",
-                                 REBUILD_SCHEMA, name)
+        live = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+            schema,
+            name,
+        )
+        fresh = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2",
+            REBUILD_SCHEMA,
+            name,
+        )
         by_def = {r["indexdef"].split(" USING ", 1)[1]: r["indexname"] for r in fresh}
         for r in live:
             shape = r["indexdef"].split(" USING ", 1)[1]
@@ -243,19 +364,30 @@ async def _copy_model(conn: asyncpg.Connection, model: Model, selected: list[str
     if "session.active_sessions" in selected:
         for table, (columns, rows) in _copy_rows(model.changes()).items():
             if rows:
-                await conn.copy_records_to_table(table.split(".", 1)[1], records=rows,
-                                                 columns=columns, schema_name=REBUILD_SCHEMA)
+                await conn.copy_records_to_table(
+                    table.split(".", 1)[1],
+                    records=rows,
+                    columns=columns,
+                    schema_name=REBUILD_SCHEMA,
+                )
     if "projection.actor_versions" in selected:
         rows = [(a, t[0], t[1], t[2], to_datetime(t[3])) for a, t in model._actors.items()]
         if rows:
             await conn.copy_records_to_table(
-                "actor_versions", schema_name=REBUILD_SCHEMA, records=rows,
-                columns=["actor_id", "session_id", "partition", "version", "updated_at"])
+                "actor_versions",
+                schema_name=REBUILD_SCHEMA,
+                records=rows,
+                columns=["actor_id", "session_id", "partition", "version", "updated_at"],
+            )
 
 
-async def _fold_and_copy(dsn: str, high: int, selected: list[str],
-                         on_progress: Callable[[int], None] | None,
-                         shard: tuple[int, int] | None = None) -> int:
+async def _fold_and_copy(
+    dsn: str,
+    high: int,
+    selected: list[str],
+    on_progress: Callable[[int], None] | None,
+    shard: tuple[int, int] | None = None,
+) -> int:
     conn = await asyncpg.connect(dsn)
     spare = await asyncpg.connect(dsn)
     try:
@@ -268,8 +400,9 @@ async def _fold_and_copy(dsn: str, high: int, selected: list[str],
         await conn.close()
 
 
-def _shard_main(dsn: str, high: int, selected: list[str], shard: tuple[int, int],
-                counter: Any) -> None:
+def _shard_main(
+    dsn: str, high: int, selected: list[str], shard: tuple[int, int], counter: Any
+) -> None:
     """Entry point of a folding process (spawned): fold its partitions, COPY its rows."""
 
     def report(n: int) -> None:
@@ -278,15 +411,19 @@ def _shard_main(dsn: str, high: int, selected: list[str], shard: tuple[int, int]
     report(asyncio.run(_fold_and_copy(dsn, high, selected, report, shard)))
 
 
-async def _fold_parallel(dsn: str, high: int, selected: list[str], workers: int,
-                         bar: Callable[[int], None]) -> int:
+async def _fold_parallel(
+    dsn: str, high: int, selected: list[str], workers: int, bar: Callable[[int], None]
+) -> int:
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     counters = [ctx.Value("q", 0) for _ in range(workers)]
-    procs = [ctx.Process(target=_shard_main, args=(dsn, high, selected, (k, workers),
-                                                    counters[k]), daemon=True)
-             for k in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_shard_main, args=(dsn, high, selected, (k, workers), counters[k]), daemon=True
+        )
+        for k in range(workers)
+    ]
     for proc in procs:
         proc.start()
     try:
@@ -304,12 +441,14 @@ async def _fold_parallel(dsn: str, high: int, selected: list[str], workers: int,
     return sum(c.value for c in counters)
 
 
-async def _catch_up(conn: asyncpg.Connection, high: int, selected: list[str],
-                    t: Tables) -> int:
+async def _catch_up(conn: asyncpg.Connection, high: int, selected: list[str], t: Tables) -> int:
     """Fold the events archived after `high` into the fresh tables, the way the live projector
     does: load the touched sessions' aggregates from the (fresh) tables, fold, write the diff."""
-    rows = await conn.fetch("SELECT actor_id, partition, version, ts, data FROM events.archive"
-                            " WHERE seq > $1 ORDER BY seq", high)
+    rows = await conn.fetch(
+        "SELECT actor_id, partition, version, ts, data FROM events.archive"
+        " WHERE seq > $1 ORDER BY seq",
+        high,
+    )
     if not rows:
         return 0
     events = [(r[0], r[1], r[2], r[3], _event_json.decode(r[4])) for r in rows]
@@ -331,15 +470,15 @@ async def _catch_up(conn: asyncpg.Connection, high: int, selected: list[str],
     for e in events:
         model.apply_fields(*e)
     if "session.active_sessions" in selected:
-        await write_changes(conn, diff((before.get(s), model.sessions.get(s)) for s in sids),
-                            t)
+        await write_changes(conn, diff((before.get(s), model.sessions.get(s)) for s in sids), t)
     if "projection.actor_versions" in selected:
         await write_actor_versions(conn, [(a, *v) for a, v in model._actors.items()], t)
     return len(rows)
 
 
-async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr,
-                  workers: int = 1) -> RebuildStats:
+async def rebuild(
+    dsn: str, name: str = "all", progress: Any = sys.stderr, workers: int = 1
+) -> RebuildStats:
     """Rebuild projection `name` ("all", or a key of `PROJECTIONS`) from the archive.
 
     `workers` folding processes, each taking its share of the partitions (a session's events
@@ -358,8 +497,7 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr,
         async with conn.transaction():
             await _lock_projectors(conn)
             high = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM events.archive")
-            total = await conn.fetchval("SELECT count(*) FROM events.archive WHERE seq <= $1",
-                                        high)
+            total = await conn.fetchval("SELECT count(*) FROM events.archive WHERE seq <= $1", high)
         bar = _Progress(total, progress)
         await _create_fresh(conn, selected)
         t0 = time.monotonic()
@@ -384,8 +522,16 @@ async def rebuild(dsn: str, name: str = "all", progress: Any = sys.stderr,
         done = folded + caught_up
         bar(done, final=True)
         t3 = time.monotonic()
-        return RebuildStats(events=done, seconds=t3 - started, caught_up=caught_up,
-                            phases={"fold+copy": round(t1 - t0, 3), "keys": round(t2 - t1, 3),
-                                    "swap": round(t3 - t2, 3)}, workers=workers)
+        return RebuildStats(
+            events=done,
+            seconds=t3 - started,
+            caught_up=caught_up,
+            phases={
+                "fold+copy": round(t1 - t0, 3),
+                "keys": round(t2 - t1, 3),
+                "swap": round(t3 - t2, 3),
+            },
+            workers=workers,
+        )
     finally:
         await conn.close()

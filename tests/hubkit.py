@@ -30,6 +30,15 @@ class MemConn(Connection):
 
 def changes_message(session_id: str, *versions: int) -> bytes:
     """A change-feed message with one StateChanged change per version."""
-    return encode_changes([Change(session_id=session_id, version=v, type="StateChanged",
-                                  data={"changes": {"v": v}, "deleted_keys": [],
-                                        "state_version": v}, ts=0) for v in versions])
+    return encode_changes(
+        [
+            Change(
+                session_id=session_id,
+                version=v,
+                type="StateChanged",
+                data={"changes": {"v": v}, "deleted_keys": [], "state_version": v},
+                ts=0,
+            )
+            for v in versions
+        ]
+    )

@@ -30,16 +30,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("actor_id", metavar="ACTOR_ID", nargs="?",
-                   help="session:<uuid> or simulator:<uuid> (not with --correlation-id)")
+    p.add_argument(
+        "actor_id",
+        metavar="ACTOR_ID",
+        nargs="?",
+        help="session:<uuid> or simulator:<uuid> (not with --correlation-id)",
+    )
     p.add_argument("--since", type=int, default=0, help="only versions after V (default 0)")
     p.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
-    p.add_argument("--correlation-id", default=None, metavar="ID",
-                   help="every archived event (of any actor) carrying this correlation id")
-    p.add_argument("--type", action="append", default=None, metavar="TYPE", dest="types",
-                   help="only events of this type (repeat for several)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="print at most N events (with --follow: then stop)")
+    p.add_argument(
+        "--correlation-id",
+        default=None,
+        metavar="ID",
+        help="every archived event (of any actor) carrying this correlation id",
+    )
+    p.add_argument(
+        "--type",
+        action="append",
+        default=None,
+        metavar="TYPE",
+        dest="types",
+        help="only events of this type (repeat for several)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="print at most N events (with --follow: then stop)",
+    )
     add_output_option(p)
     p.add_argument(
         "--session",

@@ -46,8 +46,9 @@ async def run(args: argparse.Namespace) -> int:
             raise SessiondError(f"no events for session {sid}")
         decoded = [(env, decode_event(env.data, env.type)) for env in session_events]
         out = sys.stdout
-        progress = Progress("export", len(session_events), "events",
-                            None if args.quiet else sys.stderr)
+        progress = Progress(
+            "export", len(session_events), "events", None if args.quiet else sys.stderr
+        )
         for env in session_events:
             emit_json(envelope_json(env), out)
             progress.advance()

@@ -30,8 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_knob_option(p, "--host", "gateway.host", help="bind address (default from SERVER_ADDR)")
     add_knob_option(p, "--port", "gateway.port", help="port (default from SERVER_ADDR)")
-    add_knob_option(p, "--drain-timeout", "gateway.drain_timeout_s", metavar="SECONDS",
-                    help="seconds clients get to leave on SIGTERM (default 10)")
+    add_knob_option(
+        p,
+        "--drain-timeout",
+        "gateway.drain_timeout_s",
+        metavar="SECONDS",
+        help="seconds clients get to leave on SIGTERM (default 10)",
+    )
     p.set_defaults(func=run, handler=run)
 
 

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Apply every pending migration in order, each in its own transaction with its row in "
             "projection.schema_migrations. Safe to run again (nothing to do) and from several "
-            "processes at once (an advisory lock makes them take turns)."),
+            "processes at once (an advisory lock makes them take turns)."
+        ),
     )
     from infra.cli import add_store_options
 

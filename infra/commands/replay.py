@@ -25,13 +25,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("actor_id", metavar="ACTOR_ID", nargs="?",
-                   help="session:<uuid> or simulator:<uuid> (optional with --file: filters it)")
+    p.add_argument(
+        "actor_id",
+        metavar="ACTOR_ID",
+        nargs="?",
+        help="session:<uuid> or simulator:<uuid> (optional with --file: filters it)",
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--to-version", type=int, default=None, metavar="V",
-                       help="stop after version V")
-    where.add_argument("--at", default=None, metavar="TIME",
-                       help="stop after the last event at or before TIME (ISO 8601 or ms)")
+    where.add_argument(
+        "--to-version", type=int, default=None, metavar="V", help="stop after version V"
+    )
+    where.add_argument(
+        "--at",
+        default=None,
+        metavar="TIME",
+        help="stop after the last event at or before TIME (ISO 8601 or ms)",
+    )
     p.add_argument("--diff", action="store_true", help="print each step's state difference")
     p.add_argument("--file", default=None, help="replay an exported JSONL file instead")
     from infra.cli import add_output_option, add_store_options
@@ -72,8 +81,16 @@ def _show(actor_id: str, envs: list[Any], args: argparse.Namespace, out: Any) ->
         if args.diff:
             changes = diff_states(previous, state)
             if args.output == "json":
-                emit_json({"actor_id": actor_id, "version": env.version, "ts": env.ts,
-                           "type": env.type, "changes": changes}, out)
+                emit_json(
+                    {
+                        "actor_id": actor_id,
+                        "version": env.version,
+                        "ts": env.ts,
+                        "type": env.type,
+                        "changes": changes,
+                    },
+                    out,
+                )
             else:
                 out.write(f"{env.version:>6}  {env.type}\n")
                 for path, (old, new) in changes.items():
@@ -82,8 +99,9 @@ def _show(actor_id: str, envs: list[Any], args: argparse.Namespace, out: Any) ->
                     out.write(f"        {path}: {old_s} -> {new_s}\n")
         previous = state
     if args.to_version is not None and version < args.to_version:
-        raise SystemExit(f"sessiond replay: {actor_id} has no version {args.to_version}"
-                         f" (last: {version})")
+        raise SystemExit(
+            f"sessiond replay: {actor_id} has no version {args.to_version} (last: {version})"
+        )
     if args.diff:
         return
     if args.output == "json":
@@ -140,4 +158,3 @@ async def run(args: argparse.Namespace) -> int:
         await store.aclose()
         await archive.close()
     return 0
-

@@ -140,8 +140,9 @@ class _Update(msgspec.Struct, frozen=True):
     payload: _Payload
 
 
-def latency_client(url: str, tokens: dict[str, str], sessions: list[str], steps: mp.Queue,
-                   out: mp.Queue) -> None:
+def latency_client(
+    url: str, tokens: dict[str, str], sessions: list[str], steps: mp.Queue, out: mp.Queue
+) -> None:
     """Connect devices A and B of each session once, then run the steps the parent sends
     (`(step, rate, duration)`, None to stop): A sends `rate`/s updates round-robin; B records
     the latency of each update of that step from send to arrival. The connections are `lean_ws`
@@ -167,7 +168,8 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], steps:
             for attempt in range(20):
                 try:
                     ws = await ws_connect(
-                        f"{url}?token={tokens[user]}&device_id={device}&session_id={sid}")
+                        f"{url}?token={tokens[user]}&device_id={device}&session_id={sid}"
+                    )
                     hello = json.loads(await ws.recv())
                     if hello["type"] == "connected":
                         return ws
@@ -227,22 +229,46 @@ def latency_client(url: str, tokens: dict[str, str], sessions: list[str], steps:
                 if due > now:
                     await asyncio.sleep(due - now)
                 a, _ = pairs[n % len(pairs)]
-                a.send(encode({"type": "state_update", "payload": {
-                    "changes": {"t": time.time(), "n": n, "s": current}}}).decode())
+                a.send(
+                    encode(
+                        {
+                            "type": "state_update",
+                            "payload": {"changes": {"t": time.time(), "n": n, "s": current}},
+                        }
+                    ).decode()
+                )
                 n += 1
             await asyncio.sleep(3.0)
             client_cpu = time.process_time() - cpu_start
-            out.put(("done", {"sent": n, "received": len(lat), "latencies": lat,
-                              "sent_at": sent_at, "errors": errors, "codes": codes,
-                              "stage": stage, "cpu": client_cpu,
-                              "seconds": time.perf_counter() - start - 3.0}))
+            out.put(
+                (
+                    "done",
+                    {
+                        "sent": n,
+                        "received": len(lat),
+                        "latencies": lat,
+                        "sent_at": sent_at,
+                        "errors": errors,
+                        "codes": codes,
+                        "stage": stage,
+                        "cpu": client_cpu,
+                        "seconds": time.perf_counter() - start - 3.0,
+                    },
+                )
+            )
         await asyncio.gather(*(ws.close() for p in pairs for ws in p), return_exceptions=True)
 
     asyncio.run(main())
 
 
-def probe_client(base: str, tokens: dict[str, str], sessions: list[str], rate: float,
-                 stop_file: str, out: mp.Queue) -> None:
+def probe_client(
+    base: str,
+    tokens: dict[str, str],
+    sessions: list[str],
+    rate: float,
+    stop_file: str,
+    out: mp.Queue,
+) -> None:
     """Seed 004's latency claims, timed while the update load runs: a WS SNAPSHOT_REQUEST
     answered (goal < 50 ms), a handoff from its start (POST) to its acceptance (the token
     validated by GET) (< 100 ms), and a conflict resolved (POST /session/conflict/resolve,
@@ -270,8 +296,9 @@ def probe_client(base: str, tokens: dict[str, str], sessions: list[str], rate: f
 
         conns = {}
         for sid in sessions:
-            ws = await ws_connect(f"ws://{base}/ws?token={tokens[users[sid]]}"
-                                  f"&device_id=probe-src&session_id={sid}")
+            ws = await ws_connect(
+                f"ws://{base}/ws?token={tokens[users[sid]]}&device_id=probe-src&session_id={sid}"
+            )
             await ws.recv()
             ws.on_text = on_text
             conns[sid] = ws
@@ -288,19 +315,28 @@ def probe_client(base: str, tokens: dict[str, str], sessions: list[str], rate: f
             await asyncio.wait_for(waiting[cid], 10)
 
         async def handoff(sid: str, n: int) -> None:
-            r = await http.post(f"/session/{sid}/handoff", headers=headers(sid), json={
-                "source_device": "probe-src", "target_device": f"probe-dst-{n}"})
+            r = await http.post(
+                f"/session/{sid}/handoff",
+                headers=headers(sid),
+                json={"source_device": "probe-src", "target_device": f"probe-dst-{n}"},
+            )
             if r.status_code != 201:
                 raise RuntimeError(f"start {r.status_code} {r.text[:200]}")
-            r = await http.get(f"/session/{sid}/handoff/{r.json()['token']}",
-                               headers=headers(sid))
+            r = await http.get(f"/session/{sid}/handoff/{r.json()['token']}", headers=headers(sid))
             if r.status_code != 200:
                 raise RuntimeError(f"accept {r.status_code} {r.text[:200]}")
 
         async def conflict(sid: str, n: int) -> None:
-            r = await http.post("/session/conflict/resolve", headers=headers(sid), json={
-                "session_id": sid, "client_version": 0, "client_state": {"probe": n},
-                "resolution_strategy": "merge"})
+            r = await http.post(
+                "/session/conflict/resolve",
+                headers=headers(sid),
+                json={
+                    "session_id": sid,
+                    "client_version": 0,
+                    "client_state": {"probe": n},
+                    "resolution_strategy": "merge",
+                },
+            )
             if r.status_code != 200:
                 raise RuntimeError(f"{r.status_code} {r.text[:200]}")
 
@@ -319,9 +355,11 @@ def probe_client(base: str, tokens: dict[str, str], sessions: list[str], rate: f
                 await asyncio.sleep(max(0.0, 1.0 / rate - (time.perf_counter() - t0)))
 
         out.put(("ready", len(conns)))
-        await asyncio.gather(run("snapshot", snapshot, 0.0),
-                             run("handoff", handoff, 0.3 / rate),
-                             run("conflict", conflict, 0.6 / rate))
+        await asyncio.gather(
+            run("snapshot", snapshot, 0.0),
+            run("handoff", handoff, 0.3 / rate),
+            run("conflict", conflict, 0.6 / rate),
+        )
         await asyncio.gather(*(ws.close() for ws in conns.values()), return_exceptions=True)
         await http.aclose()
         out.put(("done", {"times": times, "failures": failures}))
@@ -329,8 +367,16 @@ def probe_client(base: str, tokens: dict[str, str], sessions: list[str], rate: f
     asyncio.run(main())
 
 
-def conn_client(url: str, tokens: dict[str, str], sessions: list[str], per_session: int,
-                hold_s: float, heartbeat_s: float, out: mp.Queue, bare: bool) -> None:
+def conn_client(
+    url: str,
+    tokens: dict[str, str],
+    sessions: list[str],
+    per_session: int,
+    hold_s: float,
+    heartbeat_s: float,
+    out: mp.Queue,
+    bare: bool,
+) -> None:
     """Open len(sessions) * per_session connections and hold them, heartbeating."""
     raise_fd_limit()
     _use_uvloop()
@@ -344,13 +390,13 @@ def conn_client(url: str, tokens: dict[str, str], sessions: list[str], per_sessi
         async def one(i: int, sid: str, d: int):
             nonlocal failures
             user = f"bench-{i % 50}"
-            q = "" if bare else \
-                f"?token={tokens[user]}&device_id=dev-{d}&session_id={sid}"
+            q = "" if bare else f"?token={tokens[user]}&device_id=dev-{d}&session_id={sid}"
             for attempt in range(30):
                 try:
                     async with sem:
-                        ws = await websockets.connect(url + q, compression=None,
-                                                      open_timeout=120, ping_interval=None)
+                        ws = await websockets.connect(
+                            url + q, compression=None, open_timeout=120, ping_interval=None
+                        )
                         if not bare:
                             hello = json.loads(await ws.recv())
                             if hello["type"] != "connected":
@@ -379,20 +425,25 @@ def conn_client(url: str, tokens: dict[str, str], sessions: list[str], per_sessi
                 pass
 
         t0 = time.perf_counter()
-        results = await asyncio.gather(*(one(i, s, d) for i, s in enumerate(sessions)
-                                         for d in range(per_session)))
+        results = await asyncio.gather(
+            *(one(i, s, d) for i, s in enumerate(sessions) for d in range(per_session))
+        )
         conns = [c for c in results if c is not None]
-        tasks = [asyncio.ensure_future(beat(ws, (k % 1000) / 1000 * heartbeat_s))
-                 for k, ws in enumerate(conns)]
+        tasks = [
+            asyncio.ensure_future(beat(ws, (k % 1000) / 1000 * heartbeat_s))
+            for k, ws in enumerate(conns)
+        ]
         tasks += [asyncio.ensure_future(sink(ws)) for ws in conns]
-        out.put(("open", {"open": len(conns), "failed": failures,
-                          "seconds": time.perf_counter() - t0}))
+        out.put(
+            ("open", {"open": len(conns), "failed": failures, "seconds": time.perf_counter() - t0})
+        )
         await asyncio.sleep(hold_s)
         open_now = sum(1 for ws in conns if ws.state.name == "OPEN")
         out.put(("held", open_now))
         # wait for the parent's go to close
-        await asyncio.get_running_loop().run_in_executor(None, _wait_file, os.environ.get(
-            "BENCH_CLOSE_FILE", ""))
+        await asyncio.get_running_loop().run_in_executor(
+            None, _wait_file, os.environ.get("BENCH_CLOSE_FILE", "")
+        )
         for t in tasks:
             t.cancel()
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
@@ -410,7 +461,8 @@ def _server_script(handler: str) -> str:
     """A bare `websockets` server process (uvloop, the same fd limit as the gateway's clients)
     serving `handler`, an `async def handler(ws)` in source; prints "ready" once listening on
     the port given as its argument."""
-    return r"""
+    return (
+        r"""
 import asyncio, sys, resource
 from urllib.parse import parse_qs, urlsplit
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -420,7 +472,9 @@ try:
 except ImportError:
     pass
 from websockets.asyncio.server import serve
-""" + handler + r"""
+"""
+        + handler
+        + r"""
 async def main():
     async with serve(handler, "127.0.0.1", int(sys.argv[1]), compression=None,
                      ping_interval=None, backlog=4096):
@@ -428,6 +482,7 @@ async def main():
         await asyncio.Future()
 asyncio.run(main())
 """
+    )
 
 
 #: (b)'s baseline: a bare `websockets` echo server.
@@ -462,8 +517,9 @@ async def handler(ws):
 def bare_server(script: str) -> Iterator[tuple[int, int]]:
     """Run a `_server_script` on a free port: (port, pid) while in the block."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", script, str(port)],
-                            stdout=subprocess.PIPE, preexec_fn=raise_fd_limit)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(port)], stdout=subprocess.PIPE, preexec_fn=raise_fd_limit
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
         yield port, proc.pid
@@ -491,14 +547,22 @@ class Stack:
         # (BENCH_REDIS_TCP=1: through loopback TCP instead, for comparison)
         tcp = CLUSTER or os.environ.get("BENCH_REDIS_TCP")
         redis_url = self.redis.url if tcp else self.redis.local_url
-        self.env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": self.pg.url,
-                    "SESSIOND_ENV": "test", "GATEWAY_RATE_PER_S": "1000",
-                    "GATEWAY_RATE_BURST": "1000", "GATEWAY_IDLE_TIMEOUT": "3600",
-                    "GATEWAY_REST_RATE_PER_S": "0", "GATEWAY_MAX_CONNECTIONS_PER_USER": "0",
-                    "SESSIOND_LOG_LEVEL": "warning"}
+        self.env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": self.pg.url,
+            "SESSIOND_ENV": "test",
+            "GATEWAY_RATE_PER_S": "1000",
+            "GATEWAY_RATE_BURST": "1000",
+            "GATEWAY_IDLE_TIMEOUT": "3600",
+            "GATEWAY_REST_RATE_PER_S": "0",
+            "GATEWAY_MAX_CONNECTIONS_PER_USER": "0",
+            "SESSIOND_LOG_LEVEL": "warning",
+        }
         self.env.pop("SESSIOND_ORIGINS", None)
-        subprocess.run([*SESSIOND, "migrate"], env=self.env, cwd=ROOT, check=True,
-                       capture_output=True)
+        subprocess.run(
+            [*SESSIOND, "migrate"], env=self.env, cwd=ROOT, check=True, capture_output=True
+        )
         self.procs: dict[str, subprocess.Popen] = {}
         self.start("worker", "worker")
         self.start("projector", "projector", "--no-migrate")
@@ -512,14 +576,22 @@ class Stack:
     def start(self, name: str, *args: str, command: tuple[str, ...] = tuple(SESSIOND)) -> None:
         log = open(self.dir / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
-            [*command, *args], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-            preexec_fn=raise_fd_limit)
+            [*command, *args],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=raise_fd_limit,
+        )
 
     def start_gateway(self, name: str = "gateway", port: int | None = None) -> None:
         # BENCH_PROFILE_GATEWAY=FILE: the gateway runs under cProfile, its stats in FILE at exit
         prof = os.environ.get("BENCH_PROFILE_GATEWAY")
-        command = (sys.executable, "-m", "cProfile", "-o", prof, "-m", "infra.cli") if prof \
+        command = (
+            (sys.executable, "-m", "cProfile", "-o", prof, "-m", "infra.cli")
+            if prof
             else tuple(SESSIOND)
+        )
         port = port or self.port
         self.start(name, "gateway", "--port", str(port), command=command)
         self.wait_ready(port)
@@ -599,8 +671,10 @@ def _command_round_trip(port: int) -> str:
         return ""
     p50 = next((le for le, c in buckets if c >= count * 0.5), "?")
     p99 = next((le for le, c in buckets if c >= count * 0.99), "?")
-    return (f"mean {1000 * total / count:.1f} ms over {count:.0f} commands, p50 <= {p50} s,"
-            f" p99 <= {p99} s")
+    return (
+        f"mean {1000 * total / count:.1f} ms over {count:.0f} commands, p50 <= {p50} s,"
+        f" p99 <= {p99} s"
+    )
 
 
 class LatencyClients:
@@ -613,16 +687,20 @@ class LatencyClients:
         ctx = mp.get_context("spawn")
         self.out = ctx.Queue()
         self.steps = [ctx.Queue() for _ in range(CLIENT_PROCS)]
-        self.procs = [ctx.Process(target=latency_client, args=(url, tokens, part, q, self.out))
-                      for part, q in zip(_split(sessions, CLIENT_PROCS), self.steps, strict=True)]
+        self.procs = [
+            ctx.Process(target=latency_client, args=(url, tokens, part, q, self.out))
+            for part, q in zip(_split(sessions, CLIENT_PROCS), self.steps, strict=True)
+        ]
         for p in self.procs:
             p.start()
         t0 = time.perf_counter()
         ready = 0
         while ready < SESSIONS:
             ready += self._get("ready", t0)
-        print(f"  {ready} sessions x 2 devices connected in {time.perf_counter() - t0:.1f}s",
-              flush=True)
+        print(
+            f"  {ready} sessions x 2 devices connected in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
         self.count = 0
 
     def _get(self, kind: str, t0: float) -> Any:
@@ -632,9 +710,11 @@ class LatencyClients:
             except queue.Empty:
                 dead = [p for p in self.procs if p.exitcode not in (None, 0)]
                 if dead or time.perf_counter() - t0 > 900:
-                    raise RuntimeError(f"a client process failed (exit codes "
-                                       f"{[p.exitcode for p in self.procs]}); see its traceback"
-                                       " above") from None
+                    raise RuntimeError(
+                        f"a client process failed (exit codes "
+                        f"{[p.exitcode for p in self.procs]}); see its traceback"
+                        " above"
+                    ) from None
                 continue
             assert got == kind, (got, kind)
             return value
@@ -680,12 +760,20 @@ class Step(msgspec.Struct, frozen=True):
     @property
     def sustained(self) -> bool:
         """p99 <= 25 ms, nothing dropped or refused, and the rate was really offered."""
-        return (self.p99 <= GOAL_P99_MS and self.received == self.sent and not self.errors
-                and self.sent >= 0.95 * self.rate * self.duration)
+        return (
+            self.p99 <= GOAL_P99_MS
+            and self.received == self.sent
+            and not self.errors
+            and self.sent >= 0.95 * self.rate * self.duration
+        )
 
 
-def run_step(clients: LatencyClients, groups: Callable[[], dict[str, list[int]]], rate: float,
-             duration: float) -> tuple[Step, list[dict]]:
+def run_step(
+    clients: LatencyClients,
+    groups: Callable[[], dict[str, list[int]]],
+    rate: float,
+    duration: float,
+) -> tuple[Step, list[dict]]:
     """One step, with the CPU of every process `groups()` names, from /proc/<pid>/stat."""
     before = groups()
     cpu0 = {n: proc_cpu_seconds(pids) for n, pids in before.items()}
@@ -704,11 +792,22 @@ def run_step(clients: LatencyClients, groups: Callable[[], dict[str, list[int]]]
         for c, k in r["codes"].items():
             codes[c] = codes.get(c, 0) + k
     ms = _latencies_ms(results)
-    step = Step(rate=rate, duration=duration, sent=sum(r["sent"] for r in results),
-                received=len(ms), errors=sum(r["errors"] for r in results), p50=pct(ms, 50),
-                p90=pct(ms, 90), p99=pct(ms, 99), max=max(ms) if ms else float("nan"),
-                cpu=cpu, waits=waits, pressure=m1.pressure(m0), machine=m1.since(m0),
-                codes=codes)
+    step = Step(
+        rate=rate,
+        duration=duration,
+        sent=sum(r["sent"] for r in results),
+        received=len(ms),
+        errors=sum(r["errors"] for r in results),
+        p50=pct(ms, 50),
+        p90=pct(ms, 90),
+        p99=pct(ms, 99),
+        max=max(ms) if ms else float("nan"),
+        cpu=cpu,
+        waits=waits,
+        pressure=m1.pressure(m0),
+        machine=m1.since(m0),
+        codes=codes,
+    )
     return step, results
 
 
@@ -724,25 +823,36 @@ def bench_raw_relay(stack: Stack) -> Step:
             step, _ = run_step(clients, lambda: {"relay": [pid]}, RATE, DURATION)
         finally:
             clients.close()
-    print(f"(a0) raw baseline, a bare websockets relay process (device A -> relay -> device B),"
-          f" same clients and load:\n    received {step.received} of {step.sent}; p50 "
-          f"{step.p50:.1f} ms   p99 {step.p99:.1f} ms   max {step.max:.1f} ms; relay CPU "
-          f"{100 * step.cpu['relay'] / (step.duration + 3):.0f}% of a core\n    {step.machine}",
-          flush=True)
+    print(
+        f"(a0) raw baseline, a bare websockets relay process (device A -> relay -> device B),"
+        f" same clients and load:\n    received {step.received} of {step.sent}; p50 "
+        f"{step.p50:.1f} ms   p99 {step.p99:.1f} ms   max {step.max:.1f} ms; relay CPU "
+        f"{100 * step.cpu['relay'] / (step.duration + 3):.0f}% of a core\n    {step.machine}",
+        flush=True,
+    )
     return step
 
 
 def print_step(label: str, step: Step, results: list[dict], raw: Step | None) -> None:
-    print(f"{label} e2e latency device A -> device B, {SESSIONS} sessions, {step.rate:.0f} "
-          f"updates/s for {step.duration:.0f} s:")
-    print(f"    sent {step.sent}, received {step.received} "
-          f"({step.received / max(step.sent, 1):.1%}), errors {step.errors}, achieved "
-          f"{step.sent / step.duration:.0f} updates/s")
-    print(f"    p50 {step.p50:.1f} ms   p90 {step.p90:.1f} ms   p99 {step.p99:.1f} ms   max "
-          f"{step.max:.1f} ms   (goal p99 <= {GOAL_P99_MS:.0f} ms)", flush=True)
+    print(
+        f"{label} e2e latency device A -> device B, {SESSIONS} sessions, {step.rate:.0f} "
+        f"updates/s for {step.duration:.0f} s:"
+    )
+    print(
+        f"    sent {step.sent}, received {step.received} "
+        f"({step.received / max(step.sent, 1):.1%}), errors {step.errors}, achieved "
+        f"{step.sent / step.duration:.0f} updates/s"
+    )
+    print(
+        f"    p50 {step.p50:.1f} ms   p90 {step.p90:.1f} ms   p99 {step.p99:.1f} ms   max "
+        f"{step.max:.1f} ms   (goal p99 <= {GOAL_P99_MS:.0f} ms)",
+        flush=True,
+    )
     if raw is not None:
-        print(f"    against the raw relay (a0) of this run: p50 {step.p50 / raw.p50:.1f}x, "
-              f"p99 {step.p99 / raw.p99:.1f}x")
+        print(
+            f"    against the raw relay (a0) of this run: p50 {step.p50 / raw.p50:.1f}x, "
+            f"p99 {step.p99 / raw.p99:.1f}x"
+        )
     if step.codes:
         print(f"    error codes: {step.codes}")
     if os.environ.get("BENCH_TIMELINE"):
@@ -751,18 +861,26 @@ def print_step(label: str, step: Step, results: list[dict], raw: Step | None) ->
     if stage:
         to_cmd = [a * 1000 for a, _ in stage]
         to_b = [b * 1000 for _, b in stage]
-        print(f"    split: client send -> command stamped at the gateway p50 {pct(to_cmd, 50):.1f}"
-              f" / p99 {pct(to_cmd, 99):.1f} ms; command -> device B p50 {pct(to_b, 50):.1f} /"
-              f" p99 {pct(to_b, 99):.1f} ms")
+        print(
+            f"    split: client send -> command stamped at the gateway p50 {pct(to_cmd, 50):.1f}"
+            f" / p99 {pct(to_cmd, 99):.1f} ms; command -> device B p50 {pct(to_b, 50):.1f} /"
+            f" p99 {pct(to_b, 99):.1f} ms"
+        )
     span = step.duration + 3.0
-    print("    CPU (% of one core, /proc/<pid>/stat): " + ", ".join(
-        f"{n} {100 * v / span:.0f}%" for n, v in step.cpu.items())
-        + f"; total {100 * sum(step.cpu.values()) / span:.0f}% of {100 * (os.cpu_count() or 1)}%")
+    print(
+        "    CPU (% of one core, /proc/<pid>/stat): "
+        + ", ".join(f"{n} {100 * v / span:.0f}%" for n, v in step.cpu.items())
+        + f"; total {100 * sum(step.cpu.values()) / span:.0f}% of {100 * (os.cpu_count() or 1)}%"
+    )
     if step.received:
-        print("    CPU per delivered update: " + ", ".join(
-            f"{n} {1e6 * v / step.received:.0f} us" for n, v in step.cpu.items()))
-    print("    waiting for a CPU (% of the run, run-queue time from schedstat): " + ", ".join(
-        f"{n} {100 * v / span:.0f}%" for n, v in step.waits.items()))
+        print(
+            "    CPU per delivered update: "
+            + ", ".join(f"{n} {1e6 * v / step.received:.0f} us" for n, v in step.cpu.items())
+        )
+    print(
+        "    waiting for a CPU (% of the run, run-queue time from schedstat): "
+        + ", ".join(f"{n} {100 * v / span:.0f}%" for n, v in step.waits.items())
+    )
     print(f"    {step.machine}", flush=True)
 
 
@@ -773,8 +891,10 @@ def bench_probes(stack: Stack, clients: LatencyClients) -> None:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     stop_file = tempfile.mktemp(prefix="bench-probes-")
-    proc = ctx.Process(target=probe_client, args=(f"127.0.0.1:{stack.port}", stack.tokens,
-                                                  sessions, PROBE_RATE, stop_file, out))
+    proc = ctx.Process(
+        target=probe_client,
+        args=(f"127.0.0.1:{stack.port}", stack.tokens, sessions, PROBE_RATE, stop_file, out),
+    )
     proc.start()
     out.get(timeout=300)
     m0 = MachineSample.now()
@@ -784,21 +904,28 @@ def bench_probes(stack: Stack, clients: LatencyClients) -> None:
     pressure = MachineSample.now().pressure(m0)
     proc.join(30)
     os.unlink(stop_file)
-    print(f"(p) seed 004's latency claims, {PROBE_RATE:g}/s of each over {PROBE_SESSIONS} "
-          f"sessions, under {RATE:.0f} updates/s (their p99 {step.p99:.1f} ms meanwhile):")
-    for kind, name, goal in (("snapshot", "snapshot_request_p99_ms", 50),
-                             ("handoff", "handoff_p99_ms", 100),
-                             ("conflict", "conflict_resolution_p99_ms", 50)):
+    print(
+        f"(p) seed 004's latency claims, {PROBE_RATE:g}/s of each over {PROBE_SESSIONS} "
+        f"sessions, under {RATE:.0f} updates/s (their p99 {step.p99:.1f} ms meanwhile):"
+    )
+    for kind, name, goal in (
+        ("snapshot", "snapshot_request_p99_ms", 50),
+        ("handoff", "handoff_p99_ms", 100),
+        ("conflict", "conflict_resolution_p99_ms", 50),
+    ):
         ms = [x * 1000 for x in found["times"][kind]]
         failed = found["failures"][kind]
-        print(f"    {kind}: {len(ms)} timed, {len(failed)} failed; p50 {pct(ms, 50):.1f} ms   "
-              f"p99 {pct(ms, 99):.1f} ms   max {max(ms) if ms else float('nan'):.1f} ms   "
-              f"(goal < {goal} ms)" + (f"; first failure: {failed[0]}" if failed else ""))
+        print(
+            f"    {kind}: {len(ms)} timed, {len(failed)} failed; p50 {pct(ms, 50):.1f} ms   "
+            f"p99 {pct(ms, 99):.1f} ms   max {max(ms) if ms else float('nan'):.1f} ms   "
+            f"(goal < {goal} ms)" + (f"; first failure: {failed[0]}" if failed else "")
+        )
         result(name, pct(ms, 99), pressure, f"goal<{goal} n={len(ms)} failed={len(failed)}")
 
 
-def search_rate(clients: LatencyClients, groups: Callable[[], dict[str, list[int]]],
-                first: Step) -> int:
+def search_rate(
+    clients: LatencyClients, groups: Callable[[], dict[str, list[int]]], first: Step
+) -> int:
     """The highest rate (a multiple of 50, of 10 below 500) at which `Step.sustained` holds: up
     by 1.5x from the first step while it holds, down by half while it does not, then bisect, at
     most SEARCH_STEPS steps of STEP_S seconds."""
@@ -818,10 +945,13 @@ def search_rate(clients: LatencyClients, groups: Callable[[], dict[str, list[int
         if rate in (passed, failed) or rate > MAX_RATE:
             break
         step, _ = run_step(clients, groups, rate, STEP_S)
-        print(f"    search {rate:.0f}/s: p50 {step.p50:.1f} p99 {step.p99:.1f} ms, received "
-              f"{step.received}/{step.sent}, errors {step.errors}, service CPU "
-              f"{100 * step.service_cpu / (STEP_S + 3):.0f}%, {step.pressure} -> "
-              f"{'holds' if step.sustained else 'fails'}", flush=True)
+        print(
+            f"    search {rate:.0f}/s: p50 {step.p50:.1f} p99 {step.p99:.1f} ms, received "
+            f"{step.received}/{step.sent}, errors {step.errors}, service CPU "
+            f"{100 * step.service_cpu / (STEP_S + 3):.0f}%, {step.pressure} -> "
+            f"{'holds' if step.sustained else 'fails'}",
+            flush=True,
+        )
         if step.sustained:
             passed = rate
         else:
@@ -840,15 +970,21 @@ def bench_latency(stack: Stack, raw: Step | None) -> None:
         if raw is not None and raw.received and step.received:
             per_update = step.service_cpu / step.received
             raw_per_update = raw.cpu["relay"] / raw.received
-            print(f"    CPU per delivered update: service {1e6 * per_update:.0f} us (worker, "
-                  f"projector, gateway, Redis, PostgreSQL), bare relay "
-                  f"{1e6 * raw_per_update:.0f} us")
+            print(
+                f"    CPU per delivered update: service {1e6 * per_update:.0f} us (worker, "
+                f"projector, gateway, Redis, PostgreSQL), bare relay "
+                f"{1e6 * raw_per_update:.0f} us"
+            )
             # beside it: the same with the client processes counted on both sides
             both = (step.service_cpu + step.cpu["clients"]) / step.received
             raw_both = (raw.cpu["relay"] + raw.cpu["clients"]) / raw.received
-            result("cpu_per_update_ratio", per_update / raw_per_update, step.pressure,
-                   f"service={1e6 * per_update:.0f}us relay={1e6 * raw_per_update:.0f}us "
-                   f"with_clients={both / raw_both:.2f} relay_{raw.pressure}")
+            result(
+                "cpu_per_update_ratio",
+                per_update / raw_per_update,
+                step.pressure,
+                f"service={1e6 * per_update:.0f}us relay={1e6 * raw_per_update:.0f}us "
+                f"with_clients={both / raw_both:.2f} relay_{raw.pressure}",
+            )
         result("a_p99_ms", step.p99, step.pressure, f"p50={step.p50:.1f} rate={RATE:.0f}")
         if not os.environ.get("BENCH_SKIP_PROBES"):
             bench_probes(stack, clients)
@@ -857,12 +993,19 @@ def bench_latency(stack: Stack, raw: Step | None) -> None:
             first = step
             if STEP_S != DURATION:
                 first, _ = run_step(clients, stack.service_pids, RATE, STEP_S)
-            print(f"(s) sustainable rate (p99 <= {GOAL_P99_MS:.0f} ms, nothing dropped), "
-                  f"{STEP_S:.0f} s per rate, from {RATE:.0f}/s (p99 {first.p99:.1f} ms, "
-                  f"{'holds' if first.sustained else 'fails'}):", flush=True)
+            print(
+                f"(s) sustainable rate (p99 <= {GOAL_P99_MS:.0f} ms, nothing dropped), "
+                f"{STEP_S:.0f} s per rate, from {RATE:.0f}/s (p99 {first.p99:.1f} ms, "
+                f"{'holds' if first.sustained else 'fails'}):",
+                flush=True,
+            )
             best = search_rate(clients, stack.service_pids, first)
-            result("sustainable_updates_per_s", best, MachineSample.now().pressure(m0),
-                   f"step={STEP_S:.0f}s")
+            result(
+                "sustainable_updates_per_s",
+                best,
+                MachineSample.now().pressure(m0),
+                f"step={STEP_S:.0f}s",
+            )
     finally:
         clients.close()
 
@@ -875,8 +1018,9 @@ def _timeline(results: list[dict]) -> None:
     for t, x in pairs:
         per.setdefault(int(t - start), []).append(x * 1000)
     for sec, xs in sorted(per.items()):
-        print(f"    t={sec:3d}s p50 {pct(xs, 50):6.1f} p99 {pct(xs, 99):6.1f}"
-              f" max {max(xs):6.1f} ms")
+        print(
+            f"    t={sec:3d}s p50 {pct(xs, 50):6.1f} p99 {pct(xs, 99):6.1f} max {max(xs):6.1f} ms"
+        )
 
 
 def hold_connections(urls: list[str], tokens: dict, bare: bool, server_pids: list[int]) -> dict:
@@ -889,10 +1033,22 @@ def hold_connections(urls: list[str], tokens: dict, bare: bool, server_pids: lis
     per_session = 10
     sessions = [str(uuid.uuid4()) for _ in range(CONNS // per_session)]
     before = sum(rss_kib(pid) for pid in server_pids)
-    procs = [ctx.Process(target=conn_client, args=(urls[i % len(urls)], tokens, part,
-                                                   per_session, HEARTBEAT_S * 2, HEARTBEAT_S,
-                                                   out, bare))
-             for i, part in enumerate(_split(sessions, CONN_PROCS))]
+    procs = [
+        ctx.Process(
+            target=conn_client,
+            args=(
+                urls[i % len(urls)],
+                tokens,
+                part,
+                per_session,
+                HEARTBEAT_S * 2,
+                HEARTBEAT_S,
+                out,
+                bare,
+            ),
+        )
+        for i, part in enumerate(_split(sessions, CONN_PROCS))
+    ]
     for p in procs:
         p.start()
     got: dict[str, list[Any]] = {"open": [], "held": []}
@@ -910,8 +1066,14 @@ def hold_connections(urls: list[str], tokens: dict, bare: bool, server_pids: lis
     for p in procs:
         p.join()
     os.unlink(close_file)
-    return {"before": before, "after": after, "opened": opened, "failed": failed,
-            "held": held, "open_seconds": secs}
+    return {
+        "before": before,
+        "after": after,
+        "opened": opened,
+        "failed": failed,
+        "held": held,
+        "open_seconds": secs,
+    }
 
 
 def bench_connections(stack: Stack) -> None:
@@ -924,28 +1086,46 @@ def bench_connections(stack: Stack) -> None:
         stack.start_gateway(name, port)
     time.sleep(1.0)
     m0 = MachineSample.now()
-    gw = hold_connections([f"ws://127.0.0.1:{p}/ws" for p in ports], stack.tokens, False,
-                          [stack.procs[n].pid for n in names])
+    gw = hold_connections(
+        [f"ws://127.0.0.1:{p}/ws" for p in ports],
+        stack.tokens,
+        False,
+        [stack.procs[n].pid for n in names],
+    )
     with contextlib.ExitStack() as servers:
         bare = [servers.enter_context(bare_server(BARE_SERVER)) for _ in names]
         time.sleep(1.0)
-        b = hold_connections([f"ws://127.0.0.1:{port}/" for port, _ in bare], stack.tokens,
-                             True, [pid for _, pid in bare])
+        b = hold_connections(
+            [f"ws://127.0.0.1:{port}/" for port, _ in bare],
+            stack.tokens,
+            True,
+            [pid for _, pid in bare],
+        )
     pressure = MachineSample.now().pressure(m0)
     gw_per = (gw["after"] - gw["before"]) / max(gw["held"], 1)
     b_per = (b["after"] - b["before"]) / max(b["held"], 1)
-    print(f"(b) {CONNS} authenticated WS connections over {GATEWAYS} gateway processes, "
-          f"heartbeat every {HEARTBEAT_S:.0f}s:")
-    print(f"    gateways: opened {gw['opened']} (failed {gw['failed']}) in "
-          f"{gw['open_seconds']:.1f}s, held {gw['held']}; RSS {gw['before'] / 1024:.1f} -> "
-          f"{gw['after'] / 1024:.1f} MiB = {gw_per:.1f} KiB/connection")
-    print(f"    bare websockets echo ({GATEWAYS} processes): held {b['held']}; RSS "
-          f"{b['before'] / 1024:.1f} -> {b['after'] / 1024:.1f} MiB = {b_per:.1f} "
-          "KiB/connection")
+    print(
+        f"(b) {CONNS} authenticated WS connections over {GATEWAYS} gateway processes, "
+        f"heartbeat every {HEARTBEAT_S:.0f}s:"
+    )
+    print(
+        f"    gateways: opened {gw['opened']} (failed {gw['failed']}) in "
+        f"{gw['open_seconds']:.1f}s, held {gw['held']}; RSS {gw['before'] / 1024:.1f} -> "
+        f"{gw['after'] / 1024:.1f} MiB = {gw_per:.1f} KiB/connection"
+    )
+    print(
+        f"    bare websockets echo ({GATEWAYS} processes): held {b['held']}; RSS "
+        f"{b['before'] / 1024:.1f} -> {b['after'] / 1024:.1f} MiB = {b_per:.1f} "
+        "KiB/connection"
+    )
     ratio = gw_per / b_per if b_per else float("nan")
     print(f"    ratio gateway/bare = {ratio:.2f}x (goal <= 1.3x)", flush=True)
-    result("ws_memory_ratio", ratio, pressure,
-           f"gateway={gw_per:.1f}KiB bare={b_per:.1f}KiB held={gw['held']}/{b['held']}")
+    result(
+        "ws_memory_ratio",
+        ratio,
+        pressure,
+        f"gateway={gw_per:.1f}KiB bare={b_per:.1f}KiB held={gw['held']}/{b['held']}",
+    )
 
 
 def main() -> None:

@@ -130,8 +130,9 @@ async def bench_projector(redis_url: str, dsn: str, total: int) -> float:
         pool_size=4,
     )
     # the server settings `sessiond projector` gives its connections (synchronous_commit=off)
-    pool = await asyncpg.create_pool(dsn, min_size=2, max_size=5,
-                                     server_settings=pool_settings(config))
+    pool = await asyncpg.create_pool(
+        dsn, min_size=2, max_size=5, server_settings=pool_settings(config)
+    )
     tune_gc()  # as `sessiond projector` does at start-up
     projector = Projector(config, store, pool)
     start = time.perf_counter()
@@ -429,21 +430,31 @@ async def main() -> None:
             say(f"projector round {i + 1}: {rates[-1]:,.0f} events/s")
             dsn_raw = await fresh_db(admin, f"bench_baseline_{i}")
             bases.append(await bench_baseline(dsn_raw, batches, total))
-            say(f"raw asyncpg baseline round {i + 1} (same rows, same transactions):"
-                f" {bases[-1]:,.0f} events/s")
+            say(
+                f"raw asyncpg baseline round {i + 1} (same rows, same transactions):"
+                f" {bases[-1]:,.0f} events/s"
+            )
         rate, base = max(rates), max(bases)
-        say(f"projector (best of {ROUNDS}): {rate:,.0f} events/s; baseline (best of {ROUNDS}):"
-            f" {base:,.0f} events/s")
-        say(f"ratio projector / baseline: {rate / base:.2f} (goal >= 0.5); per round:"
-            f" {', '.join(f'{r / b:.2f}' for r, b in zip(rates, bases, strict=True))}")
+        say(
+            f"projector (best of {ROUNDS}): {rate:,.0f} events/s; baseline (best of {ROUNDS}):"
+            f" {base:,.0f} events/s"
+        )
+        say(
+            f"ratio projector / baseline: {rate / base:.2f} (goal >= 0.5); per round:"
+            f" {', '.join(f'{r / b:.2f}' for r, b in zip(rates, bases, strict=True))}"
+        )
 
         runs = []
         for i in range(ROUNDS):
             runs.append(await rebuild(dsn, progress=None))
-            say(f"projections rebuild round {i + 1}: {runs[-1].events:,} events in"
-                f" {runs[-1].seconds:.2f} s = {runs[-1].rate:,.0f} events/s")
-        say(f"projections rebuild (best of {ROUNDS}): {max(r.rate for r in runs):,.0f}"
-            " events/s (goal >= 50,000)")
+            say(
+                f"projections rebuild round {i + 1}: {runs[-1].events:,} events in"
+                f" {runs[-1].seconds:.2f} s = {runs[-1].rate:,.0f} events/s"
+            )
+        say(
+            f"projections rebuild (best of {ROUNDS}): {max(r.rate for r in runs):,.0f}"
+            " events/s (goal >= 50,000)"
+        )
 
         await run_lag(redis_url, admin)
     finally:

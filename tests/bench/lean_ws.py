@@ -115,6 +115,7 @@ async def connect(url: str, timeout: float = 60.0) -> LeanWebSocket:
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
     _, ws = await asyncio.wait_for(
-        loop.create_connection(lambda: LeanWebSocket(url), uri.host, uri.port), timeout)
+        loop.create_connection(lambda: LeanWebSocket(url), uri.host, uri.port), timeout
+    )
     await asyncio.wait_for(ws.opened, timeout)
     return ws

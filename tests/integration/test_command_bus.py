@@ -66,9 +66,14 @@ _events = msgspec.msgpack.Decoder(BusAdded)
 
 @contextlib.asynccontextmanager
 async def worker_running(url: str) -> AsyncIterator[Worker]:
-    worker = Worker(open_store(url, P), worker_id="bus-test", lease_ttl_ms=2000,
-                    decider_for=lambda actor_id: TOY, decode_command=_commands.decode,
-                    decode_event=lambda data, type_: _events.decode(data))
+    worker = Worker(
+        open_store(url, P),
+        worker_id="bus-test",
+        lease_ttl_ms=2000,
+        decider_for=lambda actor_id: TOY,
+        decode_command=_commands.decode,
+        decode_event=lambda data, type_: _events.decode(data),
+    )
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.ready.wait(), 10)
     try:
@@ -117,9 +122,12 @@ async def test_sends_of_one_loop_turn_go_out_in_one_write_in_order(redis_url: st
     async with bus_for(redis_url) as (redis, bus):
         await bus.send(actor, sid, BusAdd(at=now_ms(), n=0), command_id="warm", wait=False)
         writes = _count_writes(bus)
-        results = await asyncio.gather(*(
-            bus.send(actor, sid, BusAdd(at=now_ms(), n=i), command_id=f"c{i}", wait=False)
-            for i in range(200)))
+        results = await asyncio.gather(
+            *(
+                bus.send(actor, sid, BusAdd(at=now_ms(), n=i), command_id=f"c{i}", wait=False)
+                for i in range(200)
+            )
+        )
         assert results == [None] * 200
         assert len(writes) == 1, f"{len(writes)} writes for 200 sends of one loop turn"
         assert writes[0].count(b"XADD") == 200
@@ -138,8 +146,9 @@ async def test_concurrent_waiting_sends_each_get_their_own_outcome(redis_url: st
             actor, sid = actors_[i % len(actors_)]
             n = -1 if i % 7 == 0 else i  # some are refused by the decider
             sends.append((actor, sid, n, f"cmd-{i}"))
-        outcomes = await asyncio.gather(*(
-            bus.send(a, s, BusAdd(at=now_ms(), n=n), command_id=cid) for a, s, n, cid in sends))
+        outcomes = await asyncio.gather(
+            *(bus.send(a, s, BusAdd(at=now_ms(), n=n), command_id=cid) for a, s, n, cid in sends)
+        )
         for (_, _, n, cid), out in zip(sends, outcomes, strict=True):
             assert out is not None and out.command_id == cid
             if n < 0:
@@ -167,7 +176,8 @@ async def test_an_error_reply_fails_only_its_caller(redis_url: str) -> None:
             bus.send(bad_actor, bad_sid, BusAdd(at=now_ms(), n=2), wait=False),
             bus.send(bad_actor, bad_sid, BusAdd(at=now_ms(), n=3), timeout=1),
             bus.send(good_actor, good_sid, BusAdd(at=now_ms(), n=4), wait=False),
-            return_exceptions=True)
+            return_exceptions=True,
+        )
         assert results[0] is None and results[3] is None
         for res in results[1:3]:
             assert isinstance(res, StoreUnavailable) and "WRONGTYPE" in str(res)
@@ -188,9 +198,11 @@ async def test_a_killed_connection_fails_in_flight_sends_and_the_next_send_works
         await redis.execute_command("CLIENT", "PAUSE", 2000, "WRITE")
         try:
             in_flight = [
-                asyncio.ensure_future(bus.send(actor, sid, BusAdd(at=now_ms(), n=i),
-                                               wait=i % 2 == 0, timeout=3))
-                for i in range(1, 11)]
+                asyncio.ensure_future(
+                    bus.send(actor, sid, BusAdd(at=now_ms(), n=i), wait=i % 2 == 0, timeout=3)
+                )
+                for i in range(1, 11)
+            ]
             await asyncio.sleep(0.1)
             assert not any(t.done() for t in in_flight)
             assert await redis.client_kill_filter(_id=victim["id"]) == 1
@@ -200,8 +212,10 @@ async def test_a_killed_connection_fails_in_flight_sends_and_the_next_send_works
         assert all(isinstance(r, StoreUnavailable) for r in results), results
         assert bus._waiters == {}
         # the next send reconnects
-        assert await bus.send(actor, sid, BusAdd(at=now_ms(), n=99), command_id="after",
-                              wait=False) is None
+        assert (
+            await bus.send(actor, sid, BusAdd(at=now_ms(), n=99), command_id="after", wait=False)
+            is None
+        )
         assert (await _queued(redis, 0))[-1].command_id == "after"
         (again,) = [c for c in await redis.client_list() if c["name"] == "sd-bus-killme"]
         assert again["id"] != victim["id"]
@@ -211,9 +225,12 @@ async def test_cancelled_sends_keep_the_replies_in_step(redis_url: str) -> None:
     actor, sid = actor_in(1)
     async with worker_running(redis_url), bus_for(redis_url) as (_, bus):
         await bus.start()
-        tasks = [asyncio.ensure_future(bus.send(actor, sid, BusAdd(at=now_ms(), n=i),
-                                                command_id=f"k{i}", wait=i % 2 == 0))
-                 for i in range(40)]
+        tasks = [
+            asyncio.ensure_future(
+                bus.send(actor, sid, BusAdd(at=now_ms(), n=i), command_id=f"k{i}", wait=i % 2 == 0)
+            )
+            for i in range(40)
+        ]
         await asyncio.sleep(0)  # every send has submitted its XADD
         for t in tasks[::4]:
             t.cancel()
@@ -231,7 +248,8 @@ async def test_cancelled_sends_keep_the_replies_in_step(redis_url: str) -> None:
 
 
 async def test_replies_resume_after_the_reply_connection_is_killed(
-    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     actor, sid = actor_in(2)
     async with worker_running(redis_url), bus_for(redis_url) as (redis, bus):
@@ -259,8 +277,7 @@ async def test_a_missed_reply_is_read_from_the_stored_outcome(redis_url: str) ->
         assert bus._sub is not None
         # the worker publishes to no one now
         await bus._sub.unsubscribe(*(layout.reply_channel(p, bus.channel) for p in range(P)))
-        out = await bus.send(actor, sid, BusAdd(at=now_ms(), n=5), command_id="missed",
-                             timeout=5)
+        out = await bus.send(actor, sid, BusAdd(at=now_ms(), n=5), command_id="missed", timeout=5)
         assert out is not None and out.ok and out.command_id == "missed"
         stored = await bus.outcome(sid, "missed")
         assert stored is not None and stored.version == out.version
@@ -299,8 +316,12 @@ async def test_credentials_and_db_come_from_the_client_url(redis_url: str) -> No
     try:
         async with bus_for(url) as (_, bus):
             await bus.start()
-            assert await bus.send(actor, sid, BusAdd(at=now_ms(), n=1), command_id="in-db6",
-                                  wait=False) is None
+            assert (
+                await bus.send(
+                    actor, sid, BusAdd(at=now_ms(), n=1), command_id="in-db6", wait=False
+                )
+                is None
+            )
         db6 = connect(f"redis://{u.hostname}:{u.port}/6")
         try:
             assert [e.command_id for e in await _queued(db6, 1)] == ["in-db6"]

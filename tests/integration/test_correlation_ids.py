@@ -24,7 +24,9 @@ async def _events_of(stack: Stack, http: httpx.AsyncClient, correlation_id: str)
     admin = stack.headers("root", "admin")
     deadline = time.monotonic() + 15
     while True:
-        r = await http.get("/admin/events", params={"correlation_id": correlation_id}, headers=admin)
+        r = await http.get(
+            "/admin/events", params={"correlation_id": correlation_id}, headers=admin
+        )
         assert r.status_code == 200, r.text
         if r.json()["events"] or time.monotonic() > deadline:
             return r.json()["events"]

@@ -45,14 +45,17 @@ class History:
     async def after(self, sid: str, since: int, upto: int | None = None):
         self.reads.append((sid, since, upto))
         last = self.versions.get(sid, 0) if upto is None else upto
-        pushes = [Push(MessageType.STATE_UPDATE, {"v": v}, session_id=sid, version=v)
-                  for v in range(since + 1, last + 1)]
+        pushes = [
+            Push(MessageType.STATE_UPDATE, {"v": v}, session_id=sid, version=v)
+            for v in range(since + 1, last + 1)
+        ]
         return pushes, max(since, last), True
 
 
 @contextlib.asynccontextmanager
-async def _running_hub(redis_url: str, history: History
-                       ) -> AsyncIterator[tuple[aioredis.Redis, Hub, History]]:
+async def _running_hub(
+    redis_url: str, history: History
+) -> AsyncIterator[tuple[aioredis.Redis, Hub, History]]:
     """A started hub on a real Redis, with `history` as its event history; closed after."""
     redis = aioredis.Redis.from_url(redis_url)
     store = open_store(redis_url)

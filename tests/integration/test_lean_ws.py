@@ -44,8 +44,9 @@ async def test_a_refused_handshake_raises() -> None:
     async def never(ws) -> None:  # pragma: no cover - the handshake is refused first
         await ws.close()
 
-    async with serve(never, "127.0.0.1", 0, process_request=lambda c, r: c.respond(403, "no")
-                     ) as server:
+    async with serve(
+        never, "127.0.0.1", 0, process_request=lambda c, r: c.respond(403, "no")
+    ) as server:
         port = server.sockets[0].getsockname()[1]
         with pytest.raises(Exception, match="403"):
             await connect(f"ws://127.0.0.1:{port}/", timeout=5)

@@ -66,24 +66,34 @@ async def test_seed_002_schema_is_reproduced_exactly(database_url):
             rows = await conn.fetch(
                 "SELECT column_name, data_type, is_nullable, column_default"
                 " FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2"
-                " ORDER BY ordinal_position", schema, table)
-            assert {r["column_name"]: (r["data_type"], r["is_nullable"], r["column_default"])
-                    for r in rows} == expected
+                " ORDER BY ordinal_position",
+                schema,
+                table,
+            )
+            assert {
+                r["column_name"]: (r["data_type"], r["is_nullable"], r["column_default"])
+                for r in rows
+            } == expected
             assert [r["column_name"] for r in rows] == list(expected)  # column order too
         pks = await conn.fetch(
             "SELECT conrelid::regclass::text AS t, pg_get_constraintdef(oid) AS d"
             " FROM pg_constraint WHERE contype IN ('p', 'f')"
-            " AND connamespace::regnamespace::text IN ('session', 'simulator')")
+            " AND connamespace::regnamespace::text IN ('session', 'simulator')"
+        )
         defs = {(r["t"], r["d"]) for r in pks}
         assert ("session.active_sessions", "PRIMARY KEY (session_id)") in defs
         assert ("session.session_metadata", "PRIMARY KEY (session_id)") in defs
         assert ("simulator.instances", "PRIMARY KEY (simulator_id)") in defs
-        cascade = ("FOREIGN KEY (session_id) REFERENCES session.active_sessions(session_id)"
-                   " ON DELETE CASCADE")
+        cascade = (
+            "FOREIGN KEY (session_id) REFERENCES session.active_sessions(session_id)"
+            " ON DELETE CASCADE"
+        )
         assert ("session.session_metadata", cascade) in defs
         assert ("simulator.instances", cascade) in defs
-        indexes = {r["indexname"]: (r["schemaname"], r["tablename"], r["indexdef"])
-                   for r in await conn.fetch("SELECT * FROM pg_indexes")}
+        indexes = {
+            r["indexname"]: (r["schemaname"], r["tablename"], r["indexdef"])
+            for r in await conn.fetch("SELECT * FROM pg_indexes")
+        }
         for name, table, column in [
             ("idx_sessions_user_id", "active_sessions", "user_id"),
             ("idx_sessions_expires_at", "active_sessions", "expires_at"),
@@ -96,11 +106,21 @@ async def test_seed_002_schema_is_reproduced_exactly(database_url):
         fn = await conn.fetchrow(
             "SELECT prosrc, pg_get_function_result(p.oid) AS result, l.lanname"
             " FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
-            " WHERE p.oid = 'session.cleanup_expired_sessions()'::regprocedure")
+            " WHERE p.oid = 'session.cleanup_expired_sessions()'::regprocedure"
+        )
         assert (fn["prosrc"], fn["result"], fn["lanname"]) == (
-            SEED_FUNCTION_BODY, "integer", "plpgsql")
-        for table in ("session.devices", "session.state_snapshots", "session.handoffs",
-                      "events.archive", "projection.checkpoints", "projection.actor_versions"):
+            SEED_FUNCTION_BODY,
+            "integer",
+            "plpgsql",
+        )
+        for table in (
+            "session.devices",
+            "session.state_snapshots",
+            "session.handoffs",
+            "events.archive",
+            "projection.checkpoints",
+            "projection.actor_versions",
+        ):
             assert await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table), table
     finally:
         await conn.close()
@@ -112,10 +132,12 @@ async def test_migrations_are_recorded_and_idempotent(database_url):
     assert await migrate(database_url) == []
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch("SELECT version, checksum FROM projection.schema_migrations"
-                                " ORDER BY version")
+        rows = await conn.fetch(
+            "SELECT version, checksum FROM projection.schema_migrations ORDER BY version"
+        )
         assert [(r["version"], r["checksum"]) for r in rows] == [
-            (m.version, m.checksum) for m in discover()]
+            (m.version, m.checksum) for m in discover()
+        ]
     finally:
         await conn.close()
 
@@ -141,6 +163,7 @@ def test_sessiond_migrate_cli_applies_then_reports_up_to_date(database_url):
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert "applied 001_session_simulator" in first.stdout
-    again = subprocess.run([*cmd, "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=60)
+    again = subprocess.run(
+        [*cmd, "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert again.returncode == 0 and again.stdout == ""

@@ -45,13 +45,19 @@ P = 4
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _project_all(redis_url: str, dsn: str, expected: int, *, timeout: float = 60.0,
-                       batch: int = 500) -> None:
+async def _project_all(
+    redis_url: str, dsn: str, expected: int, *, timeout: float = 60.0, batch: int = 500
+) -> None:
     """Run an in-process projector until the archive holds `expected` events."""
     store = open_store(redis_url, P)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                                          batch_size=batch, lease_ttl_ms=5000), store, pool)
+    projector = Projector(
+        ProjectorConfig(
+            redis_url=redis_url, database_url=dsn, partitions=P, batch_size=batch, lease_ttl_ms=5000
+        ),
+        store,
+        pool,
+    )
     task = asyncio.create_task(projector.run())
     try:
         deadline = time.monotonic() + timeout
@@ -78,8 +84,10 @@ async def _assert_tables_equal_fold(redis_url: str, dsn: str) -> None:
         assert actual.actors == expected.actors
         events = await log_length(store)
         assert await conn.fetchval("SELECT count(*) FROM events.archive") == events
-        assert await conn.fetchval(
-            "SELECT count(DISTINCT (actor_id, version)) FROM events.archive") == events
+        assert (
+            await conn.fetchval("SELECT count(DISTINCT (actor_id, version)) FROM events.archive")
+            == events
+        )
     finally:
         await conn.close()
         await store.aclose()
@@ -119,29 +127,67 @@ async def test_seed_002_example_queries_return_what_the_commands_created(redis_u
     user, other = "user-42", "user-7"
     s1, s2, s3 = (str(uuid.uuid4()) for _ in range(3))
     sim = str(uuid.uuid4())
-    await actors.send(f"session:{s1}", se.CreateSession(
-        at=now - 7_200_000, user_id=user, session_id=s1, device_id="phone", pod_name="gw-1",
-        ip_address="10.1.2.3"))
-    await actors.send(f"session:{s1}", se.JoinDevice(
-        at=now - 7_100_000, user_id=user, device_id="phone", connection_id="c1",
-        device_type="mobile", device_name="iPhone 13", os="ios"))
-    await actors.send(f"session:{s1}", se.JoinDevice(
-        at=now - 7_000_000, user_id=user, device_id="phone", connection_id="c2",
-        transport=se.Transport.SSE))
-    await actors.send(f"session:{s1}", se.ChangeConnectionQuality(
-        at=now - 6_900_000, user_id=user, quality=se.ConnectionQuality.DEGRADED, rtt_ms=250))
-    await actors.send(f"session:{s1}", se.ReserveSimulator(
-        at=now - 6_800_000, user_id=user, simulator_id=sim, initial_symbols=["AAPL", "MSFT"],
-        initial_cash=25000.0))
-    await actors.send(f"simulator:{sim}", si.RecordProvisioned(
-        at=now - 6_700_000, endpoint="http://sim-1:8080"))
+    await actors.send(
+        f"session:{s1}",
+        se.CreateSession(
+            at=now - 7_200_000,
+            user_id=user,
+            session_id=s1,
+            device_id="phone",
+            pod_name="gw-1",
+            ip_address="10.1.2.3",
+        ),
+    )
+    await actors.send(
+        f"session:{s1}",
+        se.JoinDevice(
+            at=now - 7_100_000,
+            user_id=user,
+            device_id="phone",
+            connection_id="c1",
+            device_type="mobile",
+            device_name="iPhone 13",
+            os="ios",
+        ),
+    )
+    await actors.send(
+        f"session:{s1}",
+        se.JoinDevice(
+            at=now - 7_000_000,
+            user_id=user,
+            device_id="phone",
+            connection_id="c2",
+            transport=se.Transport.SSE,
+        ),
+    )
+    await actors.send(
+        f"session:{s1}",
+        se.ChangeConnectionQuality(
+            at=now - 6_900_000, user_id=user, quality=se.ConnectionQuality.DEGRADED, rtt_ms=250
+        ),
+    )
+    await actors.send(
+        f"session:{s1}",
+        se.ReserveSimulator(
+            at=now - 6_800_000,
+            user_id=user,
+            simulator_id=sim,
+            initial_symbols=["AAPL", "MSFT"],
+            initial_cash=25000.0,
+        ),
+    )
+    await actors.send(
+        f"simulator:{sim}", si.RecordProvisioned(at=now - 6_700_000, endpoint="http://sim-1:8080")
+    )
     await actors.send(f"simulator:{sim}", si.RecordHeartbeat(at=now - 6_600_000))  # RUNNING
     # a second session of the same user that ends: its rows go away
     await actors.send(f"session:{s2}", se.CreateSession(at=now, user_id=user, session_id=s2))
     await actors.send(f"session:{s2}", se.EndSession(at=now + 1, user_id=user))
     # another user's session, already expired
-    await actors.send(f"session:{s3}", se.CreateSession(
-        at=now - 10_000, user_id=other, session_id=s3, ttl_ms=5_000))
+    await actors.send(
+        f"session:{s3}",
+        se.CreateSession(at=now - 10_000, user_id=other, session_id=s3, ttl_ms=5_000),
+    )
     await actors.send(f"session:{s3}", se.ExpireSession(at=now - 5_000))
     await _project_all(redis_url, dsn, actors.appended)
     await actors.close()
@@ -151,13 +197,15 @@ async def test_seed_002_example_queries_return_what_the_commands_created(redis_u
     try:
         # Check Active Sessions for a User (seed 002 verbatim: trailing blanks trimmed, the
         # user id filled in)
-        rows = await conn.fetch("""
+        rows = await conn.fetch(
+            """
 SELECT s.session_id, s.created_at, s.last_active, s.expires_at,
        m.metadata->>'simulator_id' as simulator_id
 FROM session.active_sessions s
 JOIN session.session_metadata m ON s.session_id = m.session_id
 WHERE s.user_id = '<user_id>' AND s.expires_at > NOW();
-""".replace("<user_id>", user))
+""".replace("<user_id>", user)
+        )
         assert [(r["session_id"], r["simulator_id"]) for r in rows] == [(s1, sim)]
         assert rows[0]["created_at"].timestamp() == pytest.approx((now - 7_200_000) / 1000)
 
@@ -169,8 +217,9 @@ FROM simulator.instances
 WHERE status != 'STOPPED'
 AND last_active < NOW() - INTERVAL '1 hour';
 """)
-        assert [(r["simulator_id"], r["session_id"], r["user_id"], r["status"])
-                for r in rows] == [(sim, s1, user, "RUNNING")]
+        assert [(r["simulator_id"], r["session_id"], r["user_id"], r["status"]) for r in rows] == [
+            (sim, s1, user, "RUNNING")
+        ]
         assert float(rows[0]["seconds_inactive"]) >= 6_600
 
         # Check Session Connection Statistics (verbatim)
@@ -186,25 +235,46 @@ WHERE s.expires_at > NOW();
 """)
         assert [tuple(r.values())[:4] for r in rows] == [(s1, 1, 1, "DEGRADED")]
         assert rows[0]["last_connection"].startswith(
-            time.strftime("%Y-%m-%dT", time.gmtime((now - 7_100_000) / 1000)))
+            time.strftime("%Y-%m-%dT", time.gmtime((now - 7_100_000) / 1000))
+        )
 
-        meta = msgspec.json.decode(await conn.fetchval(
-            "SELECT metadata FROM session.session_metadata WHERE session_id = $1", s1))
+        meta = msgspec.json.decode(
+            await conn.fetchval(
+                "SELECT metadata FROM session.session_metadata WHERE session_id = $1", s1
+            )
+        )
         assert meta["pod_name"] == "gw-1" and meta["ip_address"] == "10.1.2.3"
         assert meta["simulator_status"] == "RUNNING"
         assert meta["simulator_endpoint"] == "http://sim-1:8080"
         assert meta["device_ids"] == ["phone"]
         device = await conn.fetchrow("SELECT * FROM session.devices WHERE session_id = $1", s1)
-        assert (device["device_type"], device["device_name"], device["os"], device["status"],
-                device["connections"]) == ("mobile", "iPhone 13", "ios", "online", 2)
+        assert (
+            device["device_type"],
+            device["device_name"],
+            device["os"],
+            device["status"],
+            device["connections"],
+        ) == ("mobile", "iPhone 13", "ios", "online", 2)
         # ended: removed; expired: marked, then cleaned up by seed 002's function
-        assert await conn.fetchval(
-            "SELECT count(*) FROM session.active_sessions WHERE session_id = $1", s2) == 0
-        assert await conn.fetchval(
-            "SELECT status FROM session.active_sessions WHERE session_id = $1", s3) == "EXPIRED"
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM session.active_sessions WHERE session_id = $1", s2
+            )
+            == 0
+        )
+        assert (
+            await conn.fetchval(
+                "SELECT status FROM session.active_sessions WHERE session_id = $1", s3
+            )
+            == "EXPIRED"
+        )
         assert await conn.fetchval("SELECT session.cleanup_expired_sessions()") == 1
-        assert await conn.fetchval(
-            "SELECT count(*) FROM session.session_metadata WHERE session_id = $1", s3) == 0
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM session.session_metadata WHERE session_id = $1", s3
+            )
+            == 0
+        )
         sym = await conn.fetchrow("SELECT initial_symbols, initial_cash FROM simulator.instances")
         assert msgspec.json.decode(sym["initial_symbols"]) == ["AAPL", "MSFT"]
         assert sym["initial_cash"] == 25000.0
@@ -226,11 +296,14 @@ async def test_each_append_publishes_the_sessions_changes_in_version_order(redis
     pubsub = redis.pubsub()
     await pubsub.ssubscribe(change_channel(partition_of(sid, P), sid))
     now = 1_800_000_000_000
-    await actors.send(f"session:{sid}", se.CreateSession(at=now, user_id="u", session_id=sid,
-                                                         token="secret-token"))
+    await actors.send(
+        f"session:{sid}",
+        se.CreateSession(at=now, user_id="u", session_id=sid, token="secret-token"),
+    )
     for i in range(5):
-        await actors.send(f"session:{sid}", se.ApplyStateChanges(
-            at=now + i + 1, user_id="u", changes={"n": i}))
+        await actors.send(
+            f"session:{sid}", se.ApplyStateChanges(at=now + i + 1, user_id="u", changes={"n": i})
+        )
     got = []
     deadline = time.monotonic() + 5
     while len(got) < 6 and time.monotonic() < deadline:
@@ -281,16 +354,24 @@ async def test_a_paused_projector_whose_lease_was_taken_over_cannot_commit(redis
 def _start_projector(redis_url: str, dsn: str, log: Path) -> subprocess.Popen:
     """`sessiond projector` whose rounds wait 30 ms inside their transaction (a wide window
     for the kill)."""
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": dsn,
-           "SESSIOND_PARTITIONS": str(P), "LEASE_TTL_MS": "1000",
-           "SESSIOND_PROJECTOR_BATCH": "50"}
-    return subprocess.Popen([sys.executable, "-m", "tests.integration.faulty_projector",
-                             "--commit-delay-ms", "30"], cwd=ROOT, env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": dsn,
+        "SESSIOND_PARTITIONS": str(P),
+        "LEASE_TTL_MS": "1000",
+        "SESSIOND_PROJECTOR_BATCH": "50",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.faulty_projector", "--commit-delay-ms", "30"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
-async def test_killed_projector_restarts_without_missing_or_doubled_rows(redis_url, dsn,
-                                                                          tmp_path):
+async def test_killed_projector_restarts_without_missing_or_doubled_rows(redis_url, dsn, tmp_path):
     appended = await _random_history(redis_url, sessions=80, commands=4000, seed=11)
     conn = await asyncpg.connect(dsn)
     log = tmp_path / "projector.log"
@@ -309,9 +390,10 @@ async def test_killed_projector_restarts_without_missing_or_doubled_rows(redis_u
                     await asyncio.sleep(0.02)
                 # kill it while one of its transactions is open (written, not committed)
                 while not await conn.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-                        " 'sessiond-projector' AND state = 'idle in transaction'"
-                        " AND query LIKE 'INSERT INTO projection.actor_versions%'"):
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                    " 'sessiond-projector' AND state = 'idle in transaction'"
+                    " AND query LIKE 'INSERT INTO projection.actor_versions%'"
+                ):
                     assert time.monotonic() < deadline, log.read_text()
                     await asyncio.sleep(0.001)
                 await asyncio.sleep(rng.random() * 0.01)

@@ -50,16 +50,24 @@ DUMP = {
 
 
 async def _dump(conn: asyncpg.Connection) -> dict[str, list[str]]:
-    return {t: [r[0] for r in await conn.fetch(
-        f"SELECT row_to_json(x)::text FROM {t} x ORDER BY {key}")] for t, key in DUMP.items()}
+    return {
+        t: [
+            r[0] for r in await conn.fetch(f"SELECT row_to_json(x)::text FROM {t} x ORDER BY {key}")
+        ]
+        for t, key in DUMP.items()
+    }
 
 
 async def _schema(conn: asyncpg.Connection) -> set[tuple[str, ...]]:
-    idx = await conn.fetch("SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes"
-                           " WHERE schemaname IN ('session', 'simulator', 'projection')")
-    fks = await conn.fetch("SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
-                           " FROM pg_constraint WHERE connamespace::regnamespace::text"
-                           " IN ('session', 'simulator', 'projection')")
+    idx = await conn.fetch(
+        "SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname IN ('session', 'simulator', 'projection')"
+    )
+    fks = await conn.fetch(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)"
+        " FROM pg_constraint WHERE connamespace::regnamespace::text"
+        " IN ('session', 'simulator', 'projection')"
+    )
     return {tuple(r.values()) for r in idx} | {tuple(r.values()) for r in fks}
 
 
@@ -92,8 +100,11 @@ class _History:
 async def _start(redis_url: str, dsn: str):
     store = open_store(redis_url, P)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                                          batch_size=200), store, pool)
+    projector = Projector(
+        ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P, batch_size=200),
+        store,
+        pool,
+    )
     return projector, asyncio.create_task(projector.run()), pool, store
 
 
@@ -256,33 +267,53 @@ async def test_session_events_after_a_trim_come_from_the_archive(redis_url, data
         envs = await read_history(store, aid, since=2)
         assert [e.version for e in envs] == list(range(3, 11))
         assert [e.event_id for e in envs] == [
-            e.event_id for e in (await read_history(store, aid))[2:]]
+            e.event_id for e in (await read_history(store, aid))[2:]
+        ]
     finally:
         await conn.close()
         await actors.close()
         await store.aclose()
         await redis.aclose()
     # `sessiond events` falls back to the archive for the trimmed versions
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
-           "SESSIOND_PARTITIONS": str(P)}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "SESSIOND_PARTITIONS": str(P),
+    }
     out = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "infra.cli", "events", aid, "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        subprocess.run,
+        [sys.executable, "-m", "infra.cli", "events", aid, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
-    assert [json.loads(line)["version"] for line in out.stdout.splitlines()] == list(
-        range(1, 11))
+    assert [json.loads(line)["version"] for line in out.stdout.splitlines()] == list(range(1, 11))
 
 
 async def test_projections_cli_status_verify_rebuild_and_trim(redis_url, database_url):
     await migrate(database_url)
     history = _History(redis_url, seed=12, sessions=10)
     n = await history.run(300)
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": database_url,
-           "SESSIOND_PARTITIONS": str(P)}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
+        "SESSIOND_PARTITIONS": str(P),
+    }
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "infra.cli", "projections", *args],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", "projections", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     status = await asyncio.to_thread(cli, "status", "--json")
     rows = [r for r in map(json.loads, status.stdout.splitlines()) if r["kind"] == "partition"]

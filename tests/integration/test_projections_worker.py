@@ -39,19 +39,37 @@ def _spawn(role: str, redis_url: str, dsn: str, log: Path, **extra: str) -> subp
     return _start(["infra.cli", role], redis_url, dsn, log, **extra)
 
 
-def _spawn_slow_projector(redis_url: str, dsn: str, log: Path, commit_delay_ms: int,
-                          **extra: str) -> subprocess.Popen:
+def _spawn_slow_projector(
+    redis_url: str, dsn: str, log: Path, commit_delay_ms: int, **extra: str
+) -> subprocess.Popen:
     """A projector whose rounds wait `commit_delay_ms` inside their transaction."""
-    return _start(["tests.integration.faulty_projector", "--commit-delay-ms",
-                   str(commit_delay_ms)], redis_url, dsn, log, **extra)
+    return _start(
+        ["tests.integration.faulty_projector", "--commit-delay-ms", str(commit_delay_ms)],
+        redis_url,
+        dsn,
+        log,
+        **extra,
+    )
 
 
-def _start(module: list[str], redis_url: str, dsn: str, log: Path,
-           **extra: str) -> subprocess.Popen:
-    env = {**os.environ, "REDIS_URL": redis_url, "DATABASE_URL": dsn,
-           "SESSIOND_PARTITIONS": str(P), "LEASE_TTL_MS": "1000", **extra}
-    return subprocess.Popen([sys.executable, "-m", *module], cwd=ROOT, env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+def _start(
+    module: list[str], redis_url: str, dsn: str, log: Path, **extra: str
+) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": dsn,
+        "SESSIOND_PARTITIONS": str(P),
+        "LEASE_TTL_MS": "1000",
+        **extra,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", *module],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _stop(*procs: subprocess.Popen) -> None:
@@ -86,12 +104,15 @@ async def _assert_equal_fold(store, conn: asyncpg.Connection) -> None:
     assert await conn.fetchval("SELECT count(*) FROM events.archive") == await log_length(store)
 
 
-async def test_worker_and_projector_processes_project_every_command(redis_url, database_url,
-                                                                    tmp_path):
+async def test_worker_and_projector_processes_project_every_command(
+    redis_url, database_url, tmp_path
+):
     await migrate(database_url)
     log = tmp_path / "procs.log"
-    procs = [_spawn("worker", redis_url, database_url, log),
-             _spawn("projector", redis_url, database_url, log)]
+    procs = [
+        _spawn("worker", redis_url, database_url, log),
+        _spawn("projector", redis_url, database_url, log),
+    ]
     redis = connect(redis_url)
     conn = await asyncpg.connect(database_url)
     store = open_store(redis_url, P)
@@ -118,31 +139,62 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         for i, sid in enumerate(sids):
             user = f"user-{i % 3}"
             aid = f"session:{sid}"
-            await send(aid, sid, se.CreateSession(at=now, user_id=user, session_id=sid,
-                                                  device_id="d1", pod_name="gw-a"))
-            await send(aid, sid, se.JoinDevice(at=now + 1, user_id=user, device_id="d1",
-                                               connection_id="c1", device_type="web"))
-            await send(aid, sid, se.ReplaceState(at=now + 2, user_id=user, session_id=sid,
-                                                 state={"step": i}, device_id="d1"))
-            await send(aid, sid, se.ApplyStateChanges(at=now + 3, user_id=user,
-                                                      changes={"mood": "calm"}))
+            await send(
+                aid,
+                sid,
+                se.CreateSession(
+                    at=now, user_id=user, session_id=sid, device_id="d1", pod_name="gw-a"
+                ),
+            )
+            await send(
+                aid,
+                sid,
+                se.JoinDevice(
+                    at=now + 1, user_id=user, device_id="d1", connection_id="c1", device_type="web"
+                ),
+            )
+            await send(
+                aid,
+                sid,
+                se.ReplaceState(
+                    at=now + 2, user_id=user, session_id=sid, state={"step": i}, device_id="d1"
+                ),
+            )
+            await send(
+                aid, sid, se.ApplyStateChanges(at=now + 3, user_id=user, changes={"mood": "calm"})
+            )
             if i % 2 == 0:
                 sims[sid] = str(uuid.uuid4())
-                await send(aid, sid, se.ReserveSimulator(
-                    at=now + 4, user_id=user, simulator_id=sims[sid],
-                    initial_symbols=["AAPL", "GOOG"]))
+                await send(
+                    aid,
+                    sid,
+                    se.ReserveSimulator(
+                        at=now + 4,
+                        user_id=user,
+                        simulator_id=sims[sid],
+                        initial_symbols=["AAPL", "GOOG"],
+                    ),
+                )
             if i % 4 == 3:
                 await send(aid, sid, se.EndSession(at=now + 5, user_id=user))
         for sid, sim in sims.items():
-            await send(f"simulator:{sim}", sid, si.RecordProvisioned(
-                at=now + 6, endpoint=f"http://{sim}"), until_ok=True)
+            await send(
+                f"simulator:{sim}",
+                sid,
+                si.RecordProvisioned(at=now + 6, endpoint=f"http://{sim}"),
+                until_ok=True,
+            )
             await send(f"simulator:{sim}", sid, si.RecordHeartbeat(at=now + 7), until_ok=True)
         running_expected = sum(1 for i, sid in enumerate(sids) if sid in sims and i % 4 != 3)
         # the status reports travel back to the sessions as policy commands: wait for them
         deadline = time.monotonic() + 60
-        while await conn.fetchval(
+        while (
+            await conn.fetchval(
                 "SELECT count(*) FROM session.session_metadata"
-                " WHERE metadata->>'simulator_status' = 'RUNNING'") < running_expected:
+                " WHERE metadata->>'simulator_status' = 'RUNNING'"
+            )
+            < running_expected
+        ):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             await asyncio.sleep(0.1)
         await _caught_up(store, conn, 60, log)
@@ -152,12 +204,17 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
             "SELECT s.session_id, m.metadata->>'simulator_id' AS sim,"
             " m.metadata->>'simulator_status' AS st FROM session.active_sessions s"
             " JOIN session.session_metadata m ON s.session_id = m.session_id"
-            " WHERE s.user_id = 'user-0' AND s.expires_at > NOW()")
-        expected = {(sid, sims.get(sid), "RUNNING" if sid in sims else None)
-                    for i, sid in enumerate(sids) if i % 3 == 0 and i % 4 != 3}
+            " WHERE s.user_id = 'user-0' AND s.expires_at > NOW()"
+        )
+        expected = {
+            (sid, sims.get(sid), "RUNNING" if sid in sims else None)
+            for i, sid in enumerate(sids)
+            if i % 3 == 0 and i % 4 != 3
+        }
         assert {(r["session_id"], r["sim"], r["st"]) for r in rows} == expected
         running = await conn.fetchval(
-            "SELECT count(*) FROM simulator.instances WHERE status = 'RUNNING'")
+            "SELECT count(*) FROM simulator.instances WHERE status = 'RUNNING'"
+        )
         assert running == running_expected
 
         got = []
@@ -170,8 +227,11 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
                 break
         versions = [c.version for c in got]
         assert versions == list(range(1, len(versions) + 1)) and len(versions) >= 6
-        state = msgspec.json.decode(await conn.fetchval(
-            "SELECT state FROM session.state_snapshots WHERE session_id = $1", watched))
+        state = msgspec.json.decode(
+            await conn.fetchval(
+                "SELECT state FROM session.state_snapshots WHERE session_id = $1", watched
+            )
+        )
         assert state == {"step": 0, "mood": "calm"}
         await pubsub.aclose()
     finally:
@@ -181,9 +241,9 @@ async def test_worker_and_projector_processes_project_every_command(redis_url, d
         await redis.aclose()
 
 
-async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(any_redis_url,
-                                                                           database_url,
-                                                                           tmp_path):
+async def test_a_sigstopped_projector_is_fenced_and_its_successor_finishes(
+    any_redis_url, database_url, tmp_path
+):
     await migrate(database_url)
     store = open_store(any_redis_url, P)
     actors = LocalActors(store)

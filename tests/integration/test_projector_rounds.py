@@ -84,8 +84,9 @@ def _sessions(per_partition: int = 3, first: int = 0) -> list[str]:
     return sessions
 
 
-async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, first: int = 0
-                   ) -> dict[int, int]:
+async def _history(
+    redis_url: str, per_partition: int = 3, updates: int = 4, first: int = 0
+) -> dict[int, int]:
     """Sessions in every partition, each created and changed a few times; events per partition.
     (`first`: where the deterministic session ids start, for a second history.)"""
     store = open_store(redis_url, P)
@@ -95,11 +96,12 @@ async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, fir
     now = 1_800_000_000_000
     for sid in sessions:
         before = actors.appended
-        actors.send_nowait(f"session:{sid}", se.CreateSession(at=now, user_id="u",
-                                                                session_id=sid))
+        actors.send_nowait(f"session:{sid}", se.CreateSession(at=now, user_id="u", session_id=sid))
         for i in range(updates):
-            actors.send_nowait(f"session:{sid}", se.ApplyStateChanges(
-                at=now + i + 1, user_id="u", changes={"n": i}))
+            actors.send_nowait(
+                f"session:{sid}",
+                se.ApplyStateChanges(at=now + i + 1, user_id="u", changes={"n": i}),
+            )
         counts[partition_of(sid, P)] += actors.appended - before
     await actors.flush()
     await actors.close()
@@ -111,10 +113,17 @@ async def _history(redis_url: str, per_partition: int = 3, updates: int = 4, fir
 async def _projector(redis_url: str, dsn: str) -> tuple[Projector, asyncpg.Pool]:
     """A projector driven round by round (no `run`): it holds every partition. Its pool has
     the server settings `sessiond projector` gives its own."""
-    config = ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                             batch_size=1000, block_ms=50, lease_ttl_ms=30_000)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4,
-                                     server_settings=pool_settings(config))
+    config = ProjectorConfig(
+        redis_url=redis_url,
+        database_url=dsn,
+        partitions=P,
+        batch_size=1000,
+        block_ms=50,
+        lease_ttl_ms=30_000,
+    )
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=4, server_settings=pool_settings(config)
+    )
     projector = Projector(config, open_store(redis_url, P), pool)
     await projector._rebalance()
     assert sorted(projector.parts) == list(range(P))
@@ -130,16 +139,19 @@ async def _close(projector: Projector, pool: asyncpg.Pool) -> None:
 async def _log_heads(redis_url: str) -> dict[int, str]:
     redis = connect(redis_url)
     try:
-        return {p: (await redis.xrevrange(partition_log(p), count=1))[0][0].decode()
-                for p in range(P)}
+        return {
+            p: (await redis.xrevrange(partition_log(p), count=1))[0][0].decode() for p in range(P)
+        }
     finally:
         await redis.aclose()
 
 
 async def _assert_exactly_once(redis_url: str, pool: asyncpg.Pool, total: int) -> None:
     assert await pool.fetchval("SELECT count(*) FROM events.archive") == total
-    assert await pool.fetchval(
-        "SELECT count(DISTINCT (actor_id, version)) FROM events.archive") == total
+    assert (
+        await pool.fetchval("SELECT count(DISTINCT (actor_id, version)) FROM events.archive")
+        == total
+    )
     heads = await _log_heads(redis_url)
     rows = await pool.fetch("SELECT partition, last_id, events FROM projection.checkpoints")
     assert {r["partition"]: r["last_id"] for r in rows} == heads
@@ -165,8 +177,7 @@ async def _drain(projector: Projector, pool: asyncpg.Pool, total: int) -> None:
 
 
 @PATHS
-async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn, monkeypatch,
-                                                                   path):
+async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn, monkeypatch, path):
     counts = await _history(redis_url)
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
@@ -181,14 +192,21 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
         assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
         # every row the round wrote carries the same transaction id
         xids = set()
-        for table in ("events.archive", "projection.actor_versions",
-                      "session.active_sessions", "session.state_snapshots"):
+        for table in (
+            "events.archive",
+            "projection.actor_versions",
+            "session.active_sessions",
+            "session.state_snapshots",
+        ):
             xids |= {r[0] for r in await pool.fetch(f"SELECT DISTINCT xmin::text FROM {table}")}
-        xids |= {r[0] for r in await pool.fetch(
-            "SELECT DISTINCT xmin::text FROM projection.checkpoints WHERE last_id <> '0-0'")}
+        xids |= {
+            r[0]
+            for r in await pool.fetch(
+                "SELECT DISTINCT xmin::text FROM projection.checkpoints WHERE last_id <> '0-0'"
+            )
+        }
         assert len(xids) == 1, xids
-        assert await pool.fetchval(
-            "SELECT count(DISTINCT partition) FROM events.archive") == P
+        assert await pool.fetchval("SELECT count(DISTINCT partition) FROM events.archive") == P
         await _assert_exactly_once(redis_url, pool, total)
         # an idle round commits nothing
         assert await projector.step() == 0 and len(commits) == 1
@@ -200,7 +218,8 @@ async def test_one_round_over_every_partition_is_one_transaction(redis_url, dsn,
 
 @PATHS
 async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
-        redis_url, dsn, monkeypatch, path):
+    redis_url, dsn, monkeypatch, path
+):
     counts = await _history(redis_url)
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
@@ -212,9 +231,13 @@ async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
     async def prepare_then_fence(conn, p, state, items):
         # after the round's read, before its commit: a newer owner claims the victim
         if p == victim and not fenced:
-            fenced.append(await pool.fetchval(
-                "UPDATE projection.checkpoints SET epoch = epoch + 1 WHERE partition = $1"
-                " RETURNING epoch", victim))
+            fenced.append(
+                await pool.fetchval(
+                    "UPDATE projection.checkpoints SET epoch = epoch + 1 WHERE partition = $1"
+                    " RETURNING epoch",
+                    victim,
+                )
+            )
         return await prepare(conn, p, state, items)
 
     monkeypatch.setattr(projector_module, "prepare_batch", prepare_then_fence)
@@ -226,8 +249,12 @@ async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
         # nothing of the round was committed, not even the other partitions' checkpoints
         assert await pool.fetchval("SELECT count(*) FROM events.archive") == 0
         assert await pool.fetchval("SELECT count(*) FROM session.active_sessions") == 0
-        assert await pool.fetchval(
-            "SELECT count(*) FROM projection.checkpoints WHERE last_id <> '0-0'") == 0
+        assert (
+            await pool.fetchval(
+                "SELECT count(*) FROM projection.checkpoints WHERE last_id <> '0-0'"
+            )
+            == 0
+        )
         # only the victim was let go: its state and its lease
         assert victim not in projector.parts and victim not in projector.leases.held
         assert (await projector.store.leases.holders(ROLE)).get(victim) != projector.owner
@@ -238,15 +265,20 @@ async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
         # next round: the others commit; the victim's checkpoint has not moved
         assert await projector.step() == total - counts[victim]
         heads = await _log_heads(redis_url)
-        rows = {r["partition"]: r for r in await pool.fetch(
-            "SELECT partition, last_id, epoch, events FROM projection.checkpoints")}
+        rows = {
+            r["partition"]: r
+            for r in await pool.fetch(
+                "SELECT partition, last_id, epoch, events FROM projection.checkpoints"
+            )
+        }
         for p in others:
             assert rows[p]["last_id"] == heads[p] and rows[p]["events"] == counts[p]
         assert rows[victim]["last_id"] == "0-0" and rows[victim]["epoch"] == fenced[0]
-        assert await pool.fetchval("SELECT count(*) FROM events.archive") == \
-            total - counts[victim]
-        assert await pool.fetchval(
-            "SELECT count(*) FROM events.archive WHERE partition = $1", victim) == 0
+        assert await pool.fetchval("SELECT count(*) FROM events.archive") == total - counts[victim]
+        assert (
+            await pool.fetchval("SELECT count(*) FROM events.archive WHERE partition = $1", victim)
+            == 0
+        )
         # the victim's new owner (here: this projector again, with the next lease epoch)
         # resumes from its checkpoint; nothing lost, nothing doubled
         await _drain(projector, pool, total)
@@ -258,7 +290,8 @@ async def test_fencing_one_partition_mid_round_rolls_back_and_lets_only_it_go(
 
 @PATHS
 async def test_an_uncertain_round_failure_lets_its_partitions_go_then_commits_them_singly(
-        redis_url, dsn, monkeypatch, path):
+    redis_url, dsn, monkeypatch, path
+):
     counts = await _history(redis_url)
     total = sum(counts.values())
     projector, pool = await _projector(redis_url, dsn)
@@ -305,9 +338,13 @@ async def test_run_holds_one_connection_and_gives_it_back(redis_url, dsn):
     counts = await _history(redis_url, per_partition=2, updates=2)
     total = sum(counts.values())
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                                          block_ms=20, lease_ttl_ms=30_000),
-                          open_store(redis_url, P), pool)
+    projector = Projector(
+        ProjectorConfig(
+            redis_url=redis_url, database_url=dsn, partitions=P, block_ms=20, lease_ttl_ms=30_000
+        ),
+        open_store(redis_url, P),
+        pool,
+    )
     task = asyncio.create_task(projector.run())
     try:
         for _ in range(500):
@@ -331,9 +368,13 @@ async def test_the_loop_recovers_from_lost_redis_and_postgres_connections(redis_
     first = sum((await _history(redis_url)).values())
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     redis = connect(redis_url)
-    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=dsn, partitions=P,
-                                          block_ms=20, lease_ttl_ms=1500),
-                          open_store(redis_url, P), pool)
+    projector = Projector(
+        ProjectorConfig(
+            redis_url=redis_url, database_url=dsn, partitions=P, block_ms=20, lease_ttl_ms=1500
+        ),
+        open_store(redis_url, P),
+        pool,
+    )
     task = asyncio.create_task(projector.run())
 
     async def archived(n: int) -> None:
@@ -381,14 +422,16 @@ async def test_rounds_start_at_most_every_round_min_ms_and_share_what_arrived(re
         third = await _history(redis_url, per_partition=1, updates=1, first=2000)
         assert await projector.step() == sum(second.values()) + sum(third.values())
         assert time.monotonic() - t0 >= 0.29  # the second round waited for its turn
-        await _assert_exactly_once(redis_url, pool, sum(first.values()) + sum(second.values())
-                                   + sum(third.values()))
+        await _assert_exactly_once(
+            redis_url, pool, sum(first.values()) + sum(second.values()) + sum(third.values())
+        )
     finally:
         await _close(projector, pool)
 
 
 async def test_a_big_round_commits_each_partition_concurrently_and_fences_only_one(
-        redis_url, dsn, monkeypatch):
+    redis_url, dsn, monkeypatch
+):
     """A backlog round (from CONCURRENT_FROM events) prepares and commits every partition on a
     connection of its own, concurrently; a partition fenced meanwhile is let go, the others'
     commits stand, and nothing is lost or doubled once it is claimed again."""
@@ -408,9 +451,13 @@ async def test_a_big_round_commits_each_partition_concurrently_and_fences_only_o
         most = max(most, in_flight)
         try:
             if p == victim and not fenced:
-                fenced.append(await pool.fetchval(
-                    "UPDATE projection.checkpoints SET epoch = epoch + 1 WHERE partition = $1"
-                    " RETURNING epoch", victim))
+                fenced.append(
+                    await pool.fetchval(
+                        "UPDATE projection.checkpoints SET epoch = epoch + 1 WHERE partition = $1"
+                        " RETURNING epoch",
+                        victim,
+                    )
+                )
             await asyncio.sleep(0.05)  # the others are preparing meanwhile
             return await prepare(conn, p, state, items)
         finally:
@@ -421,8 +468,12 @@ async def test_a_big_round_commits_each_partition_concurrently_and_fences_only_o
         assert await projector.step() == total - counts[victim]
         assert most > 1, "partitions were not prepared concurrently"
         assert victim not in projector.parts and victim not in projector.leases.held
-        rows = {r["partition"]: r for r in await pool.fetch(
-            "SELECT partition, last_id, events FROM projection.checkpoints")}
+        rows = {
+            r["partition"]: r
+            for r in await pool.fetch(
+                "SELECT partition, last_id, events FROM projection.checkpoints"
+            )
+        }
         heads = await _log_heads(redis_url)
         for p in range(P):
             if p != victim:

@@ -43,8 +43,14 @@ def _cli(args: list[str], redis_url: str, dsn: str | None = None) -> subprocess.
     env.pop("DATABASE_URL", None)
     if dsn:
         env["DATABASE_URL"] = dsn
-    return subprocess.run([sys.executable, "-m", "infra.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def _live_history(redis_url: str) -> tuple[str, str, dict[int, object], dict[int, object]]:
@@ -65,18 +71,31 @@ async def _live_history(redis_url: str) -> tuple[str, str, dict[int, object], di
     now = int(time.time() * 1000)
     commands = [
         (aid, se.CreateSession(at=now, user_id="u1", session_id=sid, device_id="d1")),
-        (aid, se.JoinDevice(at=now + 1, user_id="u1", device_id="d1", connection_id="c1",
-                            device_type="mobile")),
-        (aid, se.ReplaceState(at=now + 2, user_id="u1", session_id=sid, state={"a": 1},
-                              device_id="d1")),
-        (aid, se.ApplyStateChanges(at=now + 3, user_id="u1", changes={"b": 2},
-                                   deleted_keys=["a"])),
-        (aid, se.ReserveSimulator(at=now + 4, user_id="u1", simulator_id=sim,
-                                  initial_symbols=["AAPL"])),
+        (
+            aid,
+            se.JoinDevice(
+                at=now + 1, user_id="u1", device_id="d1", connection_id="c1", device_type="mobile"
+            ),
+        ),
+        (
+            aid,
+            se.ReplaceState(
+                at=now + 2, user_id="u1", session_id=sid, state={"a": 1}, device_id="d1"
+            ),
+        ),
+        (aid, se.ApplyStateChanges(at=now + 3, user_id="u1", changes={"b": 2}, deleted_keys=["a"])),
+        (
+            aid,
+            se.ReserveSimulator(
+                at=now + 4, user_id="u1", simulator_id=sim, initial_symbols=["AAPL"]
+            ),
+        ),
         (sim_aid, si.RecordProvisioned(at=now + 5, endpoint="http://sim")),
         (sim_aid, si.RecordHeartbeat(at=now + 6)),
-        (aid, se.ChangeConnectionQuality(at=now + 7, user_id="u1",
-                                         quality=se.ConnectionQuality.POOR)),
+        (
+            aid,
+            se.ChangeConnectionQuality(at=now + 7, user_id="u1", quality=se.ConnectionQuality.POOR),
+        ),
         (aid, se.LeaveDevice(at=now + 8, user_id="u1", device_id="d1", connection_id="c1")),
         (aid, se.EndSession(at=now + 9, user_id="u1")),
     ]
@@ -115,34 +134,42 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
     await store.aclose()
     for version, state in live.items():
         buf = io.StringIO()
-        replay_cmd._show(f"session:{sid}", envs, argparse.Namespace(
-            to_version=version, at=None, diff=False, output="json"), buf)
+        replay_cmd._show(
+            f"session:{sid}",
+            envs,
+            argparse.Namespace(to_version=version, at=None, diff=False, output="json"),
+            buf,
+        )
         doc = json.loads(buf.getvalue())
         assert doc["version"] == version
         assert doc["state"] == msgspec.to_builtins(state), version
     for version in (min(live), sorted(live)[len(live) // 2]):
         out = await asyncio.to_thread(
-            _cli, ["replay", f"session:{sid}", "--to-version", str(version), "--json"],
-            redis_url)
+            _cli, ["replay", f"session:{sid}", "--to-version", str(version), "--json"], redis_url
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["state"] == msgspec.to_builtins(live[version])
     # --at: the state after the last event at or before that time
     at_version = sorted(live)[2]
     at_ts = envs[at_version - 1].ts
     buf = io.StringIO()
-    replay_cmd._show(f"session:{sid}", envs, argparse.Namespace(
-        to_version=None, at=str(at_ts), diff=False, output="json"), buf)
-    assert json.loads(buf.getvalue())["version"] == max(
-        e.version for e in envs if e.ts <= at_ts)
+    replay_cmd._show(
+        f"session:{sid}",
+        envs,
+        argparse.Namespace(to_version=None, at=str(at_ts), diff=False, output="json"),
+        buf,
+    )
+    assert json.loads(buf.getvalue())["version"] == max(e.version for e in envs if e.ts <= at_ts)
     last = max(sim_live)
     out = await asyncio.to_thread(
-        _cli, ["replay", f"simulator:{sim}", "--to-version", str(last), "--json",
-               "--session", sid], redis_url)
+        _cli,
+        ["replay", f"simulator:{sim}", "--to-version", str(last), "--json", "--session", sid],
+        redis_url,
+    )
     assert json.loads(out.stdout)["state"] == msgspec.to_builtins(sim_live[last])
 
     # each step's difference, readable and as JSON lines
-    out = await asyncio.to_thread(_cli, ["replay", f"session:{sid}", "--diff", "--json"],
-                                  redis_url)
+    out = await asyncio.to_thread(_cli, ["replay", f"session:{sid}", "--diff", "--json"], redis_url)
     steps = [json.loads(line) for line in out.stdout.splitlines()]
     assert [s["version"] for s in steps] == list(range(1, len(steps) + 1))
     state_step = next(s for s in steps if s["type"] == "StateChanged")
@@ -162,8 +189,10 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
     try:
         v = max(live)
         out = await asyncio.to_thread(
-            _cli, ["replay", "--file", str(path), f"session:{sid}", "--json",
-                   "--to-version", str(v)], "redis://127.0.0.1:1/0")
+            _cli,
+            ["replay", "--file", str(path), f"session:{sid}", "--json", "--to-version", str(v)],
+            "redis://127.0.0.1:1/0",
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["state"] == msgspec.to_builtins(live[v])
     finally:
@@ -173,8 +202,9 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
     redis = connect(redis_url)
     store = open_store(redis_url, P)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
-    projector = Projector(ProjectorConfig(redis_url=redis_url, database_url=database_url,
-                                          partitions=P), store, pool)
+    projector = Projector(
+        ProjectorConfig(redis_url=redis_url, database_url=database_url, partitions=P), store, pool
+    )
     run = asyncio.create_task(projector.run())
     try:
         deadline = time.monotonic() + 60
@@ -191,8 +221,11 @@ async def test_replay_to_version_equals_the_live_actors_state(redis_url, databas
     await redis.aclose()
     v = max(live)
     out = await asyncio.to_thread(
-        _cli, ["replay", f"session:{sid}", "--to-version", str(v), "--json"], redis_url,
-        database_url)
+        _cli,
+        ["replay", f"session:{sid}", "--to-version", str(v), "--json"],
+        redis_url,
+        database_url,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["state"] == msgspec.to_builtins(live[v])
     again = await asyncio.to_thread(_cli, ["export", sid], redis_url, database_url)

@@ -55,7 +55,8 @@ async def test_one_write_per_loop_turn_and_replies_in_order(redis_url: str) -> N
             return await pipe.execute(pack(("ECHO", str(i))))
 
         assert await asyncio.gather(*(one(i) for i in range(50))) == [
-            str(i).encode() for i in range(50)]
+            str(i).encode() for i in range(50)
+        ]
         assert len(writes) == 1
     finally:
         pipe.close()
@@ -178,8 +179,9 @@ async def test_subscriber_delivers_and_resubscribes_after_a_kill(redis_url: str)
     got: list[tuple[bytes, bytes]] = []
     reconnected = asyncio.Event()
     pub = aioredis.Redis.from_url(redis_url)
-    sub = _subscriber(redis_url, lambda ch, d: got.append((ch, d)),
-                      on_reconnect=reconnected.set, name="t-sub")
+    sub = _subscriber(
+        redis_url, lambda ch, d: got.append((ch, d)), on_reconnect=reconnected.set, name="t-sub"
+    )
     await sub.start()
     try:
         await sub.subscribe("raw:a", b"raw:b")
@@ -294,8 +296,11 @@ def test_endpoint_mirrors_the_redis_py_client() -> None:
     e = Endpoint.of(aioredis.Redis.from_url("redis://u:p%40w@h.example:6390/4"))
     assert (e.host, e.port, e.db, e.path, e.ssl) == ("h.example", 6390, 4, None, None)
     assert e.credentials() == ("u", "p@w")
-    assert e.handshake("a name") == [pack(("AUTH", "u", "p@w")), pack(("SELECT", 4)),
-                                     pack(("CLIENT", "SETNAME", "a_name"))]
+    assert e.handshake("a name") == [
+        pack(("AUTH", "u", "p@w")),
+        pack(("SELECT", 4)),
+        pack(("CLIENT", "SETNAME", "a_name")),
+    ]
     e = Endpoint.from_url("unix:///tmp/r.sock?db=3")
     assert (e.path, e.db) == ("/tmp/r.sock", 3)
     assert e.handshake() == [pack(("SELECT", 3))]
@@ -316,8 +321,9 @@ def test_under_uvloop_as_the_gateway_runs_it(redis_url: str) -> None:
         back = asyncio.Event()
         sub = _subscriber(redis_url, lambda ch, d: got.append(d), on_reconnect=back.set)
         try:
-            assert await asyncio.gather(*(pipe.execute(pack(("INCR", "uv:n")))
-                                          for _ in range(100))) == list(range(1, 101))
+            assert await asyncio.gather(
+                *(pipe.execute(pack(("INCR", "uv:n"))) for _ in range(100))
+            ) == list(range(1, 101))
             cid = await pipe.execute(pack(("CLIENT", "ID")))
             held = pipe.submit(pack(("BLPOP", "uv:never", "5")))
             await asyncio.sleep(0.05)

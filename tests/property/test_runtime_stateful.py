@@ -171,9 +171,7 @@ def test_runtime_matches_the_pure_decider(redis_url: str) -> None:
             except DomainError as exc:
                 expected, error = [], exc.code
             cid = str(uuid.uuid4())
-            out = runtime.call(
-                runtime.bus.send(session_actor(sid), sid, command, command_id=cid)
-            )
+            out = runtime.call(runtime.bus.send(session_actor(sid), sid, command, command_id=cid))
             assert out is not None
             if error is not None:
                 assert (out.ok, out.error_code) == (False, error), (command, out)
@@ -190,9 +188,7 @@ def test_runtime_matches_the_pure_decider(redis_url: str) -> None:
             if not self.sent:
                 return
             sid, cid, command, first = data.draw(st.sampled_from(self.sent))
-            again = runtime.call(
-                runtime.bus.send(session_actor(sid), sid, command, command_id=cid)
-            )
+            again = runtime.call(runtime.bus.send(session_actor(sid), sid, command, command_id=cid))
             assert again == first
 
         @rule()

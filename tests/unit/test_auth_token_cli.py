@@ -15,11 +15,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("JWT_", "SESSIOND_", "REDIS_", "DATABASE_"))}
-    return subprocess.run([sys.executable, "-m", "infra.cli", "token", *args],
-                          capture_output=True, text=True, cwd=ROOT, env={**clean, **env},
-                          timeout=60)
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JWT_", "SESSIOND_", "REDIS_", "DATABASE_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "infra.cli", "token", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**clean, **env},
+        timeout=60,
+    )
 
 
 def test_token_is_alone_on_the_last_line_and_verifies() -> None:
@@ -33,13 +41,19 @@ def test_token_is_alone_on_the_last_line_and_verifies() -> None:
 def test_token_uses_the_configured_secret() -> None:
     proc = _run("--user", "bob", JWT_SECRET="s" * 40)
     token = proc.stdout.strip().splitlines()[-1]
-    assert TokenService(load_settings({"JWT_SECRET": "s" * 40}).gateway).verify(token).user_id \
-        == "bob"
+    assert (
+        TokenService(load_settings({"JWT_SECRET": "s" * 40}).gateway).verify(token).user_id == "bob"
+    )
 
 
 def test_production_refuses_the_dev_secret() -> None:
-    proc = _run("--user", "carol", SESSIOND_ENV="production", REDIS_URL="redis://h:1/0",
-                DATABASE_URL="postgresql://h/db")
+    proc = _run(
+        "--user",
+        "carol",
+        SESSIOND_ENV="production",
+        REDIS_URL="redis://h:1/0",
+        DATABASE_URL="postgresql://h/db",
+    )
     assert proc.returncode == 2
     assert "JWT_SECRET" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""

@@ -58,8 +58,9 @@ def test_access_lasts_15_minutes_and_refresh_7_days() -> None:
     ts = TokenService(GatewayConfig())
     now = time.time()
     access = jwt.decode(ts.issue("a", now=now), options={"verify_signature": False})
-    refresh = jwt.decode(ts.issue("a", kind="refresh", now=now),
-                         options={"verify_signature": False})
+    refresh = jwt.decode(
+        ts.issue("a", kind="refresh", now=now), options={"verify_signature": False}
+    )
     assert access["exp"] - access["iat"] == 15 * 60
     assert refresh["exp"] - refresh["iat"] == 7 * 24 * 3600
     assert ts.verify(ts.issue("a", kind="refresh"), "refresh").user_id == "a"
@@ -67,13 +68,17 @@ def test_access_lasts_15_minutes_and_refresh_7_days() -> None:
 
 def test_rs256_verifies_with_the_public_key_only() -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo
-                                           ).decode()
-    minter = TokenService(GatewayConfig(jwt_algorithm="RS256", jwt_public_key=public,
-                                        jwt_private_key=private))
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    minter = TokenService(
+        GatewayConfig(jwt_algorithm="RS256", jwt_public_key=public, jwt_private_key=private)
+    )
     verifier = TokenService(GatewayConfig(jwt_algorithm="RS256", jwt_public_key=public))
     assert verifier.verify(minter.issue("bob")).user_id == "bob"
     assert not verifier.can_mint
@@ -92,9 +97,16 @@ def test_bearer_header_parsing() -> None:
 
 
 def test_seed004_environment_variables() -> None:
-    cfg = load_settings({"SERVER_ADDR": ":9090", "REDIS_ADDR": "redis:6379",
-                         "REDIS_PASSWORD": "pw", "REDIS_DB": "2",
-                         "JWT_SECRET": "s" * 40, "JWT_REFRESH_SECRET": "r" * 40}).gateway
+    cfg = load_settings(
+        {
+            "SERVER_ADDR": ":9090",
+            "REDIS_ADDR": "redis:6379",
+            "REDIS_PASSWORD": "pw",
+            "REDIS_DB": "2",
+            "JWT_SECRET": "s" * 40,
+            "JWT_REFRESH_SECRET": "r" * 40,
+        }
+    ).gateway
     assert (cfg.host, cfg.port) == ("0.0.0.0", 9090)
     assert cfg.redis_url == "redis://:pw@redis:6379/2"
     assert cfg.jwt_secret == "s" * 40 and cfg.jwt_refresh_secret == "r" * 40
@@ -108,17 +120,22 @@ def test_defaults_listen_on_loopback_8080() -> None:
 def test_maintenance_intervals_must_be_positive_and_touches_frequent_enough() -> None:
     """A device's first touch comes within two touch intervals of its joining: an interval of
     half the presence timeout or more could let a connected device time out."""
-    for env, words in (({"GATEWAY_TOUCH_INTERVAL": "60"}, "under half the presence timeout"),
-                       ({"GATEWAY_TOUCH_INTERVAL": "0"}, "positive"),
-                       ({"GATEWAY_HEARTBEAT_INTERVAL": "-1"}, "positive")):
+    for env, words in (
+        ({"GATEWAY_TOUCH_INTERVAL": "60"}, "under half the presence timeout"),
+        ({"GATEWAY_TOUCH_INTERVAL": "0"}, "positive"),
+        ({"GATEWAY_HEARTBEAT_INTERVAL": "-1"}, "positive"),
+    ):
         with pytest.raises(ConfigError, match=words):
             load_settings(env)
     assert load_settings({"GATEWAY_TOUCH_INTERVAL": "59"}).gateway.touch_interval_s == 59
 
 
 def test_production_refuses_the_dev_secret() -> None:
-    prod = {"SESSIOND_ENV": "production", "REDIS_URL": "redis://x:1/0",
-            "DATABASE_URL": "postgresql://x/y"}
+    prod = {
+        "SESSIOND_ENV": "production",
+        "REDIS_URL": "redis://x:1/0",
+        "DATABASE_URL": "postgresql://x/y",
+    }
     with pytest.raises(ConfigError, match="JWT_SECRET must be set"):
         load_settings(prod)
     with pytest.raises(ConfigError, match="JWT_SECRET: expected 32 characters"):
@@ -138,14 +155,35 @@ def test_numbers_in_numbers_out_names_in_names_out() -> None:
     out_n = json.loads(encode_outbound(Form.NUMBERS, MessageType.HEARTBEAT_ACK, {}))
     out_s = json.loads(encode_outbound(Form.NAMES, MessageType.HEARTBEAT_ACK, {}))
     assert out_n["type"] == 2 and out_s["type"] == "heartbeat_ack"
-    assert set(out_n) == {"type", "session_id", "user_id", "device_id", "timestamp", "payload",
-                          "correlation_id"}
+    assert set(out_n) == {
+        "type",
+        "session_id",
+        "user_id",
+        "device_id",
+        "timestamp",
+        "payload",
+        "correlation_id",
+    }
 
 
 def test_seed004_type_numbers_follow_the_go_const_block() -> None:
-    names = ["UNKNOWN", "HEARTBEAT", "HEARTBEAT_ACK", "SNAPSHOT_REQUEST", "SNAPSHOT_RESPONSE",
-             "STATE_UPDATE", "ERROR", "AUTH", "AUTH_SUCCESS", "AUTH_FAILURE", "DEVICE_JOINED",
-             "DEVICE_LEFT", "DEVICE_LIST", "BROADCAST", "ADMIN_UPDATE"]
+    names = [
+        "UNKNOWN",
+        "HEARTBEAT",
+        "HEARTBEAT_ACK",
+        "SNAPSHOT_REQUEST",
+        "SNAPSHOT_RESPONSE",
+        "STATE_UPDATE",
+        "ERROR",
+        "AUTH",
+        "AUTH_SUCCESS",
+        "AUTH_FAILURE",
+        "DEVICE_JOINED",
+        "DEVICE_LEFT",
+        "DEVICE_LIST",
+        "BROADCAST",
+        "ADMIN_UPDATE",
+    ]
     assert [MessageType[n].value for n in names] == list(range(15))
 
 
@@ -169,9 +207,19 @@ def test_bad_frames_have_clear_codes(frame: str, code: str) -> None:
 
 
 def test_pushes_encode_once_per_form_and_carry_the_version() -> None:
-    push = push_for_event("s1", 7, "StateChanged",
-                          {"changes": {"a": 1}, "deleted_keys": [], "state_version": 3,
-                           "at": 1, "type": "StateChanged"}, 1_700_000_000_000)
+    push = push_for_event(
+        "s1",
+        7,
+        "StateChanged",
+        {
+            "changes": {"a": 1},
+            "deleted_keys": [],
+            "state_version": 3,
+            "at": 1,
+            "type": "StateChanged",
+        },
+        1_700_000_000_000,
+    )
     assert push is not None and push.version == 7 and push.mtype is MessageType.STATE_UPDATE
     names = json.loads(push.frame(Form.NAMES))
     numbers = json.loads(push.frame(Form.NUMBERS))
@@ -432,8 +480,14 @@ def test_a_connection_moves_between_catching_up_and_live_then_closes_for_good() 
 
     conn = MemConn("s", "u", "d")
     assert conn.state is ConnState.CATCHING_UP
-    for state in (ConnState.LIVE, ConnState.CATCHING_UP, ConnState.LIVE, ConnState.CLOSING,
-                  ConnState.CLOSED, ConnState.CLOSED):
+    for state in (
+        ConnState.LIVE,
+        ConnState.CATCHING_UP,
+        ConnState.LIVE,
+        ConnState.CLOSING,
+        ConnState.CLOSED,
+        ConnState.CLOSED,
+    ):
         conn.move_to(state)
         assert conn.state is state
     for illegal in (ConnState.CATCHING_UP, ConnState.LIVE, ConnState.CLOSING):
@@ -504,8 +558,11 @@ async def test_simulator_reservations_carry_the_configured_timeouts() -> None:
     ).gateway
     bus = _RecordingBus()
     ctx = Context(cfg, MemoryStore(cfg.partitions), None, bus)
-    started = await start_simulator(ctx, Claims("u"), SimulatorStart(
-        session_id="s-1", initial_symbols=["AAPL"], initial_cash=500.0))
+    started = await start_simulator(
+        ctx,
+        Claims("u"),
+        SimulatorStart(session_id="s-1", initial_symbols=["AAPL"], initial_cash=500.0),
+    )
     (command,) = bus.sent
     assert (command.heartbeat_timeout_ms, command.idle_timeout_ms) == (5_000, 120_000)
     assert started.session_version == 2
@@ -577,17 +634,39 @@ async def test_history_reads_trimmed_versions_from_the_archive_and_tells_a_gap()
     store = MemoryStore(4)
     sid = str(uuid.uuid4())
     actor, p = session_actor(sid), store.partition_of(sid)
-    envs = [EventEnvelope(event_id=str(uuid.uuid4()), actor_id=actor, version=v, partition=p,
-                          ts=v, command_id="c", correlation_id="c", causation_id="c",
-                          type="StateChanged", data=msgspec.Raw(encode(StateChanged(
-                              at=v, changes={"n": v}, deleted_keys=[], state_version=v))))
-            for v in range(1, 6)]
+    envs = [
+        EventEnvelope(
+            event_id=str(uuid.uuid4()),
+            actor_id=actor,
+            version=v,
+            partition=p,
+            ts=v,
+            command_id="c",
+            correlation_id="c",
+            causation_id="c",
+            type="StateChanged",
+            data=msgspec.Raw(
+                encode(StateChanged(at=v, changes={"n": v}, deleted_keys=[], state_version=v))
+            ),
+        )
+        for v in range(1, 6)
+    ]
     epoch = await store.leases.acquire("worker", p, "w", 10_000)
     writer = store.open_partition(p, epoch, "w")
     batch = writer.new_batch()
-    batch.append(b"0-1", "c", batch.actor(actor), 0, "",
-                 encode(Outcome(command_id="c", actor_id=actor, ok=True, version=5, events=5)),
-                 [encode(e) for e in envs], [], [], [], None)
+    batch.append(
+        b"0-1",
+        "c",
+        batch.actor(actor),
+        0,
+        "",
+        encode(Outcome(command_id="c", actor_id=actor, ok=True, version=5, events=5)),
+        [encode(e) for e in envs],
+        [],
+        [],
+        [],
+        None,
+    )
     await writer.append(batch)
     history = EventHistory(store)
     assert await history.current_version(sid) == 5

@@ -27,9 +27,18 @@ from projections.changes import (
 
 
 def _env(actor_id: str, version: int, event) -> EventEnvelope:
-    return EventEnvelope(event_id=uuid.uuid4().hex, actor_id=actor_id, version=version,
-                         partition=0, ts=event.at, command_id="c", correlation_id="c",
-                         causation_id="", type=type_name(event), data=msgspec.Raw(encode(event)))
+    return EventEnvelope(
+        event_id=uuid.uuid4().hex,
+        actor_id=actor_id,
+        version=version,
+        partition=0,
+        ts=event.at,
+        command_id="c",
+        correlation_id="c",
+        causation_id="",
+        type=type_name(event),
+        data=msgspec.Raw(encode(event)),
+    )
 
 
 class _Run:
@@ -54,13 +63,25 @@ class _Run:
 def test_the_session_lifecycle_projects_to_seed_002_rows():
     run, sid, sim = _Run(), "s-1", "sim-1"
     aid = f"session:{sid}"
-    run.send(aid, se.CreateSession(at=1000, user_id="u", session_id=sid, pod_name="gw",
-                                   ip_address="1.2.3.4", token="t"))
+    run.send(
+        aid,
+        se.CreateSession(
+            at=1000, user_id="u", session_id=sid, pod_name="gw", ip_address="1.2.3.4", token="t"
+        ),
+    )
     run.send(aid, se.JoinDevice(at=2000, user_id="u", device_id="d", connection_id="c1"))
-    run.send(aid, se.JoinDevice(at=2500, user_id="u", device_id="d", connection_id="c2",
-                                transport=se.Transport.SSE))
-    run.send(aid, se.ReserveSimulator(at=3000, user_id="u", simulator_id=sim,
-                                      initial_symbols=["X"], initial_cash=10.0))
+    run.send(
+        aid,
+        se.JoinDevice(
+            at=2500, user_id="u", device_id="d", connection_id="c2", transport=se.Transport.SSE
+        ),
+    )
+    run.send(
+        aid,
+        se.ReserveSimulator(
+            at=3000, user_id="u", simulator_id=sim, initial_symbols=["X"], initial_cash=10.0
+        ),
+    )
     run.send(f"simulator:{sim}", si.RecordProvisioned(at=4000, endpoint="http://e"))
     model = m.Model()
     for env, ev in run.log:
@@ -114,16 +135,27 @@ def test_a_forgotten_device_is_a_row_deletion():
     aid = f"session:{sid}"
     run.send(aid, se.CreateSession(at=1, user_id="u", session_id=sid))
     for i, device in enumerate(("a", "b")):
-        run.send(aid, se.JoinDevice(at=2 + i, user_id="u", device_id=device,
-                                    connection_id=f"c-{device}", retention_ms=1000))
-        run.send(aid, se.LeaveDevice(at=4 + i, user_id="u", device_id=device,
-                                     connection_id=f"c-{device}"))
+        run.send(
+            aid,
+            se.JoinDevice(
+                at=2 + i,
+                user_id="u",
+                device_id=device,
+                connection_id=f"c-{device}",
+                retention_ms=1000,
+            ),
+        )
+        run.send(
+            aid,
+            se.LeaveDevice(at=4 + i, user_id="u", device_id=device, connection_id=f"c-{device}"),
+        )
     model = m.Model()
     for env, ev in run.log:
         model.apply(env, ev)
     before = model.sessions[sid]
-    run.send(aid, se.JoinDevice(at=10, user_id="u", device_id="c", connection_id="c-c",
-                                max_devices=2))  # evicts "a", the least recently seen
+    run.send(
+        aid, se.JoinDevice(at=10, user_id="u", device_id="c", connection_id="c-c", max_devices=2)
+    )  # evicts "a", the least recently seen
     run.send(aid, se.ForgetDevice(at=1005, device_id="b"))  # b's retention is over
     for env, ev in run.log[-3:]:
         model.apply(env, ev)
@@ -162,7 +194,7 @@ def test_batch_diffs_compose_to_the_full_fold(seed, cut):
     rows: dict[tuple[str, object], object] = {}
     live = m.Model()
     for start in range(0, len(run.log), cut):
-        batch = run.log[start:start + cut]
+        batch = run.log[start : start + cut]
         touched = {m.session_of(env, ev, live.simulator_sessions) for env, ev in batch}
         before = {s: live.sessions.get(s) for s in touched if s}
         for env, ev in batch:
@@ -208,8 +240,12 @@ def test_the_projector_and_the_gateway_build_the_same_change_json():
     aid = f"session:{sid}"
     run.send(aid, se.CreateSession(at=1, user_id="u", session_id=sid, token="secret"))
     run.send(aid, se.ApplyStateChanges(at=2, user_id="u", changes={"a": 1}, deleted_keys=[]))
-    run.send(aid, se.JoinDevice(at=3, user_id="u", device_id="d", connection_id="c",
-                                transport=se.Transport.SSE))
+    run.send(
+        aid,
+        se.JoinDevice(
+            at=3, user_id="u", device_id="d", connection_id="c", transport=se.Transport.SSE
+        ),
+    )
     for env, ev in run.log:
         gateway = change_for(env)
         assert gateway == change_from_event(env, ev)
@@ -256,7 +292,9 @@ def test_the_projection_agrees_with_the_actors_own_state(seed):
             continue
         assert agg is not None and agg.session.user_id == state.user_id
         assert (agg.session.expires_at, agg.session.last_active) == (
-            state.expires_at, state.last_active)
+            state.expires_at,
+            state.last_active,
+        )
         assert (agg.state.state if agg.state else {}) == state.state
         assert (agg.state.state_version if agg.state else 0) == state.state_version
         assert agg.devices.keys() == state.devices.keys()
@@ -267,7 +305,8 @@ def test_the_projection_agrees_with_the_actors_own_state(seed):
             assert (row.joined_at, row.last_seen) == (device.joined_at, device.last_seen)
         assert {t for t, h in agg.handoffs.items()} == set(state.handoffs)
         assert {t for t, h in agg.handoffs.items() if h.status == "ACCEPTED"} == {
-            t for t, h in state.handoffs.items() if h.accepted}
+            t for t, h in state.handoffs.items() if h.accepted
+        }
         assert agg.session.metadata["connection_quality"] == str(state.quality)
         for key, value in state.metadata.items():
             assert agg.session.metadata[key] == value
@@ -278,9 +317,10 @@ def test_the_projection_agrees_with_the_actors_own_state(seed):
         # removes an ended session's records; it reappears with its next status report)
         mine = [(env, ev) for env, ev in run.log if env.actor_id == f"session:{sid}"]
         created = max(i for i, (env, _) in enumerate(mine) if env.type == "SessionCreated")
-        reported = any(getattr(ev, "simulator_id", None) == getattr(state.simulator,
-                                                                    "simulator_id", "")
-                       for _, ev in mine[created:])
+        reported = any(
+            getattr(ev, "simulator_id", None) == getattr(state.simulator, "simulator_id", "")
+            for _, ev in mine[created:]
+        )
         ended_before = any(env.type == "SessionEnded" for env, _ in mine[:created])
         if state.simulator is not None and (reported or not ended_before):
             assert agg.session.metadata["simulator_id"] == state.simulator.simulator_id
@@ -304,9 +344,13 @@ def test_a_subclass_of_an_event_type_projects_like_its_base():
         pass
 
     sid = str(uuid.UUID(int=7))
-    agg = m.project_session(None, sid, se.SessionCreated(
-        at=1_000, user_id="u", session_id=sid, device_id="d", expires_at=2_000,
-        ttl_ms=1_000))
+    agg = m.project_session(
+        None,
+        sid,
+        se.SessionCreated(
+            at=1_000, user_id="u", session_id=sid, device_id="d", expires_at=2_000, ttl_ms=1_000
+        ),
+    )
     agg = m.project_session(agg, sid, se.SessionExpired(at=1_500))
     base = m.project_session(agg, sid, se.SessionRefreshed(at=1_600, expires_at=9_000))
     sub = m.project_session(agg, sid, Refreshed(at=1_600, expires_at=9_000))

@@ -7,15 +7,25 @@ from projections.projector import merge_changes
 
 
 def _state(sid: str, version: int) -> StateRow:
-    return StateRow(session_id=sid, state={"v": version}, state_version=version,
-                    device_id="d", app_version="1", updated_at=version)
+    return StateRow(
+        session_id=sid,
+        state={"v": version},
+        state_version=version,
+        device_id="d",
+        app_version="1",
+        updated_at=version,
+    )
 
 
 def test_merge_concatenates_every_table_in_batch_order():
-    a = RowChanges(states=[_state("s1", 1), _state("s2", 1)], session_deletes=["s3"],
-                   device_deletes=[("s1", "old")])
-    b = RowChanges(states=[_state("s4", 7)], handoff_deletes=["t"],
-                   device_deletes=[("s4", "x"), ("s4", "y")])
+    a = RowChanges(
+        states=[_state("s1", 1), _state("s2", 1)],
+        session_deletes=["s3"],
+        device_deletes=[("s1", "old")],
+    )
+    b = RowChanges(
+        states=[_state("s4", 7)], handoff_deletes=["t"], device_deletes=[("s4", "x"), ("s4", "y")]
+    )
     merged = merge_changes([a, RowChanges(), b])
     assert merged.states == [_state("s1", 1), _state("s2", 1), _state("s4", 7)]
     assert merged.device_deletes == [("s1", "old"), ("s4", "x"), ("s4", "y")]

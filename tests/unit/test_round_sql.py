@@ -29,5 +29,6 @@ def test_a_state_update_round_leaves_the_other_tables_out() -> None:
     assert "state_snapshots" in sql and "events.archive" in sql
     assert "devices" not in sql and "handoffs" not in sql and "DELETE" not in sql
     every = round_sql(frozenset(name for name, _, _ in _ROUND_PARTS))
-    assert every.count(" AS (") + every.count(" AS MATERIALIZED (") > \
-        sql.count(" AS (") + sql.count(" AS MATERIALIZED (")
+    assert every.count(" AS (") + every.count(" AS MATERIALIZED (") > sql.count(
+        " AS ("
+    ) + sql.count(" AS MATERIALIZED (")

@@ -899,7 +899,9 @@ def test_a_conflict_results_in_the_resolved_state() -> None:
     events = s.decide(command, state)
     after = s.decider.fold(events, state)
     assert s.result(command, events, after) == {
-        "state": {"a": 1, "b": 2, "c": 3}, "state_version": 2}
+        "state": {"a": 1, "b": 2, "c": 3},
+        "state_version": 2,
+    }
 
 
 def test_a_handoff_results_in_its_token_and_its_acceptance_in_the_state_it_carries() -> None:
@@ -911,8 +913,11 @@ def test_a_handoff_results_in_its_token_and_its_acceptance_in_the_state_it_carri
     accept = AcceptHandoff(at=2500, token="t1", device_id="d2")
     events = s.decide(accept, state)
     assert s.result(accept, events, s.decider.fold(events, state)) == {
-        "source_device": "d1", "target_device": "d2", "state": {"a": 1, "b": 2},
-        "state_version": 1}
+        "source_device": "d1",
+        "target_device": "d2",
+        "state": {"a": 1, "b": 2},
+        "state_version": 1,
+    }
 
 
 def test_commands_without_an_answer_result_in_nothing() -> None:
