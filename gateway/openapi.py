@@ -158,6 +158,17 @@ def build_openapi(routes: list[tuple[str, str, Any, Any, Any, str]], version: st
                     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                 }
             )
+            op["parameters"].append(
+                {
+                    "name": "X-Correlation-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "1-200 visible ASCII characters: echoed on the response and "
+                    "stored as the correlation id of every event the request causes "
+                    "(GET /admin/events?correlation_id= finds them)",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                }
+            )
         if path not in ("/health", "/ready", "/auth/refresh"):
             op["security"] = [{"bearer": []}]
         if req is not None:
