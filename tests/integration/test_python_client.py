@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from sessiond_client import (
     AsyncSessiondClient,
@@ -24,6 +25,7 @@ from sessiond_client import (
     SessionStarted,
     StateWritten,
     WatchError,
+    correlated,
 )
 
 from tests.integration.gwstack import Stack, connect_ws
@@ -125,6 +127,26 @@ def test_seed003_functions_return_result_and_error(stack: Stack) -> None:
     with SessiondClient(stack.base, "not-a-token") as client:
         result, error = client.start_session(user_id, router_id, new_id())
         assert result is None and error.status == 401
+
+
+@pytest.mark.anyio
+async def test_calls_in_a_correlated_block_carry_its_id_to_their_events(stack: Stack) -> None:
+    user, sid, cid = "pc-corr", new_id(), f"sdk-{uuid.uuid4().hex}"
+    async with AsyncSessiondClient(stack.base, stack.token(user)) as c:
+        with correlated(cid):
+            assert (await c.start_session(user, new_id(), sid))[1] is None
+            assert (await c.apply_changes(sid, {"a": 1}))[1] is None
+        assert (await c.apply_changes(sid, {"b": 2}))[1] is None  # outside: the command id
+    admin = stack.headers("root", "admin")
+    async with httpx.AsyncClient(base_url=stack.base, headers=admin) as http:
+        deadline = time.monotonic() + 15
+        while True:
+            r = await http.get("/admin/events", params={"correlation_id": cid})
+            types = [e["type"] for e in r.json()["events"]]
+            if "StateChanged" in types or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+    assert types == ["SessionCreated", "StateChanged"], types
 
 
 def test_state_handoff_device_and_simulator_calls(stack: Stack) -> None:

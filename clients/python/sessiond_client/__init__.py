@@ -6,7 +6,7 @@ watch of a session's changes that resumes by itself without a gap.
 """
 
 from sessiond_client._clients import AsyncSessiondClient, SessiondClient, WatchError
-from sessiond_client._core import CALLS, ClientError, RetryPolicy
+from sessiond_client._core import CALLS, ClientError, RetryPolicy, correlated
 from sessiond_client.types import (
     Change,
     ConflictResolved,
@@ -41,4 +41,5 @@ __all__ = [
     "Snapshot",
     "StateWritten",
     "WatchError",
+    "correlated",
 ]

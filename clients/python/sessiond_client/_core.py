@@ -8,9 +8,11 @@ says so) and decode its answer; so both speak exactly the same API.
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -37,8 +39,24 @@ __all__ = [
     "ClientError",
     "RetryPolicy",
     "SseParser",
+    "correlated",
     "token_subject",
 ]
+
+_correlation: ContextVar[str] = ContextVar("sessiond_client_correlation", default="")
+
+
+@contextlib.contextmanager
+def correlated(correlation_id: str) -> Iterator[None]:
+    """Every call made in this block (this thread or task, and the tasks it starts) carries
+    ``X-Correlation-ID: correlation_id``: the gateway echoes it and stores it as the
+    correlation id of the events the call causes, so an operator finds them by the id your
+    logs show (`sessiond events --correlation-id`). 1-200 visible ASCII characters."""
+    token = _correlation.set(correlation_id)
+    try:
+        yield
+    finally:
+        _correlation.reset(token)
 
 #: Answers worth retrying: the gateway says so (503, with OUTCOME_UNKNOWN for a write whose
 #: fate is unknown), or a proxy in front of it does (502, 504), or the rate limit (429).
@@ -127,7 +145,10 @@ class Call:
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def headers(self) -> dict[str, str]:
-        return {"Idempotency-Key": self.key} if self.write else {}
+        headers = {"Idempotency-Key": self.key} if self.write else {}
+        if correlation_id := _correlation.get():
+            headers["X-Correlation-ID"] = correlation_id
+        return headers
 
     def decode(self, body: bytes) -> Any:
         return msgspec.json.decode(body, type=self.answer)
