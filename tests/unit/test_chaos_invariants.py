@@ -69,3 +69,9 @@ def test_a_push_delayed_by_another_fault_is_not_charged_to_the_projector() -> No
 def test_a_slow_push_while_only_a_projector_is_down_is_counted() -> None:
     windows = [(10.0, 15.0, "kill:projector")]
     assert pushes_while_only_a_projector_was_down([(11.0, 2.0)], windows) == [2.0]
+
+
+def test_a_fault_off_the_push_path_does_not_hide_a_projector_fault() -> None:
+    windows = [(10.0, 15.0, "kill:projector"), (9.0, 14.0, "stop:reactor")]
+    windows += [(12.0, 16.0, "kill:postgres"), (11.0, 13.0, "kill:simulators")]
+    assert pushes_while_only_a_projector_was_down([(12.5, 1.5)], windows) == [1.5]
