@@ -51,18 +51,16 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     await context.abort(status_of(err), err.message, trailers_of(err))
 
 
-def _token(context: grpc.aio.ServicerContext) -> str | None:
+def _metadata(context: grpc.aio.ServicerContext, name: str) -> str:
+    """The call's text metadata `name` ('' when absent)."""
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            return bearer(value)
-    return None
-
-
-def _correlation_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-correlation-id" and isinstance(value, str):
+        if key == name and isinstance(value, str):
             return value
     return ""
+
+
+def _token(context: grpc.aio.ServicerContext) -> str | None:
+    return bearer(_metadata(context, "authorization"))
 
 
 def _key(value: str) -> str | None:
@@ -106,7 +104,7 @@ def unary(
         try:
             claims = access.authenticate(ctx, _token(context))
             access.rate_limit(ctx, claims)
-            with correlated(_correlation_id(context)):
+            with correlated(_metadata(context, "x-correlation-id")):
                 return await fn(self, ctx, claims, request)
         except Exception as exc:
             await _abort(context, exc)

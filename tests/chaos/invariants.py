@@ -150,6 +150,16 @@ PUSH_PATH_FAULTS = tuple(
 )
 
 
+def overlaps(
+    windows: list[tuple[float, float, str]], begin: float, end: float, kinds: tuple[str, ...] = ()
+) -> bool:
+    """Whether a fault window (of `kinds`; none given: of any kind) meets [begin, end]."""
+    return any(
+        start <= end and begin <= stop and (not kinds or kind in kinds)
+        for start, stop, kind in windows
+    )
+
+
 def pushes_while_only_a_projector_was_down(
     push_delays: list[tuple[float, float]], windows: list[tuple[float, float, str]]
 ) -> list[float]:
@@ -157,19 +167,12 @@ def pushes_while_only_a_projector_was_down(
     on the push path began or lasted (a fault's window includes a grace after its recovery that
     can outlast the gap to the next fault: a worker killed then delays a push for its own
     reason)."""
-    chosen = []
-    for sent, delay in push_delays:
-        arrived = sent + delay
-        projector = any(
-            start <= sent <= end and kind in PROJECTOR_FAULTS for start, end, kind in windows
-        )
-        other = any(
-            start <= arrived and sent <= end and kind in PUSH_PATH_FAULTS
-            for start, end, kind in windows
-        )
-        if projector and not other:
-            chosen.append(delay)
-    return chosen
+    return [
+        delay
+        for sent, delay in push_delays
+        if overlaps(windows, sent, sent, PROJECTOR_FAULTS)
+        and not overlaps(windows, sent, sent + delay, PUSH_PATH_FAULTS)
+    ]
 
 
 def late_share(delays: list[float], bound_s: float = 1.0) -> str:
@@ -313,12 +316,7 @@ def check_all(
         )
     )
 
-    def in_outage(t: float, kinds: tuple[str, ...] = ()) -> bool:
-        return any(
-            start <= t <= end and (not kinds or kind in kinds) for start, end, kind in windows
-        )
-
-    stray = [t for t in ledger.unavailable if not in_outage(t)]
+    stray = [t for t in ledger.unavailable if not overlaps(windows, t, t)]
     results.append(
         Result(
             "no 5xx but 503 during an outage",
@@ -351,10 +349,11 @@ def check_all(
         )
     )
     in_fault = pushes_while_only_a_projector_was_down(ledger.push_delays, windows)
+    stormy = [(*storm, "storm")]
     calm = [
         delay
         for sent, delay in ledger.push_delays
-        if not in_outage(sent) and not (storm[0] <= sent + delay and sent <= storm[1])
+        if not overlaps(windows, sent, sent) and not overlaps(stormy, sent, sent + delay)
     ]
     p99 = percentile(in_fault, 99)
     results.append(
