@@ -58,6 +58,7 @@ def correlated(correlation_id: str) -> Iterator[None]:
     finally:
         _correlation.reset(token)
 
+
 #: Answers worth retrying: the gateway says so (503, with OUTCOME_UNKNOWN for a write whose
 #: fate is unknown), or a proxy in front of it does (502, 504), or the rate limit (429).
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
